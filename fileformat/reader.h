@@ -1,0 +1,69 @@
+// Reads and validates a .woq file (SPEC.md). open() checks the header, the
+// header+directory checksum and every field, offset and size in the
+// directory before anything else trusts them; chunk checksums are checked
+// before a chunk is decoded. A Reader is immutable after open(): all const
+// methods may run concurrently.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "format.h"
+
+namespace woq::format {
+
+struct ReaderLimits {
+  uint64_t max_directory_bytes = 256ull << 20;
+  uint64_t max_tensors = 1u << 20;
+  uint64_t max_metadata = 65536;
+};
+
+class Reader {
+ public:
+  // Memory-maps `path`. Throws Error.
+  static std::unique_ptr<Reader> open(const std::string& path, const ReaderLimits& limits = {});
+  // Takes ownership of an in-memory image (tests, fuzzing). Throws Error.
+  static std::unique_ptr<Reader> from_memory(std::vector<uint8_t> image, const ReaderLimits& limits = {});
+  ~Reader();
+  Reader(const Reader&) = delete;
+  Reader& operator=(const Reader&) = delete;
+
+  uint8_t version_major() const { return major_; }
+  uint8_t version_minor() const { return minor_; }
+  uint64_t file_size() const { return size_; }
+  const std::vector<TensorRecord>& tensors() const { return tensors_; }
+  const TensorRecord* find(const std::string& name) const;
+  const std::vector<MetadataEntry>& metadata() const { return metadata_; }
+  const MetadataEntry* find_metadata(const std::string& key) const;
+
+  // Decodes rows [row_begin, row_end) of one section of `tensor` into dst,
+  // which holds (row_end - row_begin) * tensor.row_bytes(kind) bytes. Only
+  // the chunks overlapping the range are read; they decode in parallel.
+  void read_rows(const TensorRecord& tensor, SectionKind kind, uint64_t row_begin, uint64_t row_end,
+                 uint8_t* dst, const ParallelFor& parallel = serial_for) const;
+
+  // Checks every chunk's checksum and that it decodes to its raw size.
+  void verify(const ParallelFor& parallel = serial_for) const;
+
+ private:
+  Reader() = default;
+  void parse(const ReaderLimits& limits);
+  void parse_directory(const uint8_t* dir, uint64_t size, uint64_t offset, const ReaderLimits& limits);
+  void check_chunks();
+  void decode_chunk(const TensorRecord& tensor, SectionKind kind, uint64_t chunk, uint8_t* dst) const;
+
+  const uint8_t* data_ = nullptr;
+  uint64_t size_ = 0;
+  void* mapping_ = nullptr;
+  std::vector<uint8_t> owned_;
+  uint8_t major_ = 0, minor_ = 0;
+  uint64_t directory_offset_ = 0;
+  std::vector<TensorRecord> tensors_;
+  std::unordered_map<std::string, size_t> by_name_;
+  std::vector<MetadataEntry> metadata_;
+};
+
+}  // namespace woq::format

@@ -1,0 +1,60 @@
+// Writes a .woq file (SPEC.md) to a temporary file and renames it into place.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "format.h"
+
+namespace woq::format {
+
+// Canonical arrays of one tensor, laid out as SPEC.md 5.1/5.2 for all rows.
+struct TensorArrays {
+  const uint32_t* codes = nullptr;
+  const uint16_t* scales = nullptr;
+  const uint8_t* zeros = nullptr;
+  const float* bias = nullptr;  // optional
+};
+
+class Writer {
+ public:
+  // Creates "<path>.tmp.<pid>.<n>" at once; throws Error(Io) if it cannot.
+  explicit Writer(std::string path, int zstd_level = 3);
+  ~Writer();  // discards the temporary file unless finish() succeeded
+  Writer(const Writer&) = delete;
+  Writer& operator=(const Writer&) = delete;
+
+  // Compresses and appends one tensor's chunks. `record` supplies everything
+  // but rows_per_chunk and sections, which the writer fills in.
+  void add_tensor(TensorRecord record, const TensorArrays& arrays,
+                  const ParallelFor& parallel = serial_for);
+  void set_metadata(const MetadataEntry& entry);
+  // Writes directory and header, syncs, renames into place.
+  void finish();
+  bool has_tensor(const std::string& name) const { return names_.count(name) != 0; }
+
+ private:
+  void write_at(uint64_t offset, const void* data, size_t size);
+  void fail_cleanup();
+
+  std::string path_;
+  std::string temp_path_;
+  int fd_ = -1;
+  int zstd_level_;
+  bool done_ = false;
+  uint64_t end_ = kDataStart;  // next aligned write position
+  std::vector<TensorRecord> records_;
+  std::set<std::string> names_;
+  std::map<std::string, MetadataEntry> metadata_;
+};
+
+// Serializes header / directory; shared with tests that forge files.
+std::vector<uint8_t> encode_directory(const std::vector<TensorRecord>& records,
+                                      const std::vector<MetadataEntry>& metadata);
+std::vector<uint8_t> encode_header(uint64_t directory_offset,
+                                   const std::vector<uint8_t>& directory);
+
+}  // namespace woq::format

@@ -1,0 +1,57 @@
+#include "reference.h"
+
+#include <vector>
+
+#include "numeric.h"
+
+namespace woq::kernels {
+namespace {
+
+float load_act(const void* base, ActType t, uint64_t i) {
+  switch (t) {
+    case ActType::F32: return static_cast<const float*>(base)[i];
+    case ActType::F16: return half_to_float(static_cast<const uint16_t*>(base)[i]);
+    case ActType::BF16: return bf16_to_float(static_cast<const uint16_t*>(base)[i]);
+  }
+  return 0.0f;
+}
+
+void store_act(void* base, ActType t, uint64_t i, float v) {
+  switch (t) {
+    case ActType::F32: static_cast<float*>(base)[i] = v; break;
+    case ActType::F16: static_cast<uint16_t*>(base)[i] = float_to_half(v); break;
+    case ActType::BF16: static_cast<uint16_t*>(base)[i] = float_to_bf16(v); break;
+  }
+}
+
+}  // namespace
+
+void reference_dequantize_row(const QuantView& w, uint64_t n, float* out) {
+  const uint64_t groups = w.cols / w.group_size;
+  const uint32_t* codes = w.codes + n * w.words_per_row;
+  for (uint64_t k = 0; k < w.cols; ++k) {
+    const uint64_t j = n * groups + k / w.group_size;
+    const float s = half_to_float(w.scales[j]);
+    const int q = int(unpack_code(codes, k, w.bits));
+    out[k] = s * float(q - int(w.zeros[j]));
+  }
+}
+
+void reference_matmul(const QuantView& w, const void* x, ActType x_type, uint64_t m, void* y,
+                      ActType y_type, uint64_t row_begin, uint64_t row_end) {
+  std::vector<float> xf(m * w.cols);
+  for (uint64_t i = 0; i < xf.size(); ++i) xf[i] = load_act(x, x_type, i);
+  std::vector<float> row(w.cols);
+  for (uint64_t n = row_begin; n < row_end; ++n) {
+    reference_dequantize_row(w, n, row.data());
+    for (uint64_t r = 0; r < m; ++r) {
+      const float* xr = xf.data() + r * w.cols;
+      float acc = 0.0f;
+      for (uint64_t k = 0; k < w.cols; ++k) acc += xr[k] * row[k];
+      if (w.bias) acc += w.bias[n];
+      store_act(y, y_type, r * w.rows + n, acc);
+    }
+  }
+}
+
+}  // namespace woq::kernels

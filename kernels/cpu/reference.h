@@ -1,0 +1,45 @@
+// The scalar reference fused dequantize + matmul: written for clarity, it is
+// the oracle every other kernel is tested against. Depends on nothing but
+// this directory.
+#pragma once
+
+#include <cstdint>
+
+namespace woq::kernels {
+
+enum class ActType { F32 = 0, F16 = 1, BF16 = 2 };
+
+inline uint64_t act_size(ActType t) { return t == ActType::F32 ? 4 : 2; }
+
+// A quantized matrix in the canonical layout (fileformat/SPEC.md 5.1-5.3).
+struct QuantView {
+  const uint32_t* codes;   // rows x words_per_row
+  const uint16_t* scales;  // rows x (cols / group_size), fp16 bits
+  const uint8_t* zeros;    // rows x (cols / group_size)
+  const float* bias;       // rows, or null
+  uint64_t rows;
+  uint64_t cols;
+  uint32_t bits;
+  uint32_t group_size;
+  uint64_t words_per_row;
+};
+
+// Code k of one row of the canonical bitstream.
+inline uint32_t unpack_code(const uint32_t* row, uint64_t k, uint32_t bits) {
+  const uint64_t bit = k * bits;
+  const uint64_t word = bit / 32;
+  const uint32_t shift = uint32_t(bit % 32);
+  uint64_t v = row[word] >> shift;
+  if (shift + bits > 32) v |= uint64_t(row[word + 1]) << (32 - shift);
+  return uint32_t(v) & ((1u << bits) - 1u);
+}
+
+// w_hat[k] = s * (q - z) for every k of row n (exact in fp32).
+void reference_dequantize_row(const QuantView& w, uint64_t n, float* out);
+
+// Y[m][n] = sum_k X[m][k] * w_hat[n][k] + bias[n] for n in [row_begin,
+// row_end), all m < M; fp32 accumulation in k order. Y is row-major M x rows.
+void reference_matmul(const QuantView& w, const void* x, ActType x_type, uint64_t m, void* y,
+                      ActType y_type, uint64_t row_begin, uint64_t row_end);
+
+}  // namespace woq::kernels

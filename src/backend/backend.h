@@ -1,0 +1,52 @@
+// What a backend provides: tensors in its own layout, memory it owns, and
+// the fused dequantize + matmul. The CPU backends live in cpu_backend.cpp;
+// the CUDA backend arrives with its own file.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+
+#include "quant/quantized_matrix.h"
+#include "runtime/dtype.h"
+
+namespace woq {
+
+class ThreadPool;
+
+enum class BackendKind { CpuReference = 0, Cpu = 1, Cuda = 2 };
+
+// A tensor resident in a backend. Immutable after upload.
+class BackendTensor {
+ public:
+  virtual ~BackendTensor() = default;
+  uint64_t rows = 0;
+  uint64_t cols = 0;
+};
+
+// Backend-owned memory of a fixed size.
+class BackendBuffer {
+ public:
+  virtual ~BackendBuffer() = default;
+  virtual uint64_t size() const = 0;
+  virtual void write(uint64_t offset, const void* src, uint64_t bytes) = 0;
+  virtual void read(uint64_t offset, void* dst, uint64_t bytes) const = 0;
+  // Address kernels of this backend use (host memory for CPU backends).
+  virtual void* data() = 0;
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual BackendKind kind() const = 0;
+  virtual std::unique_ptr<BackendTensor> upload(QuantizedMatrix&& matrix) = 0;
+  virtual std::unique_ptr<BackendBuffer> allocate(uint64_t bytes) = 0;
+  // Shapes are already validated by the caller; x and y are backend memory.
+  virtual void matmul(const BackendTensor& w, const void* x, DType x_dtype, uint64_t m, void* y,
+                      DType y_dtype) = 0;
+  virtual void dequantize(const BackendTensor& w, void* out, DType out_dtype) = 0;
+};
+
+// The scalar oracle (single-threaded) or the multithreaded CPU backend.
+std::unique_ptr<Backend> make_cpu_backend(BackendKind kind, ThreadPool& pool);
+
+}  // namespace woq

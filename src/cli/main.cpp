@@ -1,0 +1,417 @@
+// woq: quantize safetensors weights into .woq files, inspect, verify and
+// benchmark them. Uses only the public C API plus the safetensors importer.
+#include <woq.h>
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "cli/progress.h"
+#include "import/safetensors.h"
+#include "kernels/cpu/numeric.h"
+#include "runtime/error.h"
+
+namespace {
+
+using woq::import::SafeTensor;
+using woq::import::SafetensorsFile;
+
+// Thrown to leave a command with a message and exit code 1.
+struct CliError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+void check(woq_status s, const std::string& what) {
+  if (s != WOQ_OK) throw CliError(what + ": " + woq_status_string(s) + ": " + woq_last_error());
+}
+
+template <class T, void (*Free)(T*)>
+struct Handle {
+  T* p = nullptr;
+  ~Handle() { Free(p); }
+  T** out() { return &p; }
+  T* get() const { return p; }
+};
+using File = Handle<woq_file, woq_file_close>;
+using Context = Handle<woq_context, woq_context_destroy>;
+using Tensor = Handle<woq_tensor, woq_tensor_destroy>;
+using QMatrix = Handle<woq_qmatrix, woq_qmatrix_destroy>;
+using Writer = Handle<woq_writer, woq_writer_destroy>;
+
+bool float_dtype(const std::string& d) { return d == "F32" || d == "F16" || d == "BF16"; }
+
+woq_dtype to_woq_dtype(const std::string& d) {
+  return d == "F32" ? WOQ_DTYPE_F32 : d == "F16" ? WOQ_DTYPE_F16 : WOQ_DTYPE_BF16;
+}
+
+// Copies a float tensor out of the (possibly unaligned) mapping as fp32.
+std::vector<float> to_f32(const SafeTensor& t) {
+  std::vector<float> out(t.elements());
+  for (size_t i = 0; i < out.size(); ++i) {
+    if (t.dtype == "F32") {
+      std::memcpy(&out[i], t.data + 4 * i, 4);
+    } else {
+      uint16_t h;
+      std::memcpy(&h, t.data + 2 * i, 2);
+      out[i] = t.dtype == "F16" ? woq::kernels::half_to_float(h) : woq::kernels::bf16_to_float(h);
+    }
+  }
+  return out;
+}
+
+std::string human_bytes(double b) {
+  char buf[64];
+  const char* unit[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  int u = 0;
+  while (b >= 1024 && u < 4) b /= 1024, ++u;
+  std::snprintf(buf, sizeof buf, u ? "%.2f %s" : "%.0f %s", b, unit[u]);
+  return buf;
+}
+
+std::unique_ptr<SafetensorsFile> open_safetensors(const std::string& path) {
+  try {
+    return SafetensorsFile::open(path);
+  } catch (const woq::Error& e) {
+    throw CliError(e.what());
+  }
+}
+
+// ---------------------------------------------------------------- quantize
+
+struct QuantizeArgs {
+  std::string in, out;
+  uint32_t bits = 4;
+  uint32_t group = 128;
+  bool sym = false;
+};
+
+int cmd_quantize(const QuantizeArgs& a) {
+  auto st = open_safetensors(a.in);
+  woq_quant_options q;
+  woq_quant_options_init(&q);
+  q.bits = a.bits;
+  q.group_size = a.group;
+  q.scheme = a.sym ? WOQ_SCHEME_SYMMETRIC : WOQ_SCHEME_ASYMMETRIC;
+
+  std::vector<const SafeTensor*> weights;
+  for (const SafeTensor& t : st->tensors()) {
+    const bool is_weight = t.name.size() > 7 && t.name.compare(t.name.size() - 7, 7, ".weight") == 0;
+    if (is_weight && t.shape.size() == 2 && float_dtype(t.dtype)) {
+      weights.push_back(&t);
+      continue;
+    }
+    const bool is_bias = t.name.size() > 5 && t.name.compare(t.name.size() - 5, 5, ".bias") == 0;
+    const SafeTensor* owner = is_bias ? st->find(t.name.substr(0, t.name.size() - 5) + ".weight") : nullptr;
+    if (owner && owner->shape.size() == 2 && t.shape.size() == 1 && t.shape[0] == owner->shape[0] &&
+        float_dtype(t.dtype))
+      continue;  // stored with its weight
+    std::printf("skipping '%s' (%s, %zu-D): only 2-D float *.weight tensors are quantized\n", t.name.c_str(),
+                t.dtype.c_str(), t.shape.size());
+  }
+  if (weights.empty()) throw CliError("'" + a.in + "' has no 2-D F32/F16/BF16 *.weight tensors to quantize");
+
+  Writer w;
+  check(woq_writer_create(a.out.c_str(), w.out()), "create '" + a.out + "'");
+  check(woq_writer_set_metadata_string(w.get(), "model.source", a.in.substr(a.in.rfind('/') + 1).c_str()),
+        "metadata");
+  check(woq_writer_set_metadata_string(w.get(), "quant.method", "rtn"), "metadata");
+  check(woq_writer_set_metadata_int(w.get(), "quant.bits", a.bits), "metadata");
+  check(woq_writer_set_metadata_int(w.get(), "quant.group_size", a.group), "metadata");
+  check(woq_writer_set_metadata_string(w.get(), "quant.scheme", a.sym ? "symmetric" : "asymmetric"), "metadata");
+  for (const auto& kv : st->metadata())
+    check(woq_writer_set_metadata_string(w.get(), ("source." + kv.first).c_str(), kv.second.c_str()), "metadata");
+
+  woq::cli::Progress progress(weights.size(), "quantizing");
+  double err2 = 0;
+  for (const SafeTensor* t : weights) {
+    const uint64_t rows = t->shape[0], cols = t->shape[1];
+    std::vector<float> wf = to_f32(*t);
+    std::vector<uint8_t> native(t->data, t->data + t->bytes);  // aligned copy in the source dtype
+    QMatrix qm;
+    check(woq_quantize(native.data(), to_woq_dtype(t->dtype), rows, cols, &q, qm.out()), "quantize '" + t->name + "'");
+    const SafeTensor* b = st->find(t->name.substr(0, t->name.size() - 7) + ".bias");
+    std::vector<float> bias;
+    if (b && b->shape.size() == 1 && b->shape[0] == rows && float_dtype(b->dtype)) bias = to_f32(*b);
+    check(woq_writer_add_tensor(w.get(), t->name.c_str(), qm.get(), bias.empty() ? nullptr : bias.data()),
+          "write '" + t->name + "'");
+    double rel;
+    woq_qmatrix_stats(qm.get(), nullptr, &rel, nullptr);
+    err2 += rel * rel;
+    progress.step(t->name);
+  }
+  check(woq_writer_finish(w.get()), "finish '" + a.out + "'");
+  progress.finish();
+  std::printf("wrote %s: %zu tensors, %u-bit, group %s, %s, mean rel. Frobenius error %.4g\n", a.out.c_str(),
+              weights.size(), a.bits, a.group ? std::to_string(a.group).c_str() : "per-channel",
+              a.sym ? "symmetric" : "asymmetric", std::sqrt(err2 / weights.size()));
+  return 0;
+}
+
+// ---------------------------------------------------------------- inspect
+
+const char* dtype_name(woq_dtype d) { return d == WOQ_DTYPE_F32 ? "f32" : d == WOQ_DTYPE_F16 ? "f16" : "bf16"; }
+
+int cmd_inspect(const std::string& path) {
+  File f;
+  check(woq_file_open(path.c_str(), f.out()), "open '" + path + "'");
+  uint32_t major, minor;
+  uint64_t count, md_count;
+  check(woq_file_format_version(f.get(), &major, &minor), "version");
+  check(woq_file_tensor_count(f.get(), &count), "tensor count");
+  check(woq_file_metadata_count(f.get(), &md_count), "metadata count");
+  FILE* fp = std::fopen(path.c_str(), "rb");
+  long file_size = 0;
+  if (fp) {
+    std::fseek(fp, 0, SEEK_END);
+    file_size = std::ftell(fp);
+    std::fclose(fp);
+  }
+  std::printf("%s: .woq format %u.%u, %llu tensors, %s\n", path.c_str(), major, minor,
+              static_cast<unsigned long long>(count), human_bytes(double(file_size)).c_str());
+  std::printf("\n%-60s %13s %4s %5s %4s %5s %10s %6s %10s %10s %7s\n", "tensor", "shape (NxK)", "bits", "group", "sym",
+              "src", "on disk", "bits/w", "max|err|", "rel.err", "SQNR dB");
+  uint64_t params = 0, stored = 0;
+  double weighted_bits = 0;
+  for (uint64_t i = 0; i < count; ++i) {
+    woq_tensor_info info;
+    info.struct_size = sizeof info;
+    check(woq_file_tensor_info(f.get(), i, &info), "tensor info");
+    char shape[64];
+    std::snprintf(shape, sizeof shape, "%llux%llu", static_cast<unsigned long long>(info.rows),
+                  static_cast<unsigned long long>(info.cols));
+    std::string name = info.name;
+    if (name.size() > 60) name = "..." + name.substr(name.size() - 57);
+    std::printf("%-60s %13s %4u %5u %4s %5s %10s %6.3f %10.4g %10.4g %7.2f%s\n", name.c_str(), shape, info.bits,
+                info.group_size, info.scheme == WOQ_SCHEME_SYMMETRIC ? "yes" : "no", dtype_name(info.source_dtype),
+                human_bytes(double(info.stored_bytes)).c_str(), info.bits_per_weight, info.max_abs_error,
+                info.rel_frobenius_error, info.sqnr_db, info.has_bias ? "  +bias" : "");
+    params += info.rows * info.cols;
+    stored += info.stored_bytes;
+    weighted_bits += info.bits_per_weight * double(info.rows * info.cols);
+  }
+  std::printf("\n%llu weights: fp32 %s, fp16 %s, .woq file %s (%.2fx smaller than fp32, %.2fx than fp16)\n",
+              static_cast<unsigned long long>(params), human_bytes(4.0 * params).c_str(),
+              human_bytes(2.0 * params).c_str(), human_bytes(double(file_size)).c_str(),
+              4.0 * params / double(file_size), 2.0 * params / double(file_size));
+  std::printf("effective bits per weight (codes + scales + zero-points): %.3f; stored chunks %s\n",
+              params ? weighted_bits / double(params) : 0.0, human_bytes(double(stored)).c_str());
+  if (md_count) std::printf("\nmetadata:\n");
+  for (uint64_t i = 0; i < md_count; ++i) {
+    const char* key;
+    woq_metadata_type type;
+    check(woq_file_metadata_key(f.get(), i, &key, &type), "metadata");
+    if (type == WOQ_METADATA_STRING) {
+      const char* v;
+      check(woq_file_metadata_string(f.get(), key, &v, nullptr), "metadata");
+      std::printf("  %s = \"%s\"\n", key, v);
+    } else if (type == WOQ_METADATA_INT) {
+      int64_t v;
+      check(woq_file_metadata_int(f.get(), key, &v), "metadata");
+      std::printf("  %s = %lld\n", key, static_cast<long long>(v));
+    } else {
+      double v;
+      check(woq_file_metadata_float(f.get(), key, &v), "metadata");
+      std::printf("  %s = %g\n", key, v);
+    }
+  }
+  return 0;
+}
+
+// ---------------------------------------------------------------- verify
+
+int cmd_verify(const std::string& path) {
+  File f;
+  check(woq_file_open(path.c_str(), f.out()), "open '" + path + "'");
+  check(woq_file_verify(f.get()), "verify '" + path + "'");
+  uint64_t count;
+  check(woq_file_tensor_count(f.get(), &count), "tensor count");
+  std::printf("%s: OK (header, directory and every chunk of %llu tensors verified)\n", path.c_str(),
+              static_cast<unsigned long long>(count));
+  return 0;
+}
+
+// ---------------------------------------------------------------- bench
+
+struct BenchArgs {
+  std::string file;
+  std::string reference;
+  std::string backend = "cpu";
+  uint64_t m = 1;
+  int threads = 0;
+  double min_seconds = 0.2;
+};
+
+// ||a - b|| / ||b|| over n values.
+double rel_error(const float* a, const std::vector<double>& b) {
+  double e = 0, r = 0;
+  for (size_t i = 0; i < b.size(); ++i) {
+    e += (a[i] - b[i]) * (a[i] - b[i]);
+    r += b[i] * b[i];
+  }
+  return r > 0 ? std::sqrt(e / r) : std::sqrt(e);
+}
+
+// Y[m][n] = sum_k X[m][k] W[n][k] (+ bias) in float64.
+std::vector<double> matmul_f64(const std::vector<float>& x, const std::vector<float>& w, const float* bias,
+                               uint64_t m, uint64_t n, uint64_t k) {
+  std::vector<double> y(m * n);
+  for (uint64_t r = 0; r < m; ++r)
+    for (uint64_t j = 0; j < n; ++j) {
+      double acc = bias ? bias[j] : 0.0;
+      for (uint64_t i = 0; i < k; ++i) acc += double(x[r * k + i]) * w[j * k + i];
+      y[r * n + j] = acc;
+    }
+  return y;
+}
+
+int cmd_bench(const BenchArgs& a) {
+  File f;
+  check(woq_file_open(a.file.c_str(), f.out()), "open '" + a.file + "'");
+  std::unique_ptr<SafetensorsFile> ref;
+  if (!a.reference.empty()) ref = open_safetensors(a.reference);
+  woq_context_options co;
+  woq_context_options_init(&co);
+  if (a.backend == "cpu") co.backend = WOQ_BACKEND_CPU;
+  else if (a.backend == "cpu-reference") co.backend = WOQ_BACKEND_CPU_REFERENCE;
+  else if (a.backend == "cuda") co.backend = WOQ_BACKEND_CUDA;
+  else throw CliError("unknown backend '" + a.backend + "' (cpu, cpu-reference, cuda)");
+  co.threads = a.threads;
+  Context ctx;
+  check(woq_context_create(&co, ctx.out()), "create " + a.backend + " context");
+  int32_t threads;
+  woq_context_info(ctx.get(), nullptr, &threads);
+  uint64_t count;
+  check(woq_file_tensor_count(f.get(), &count), "tensor count");
+  std::printf("backend %s, %d thread(s), M = %llu; time is the best of repeated runs (>= %.2fs per tensor)\n",
+              a.backend.c_str(), threads, static_cast<unsigned long long>(a.m), a.min_seconds);
+  std::printf("\n%-50s %12s %9s %9s %10s %11s%s\n", "tensor", "N x K", "load ms", "matmul us", "GB/s", "kernel err",
+              ref ? "  err vs fp32 W" : "");
+  std::mt19937 rng(1234);
+  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+  double total_time = 0, total_bytes = 0, sum_quant_err2 = 0, max_kernel_err = 0;
+  uint64_t compared = 0, params = 0;
+  for (uint64_t i = 0; i < count; ++i) {
+    woq_tensor_info info;
+    info.struct_size = sizeof info;
+    check(woq_file_tensor_info(f.get(), i, &info), "tensor info");
+    Tensor t;
+    auto t0 = std::chrono::steady_clock::now();
+    check(woq_tensor_load(ctx.get(), f.get(), info.name, t.out()), std::string("load '") + info.name + "'");
+    double load_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    const uint64_t n = info.rows, k = info.cols;
+    std::vector<float> x(a.m * k), y(a.m * n);
+    for (float& v : x) v = dist(rng);
+    std::fill(y.begin(), y.end(), std::nanf(""));  // poison: every output must be written
+    check(woq_matmul(ctx.get(), t.get(), x.data(), WOQ_DTYPE_F32, a.m, y.data(), WOQ_DTYPE_F32), "matmul");
+    double best = 1e30, spent = 0;
+    for (int rep = 0; rep < 1000 && (rep < 3 || spent < a.min_seconds); ++rep) {
+      auto s = std::chrono::steady_clock::now();
+      check(woq_matmul(ctx.get(), t.get(), x.data(), WOQ_DTYPE_F32, a.m, y.data(), WOQ_DTYPE_F32), "matmul");
+      double d = std::chrono::duration<double>(std::chrono::steady_clock::now() - s).count();
+      best = std::min(best, d);
+      spent += d;
+    }
+    // Kernel check: against float64 on the same dequantized weights.
+    std::vector<float> w_hat(n * k);
+    check(woq_dequantize(ctx.get(), t.get(), w_hat.data(), WOQ_DTYPE_F32, w_hat.size() * 4), "dequantize");
+    std::vector<float> bias;
+    const SafeTensor* b = nullptr;
+    if (ref) {
+      std::string base = info.name;
+      if (base.size() > 7 && base.compare(base.size() - 7, 7, ".weight") == 0) base.resize(base.size() - 7);
+      b = ref->find(base + ".bias");
+      if (b && info.has_bias) bias = to_f32(*b);
+    }
+    // Dequantized weights carry no bias; subtract nothing, add the stored bias via the reference file only.
+    const float* bias_ptr = info.has_bias && !bias.empty() ? bias.data() : nullptr;
+    double kernel_err = 0;
+    if (!info.has_bias || bias_ptr) {
+      kernel_err = rel_error(y.data(), matmul_f64(x, w_hat, bias_ptr, a.m, n, k));
+      max_kernel_err = std::max(max_kernel_err, kernel_err);
+    }
+    char quant_err[64] = "";
+    if (ref) {
+      const SafeTensor* src = ref->find(info.name);
+      if (src && src->shape.size() == 2 && src->shape[0] == n && src->shape[1] == k && float_dtype(src->dtype)) {
+        double e = rel_error(y.data(), matmul_f64(x, to_f32(*src), bias_ptr, a.m, n, k));
+        std::snprintf(quant_err, sizeof quant_err, "  %14.4g", e);
+        sum_quant_err2 += e * e;
+        ++compared;
+      }
+    }
+    const double bytes = double(info.raw_bytes - (info.has_bias ? 4 * n : 0));
+    std::string name = info.name;
+    if (name.size() > 50) name = "..." + name.substr(name.size() - 47);
+    char shape[64];
+    std::snprintf(shape, sizeof shape, "%llux%llu", static_cast<unsigned long long>(n), static_cast<unsigned long long>(k));
+    std::string kerr = (!info.has_bias || bias_ptr) ? std::to_string(kernel_err) : std::string("n/a");
+    std::printf("%-50s %12s %9.2f %9.1f %10.2f %11.3g%s\n", name.c_str(), shape, load_ms, best * 1e6,
+                bytes / best / 1e9, kernel_err, quant_err);
+    total_time += best;
+    total_bytes += bytes;
+    params += n * k;
+  }
+  std::printf("\nall %llu matrices: %.1f us per M=%llu pass, %.2f GB/s of packed weights, %llu weights\n",
+              static_cast<unsigned long long>(count), total_time * 1e6, static_cast<unsigned long long>(a.m),
+              total_bytes / total_time / 1e9, static_cast<unsigned long long>(params));
+  std::printf("largest kernel error vs float64 on the dequantized weights: %.3g (must be < 1e-5)\n", max_kernel_err);
+  if (compared)
+    std::printf("RMS relative output error vs the original fp32 weights: %.4g over %llu matrices\n",
+                std::sqrt(sum_quant_err2 / compared), static_cast<unsigned long long>(compared));
+  if (max_kernel_err >= 1e-5) throw CliError("kernel error exceeds 1e-5");
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"woq: weight-only quantization for linear layers"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", std::string("woq ") + woq_version_string());
+
+  QuantizeArgs qa;
+  auto* quantize = app.add_subcommand("quantize", "quantize the 2-D *.weight tensors of a safetensors file");
+  quantize->add_option("input", qa.in, "input .safetensors (F32, F16 or BF16 weights)")->required()->check(CLI::ExistingFile);
+  quantize->add_option("output", qa.out, "output .woq file")->required();
+  quantize->add_option("--bits", qa.bits, "bits per weight (2..8)")->check(CLI::Range(2, 8));
+  quantize->add_option("--group", qa.group, "inputs per group: 32, 64, 128, 256, or 0 for per-channel")
+      ->check(CLI::IsMember({0, 32, 64, 128, 256}));
+  quantize->add_flag("--sym", qa.sym, "symmetric (zero-point fixed at 2^(bits-1))");
+
+  std::string inspect_file, verify_file;
+  auto* inspect = app.add_subcommand("inspect", "list tensors, sizes, bits per weight, errors and metadata");
+  inspect->add_option("file", inspect_file, ".woq file")->required();
+  auto* verify = app.add_subcommand("verify", "check every checksum and that every chunk decodes");
+  verify->add_option("file", verify_file, ".woq file")->required();
+
+  BenchArgs ba;
+  auto* bench = app.add_subcommand("bench", "time woq_matmul on every tensor of a .woq file");
+  bench->add_option("file", ba.file, ".woq file")->required();
+  bench->add_option("--m", ba.m, "rows of X (batch)")->check(CLI::Range(1, 1 << 16));
+  bench->add_option("--backend", ba.backend, "cpu, cpu-reference or cuda");
+  bench->add_option("--threads", ba.threads, "threads (0 = all CPUs)")->check(CLI::Range(0, 4096));
+  bench->add_option("--reference", ba.reference, "original .safetensors: also report error vs fp32 weights");
+  bench->add_option("--min-seconds", ba.min_seconds, "minimum timing per tensor")->check(CLI::Range(0.0, 60.0));
+
+  CLI11_PARSE(app, argc, argv);
+  try {
+    if (*quantize) return cmd_quantize(qa);
+    if (*inspect) return cmd_inspect(inspect_file);
+    if (*verify) return cmd_verify(verify_file);
+    if (*bench) return cmd_bench(ba);
+  } catch (const CliError& e) {
+    std::fprintf(stderr, "woq: error: %s\n", e.what());
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "woq: error: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}

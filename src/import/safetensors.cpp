@@ -1,0 +1,122 @@
+#include "import/safetensors.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <nlohmann/json.hpp>
+
+#include "runtime/error.h"
+
+namespace woq::import {
+
+uint64_t safetensors_dtype_size(const std::string& d) {
+  if (d == "F64" || d == "I64" || d == "U64") return 8;
+  if (d == "F32" || d == "I32" || d == "U32") return 4;
+  if (d == "F16" || d == "BF16" || d == "I16" || d == "U16") return 2;
+  if (d == "U8" || d == "I8" || d == "BOOL") return 1;
+  return 0;
+}
+
+uint64_t SafeTensor::elements() const {
+  uint64_t n = 1;
+  for (uint64_t d : shape) n *= d;
+  return n;
+}
+
+std::unique_ptr<SafetensorsFile> SafetensorsFile::open(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) fail(Status::Io, "cannot open '" + path + "': " + std::strerror(errno));
+  struct stat st;
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    ::close(fd);
+    fail(Status::Io, "'" + path + "' is not a readable regular file");
+  }
+  std::unique_ptr<SafetensorsFile> f(new SafetensorsFile());
+  f->size_ = static_cast<uint64_t>(st.st_size);
+  const std::string where = "safetensors '" + path + "': ";
+  if (f->size_ < 8) {
+    ::close(fd);
+    fail(Status::Format, where + "file is shorter than its 8-byte header length");
+  }
+  void* m = ::mmap(nullptr, f->size_, PROT_READ, MAP_PRIVATE, fd, 0);
+  ::close(fd);
+  if (m == MAP_FAILED) fail(Status::Io, "cannot map '" + path + "': " + std::strerror(errno));
+  f->mapping_ = m;
+  const auto* bytes = static_cast<const uint8_t*>(m);
+  uint64_t header_len;
+  std::memcpy(&header_len, bytes, 8);
+  if (header_len > f->size_ - 8 || header_len > (100u << 20))
+    fail(Status::Format, where + "header length " + std::to_string(header_len) + " exceeds the file or 100 MiB");
+  const uint8_t* data = bytes + 8 + header_len;
+  const uint64_t data_size = f->size_ - 8 - header_len;
+  nlohmann::json header;
+  try {
+    header = nlohmann::json::parse(bytes + 8, bytes + 8 + header_len);
+  } catch (const std::exception& e) {
+    fail(Status::Format, where + "header is not valid JSON: " + e.what());
+  }
+  if (!header.is_object()) fail(Status::Format, where + "header is not a JSON object");
+  for (auto it = header.begin(); it != header.end(); ++it) {
+    const std::string& name = it.key();
+    const nlohmann::json& v = it.value();
+    if (name == "__metadata__") {
+      if (!v.is_object()) fail(Status::Format, where + "__metadata__ is not an object");
+      for (auto m2 = v.begin(); m2 != v.end(); ++m2)
+        if (m2.value().is_string()) f->metadata_[m2.key()] = m2.value().get<std::string>();
+      continue;
+    }
+    const std::string tw = where + "tensor '" + name + "': ";
+    if (!v.is_object() || !v.contains("dtype") || !v.contains("shape") || !v.contains("data_offsets") ||
+        !v["dtype"].is_string() || !v["shape"].is_array() || !v["data_offsets"].is_array() ||
+        v["data_offsets"].size() != 2)
+      fail(Status::Format, tw + "needs dtype, shape and two data_offsets");
+    SafeTensor t;
+    t.name = name;
+    t.dtype = v["dtype"].get<std::string>();
+    const uint64_t esize = safetensors_dtype_size(t.dtype);
+    if (esize == 0) fail(Status::Format, tw + "unknown dtype '" + t.dtype + "'");
+    uint64_t count = 1;
+    for (const auto& d : v["shape"]) {
+      if (!d.is_number_unsigned()) fail(Status::Format, tw + "shape entries must be non-negative integers");
+      uint64_t dim = d.get<uint64_t>();
+      t.shape.push_back(dim);
+      if (__builtin_mul_overflow(count, dim, &count)) fail(Status::Format, tw + "shape overflows");
+    }
+    const auto& off = v["data_offsets"];
+    if (!off[0].is_number_unsigned() || !off[1].is_number_unsigned())
+      fail(Status::Format, tw + "data_offsets must be non-negative integers");
+    const uint64_t begin = off[0].get<uint64_t>(), end = off[1].get<uint64_t>();
+    uint64_t bytes_needed;
+    if (__builtin_mul_overflow(count, esize, &bytes_needed)) fail(Status::Format, tw + "size overflows");
+    if (begin > end || end > data_size)
+      fail(Status::Format, tw + "data_offsets [" + std::to_string(begin) + ", " + std::to_string(end) +
+                               ") fall outside the " + std::to_string(data_size) + "-byte data section");
+    if (end - begin != bytes_needed)
+      fail(Status::Format, tw + "holds " + std::to_string(end - begin) + " bytes but its shape needs " +
+                               std::to_string(bytes_needed));
+    t.data = data + begin;
+    t.bytes = bytes_needed;
+    f->tensors_.push_back(std::move(t));
+  }
+  // Order by data offset: the order the tensors were written in.
+  std::sort(f->tensors_.begin(), f->tensors_.end(),
+            [](const SafeTensor& a, const SafeTensor& b) { return a.data < b.data; });
+  return f;
+}
+
+SafetensorsFile::~SafetensorsFile() {
+  if (mapping_) ::munmap(mapping_, size_);
+}
+
+const SafeTensor* SafetensorsFile::find(const std::string& name) const {
+  for (const SafeTensor& t : tensors_)
+    if (t.name == name) return &t;
+  return nullptr;
+}
+
+}  // namespace woq::import

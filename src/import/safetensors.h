@@ -1,0 +1,47 @@
+// Reads safetensors files (https://github.com/huggingface/safetensors):
+// 8-byte little-endian header length, JSON header, raw little-endian data.
+// Every offset and size is validated before use.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace woq::import {
+
+struct SafeTensor {
+  std::string name;
+  std::string dtype;            // "F32", "F16", "BF16", "U8", "I32", ...
+  std::vector<uint64_t> shape;
+  const uint8_t* data = nullptr;
+  uint64_t bytes = 0;
+
+  uint64_t elements() const;
+};
+
+// Bytes per element of a safetensors dtype, 0 if unknown.
+uint64_t safetensors_dtype_size(const std::string& dtype);
+
+class SafetensorsFile {
+ public:
+  // Memory-maps and validates `path`; throws woq::Error (Io / Format).
+  static std::unique_ptr<SafetensorsFile> open(const std::string& path);
+  ~SafetensorsFile();
+  SafetensorsFile(const SafetensorsFile&) = delete;
+  SafetensorsFile& operator=(const SafetensorsFile&) = delete;
+
+  const std::vector<SafeTensor>& tensors() const { return tensors_; }  // in file order
+  const SafeTensor* find(const std::string& name) const;
+  const std::map<std::string, std::string>& metadata() const { return metadata_; }
+
+ private:
+  SafetensorsFile() = default;
+  void* mapping_ = nullptr;
+  uint64_t size_ = 0;
+  std::vector<SafeTensor> tensors_;
+  std::map<std::string, std::string> metadata_;
+};
+
+}  // namespace woq::import

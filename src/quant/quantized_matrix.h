@@ -1,0 +1,51 @@
+// A quantized weight matrix in the canonical layout of fileformat/SPEC.md:
+// row bitstream codes, fp16 scales and u8 zero-points per group, optional
+// fp32 bias. What the quantizer produces, the writer stores, the reader
+// returns and backends repack.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "kernels/cpu/reference.h"
+#include "runtime/dtype.h"
+
+namespace woq {
+
+enum class Scheme { Asymmetric = 0, Symmetric = 1 };
+enum class Method { Rtn = 0 };
+
+struct QuantStats {
+  double max_abs_error = 0;
+  double rel_frobenius_error = 0;
+  double sqnr_db = 0;
+};
+
+struct QuantizedMatrix {
+  uint64_t rows = 0;  // N outputs
+  uint64_t cols = 0;  // K inputs
+  uint32_t bits = 0;
+  uint32_t group_size = 0;  // == cols for per-channel
+  Scheme scheme = Scheme::Asymmetric;
+  Method method = Method::Rtn;
+  DType source_dtype = DType::F32;
+  std::vector<uint32_t> codes;   // rows * words_per_row()
+  std::vector<uint16_t> scales;  // rows * groups_per_row(), fp16 bits
+  std::vector<uint8_t> zeros;    // rows * groups_per_row()
+  std::vector<float> bias;       // empty or rows
+  QuantStats stats;
+
+  uint64_t groups_per_row() const { return cols / group_size; }
+  uint64_t words_per_row() const { return (cols * bits + 31) / 32; }
+  kernels::QuantView view() const {
+    return {codes.data(), scales.data(), zeros.data(), bias.empty() ? nullptr : bias.data(),
+            rows, cols, bits, group_size, words_per_row()};
+  }
+};
+
+// Checks that decoded data obeys SPEC.md 5.3 (finite non-negative scales,
+// zero-points <= 2^bits - 1, symmetric zero-points == 2^(bits-1)).
+// Throws Error(Format) naming the tensor, row and group.
+void validate_quantized(const QuantizedMatrix& m, const char* name);
+
+}  // namespace woq

@@ -1,0 +1,123 @@
+#include "quant/rtn.h"
+
+#include <cmath>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "kernels/cpu/numeric.h"
+#include "quant/packing.h"
+#include "runtime/error.h"
+
+namespace woq {
+
+uint16_t fp16_round_up(double x) {
+  if (!(x <= 65504.0))
+    fail(Status::InvalidArgument, "a group needs scale " + std::to_string(x) +
+                                      ", above the largest fp16 value 65504 (weights too large)");
+  uint16_t h = kernels::float_to_half(static_cast<float>(x));
+  while (double(kernels::half_to_float(h)) < x) ++h;
+  while (h > 0 && double(kernels::half_to_float(uint16_t(h - 1))) >= x) --h;
+  return h;
+}
+
+void check_quant_config(const QuantConfig& config, uint64_t rows, uint64_t cols) {
+  if (config.bits < 2 || config.bits > 8)
+    fail(Status::InvalidArgument, "bits = " + std::to_string(config.bits) + " is not supported (2..8)");
+  const uint32_t g = config.group_size;
+  if (g != 0 && g != 32 && g != 64 && g != 128 && g != 256)
+    fail(Status::InvalidArgument, "group_size = " + std::to_string(g) +
+                                      " is not supported (32, 64, 128, 256, or 0 for per-channel)");
+  if (config.scheme != Scheme::Asymmetric && config.scheme != Scheme::Symmetric)
+    fail(Status::InvalidArgument, "unknown scheme " + std::to_string(int(config.scheme)));
+  if (config.method != Method::Rtn)
+    fail(Status::Unsupported, "quantization method " + std::to_string(int(config.method)) + " is not available");
+  if (rows == 0 || cols == 0)
+    fail(Status::Shape, "weight matrix " + std::to_string(rows) + " x " + std::to_string(cols) + " is empty");
+  if (rows > (1ull << 32) - 1 || cols > (1ull << 32) - 1 || rows * cols > (1ull << 40))
+    fail(Status::Shape, "weight matrix " + std::to_string(rows) + " x " + std::to_string(cols) + " is too large");
+  if (g != 0 && cols % g != 0)
+    fail(Status::Shape, "cols = " + std::to_string(cols) + " is not a multiple of group_size " + std::to_string(g));
+}
+
+QuantizedMatrix quantize_rtn(const void* weights, DType dtype, uint64_t rows, uint64_t cols,
+                             const QuantConfig& config) {
+  check_quant_config(config, rows, cols);
+  QuantizedMatrix m;
+  m.rows = rows;
+  m.cols = cols;
+  m.bits = config.bits;
+  m.group_size = config.group_size == 0 ? static_cast<uint32_t>(cols) : config.group_size;
+  m.scheme = config.scheme;
+  m.method = config.method;
+  m.source_dtype = dtype;
+  const uint64_t groups = m.groups_per_row();
+  m.codes.assign(rows * m.words_per_row(), 0);
+  m.scales.resize(rows * groups);
+  m.zeros.resize(rows * groups);
+
+  const double qmax = double((1u << config.bits) - 1);
+  const double half_range = double(1u << (config.bits - 1));
+  std::vector<double> w(m.group_size);
+  std::vector<uint8_t> q(cols);
+  for (uint64_t n = 0; n < rows; ++n) {
+    for (uint64_t j = 0; j < groups; ++j) {
+      double lo = 0, hi = 0, amax = 0;
+      for (uint64_t i = 0; i < m.group_size; ++i) {
+        const uint64_t k = j * m.group_size + i;
+        w[i] = load_as_float(weights, dtype, n * cols + k);
+        if (!std::isfinite(w[i]))
+          fail(Status::InvalidArgument, "weight at row " + std::to_string(n) + ", col " + std::to_string(k) +
+                                            " is not finite");
+        lo = std::min(lo, w[i]);
+        hi = std::max(hi, w[i]);
+        amax = std::max(amax, std::fabs(w[i]));
+      }
+      // The grid must include 0 and cover [lo, hi]; the scale is rounded up
+      // to fp16 so that rounding it cannot shrink the grid.
+      double ideal = config.scheme == Scheme::Symmetric ? amax / (half_range - 1) : (hi - lo) / qmax;
+      uint16_t s16 = fp16_round_up(ideal);
+      double s = kernels::half_to_float(s16);
+      double z;
+      if (s == 0) {
+        s16 = 0x3c00;  // 1.0: the group is all zeros
+        s = 1;
+        z = config.scheme == Scheme::Symmetric ? half_range : 0;
+      } else {
+        z = config.scheme == Scheme::Symmetric ? half_range : std::min(qmax, std::max(0.0, std::nearbyint(-lo / s)));
+      }
+      m.scales[n * groups + j] = s16;
+      m.zeros[n * groups + j] = static_cast<uint8_t>(z);
+      for (uint64_t i = 0; i < m.group_size; ++i) {
+        double v = std::nearbyint(w[i] / s + z);
+        q[j * m.group_size + i] = static_cast<uint8_t>(std::min(qmax, std::max(0.0, v)));
+      }
+    }
+    pack_row(q.data(), cols, config.bits, m.codes.data() + n * m.words_per_row());
+  }
+  m.stats = measure_error(m, weights, dtype);
+  return m;
+}
+
+QuantStats measure_error(const QuantizedMatrix& m, const void* weights, DType dtype) {
+  double err2 = 0, ref2 = 0, max_err = 0;
+  std::vector<float> row(m.cols);
+  const kernels::QuantView v = m.view();
+  for (uint64_t n = 0; n < m.rows; ++n) {
+    kernels::reference_dequantize_row(v, n, row.data());
+    for (uint64_t k = 0; k < m.cols; ++k) {
+      const double w = load_as_float(weights, dtype, n * m.cols + k);
+      const double e = double(row[k]) - w;
+      err2 += e * e;
+      ref2 += w * w;
+      max_err = std::max(max_err, std::fabs(e));
+    }
+  }
+  QuantStats s;
+  s.max_abs_error = max_err;
+  s.rel_frobenius_error = ref2 > 0 ? std::sqrt(err2 / ref2) : (err2 > 0 ? std::numeric_limits<double>::infinity() : 0);
+  s.sqnr_db = err2 > 0 ? 10 * std::log10(ref2 / err2) : std::numeric_limits<double>::infinity();
+  return s;
+}
+
+}  // namespace woq

@@ -1,0 +1,31 @@
+// Element types of activations and source weights (values mirror woq_dtype).
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "kernels/cpu/numeric.h"
+#include "kernels/cpu/reference.h"
+
+namespace woq {
+
+enum class DType { F32 = 0, F16 = 1, BF16 = 2 };
+
+inline uint64_t dtype_size(DType t) { return t == DType::F32 ? 4 : 2; }
+inline const char* dtype_name(DType t) {
+  return t == DType::F32 ? "f32" : t == DType::F16 ? "f16" : "bf16";
+}
+inline bool dtype_valid(int v) { return v >= 0 && v <= 2; }
+inline kernels::ActType to_act(DType t) { return static_cast<kernels::ActType>(static_cast<int>(t)); }
+
+// Element i of an array of dtype t, as fp32 (exact for all three types).
+inline float load_as_float(const void* base, DType t, uint64_t i) {
+  switch (t) {
+    case DType::F32: return static_cast<const float*>(base)[i];
+    case DType::F16: return kernels::half_to_float(static_cast<const uint16_t*>(base)[i]);
+    case DType::BF16: return kernels::bf16_to_float(static_cast<const uint16_t*>(base)[i]);
+  }
+  return 0.0f;
+}
+
+}  // namespace woq
