@@ -26,6 +26,22 @@ std::string hex(uint64_t v) {
   return buf;
 }
 
+// A name from the file as text safe to put in a message: control bytes,
+// NUL included, become \xNN.
+std::string printable(const std::string& name) {
+  std::string out;
+  for (unsigned char c : name) {
+    if (c < 0x20 || c == 0x7f) {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\x%02x", c);
+      out += buf;
+    } else {
+      out += char(c);
+    }
+  }
+  return out;
+}
+
 }  // namespace
 
 std::unique_ptr<Reader> Reader::open(const std::string& path, const ReaderLimits& limits) {
@@ -164,26 +180,26 @@ void Reader::parse_directory(const uint8_t* dir, uint64_t size, uint64_t offset,
     uint32_t value_len = e.u32("metadata value_length");
     if (type == uint8_t(MetadataType::String)) {
       if (value_len > kMaxStringValue)
-        fail(ErrorKind::Format, "metadata '" + m.key + "' string of " + std::to_string(value_len) + " bytes exceeds 1 MiB");
+        fail(ErrorKind::Format, "metadata '" + printable(m.key) + "' string of " + std::to_string(value_len) + " bytes exceeds 1 MiB");
       m.type = MetadataType::String;
       m.string_value = e.str(value_len, "metadata string value");
       if (m.string_value.find('\0') != std::string::npos)
-        fail(ErrorKind::Format, "metadata '" + m.key + "' string contains NUL");
+        fail(ErrorKind::Format, "metadata '" + printable(m.key) + "' string contains NUL");
     } else if (type == uint8_t(MetadataType::Int) || type == uint8_t(MetadataType::Float)) {
       if (value_len != 8)
-        fail(ErrorKind::Format, "metadata '" + m.key + "' number has value_length " + std::to_string(value_len));
+        fail(ErrorKind::Format, "metadata '" + printable(m.key) + "' number has value_length " + std::to_string(value_len));
       m.type = static_cast<MetadataType>(type);
       if (m.type == MetadataType::Int) m.int_value = static_cast<int64_t>(e.u64("metadata int"));
       else m.float_value = e.f64("metadata float");
     } else if (newer) {
       continue;  // a type from a newer minor version: skip the entry
     } else {
-      fail(ErrorKind::Format, "metadata '" + m.key + "' has unknown type " + std::to_string(type) + at(start + 6));
+      fail(ErrorKind::Format, "metadata '" + printable(m.key) + "' has unknown type " + std::to_string(type) + at(start + 6));
     }
     if (!newer && e.remaining() != 0)
-      fail(ErrorKind::Format, "metadata '" + m.key + "' entry_size" + at(start) + " exceeds its content");
+      fail(ErrorKind::Format, "metadata '" + printable(m.key) + "' entry_size" + at(start) + " exceeds its content");
     if (!keys.emplace(m.key, metadata_.size()).second)
-      fail(ErrorKind::Format, "duplicate metadata key '" + m.key + "'" + at(start));
+      fail(ErrorKind::Format, "duplicate metadata key '" + printable(m.key) + "'" + at(start));
     metadata_.push_back(std::move(m));
   }
 
@@ -218,7 +234,7 @@ void Reader::parse_directory(const uint8_t* dir, uint64_t size, uint64_t offset,
       fail(ErrorKind::Format, "tensor record " + std::to_string(i) + at(start) + ": name_length " +
                                   std::to_string(name_len) + " is not in 1..1024");
     rec.name = t.str(name_len, "tensor name");
-    const std::string where = "tensor '" + rec.name + "' (record" + at(start) + "): ";
+    const std::string where = "tensor '" + printable(rec.name) + "' (record" + at(start) + "): ";
     if (rec.name.find('\0') != std::string::npos) fail(ErrorKind::Format, where + "name contains NUL");
     if (rec.bits < 1 || rec.bits > 8) fail(ErrorKind::Format, where + "bits " + std::to_string(rec.bits) + " not in 1..8");
     if (rec.scheme > 1) fail(ErrorKind::Format, where + "unknown scheme " + std::to_string(rec.scheme));
@@ -299,7 +315,7 @@ void Reader::parse_directory(const uint8_t* dir, uint64_t size, uint64_t offset,
     if (!newer && t.remaining() != 0)
       fail(ErrorKind::Format, where + "record_size exceeds its content by " + std::to_string(t.remaining()) + " bytes");
     if (!by_name_.emplace(rec.name, tensors_.size()).second)
-      fail(ErrorKind::Format, "duplicate tensor name '" + rec.name + "'" + at(start));
+      fail(ErrorKind::Format, "duplicate tensor name '" + printable(rec.name) + "'" + at(start));
     tensors_.push_back(std::move(rec));
   }
   if (r.remaining() != 0)

@@ -19,10 +19,6 @@ std::atomic<unsigned> g_temp_counter{0};
 
 std::string errno_text() { return std::strerror(errno); }
 
-// Target size of one chunk of codes: large enough for zstd to work well,
-// small enough that a tensor splits into chunks for parallel decoding.
-constexpr uint64_t kTargetChunkBytes = 1u << 20;
-
 struct EncodedChunk {
   std::vector<uint8_t> bytes;
   ChunkRef ref;
@@ -49,7 +45,10 @@ EncodedChunk encode_chunk(const uint8_t* raw, size_t size, int level) {
 
 }  // namespace
 
-Writer::Writer(std::string path, int zstd_level) : path_(std::move(path)), zstd_level_(zstd_level) {
+// The default target of 1 MiB per chunk of codes is large enough for zstd to
+// work well and small enough that big tensors split for parallel decoding.
+Writer::Writer(std::string path, int zstd_level, uint64_t target_chunk_bytes)
+    : path_(std::move(path)), zstd_level_(zstd_level), target_chunk_bytes_(target_chunk_bytes) {
   if (path_.empty()) throw Error(ErrorKind::Argument, "output path is empty");
   temp_path_ = path_ + ".tmp." + std::to_string(getpid()) + "." + std::to_string(g_temp_counter++);
   fd_ = ::open(temp_path_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
@@ -100,7 +99,7 @@ void Writer::add_tensor(TensorRecord record, const TensorArrays& arrays, const P
 
   record.has_bias = arrays.bias != nullptr;
   uint64_t code_row = record.row_bytes(SectionKind::Codes);
-  uint64_t rpc = kTargetChunkBytes / code_row;
+  uint64_t rpc = target_chunk_bytes_ / code_row;
   record.rows_per_chunk = static_cast<uint32_t>(std::max<uint64_t>(1, std::min<uint64_t>(rpc, record.rows)));
   const uint64_t chunks = record.chunk_count();
 

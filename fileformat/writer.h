@@ -22,7 +22,8 @@ struct TensorArrays {
 class Writer {
  public:
   // Creates "<path>.tmp.<pid>.<n>" at once; throws Error(Io) if it cannot.
-  explicit Writer(std::string path, int zstd_level = 3);
+  // Chunks of codes hold about target_chunk_bytes (whole rows, at least one).
+  explicit Writer(std::string path, int zstd_level = 3, uint64_t target_chunk_bytes = 1u << 20);
   ~Writer();  // discards the temporary file unless finish() succeeded
   Writer(const Writer&) = delete;
   Writer& operator=(const Writer&) = delete;
@@ -44,6 +45,7 @@ class Writer {
   std::string temp_path_;
   int fd_ = -1;
   int zstd_level_;
+  uint64_t target_chunk_bytes_;
   bool done_ = false;
   uint64_t end_ = kDataStart;  // next aligned write position
   std::vector<TensorRecord> records_;

@@ -1,0 +1,404 @@
+#!/usr/bin/env python3
+"""An independent implementation of fileformat/SPEC.md in Python + numpy.
+
+It shares no code with libwoq: it quantizes (SPEC 5.4), packs codes (5.1),
+writes and reads .woq files (2-4, 6, 7) and computes float64 matmuls. The
+tests use it to make golden vectors and to check files in both directions.
+
+  woq_reference.py check FILE.woq SOURCE.safetensors
+      parse and validate FILE.woq completely, verify every checksum, decode
+      every chunk and check that codes/scales/zero-points/bias equal this
+      script's own quantization of SOURCE's weights (bits, group and scheme
+      taken from the file).
+  woq_reference.py write SOURCE.safetensors OUT.woq EXPECT.safetensors BITS GROUP sym|asym
+      quantize SOURCE's *.weight tensors, write OUT.woq (several chunks per
+      tensor, zstd and raw codecs) and EXPECT.safetensors holding each
+      tensor's dequantized weights as F32 for the C++ side to compare.
+
+Needs Debian's python3-numpy, python3-xxhash and python3-zstandard.
+"""
+import json
+import struct
+import sys
+
+import numpy as np
+
+MAGIC = b"\x89WOQ\r\n\x1a\n"
+ALIGN = 256
+
+# ----------------------------------------------------------------- numerics
+
+
+def up16(x):
+    """Smallest float16 value >= x (x >= 0), as a numpy float16."""
+    if x > 65504.0:
+        raise ValueError("scale %r exceeds fp16" % x)
+    h = np.float16(x)
+    while float(h) < x:
+        h = np.nextafter(h, np.float16(np.inf))
+    while float(h) > 0 and float(np.nextafter(h, np.float16(0))) >= x:
+        h = np.nextafter(h, np.float16(0))
+    return np.float16(h)
+
+
+def quantize(w, bits, group, symmetric):
+    """SPEC 5.4 on W[N, K] (any float dtype). Returns codes u8 [N, K],
+    scales f16 [N, G], zeros u8 [N, G]."""
+    w = np.asarray(w, dtype=np.float64)
+    n, k = w.shape
+    g = k if group == 0 else group
+    groups = k // g
+    qmax = float(2 ** bits - 1)
+    half = float(2 ** (bits - 1))
+    codes = np.zeros((n, k), dtype=np.uint8)
+    scales = np.zeros((n, groups), dtype=np.float16)
+    zeros = np.zeros((n, groups), dtype=np.uint8)
+    for r in range(n):
+        for j in range(groups):
+            wg = w[r, j * g:(j + 1) * g]
+            if symmetric:
+                ideal = float(np.max(np.abs(wg))) / (half - 1.0)
+            else:
+                lo = min(0.0, float(wg.min()))
+                hi = max(0.0, float(wg.max()))
+                ideal = (hi - lo) / qmax
+            s16 = up16(ideal)
+            s = float(s16)
+            if s == 0.0:
+                s16, s = np.float16(1.0), 1.0
+                z = half if symmetric else 0.0
+            elif symmetric:
+                z = half
+            else:
+                z = min(qmax, max(0.0, float(np.rint(-lo / s))))
+            scales[r, j] = s16
+            zeros[r, j] = int(z)
+            codes[r, j * g:(j + 1) * g] = np.clip(np.rint(wg / s + z), 0, qmax).astype(np.uint8)
+    return codes, scales, zeros
+
+
+def dequantize(codes, scales, zeros, group):
+    n, k = codes.shape
+    g = k if group == 0 else group
+    s = np.repeat(scales.astype(np.float64), g, axis=1)
+    z = np.repeat(zeros.astype(np.float64), g, axis=1)
+    return s * (codes.astype(np.float64) - z)
+
+
+def pack(codes, bits):
+    """SPEC 5.1: each row a little-endian bitstream in u32 words."""
+    n, k = codes.shape
+    words = (k * bits + 31) // 32
+    out = np.zeros((n, words), dtype=np.uint32)
+    for r in range(n):
+        acc = 0
+        for i in range(k):
+            acc |= int(codes[r, i]) << (i * bits)
+        for wi in range(words):
+            out[r, wi] = (acc >> (32 * wi)) & 0xFFFFFFFF
+    return out
+
+
+def unpack(words, k, bits):
+    n = words.shape[0]
+    codes = np.zeros((n, k), dtype=np.uint8)
+    mask = (1 << bits) - 1
+    for r in range(n):
+        acc = 0
+        for wi in range(words.shape[1]):
+            acc |= int(words[r, wi]) << (32 * wi)
+        for i in range(k):
+            codes[r, i] = (acc >> (i * bits)) & mask
+        if acc >> (k * bits):
+            raise ValueError("row %d has non-zero padding bits" % r)
+    return codes
+
+
+# ----------------------------------------------------------------- safetensors
+
+ST_DTYPES = {"F32": np.float32, "F16": np.float16, "F64": np.float64, "U8": np.uint8,
+             "U32": np.uint32, "U16": np.uint16, "I32": np.int32}
+
+
+def read_safetensors(path):
+    data = open(path, "rb").read()
+    (hlen,) = struct.unpack_from("<Q", data, 0)
+    header = json.loads(data[8:8 + hlen])
+    meta = header.pop("__metadata__", {})
+    base = 8 + hlen
+    out = {}
+    for name, t in header.items():
+        b, e = t["data_offsets"]
+        if t["dtype"] == "BF16":
+            raw = np.frombuffer(data[base + b:base + e], dtype=np.uint16).astype(np.uint32) << 16
+            arr = raw.view(np.float32)
+        else:
+            arr = np.frombuffer(data[base + b:base + e], dtype=ST_DTYPES[t["dtype"]])
+        out[name] = (t["dtype"], arr.reshape(t["shape"]))
+    return out, meta
+
+
+def write_safetensors(path, tensors, meta=None):
+    """tensors: {name: (dtype_string, ndarray)}"""
+    header, blobs, offset = {}, [], 0
+    for name in sorted(tensors):
+        dtype, arr = tensors[name]
+        raw = np.ascontiguousarray(arr).tobytes()
+        header[name] = {"dtype": dtype, "shape": list(arr.shape), "data_offsets": [offset, offset + len(raw)]}
+        blobs.append(raw)
+        offset += len(raw)
+    if meta:
+        header["__metadata__"] = meta
+    h = json.dumps(header, separators=(",", ":")).encode()
+    h += b" " * (-len(h) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
+
+
+def to_bf16_bits(arr_f32):
+    """Round-to-nearest-even float32 -> bfloat16 bit patterns (no NaNs here)."""
+    u = np.ascontiguousarray(arr_f32, dtype=np.float32).view(np.uint32).astype(np.uint64)
+    return ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint16)
+
+
+# ----------------------------------------------------------------- .woq files
+
+
+def xxh3(b):
+    import xxhash
+    return xxhash.xxh3_64_intdigest(b)
+
+
+class Fail(Exception):
+    pass
+
+
+def read_woq(path):
+    """Parse and validate a .woq file per SPEC section 7; return (meta, tensors)
+    where tensors is a list of dicts with decoded arrays."""
+    import zstandard
+    data = open(path, "rb").read()
+    if len(data) < 64 or data[:8] != MAGIC:
+        raise Fail("bad magic")
+    endian, major, minor, _ = data[8:12]
+    if endian != 1:
+        raise Fail("endianness")
+    if major != 1:
+        raise Fail("version")
+    header_size, dir_off, dir_size, file_size, flags, checksum, _ = struct.unpack_from("<IQQQQQQ", data, 12)
+    if header_size != 64 or file_size != len(data) or dir_off % ALIGN or dir_off < 256 \
+            or dir_off + dir_size != file_size or flags:
+        raise Fail("header fields")
+    if xxh3(data[:48] + data[dir_off:]) != checksum:
+        raise Fail("header checksum")
+    d = data[dir_off:]
+    pos = 0
+
+    def take(fmt):
+        nonlocal pos
+        vals = struct.unpack_from("<" + fmt, d, pos)
+        pos += struct.calcsize("<" + fmt)
+        return vals
+
+    tensor_count, meta_count = take("II")
+    meta = {}
+    for _ in range(meta_count):
+        start = pos
+        size, klen, mtype, _ = take("IHBB")
+        key = d[pos:pos + klen].decode()
+        pos += klen
+        (vlen,) = take("I")
+        raw = d[pos:pos + vlen]
+        pos += vlen
+        meta[key] = raw.decode() if mtype == 1 else struct.unpack("<q" if mtype == 2 else "<d", raw)[0]
+        if pos - start != size:
+            raise Fail("metadata entry size")
+    tensors, ranges = [], []
+    for _ in range(tensor_count):
+        start = pos
+        (size, nlen, bits, scheme, method, src, sdt, zdt, packing, tflags, nsec, rows, cols, g, rpc,
+         max_err, rel_err, sqnr) = take("IHBBBBBBBBHQQIIddd")
+        name = d[pos:pos + nlen].decode()
+        pos += nlen
+        if not (1 <= bits <= 8) or sdt != 1 or zdt != 1 or packing != 0 or cols % g or rpc == 0:
+            raise Fail("tensor fields of " + name)
+        chunks = -(-rows // rpc)
+        words = (cols * bits + 31) // 32
+        row_bytes = {0: words * 4, 1: cols // g * 2, 2: cols // g, 3: 4}
+        sections = {}
+        for _ in range(nsec):
+            kind, _, _, _, count = take("BBBBI")
+            if count != chunks or kind in sections or kind > 3:
+                raise Fail("section of " + name)
+            parts = []
+            for c in range(count):
+                off, stored, raw_size, csum, codec = take("QQQQB")
+                pos += 7
+                nrows = min(rows, (c + 1) * rpc) - c * rpc
+                if raw_size != nrows * row_bytes[kind] or off % ALIGN or off < 256 or off + stored > dir_off:
+                    raise Fail("chunk ref of " + name)
+                blob = data[off:off + stored]
+                if xxh3(blob) != csum:
+                    raise Fail("chunk checksum of " + name)
+                if codec == 0:
+                    if stored != raw_size:
+                        raise Fail("raw chunk size")
+                    out = blob
+                elif codec == 1:
+                    if not 0 < stored < raw_size:
+                        raise Fail("zstd chunk size")
+                    out = zstandard.ZstdDecompressor().decompress(blob, max_output_size=raw_size)
+                    if len(out) != raw_size:
+                        raise Fail("zstd decoded size")
+                else:
+                    raise Fail("codec")
+                ranges.append((off, off + stored))
+                parts.append(out)
+            sections[kind] = b"".join(parts)
+        if pos - start != size or sorted(sections) != ([0, 1, 2, 3] if tflags & 1 else [0, 1, 2]):
+            raise Fail("record of " + name)
+        t = {"name": name, "bits": bits, "symmetric": scheme == 1, "group": g, "rows": rows, "cols": cols,
+             "source_dtype": src, "method": method,
+             "words": np.frombuffer(sections[0], dtype="<u4").reshape(rows, words),
+             "scales": np.frombuffer(sections[1], dtype="<f2").reshape(rows, cols // g),
+             "zeros": np.frombuffer(sections[2], dtype=np.uint8).reshape(rows, cols // g),
+             "bias": np.frombuffer(sections[3], dtype="<f4") if 3 in sections else None,
+             "stats": (max_err, rel_err, sqnr)}
+        t["codes"] = unpack(t["words"], cols, bits)
+        tensors.append(t)
+    if pos != len(d):
+        raise Fail("directory has trailing bytes")
+    ranges.sort()
+    for a, b in zip(ranges, ranges[1:]):
+        if b[0] < a[1]:
+            raise Fail("overlapping chunks")
+    return meta, tensors
+
+
+def write_woq(path, tensors, meta, rows_per_chunk):
+    """tensors: list of dicts name, bits, symmetric, group, codes, scales,
+    zeros, bias (or None), source_dtype. Small rows_per_chunk gives several
+    chunks; chunks of codes are zstd-compressed when that saves >= 3%."""
+    import zstandard
+    body = bytearray(b"\0" * 256)
+    directory = bytearray(struct.pack("<II", len(tensors), len(meta)))
+    for key in sorted(meta):
+        v = meta[key]
+        if isinstance(v, str):
+            mtype, raw = 1, v.encode()
+        elif isinstance(v, int):
+            mtype, raw = 2, struct.pack("<q", v)
+        else:
+            mtype, raw = 3, struct.pack("<d", v)
+        k = key.encode()
+        entry = struct.pack("<HBB", len(k), mtype, 0) + k + struct.pack("<I", len(raw)) + raw
+        directory += struct.pack("<I", 4 + len(entry)) + entry
+    for t in tensors:
+        rows, cols = t["codes"].shape
+        words = pack(t["codes"], t["bits"])
+        arrays = [words.astype("<u4"), t["scales"].astype("<f2"), t["zeros"].astype(np.uint8)]
+        if t["bias"] is not None:
+            arrays.append(np.asarray(t["bias"], dtype="<f4").reshape(rows, 1))
+        sections = b""
+        for kind, arr in enumerate(arrays):
+            chunks = -(-rows // rows_per_chunk)
+            sections += struct.pack("<BBBBI", kind, 0, 0, 0, chunks)
+            for c in range(chunks):
+                raw = arr[c * rows_per_chunk:(c + 1) * rows_per_chunk].tobytes()
+                packed = zstandard.ZstdCompressor(level=9).compress(raw)
+                codec, stored = (1, packed) if len(packed) < len(raw) - len(raw) // 33 else (0, raw)
+                body += b"\0" * (-len(body) % ALIGN)
+                off = len(body)
+                body += stored
+                sections += struct.pack("<QQQQB7x", off, len(stored), len(raw), xxh3(stored), codec)
+        name = t["name"].encode()
+        fixed = struct.pack("<HBBBBBBBBHQQIIddd", len(name), t["bits"], 1 if t["symmetric"] else 0, 0,
+                            t.get("source_dtype", 0), 1, 1, 0, 1 if t["bias"] is not None else 0,
+                            len(arrays), rows, cols, t["group"] or cols, rows_per_chunk, 0.0, 0.0, 0.0)
+        record = fixed + name + sections
+        directory += struct.pack("<I", 4 + len(record)) + record
+    body += b"\0" * (-len(body) % ALIGN)
+    dir_off = len(body)
+    head = MAGIC + struct.pack("<BBBBIQQQQ", 1, 1, 0, 0, 64, dir_off, len(directory), dir_off + len(directory), 0)
+    head += struct.pack("<QQ", xxh3(head + bytes(directory)), 0)
+    body[:64] = head
+    with open(path + ".tmp", "wb") as f:
+        f.write(bytes(body) + bytes(directory))
+    import os
+    os.replace(path + ".tmp", path)
+
+
+# ----------------------------------------------------------------- commands
+
+
+def source_weights(path):
+    tensors, _ = read_safetensors(path)
+    return {n: (dt, a.astype(np.float64)) for n, (dt, a) in tensors.items()}
+
+
+def cmd_check(woq_path, source_path):
+    src = source_weights(source_path)
+    meta, tensors = read_woq(woq_path)
+    if not tensors:
+        raise Fail("no tensors")
+    for t in tensors:
+        dt, w = src[t["name"]]
+        codes, scales, zeros = quantize(w, t["bits"], t["group"], t["symmetric"])
+        if not np.array_equal(codes, t["codes"]):
+            raise Fail("codes of %s differ from the reference quantizer" % t["name"])
+        if not np.array_equal(scales.view(np.uint16), t["scales"].view(np.uint16)):
+            raise Fail("scales of %s differ" % t["name"])
+        if not np.array_equal(zeros, t["zeros"]):
+            raise Fail("zero-points of %s differ" % t["name"])
+        bias_name = t["name"][:-len(".weight")] + ".bias"
+        if bias_name in src:
+            if t["bias"] is None or not np.array_equal(t["bias"], src[bias_name][1].astype(np.float32)):
+                raise Fail("bias of %s differs" % t["name"])
+        w_hat = dequantize(t["codes"], t["scales"], t["zeros"], t["group"])
+        err = np.abs(w_hat - w)
+        bound = np.repeat(t["scales"].astype(np.float64), t["group"], axis=1) / 2
+        if np.any(err > bound * (1 + 1e-12)):
+            raise Fail("|w_hat - w| > s/2 in %s" % t["name"])
+        if abs(t["stats"][0] - err.max()) > 1e-6 * max(1.0, err.max()):
+            raise Fail("max_abs_error of %s is %r, reference %r" % (t["name"], t["stats"][0], err.max()))
+    print("check OK: %d tensors in %s match the reference quantizer; metadata %s"
+          % (len(tensors), woq_path, sorted(meta)))
+
+
+def cmd_write(source_path, out_path, expect_path, bits, group, scheme):
+    src = source_weights(source_path)
+    tensors, expect = [], {}
+    for name in sorted(src):
+        if not name.endswith(".weight"):
+            continue
+        dt, w = src[name]
+        codes, scales, zeros = quantize(w, bits, group, scheme == "sym")
+        bias = src.get(name[:-len(".weight")] + ".bias")
+        tensors.append({"name": name, "bits": bits, "symmetric": scheme == "sym", "group": group,
+                        "codes": codes, "scales": scales, "zeros": zeros,
+                        "bias": None if bias is None else bias[1].astype(np.float32),
+                        "source_dtype": {"F32": 0, "F16": 1, "BF16": 2}[dt]})
+        expect[name] = ("F32", dequantize(codes, scales, zeros, group).astype(np.float32))
+    write_woq(out_path, tensors, {"model.name": "python reference writer", "quant.bits": bits,
+                                  "ratio": 0.5}, rows_per_chunk=5)
+    write_safetensors(expect_path, expect)
+    print("wrote %s (%d tensors) and %s" % (out_path, len(tensors), expect_path))
+
+
+def main(argv):
+    try:
+        if len(argv) == 4 and argv[1] == "check":
+            cmd_check(argv[2], argv[3])
+        elif len(argv) == 8 and argv[1] == "write":
+            cmd_write(argv[2], argv[3], argv[4], int(argv[5]), int(argv[6]), argv[7])
+        else:
+            print(__doc__)
+            return 2
+    except Fail as e:
+        print("FAIL:", e)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
