@@ -131,7 +131,7 @@ typedef struct woq_context woq_context;
 typedef struct woq_context_options {
   size_t struct_size;   /* sizeof(woq_context_options) */
   woq_backend backend;  /* default WOQ_BACKEND_CPU */
-  int32_t threads;      /* worker threads; 0 = one per online CPU (default) */
+  int32_t threads;      /* threads, the caller's included; 0 = one per online CPU (default) */
   int32_t device_index; /* GPU ordinal for WOQ_BACKEND_CUDA; default 0 */
 } woq_context_options;
 
@@ -154,6 +154,15 @@ WOQ_API void woq_context_destroy(woq_context* context);
 WOQ_API woq_status woq_context_info(const woq_context* context,
                                     woq_backend* out_backend,
                                     int32_t* out_threads);
+
+/**
+ * Name of the kernels a context runs, a static string: "reference" for
+ * WOQ_BACKEND_CPU_REFERENCE; "avx512", "avx2" or "portable" for
+ * WOQ_BACKEND_CPU (the best the CPU supports, or the one named by the
+ * environment variable WOQ_CPU_ISA when the context was created).
+ * Thread-safe.
+ */
+WOQ_API woq_status woq_context_kernel(const woq_context* context, const char** out_name);
 
 /* ---------------------------------------------------------------- quantize */
 

@@ -251,6 +251,14 @@ WOQ_API woq_status woq_context_info(const woq_context* context, woq_backend* out
   });
 }
 
+WOQ_API woq_status woq_context_kernel(const woq_context* context, const char** out_name) {
+  return guarded([&] {
+    need_handle(context, kContextTag, "context");
+    need(out_name, "out_name");
+    *out_name = context->impl->backend().kernel_name();
+  });
+}
+
 /* ---- quantize */
 
 WOQ_API woq_status woq_quant_options_init(woq_quant_options* options) {

@@ -38,6 +38,8 @@ class Backend {
  public:
   virtual ~Backend() = default;
   virtual BackendKind kind() const = 0;
+  // Which kernels run: "reference", "portable", "avx2", "avx512", ...
+  virtual const char* kernel_name() const = 0;
   virtual std::unique_ptr<BackendTensor> upload(QuantizedMatrix&& matrix) = 0;
   virtual std::unique_ptr<BackendBuffer> allocate(uint64_t bytes) = 0;
   // Shapes are already validated by the caller; x and y are backend memory.

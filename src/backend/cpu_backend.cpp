@@ -1,10 +1,13 @@
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <new>
+#include <string>
 #include <vector>
 
 #include "backend/backend.h"
 #include "kernels/cpu/numeric.h"
+#include "kernels/cpu/packed.h"
 #include "kernels/cpu/reference.h"
 #include "runtime/error.h"
 #include "runtime/thread_pool.h"
@@ -12,15 +15,13 @@
 namespace woq {
 namespace {
 
-// CPU tensors keep the canonical layout; SIMD kernels with their own
-// layouts are repacked here at upload.
+// A CPU tensor: repacked for the SIMD kernels when its shape allows
+// (kernels/cpu/packed.h), else kept canonical for the reference kernel.
 class CpuTensor : public BackendTensor {
  public:
-  explicit CpuTensor(QuantizedMatrix&& m) : matrix(std::move(m)) {
-    rows = matrix.rows;
-    cols = matrix.cols;
-  }
-  QuantizedMatrix matrix;
+  QuantizedMatrix canonical;  // used when !is_packed
+  kernels::PackedMatrix packed;
+  bool is_packed = false;
 };
 
 class CpuBuffer : public BackendBuffer {
@@ -46,51 +47,127 @@ class CpuBuffer : public BackendBuffer {
   uint64_t size_;
 };
 
+void store_dtype(void* out, DType t, uint64_t i, float v) {
+  switch (t) {
+    case DType::F32: static_cast<float*>(out)[i] = v; break;
+    case DType::F16: static_cast<uint16_t*>(out)[i] = kernels::float_to_half(v); break;
+    case DType::BF16: static_cast<uint16_t*>(out)[i] = kernels::float_to_bf16(v); break;
+  }
+}
+
+// The ISA a CPU context runs: the best the machine has, or WOQ_CPU_ISA
+// (portable, avx2, avx512) when set, which tests use to cover every path.
+kernels::Isa choose_isa() {
+  const kernels::Isa best = kernels::detect_isa();
+  const char* forced = std::getenv("WOQ_CPU_ISA");
+  if (!forced || !*forced) return best;
+  for (kernels::Isa isa : {kernels::Isa::Portable, kernels::Isa::Avx2, kernels::Isa::Avx512}) {
+    if (std::string(forced) != kernels::isa_name(isa)) continue;
+    if (isa > best || !kernels::packed_matmul_for(isa))
+      fail(Status::Unsupported, std::string("WOQ_CPU_ISA=") + forced + " is not supported by this CPU or build (best: " +
+                                    kernels::isa_name(best) + ")");
+    return isa;
+  }
+  fail(Status::InvalidArgument, std::string("WOQ_CPU_ISA=") + forced + " is not one of portable, avx2, avx512");
+}
+
 class CpuBackend : public Backend {
  public:
-  CpuBackend(BackendKind kind, ThreadPool& pool) : kind_(kind), pool_(pool) {}
+  CpuBackend(BackendKind kind, ThreadPool& pool) : kind_(kind), pool_(pool) {
+    if (kind_ == BackendKind::Cpu) {
+      isa_ = choose_isa();
+      kernel_ = kernels::packed_matmul_for(isa_);
+    }
+  }
   BackendKind kind() const override { return kind_; }
+  const char* kernel_name() const override {
+    return kind_ == BackendKind::CpuReference ? "reference" : kernels::isa_name(isa_);
+  }
 
   std::unique_ptr<BackendTensor> upload(QuantizedMatrix&& matrix) override {
-    return std::make_unique<CpuTensor>(std::move(matrix));
+    auto t = std::make_unique<CpuTensor>();
+    t->rows = matrix.rows;
+    t->cols = matrix.cols;
+    const kernels::QuantView view = matrix.view();
+    if (kind_ == BackendKind::Cpu && kernels::packable(view)) {
+      t->packed = kernels::repack(view);
+      t->is_packed = true;
+    } else {
+      t->canonical = std::move(matrix);
+    }
+    return t;
   }
 
   std::unique_ptr<BackendBuffer> allocate(uint64_t bytes) override { return std::make_unique<CpuBuffer>(bytes); }
 
-  void matmul(const BackendTensor& w, const void* x, DType x_dtype, uint64_t m, void* y, DType y_dtype) override {
-    const kernels::QuantView view = static_cast<const CpuTensor&>(w).matrix.view();
+  void matmul(const BackendTensor& wt, const void* x, DType x_dtype, uint64_t m, void* y, DType y_dtype) override {
+    const auto& t = static_cast<const CpuTensor&>(wt);
+    if (!t.is_packed) {
+      matmul_reference(t.canonical.view(), x, x_dtype, m, y, y_dtype);
+      return;
+    }
+    const kernels::PackedMatrix& w = t.packed;
+    const uint64_t K = w.cols, N = w.rows, G = w.groups();
+    // Activations in fp32 and their per-group sums (for the factored zero-point).
+    std::vector<float> x_copy;
+    const float* xf = static_cast<const float*>(x);
+    if (x_dtype != DType::F32) {
+      x_copy.resize(m * K);
+      for (uint64_t i = 0; i < m * K; ++i) x_copy[i] = load_as_float(x, x_dtype, i);
+      xf = x_copy.data();
+    }
+    std::vector<float> xsum(m * G);
+    for (uint64_t r = 0; r < m; ++r)
+      for (uint64_t j = 0; j < G; ++j) {
+        double s = 0;  // the correction term multiplies this sum: keep it accurate
+        for (uint64_t k = j * w.group_size; k < (j + 1) * w.group_size; ++k) s += xf[r * K + k];
+        xsum[r * G + j] = float(s);
+      }
+    std::vector<float> y_copy;
+    float* yf = static_cast<float*>(y);
+    if (y_dtype != DType::F32) {
+      y_copy.resize(m * N);
+      yf = y_copy.data();
+    }
+    // A few tasks per thread balance the load without splitting blocks finely.
+    const uint64_t tasks = std::min<uint64_t>(w.blocks, uint64_t(pool_.threads()) * 4);
+    const uint64_t per_task = (w.blocks + tasks - 1) / tasks;
+    pool_.parallel_for((w.blocks + per_task - 1) / per_task, [&](size_t i) {
+      const uint64_t bb = i * per_task, be = std::min(w.blocks, bb + per_task);
+      kernel_(w, xf, xsum.data(), m, bb, be, yf);
+    });
+    if (y_dtype != DType::F32)
+      for (uint64_t i = 0; i < m * N; ++i) store_dtype(y, y_dtype, i, y_copy[i]);
+  }
+
+  void dequantize(const BackendTensor& wt, void* out, DType out_dtype) override {
+    const auto& t = static_cast<const CpuTensor&>(wt);
+    std::vector<float> row(t.cols);
+    for (uint64_t n = 0; n < t.rows; ++n) {
+      if (t.is_packed) kernels::packed_dequantize_row(t.packed, n, row.data());
+      else kernels::reference_dequantize_row(t.canonical.view(), n, row.data());
+      for (uint64_t k = 0; k < t.cols; ++k) store_dtype(out, out_dtype, n * t.cols + k, row[k]);
+    }
+  }
+
+ private:
+  void matmul_reference(const kernels::QuantView& view, const void* x, DType x_dtype, uint64_t m, void* y,
+                        DType y_dtype) {
     if (kind_ == BackendKind::CpuReference) {
       kernels::reference_matmul(view, x, to_act(x_dtype), m, y, to_act(y_dtype), 0, view.rows);
       return;
     }
-    // Split output rows into blocks; each block reads its weights once.
     const uint64_t block = 64;
-    const uint64_t blocks = (view.rows + block - 1) / block;
-    pool_.parallel_for(blocks, [&](size_t b) {
+    pool_.parallel_for((view.rows + block - 1) / block, [&](size_t b) {
       const uint64_t begin = b * block, end = std::min(view.rows, begin + block);
       kernels::reference_matmul(view, x, to_act(x_dtype), m, y, to_act(y_dtype), begin, end);
     });
   }
 
-  void dequantize(const BackendTensor& w, void* out, DType out_dtype) override {
-    const kernels::QuantView view = static_cast<const CpuTensor&>(w).matrix.view();
-    std::vector<float> row(view.cols);
-    for (uint64_t n = 0; n < view.rows; ++n) {
-      kernels::reference_dequantize_row(view, n, row.data());
-      for (uint64_t k = 0; k < view.cols; ++k) {
-        const uint64_t i = n * view.cols + k;
-        switch (out_dtype) {
-          case DType::F32: static_cast<float*>(out)[i] = row[k]; break;
-          case DType::F16: static_cast<uint16_t*>(out)[i] = kernels::float_to_half(row[k]); break;
-          case DType::BF16: static_cast<uint16_t*>(out)[i] = kernels::float_to_bf16(row[k]); break;
-        }
-      }
-    }
-  }
-
- private:
   BackendKind kind_;
   ThreadPool& pool_;
+  kernels::Isa isa_ = kernels::Isa::Portable;
+  kernels::PackedMatmulFn kernel_ = nullptr;
 };
 
 }  // namespace

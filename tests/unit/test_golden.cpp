@@ -86,7 +86,10 @@ TEST_F(Golden, QuantizerMatchesReferenceBitForBitAndMatmulMatches) {
       ASSERT_EQ(woq_tensor_from_qmatrix(ctx, qm, bias.data(), &t), WOQ_OK) << woq_last_error();
       std::vector<float> y(y_ref.size(), std::nanf(""));
       ASSERT_EQ(woq_matmul(ctx, t, x.data(), WOQ_DTYPE_F32, mrows, y.data(), WOQ_DTYPE_F32), WOQ_OK);
-      EXPECT_LT(woq::test::rel_error(y, y_ref), 1e-6) << "backend " << backend;
+      // The reference accumulates like the golden script; the optimized
+      // kernels factor out the zero-point, which costs a little precision.
+      EXPECT_LT(woq::test::rel_error(y, y_ref), backend == WOQ_BACKEND_CPU_REFERENCE ? 1e-6 : 5e-6)
+          << "backend " << backend;
       woq_tensor_destroy(t);
       woq_context_destroy(ctx);
     }

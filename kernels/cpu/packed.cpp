@@ -1,0 +1,145 @@
+#include "kernels/cpu/packed.h"
+
+#include <cstdlib>
+#include <cstring>
+#include <new>
+
+#include "kernels/cpu/numeric.h"
+
+namespace woq::kernels {
+
+template <class T>
+void AlignedArray<T>::Free::operator()(T* p) const {
+  std::free(p);
+}
+
+template <class T>
+void AlignedArray<T>::allocate(uint64_t n) {
+  const uint64_t bytes = (n * sizeof(T) + 63) / 64 * 64;
+  T* p = static_cast<T*>(std::aligned_alloc(64, bytes ? bytes : 64));
+  if (!p) throw std::bad_alloc();
+  std::memset(p, 0, bytes);
+  data.reset(p);
+  size = n;
+}
+
+template struct AlignedArray<uint32_t>;
+template struct AlignedArray<float>;
+
+namespace {
+
+bool all_at_zero_point(const QuantView& w, uint64_t n, uint64_t j) {
+  const uint32_t z = w.zeros[n * (w.cols / w.group_size) + j];
+  const uint32_t* row = w.codes + n * w.words_per_row;
+  const uint64_t k0 = j * w.group_size;
+  if ((w.bits == 4 || w.bits == 8) && k0 * w.bits % 32 == 0 && w.group_size * w.bits % 32 == 0) {
+    const uint32_t repeated = w.bits == 4 ? z * 0x11111111u : z * 0x01010101u;
+    for (uint64_t i = k0 * w.bits / 32; i < (k0 + w.group_size) * w.bits / 32; ++i)
+      if (row[i] != repeated) return false;
+    return true;
+  }
+  for (uint64_t k = k0; k < k0 + w.group_size; ++k)
+    if (unpack_code(row, k, w.bits) != z) return false;
+  return true;
+}
+
+}  // namespace
+
+bool packable(const QuantView& w) {
+  const uint32_t per_word = w.bits == 4 ? 8 : 4;
+  return w.cols % per_word == 0 && w.group_size % per_word == 0;
+}
+
+PackedMatrix repack(const QuantView& w) {
+  PackedMatrix p;
+  p.rows = w.rows;
+  p.cols = w.cols;
+  p.group_size = w.group_size;
+  p.code_bits = w.bits == 4 ? 4 : 8;
+  p.center = 1u << (w.bits - 1);
+  p.blocks = (w.rows + kBlockRows - 1) / kBlockRows;
+  const uint64_t cpw = p.codes_per_word();
+  const uint64_t word_runs = w.cols / cpw;
+  p.words_per_block = word_runs * kBlockRows;
+  const uint64_t groups = p.groups();
+  p.codes.allocate(p.blocks * p.words_per_block);
+  p.scales.allocate(p.blocks * groups * kBlockRows);
+  p.scaled_zeros.allocate(p.blocks * groups * kBlockRows);
+  if (w.bias) p.bias.assign(w.bias, w.bias + w.rows);
+  for (uint64_t n = 0; n < w.rows; ++n) {
+    const uint64_t block = n / kBlockRows, lane = n % kBlockRows;
+    const uint32_t* src = w.codes + n * w.words_per_row;
+    uint32_t* dst = p.codes.get() + block * p.words_per_block + lane;
+    if (w.bits == 4 || w.bits == 8) {
+      // Canonical rows already hold 8 nibbles / 4 bytes per word in this
+      // order; flipping each field's top bit turns q into q - c.
+      const uint32_t flip = w.bits == 4 ? 0x88888888u : 0x80808080u;
+      for (uint64_t r = 0; r < word_runs; ++r) dst[r * kBlockRows] = src[r] ^ flip;
+    } else {
+      for (uint64_t r = 0; r < word_runs; ++r) {
+        uint32_t word = 0;
+        for (uint64_t t = 0; t < 4; ++t) {
+          const int32_t centred = int32_t(unpack_code(src, r * 4 + t, w.bits)) - int32_t(p.center);
+          word |= (uint32_t(centred) & 0xffu) << (8 * t);
+        }
+        dst[r * kBlockRows] = word;
+      }
+    }
+    for (uint64_t j = 0; j < groups; ++j) {
+      // A group whose codes all equal its zero-point is all zeros; give it
+      // scale 0 so that the factored sum adds exactly nothing instead of two
+      // large cancelling terms (an all-zero group has s = 1, z = 0).
+      const float s = all_at_zero_point(w, n, j) ? 0.0f : half_to_float(w.scales[n * groups + j]);
+      const uint64_t at = (block * groups + j) * kBlockRows + lane;
+      p.scales.get()[at] = s;
+      p.scaled_zeros.get()[at] = s * float(int(w.zeros[n * groups + j]) - int(p.center));  // exact: 11 x 8 bits
+    }
+  }
+  return p;
+}
+
+void packed_dequantize_row(const PackedMatrix& w, uint64_t n, float* out) {
+  const uint64_t block = n / kBlockRows, lane = n % kBlockRows, groups = w.groups(), cpw = w.codes_per_word();
+  const uint32_t* codes = w.codes.get() + block * w.words_per_block + lane;
+  for (uint64_t k = 0; k < w.cols; ++k) {
+    // Sign-extend field k % cpw of the word: q - c.
+    const uint32_t word = codes[(k / cpw) * kBlockRows];
+    const int32_t centred = int32_t(word << (32 - w.code_bits * (k % cpw + 1))) >> (32 - w.code_bits);
+    const uint64_t at = (block * groups + k / w.group_size) * kBlockRows + lane;
+    out[k] = w.scales.get()[at] * float(centred) - w.scaled_zeros.get()[at];  // both products exact
+  }
+}
+
+const char* isa_name(Isa isa) {
+  switch (isa) {
+    case Isa::Portable: return "portable";
+    case Isa::Avx2: return "avx2";
+    case Isa::Avx512: return "avx512";
+  }
+  return "unknown";
+}
+
+Isa detect_isa() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl"))
+    return Isa::Avx512;
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return Isa::Avx2;
+#endif
+  return Isa::Portable;
+}
+
+PackedMatmulFn packed_matmul_for(Isa isa) {
+  switch (isa) {
+    case Isa::Portable: return packed_matmul_portable;
+#if defined(WOQ_HAVE_X86_KERNELS)
+    case Isa::Avx2: return packed_matmul_avx2;
+    case Isa::Avx512: return packed_matmul_avx512;
+#else
+    default: return nullptr;
+#endif
+  }
+  return nullptr;
+}
+
+}  // namespace woq::kernels

@@ -1,0 +1,85 @@
+// The CPU kernels' weight layout and entry points.
+//
+// Rows are taken 16 at a time ("blocks", one SIMD lane per row). Within a
+// block, codes are stored k-major: for every run of codes_per_word
+// consecutive inputs k, 16 u32 words, word i holding those codes of row i
+// (nibble or byte t = input k + t). A kernel thus loads one 64-byte vector
+// and gets the next 8 (4-bit) or 4 (8-bit) inputs of all 16 rows.
+// Codes are stored centred, as the two's complement field q - c with
+// c = 2^(bits-1), and scales are expanded to fp32 per (block, group, row)
+// with s*(z - c) beside them, so the zero-point factors out of the dot
+// product without large cancelling terms:
+//     sum_k s (q - z) x = s * sum_k (q - c) x - s (z - c) * sum_k x   (per group)
+// (exactly zero correction for symmetric tensors). Bit widths other than 4
+// and 8 are widened to 8-bit fields at repack.
+// See docs/CPU_KERNELS.md.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "kernels/cpu/reference.h"
+
+namespace woq::kernels {
+
+inline constexpr uint64_t kBlockRows = 16;
+
+// 64-byte aligned storage for SIMD loads.
+template <class T>
+struct AlignedArray {
+  struct Free {
+    void operator()(T* p) const;
+  };
+  std::unique_ptr<T, Free> data;
+  uint64_t size = 0;
+  void allocate(uint64_t n);  // zero-filled; throws std::bad_alloc
+  T* get() const { return data.get(); }
+};
+
+struct PackedMatrix {
+  uint64_t rows = 0, cols = 0;
+  uint32_t group_size = 0;
+  uint32_t code_bits = 0;   // 4 or 8: storage width of a code
+  uint32_t center = 0;      // c = 2^(bits-1), subtracted from every stored code
+  uint64_t blocks = 0;      // ceil(rows / 16)
+  uint64_t words_per_block = 0;
+  AlignedArray<uint32_t> codes;        // blocks x words_per_block
+  AlignedArray<float> scales;          // blocks x groups x 16
+  AlignedArray<float> scaled_zeros;    // blocks x groups x 16: s * (z - c)
+  std::vector<float> bias;             // empty or rows
+  uint64_t groups() const { return cols / group_size; }
+  uint64_t codes_per_word() const { return 32 / code_bits; }
+  uint64_t bytes() const { return (codes.size + scales.size + scaled_zeros.size) * 4 + bias.size() * 4; }
+};
+
+// Row n of W_hat = s * (q - z), exactly as the canonical reference computes it.
+void packed_dequantize_row(const PackedMatrix& w, uint64_t n, float* out);
+
+// Whether a canonical matrix can use the packed kernels (cols must fill
+// whole words of the packed layout).
+bool packable(const QuantView& w);
+
+// Canonical (SPEC.md) -> packed. Rows past `rows` in the last block are zero.
+PackedMatrix repack(const QuantView& w);
+
+enum class Isa { Portable = 0, Avx2 = 1, Avx512 = 2 };
+const char* isa_name(Isa isa);
+// Best ISA this CPU and OS support.
+Isa detect_isa();
+
+// Y[m][n] (fp32, row-major, ld = w.rows) for the rows of blocks
+// [block_begin, block_end), all m. x is M x K fp32; xsum is M x groups with
+// the sum of x over each group. Adds the bias.
+using PackedMatmulFn = void (*)(const PackedMatrix& w, const float* x, const float* xsum, uint64_t m,
+                                uint64_t block_begin, uint64_t block_end, float* y);
+
+// The kernel for an ISA; nullptr when this build lacks it.
+PackedMatmulFn packed_matmul_for(Isa isa);
+
+// Per ISA, defined in kernels_<isa>.cpp.
+void packed_matmul_portable(const PackedMatrix&, const float*, const float*, uint64_t, uint64_t, uint64_t, float*);
+void packed_matmul_avx2(const PackedMatrix&, const float*, const float*, uint64_t, uint64_t, uint64_t, float*);
+void packed_matmul_avx512(const PackedMatrix&, const float*, const float*, uint64_t, uint64_t, uint64_t, float*);
+
+}  // namespace woq::kernels

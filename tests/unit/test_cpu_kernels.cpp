@@ -1,0 +1,153 @@
+// Every CPU kernel path this machine supports (forced with WOQ_CPU_ISA)
+// against float64 on the same dequantized weights, over bit widths, group
+// sizes, batch sizes from GEMV to blocked GEMM, ragged row counts and dtypes.
+#include <gtest/gtest.h>
+#include <woq.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+#include "kernels/cpu/numeric.h"
+#include "kernels/cpu/packed.h"
+#include "test_util.h"
+
+namespace {
+
+std::vector<std::string> supported_isas() {
+  std::vector<std::string> out;
+  const auto best = woq::kernels::detect_isa();
+  for (auto isa : {woq::kernels::Isa::Portable, woq::kernels::Isa::Avx2, woq::kernels::Isa::Avx512})
+    if (isa <= best && woq::kernels::packed_matmul_for(isa)) out.push_back(woq::kernels::isa_name(isa));
+  return out;
+}
+
+// A CPU context running the named ISA.
+woq_context* context_for(const std::string& isa, int threads) {
+  setenv("WOQ_CPU_ISA", isa.c_str(), 1);
+  woq_context_options o;
+  woq_context_options_init(&o);
+  o.threads = threads;
+  woq_context* ctx = nullptr;
+  const woq_status s = woq_context_create(&o, &ctx);
+  unsetenv("WOQ_CPU_ISA");
+  EXPECT_EQ(s, WOQ_OK) << woq_last_error();
+  const char* name = nullptr;
+  EXPECT_EQ(woq_context_kernel(ctx, &name), WOQ_OK);
+  EXPECT_EQ(std::string(name), isa);
+  return ctx;
+}
+
+struct Shape {
+  uint64_t n, k;
+  uint32_t bits, group;
+  woq_scheme scheme;
+};
+
+class CpuKernels : public testing::TestWithParam<std::string> {};
+
+}  // namespace
+
+TEST_P(CpuKernels, MatchFloat64AcrossShapesAndBatchSizes) {
+  const std::string isa = GetParam();
+  woq_context* ctx = context_for(isa, 2);
+  const std::vector<Shape> shapes = {
+      {37, 256, 4, 32, WOQ_SCHEME_ASYMMETRIC}, {100, 512, 4, 128, WOQ_SCHEME_SYMMETRIC},
+      {16, 384, 4, 0, WOQ_SCHEME_ASYMMETRIC},  {33, 256, 8, 64, WOQ_SCHEME_ASYMMETRIC},
+      {50, 768, 8, 256, WOQ_SCHEME_SYMMETRIC}, {21, 256, 3, 32, WOQ_SCHEME_ASYMMETRIC},
+      {19, 320, 2, 64, WOQ_SCHEME_ASYMMETRIC}, {24, 256, 5, 128, WOQ_SCHEME_SYMMETRIC},
+      {9, 600, 6, 0, WOQ_SCHEME_ASYMMETRIC},   {17, 256, 7, 256, WOQ_SCHEME_ASYMMETRIC},
+      {3, 77, 4, 0, WOQ_SCHEME_ASYMMETRIC},    // K not a multiple of 8: canonical fallback
+  };
+  for (const Shape& sh : shapes) {
+    SCOPED_TRACE(isa + " " + std::to_string(sh.n) + "x" + std::to_string(sh.k) + " b" + std::to_string(sh.bits) +
+                 " g" + std::to_string(sh.group));
+    std::vector<float> w = woq::test::random_weights(sh.n, sh.k, uint32_t(sh.n * sh.k + sh.bits));
+    for (uint64_t k = 0; k < std::min<uint64_t>(sh.k, 64); ++k) w[k] = 0.0f;  // a zero group in row 0
+    woq_quant_options qo;
+    woq_quant_options_init(&qo);
+    qo.bits = sh.bits;
+    qo.group_size = sh.group;
+    qo.scheme = sh.scheme;
+    woq_qmatrix* q = nullptr;
+    ASSERT_EQ(woq_quantize(w.data(), WOQ_DTYPE_F32, sh.n, sh.k, &qo, &q), WOQ_OK) << woq_last_error();
+    std::vector<float> bias = woq::test::random_activations(sh.n, 5);
+    woq_tensor* t = nullptr;
+    ASSERT_EQ(woq_tensor_from_qmatrix(ctx, q, bias.data(), &t), WOQ_OK);
+    std::vector<float> w_hat(sh.n * sh.k);
+    ASSERT_EQ(woq_dequantize(ctx, t, w_hat.data(), WOQ_DTYPE_F32, w_hat.size() * 4), WOQ_OK);
+    // The packed layout dequantizes to exactly the canonical values.
+    woq_context* ref = nullptr;
+    woq_context_options ro;
+    woq_context_options_init(&ro);
+    ro.backend = WOQ_BACKEND_CPU_REFERENCE;
+    ASSERT_EQ(woq_context_create(&ro, &ref), WOQ_OK);
+    woq_tensor* rt = nullptr;
+    ASSERT_EQ(woq_tensor_from_qmatrix(ref, q, bias.data(), &rt), WOQ_OK);
+    std::vector<float> w_ref(sh.n * sh.k);
+    ASSERT_EQ(woq_dequantize(ref, rt, w_ref.data(), WOQ_DTYPE_F32, w_ref.size() * 4), WOQ_OK);
+    EXPECT_EQ(w_hat, w_ref);
+    for (uint64_t m : {1, 2, 3, 4, 5, 8, 9, 17, 33}) {
+      std::vector<float> x = woq::test::random_activations(m * sh.k, uint32_t(m));
+      std::vector<float> y(m * sh.n, std::nanf(""));
+      ASSERT_EQ(woq_matmul(ctx, t, x.data(), WOQ_DTYPE_F32, m, y.data(), WOQ_DTYPE_F32), WOQ_OK);
+      const double err = woq::test::rel_error(y, woq::test::matmul_f64(x, w_ref, bias.data(), m, sh.n, sh.k));
+      EXPECT_LT(err, 5e-6) << "m=" << m;
+    }
+    // Half-precision activations in and out.
+    const uint64_t m = 6;
+    std::vector<float> xs = woq::test::random_activations(m * sh.k, 99), xe(m * sh.k);
+    std::vector<uint16_t> xh(m * sh.k), yh(m * sh.n, 0xffff);
+    for (size_t i = 0; i < xh.size(); ++i) {
+      xh[i] = woq::kernels::float_to_bf16(xs[i]);
+      xe[i] = woq::kernels::bf16_to_float(xh[i]);
+    }
+    ASSERT_EQ(woq_matmul(ctx, t, xh.data(), WOQ_DTYPE_BF16, m, yh.data(), WOQ_DTYPE_F16), WOQ_OK);
+    std::vector<float> yf(yh.size());
+    for (size_t i = 0; i < yh.size(); ++i) yf[i] = woq::kernels::half_to_float(yh[i]);
+    EXPECT_LT(woq::test::rel_error(yf, woq::test::matmul_f64(xe, w_ref, bias.data(), m, sh.n, sh.k)), 2e-3);
+    woq_tensor_destroy(rt);
+    woq_context_destroy(ref);
+    woq_tensor_destroy(t);
+    woq_qmatrix_destroy(q);
+  }
+  woq_context_destroy(ctx);
+}
+
+INSTANTIATE_TEST_SUITE_P(SupportedIsas, CpuKernels, testing::ValuesIn(supported_isas()),
+                         [](const testing::TestParamInfo<std::string>& i) { return i.param; });
+
+TEST(CpuKernels, SimdPathsAgreeBitForBit) {
+  // AVX2 and AVX-512 run the same operations in the same order.
+  const auto isas = supported_isas();
+  if (std::find(isas.begin(), isas.end(), "avx512") == isas.end()) GTEST_SKIP() << "this CPU has no AVX-512";
+  std::vector<float> w = woq::test::random_weights(70, 512, 1);
+  woq_qmatrix* q = nullptr;
+  ASSERT_EQ(woq_quantize(w.data(), WOQ_DTYPE_F32, 70, 512, nullptr, &q), WOQ_OK);
+  std::vector<std::vector<float>> ys;
+  for (const char* isa : {"avx2", "avx512"}) {
+    woq_context* ctx = context_for(isa, 1);
+    woq_tensor* t = nullptr;
+    ASSERT_EQ(woq_tensor_from_qmatrix(ctx, q, nullptr, &t), WOQ_OK);
+    for (uint64_t m : {1, 7}) {
+      std::vector<float> x = woq::test::random_activations(m * 512, 3), y(m * 70);
+      ASSERT_EQ(woq_matmul(ctx, t, x.data(), WOQ_DTYPE_F32, m, y.data(), WOQ_DTYPE_F32), WOQ_OK);
+      ys.push_back(y);
+    }
+    woq_tensor_destroy(t);
+    woq_context_destroy(ctx);
+  }
+  EXPECT_EQ(ys[0], ys[2]);
+  EXPECT_EQ(ys[1], ys[3]);
+  woq_qmatrix_destroy(q);
+}
+
+TEST(CpuKernels, UnknownOrUnsupportedIsaIsRefused) {
+  setenv("WOQ_CPU_ISA", "sse9", 1);
+  woq_context* ctx = nullptr;
+  EXPECT_EQ(woq_context_create(nullptr, &ctx), WOQ_ERR_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(woq_last_error()).find("sse9"), std::string::npos);
+  unsetenv("WOQ_CPU_ISA");
+  EXPECT_EQ(ctx, nullptr);
+}
