@@ -1,0 +1,239 @@
+// CPU benchmark: woq_matmul over a whole transformer block's weights
+// (working set far beyond the 32 MiB L3), against the DRAM read bandwidth and
+// OpenBLAS fp32 sgemv / sgemm measured in the same run.
+//
+//   woq_cpu_bench [--quick] [--bits 4|8] [--group 128] [--m M]... [--threads T]
+//
+// Shapes (N outputs x K inputs): Llama-7B block q,k,v,o 4096x4096,
+// gate/up 11008x4096, down 4096x11008, plus Llama-3-8B up 14336x4096.
+// Each timed pass runs every matrix once, in order, so each weight comes
+// from DRAM. Effective bandwidth = packed weight bytes (codes + fp16 scales
+// + zero-points) / time.
+#include <cblas.h>
+#include <immintrin.h>
+#include <woq.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+extern "C" void openblas_set_num_threads(int);
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+void check(woq_status s, const char* what) {
+  if (s != WOQ_OK) {
+    std::fprintf(stderr, "%s: %s: %s\n", what, woq_status_string(s), woq_last_error());
+    std::exit(1);
+  }
+}
+
+struct Shape {
+  const char* name;
+  uint64_t n, k;
+};
+
+// Read bandwidth: threads each sum a disjoint part of a 1 GiB array.
+__attribute__((target("avx2"))) uint64_t sum_range(const uint64_t* p, size_t n) {
+  __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
+  for (size_t i = 0; i + 16 <= n; i += 16) {
+    a0 = _mm256_add_epi64(a0, _mm256_load_si256(reinterpret_cast<const __m256i*>(p + i)));
+    a1 = _mm256_add_epi64(a1, _mm256_load_si256(reinterpret_cast<const __m256i*>(p + i + 4)));
+    a2 = _mm256_add_epi64(a2, _mm256_load_si256(reinterpret_cast<const __m256i*>(p + i + 8)));
+    a3 = _mm256_add_epi64(a3, _mm256_load_si256(reinterpret_cast<const __m256i*>(p + i + 12)));
+  }
+  __m256i s = _mm256_add_epi64(_mm256_add_epi64(a0, a1), _mm256_add_epi64(a2, a3));
+  alignas(32) uint64_t out[4];
+  _mm256_store_si256(reinterpret_cast<__m256i*>(out), s);
+  return out[0] + out[1] + out[2] + out[3];
+}
+
+double read_bandwidth(int threads, size_t bytes) {
+  static uint64_t* buf = nullptr;
+  static size_t buf_bytes = 0;
+  if (buf_bytes < bytes) {
+    std::free(buf);
+    buf = static_cast<uint64_t*>(std::aligned_alloc(64, bytes));
+    for (size_t i = 0; i < bytes / 8; ++i) buf[i] = i;
+    buf_bytes = bytes;
+  }
+  const size_t n = bytes / 8, part = n / threads / 16 * 16;
+  double best = 0;
+  volatile uint64_t sink = 0;
+  for (int rep = 0; rep < 5; ++rep) {
+    std::vector<uint64_t> sums(threads);
+    auto t0 = Clock::now();
+    std::vector<std::thread> ts;
+    for (int i = 0; i < threads; ++i) ts.emplace_back([&, i] { sums[i] = sum_range(buf + i * part, part); });
+    for (auto& t : ts) t.join();
+    const double s = seconds_since(t0);
+    for (uint64_t v : sums) sink = sink + v;
+    best = std::max(best, double(part) * threads * 8 / s / 1e9);
+  }
+  return best;
+}
+
+struct Args {
+  bool quick = false;
+  uint32_t bits = 4;
+  uint32_t group = 128;
+  std::vector<uint64_t> ms;  // empty: the default list
+  std::vector<int> threads = {1, 2};
+};
+
+// Best-of-reps time of `pass`, after one warm-up pass.
+template <class Pass>
+double time_pass(Pass&& pass, double min_seconds, int min_reps) {
+  pass();
+  double best = 1e30, spent = 0;
+  for (int rep = 0; rep < min_reps || spent < min_seconds; ++rep) {
+    auto t0 = Clock::now();
+    pass();
+    const double s = seconds_since(t0);
+    best = std::min(best, s);
+    spent += s;
+    if (rep > 200) break;
+  }
+  return best;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Args a;
+  for (int i = 1; i < argc; ++i) {
+    std::string s = argv[i];
+    if (s == "--quick") a.quick = true;
+    else if (s == "--bits" && i + 1 < argc) a.bits = uint32_t(std::atoi(argv[++i]));
+    else if (s == "--group" && i + 1 < argc) a.group = uint32_t(std::atoi(argv[++i]));
+    else if (s == "--m" && i + 1 < argc) a.ms.push_back(uint64_t(std::atoll(argv[++i])));
+    else if (s == "--threads" && i + 1 < argc) a.threads = {std::atoi(argv[++i])};
+    else {
+      std::fprintf(stderr, "usage: woq_cpu_bench [--quick] [--bits B] [--group G] [--m M]... [--threads T]\n");
+      return 2;
+    }
+  }
+  // The block: q, k, v, o, gate, up, down (Llama-7B), then Llama-3-8B's up.
+  std::vector<Shape> distinct = {{"4096x4096", 4096, 4096}, {"11008x4096", 11008, 4096}, {"4096x11008", 4096, 11008},
+                                 {"14336x4096", 14336, 4096}};
+  std::vector<int> block = {0, 0, 0, 0, 1, 1, 2, 3};
+  std::vector<uint64_t> ms = {1, 4, 16, 64, 256};
+  if (a.quick) {
+    distinct = {{"1024x1024", 1024, 1024}, {"2048x1024", 2048, 1024}};
+    block = {0, 1};
+    ms = {1, 16};
+  }
+  if (!a.ms.empty()) ms = a.ms;
+  std::printf("woq CPU benchmark: %u-bit, group %u, libwoq %s, %u hardware threads\n", a.bits, a.group,
+              woq_version_string(), std::thread::hardware_concurrency());
+
+  // Quantize one matrix per distinct shape; every block entry gets its own copy.
+  std::mt19937 rng(7);
+  std::normal_distribution<float> dist(0.0f, 0.02f);
+  std::vector<woq_qmatrix*> qms;
+  std::vector<std::vector<float>> fp32;  // OpenBLAS operands, one per block entry
+  uint64_t block_weights = 0;
+  for (const Shape& s : distinct) {
+    std::vector<float> w(s.n * s.k);
+    for (float& v : w) v = dist(rng);
+    woq_quant_options q;
+    woq_quant_options_init(&q);
+    q.bits = a.bits;
+    q.group_size = a.group;
+    woq_qmatrix* qm = nullptr;
+    auto t0 = Clock::now();
+    check(woq_quantize(w.data(), WOQ_DTYPE_F32, s.n, s.k, &q, &qm), "quantize");
+    std::printf("quantized %s in %.2f s\n", s.name, seconds_since(t0));
+    qms.push_back(qm);
+  }
+  for (int idx : block) {
+    const Shape& s = distinct[idx];
+    block_weights += s.n * s.k;
+    std::vector<float> w(s.n * s.k);
+    for (float& v : w) v = dist(rng);
+    fp32.push_back(std::move(w));
+  }
+  const uint64_t groups_per_weight_inv = a.group;
+  const double packed_bytes =
+      double(block_weights) * (a.bits / 8.0 + 3.0 / double(groups_per_weight_inv));  // codes + f16 scale + u8 zero
+  std::printf("block: %zu matrices, %.1f M weights, %.1f MiB packed, %.1f MiB as fp32\n\n", block.size(),
+              block_weights / 1e6, packed_bytes / 1048576.0, block_weights * 4 / 1048576.0);
+
+  std::printf("| threads | read BW GB/s | M | woq ms/pass | woq GB/s eff. | %% of read BW | OpenBLAS ms/pass | woq speedup |\n");
+  std::printf("|--:|--:|--:|--:|--:|--:|--:|--:|\n");
+  std::vector<std::string> repack_lines;
+  for (int threads : a.threads) {
+    const double bw = read_bandwidth(threads, a.quick ? (256u << 20) : (1u << 30));
+    woq_context_options o;
+    woq_context_options_init(&o);
+    o.threads = threads;
+    woq_context* ctx = nullptr;
+    check(woq_context_create(&o, &ctx), "context");
+    std::vector<woq_tensor*> tensors;
+    auto t0 = Clock::now();
+    for (int idx : block) {
+      woq_tensor* t = nullptr;
+      check(woq_tensor_from_qmatrix(ctx, qms[idx], nullptr, &t), "upload");
+      tensors.push_back(t);
+    }
+    const double upload_s = seconds_since(t0);
+    if (threads == 1) {
+      const char* kernel = "";
+      woq_context_kernel(ctx, &kernel);
+      char line[256];
+      std::snprintf(line, sizeof line,
+                    "repack canonical -> CPU layout (%s kernels), whole block, 1 thread: %.1f ms (%.2f GB/s of packed weights)",
+                    kernel, upload_s * 1e3, packed_bytes / upload_s / 1e9);
+      repack_lines.push_back(line);
+    }
+    openblas_set_num_threads(threads);
+    for (uint64_t m : ms) {
+      uint64_t kmax = 0, nmax = 0;
+      for (const Shape& s : distinct) kmax = std::max(kmax, s.k), nmax = std::max(nmax, s.n);
+      std::vector<float> x(m * kmax), y(m * nmax);
+      for (float& v : x) v = dist(rng) * 50;
+      const double min_s = a.quick ? 0.05 : (m >= 64 ? 1.0 : 2.0);
+      const int min_reps = m >= 64 ? 2 : 5;
+      const double woq_s = time_pass(
+          [&] {
+            for (size_t i = 0; i < block.size(); ++i)
+              check(woq_matmul(ctx, tensors[i], x.data(), WOQ_DTYPE_F32, m, y.data(), WOQ_DTYPE_F32), "matmul");
+          },
+          min_s, min_reps);
+      const double blas_s = time_pass(
+          [&] {
+            for (size_t i = 0; i < block.size(); ++i) {
+              const Shape& s = distinct[block[i]];
+              if (m == 1)
+                cblas_sgemv(CblasRowMajor, CblasNoTrans, int(s.n), int(s.k), 1.0f, fp32[i].data(), int(s.k), x.data(), 1,
+                            0.0f, y.data(), 1);
+              else
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(m), int(s.n), int(s.k), 1.0f, x.data(), int(s.k),
+                            fp32[i].data(), int(s.k), 0.0f, y.data(), int(s.n));
+            }
+          },
+          min_s, min_reps);
+      const double gbs = packed_bytes / woq_s / 1e9;
+      std::printf("| %d | %.1f | %llu | %.2f | %.1f | %.0f%% | %.2f | %.2fx |\n", threads, bw,
+                  static_cast<unsigned long long>(m), woq_s * 1e3, gbs, 100 * gbs / bw, blas_s * 1e3, blas_s / woq_s);
+      std::fflush(stdout);
+    }
+    for (woq_tensor* t : tensors) woq_tensor_destroy(t);
+    woq_context_destroy(ctx);
+  }
+  std::printf("\n");
+  for (const auto& l : repack_lines) std::printf("%s\n", l.c_str());
+  for (woq_qmatrix* q : qms) woq_qmatrix_destroy(q);
+  return 0;
+}
