@@ -123,6 +123,7 @@ const char* isa_name(Isa isa) {
     case Isa::Portable: return "portable";
     case Isa::Avx2: return "avx2";
     case Isa::Avx512: return "avx512";
+    case Isa::Avx512Bf16: return "avx512bf16";
   }
   return "unknown";
 }
@@ -131,7 +132,7 @@ Isa detect_isa() {
 #if defined(__x86_64__) || defined(__i386__)
   __builtin_cpu_init();
   if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl"))
-    return Isa::Avx512;
+    return __builtin_cpu_supports("avx512bf16") ? Isa::Avx512Bf16 : Isa::Avx512;
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return Isa::Avx2;
 #endif
   return Isa::Portable;
@@ -143,6 +144,7 @@ PackedMatmulFn packed_matmul_for(Isa isa) {
 #if defined(WOQ_HAVE_X86_KERNELS)
     case Isa::Avx2: return packed_matmul_avx2;
     case Isa::Avx512: return packed_matmul_avx512;
+    case Isa::Avx512Bf16: return packed_matmul_avx512bf16;
 #else
     default: return nullptr;
 #endif

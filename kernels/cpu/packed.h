@@ -63,7 +63,8 @@ bool packable(const QuantView& w);
 // Canonical (SPEC.md) -> packed. Rows past `rows` in the last block are zero.
 PackedMatrix repack(const QuantView& w);
 
-enum class Isa { Portable = 0, Avx2 = 1, Avx512 = 2 };
+// Ordered: each ISA's machines can run every earlier one.
+enum class Isa { Portable = 0, Avx2 = 1, Avx512 = 2, Avx512Bf16 = 3 };
 const char* isa_name(Isa isa);
 // Best ISA this CPU and OS support.
 Isa detect_isa();
@@ -81,5 +82,6 @@ PackedMatmulFn packed_matmul_for(Isa isa);
 void packed_matmul_portable(const PackedMatrix&, const float*, const float*, uint64_t, uint64_t, uint64_t, float*);
 void packed_matmul_avx2(const PackedMatrix&, const float*, const float*, uint64_t, uint64_t, uint64_t, float*);
 void packed_matmul_avx512(const PackedMatrix&, const float*, const float*, uint64_t, uint64_t, uint64_t, float*);
+void packed_matmul_avx512bf16(const PackedMatrix&, const float*, const float*, uint64_t, uint64_t, uint64_t, float*);
 
 }  // namespace woq::kernels

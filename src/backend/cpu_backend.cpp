@@ -56,19 +56,20 @@ void store_dtype(void* out, DType t, uint64_t i, float v) {
 }
 
 // The ISA a CPU context runs: the best the machine has, or WOQ_CPU_ISA
-// (portable, avx2, avx512) when set, which tests use to cover every path.
+// (portable, avx2, avx512, avx512bf16) when set, which tests use to cover
+// every path.
 kernels::Isa choose_isa() {
   const kernels::Isa best = kernels::detect_isa();
   const char* forced = std::getenv("WOQ_CPU_ISA");
   if (!forced || !*forced) return best;
-  for (kernels::Isa isa : {kernels::Isa::Portable, kernels::Isa::Avx2, kernels::Isa::Avx512}) {
+  for (kernels::Isa isa : {kernels::Isa::Portable, kernels::Isa::Avx2, kernels::Isa::Avx512, kernels::Isa::Avx512Bf16}) {
     if (std::string(forced) != kernels::isa_name(isa)) continue;
     if (isa > best || !kernels::packed_matmul_for(isa))
       fail(Status::Unsupported, std::string("WOQ_CPU_ISA=") + forced + " is not supported by this CPU or build (best: " +
                                     kernels::isa_name(best) + ")");
     return isa;
   }
-  fail(Status::InvalidArgument, std::string("WOQ_CPU_ISA=") + forced + " is not one of portable, avx2, avx512");
+  fail(Status::InvalidArgument, std::string("WOQ_CPU_ISA=") + forced + " is not one of portable, avx2, avx512, avx512bf16");
 }
 
 class CpuBackend : public Backend {

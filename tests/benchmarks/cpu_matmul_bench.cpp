@@ -2,7 +2,10 @@
 // (working set far beyond the 32 MiB L3), against the DRAM read bandwidth and
 // OpenBLAS fp32 sgemv / sgemm measured in the same run.
 //
-//   woq_cpu_bench [--quick] [--bits 4|8] [--group 128] [--m M]... [--threads T]
+//   woq_cpu_bench [--quick] [--bits 4|8] [--group 128] [--m M]... [--threads T] [--bf16]
+//
+// --bf16 passes bf16 activations to woq (OpenBLAS gets the same values in
+// fp32).
 //
 // Shapes (N outputs x K inputs): Llama-7B block q,k,v,o 4096x4096,
 // gate/up 11008x4096, down 4096x11008, plus Llama-3-8B up 14336x4096.
@@ -90,6 +93,7 @@ struct Args {
   uint32_t group = 128;
   std::vector<uint64_t> ms;  // empty: the default list
   std::vector<int> threads = {1, 2};
+  bool bf16_x = false;  // activations in bf16 instead of fp32
 };
 
 // Best-of-reps time of `pass`, after one warm-up pass.
@@ -119,8 +123,9 @@ int main(int argc, char** argv) {
     else if (s == "--group" && i + 1 < argc) a.group = uint32_t(std::atoi(argv[++i]));
     else if (s == "--m" && i + 1 < argc) a.ms.push_back(uint64_t(std::atoll(argv[++i])));
     else if (s == "--threads" && i + 1 < argc) a.threads = {std::atoi(argv[++i])};
+    else if (s == "--bf16") a.bf16_x = true;
     else {
-      std::fprintf(stderr, "usage: woq_cpu_bench [--quick] [--bits B] [--group G] [--m M]... [--threads T]\n");
+      std::fprintf(stderr, "usage: woq_cpu_bench [--quick] [--bits B] [--group G] [--m M]... [--threads T] [--bf16]\n");
       return 2;
     }
   }
@@ -135,8 +140,8 @@ int main(int argc, char** argv) {
     ms = {1, 16};
   }
   if (!a.ms.empty()) ms = a.ms;
-  std::printf("woq CPU benchmark: %u-bit, group %u, libwoq %s, %u hardware threads\n", a.bits, a.group,
-              woq_version_string(), std::thread::hardware_concurrency());
+  std::printf("woq CPU benchmark: %u-bit, group %u, %s activations, libwoq %s, %u hardware threads\n", a.bits,
+              a.group, a.bf16_x ? "bf16" : "fp32", woq_version_string(), std::thread::hardware_concurrency());
 
   // Quantize one matrix per distinct shape; every block entry gets its own copy.
   std::mt19937 rng(7);
@@ -203,12 +208,23 @@ int main(int argc, char** argv) {
       for (const Shape& s : distinct) kmax = std::max(kmax, s.k), nmax = std::max(nmax, s.n);
       std::vector<float> x(m * kmax), y(m * nmax);
       for (float& v : x) v = dist(rng) * 50;
+      // bf16 activations: the same values rounded, in bf16 storage for woq.
+      std::vector<uint16_t> xb(x.size());
+      for (size_t i = 0; i < x.size(); ++i) {
+        uint32_t u;
+        std::memcpy(&u, &x[i], 4);
+        xb[i] = uint16_t((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+        u = uint32_t(xb[i]) << 16;
+        std::memcpy(&x[i], &u, 4);
+      }
+      const void* x_woq = a.bf16_x ? static_cast<const void*>(xb.data()) : x.data();
+      const woq_dtype x_type = a.bf16_x ? WOQ_DTYPE_BF16 : WOQ_DTYPE_F32;
       const double min_s = a.quick ? 0.05 : (m >= 64 ? 1.0 : 2.0);
       const int min_reps = m >= 64 ? 2 : 5;
       const double woq_s = time_pass(
           [&] {
             for (size_t i = 0; i < block.size(); ++i)
-              check(woq_matmul(ctx, tensors[i], x.data(), WOQ_DTYPE_F32, m, y.data(), WOQ_DTYPE_F32), "matmul");
+              check(woq_matmul(ctx, tensors[i], x_woq, x_type, m, y.data(), WOQ_DTYPE_F32), "matmul");
           },
           min_s, min_reps);
       const double blas_s = time_pass(

@@ -18,7 +18,8 @@ namespace {
 std::vector<std::string> supported_isas() {
   std::vector<std::string> out;
   const auto best = woq::kernels::detect_isa();
-  for (auto isa : {woq::kernels::Isa::Portable, woq::kernels::Isa::Avx2, woq::kernels::Isa::Avx512})
+  for (auto isa : {woq::kernels::Isa::Portable, woq::kernels::Isa::Avx2, woq::kernels::Isa::Avx512,
+                   woq::kernels::Isa::Avx512Bf16})
     if (isa <= best && woq::kernels::packed_matmul_for(isa)) out.push_back(woq::kernels::isa_name(isa));
   return out;
 }
@@ -95,6 +96,21 @@ TEST_P(CpuKernels, MatchFloat64AcrossShapesAndBatchSizes) {
       const double err = woq::test::rel_error(y, woq::test::matmul_f64(x, w_ref, bias.data(), m, sh.n, sh.k));
       EXPECT_LT(err, 5e-6) << "m=" << m;
     }
+    // 16-bit activations with fp32 output, at GEMV sizes (where the
+    // avx512bf16 kernel splits them into exact bf16 terms) and beyond.
+    for (woq_dtype xt : {WOQ_DTYPE_BF16, WOQ_DTYPE_F16})
+      for (uint64_t m : {1, 3, 4, 7}) {
+        std::vector<float> xs = woq::test::random_activations(m * sh.k, uint32_t(m + 40)), xe(m * sh.k);
+        std::vector<uint16_t> x16(m * sh.k);
+        for (size_t i = 0; i < x16.size(); ++i) {
+          x16[i] = xt == WOQ_DTYPE_BF16 ? woq::kernels::float_to_bf16(xs[i]) : woq::kernels::float_to_half(xs[i]);
+          xe[i] = xt == WOQ_DTYPE_BF16 ? woq::kernels::bf16_to_float(x16[i]) : woq::kernels::half_to_float(x16[i]);
+        }
+        std::vector<float> y(m * sh.n, std::nanf(""));
+        ASSERT_EQ(woq_matmul(ctx, t, x16.data(), xt, m, y.data(), WOQ_DTYPE_F32), WOQ_OK);
+        EXPECT_LT(woq::test::rel_error(y, woq::test::matmul_f64(xe, w_ref, bias.data(), m, sh.n, sh.k)), 5e-6)
+            << "x dtype " << xt << " m=" << m;
+      }
     // Half-precision activations in and out.
     const uint64_t m = 6;
     std::vector<float> xs = woq::test::random_activations(m * sh.k, 99), xe(m * sh.k);
