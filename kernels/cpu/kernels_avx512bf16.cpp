@@ -79,6 +79,7 @@ void bf16_small_m(const PackedMatrix& w, const PairedX& xp, uint64_t m0, const f
     for (int r = 0; r < MC; ++r)
       for (int c = 0; c < C; ++c) acc[r][c] = _mm512_setzero_ps();
     for (const uint64_t end = octet + g / 8; octet < end; ++octet, codes += kBlockRows) {
+      __builtin_prefetch(codes + kPrefetchWords);
       const __m512i d = _mm512_load_si512(codes);
       unrolled(
           [&](auto pc) {

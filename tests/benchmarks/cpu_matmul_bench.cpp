@@ -74,7 +74,7 @@ double read_bandwidth(int threads, size_t bytes) {
   const size_t n = bytes / 8, part = n / threads / 16 * 16;
   double best = 0;
   volatile uint64_t sink = 0;
-  for (int rep = 0; rep < 5; ++rep) {
+  for (int rep = 0; rep < 10; ++rep) {
     std::vector<uint64_t> sums(threads);
     auto t0 = Clock::now();
     std::vector<std::thread> ts;
@@ -82,7 +82,7 @@ double read_bandwidth(int threads, size_t bytes) {
     for (auto& t : ts) t.join();
     const double s = seconds_since(t0);
     for (uint64_t v : sums) sink = sink + v;
-    best = std::max(best, double(part) * threads * 8 / s / 1e9);
+    best = std::max(best, double(part) * threads * 8 / s / 1e9);  // the peak: a conservative denominator
   }
   return best;
 }
@@ -175,11 +175,39 @@ int main(int argc, char** argv) {
   std::printf("block: %zu matrices, %.1f M weights, %.1f MiB packed, %.1f MiB as fp32\n\n", block.size(),
               block_weights / 1e6, packed_bytes / 1048576.0, block_weights * 4 / 1048576.0);
 
-  std::printf("| threads | read BW GB/s | M | woq ms/pass | woq GB/s eff. | %% of read BW | OpenBLAS ms/pass | woq speedup |\n");
-  std::printf("|--:|--:|--:|--:|--:|--:|--:|--:|\n");
+  // Activations for one M: normal values; rounded to bf16 with --bf16
+  // (fp32 runs keep full fp32 values, so no kernel can take bf16 shortcuts).
+  uint64_t kmax = 0, nmax = 0;
+  for (const Shape& s : distinct) kmax = std::max(kmax, s.k), nmax = std::max(nmax, s.n);
+  auto make_x = [&](uint64_t m, std::vector<float>& x, std::vector<uint16_t>& xb) {
+    std::mt19937 xrng{uint32_t(m)};
+    x.resize(m * kmax);
+    for (float& v : x) v = dist(xrng) * 50;
+    xb.assign(a.bf16_x ? x.size() : 0, 0);
+    for (size_t i = 0; i < xb.size(); ++i) {
+      uint32_t u;
+      std::memcpy(&u, &x[i], 4);
+      xb[i] = uint16_t((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+      u = uint32_t(xb[i]) << 16;
+      std::memcpy(&x[i], &u, 4);
+    }
+  };
+  auto min_seconds = [&](uint64_t m) { return a.quick ? 0.05 : (m >= 64 ? 1.0 : 2.0); };
+  auto min_reps = [](uint64_t m) { return m >= 64 ? 2 : 5; };
+
+  // 1. Read bandwidth, before OpenBLAS has run: its worker threads spin for
+  //    a while after each call and would steal the cores from what follows.
+  // OpenBLAS's own pool is held to one thread until its turn: its idle
+  // workers were seen to halve the two-thread read bandwidth measured here.
+  openblas_set_num_threads(1);
+  std::vector<double> bandwidth;
+  for (int threads : a.threads) bandwidth.push_back(read_bandwidth(threads, a.quick ? (256u << 20) : (1u << 30)));
+
+  // 2. woq, every thread count and M.
+  std::vector<std::vector<double>> woq_time(a.threads.size(), std::vector<double>(ms.size()));
   std::vector<std::string> repack_lines;
-  for (int threads : a.threads) {
-    const double bw = read_bandwidth(threads, a.quick ? (256u << 20) : (1u << 30));
+  for (size_t ti = 0; ti < a.threads.size(); ++ti) {
+    const int threads = a.threads[ti];
     woq_context_options o;
     woq_context_options_init(&o);
     o.threads = threads;
@@ -193,40 +221,42 @@ int main(int argc, char** argv) {
       tensors.push_back(t);
     }
     const double upload_s = seconds_since(t0);
-    if (threads == 1) {
-      const char* kernel = "";
-      woq_context_kernel(ctx, &kernel);
-      char line[256];
-      std::snprintf(line, sizeof line,
-                    "repack canonical -> CPU layout (%s kernels), whole block, 1 thread: %.1f ms (%.2f GB/s of packed weights)",
-                    kernel, upload_s * 1e3, packed_bytes / upload_s / 1e9);
-      repack_lines.push_back(line);
-    }
-    openblas_set_num_threads(threads);
-    for (uint64_t m : ms) {
-      uint64_t kmax = 0, nmax = 0;
-      for (const Shape& s : distinct) kmax = std::max(kmax, s.k), nmax = std::max(nmax, s.n);
-      std::vector<float> x(m * kmax), y(m * nmax);
-      for (float& v : x) v = dist(rng) * 50;
-      // bf16 activations: the same values rounded, in bf16 storage for woq.
-      std::vector<uint16_t> xb(x.size());
-      for (size_t i = 0; i < x.size(); ++i) {
-        uint32_t u;
-        std::memcpy(&u, &x[i], 4);
-        xb[i] = uint16_t((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
-        u = uint32_t(xb[i]) << 16;
-        std::memcpy(&x[i], &u, 4);
-      }
+    const char* kernel = "";
+    woq_context_kernel(ctx, &kernel);
+    char line[256];
+    std::snprintf(line, sizeof line,
+                  "%d thread(s), %s kernels: copy + repack of the whole block %.1f ms (%.2f GB/s of packed weights)",
+                  threads, kernel, upload_s * 1e3, packed_bytes / upload_s / 1e9);
+    repack_lines.push_back(line);
+    for (size_t mi = 0; mi < ms.size(); ++mi) {
+      const uint64_t m = ms[mi];
+      std::vector<float> x, y(m * nmax);
+      std::vector<uint16_t> xb;
+      make_x(m, x, xb);
       const void* x_woq = a.bf16_x ? static_cast<const void*>(xb.data()) : x.data();
       const woq_dtype x_type = a.bf16_x ? WOQ_DTYPE_BF16 : WOQ_DTYPE_F32;
-      const double min_s = a.quick ? 0.05 : (m >= 64 ? 1.0 : 2.0);
-      const int min_reps = m >= 64 ? 2 : 5;
-      const double woq_s = time_pass(
+      woq_time[ti][mi] = time_pass(
           [&] {
             for (size_t i = 0; i < block.size(); ++i)
               check(woq_matmul(ctx, tensors[i], x_woq, x_type, m, y.data(), WOQ_DTYPE_F32), "matmul");
           },
-          min_s, min_reps);
+          min_seconds(m), min_reps(m));
+    }
+    for (woq_tensor* t : tensors) woq_tensor_destroy(t);
+    woq_context_destroy(ctx);
+  }
+
+  // 3. OpenBLAS fp32 on the same shapes and activation values.
+  std::printf("| threads | read BW GB/s | M | woq ms/pass | woq GB/s eff. | %% of read BW | OpenBLAS ms/pass | woq speedup |\n");
+  std::printf("|--:|--:|--:|--:|--:|--:|--:|--:|\n");
+  for (size_t ti = 0; ti < a.threads.size(); ++ti) {
+    const int threads = a.threads[ti];
+    openblas_set_num_threads(threads);
+    for (size_t mi = 0; mi < ms.size(); ++mi) {
+      const uint64_t m = ms[mi];
+      std::vector<float> x, y(m * nmax);
+      std::vector<uint16_t> xb;
+      make_x(m, x, xb);
       const double blas_s = time_pass(
           [&] {
             for (size_t i = 0; i < block.size(); ++i) {
@@ -239,14 +269,13 @@ int main(int argc, char** argv) {
                             fp32[i].data(), int(s.k), 0.0f, y.data(), int(s.n));
             }
           },
-          min_s, min_reps);
+          min_seconds(m), min_reps(m));
+      const double woq_s = woq_time[ti][mi], bw = bandwidth[ti];
       const double gbs = packed_bytes / woq_s / 1e9;
       std::printf("| %d | %.1f | %llu | %.2f | %.1f | %.0f%% | %.2f | %.2fx |\n", threads, bw,
                   static_cast<unsigned long long>(m), woq_s * 1e3, gbs, 100 * gbs / bw, blas_s * 1e3, blas_s / woq_s);
       std::fflush(stdout);
     }
-    for (woq_tensor* t : tensors) woq_tensor_destroy(t);
-    woq_context_destroy(ctx);
   }
   std::printf("\n");
   for (const auto& l : repack_lines) std::printf("%s\n", l.c_str());
