@@ -38,7 +38,7 @@ constexpr uint64_t kKc = 256;
 // dequantized chunk for all rows of X.
 constexpr uint64_t kSmallM = 4;
 // GEMV streams codes from DRAM: prefetching 2 KiB ahead of the loads was
-// measured to add ~10% on top of the hardware prefetcher (docs/CPU_KERNELS.md).
+// measured to add 10-16% on top of the hardware prefetcher (docs/CPU_KERNELS.md).
 constexpr uint64_t kPrefetchWords = 16 * 32;
 
 template <int CPW>  // codes per u32 word: 8 (4-bit) or 4 (8-bit)
