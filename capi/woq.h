@@ -273,6 +273,30 @@ typedef struct woq_file woq_file;
  */
 WOQ_API woq_status woq_file_open(const char* path, woq_file** out_file);
 
+/**
+ * Limits a reader enforces before trusting a file; a file beyond one is
+ * refused with WOQ_ERR_LIMIT. Hosts that open files from untrusted places
+ * (downloads, mod folders) can tighten them.
+ */
+typedef struct woq_open_options {
+  size_t struct_size;           /* sizeof(woq_open_options) */
+  uint64_t max_directory_bytes; /* default 256 MiB */
+  uint64_t max_tensors;         /* default 1,048,576 */
+  uint64_t max_metadata;        /* default 65,536 entries */
+  uint64_t max_tensor_bytes;    /* decoded bytes of one tensor; default 16 GiB */
+} woq_open_options;
+
+/** Fill *options with the default limits (sets struct_size). Thread-safe. */
+WOQ_API woq_status woq_open_options_init(woq_open_options* options);
+
+/**
+ * woq_file_open with limits; options may be NULL for the defaults. Every
+ * size the directory declares is checked against them at open, so no later
+ * call allocates more than max_tensor_bytes for one tensor. Thread-safe.
+ */
+WOQ_API woq_status woq_file_open_ex(const char* path, const woq_open_options* options,
+                                    woq_file** out_file);
+
 /** Close a file. NULL is a no-op. Tensors loaded from it stay valid. */
 WOQ_API void woq_file_close(woq_file* file);
 

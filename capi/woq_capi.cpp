@@ -412,14 +412,39 @@ WOQ_API void woq_writer_destroy(woq_writer* writer) { destroy(writer, kWriterTag
 
 /* ---- file */
 
-WOQ_API woq_status woq_file_open(const char* path, woq_file** out_file) {
+WOQ_API woq_status woq_open_options_init(woq_open_options* options) {
+  return guarded([&] {
+    need(options, "options");
+    const woq::format::ReaderLimits defaults;
+    std::memset(options, 0, sizeof *options);
+    options->struct_size = sizeof *options;
+    options->max_directory_bytes = defaults.max_directory_bytes;
+    options->max_tensors = defaults.max_tensors;
+    options->max_metadata = defaults.max_metadata;
+    options->max_tensor_bytes = defaults.max_tensor_bytes;
+  });
+}
+
+WOQ_API woq_status woq_file_open_ex(const char* path, const woq_open_options* options, woq_file** out_file) {
   return guarded([&] {
     need(path, "path");
     need(out_file, "out_file");
+    woq_open_options o;
+    woq_open_options_init(&o);
+    read_options(options, &o, "woq_open_options");
+    woq::format::ReaderLimits limits;
+    limits.max_directory_bytes = o.max_directory_bytes;
+    limits.max_tensors = o.max_tensors;
+    limits.max_metadata = o.max_metadata;
+    limits.max_tensor_bytes = o.max_tensor_bytes;
     auto f = std::make_unique<woq_file>();
-    f->impl = woq::format::Reader::open(path);
+    f->impl = woq::format::Reader::open(path, limits);
     *out_file = f.release();
   });
+}
+
+WOQ_API woq_status woq_file_open(const char* path, woq_file** out_file) {
+  return woq_file_open_ex(path, nullptr, out_file);
 }
 
 WOQ_API void woq_file_close(woq_file* file) { destroy(file, kFileTag); }

@@ -19,7 +19,17 @@ struct ReaderLimits {
   uint64_t max_directory_bytes = 256ull << 20;
   uint64_t max_tensors = 1u << 20;
   uint64_t max_metadata = 65536;
+  uint64_t max_tensor_bytes = 16ull << 30;  // decoded bytes of one tensor
+  // Fuzzing only: skip checksums so mutated inputs reach the parser and
+  // decoders behind them. Never exposed through the C API.
+  bool fuzzing_skip_checksums = false;
 };
+
+// Verifies the checksum of one stored chunk (src, ref.stored_size bytes) and
+// decodes it into dst, which holds exactly ref.raw_size bytes. Throws Error
+// prefixed with `where`.
+void decode_chunk_payload(const uint8_t* src, const ChunkRef& ref, uint8_t* dst, const std::string& where,
+                          bool check_sum = true);
 
 class Reader {
  public:
@@ -55,6 +65,7 @@ class Reader {
   void check_chunks();
   void decode_chunk(const TensorRecord& tensor, SectionKind kind, uint64_t chunk, uint8_t* dst) const;
 
+  bool skip_checksums_ = false;
   const uint8_t* data_ = nullptr;
   uint64_t size_ = 0;
   void* mapping_ = nullptr;

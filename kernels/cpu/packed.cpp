@@ -9,16 +9,17 @@
 
 namespace woq::kernels {
 
+// Aligned operator new (not aligned_alloc) so that allocation failures are
+// std::bad_alloc like every other allocation, and testable by replacing it.
 template <class T>
 void AlignedArray<T>::Free::operator()(T* p) const {
-  std::free(p);
+  ::operator delete(p, std::align_val_t(64));
 }
 
 template <class T>
 void AlignedArray<T>::allocate(uint64_t n) {
   const uint64_t bytes = (n * sizeof(T) + 63) / 64 * 64;
-  T* p = static_cast<T*>(std::aligned_alloc(64, bytes ? bytes : 64));
-  if (!p) throw std::bad_alloc();
+  T* p = static_cast<T*>(::operator new(bytes ? bytes : 64, std::align_val_t(64)));
   std::memset(p, 0, bytes);
   data.reset(p);
   size = n;

@@ -28,11 +28,10 @@ class CpuBuffer : public BackendBuffer {
  public:
   explicit CpuBuffer(uint64_t bytes) : size_(bytes) {
     // 64-byte alignment suits every SIMD load width.
-    data_ = std::aligned_alloc(64, (bytes + 63) / 64 * 64);
-    if (!data_) throw std::bad_alloc();
+    data_ = ::operator new((bytes + 63) / 64 * 64, std::align_val_t(64));
     std::memset(data_, 0, bytes);
   }
-  ~CpuBuffer() override { std::free(data_); }
+  ~CpuBuffer() override { ::operator delete(data_, std::align_val_t(64)); }
   uint64_t size() const override { return size_; }
   void write(uint64_t offset, const void* src, uint64_t bytes) override {
     std::memcpy(static_cast<uint8_t*>(data_) + offset, src, bytes);

@@ -1,0 +1,95 @@
+// Allocation failure injection: every allocation of a file load is made to
+// fail in turn; each must end in WOQ_ERR_OUT_OF_MEMORY (or succeed) and leak
+// nothing. This binary replaces the global operator new / delete to count
+// live allocations and fail the n-th one on request.
+#include <gtest/gtest.h>
+#include <woq.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <new>
+
+#include "test_util.h"
+
+namespace {
+std::atomic<long> g_live{0};
+std::atomic<long> g_countdown{-1};  // fail when it reaches 0; -1 = never
+
+void* counted_alloc(size_t size, size_t align) {
+  if (g_countdown.load() >= 0 && g_countdown.fetch_sub(1) == 0) throw std::bad_alloc();
+  void* p = align > alignof(std::max_align_t) ? std::aligned_alloc(align, (size + align - 1) / align * align)
+                                              : std::malloc(size ? size : 1);
+  if (!p) throw std::bad_alloc();
+  ++g_live;
+  return p;
+}
+void counted_free(void* p) {
+  if (!p) return;
+  --g_live;
+  std::free(p);
+}
+}  // namespace
+
+void* operator new(size_t n) { return counted_alloc(n, 0); }
+void* operator new[](size_t n) { return counted_alloc(n, 0); }
+void* operator new(size_t n, std::align_val_t a) { return counted_alloc(n, size_t(a)); }
+void* operator new[](size_t n, std::align_val_t a) { return counted_alloc(n, size_t(a)); }
+void operator delete(void* p) noexcept { counted_free(p); }
+void operator delete[](void* p) noexcept { counted_free(p); }
+void operator delete(void* p, size_t) noexcept { counted_free(p); }
+void operator delete[](void* p, size_t) noexcept { counted_free(p); }
+void operator delete(void* p, std::align_val_t) noexcept { counted_free(p); }
+void operator delete[](void* p, std::align_val_t) noexcept { counted_free(p); }
+void operator delete(void* p, size_t, std::align_val_t) noexcept { counted_free(p); }
+void operator delete[](void* p, size_t, std::align_val_t) noexcept { counted_free(p); }
+
+TEST(AllocationFailure, EveryFailedAllocationOfALoadIsReportedAndLeaksNothing) {
+  woq::test::TempDir dir;
+  const std::string path = dir.file("a.woq");
+  std::vector<float> w = woq::test::random_weights(40, 256, 9), bias(40, 0.25f);
+  woq_qmatrix* q = nullptr;
+  ASSERT_EQ(woq_quantize(w.data(), WOQ_DTYPE_F32, 40, 256, nullptr, &q), WOQ_OK);
+  woq_writer* wr = nullptr;
+  ASSERT_EQ(woq_writer_create(path.c_str(), &wr), WOQ_OK);
+  ASSERT_EQ(woq_writer_add_tensor(wr, "t", q, bias.data()), WOQ_OK);
+  ASSERT_EQ(woq_writer_finish(wr), WOQ_OK);
+  woq_writer_destroy(wr);
+  woq_qmatrix_destroy(q);
+  woq_context_options o;
+  woq_context_options_init(&o);
+  o.threads = 1;  // no worker threads: their stacks are not ours to count
+  std::vector<float> x(256, 1.0f), y(40);
+
+  // open + load + matmul + close, with the n-th allocation failing.
+  auto cycle = [&](long fail_at) {
+    woq_context* ctx = nullptr;
+    woq_file* f = nullptr;
+    woq_tensor* t = nullptr;
+    g_countdown = fail_at;
+    woq_status s = woq_context_create(&o, &ctx);
+    if (s == WOQ_OK) s = woq_file_open(path.c_str(), &f);
+    if (s == WOQ_OK) s = woq_tensor_load(ctx, f, "t", &t);
+    if (s == WOQ_OK) s = woq_matmul(ctx, t, x.data(), WOQ_DTYPE_F32, 1, y.data(), WOQ_DTYPE_F32);
+    g_countdown = -1;
+    woq_tensor_destroy(t);
+    woq_file_close(f);
+    woq_context_destroy(ctx);
+    return s;
+  };
+  ASSERT_EQ(cycle(-1), WOQ_OK);  // warm-up: thread-local scratch buffers
+  // ...and the thread-local error message, which keeps its heap buffer.
+  woq_file* none = nullptr;
+  ASSERT_EQ(woq_file_open((dir.path() + "/a-long-name-that-does-not-exist.woq").c_str(), &none), WOQ_ERR_IO);
+  const long live_before = g_live.load();
+  int failures = 0;
+  long n = 0;
+  for (; n < 100000; ++n) {
+    const woq_status s = cycle(n);
+    ASSERT_EQ(g_live.load(), live_before) << "leak after failing allocation " << n;
+    if (s == WOQ_OK) break;
+    ASSERT_EQ(s, WOQ_ERR_OUT_OF_MEMORY) << "allocation " << n << ": " << woq_last_error();
+    ++failures;
+  }
+  EXPECT_GT(failures, 10);
+  std::printf("%d injected allocation failures, all reported as WOQ_ERR_OUT_OF_MEMORY, none leaked\n", failures);
+}
