@@ -86,7 +86,8 @@ typedef enum woq_status {
   WOQ_ERR_NOT_FOUND = 8,        /* no tensor / metadata key with that name */
   WOQ_ERR_UNSUPPORTED = 9,      /* valid request this build or backend lacks */
   WOQ_ERR_LIMIT = 10,           /* a configured reader/writer limit exceeded */
-  WOQ_ERR_INTERNAL = 11         /* a bug in woq; please report it */
+  WOQ_ERR_INTERNAL = 11,        /* a bug in woq; please report it */
+  WOQ_STATUS_MAX_ENUM = 0x7FFFFFFF /* keeps the enum 32-bit; not a status */
 } woq_status;
 
 /** Static, human-readable name of a status code ("WOQ_ERR_SHAPE"). Thread-safe. */
@@ -100,27 +101,34 @@ WOQ_API const char* woq_status_string(woq_status status);
 WOQ_API const char* woq_last_error(void);
 
 /* ---------------------------------------------------------------- enums */
+/* Each enum ends with a *_MAX_ENUM member so that it is 32 bits wide and any
+ * value a host passes is representable; the library rejects values that are
+ * not listed with WOQ_ERR_INVALID_ARGUMENT. */
 
 /** Element type of activations, outputs and source weights. */
 typedef enum woq_dtype {
   WOQ_DTYPE_F32 = 0,
   WOQ_DTYPE_F16 = 1,
-  WOQ_DTYPE_BF16 = 2
+  WOQ_DTYPE_BF16 = 2,
+  WOQ_DTYPE_MAX_ENUM = 0x7FFFFFFF
 } woq_dtype;
 
 typedef enum woq_backend {
   WOQ_BACKEND_CPU_REFERENCE = 0, /* scalar reference kernel: the oracle */
   WOQ_BACKEND_CPU = 1,           /* optimized CPU kernels, multithreaded */
-  WOQ_BACKEND_CUDA = 2           /* NVIDIA GPU (WOQ_ERR_UNSUPPORTED if absent) */
+  WOQ_BACKEND_CUDA = 2,          /* NVIDIA GPU (WOQ_ERR_UNSUPPORTED if absent) */
+  WOQ_BACKEND_MAX_ENUM = 0x7FFFFFFF
 } woq_backend;
 
 typedef enum woq_scheme {
   WOQ_SCHEME_ASYMMETRIC = 0, /* per-group scale + integer zero-point */
-  WOQ_SCHEME_SYMMETRIC = 1   /* zero-point fixed at 2^(bits-1) */
+  WOQ_SCHEME_SYMMETRIC = 1,  /* zero-point fixed at 2^(bits-1) */
+  WOQ_SCHEME_MAX_ENUM = 0x7FFFFFFF
 } woq_scheme;
 
 typedef enum woq_method {
-  WOQ_METHOD_RTN = 0 /* round to nearest on the min/max grid */
+  WOQ_METHOD_RTN = 0, /* round to nearest on the min/max grid */
+  WOQ_METHOD_MAX_ENUM = 0x7FFFFFFF
 } woq_method;
 
 /* ---------------------------------------------------------------- context */
@@ -349,7 +357,8 @@ WOQ_API woq_status woq_file_tensor_info_by_name(const woq_file* file,
 typedef enum woq_metadata_type {
   WOQ_METADATA_STRING = 1,
   WOQ_METADATA_INT = 2,
-  WOQ_METADATA_FLOAT = 3
+  WOQ_METADATA_FLOAT = 3,
+  WOQ_METADATA_MAX_ENUM = 0x7FFFFFFF
 } woq_metadata_type;
 
 /** Number of metadata entries. Thread-safe. */

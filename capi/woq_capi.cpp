@@ -207,6 +207,7 @@ WOQ_API const char* woq_status_string(woq_status status) {
     case WOQ_ERR_UNSUPPORTED: return "WOQ_ERR_UNSUPPORTED";
     case WOQ_ERR_LIMIT: return "WOQ_ERR_LIMIT";
     case WOQ_ERR_INTERNAL: return "WOQ_ERR_INTERNAL";
+    case WOQ_STATUS_MAX_ENUM: break;
   }
   return "WOQ_ERR_UNKNOWN_STATUS";
 }

@@ -134,6 +134,11 @@ struct RoundTrip {
   bool bias;
 };
 
+// gtest would otherwise print the struct's bytes, padding included.
+void PrintTo(const RoundTrip& p, std::ostream* os) {
+  *os << "bits " << p.bits << " group " << p.group << " scheme " << p.scheme << " bias " << p.bias;
+}
+
 class FileRoundTrip : public testing::TestWithParam<RoundTrip> {};
 
 std::vector<RoundTrip> round_trips() {
