@@ -186,6 +186,10 @@ def cases():
         "WOQ_ERR_FORMAT", "codec"
     yield "unknown_section_kind", build(sections_override=lambda s: s[:3] + [(9, s[3][1])]), "WOQ_ERR_FORMAT", "section"
     yield "missing_codes_section", build(sections_override=lambda s: s[1:]), "WOQ_ERR_FORMAT", "missing"
+    good_scales_frame = zstandard.ZstdCompressor(level=19).compress(
+        base_tensor()["scales"][:4].astype("<f2").tobytes())
+    yield "zstd_frame_truncated", build(payload_override={(1, 0): (good_scales_frame[:-6], 1)}), \
+        "WOQ_ERR_FORMAT", "zstd"
     yield "decompression_bomb", build(payload_override={(1, 0): (bomb_frame, 1)}), "WOQ_ERR_FORMAT", "zstd"
     yield "zstd_frame_too_short", build(payload_override={(1, 1): (short_frame, 1)}), "WOQ_ERR_FORMAT", "decoded"
     yield "declared_size_beyond_limit", build(mutate_record=huge_declared, sections_override=huge_declared_sections), \
