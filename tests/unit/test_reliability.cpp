@@ -22,12 +22,21 @@ woq_qmatrix* quantized(uint64_t rows, uint64_t cols, uint32_t seed) {
 
 }  // namespace
 
-TEST(Concurrency, EightThreadsTimesAThousandMatmulsOnOneTensor) {
+TEST(Concurrency, EightThreadsTimesAThousandMatmulsOnOneLoadedTensor) {
   woq_context* ctx = nullptr;
   ASSERT_EQ(woq_context_create(nullptr, &ctx), WOQ_OK);
   woq_qmatrix* q = quantized(64, 256, 1);
+  woq::test::TempDir dir;
+  woq_writer* w = nullptr;
+  ASSERT_EQ(woq_writer_create(dir.file("l.woq").c_str(), &w), WOQ_OK);
+  ASSERT_EQ(woq_writer_add_tensor(w, "t", q, nullptr), WOQ_OK);
+  ASSERT_EQ(woq_writer_finish(w), WOQ_OK);
+  woq_writer_destroy(w);
+  woq_file* f = nullptr;
+  ASSERT_EQ(woq_file_open(dir.file("l.woq").c_str(), &f), WOQ_OK);
   woq_tensor* t = nullptr;
-  ASSERT_EQ(woq_tensor_from_qmatrix(ctx, q, nullptr, &t), WOQ_OK);
+  ASSERT_EQ(woq_tensor_load(ctx, f, "t", &t), WOQ_OK);
+  woq_file_close(f);
   const uint64_t m = 2;
   const std::vector<float> x = woq::test::random_activations(m * 256, 2);
   std::vector<float> expect(m * 64);
