@@ -424,6 +424,15 @@ WOQ_API woq_status woq_tensor_shape(const woq_tensor* tensor, uint64_t* out_rows
                                     uint64_t* out_cols);
 
 /**
+ * Copy the tensor's fp32 bias (`rows` values) to host memory `out` of
+ * out_capacity_bytes; *out_has_bias tells whether it has one (out is then
+ * untouched when it has none; out may be NULL to only ask).
+ * @return WOQ_ERR_SHAPE if out is too small. Thread-safe.
+ */
+WOQ_API woq_status woq_tensor_bias(woq_context* context, const woq_tensor* tensor, float* out,
+                                   uint64_t out_capacity_bytes, int32_t* out_has_bias);
+
+/**
  * Y[M, N] = X[M, K] . W_hat^T (+ bias), fp32 accumulation. x and y are
  * row-major, host memory for CPU contexts; they must not overlap. M >= 1.
  * The tensor must come from the same context. Thread-safe: a tensor may be

@@ -619,6 +619,26 @@ WOQ_API woq_status woq_dequantize(woq_context* context, const woq_tensor* tensor
   });
 }
 
+WOQ_API woq_status woq_tensor_bias(woq_context* context, const woq_tensor* tensor, float* out,
+                                   uint64_t out_capacity_bytes, int32_t* out_has_bias) {
+  return guarded([&] {
+    need_handle(context, kContextTag, "context");
+    need_handle(tensor, kTensorTag, "tensor");
+    need(out_has_bias, "out_has_bias");
+    if (tensor->impl->owner() != context->impl.get())
+      fail(Status::InvalidArgument, "tensor was loaded into a different context");
+    const bool has = context->impl->backend().bias(tensor->impl->impl(), nullptr);
+    if (has && out) {
+      const uint64_t needed = tensor->impl->rows() * sizeof(float);
+      if (out_capacity_bytes < needed)
+        fail(Status::Shape, "out holds " + std::to_string(out_capacity_bytes) + " bytes; the bias needs " +
+                                std::to_string(needed));
+      context->impl->backend().bias(tensor->impl->impl(), out);
+    }
+    *out_has_bias = has ? 1 : 0;
+  });
+}
+
 /* ---- buffers */
 
 WOQ_API woq_status woq_buffer_create(woq_context* context, uint64_t bytes, woq_buffer** out_buffer) {

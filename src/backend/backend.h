@@ -46,6 +46,8 @@ class Backend {
   virtual void matmul(const BackendTensor& w, const void* x, DType x_dtype, uint64_t m, void* y,
                       DType y_dtype) = 0;
   virtual void dequantize(const BackendTensor& w, void* out, DType out_dtype) = 0;
+  // The fp32 bias (rows values) into host memory; false when there is none.
+  virtual bool bias(const BackendTensor& w, float* out) = 0;
 };
 
 // The scalar oracle (single-threaded) or the multithreaded CPU backend.

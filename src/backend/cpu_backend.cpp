@@ -150,6 +150,14 @@ class CpuBackend : public Backend {
     }
   }
 
+  bool bias(const BackendTensor& wt, float* out) override {
+    const auto& t = static_cast<const CpuTensor&>(wt);
+    const std::vector<float>& b = t.is_packed ? t.packed.bias : t.canonical.bias;
+    if (b.empty()) return false;
+    if (out) std::memcpy(out, b.data(), b.size() * sizeof(float));
+    return true;
+  }
+
  private:
   void matmul_reference(const kernels::QuantView& view, const void* x, DType x_dtype, uint64_t m, void* y,
                         DType y_dtype) {

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <map>
 #include <memory>
 #include <random>
 #include <string>
@@ -237,6 +238,63 @@ int cmd_verify(const std::string& path) {
   return 0;
 }
 
+// ---------------------------------------------------------------- export
+
+// Writes every tensor's dequantized weights (and bias, as "<base>.bias") to
+// a safetensors file, for checking in other tools.
+int cmd_export(const std::string& in, const std::string& out, const std::string& dtype_name_arg) {
+  woq_dtype dtype;
+  std::string st_dtype;
+  if (dtype_name_arg == "f16") dtype = WOQ_DTYPE_F16, st_dtype = "F16";
+  else if (dtype_name_arg == "bf16") dtype = WOQ_DTYPE_BF16, st_dtype = "BF16";
+  else if (dtype_name_arg == "f32") dtype = WOQ_DTYPE_F32, st_dtype = "F32";
+  else throw CliError("--dtype must be f16, bf16 or f32, not '" + dtype_name_arg + "'");
+  File f;
+  check(woq_file_open(in.c_str(), f.out()), "open '" + in + "'");
+  woq_context_options co;
+  woq_context_options_init(&co);
+  co.backend = WOQ_BACKEND_CPU_REFERENCE;  // canonical layout: no repack needed
+  Context ctx;
+  check(woq_context_create(&co, ctx.out()), "context");
+  uint64_t count;
+  check(woq_file_tensor_count(f.get(), &count), "tensor count");
+  std::vector<woq::import::SafeTensorOut> tensors;
+  woq::cli::Progress progress(count, "exporting");
+  for (uint64_t i = 0; i < count; ++i) {
+    woq_tensor_info info;
+    info.struct_size = sizeof info;
+    check(woq_file_tensor_info(f.get(), i, &info), "tensor info");
+    Tensor t;
+    check(woq_tensor_load(ctx.get(), f.get(), info.name, t.out()), std::string("load '") + info.name + "'");
+    woq::import::SafeTensorOut w{info.name, st_dtype, {info.rows, info.cols}, {}};
+    w.bytes.resize(info.rows * info.cols * (dtype == WOQ_DTYPE_F32 ? 4 : 2));
+    check(woq_dequantize(ctx.get(), t.get(), w.bytes.data(), dtype, w.bytes.size()), "dequantize");
+    tensors.push_back(std::move(w));
+    std::vector<float> bias(info.rows);
+    int32_t has_bias = 0;
+    check(woq_tensor_bias(ctx.get(), t.get(), bias.data(), bias.size() * 4, &has_bias), "bias");
+    if (has_bias) {
+      std::string base = info.name;
+      if (base.size() > 7 && base.compare(base.size() - 7, 7, ".weight") == 0) base.resize(base.size() - 7);
+      woq::import::SafeTensorOut b{base + ".bias", "F32", {info.rows}, {}};
+      b.bytes.resize(info.rows * 4);
+      std::memcpy(b.bytes.data(), bias.data(), b.bytes.size());
+      tensors.push_back(std::move(b));
+    }
+    progress.step(info.name);
+  }
+  progress.finish();
+  std::map<std::string, std::string> metadata = {{"woq.exported_from", in.substr(in.rfind('/') + 1)}};
+  try {
+    woq::import::write_safetensors(out, tensors, metadata);
+  } catch (const woq::Error& e) {
+    throw CliError(e.what());
+  }
+  std::printf("wrote %s: %zu tensors (dequantized weights as %s, biases as F32)\n", out.c_str(), tensors.size(),
+              st_dtype.c_str());
+  return 0;
+}
+
 // ---------------------------------------------------------------- bench
 
 struct BenchArgs {
@@ -383,6 +441,13 @@ int main(int argc, char** argv) {
   auto* verify = app.add_subcommand("verify", "check every checksum and that every chunk decodes");
   verify->add_option("file", verify_file, ".woq file")->required();
 
+  std::string export_in, export_out, export_dtype = "f16", export_format = "safetensors";
+  auto* exp = app.add_subcommand("export", "write the dequantized weights (and biases) to another format");
+  exp->add_option("file", export_in, ".woq file")->required();
+  exp->add_option("output", export_out, "output file")->required();
+  exp->add_option("--format", export_format, "output format (safetensors)")->check(CLI::IsMember({"safetensors"}));
+  exp->add_option("--dtype", export_dtype, "f16 (default), bf16 or f32")->check(CLI::IsMember({"f16", "bf16", "f32"}));
+
   BenchArgs ba;
   auto* bench = app.add_subcommand("bench", "time woq_matmul on every tensor of a .woq file");
   bench->add_option("file", ba.file, ".woq file")->required();
@@ -397,6 +462,7 @@ int main(int argc, char** argv) {
     if (*quantize) return cmd_quantize(qa);
     if (*inspect) return cmd_inspect(inspect_file);
     if (*verify) return cmd_verify(verify_file);
+    if (*exp) return cmd_export(export_in, export_out, export_dtype);
     if (*bench) return cmd_bench(ba);
   } catch (const CliError& e) {
     std::fprintf(stderr, "woq: error: %s\n", e.what());

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <nlohmann/json.hpp>
 
@@ -117,6 +118,38 @@ const SafeTensor* SafetensorsFile::find(const std::string& name) const {
   for (const SafeTensor& t : tensors_)
     if (t.name == name) return &t;
   return nullptr;
+}
+
+void write_safetensors(const std::string& path, const std::vector<SafeTensorOut>& tensors,
+                       const std::map<std::string, std::string>& metadata) {
+  nlohmann::ordered_json header;
+  if (!metadata.empty()) header["__metadata__"] = metadata;
+  uint64_t offset = 0;
+  for (const SafeTensorOut& t : tensors) {
+    uint64_t elements = 1;
+    for (uint64_t d : t.shape) elements *= d;
+    if (elements * safetensors_dtype_size(t.dtype) != t.bytes.size())
+      fail(Status::InvalidArgument, "tensor '" + t.name + "': " + std::to_string(t.bytes.size()) +
+                                        " bytes do not match its shape and dtype " + t.dtype);
+    header[t.name] = {{"dtype", t.dtype}, {"shape", t.shape}, {"data_offsets", {offset, offset + t.bytes.size()}}};
+    offset += t.bytes.size();
+  }
+  std::string text = header.dump();
+  text.append((8 - text.size() % 8) % 8, ' ');  // data starts 8-byte aligned
+  const std::string temp = path + ".tmp." + std::to_string(getpid());
+  FILE* f = std::fopen(temp.c_str(), "wb");
+  if (!f) fail(Status::Io, "cannot create '" + temp + "': " + std::strerror(errno));
+  const uint64_t n = text.size();
+  bool ok = std::fwrite(&n, 8, 1, f) == 1 && std::fwrite(text.data(), 1, text.size(), f) == text.size();
+  for (const SafeTensorOut& t : tensors)
+    ok = ok && (t.bytes.empty() || std::fwrite(t.bytes.data(), 1, t.bytes.size(), f) == t.bytes.size());
+  ok = (std::fflush(f) == 0) && ok && fsync(fileno(f)) == 0;
+  ok = (std::fclose(f) == 0) && ok;
+  if (!ok || std::rename(temp.c_str(), path.c_str()) != 0) {
+    const std::string why = std::strerror(errno);
+    std::remove(temp.c_str());
+    fail(Status::Io, "cannot write '" + path + "': " + why);
+  }
 }
 
 }  // namespace woq::import

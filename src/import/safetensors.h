@@ -44,4 +44,17 @@ class SafetensorsFile {
   std::map<std::string, std::string> metadata_;
 };
 
+// One tensor to write: dtype string, shape and its little-endian bytes.
+struct SafeTensorOut {
+  std::string name;
+  std::string dtype;
+  std::vector<uint64_t> shape;
+  std::vector<uint8_t> bytes;
+};
+
+// Writes a safetensors file (tensors in the given order) to a temporary file
+// and renames it into place. Throws woq::Error (Io, InvalidArgument).
+void write_safetensors(const std::string& path, const std::vector<SafeTensorOut>& tensors,
+                       const std::map<std::string, std::string>& metadata);
+
 }  // namespace woq::import

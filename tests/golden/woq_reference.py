@@ -10,6 +10,9 @@ tests use it to make golden vectors and to check files in both directions.
       every chunk and check that codes/scales/zero-points/bias equal this
       script's own quantization of SOURCE's weights (bits, group and scheme
       taken from the file).
+  woq_reference.py check-export FILE.woq EXPORTED.safetensors f16|bf16|f32
+      check that `woq export` wrote FILE's dequantized weights (rounded to
+      the dtype) and biases.
   woq_reference.py write SOURCE.safetensors OUT.woq EXPECT.safetensors BITS GROUP sym|asym
       quantize SOURCE's *.weight tensors, write OUT.woq (several chunks per
       tensor, zstd and raw codecs) and EXPECT.safetensors holding each
@@ -385,10 +388,37 @@ def cmd_write(source_path, out_path, expect_path, bits, group, scheme):
     print("wrote %s (%d tensors) and %s" % (out_path, len(tensors), expect_path))
 
 
+def cmd_check_export(woq_path, export_path, dtype):
+    """The exported safetensors holds each tensor's dequantized weights,
+    rounded to dtype (round to nearest even), and its bias."""
+    _, tensors = read_woq(woq_path)
+    exported, _ = read_safetensors(export_path)
+    for t in tensors:
+        w_hat = dequantize(t["codes"], t["scales"], t["zeros"], t["group"]).astype(np.float32)
+        st_dtype, got = exported[t["name"]]
+        if dtype == "f16":
+            want, got_ok = w_hat.astype(np.float16), st_dtype == "F16"
+            same = np.array_equal(got.view(np.uint16), want.view(np.uint16))
+        elif dtype == "bf16":
+            want, got_ok = to_bf16_bits(w_hat), st_dtype == "BF16"
+            same = np.array_equal(to_bf16_bits(got), want)
+        else:
+            got_ok, same = st_dtype == "F32", np.array_equal(got, w_hat)
+        if not got_ok or not same:
+            raise Fail("exported %s differs from the dequantized weights (%s)" % (t["name"], st_dtype))
+        if t["bias"] is not None:
+            base = t["name"][:-len(".weight")] if t["name"].endswith(".weight") else t["name"]
+            if not np.array_equal(exported[base + ".bias"][1], t["bias"]):
+                raise Fail("exported bias of %s differs" % t["name"])
+    print("export OK: %d tensors of %s match, as %s" % (len(tensors), woq_path, dtype))
+
+
 def main(argv):
     try:
         if len(argv) == 4 and argv[1] == "check":
             cmd_check(argv[2], argv[3])
+        elif len(argv) == 5 and argv[1] == "check-export":
+            cmd_check_export(argv[2], argv[3], argv[4])
         elif len(argv) == 8 and argv[1] == "write":
             cmd_write(argv[2], argv[3], argv[4], int(argv[5]), int(argv[6]), argv[7])
         else:

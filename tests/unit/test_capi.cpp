@@ -314,3 +314,23 @@ TEST(CApi, OneTensorFromManyThreadsGivesIdenticalResults) {
   for (auto& t : threads) t.join();
   EXPECT_EQ(mismatches, std::vector<int>(4, 0));
 }
+
+TEST(CApi, TensorBiasIsReturnedWhenPresent) {
+  for (woq_backend b : {WOQ_BACKEND_CPU_REFERENCE, WOQ_BACKEND_CPU}) {
+    Fixture fx(b, 24, 64);  // made with a bias
+    std::vector<float> bias(24, std::nanf(""));
+    int32_t has = -1;
+    ASSERT_EQ(woq_tensor_bias(fx.ctx, fx.t, bias.data(), bias.size() * 4, &has), WOQ_OK);
+    EXPECT_EQ(has, 1);
+    EXPECT_EQ(bias, fx.bias);
+    EXPECT_EQ(woq_tensor_bias(fx.ctx, fx.t, bias.data(), 8, &has), WOQ_ERR_SHAPE);
+    EXPECT_EQ(woq_tensor_bias(fx.ctx, fx.t, nullptr, 0, &has), WOQ_OK);  // only ask
+    EXPECT_EQ(has, 1);
+    woq_tensor* plain = nullptr;
+    ASSERT_EQ(woq_tensor_from_qmatrix(fx.ctx, fx.q, nullptr, &plain), WOQ_OK);
+    ASSERT_EQ(woq_tensor_bias(fx.ctx, plain, bias.data(), bias.size() * 4, &has), WOQ_OK);
+    EXPECT_EQ(has, 0);
+    EXPECT_EQ(woq_tensor_bias(fx.ctx, plain, bias.data(), 0, nullptr), WOQ_ERR_INVALID_ARGUMENT);
+    woq_tensor_destroy(plain);
+  }
+}
