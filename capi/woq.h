@@ -127,7 +127,9 @@ typedef enum woq_scheme {
 } woq_scheme;
 
 typedef enum woq_method {
-  WOQ_METHOD_RTN = 0, /* round to nearest on the min/max grid */
+  WOQ_METHOD_RTN = 0,  /* round to nearest on the min/max grid */
+  WOQ_METHOD_GPTQ = 4, /* imported from a GPTQ checkpoint (woq_import_checkpoint) */
+  WOQ_METHOD_AWQ = 3,  /* imported from an AWQ checkpoint */
   WOQ_METHOD_MAX_ENUM = 0x7FFFFFFF
 } woq_method;
 
@@ -220,6 +222,26 @@ WOQ_API woq_status woq_qmatrix_stats(const woq_qmatrix* qmatrix,
                                      double* out_max_abs_error,
                                      double* out_rel_frobenius_error,
                                      double* out_sqnr_db);
+
+/* ---------------------------------------------------------------- import */
+
+/**
+ * Convert an existing quantized checkpoint (one .safetensors file) into a
+ * .woq file without re-quantizing. `format` is "auto", "gptq" (AutoGPTQ v1:
+ * zero-points stored minus one), "gptq_v2", "awq" (AutoAWQ GEMM) or
+ * "compressed-tensors" (pack-quantized). With "auto" the flavour comes from
+ * quantize_config.json or config.json's quantization_config next to the
+ * file, else from the tensor names. Every packed linear layer becomes the
+ * tensor "<prefix>.weight" (with its bias); other tensors are skipped.
+ * Checkpoints whose g_idx is not the plain k / group map (act-order) are
+ * refused with WOQ_ERR_UNSUPPORTED. On success *out_report, if not NULL,
+ * receives a summary (flavour and how it was found, layers converted,
+ * tensors skipped) owned by the library and valid until the next woq call on
+ * this thread. The .woq is written to a temporary file and renamed into
+ * place. Thread-safe.
+ */
+WOQ_API woq_status woq_import_checkpoint(const char* checkpoint_path, const char* format,
+                                         const char* woq_path, const char** out_report);
 
 /* ---------------------------------------------------------------- writer */
 

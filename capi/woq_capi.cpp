@@ -10,6 +10,7 @@
 #include "capi/woq.h"
 #include "fileformat/reader.h"
 #include "fileformat/writer.h"
+#include "import/checkpoint.h"
 #include "quant/rtn.h"
 #include "runtime/context.h"
 #include "runtime/error.h"
@@ -150,6 +151,24 @@ void fill_tensor_info(const woq::format::TensorRecord& rec, woq_tensor_info* inf
   full.rel_frobenius_error = rec.rel_frobenius_error;
   full.sqnr_db = rec.sqnr_db;
   std::memcpy(info, &full, std::min<size_t>(info->struct_size, sizeof full));
+}
+
+// Compresses and appends one canonical matrix to a writer.
+void add_matrix(woq::format::Writer& writer, const std::string& name, const woq::QuantizedMatrix& m,
+                const float* bias) {
+  woq::format::TensorRecord rec;
+  rec.name = name;
+  rec.bits = static_cast<uint8_t>(m.bits);
+  rec.scheme = static_cast<uint8_t>(m.scheme);
+  rec.method = static_cast<uint8_t>(m.method);
+  rec.source_dtype = static_cast<uint8_t>(m.source_dtype);
+  rec.rows = m.rows;
+  rec.cols = m.cols;
+  rec.group_size = m.group_size;
+  rec.max_abs_error = m.stats.max_abs_error;
+  rec.rel_frobenius_error = m.stats.rel_frobenius_error;
+  rec.sqnr_db = m.stats.sqnr_db;
+  writer.add_tensor(std::move(rec), {m.codes.data(), m.scales.data(), m.zeros.data(), bias});
 }
 
 const woq::format::TensorRecord& need_tensor_record(const woq_file* file, const char* name) {
@@ -316,6 +335,37 @@ WOQ_API woq_status woq_qmatrix_stats(const woq_qmatrix* qmatrix, double* out_max
   });
 }
 
+/* ---- import */
+
+WOQ_API woq_status woq_import_checkpoint(const char* checkpoint_path, const char* format, const char* woq_path,
+                                         const char** out_report) {
+  return guarded([&] {
+    need(checkpoint_path, "checkpoint_path");
+    need(woq_path, "woq_path");
+    const woq::import::Flavor flavor = woq::import::parse_flavor(format ? format : "auto");
+    woq::import::ImportResult r = woq::import::import_checkpoint(checkpoint_path, flavor);
+    woq::format::Writer writer(woq_path);
+    const std::string source = checkpoint_path;
+    writer.set_metadata({"woq.writer", woq::format::MetadataType::String, std::string("libwoq ") + woq_version_string()});
+    writer.set_metadata({"import.format", woq::format::MetadataType::String, woq::import::flavor_name(r.flavor)});
+    writer.set_metadata({"import.format_source", woq::format::MetadataType::String, r.how});
+    writer.set_metadata({"import.checkpoint", woq::format::MetadataType::String, source.substr(source.rfind('/') + 1)});
+    for (const auto& layer : r.layers)
+      add_matrix(writer, layer.name, layer.matrix, layer.matrix.bias.empty() ? nullptr : layer.matrix.bias.data());
+    writer.finish();
+    if (out_report) {
+      thread_local std::string t_report;
+      t_report = "format " + std::string(woq::import::flavor_name(r.flavor)) + " (" + r.how + "); " +
+                 std::to_string(r.layers.size()) + " layers converted";
+      if (!r.skipped.empty()) {
+        t_report += "; skipped " + std::to_string(r.skipped.size()) + " other tensors:";
+        for (const auto& name : r.skipped) t_report += " " + name;
+      }
+      *out_report = t_report.c_str();
+    }
+  });
+}
+
 /* ---- writer */
 
 WOQ_API woq_status woq_writer_create(const char* path, woq_writer** out_writer) {
@@ -344,21 +394,8 @@ WOQ_API woq_status woq_writer_add_tensor(woq_writer* writer, const char* name, c
     if (bias)
       for (uint64_t i = 0; i < m.rows; ++i)
         if (!std::isfinite(bias[i])) fail(Status::InvalidArgument, "bias[" + std::to_string(i) + "] is not finite");
-    woq::format::TensorRecord rec;
-    rec.name = name;
-    rec.bits = static_cast<uint8_t>(m.bits);
-    rec.scheme = static_cast<uint8_t>(m.scheme);
-    rec.method = static_cast<uint8_t>(m.method);
-    rec.source_dtype = static_cast<uint8_t>(m.source_dtype);
-    rec.rows = m.rows;
-    rec.cols = m.cols;
-    rec.group_size = m.group_size;
-    rec.max_abs_error = m.stats.max_abs_error;
-    rec.rel_frobenius_error = m.stats.rel_frobenius_error;
-    rec.sqnr_db = m.stats.sqnr_db;
-    woq::format::TensorArrays arrays{m.codes.data(), m.scales.data(), m.zeros.data(), bias};
     try {
-      writer->impl->add_tensor(std::move(rec), arrays);
+      add_matrix(*writer->impl, name, m, bias);
     } catch (const woq::format::Error& e) {
       if (e.kind() == woq::format::ErrorKind::Io) writer->finished = true;
       throw;

@@ -13,9 +13,7 @@ add_library(woq::xxhash INTERFACE IMPORTED)
 target_include_directories(woq::xxhash INTERFACE ${XXHASH_INCLUDE_DIR})
 target_link_libraries(woq::xxhash INTERFACE ${XXHASH_LIBRARY})
 
-if(WOQ_BUILD_CLI OR WOQ_BUILD_TESTS)
-  find_package(nlohmann_json 3 REQUIRED)
-endif()
+find_package(nlohmann_json 3 REQUIRED)  # header-only: parses safetensors headers and checkpoint configs
 if(WOQ_BUILD_CLI)
   find_package(CLI11 REQUIRED)
 endif()

@@ -441,6 +441,15 @@ int main(int argc, char** argv) {
   auto* verify = app.add_subcommand("verify", "check every checksum and that every chunk decodes");
   verify->add_option("file", verify_file, ".woq file")->required();
 
+  std::string import_in, import_out, import_format = "auto";
+  auto* imp = app.add_subcommand("import", "convert a GPTQ / AWQ / compressed-tensors checkpoint to .woq (no re-quantization)");
+  imp->add_option("checkpoint", import_in, "quantized .safetensors (its quantize_config.json / config.json are read if present)")
+      ->required()
+      ->check(CLI::ExistingFile);
+  imp->add_option("output", import_out, "output .woq file")->required();
+  imp->add_option("--format", import_format, "auto, gptq, gptq_v2, awq or compressed-tensors")
+      ->check(CLI::IsMember({"auto", "gptq", "gptq_v2", "awq", "compressed-tensors"}));
+
   std::string export_in, export_out, export_dtype = "f16", export_format = "safetensors";
   auto* exp = app.add_subcommand("export", "write the dequantized weights (and biases) to another format");
   exp->add_option("file", export_in, ".woq file")->required();
@@ -463,6 +472,13 @@ int main(int argc, char** argv) {
     if (*inspect) return cmd_inspect(inspect_file);
     if (*verify) return cmd_verify(verify_file);
     if (*exp) return cmd_export(export_in, export_out, export_dtype);
+    if (*imp) {
+      const char* report = nullptr;
+      check(woq_import_checkpoint(import_in.c_str(), import_format.c_str(), import_out.c_str(), &report),
+            "import '" + import_in + "'");
+      std::printf("wrote %s: %s\n", import_out.c_str(), report);
+      return 0;
+    }
     if (*bench) return cmd_bench(ba);
   } catch (const CliError& e) {
     std::fprintf(stderr, "woq: error: %s\n", e.what());

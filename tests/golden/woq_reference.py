@@ -13,6 +13,8 @@ tests use it to make golden vectors and to check files in both directions.
   woq_reference.py check-export FILE.woq EXPORTED.safetensors f16|bf16|f32
       check that `woq export` wrote FILE's dequantized weights (rounded to
       the dtype) and biases.
+  woq_reference.py same GOT.safetensors EXPECT.safetensors
+      every tensor of EXPECT is in GOT with exactly the same values.
   woq_reference.py write SOURCE.safetensors OUT.woq EXPECT.safetensors BITS GROUP sym|asym
       quantize SOURCE's *.weight tensors, write OUT.woq (several chunks per
       tensor, zstd and raw codecs) and EXPECT.safetensors holding each
@@ -413,10 +415,25 @@ def cmd_check_export(woq_path, export_path, dtype):
     print("export OK: %d tensors of %s match, as %s" % (len(tensors), woq_path, dtype))
 
 
+def cmd_same_tensors(got_path, expect_path):
+    """Every tensor of EXPECT is in GOT with identical values."""
+    got, _ = read_safetensors(got_path)
+    expect, _ = read_safetensors(expect_path)
+    for name, (_, want) in expect.items():
+        if name not in got:
+            raise Fail("%s lacks %s" % (got_path, name))
+        if not np.array_equal(got[name][1].astype(np.float64), want.astype(np.float64)):
+            diff = np.abs(got[name][1].astype(np.float64) - want.astype(np.float64)).max()
+            raise Fail("%s differs from the expected values (max difference %g)" % (name, diff))
+    print("same OK: %d tensors of %s equal %s" % (len(expect), expect_path, got_path))
+
+
 def main(argv):
     try:
         if len(argv) == 4 and argv[1] == "check":
             cmd_check(argv[2], argv[3])
+        elif len(argv) == 4 and argv[1] == "same":
+            cmd_same_tensors(argv[2], argv[3])
         elif len(argv) == 5 and argv[1] == "check-export":
             cmd_check_export(argv[2], argv[3], argv[4])
         elif len(argv) == 8 and argv[1] == "write":

@@ -1,0 +1,356 @@
+#include "import/checkpoint.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <fstream>
+#include <limits>
+#include <nlohmann/json.hpp>
+
+#include "import/safetensors.h"
+#include "kernels/cpu/numeric.h"
+#include "quant/packing.h"
+#include "runtime/error.h"
+
+namespace woq::import {
+namespace {
+
+using nlohmann::json;
+
+// What the checkpoint's config says (any field may be missing).
+struct Config {
+  Flavor flavor = Flavor::Auto;
+  int bits = 0;
+  int group = 0;
+  bool act_order = false;
+  std::string source;
+};
+
+bool ends_with(const std::string& s, const std::string& tail) {
+  return s.size() >= tail.size() && s.compare(s.size() - tail.size(), tail.size(), tail) == 0;
+}
+
+json read_json(const std::string& path) {
+  std::ifstream f(path);
+  if (!f) return json();
+  try {
+    return json::parse(f);
+  } catch (const std::exception& e) {
+    fail(Status::Format, "'" + path + "' is not valid JSON: " + e.what());
+  }
+}
+
+int int_or(const json& j, const char* key, int fallback) {
+  return j.contains(key) && j[key].is_number_integer() ? j[key].get<int>() : fallback;
+}
+
+Config read_config(const std::string& checkpoint) {
+  const std::string dir = checkpoint.find('/') == std::string::npos ? "." : checkpoint.substr(0, checkpoint.rfind('/'));
+  Config c;
+  json q = read_json(dir + "/quantize_config.json");
+  if (q.is_object()) {
+    c.source = "quantize_config.json";
+    const std::string fmt = q.value("checkpoint_format", std::string("gptq"));
+    c.flavor = fmt == "gptq_v2" ? Flavor::GptqV2 : Flavor::GptqV1;
+    c.bits = int_or(q, "bits", 0);
+    c.group = int_or(q, "group_size", 0);
+    c.act_order = q.value("desc_act", false);
+    return c;
+  }
+  json cfg = read_json(dir + "/config.json");
+  if (!cfg.is_object() || !cfg.contains("quantization_config")) return c;
+  const json& qc = cfg["quantization_config"];
+  c.source = "config.json quantization_config";
+  const std::string method = qc.value("quant_method", std::string());
+  if (method == "gptq") {
+    c.flavor = qc.value("checkpoint_format", std::string("gptq")) == "gptq_v2" ? Flavor::GptqV2 : Flavor::GptqV1;
+    c.bits = int_or(qc, "bits", 0);
+    c.group = int_or(qc, "group_size", 0);
+    c.act_order = qc.value("desc_act", false);
+  } else if (method == "awq") {
+    c.flavor = Flavor::Awq;
+    c.bits = int_or(qc, "bits", int_or(qc, "w_bit", 0));
+    c.group = int_or(qc, "group_size", int_or(qc, "q_group_size", 0));
+  } else if (method == "compressed-tensors") {
+    c.flavor = Flavor::CompressedTensors;
+  }
+  return c;
+}
+
+// Element i of an integer tensor of any width, as int64 (mmap: unaligned).
+int64_t int_at(const SafeTensor& t, uint64_t i) {
+  if (t.dtype == "I32" || t.dtype == "U32") {
+    int32_t v;
+    std::memcpy(&v, t.data + 4 * i, 4);
+    return t.dtype == "U32" ? int64_t(uint32_t(v)) : v;
+  }
+  if (t.dtype == "I64") {
+    int64_t v;
+    std::memcpy(&v, t.data + 8 * i, 8);
+    return v;
+  }
+  if (t.dtype == "I8") return int8_t(t.data[i]);
+  if (t.dtype == "U8") return t.data[i];
+  if (t.dtype == "I16") {
+    int16_t v;
+    std::memcpy(&v, t.data + 2 * i, 2);
+    return v;
+  }
+  fail(Status::Format, "tensor '" + t.name + "' has dtype " + t.dtype + ", expected an integer type");
+}
+
+uint32_t word_at(const SafeTensor& t, uint64_t i) { return uint32_t(int_at(t, i)); }
+
+float float_at(const SafeTensor& t, uint64_t i) {
+  uint16_t h;
+  if (t.dtype == "F16" || t.dtype == "BF16") {
+    std::memcpy(&h, t.data + 2 * i, 2);
+    return t.dtype == "F16" ? kernels::half_to_float(h) : kernels::bf16_to_float(h);
+  }
+  if (t.dtype == "F32") {
+    float v;
+    std::memcpy(&v, t.data + 4 * i, 4);
+    return v;
+  }
+  fail(Status::Format, "tensor '" + t.name + "' has dtype " + t.dtype + ", expected F16, BF16 or F32");
+}
+
+// woq stores fp16 scales: a scale must convert exactly or the import would
+// change the weights.
+uint16_t exact_fp16(float v, const SafeTensor& t, uint64_t i) {
+  const uint16_t h = kernels::float_to_half(v);
+  if (kernels::half_to_float(h) != v || !std::isfinite(v))
+    fail(Status::Unsupported, "scale " + std::to_string(v) + " at index " + std::to_string(i) + " of '" + t.name +
+                                  "' is not exactly representable in fp16");
+  return h;
+}
+
+const SafeTensor& need(const SafetensorsFile& f, const std::string& name) {
+  const SafeTensor* t = f.find(name);
+  if (!t) fail(Status::Format, "checkpoint lacks tensor '" + name + "'");
+  return *t;
+}
+
+void need_shape(const SafeTensor& t, std::vector<uint64_t> shape) {
+  if (t.shape != shape) {
+    std::string want, got;
+    for (uint64_t d : shape) want += (want.empty() ? "" : ", ") + std::to_string(d);
+    for (uint64_t d : t.shape) got += (got.empty() ? "" : ", ") + std::to_string(d);
+    fail(Status::Format, "tensor '" + t.name + "' has shape [" + got + "], expected [" + want + "]");
+  }
+}
+
+// Shared tail of every flavour: fill a canonical matrix from q(n, k),
+// zero(n, j) and scale bits(n, j), plus the optional bias.
+template <class Q, class Z, class S>
+QuantizedMatrix assemble(const SafetensorsFile& f, const std::string& prefix, uint64_t n_rows, uint64_t k_cols,
+                         uint32_t bits, uint32_t group, Method method, Q code, Z zero, S scale) {
+  if (n_rows == 0 || k_cols == 0 || group == 0 || k_cols % group != 0)
+    fail(Status::Format, "layer '" + prefix + "': group size " + std::to_string(group) + " does not divide " +
+                             std::to_string(k_cols) + " inputs");
+  QuantizedMatrix m;
+  m.rows = n_rows;
+  m.cols = k_cols;
+  m.bits = bits;
+  m.group_size = group;
+  m.method = method;
+  m.source_dtype = DType::F16;
+  const uint64_t groups = k_cols / group;
+  const uint32_t qmax = (1u << bits) - 1;
+  m.codes.assign(n_rows * m.words_per_row(), 0);
+  m.scales.resize(n_rows * groups);
+  m.zeros.resize(n_rows * groups);
+  std::vector<uint8_t> row(k_cols);
+  bool symmetric = true;
+  for (uint64_t n = 0; n < n_rows; ++n) {
+    for (uint64_t k = 0; k < k_cols; ++k) row[k] = uint8_t(code(n, k));
+    pack_row(row.data(), k_cols, bits, m.codes.data() + n * m.words_per_row());
+    for (uint64_t j = 0; j < groups; ++j) {
+      const int64_t z = zero(n, j);
+      if (z < 0 || z > int64_t(qmax))
+        fail(Status::Unsupported, "layer '" + prefix + "' row " + std::to_string(n) + " group " + std::to_string(j) +
+                                      ": zero-point " + std::to_string(z) + " does not fit " + std::to_string(bits) +
+                                      " bits");
+      m.zeros[n * groups + j] = uint8_t(z);
+      m.scales[n * groups + j] = scale(n, j);
+      symmetric = symmetric && z == int64_t(1u << (bits - 1));
+    }
+  }
+  m.scheme = symmetric ? Scheme::Symmetric : Scheme::Asymmetric;
+  const double unknown = std::numeric_limits<double>::quiet_NaN();  // no source weights to compare with
+  m.stats = {unknown, unknown, unknown};
+  if (const SafeTensor* b = f.find(prefix + ".bias")) {
+    need_shape(*b, {n_rows});
+    m.bias.resize(n_rows);
+    for (uint64_t i = 0; i < n_rows; ++i) m.bias[i] = float_at(*b, i);
+  }
+  validate_quantized(m, prefix.c_str());
+  return m;
+}
+
+// AutoGPTQ: qweight [K*b/32, N] packed along K; qzeros [G, N*b/32] packed
+// along N (v1 stores zero - 1); scales [G, N]; g_idx [K].
+QuantizedMatrix import_gptq(const SafetensorsFile& f, const std::string& p, const Config& c, bool v1) {
+  const SafeTensor& qw = need(f, p + ".qweight");
+  const SafeTensor& qz = need(f, p + ".qzeros");
+  const SafeTensor& sc = need(f, p + ".scales");
+  const SafeTensor* gi = f.find(p + ".g_idx");
+  if (qw.shape.size() != 2 || sc.shape.size() != 2) fail(Status::Format, "layer '" + p + "': qweight and scales must be 2-D");
+  const uint64_t n_rows = qw.shape[1];
+  const uint64_t k_cols = gi ? gi->elements() : 0;
+  const uint32_t bits = c.bits ? uint32_t(c.bits) : (k_cols ? uint32_t(qw.shape[0] * 32 / k_cols) : 0);
+  if (bits != 2 && bits != 4 && bits != 8)
+    fail(Status::Unsupported, "layer '" + p + "': " + std::to_string(bits) +
+                                  "-bit GPTQ packing is not supported (2, 4 and 8 are)");
+  const uint64_t per_word = 32 / bits, k = k_cols ? k_cols : qw.shape[0] * per_word;
+  need_shape(qw, {k / per_word, n_rows});
+  const uint64_t groups = sc.shape[0];
+  need_shape(sc, {groups, n_rows});
+  need_shape(qz, {groups, (n_rows + per_word - 1) / per_word});
+  const uint32_t group = uint32_t(k / groups);
+  if (gi)
+    for (uint64_t i = 0; i < k; ++i)
+      if (int_at(*gi, i) != int64_t(i / group))
+        fail(Status::Unsupported, "layer '" + p + "': g_idx is not the plain k / group_size map (act-order, desc_act)" +
+                                      ": such checkpoints are not supported yet");
+  const uint32_t mask = (1u << bits) - 1;
+  return assemble(
+      f, p, n_rows, k, bits, group, Method::Gptq,
+      [&](uint64_t n, uint64_t kk) { return (word_at(qw, (kk / per_word) * n_rows + n) >> (bits * (kk % per_word))) & mask; },
+      [&](uint64_t n, uint64_t j) {
+        const int64_t stored = (word_at(qz, j * qz.shape[1] + n / per_word) >> (bits * (n % per_word))) & mask;
+        return v1 ? stored + 1 : stored;
+      },
+      [&](uint64_t n, uint64_t j) { return exact_fp16(float_at(sc, j * n_rows + n), sc, j * n_rows + n); });
+}
+
+// AutoAWQ GEMM: qweight [K, N/8] and qzeros [G, N/8] packed along N with
+// nibble order 0,2,4,6,1,3,5,7; scales [G, N].
+QuantizedMatrix import_awq(const SafetensorsFile& f, const std::string& p, const Config& c) {
+  const SafeTensor& qw = need(f, p + ".qweight");
+  const SafeTensor& qz = need(f, p + ".qzeros");
+  const SafeTensor& sc = need(f, p + ".scales");
+  if (c.bits && c.bits != 4) fail(Status::Unsupported, "layer '" + p + "': AWQ GEMM packing is 4-bit only");
+  if (qw.shape.size() != 2 || sc.shape.size() != 2) fail(Status::Format, "layer '" + p + "': qweight and scales must be 2-D");
+  const uint64_t k = qw.shape[0], n_rows = sc.shape[1], groups = sc.shape[0];
+  need_shape(qw, {k, (n_rows + 7) / 8});
+  need_shape(qz, {groups, (n_rows + 7) / 8});
+  // Output n sits in nibble position kPosition[n % 8] of its word.
+  static constexpr uint32_t kPosition[8] = {0, 4, 1, 5, 2, 6, 3, 7};
+  const uint64_t words = qw.shape[1];
+  return assemble(
+      f, p, n_rows, k, 4, uint32_t(k / groups), Method::Awq,
+      [&](uint64_t n, uint64_t kk) { return (word_at(qw, kk * words + n / 8) >> (4 * kPosition[n % 8])) & 15u; },
+      [&](uint64_t n, uint64_t j) { return int64_t((word_at(qz, j * words + n / 8) >> (4 * kPosition[n % 8])) & 15u); },
+      [&](uint64_t n, uint64_t j) { return exact_fp16(float_at(sc, j * n_rows + n), sc, j * n_rows + n); });
+}
+
+// compressed-tensors pack-quantized: weight_packed [N, K*b/32] packed along
+// K, values offset by 2^(b-1) to unsigned; weight_scale [N, G];
+// weight_zero_point (signed) [N, G], or packed along N as I32 [N*b/32, G];
+// weight_shape [2] = (N, K).
+QuantizedMatrix import_compressed(const SafetensorsFile& f, const std::string& p) {
+  const SafeTensor& wp = need(f, p + ".weight_packed");
+  const SafeTensor& sc = need(f, p + ".weight_scale");
+  const SafeTensor& ws = need(f, p + ".weight_shape");
+  const SafeTensor* zp = f.find(p + ".weight_zero_point");
+  if (ws.elements() != 2 || wp.shape.size() != 2 || sc.shape.size() != 2)
+    fail(Status::Format, "layer '" + p + "': weight_shape must hold 2 values; weight_packed and weight_scale must be 2-D");
+  const uint64_t n_rows = uint64_t(int_at(ws, 0)), k = uint64_t(int_at(ws, 1));
+  if (n_rows == 0 || k == 0 || wp.shape[0] != n_rows || wp.shape[1] == 0)
+    fail(Status::Format, "layer '" + p + "': weight_packed does not match weight_shape");
+  const uint32_t bits = uint32_t(wp.shape[1] * 32 / k);
+  if ((bits != 2 && bits != 4 && bits != 8) || wp.shape[1] * 32 / bits != k)
+    fail(Status::Unsupported, "layer '" + p + "': packing of " + std::to_string(wp.shape[1]) + " words for " +
+                                  std::to_string(k) + " inputs is not 2, 4 or 8 bits");
+  const uint64_t per_word = 32 / bits, groups = sc.shape[1];
+  need_shape(sc, {n_rows, groups});
+  const int64_t offset = int64_t(1) << (bits - 1);
+  const uint32_t mask = (1u << bits) - 1;
+  const bool packed_zeros = zp && (zp->dtype == "I32" || zp->dtype == "U32");
+  if (zp) need_shape(*zp, packed_zeros ? std::vector<uint64_t>{(n_rows + per_word - 1) / per_word, groups}
+                                       : std::vector<uint64_t>{n_rows, groups});
+  return assemble(
+      f, p, n_rows, k, bits, uint32_t(k / groups), Method::Rtn,
+      [&](uint64_t n, uint64_t kk) { return (word_at(wp, n * wp.shape[1] + kk / per_word) >> (bits * (kk % per_word))) & mask; },
+      [&](uint64_t n, uint64_t j) -> int64_t {
+        if (!zp) return offset;
+        if (!packed_zeros) return int_at(*zp, n * groups + j) + offset;
+        // Packed zero-points are stored offset to unsigned like the weights.
+        return int64_t((word_at(*zp, (n / per_word) * groups + j) >> (bits * (n % per_word))) & mask);
+      },
+      [&](uint64_t n, uint64_t j) { return exact_fp16(float_at(sc, n * groups + j), sc, n * groups + j); });
+}
+
+}  // namespace
+
+const char* flavor_name(Flavor f) {
+  switch (f) {
+    case Flavor::Auto: return "auto";
+    case Flavor::GptqV1: return "gptq";
+    case Flavor::GptqV2: return "gptq_v2";
+    case Flavor::Awq: return "awq";
+    case Flavor::CompressedTensors: return "compressed-tensors";
+  }
+  return "?";
+}
+
+Flavor parse_flavor(const std::string& name) {
+  for (Flavor f : {Flavor::Auto, Flavor::GptqV1, Flavor::GptqV2, Flavor::Awq, Flavor::CompressedTensors})
+    if (name == flavor_name(f)) return f;
+  fail(Status::InvalidArgument, "unknown checkpoint format '" + name + "' (auto, gptq, gptq_v2, awq, compressed-tensors)");
+}
+
+ImportResult import_checkpoint(const std::string& path, Flavor flavor) {
+  auto file = SafetensorsFile::open(path);
+  Config config = read_config(path);
+  ImportResult r;
+  if (flavor != Flavor::Auto) {
+    r.flavor = flavor;
+    r.how = "given by the caller";
+  } else if (config.flavor != Flavor::Auto) {
+    r.flavor = config.flavor;
+    r.how = "from " + config.source;
+  } else {
+    // No config: recognise the tensor names.
+    bool qweight = false, g_idx = false, packed = false;
+    for (const SafeTensor& t : file->tensors()) {
+      qweight = qweight || ends_with(t.name, ".qweight");
+      g_idx = g_idx || ends_with(t.name, ".g_idx");
+      packed = packed || ends_with(t.name, ".weight_packed");
+    }
+    if (packed) r.flavor = Flavor::CompressedTensors;
+    else if (qweight && g_idx) r.flavor = Flavor::GptqV1;
+    else if (qweight) r.flavor = Flavor::Awq;
+    else fail(Status::Format, "'" + path + "' holds no qweight or weight_packed tensors: not a GPTQ, AWQ or compressed-tensors checkpoint");
+    r.how = std::string("detected from tensor names (no quantize_config.json or config.json)") +
+            (r.flavor == Flavor::GptqV1 ? "; zero-points assumed stored minus one (GPTQ v1)" : "");
+  }
+  if (config.act_order && (r.flavor == Flavor::GptqV1 || r.flavor == Flavor::GptqV2))
+    r.how += "; desc_act is set, g_idx will be checked";
+  const char* marker = r.flavor == Flavor::CompressedTensors ? ".weight_packed" : ".qweight";
+  std::vector<std::string> used;
+  for (const SafeTensor& t : file->tensors()) {
+    if (!ends_with(t.name, marker)) continue;
+    const std::string prefix = t.name.substr(0, t.name.size() - std::strlen(marker));
+    ImportedLayer layer;
+    layer.name = prefix + ".weight";
+    switch (r.flavor) {
+      case Flavor::GptqV1: layer.matrix = import_gptq(*file, prefix, config, true); break;
+      case Flavor::GptqV2: layer.matrix = import_gptq(*file, prefix, config, false); break;
+      case Flavor::Awq: layer.matrix = import_awq(*file, prefix, config); break;
+      case Flavor::CompressedTensors: layer.matrix = import_compressed(*file, prefix); break;
+      case Flavor::Auto: break;
+    }
+    for (const char* part : {".qweight", ".qzeros", ".scales", ".g_idx", ".bias", ".weight_packed", ".weight_scale",
+                             ".weight_zero_point", ".weight_shape"})
+      used.push_back(prefix + part);
+    r.layers.push_back(std::move(layer));
+  }
+  if (r.layers.empty()) fail(Status::Format, "'" + path + "' has no quantized layers of format " + flavor_name(r.flavor));
+  for (const SafeTensor& t : file->tensors())
+    if (std::find(used.begin(), used.end(), t.name) == used.end()) r.skipped.push_back(t.name);
+  return r;
+}
+
+}  // namespace woq::import

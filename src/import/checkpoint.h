@@ -1,0 +1,34 @@
+// Converts quantized checkpoints made by other tools (AutoGPTQ, AutoAWQ,
+// compressed-tensors) into woq's canonical layout without re-quantizing.
+// Each flavour's packing is documented in docs/IMPORT.md.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "quant/quantized_matrix.h"
+
+namespace woq::import {
+
+enum class Flavor { Auto, GptqV1, GptqV2, Awq, CompressedTensors };
+
+struct ImportedLayer {
+  std::string name;  // "<prefix>.weight"
+  QuantizedMatrix matrix;  // with bias when the checkpoint has one
+};
+
+struct ImportResult {
+  Flavor flavor = Flavor::Auto;
+  std::string how;  // where the flavour came from
+  std::vector<ImportedLayer> layers;
+  std::vector<std::string> skipped;
+};
+
+const char* flavor_name(Flavor f);
+// "auto", "gptq", "gptq_v2", "awq", "compressed-tensors"; throws Error otherwise.
+Flavor parse_flavor(const std::string& name);
+
+// Reads one .safetensors checkpoint (and a config next to it). Throws Error.
+ImportResult import_checkpoint(const std::string& path, Flavor flavor);
+
+}  // namespace woq::import

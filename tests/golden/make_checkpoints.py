@@ -1,0 +1,178 @@
+#!/usr/bin/env python3
+"""Make small quantized checkpoints in other tools' formats, from known
+weights, with numpy only (no libwoq code), for `woq import` tests.
+
+  make_checkpoints.py OUT_DIR
+
+Each OUT_DIR/<case>/ holds model.safetensors (plus the config file that
+flavour ships with, except case gptq_noconfig) and expect.safetensors: the
+checkpoint's own dequantization, computed here by unpacking the checkpoint's
+packed tensors with that format's formula, as F32 "<prefix>.weight" (and
+"<prefix>.bias"). Case gptq_actorder has a permuted g_idx and no expect file:
+woq must refuse it.
+
+Layouts (N outputs, K inputs, G = K / group):
+  AutoGPTQ   qweight I32 [K*b/32, N] packed along K, LSB first; qzeros I32
+             [G, N*b/32] packed along N, v1 stores zero - 1, gptq_v2 the
+             zero; scales F16 [G, N]; g_idx I32 [K];
+             w[n,k] = scales[g_idx[k], n] * (q - zero)
+  AutoAWQ    qweight I32 [K, N/8] and qzeros I32 [G, N/8] packed along N,
+             nibble position p holds output 8c + (0,2,4,6,1,3,5,7)[p];
+             scales F16 [G, N]; w = scales * (q - zero)
+  compressed-tensors pack-quantized: weight_packed I32 [N, K*b/32] packed
+             along K of values + 2^(b-1); weight_scale F16 [N, G];
+             weight_zero_point I8 [N, G] (signed) when asymmetric;
+             weight_shape I64 [2]; w = scale * (signed value - zero_point)
+"""
+import json
+import os
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import woq_reference as ref  # noqa: E402
+
+AWQ_ORDER = [0, 2, 4, 6, 1, 3, 5, 7]
+
+
+def pack_along(values, bits, axis):
+    """Pack small unsigned ints along `axis`, LSB first, into int32."""
+    v = np.moveaxis(np.asarray(values, dtype=np.uint64), axis, -1)
+    per = 32 // bits
+    pad = (-v.shape[-1]) % per
+    if pad:
+        v = np.concatenate([v, np.zeros(v.shape[:-1] + (pad,), dtype=np.uint64)], axis=-1)
+    v = v.reshape(v.shape[:-1] + (-1, per))
+    words = np.zeros(v.shape[:-1], dtype=np.uint64)
+    for i in range(per):
+        words |= v[..., i] << np.uint64(bits * i)
+    return np.moveaxis(words.astype(np.uint32).view(np.int32), -1, axis)
+
+
+def unpack_along(words, bits, axis, count):
+    w = np.moveaxis(np.asarray(words).view(np.uint32).astype(np.uint64), axis, -1)
+    per = 32 // bits
+    parts = [(w >> np.uint64(bits * i)) & np.uint64((1 << bits) - 1) for i in range(per)]
+    v = np.stack(parts, axis=-1).reshape(w.shape[:-1] + (-1,))[..., :count]
+    return np.moveaxis(v.astype(np.int64), -1, axis)
+
+
+def layer_weights(rng, n, k):
+    return rng.standard_normal((n, k)) * 0.05
+
+
+def gptq(w, bits, group, sym, v2, bias=None, act_order=False, rng=None):
+    codes, scales, zeros = ref.quantize(w, bits, group, sym)   # [N,K], [N,G], [N,G]
+    n, k = codes.shape
+    g_idx = np.arange(k) // group
+    if act_order:
+        g_idx = g_idx[rng.permutation(k)]
+    stored_zero = zeros.astype(np.int64) - (0 if v2 else 1)
+    t = {"qweight": ("I32", pack_along(codes.T, bits, 0)),
+         "qzeros": ("I32", pack_along(stored_zero.T & ((1 << bits) - 1), bits, 1)),
+         "scales": ("F16", np.ascontiguousarray(scales.T)),
+         "g_idx": ("I32", g_idx.astype(np.int32))}
+    if bias is not None:
+        t["bias"] = ("F16", bias.astype(np.float16))
+    # The checkpoint's own dequantization, from its packed tensors.
+    q = unpack_along(t["qweight"][1], bits, 0, k)                     # [K, N]
+    z = unpack_along(t["qzeros"][1], bits, 1, n) + (0 if v2 else 1)   # [G, N]
+    s = t["scales"][1].astype(np.float64)
+    w_hat = (s[g_idx] * (q - z[g_idx])).T
+    return t, w_hat
+
+
+def awq(w, group, bias=None):
+    codes, scales, zeros = ref.quantize(w, 4, group, False)
+    n, k = codes.shape
+
+    def pack_awq(values):  # values [rows, N] -> [rows, N/8]
+        rows = values.shape[0]
+        v = values.reshape(rows, n // 8, 8).astype(np.uint64)
+        words = np.zeros((rows, n // 8), dtype=np.uint64)
+        for pos, col in enumerate(AWQ_ORDER):
+            words |= v[:, :, col] << np.uint64(4 * pos)
+        return words.astype(np.uint32).view(np.int32)
+
+    def unpack_awq(words):
+        w64 = words.view(np.uint32).astype(np.uint64)
+        out = np.zeros((words.shape[0], n), dtype=np.int64)
+        for pos, col in enumerate(AWQ_ORDER):
+            out[:, col::8] = (w64 >> np.uint64(4 * pos)) & np.uint64(15)
+        return out
+
+    t = {"qweight": ("I32", pack_awq(codes.T)), "qzeros": ("I32", pack_awq(zeros.T)),
+         "scales": ("F16", np.ascontiguousarray(scales.T))}
+    if bias is not None:
+        t["bias"] = ("F32", bias.astype(np.float32))
+    q, z = unpack_awq(t["qweight"][1]), unpack_awq(t["qzeros"][1])    # [K, N], [G, N]
+    s = t["scales"][1].astype(np.float64)
+    gi = np.arange(k) // group
+    return t, (s[gi] * (q - z[gi])).T
+
+
+def compressed(w, bits, group, sym):
+    codes, scales, zeros = ref.quantize(w, bits, group, sym)
+    n, k = codes.shape
+    offset = 1 << (bits - 1)
+    signed = codes.astype(np.int64) - offset
+    t = {"weight_packed": ("I32", pack_along(signed + offset, bits, 1)),
+         "weight_scale": ("F16", scales),
+         "weight_shape": ("I64", np.array([n, k], dtype=np.int64))}
+    if not sym:
+        t["weight_zero_point"] = ("I8", (zeros.astype(np.int64) - offset).astype(np.int8))
+    vals = unpack_along(t["weight_packed"][1], bits, 1, k) - offset
+    zp = t["weight_zero_point"][1].astype(np.int64) if not sym else np.zeros_like(zeros, dtype=np.int64)
+    s = np.repeat(t["weight_scale"][1].astype(np.float64), group, axis=1)
+    return t, s * (vals - np.repeat(zp, group, axis=1))
+
+
+def write_case(out, name, layers, config_name=None, config=None, expect=True):
+    d = os.path.join(out, name)
+    os.makedirs(d, exist_ok=True)
+    tensors, expected = {}, {}
+    for prefix, (t, w_hat) in layers.items():
+        for key, value in t.items():
+            tensors[prefix + "." + key] = value
+        expected[prefix + ".weight"] = ("F32", w_hat.astype(np.float32))
+        if "bias" in t:
+            expected[prefix + ".bias"] = ("F32", t["bias"][1].astype(np.float32))
+    tensors["model.norm.weight"] = ("F16", np.ones(64, dtype=np.float16))  # not quantized: skipped
+    ref.write_safetensors(os.path.join(d, "model.safetensors"), tensors)
+    if config_name:
+        with open(os.path.join(d, config_name), "w") as f:
+            json.dump(config, f, indent=1, sort_keys=True)
+    if expect:
+        ref.write_safetensors(os.path.join(d, "expect.safetensors"), expected)
+
+
+def main():
+    out = sys.argv[1]
+    rng = np.random.default_rng(11)
+    w1, w2 = layer_weights(rng, 64, 128), layer_weights(rng, 32, 256)
+    bias = rng.standard_normal(64) * 0.1
+    write_case(out, "gptq_v1_sym", {"model.layers.0.mlp.up_proj": gptq(w1, 4, 32, True, False, bias),
+                                    "model.layers.0.mlp.down_proj": gptq(w2, 4, 32, True, False)},
+               "quantize_config.json", {"bits": 4, "group_size": 32, "desc_act": False, "sym": True,
+                                        "checkpoint_format": "gptq"})
+    write_case(out, "gptq_v2_asym", {"model.layers.0.self_attn.q_proj": gptq(w1, 4, 64, False, True, bias),
+                                     "model.layers.0.self_attn.o_proj": gptq(w2, 4, 128, False, True)},
+               "config.json", {"quantization_config": {"quant_method": "gptq", "bits": 4, "group_size": 64,
+                                                       "checkpoint_format": "gptq_v2"}})
+    write_case(out, "gptq_noconfig", {"layer.proj": gptq(w2, 4, 128, True, False)})
+    write_case(out, "gptq_actorder", {"layer.proj": gptq(w1, 4, 32, True, False, act_order=True, rng=rng)},
+               "quantize_config.json", {"bits": 4, "group_size": 32, "desc_act": True, "sym": True}, expect=False)
+    write_case(out, "awq_gemm", {"model.layers.0.mlp.gate_proj": awq(w1, 32, bias),
+                                 "model.layers.0.mlp.down_proj": awq(w2, 64)},
+               "config.json", {"quantization_config": {"quant_method": "awq", "bits": 4, "group_size": 32,
+                                                       "version": "gemm", "zero_point": True}})
+    write_case(out, "compressed_tensors", {"model.layers.0.mlp.up_proj": compressed(w1, 4, 32, True),
+                                           "model.layers.0.mlp.down_proj": compressed(w2, 8, 128, False)},
+               "config.json", {"quantization_config": {"quant_method": "compressed-tensors",
+                                                       "format": "pack-quantized"}})
+    print("wrote 6 checkpoint cases to", out)
+
+
+if __name__ == "__main__":
+    main()
