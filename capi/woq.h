@@ -455,6 +455,14 @@ WOQ_API woq_status woq_tensor_bias(woq_context* context, const woq_tensor* tenso
                                    uint64_t out_capacity_bytes, int32_t* out_has_bias);
 
 /**
+ * Scale and zero-point of one group (output `row`, input group `group`), so
+ * that its quantization levels are s * (q - z) for q in 0 .. 2^bits - 1.
+ * @return WOQ_ERR_SHAPE for a row or group out of range. Thread-safe.
+ */
+WOQ_API woq_status woq_tensor_group(woq_context* context, const woq_tensor* tensor, uint64_t row,
+                                    uint64_t group, float* out_scale, int32_t* out_zero_point);
+
+/**
  * Y[M, N] = X[M, K] . W_hat^T (+ bias), fp32 accumulation. x and y are
  * row-major, host memory for CPU contexts; they must not overlap. M >= 1.
  * The tensor must come from the same context. Thread-safe: a tensor may be

@@ -676,6 +676,24 @@ WOQ_API woq_status woq_tensor_bias(woq_context* context, const woq_tensor* tenso
   });
 }
 
+WOQ_API woq_status woq_tensor_group(woq_context* context, const woq_tensor* tensor, uint64_t row, uint64_t group,
+                                    float* out_scale, int32_t* out_zero_point) {
+  return guarded([&] {
+    need_handle(context, kContextTag, "context");
+    need_handle(tensor, kTensorTag, "tensor");
+    need(out_scale, "out_scale");
+    need(out_zero_point, "out_zero_point");
+    if (tensor->impl->owner() != context->impl.get())
+      fail(Status::InvalidArgument, "tensor was loaded into a different context");
+    woq::Backend& b = context->impl->backend();
+    const uint64_t groups = b.groups_of(tensor->impl->impl());
+    if (row >= tensor->impl->rows() || group >= groups)
+      fail(Status::Shape, "(row " + std::to_string(row) + ", group " + std::to_string(group) + ") is outside the " +
+                              std::to_string(tensor->impl->rows()) + " rows x " + std::to_string(groups) + " groups");
+    b.group(tensor->impl->impl(), row, group, out_scale, out_zero_point);
+  });
+}
+
 /* ---- buffers */
 
 WOQ_API woq_status woq_buffer_create(woq_context* context, uint64_t bytes, woq_buffer** out_buffer) {

@@ -46,6 +46,10 @@ class Backend {
   virtual void matmul(const BackendTensor& w, const void* x, DType x_dtype, uint64_t m, void* y,
                       DType y_dtype) = 0;
   virtual void dequantize(const BackendTensor& w, void* out, DType out_dtype) = 0;
+  // Scale and zero-point of (row, group); both are in range (checked by the caller).
+  virtual void group(const BackendTensor& w, uint64_t row, uint64_t group, float* scale, int32_t* zero) = 0;
+  uint64_t groups_of(const BackendTensor& w) const { return w.cols / group_size_of(w); }
+  virtual uint32_t group_size_of(const BackendTensor& w) const = 0;
   // The fp32 bias (rows values) into host memory; false when there is none.
   virtual bool bias(const BackendTensor& w, float* out) = 0;
 };

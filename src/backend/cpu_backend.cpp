@@ -1,4 +1,5 @@
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <new>
@@ -148,6 +149,26 @@ class CpuBackend : public Backend {
       else kernels::reference_dequantize_row(t.canonical.view(), n, row.data());
       for (uint64_t k = 0; k < t.cols; ++k) store_dtype(out, out_dtype, n * t.cols + k, row[k]);
     }
+  }
+
+  uint32_t group_size_of(const BackendTensor& wt) const override {
+    const auto& t = static_cast<const CpuTensor&>(wt);
+    return t.is_packed ? t.packed.group_size : t.canonical.group_size;
+  }
+
+  void group(const BackendTensor& wt, uint64_t row, uint64_t j, float* scale, int32_t* zero) override {
+    const auto& t = static_cast<const CpuTensor&>(wt);
+    if (!t.is_packed) {
+      const uint64_t at = row * t.canonical.groups_per_row() + j;
+      *scale = kernels::half_to_float(t.canonical.scales[at]);
+      *zero = t.canonical.zeros[at];
+      return;
+    }
+    // Packed: s and s (z - c) are stored; an all-zero group was given s = 0.
+    const kernels::PackedMatrix& p = t.packed;
+    const uint64_t at = ((row / kernels::kBlockRows) * p.groups() + j) * kernels::kBlockRows + row % kernels::kBlockRows;
+    *scale = p.scales.get()[at];
+    *zero = int32_t(p.center) + (*scale != 0.0f ? int32_t(std::lround(p.scaled_zeros.get()[at] / *scale)) : 0);
   }
 
   bool bias(const BackendTensor& wt, float* out) override {

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "cli/progress.h"
+#include "cli/svg.h"
 #include "import/safetensors.h"
 #include "kernels/cpu/numeric.h"
 #include "runtime/error.h"
@@ -222,6 +223,68 @@ int cmd_inspect(const std::string& path) {
       std::printf("  %s = %g\n", key, v);
     }
   }
+  return 0;
+}
+
+// The picture for one tensor: needs the original weights (--source).
+int cmd_inspect_svg(const std::string& path, const std::string& tensor, const std::string& source,
+                    const std::string& svg_path) {
+  if (source.empty()) throw CliError("--svg needs --source ORIGINAL.safetensors: the picture shows the original weights");
+  File f;
+  check(woq_file_open(path.c_str(), f.out()), "open '" + path + "'");
+  woq_tensor_info info;
+  info.struct_size = sizeof info;
+  check(woq_file_tensor_info_by_name(f.get(), tensor.c_str(), &info), "tensor '" + tensor + "'");
+  auto st = open_safetensors(source);
+  const SafeTensor* src = st->find(tensor);
+  if (!src || src->shape.size() != 2 || src->shape[0] != info.rows || src->shape[1] != info.cols || !float_dtype(src->dtype))
+    throw CliError("'" + source + "' has no 2-D float tensor '" + tensor + "' of the stored shape");
+  woq_context_options co;
+  woq_context_options_init(&co);
+  co.backend = WOQ_BACKEND_CPU_REFERENCE;
+  Context ctx;
+  check(woq_context_create(&co, ctx.out()), "context");
+  Tensor t;
+  check(woq_tensor_load(ctx.get(), f.get(), info.name, t.out()), "load");
+  float scale;
+  int32_t zero;
+  check(woq_tensor_group(ctx.get(), t.get(), 0, 0, &scale, &zero), "group");
+  woq::cli::SvgPicture pic;
+  pic.title = tensor + "  [" + std::to_string(info.rows) + " x " + std::to_string(info.cols) + "], stored at " +
+              std::to_string(info.bits) + " bits, group " + std::to_string(info.group_size);
+  pic.weights = to_f32(*src);
+  for (int q = 0; q < (1 << info.bits); ++q) pic.levels.push_back(scale * float(q - zero));
+  char label[160];
+  std::snprintf(label, sizeof label, "the %d levels s(q - z) of row 0, group 0 (s = %.4g, z = %d)", 1 << info.bits,
+                double(scale), zero);
+  pic.levels_label = label;
+  pic.stored_bits = int(info.bits);
+  std::vector<uint8_t> native(src->data, src->data + src->bytes);
+  for (int bits = 8; bits >= 2; --bits) {
+    woq_quant_options q;
+    woq_quant_options_init(&q);
+    q.bits = uint32_t(bits);
+    q.group_size = info.group_size == info.cols ? 0 : info.group_size;
+    q.scheme = info.scheme;
+    QMatrix qm;
+    check(woq_quantize(native.data(), to_woq_dtype(src->dtype), info.rows, info.cols, &q, qm.out()), "re-quantize");
+    double sqnr;
+    woq_qmatrix_stats(qm.get(), nullptr, nullptr, &sqnr);
+    pic.sqnr_bits.push_back(bits);
+    pic.sqnr_db.push_back(sqnr);
+  }
+  const std::string svg = woq::cli::render_svg(pic);
+  const std::string temp = svg_path + ".tmp";
+  FILE* out = std::fopen(temp.c_str(), "wb");
+  if (!out || std::fwrite(svg.data(), 1, svg.size(), out) != svg.size() || std::fclose(out) != 0 ||
+      std::rename(temp.c_str(), svg_path.c_str()) != 0) {
+    std::remove(temp.c_str());
+    throw CliError("cannot write '" + svg_path + "'");
+  }
+  std::printf("wrote %s: histogram of %zu weights, %zu levels, SQNR at 8..2 bits:", svg_path.c_str(), pic.weights.size(),
+              pic.levels.size());
+  for (size_t i = 0; i < pic.sqnr_db.size(); ++i) std::printf(" %d:%.1f", pic.sqnr_bits[i], pic.sqnr_db[i]);
+  std::printf(" dB\n");
   return 0;
 }
 
@@ -435,9 +498,12 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({0, 32, 64, 128, 256}));
   quantize->add_flag("--sym", qa.sym, "symmetric (zero-point fixed at 2^(bits-1))");
 
-  std::string inspect_file, verify_file;
+  std::string inspect_file, verify_file, inspect_tensor, inspect_svg, inspect_source;
   auto* inspect = app.add_subcommand("inspect", "list tensors, sizes, bits per weight, errors and metadata");
   inspect->add_option("file", inspect_file, ".woq file")->required();
+  inspect->add_option("--tensor", inspect_tensor, "with --svg: the tensor to draw");
+  inspect->add_option("--svg", inspect_svg, "write a picture of --tensor: weight histogram, levels, SQNR per bit width");
+  inspect->add_option("--source", inspect_source, "with --svg: the original .safetensors the file was quantized from");
   auto* verify = app.add_subcommand("verify", "check every checksum and that every chunk decodes");
   verify->add_option("file", verify_file, ".woq file")->required();
 
@@ -469,6 +535,10 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   try {
     if (*quantize) return cmd_quantize(qa);
+    if (*inspect && !inspect_svg.empty()) {
+      if (inspect_tensor.empty()) throw CliError("--svg needs --tensor NAME");
+      return cmd_inspect_svg(inspect_file, inspect_tensor, inspect_source, inspect_svg);
+    }
     if (*inspect) return cmd_inspect(inspect_file);
     if (*verify) return cmd_verify(verify_file);
     if (*exp) return cmd_export(export_in, export_out, export_dtype);

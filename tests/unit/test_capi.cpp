@@ -334,3 +334,29 @@ TEST(CApi, TensorBiasIsReturnedWhenPresent) {
     woq_tensor_destroy(plain);
   }
 }
+
+TEST(CApi, GroupParametersReproduceTheDequantizedWeights) {
+  for (woq_backend b : {WOQ_BACKEND_CPU_REFERENCE, WOQ_BACKEND_CPU}) {
+    Fixture fx(b, 20, 128, 4, 32);
+    const std::vector<float> w = fx.w_hat();
+    for (uint64_t row = 0; row < 20; ++row)
+      for (uint64_t j = 0; j < 4; ++j) {
+        float s = 0;
+        int32_t z = -1;
+        ASSERT_EQ(woq_tensor_group(fx.ctx, fx.t, row, j, &s, &z), WOQ_OK);
+        ASSERT_GT(s, 0.0f);
+        ASSERT_GE(z, 0);
+        ASSERT_LE(z, 15);
+        for (uint64_t k = j * 32; k < j * 32 + 32; ++k) {
+          const float q = w[row * 128 + k] / s + float(z);  // must be an integer code
+          ASSERT_EQ(q, std::nearbyint(q));
+          ASSERT_GE(q, 0.0f);
+          ASSERT_LE(q, 15.0f);
+        }
+      }
+    float s;
+    int32_t z;
+    EXPECT_EQ(woq_tensor_group(fx.ctx, fx.t, 20, 0, &s, &z), WOQ_ERR_SHAPE);
+    EXPECT_EQ(woq_tensor_group(fx.ctx, fx.t, 0, 4, &s, &z), WOQ_ERR_SHAPE);
+  }
+}
