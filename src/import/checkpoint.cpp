@@ -205,6 +205,7 @@ QuantizedMatrix import_gptq(const SafetensorsFile& f, const std::string& p, cons
   const uint64_t per_word = 32 / bits, k = k_cols ? k_cols : qw.shape[0] * per_word;
   need_shape(qw, {k / per_word, n_rows});
   const uint64_t groups = sc.shape[0];
+  if (groups == 0 || k % groups != 0) fail(Status::Format, "layer '" + p + "': scales has no whole number of groups");
   need_shape(sc, {groups, n_rows});
   need_shape(qz, {groups, (n_rows + per_word - 1) / per_word});
   const uint32_t group = uint32_t(k / groups);
@@ -233,6 +234,8 @@ QuantizedMatrix import_awq(const SafetensorsFile& f, const std::string& p, const
   if (c.bits && c.bits != 4) fail(Status::Unsupported, "layer '" + p + "': AWQ GEMM packing is 4-bit only");
   if (qw.shape.size() != 2 || sc.shape.size() != 2) fail(Status::Format, "layer '" + p + "': qweight and scales must be 2-D");
   const uint64_t k = qw.shape[0], n_rows = sc.shape[1], groups = sc.shape[0];
+  if (groups == 0 || k % groups != 0 || n_rows == 0)
+    fail(Status::Format, "layer '" + p + "': scales has no whole number of groups");
   need_shape(qw, {k, (n_rows + 7) / 8});
   need_shape(qz, {groups, (n_rows + 7) / 8});
   // Output n sits in nibble position kPosition[n % 8] of its word.
@@ -264,6 +267,7 @@ QuantizedMatrix import_compressed(const SafetensorsFile& f, const std::string& p
     fail(Status::Unsupported, "layer '" + p + "': packing of " + std::to_string(wp.shape[1]) + " words for " +
                                   std::to_string(k) + " inputs is not 2, 4 or 8 bits");
   const uint64_t per_word = 32 / bits, groups = sc.shape[1];
+  if (groups == 0 || k % groups != 0) fail(Status::Format, "layer '" + p + "': weight_scale has no whole number of groups");
   need_shape(sc, {n_rows, groups});
   const int64_t offset = int64_t(1) << (bits - 1);
   const uint32_t mask = (1u << bits) - 1;

@@ -1,0 +1,90 @@
+// woq_import_checkpoint on malformed checkpoints: an error naming the layer,
+// never a crash. (Well-formed checkpoints of every flavour are checked
+// against an independent numpy packer by ctest's import_* tests.)
+#include <gtest/gtest.h>
+#include <woq.h>
+
+#include <cstring>
+
+#include "import/safetensors.h"
+#include "test_util.h"
+
+namespace {
+
+using woq::import::SafeTensorOut;
+
+SafeTensorOut i32(const std::string& name, std::vector<uint64_t> shape, int32_t fill = 0x12345678) {
+  uint64_t n = 1;
+  for (uint64_t d : shape) n *= d;
+  std::vector<int32_t> v(n, fill);
+  SafeTensorOut t{name, "I32", shape, std::vector<uint8_t>(n * 4)};
+  std::memcpy(t.bytes.data(), v.data(), t.bytes.size());
+  return t;
+}
+
+SafeTensorOut f16(const std::string& name, std::vector<uint64_t> shape, uint16_t fill = 0x2000) {
+  uint64_t n = 1;
+  for (uint64_t d : shape) n *= d;
+  std::vector<uint16_t> v(n, fill);
+  SafeTensorOut t{name, "F16", shape, std::vector<uint8_t>(n * 2)};
+  std::memcpy(t.bytes.data(), v.data(), t.bytes.size());
+  return t;
+}
+
+woq_status import(const woq::test::TempDir& dir, const std::vector<SafeTensorOut>& tensors, const char* format,
+                  std::string* message) {
+  woq::import::write_safetensors(dir.file("m.safetensors"), tensors, {});
+  const woq_status s = woq_import_checkpoint(dir.file("m.safetensors").c_str(), format, dir.file("o.woq").c_str(), nullptr);
+  *message = woq_last_error();
+  return s;
+}
+
+}  // namespace
+
+TEST(Import, MalformedCheckpointsAreRefusedWithAMessage) {
+  woq::test::TempDir dir;
+  std::string msg;
+  // A plain GPTQ layer works...
+  EXPECT_EQ(import(dir, {i32("l.qweight", {8, 16}), i32("l.qzeros", {2, 2}, 0x77777777), f16("l.scales", {2, 16}),
+                         i32("l.g_idx", {64}, 0)},
+                   "gptq_v2", &msg),
+            WOQ_ERR_UNSUPPORTED);  // g_idx all 0 is not k / group: act-order style
+  EXPECT_NE(msg.find("act-order"), std::string::npos) << msg;
+  std::vector<int32_t> g(64);
+  for (int k = 0; k < 64; ++k) g[k] = k / 32;
+  SafeTensorOut gidx{"l.g_idx", "I32", {64}, std::vector<uint8_t>(256)};
+  std::memcpy(gidx.bytes.data(), g.data(), 256);
+  EXPECT_EQ(import(dir, {i32("l.qweight", {8, 16}), i32("l.qzeros", {2, 2}, 0x77777777), f16("l.scales", {2, 16}), gidx},
+                   "gptq_v2", &msg),
+            WOQ_OK)
+      << msg;
+  // ...and these are refused, each naming what is wrong.
+  struct Case {
+    std::vector<SafeTensorOut> tensors;
+    const char* format;
+    woq_status status;
+    const char* word;
+  };
+  const std::vector<Case> cases = {
+      {{i32("l.qweight", {8, 16}), i32("l.qzeros", {0, 2}), f16("l.scales", {0, 16}), gidx}, "gptq", WOQ_ERR_FORMAT, "groups"},
+      {{i32("l.qweight", {8, 16}), i32("l.qzeros", {2, 2}), f16("l.scales", {2, 16})}, "gptq", WOQ_ERR_UNSUPPORTED, "bit"},
+      {{i32("l.qweight", {8, 16}), f16("l.scales", {2, 16}), gidx}, "gptq", WOQ_ERR_FORMAT, "qzeros"},
+      {{i32("l.qweight", {8, 16}), i32("l.qzeros", {3, 2}), f16("l.scales", {2, 16}), gidx}, "gptq_v2", WOQ_ERR_FORMAT, "shape"},
+      {{i32("l.qweight", {64, 2}), i32("l.qzeros", {0, 2}), f16("l.scales", {0, 16})}, "awq", WOQ_ERR_FORMAT, "groups"},
+      {{i32("l.weight_packed", {16, 2}), f16("l.weight_scale", {16, 0}), i32("l.weight_shape", {2}, 16)},
+       "compressed-tensors", WOQ_ERR_FORMAT, "groups"},
+      {{i32("l.weight_packed", {16, 8}), f16("l.weight_scale", {16, 1}), i32("l.weight_shape", {2}, 16)},
+       "compressed-tensors", WOQ_ERR_UNSUPPORTED, "not 2, 4 or 8 bits"},
+      {{i32("l.weight_packed", {16, 0}), f16("l.weight_scale", {16, 2}), i32("l.weight_shape", {2}, 16)},
+       "compressed-tensors", WOQ_ERR_FORMAT, "weight_packed"},
+      {{f16("only.weight", {4, 4})}, "auto", WOQ_ERR_FORMAT, "not a GPTQ"},
+      {{f16("only.weight", {4, 4})}, "nonsense", WOQ_ERR_INVALID_ARGUMENT, "nonsense"},
+      {{i32("l.qweight", {8, 16}), i32("l.qzeros", {2, 2}, 0x77777777), f16("l.scales", {2, 16}, 0x7c00), gidx},
+       "gptq_v2", WOQ_ERR_UNSUPPORTED, "fp16"},
+  };
+  for (const Case& c : cases) {
+    EXPECT_EQ(import(dir, c.tensors, c.format, &msg), c.status) << c.word << ": " << msg;
+    EXPECT_NE(msg.find(c.word), std::string::npos) << msg;
+  }
+  EXPECT_EQ(woq_import_checkpoint(nullptr, "auto", "x.woq", nullptr), WOQ_ERR_INVALID_ARGUMENT);
+}
