@@ -128,6 +128,7 @@ typedef enum woq_scheme {
 
 typedef enum woq_method {
   WOQ_METHOD_RTN = 0,  /* round to nearest on the min/max grid */
+  WOQ_METHOD_MSE = 1,  /* RTN on a per-group clipped range minimizing weight error */
   WOQ_METHOD_GPTQ = 4, /* imported from a GPTQ checkpoint (woq_import_checkpoint) */
   WOQ_METHOD_AWQ = 3,  /* imported from an AWQ checkpoint */
   WOQ_METHOD_MAX_ENUM = 0x7FFFFFFF

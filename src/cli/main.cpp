@@ -92,6 +92,7 @@ struct QuantizeArgs {
   uint32_t bits = 4;
   uint32_t group = 128;
   bool sym = false;
+  std::string method = "rtn";
 };
 
 int cmd_quantize(const QuantizeArgs& a) {
@@ -101,6 +102,7 @@ int cmd_quantize(const QuantizeArgs& a) {
   q.bits = a.bits;
   q.group_size = a.group;
   q.scheme = a.sym ? WOQ_SCHEME_SYMMETRIC : WOQ_SCHEME_ASYMMETRIC;
+  q.method = a.method == "mse" ? WOQ_METHOD_MSE : WOQ_METHOD_RTN;
 
   std::vector<const SafeTensor*> weights;
   for (const SafeTensor& t : st->tensors()) {
@@ -123,7 +125,7 @@ int cmd_quantize(const QuantizeArgs& a) {
   check(woq_writer_create(a.out.c_str(), w.out()), "create '" + a.out + "'");
   check(woq_writer_set_metadata_string(w.get(), "model.source", a.in.substr(a.in.rfind('/') + 1).c_str()),
         "metadata");
-  check(woq_writer_set_metadata_string(w.get(), "quant.method", "rtn"), "metadata");
+  check(woq_writer_set_metadata_string(w.get(), "quant.method", a.method.c_str()), "metadata");
   check(woq_writer_set_metadata_int(w.get(), "quant.bits", a.bits), "metadata");
   check(woq_writer_set_metadata_int(w.get(), "quant.group_size", a.group), "metadata");
   check(woq_writer_set_metadata_string(w.get(), "quant.scheme", a.sym ? "symmetric" : "asymmetric"), "metadata");
@@ -150,9 +152,9 @@ int cmd_quantize(const QuantizeArgs& a) {
   }
   check(woq_writer_finish(w.get()), "finish '" + a.out + "'");
   progress.finish();
-  std::printf("wrote %s: %zu tensors, %u-bit, group %s, %s, mean rel. Frobenius error %.4g\n", a.out.c_str(),
+  std::printf("wrote %s: %zu tensors, %u-bit, group %s, %s, %s, mean rel. Frobenius error %.4g\n", a.out.c_str(),
               weights.size(), a.bits, a.group ? std::to_string(a.group).c_str() : "per-channel",
-              a.sym ? "symmetric" : "asymmetric", std::sqrt(err2 / weights.size()));
+              a.sym ? "symmetric" : "asymmetric", a.method.c_str(), std::sqrt(err2 / weights.size()));
   return 0;
 }
 
@@ -497,6 +499,8 @@ int main(int argc, char** argv) {
   quantize->add_option("--group", qa.group, "inputs per group: 32, 64, 128, 256, or 0 for per-channel")
       ->check(CLI::IsMember({0, 32, 64, 128, 256}));
   quantize->add_flag("--sym", qa.sym, "symmetric (zero-point fixed at 2^(bits-1))");
+  quantize->add_option("--method", qa.method, "rtn (round to nearest) or mse (per-group clipping search)")
+      ->check(CLI::IsMember({"rtn", "mse"}));
 
   std::string inspect_file, verify_file, inspect_tensor, inspect_svg, inspect_source;
   auto* inspect = app.add_subcommand("inspect", "list tensors, sizes, bits per weight, errors and metadata");

@@ -1,5 +1,6 @@
 #include "quant/rtn.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <string>
@@ -30,8 +31,9 @@ void check_quant_config(const QuantConfig& config, uint64_t rows, uint64_t cols)
                                       " is not supported (32, 64, 128, 256, or 0 for per-channel)");
   if (config.scheme != Scheme::Asymmetric && config.scheme != Scheme::Symmetric)
     fail(Status::InvalidArgument, "unknown scheme " + std::to_string(int(config.scheme)));
-  if (config.method != Method::Rtn)
-    fail(Status::Unsupported, "quantization method " + std::to_string(int(config.method)) + " is not available");
+  if (config.method != Method::Rtn && config.method != Method::Mse)
+    fail(Status::Unsupported, "quantization method " + std::to_string(int(config.method)) +
+                                  " is not available in woq_quantize (RTN and MSE are)");
   if (rows == 0 || cols == 0)
     fail(Status::Shape, "weight matrix " + std::to_string(rows) + " x " + std::to_string(cols) + " is empty");
   if (rows > (1ull << 32) - 1 || cols > (1ull << 32) - 1 || rows * cols > (1ull << 40))
@@ -39,6 +41,55 @@ void check_quant_config(const QuantConfig& config, uint64_t rows, uint64_t cols)
   if (g != 0 && cols % g != 0)
     fail(Status::Shape, "cols = " + std::to_string(cols) + " is not a multiple of group_size " + std::to_string(g));
 }
+
+namespace {
+
+// One group's grid: fp16 scale bits, its value, and the zero-point.
+struct Grid {
+  uint16_t s16;
+  double s;
+  double z;
+};
+
+// SPEC.md 5.4 on a range shrunk by `shrink` (1 = plain RTN).
+Grid make_grid(double lo, double hi, double amax, double shrink, const QuantConfig& config) {
+  const double qmax = double((1u << config.bits) - 1);
+  const double half_range = double(1u << (config.bits - 1));
+  lo *= shrink, hi *= shrink, amax *= shrink;
+  // The grid must include 0 and cover [lo, hi]; the scale is rounded up
+  // to fp16 so that rounding it cannot shrink the grid.
+  const double ideal = config.scheme == Scheme::Symmetric ? amax / (half_range - 1) : (hi - lo) / qmax;
+  Grid g{fp16_round_up(ideal), 0, 0};
+  g.s = kernels::half_to_float(g.s16);
+  if (g.s == 0) {
+    g.s16 = 0x3c00;  // 1.0: the group is all zeros
+    g.s = 1;
+    g.z = config.scheme == Scheme::Symmetric ? half_range : 0;
+  } else {
+    g.z = config.scheme == Scheme::Symmetric ? half_range : std::min(qmax, std::max(0.0, std::nearbyint(-lo / g.s)));
+  }
+  return g;
+}
+
+// Codes of w[0..n) on grid g; returns the squared error of the stored
+// (fp32) dequantized values, summed in order.
+double quantize_on(const double* w, uint64_t n, const Grid& g, uint32_t bits, uint8_t* q) {
+  const double qmax = double((1u << bits) - 1);
+  const float s = float(g.s);
+  double err = 0;
+  for (uint64_t i = 0; i < n; ++i) {
+    q[i] = static_cast<uint8_t>(std::min(qmax, std::max(0.0, std::nearbyint(w[i] / g.s + g.z))));
+    const double e = double(s * float(int(q[i]) - int(g.z))) - w[i];
+    err += e * e;
+  }
+  return err;
+}
+
+// The clipping search of WOQ_METHOD_MSE: shrink factors 1, 0.95, ..., 0.5.
+constexpr int kShrinkSteps = 11;
+double shrink_factor(int step) { return double(20 - step) / 20.0; }
+
+}  // namespace
 
 QuantizedMatrix quantize_rtn(const void* weights, DType dtype, uint64_t rows, uint64_t cols,
                              const QuantConfig& config) {
@@ -56,10 +107,9 @@ QuantizedMatrix quantize_rtn(const void* weights, DType dtype, uint64_t rows, ui
   m.scales.resize(rows * groups);
   m.zeros.resize(rows * groups);
 
-  const double qmax = double((1u << config.bits) - 1);
-  const double half_range = double(1u << (config.bits - 1));
+  const int steps = config.method == Method::Mse ? kShrinkSteps : 1;
   std::vector<double> w(m.group_size);
-  std::vector<uint8_t> q(cols);
+  std::vector<uint8_t> q(cols), trial(m.group_size);
   for (uint64_t n = 0; n < rows; ++n) {
     for (uint64_t j = 0; j < groups; ++j) {
       double lo = 0, hi = 0, amax = 0;
@@ -73,25 +123,19 @@ QuantizedMatrix quantize_rtn(const void* weights, DType dtype, uint64_t rows, ui
         hi = std::max(hi, w[i]);
         amax = std::max(amax, std::fabs(w[i]));
       }
-      // The grid must include 0 and cover [lo, hi]; the scale is rounded up
-      // to fp16 so that rounding it cannot shrink the grid.
-      double ideal = config.scheme == Scheme::Symmetric ? amax / (half_range - 1) : (hi - lo) / qmax;
-      uint16_t s16 = fp16_round_up(ideal);
-      double s = kernels::half_to_float(s16);
-      double z;
-      if (s == 0) {
-        s16 = 0x3c00;  // 1.0: the group is all zeros
-        s = 1;
-        z = config.scheme == Scheme::Symmetric ? half_range : 0;
-      } else {
-        z = config.scheme == Scheme::Symmetric ? half_range : std::min(qmax, std::max(0.0, std::nearbyint(-lo / s)));
+      uint8_t* codes = q.data() + j * m.group_size;
+      Grid best = make_grid(lo, hi, amax, 1.0, config);
+      double best_err = quantize_on(w.data(), m.group_size, best, config.bits, codes);
+      for (int step = 1; step < steps; ++step) {  // a strictly smaller error replaces
+        const Grid g = make_grid(lo, hi, amax, shrink_factor(step), config);
+        const double err = quantize_on(w.data(), m.group_size, g, config.bits, trial.data());
+        if (err < best_err) {
+          best = g, best_err = err;
+          std::copy(trial.begin(), trial.end(), codes);
+        }
       }
-      m.scales[n * groups + j] = s16;
-      m.zeros[n * groups + j] = static_cast<uint8_t>(z);
-      for (uint64_t i = 0; i < m.group_size; ++i) {
-        double v = std::nearbyint(w[i] / s + z);
-        q[j * m.group_size + i] = static_cast<uint8_t>(std::min(qmax, std::max(0.0, v)));
-      }
+      m.scales[n * groups + j] = best.s16;
+      m.zeros[n * groups + j] = static_cast<uint8_t>(best.z);
     }
     pack_row(q.data(), cols, config.bits, m.codes.data() + n * m.words_per_row());
   }

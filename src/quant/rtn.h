@@ -1,4 +1,5 @@
-// Round-to-nearest quantization (SPEC.md 5.4).
+// Round-to-nearest quantization (SPEC.md 5.4), plain or with the per-group
+// clipping search of Method::Mse (SPEC.md 5.5).
 #pragma once
 
 #include <cstdint>

@@ -11,7 +11,8 @@ writes
       <case>.scales  F16 [N, G]               <case>.zeros   U8 [N, G]
       <case>.x       F32 [M, K] activations   <case>.y       F64 [M, N] = X W_hat^T + bias
       <case>.bias    F32 [N]
-    and __metadata__["cases"]: JSON list of {name, bits, group, symmetric, dtype}
+    and __metadata__["cases"]: JSON list of {name, bits, group, symmetric, dtype,
+    method (rtn, or mse: SPEC.md 5.5)}
   model_small.safetensors  a tiny "model" (*.weight + *.bias, F32/F16/BF16)
       for CLI and file interop tests.
 The output is deterministic: tests check that rerunning gives the same bytes.
@@ -58,10 +59,15 @@ def main():
     configs = [(b, g, s, "F32") for b in (2, 3, 4, 5, 8) for g in (32, 128, 0) for s in (False, True)]
     configs += [(4, 128, False, "F16"), (4, 64, True, "BF16"), (8, 256, False, "BF16"), (6, 32, False, "F16"),
                 (7, 0, True, "F32")]
-    for bits, group, sym, dtype in configs:
+    configs = [c + ("rtn",) for c in configs]
+    configs += [(b, g, s, "F32", "mse") for b in (2, 3, 4, 8) for g in (32, 0) for s in (False, True)]
+    configs += [(4, 128, False, "BF16", "mse")]
+    for bits, group, sym, dtype, method in configs:
         name = "b%d_g%d_%s_%s" % (bits, group, "sym" if sym else "asym", dtype.lower())
+        if method != "rtn":
+            name += "_" + method
         stored, w = as_dtype(weights(rng, n, k), dtype)
-        codes, scales, zeros = ref.quantize(w, bits, group, sym)
+        codes, scales, zeros = ref.quantize(w, bits, group, sym, method)
         w_hat = ref.dequantize(codes, scales, zeros, group)
         x = rng.standard_normal((m, k)).astype(np.float32)
         bias = rng.standard_normal(n).astype(np.float32)
@@ -74,7 +80,8 @@ def main():
         tensors[name + ".x"] = ("F32", x)
         tensors[name + ".bias"] = ("F32", bias)
         tensors[name + ".y"] = ("F64", y)
-        cases.append({"name": name, "bits": bits, "group": group, "symmetric": sym, "dtype": dtype})
+        cases.append({"name": name, "bits": bits, "group": group, "symmetric": sym, "dtype": dtype,
+                      "method": method})
     ref.write_safetensors(os.path.join(out_dir, "golden_rtn.safetensors"), tensors,
                           {"cases": json.dumps(cases), "generator": "tests/golden/make_golden.py"})
 
