@@ -18,7 +18,7 @@ SafeTensorOut i32(const std::string& name, std::vector<uint64_t> shape, int32_t 
   for (uint64_t d : shape) n *= d;
   std::vector<int32_t> v(n, fill);
   SafeTensorOut t{name, "I32", shape, std::vector<uint8_t>(n * 4)};
-  std::memcpy(t.bytes.data(), v.data(), t.bytes.size());
+  if (n) std::memcpy(t.bytes.data(), v.data(), t.bytes.size());
   return t;
 }
 
@@ -27,7 +27,7 @@ SafeTensorOut f16(const std::string& name, std::vector<uint64_t> shape, uint16_t
   for (uint64_t d : shape) n *= d;
   std::vector<uint16_t> v(n, fill);
   SafeTensorOut t{name, "F16", shape, std::vector<uint8_t>(n * 2)};
-  std::memcpy(t.bytes.data(), v.data(), t.bytes.size());
+  if (n) std::memcpy(t.bytes.data(), v.data(), t.bytes.size());
   return t;
 }
 
