@@ -1,0 +1,416 @@
+//! Safe Rust interface to libwoq: quantize weights, write and read `.woq`
+//! files, and run the fused dequantize + matmul.
+//!
+//! Handles free themselves on drop. Errors carry libwoq's status and the
+//! message `woq_last_error()` gave for the failing call. `Context`, `File`
+//! and `Tensor` are `Send + Sync` because woq.h documents them as safe to
+//! use from many threads at once; a `Writer` is `Send` only.
+
+use std::ffi::{CStr, CString};
+use std::fmt;
+use std::marker::PhantomData;
+use std::os::raw::c_char;
+use std::ptr;
+
+use woq_sys as sys;
+
+/// A failed libwoq call: its status name and message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Error {
+    pub status: u32,
+    pub status_name: String,
+    pub message: String,
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.status_name, self.message)
+    }
+}
+
+impl std::error::Error for Error {}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+fn text(p: *const c_char) -> String {
+    if p.is_null() {
+        return String::new();
+    }
+    // SAFETY: libwoq returns NUL-terminated strings that live at least
+    // until the next call on this thread; we copy at once.
+    unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
+}
+
+fn check(status: sys::woq_status) -> Result<()> {
+    if status == sys::woq_status_WOQ_OK {
+        return Ok(());
+    }
+    // SAFETY: both functions only read static / thread-local strings.
+    let (name, message) = unsafe { (text(sys::woq_status_string(status)), text(sys::woq_last_error())) };
+    Err(Error { status, status_name: name, message })
+}
+
+fn invalid(message: &str) -> Error {
+    Error {
+        status: sys::woq_status_WOQ_ERR_INVALID_ARGUMENT,
+        status_name: "WOQ_ERR_INVALID_ARGUMENT".into(),
+        message: message.into(),
+    }
+}
+
+fn c_string(s: &str, what: &str) -> Result<CString> {
+    CString::new(s).map_err(|_| invalid(&format!("{what} contains a NUL byte")))
+}
+
+/// Fails when the loaded libwoq.so has another major version than the one
+/// these bindings were generated for.
+pub fn check_abi() -> Result<()> {
+    // SAFETY: woq_version takes no arguments.
+    let loaded = unsafe { sys::woq_version() };
+    if loaded / 10000 != sys::WOQ_VERSION_MAJOR {
+        return Err(Error {
+            status: sys::woq_status_WOQ_ERR_VERSION,
+            status_name: "WOQ_ERR_VERSION".into(),
+            message: format!(
+                "libwoq.so has version {}.{}, these bindings were generated for major version {}",
+                loaded / 10000,
+                loaded / 100 % 100,
+                sys::WOQ_VERSION_MAJOR
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Version string of the loaded library, e.g. "1.0.0".
+pub fn version() -> String {
+    // SAFETY: returns a static string.
+    text(unsafe { sys::woq_version_string() })
+}
+
+/// Which backend a context runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    CpuReference,
+    Cpu,
+    Cuda,
+}
+
+/// A backend instance with its own threads.
+pub struct Context {
+    raw: *mut sys::woq_context,
+}
+
+// SAFETY: woq.h documents contexts as usable from many threads at once.
+unsafe impl Send for Context {}
+unsafe impl Sync for Context {}
+
+impl Context {
+    /// A context for `backend`; `threads` 0 means one per CPU.
+    pub fn new(backend: Backend, threads: i32) -> Result<Context> {
+        check_abi()?;
+        // SAFETY: options is a plain struct initialised by the library.
+        let mut options: sys::woq_context_options = unsafe { std::mem::zeroed() };
+        check(unsafe { sys::woq_context_options_init(&mut options) })?;
+        options.backend = match backend {
+            Backend::CpuReference => sys::woq_backend_WOQ_BACKEND_CPU_REFERENCE,
+            Backend::Cpu => sys::woq_backend_WOQ_BACKEND_CPU,
+            Backend::Cuda => sys::woq_backend_WOQ_BACKEND_CUDA,
+        };
+        options.threads = threads;
+        let mut raw = ptr::null_mut();
+        check(unsafe { sys::woq_context_create(&options, &mut raw) })?;
+        Ok(Context { raw })
+    }
+
+    /// The kernels this context runs ("avx512", "reference", ...).
+    pub fn kernel(&self) -> Result<String> {
+        let mut name = ptr::null();
+        check(unsafe { sys::woq_context_kernel(self.raw, &mut name) })?;
+        Ok(text(name))
+    }
+}
+
+impl Drop for Context {
+    fn drop(&mut self) {
+        // SAFETY: raw came from woq_context_create; tensors borrow the
+        // context, so none outlives it.
+        unsafe { sys::woq_context_destroy(self.raw) }
+    }
+}
+
+/// Quantization settings.
+#[derive(Debug, Clone, Copy)]
+pub struct QuantOptions {
+    pub bits: u32,
+    /// 32, 64, 128, 256, or 0 for per-channel.
+    pub group_size: u32,
+    pub symmetric: bool,
+}
+
+impl Default for QuantOptions {
+    fn default() -> Self {
+        QuantOptions { bits: 4, group_size: 128, symmetric: false }
+    }
+}
+
+/// A quantized matrix in host memory.
+pub struct QMatrix {
+    raw: *mut sys::woq_qmatrix,
+    rows: u64,
+    cols: u64,
+}
+
+// SAFETY: a qmatrix is immutable after creation.
+unsafe impl Send for QMatrix {}
+unsafe impl Sync for QMatrix {}
+
+impl QMatrix {
+    /// Quantizes row-major `weights` of shape rows x cols.
+    pub fn quantize(weights: &[f32], rows: u64, cols: u64, options: QuantOptions) -> Result<QMatrix> {
+        check_abi()?;
+        if rows.checked_mul(cols) != Some(weights.len() as u64) {
+            return Err(invalid(&format!("weights hold {} values, not {rows} x {cols}", weights.len())));
+        }
+        let mut o: sys::woq_quant_options = unsafe { std::mem::zeroed() };
+        check(unsafe { sys::woq_quant_options_init(&mut o) })?;
+        o.bits = options.bits;
+        o.group_size = options.group_size;
+        o.scheme = if options.symmetric {
+            sys::woq_scheme_WOQ_SCHEME_SYMMETRIC
+        } else {
+            sys::woq_scheme_WOQ_SCHEME_ASYMMETRIC
+        };
+        let mut raw = ptr::null_mut();
+        // SAFETY: the length was checked against rows x cols above.
+        check(unsafe {
+            sys::woq_quantize(weights.as_ptr().cast(), sys::woq_dtype_WOQ_DTYPE_F32, rows, cols, &o, &mut raw)
+        })?;
+        Ok(QMatrix { raw, rows, cols })
+    }
+
+    /// (rows = outputs N, cols = inputs K).
+    pub fn shape(&self) -> (u64, u64) {
+        (self.rows, self.cols)
+    }
+
+    /// (max |w_hat - w|, relative Frobenius error, SQNR in dB).
+    pub fn stats(&self) -> Result<(f64, f64, f64)> {
+        let (mut a, mut b, mut c) = (0.0, 0.0, 0.0);
+        check(unsafe { sys::woq_qmatrix_stats(self.raw, &mut a, &mut b, &mut c) })?;
+        Ok((a, b, c))
+    }
+}
+
+impl Drop for QMatrix {
+    fn drop(&mut self) {
+        unsafe { sys::woq_qmatrix_destroy(self.raw) }
+    }
+}
+
+/// Writes a .woq file; nothing appears at the path until `finish`.
+pub struct Writer {
+    raw: *mut sys::woq_writer,
+}
+
+// SAFETY: a writer may move between threads but not be shared (woq.h).
+unsafe impl Send for Writer {}
+
+impl Writer {
+    pub fn create(path: &str) -> Result<Writer> {
+        check_abi()?;
+        let path = c_string(path, "path")?;
+        let mut raw = ptr::null_mut();
+        check(unsafe { sys::woq_writer_create(path.as_ptr(), &mut raw) })?;
+        Ok(Writer { raw })
+    }
+
+    /// Adds a tensor; `bias`, if given, must hold one value per row.
+    pub fn add(&mut self, name: &str, matrix: &QMatrix, bias: Option<&[f32]>) -> Result<()> {
+        let name = c_string(name, "name")?;
+        let bias_ptr = match bias {
+            Some(b) if b.len() as u64 != matrix.rows => {
+                return Err(invalid(&format!("bias holds {} values, the matrix has {} rows", b.len(), matrix.rows)))
+            }
+            Some(b) => b.as_ptr(),
+            None => ptr::null(),
+        };
+        check(unsafe { sys::woq_writer_add_tensor(self.raw, name.as_ptr(), matrix.raw, bias_ptr) })
+    }
+
+    pub fn set_metadata(&mut self, key: &str, value: &str) -> Result<()> {
+        let (key, value) = (c_string(key, "key")?, c_string(value, "value")?);
+        check(unsafe { sys::woq_writer_set_metadata_string(self.raw, key.as_ptr(), value.as_ptr()) })
+    }
+
+    /// Writes everything and renames the file into place.
+    pub fn finish(self) -> Result<()> {
+        check(unsafe { sys::woq_writer_finish(self.raw) })
+        // Drop frees the writer.
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        unsafe { sys::woq_writer_destroy(self.raw) }
+    }
+}
+
+/// Description of a stored tensor.
+#[derive(Debug, Clone)]
+pub struct TensorInfo {
+    pub name: String,
+    pub rows: u64,
+    pub cols: u64,
+    pub bits: u32,
+    pub group_size: u32,
+    pub has_bias: bool,
+    pub bits_per_weight: f64,
+}
+
+/// An open, validated .woq file.
+pub struct File {
+    raw: *mut sys::woq_file,
+}
+
+// SAFETY: woq.h documents files as shareable across threads.
+unsafe impl Send for File {}
+unsafe impl Sync for File {}
+
+impl File {
+    pub fn open(path: &str) -> Result<File> {
+        check_abi()?;
+        let path = c_string(path, "path")?;
+        let mut raw = ptr::null_mut();
+        check(unsafe { sys::woq_file_open(path.as_ptr(), &mut raw) })?;
+        Ok(File { raw })
+    }
+
+    /// Checks every chunk's checksum.
+    pub fn verify(&self) -> Result<()> {
+        check(unsafe { sys::woq_file_verify(self.raw) })
+    }
+
+    pub fn tensors(&self) -> Result<Vec<TensorInfo>> {
+        let mut count = 0u64;
+        check(unsafe { sys::woq_file_tensor_count(self.raw, &mut count) })?;
+        (0..count)
+            .map(|i| {
+                let mut info: sys::woq_tensor_info = unsafe { std::mem::zeroed() };
+                info.struct_size = std::mem::size_of::<sys::woq_tensor_info>() as _;
+                check(unsafe { sys::woq_file_tensor_info(self.raw, i, &mut info) })?;
+                Ok(TensorInfo {
+                    name: text(info.name),
+                    rows: info.rows,
+                    cols: info.cols,
+                    bits: info.bits,
+                    group_size: info.group_size,
+                    has_bias: info.has_bias != 0,
+                    bits_per_weight: info.bits_per_weight,
+                })
+            })
+            .collect()
+    }
+}
+
+impl Drop for File {
+    fn drop(&mut self) {
+        unsafe { sys::woq_file_close(self.raw) }
+    }
+}
+
+/// A tensor resident in a context's backend; it borrows the context.
+pub struct Tensor<'ctx> {
+    raw: *mut sys::woq_tensor,
+    context: &'ctx Context,
+    rows: u64,
+    cols: u64,
+    _owner: PhantomData<&'ctx Context>,
+}
+
+// SAFETY: loaded tensors are immutable and documented as thread-safe.
+unsafe impl Send for Tensor<'_> {}
+unsafe impl Sync for Tensor<'_> {}
+
+impl<'ctx> Tensor<'ctx> {
+    /// Loads tensor `name` of `file` into `context`.
+    pub fn load(context: &'ctx Context, file: &File, name: &str) -> Result<Tensor<'ctx>> {
+        let cname = c_string(name, "name")?;
+        let mut raw = ptr::null_mut();
+        check(unsafe { sys::woq_tensor_load(context.raw, file.raw, cname.as_ptr(), &mut raw) })?;
+        Tensor::wrap(context, raw)
+    }
+
+    /// Uploads a quantized matrix directly (no file).
+    pub fn from_qmatrix(context: &'ctx Context, matrix: &QMatrix, bias: Option<&[f32]>) -> Result<Tensor<'ctx>> {
+        if let Some(b) = bias {
+            if b.len() as u64 != matrix.rows {
+                return Err(invalid("bias length differs from the matrix's rows"));
+            }
+        }
+        let mut raw = ptr::null_mut();
+        let bias_ptr = bias.map_or(ptr::null(), |b| b.as_ptr());
+        check(unsafe { sys::woq_tensor_from_qmatrix(context.raw, matrix.raw, bias_ptr, &mut raw) })?;
+        Tensor::wrap(context, raw)
+    }
+
+    fn wrap(context: &'ctx Context, raw: *mut sys::woq_tensor) -> Result<Tensor<'ctx>> {
+        let (mut rows, mut cols) = (0u64, 0u64);
+        if let Err(e) = check(unsafe { sys::woq_tensor_shape(raw, &mut rows, &mut cols) }) {
+            unsafe { sys::woq_tensor_destroy(raw) };
+            return Err(e);
+        }
+        Ok(Tensor { raw, context, rows, cols, _owner: PhantomData })
+    }
+
+    /// (rows = outputs N, cols = inputs K).
+    pub fn shape(&self) -> (u64, u64) {
+        (self.rows, self.cols)
+    }
+
+    /// Y[m, N] = X[m, K] . W_hat^T (+ bias) for fp32 X; returns Y.
+    pub fn matmul(&self, x: &[f32], m: u64) -> Result<Vec<f32>> {
+        if m.checked_mul(self.cols) != Some(x.len() as u64) {
+            return Err(Error {
+                status: sys::woq_status_WOQ_ERR_SHAPE,
+                status_name: "WOQ_ERR_SHAPE".into(),
+                message: format!("x holds {} values, X[{m}, {}] needs {}", x.len(), self.cols, m * self.cols),
+            });
+        }
+        let mut y = vec![0f32; (m * self.rows) as usize];
+        // SAFETY: x and y were sized for m rows above.
+        check(unsafe {
+            sys::woq_matmul(
+                self.context.raw,
+                self.raw,
+                x.as_ptr().cast(),
+                sys::woq_dtype_WOQ_DTYPE_F32,
+                m,
+                y.as_mut_ptr().cast(),
+                sys::woq_dtype_WOQ_DTYPE_F32,
+            )
+        })?;
+        Ok(y)
+    }
+
+    /// The dequantized weights W_hat (rows x cols, row-major).
+    pub fn dequantize(&self) -> Result<Vec<f32>> {
+        let mut out = vec![0f32; (self.rows * self.cols) as usize];
+        check(unsafe {
+            sys::woq_dequantize(
+                self.context.raw,
+                self.raw,
+                out.as_mut_ptr().cast(),
+                sys::woq_dtype_WOQ_DTYPE_F32,
+                (out.len() * 4) as u64,
+            )
+        })?;
+        Ok(out)
+    }
+}
+
+impl Drop for Tensor<'_> {
+    fn drop(&mut self) {
+        unsafe { sys::woq_tensor_destroy(self.raw) }
+    }
+}

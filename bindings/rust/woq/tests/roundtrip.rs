@@ -1,0 +1,111 @@
+// The safe crate end to end against libwoq.so: quantize, write, open,
+// load, matmul (checked against float64 on the dequantized weights), and
+// errors that carry libwoq's message.
+use woq::{Backend, Context, File, QMatrix, QuantOptions, Tensor, Writer};
+
+fn weights(rows: usize, cols: usize) -> Vec<f32> {
+    // A small LCG: deterministic, no dependencies.
+    let mut state = 12345u32;
+    (0..rows * cols)
+        .map(|_| {
+            state = state.wrapping_mul(1664525).wrapping_add(1013904223);
+            ((state >> 8) as f32 / 8388608.0 - 1.0) * 0.05
+        })
+        .collect()
+}
+
+fn temp_path(name: &str) -> String {
+    let dir = std::env::temp_dir().join(format!("woq_rust_{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name).to_string_lossy().into_owned()
+}
+
+#[test]
+fn quantize_write_load_matmul() {
+    let (rows, cols, m) = (48u64, 256u64, 3u64);
+    let w = weights(rows as usize, cols as usize);
+    let bias: Vec<f32> = (0..rows).map(|i| i as f32 * 0.01).collect();
+    let q = QMatrix::quantize(&w, rows, cols, QuantOptions { bits: 4, group_size: 64, symmetric: false }).unwrap();
+    assert_eq!(q.shape(), (rows, cols));
+    let (_, rel, _) = q.stats().unwrap();
+    assert!(rel > 0.0 && rel < 0.2, "relative error {rel}");
+    let path = temp_path("roundtrip.woq");
+    let mut writer = Writer::create(&path).unwrap();
+    writer.add("proj.weight", &q, Some(&bias)).unwrap();
+    writer.set_metadata("model.name", "rust test").unwrap();
+    writer.finish().unwrap();
+
+    let file = File::open(&path).unwrap();
+    file.verify().unwrap();
+    let infos = file.tensors().unwrap();
+    assert_eq!(infos.len(), 1);
+    assert_eq!((infos[0].rows, infos[0].cols, infos[0].bits, infos[0].group_size), (rows, cols, 4, 64));
+    assert!(infos[0].has_bias);
+
+    for backend in [Backend::CpuReference, Backend::Cpu] {
+        let ctx = Context::new(backend, 2).unwrap();
+        let t = Tensor::load(&ctx, &file, "proj.weight").unwrap();
+        assert_eq!(t.shape(), (rows, cols));
+        let x: Vec<f32> = (0..m * cols).map(|i| ((i % 7) as f32 - 3.0) * 0.25).collect();
+        let y = t.matmul(&x, m).unwrap();
+        let w_hat = t.dequantize().unwrap();
+        let (mut err, mut norm) = (0f64, 0f64);
+        for r in 0..m as usize {
+            for n in 0..rows as usize {
+                let mut acc = bias[n] as f64;
+                for k in 0..cols as usize {
+                    acc += x[r * cols as usize + k] as f64 * w_hat[n * cols as usize + k] as f64;
+                }
+                err += (y[r * rows as usize + n] as f64 - acc).powi(2);
+                norm += acc * acc;
+            }
+        }
+        assert!((err / norm).sqrt() < 1e-5, "{backend:?}: relative error {}", (err / norm).sqrt());
+    }
+    std::fs::remove_file(&path).unwrap();
+}
+
+#[test]
+fn errors_carry_the_library_message() {
+    let e = File::open("/nonexistent/dir/model.woq").err().unwrap();
+    assert_eq!(e.status_name, "WOQ_ERR_IO");
+    assert!(e.message.contains("/nonexistent/dir/model.woq"), "{e}");
+
+    let e = QMatrix::quantize(&[0.0; 10], 2, 4, QuantOptions::default()).err().unwrap();
+    assert_eq!(e.status_name, "WOQ_ERR_INVALID_ARGUMENT");
+
+    let w = weights(8, 64);
+    let q = QMatrix::quantize(&w, 8, 64, QuantOptions { bits: 4, group_size: 32, symmetric: true }).unwrap();
+    let ctx = Context::new(Backend::Cpu, 1).unwrap();
+    let t = Tensor::from_qmatrix(&ctx, &q, None).unwrap();
+    let e = t.matmul(&[1.0; 63], 1).err().unwrap();
+    assert_eq!(e.status_name, "WOQ_ERR_SHAPE");
+    let e = Context::new(Backend::Cuda, 0).err().unwrap();
+    assert_eq!(e.status_name, "WOQ_ERR_UNSUPPORTED");
+    assert!(e.message.contains("CUDA"));
+}
+
+#[test]
+fn one_tensor_from_many_threads() {
+    let w = weights(32, 128);
+    let q = QMatrix::quantize(&w, 32, 128, QuantOptions::default()).unwrap();
+    let ctx = Context::new(Backend::Cpu, 2).unwrap();
+    let t = Tensor::from_qmatrix(&ctx, &q, None).unwrap();
+    let x = vec![0.5f32; 128];
+    let expect = t.matmul(&x, 1).unwrap();
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| {
+                for _ in 0..100 {
+                    assert_eq!(t.matmul(&x, 1).unwrap(), expect);
+                }
+            });
+        }
+    });
+}
+
+#[test]
+fn abi_version_matches() {
+    woq::check_abi().unwrap();
+    assert!(woq::version().starts_with("1."));
+}
