@@ -2,29 +2,7 @@
 
 #include <vector>
 
-#include "numeric.h"
-
 namespace woq::kernels {
-namespace {
-
-float load_act(const void* base, ActType t, uint64_t i) {
-  switch (t) {
-    case ActType::F32: return static_cast<const float*>(base)[i];
-    case ActType::F16: return half_to_float(static_cast<const uint16_t*>(base)[i]);
-    case ActType::BF16: return bf16_to_float(static_cast<const uint16_t*>(base)[i]);
-  }
-  return 0.0f;
-}
-
-void store_act(void* base, ActType t, uint64_t i, float v) {
-  switch (t) {
-    case ActType::F32: static_cast<float*>(base)[i] = v; break;
-    case ActType::F16: static_cast<uint16_t*>(base)[i] = float_to_half(v); break;
-    case ActType::BF16: static_cast<uint16_t*>(base)[i] = float_to_bf16(v); break;
-  }
-}
-
-}  // namespace
 
 void reference_dequantize_row(const QuantView& w, uint64_t n, float* out) {
   const uint64_t groups = w.cols / w.group_size;

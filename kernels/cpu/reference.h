@@ -5,11 +5,32 @@
 
 #include <cstdint>
 
+#include "kernels/cpu/numeric.h"
+
 namespace woq::kernels {
 
 enum class ActType { F32 = 0, F16 = 1, BF16 = 2 };
 
 inline uint64_t act_size(ActType t) { return t == ActType::F32 ? 4 : 2; }
+
+// Element i of an activation array as fp32 (exact for all three types).
+inline float load_act(const void* base, ActType t, uint64_t i) {
+  switch (t) {
+    case ActType::F32: return static_cast<const float*>(base)[i];
+    case ActType::F16: return half_to_float(static_cast<const uint16_t*>(base)[i]);
+    case ActType::BF16: return bf16_to_float(static_cast<const uint16_t*>(base)[i]);
+  }
+  return 0.0f;
+}
+
+// Stores v as element i, rounding to nearest even for the 16-bit types.
+inline void store_act(void* base, ActType t, uint64_t i, float v) {
+  switch (t) {
+    case ActType::F32: static_cast<float*>(base)[i] = v; break;
+    case ActType::F16: static_cast<uint16_t*>(base)[i] = float_to_half(v); break;
+    case ActType::BF16: static_cast<uint16_t*>(base)[i] = float_to_bf16(v); break;
+  }
+}
 
 // A quantized matrix in the canonical layout (fileformat/SPEC.md 5.1-5.3).
 struct QuantView {

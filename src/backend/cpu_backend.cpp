@@ -47,14 +47,6 @@ class CpuBuffer : public BackendBuffer {
   uint64_t size_;
 };
 
-void store_dtype(void* out, DType t, uint64_t i, float v) {
-  switch (t) {
-    case DType::F32: static_cast<float*>(out)[i] = v; break;
-    case DType::F16: static_cast<uint16_t*>(out)[i] = kernels::float_to_half(v); break;
-    case DType::BF16: static_cast<uint16_t*>(out)[i] = kernels::float_to_bf16(v); break;
-  }
-}
-
 // The ISA a CPU context runs: the best the machine has, or WOQ_CPU_ISA
 // (portable, avx2, avx512, avx512bf16) when set, which tests use to cover
 // every path.
@@ -138,7 +130,7 @@ class CpuBackend : public Backend {
       kernel_(w, xf, xsum.data(), m, bb, be, yf);
     });
     if (y_dtype != DType::F32)
-      for (uint64_t i = 0; i < m * N; ++i) store_dtype(y, y_dtype, i, y_copy[i]);
+      for (uint64_t i = 0; i < m * N; ++i) store_as(y, y_dtype, i, y_copy[i]);
   }
 
   void dequantize(const BackendTensor& wt, void* out, DType out_dtype) override {
@@ -147,7 +139,7 @@ class CpuBackend : public Backend {
     for (uint64_t n = 0; n < t.rows; ++n) {
       if (t.is_packed) kernels::packed_dequantize_row(t.packed, n, row.data());
       else kernels::reference_dequantize_row(t.canonical.view(), n, row.data());
-      for (uint64_t k = 0; k < t.cols; ++k) store_dtype(out, out_dtype, n * t.cols + k, row[k]);
+      for (uint64_t k = 0; k < t.cols; ++k) store_as(out, out_dtype, n * t.cols + k, row[k]);
     }
   }
 

@@ -4,7 +4,6 @@
 #include <cstdint>
 #include <string>
 
-#include "kernels/cpu/numeric.h"
 #include "kernels/cpu/reference.h"
 
 namespace woq {
@@ -19,13 +18,9 @@ inline bool dtype_valid(int v) { return v >= 0 && v <= 2; }
 inline kernels::ActType to_act(DType t) { return static_cast<kernels::ActType>(static_cast<int>(t)); }
 
 // Element i of an array of dtype t, as fp32 (exact for all three types).
-inline float load_as_float(const void* base, DType t, uint64_t i) {
-  switch (t) {
-    case DType::F32: return static_cast<const float*>(base)[i];
-    case DType::F16: return kernels::half_to_float(static_cast<const uint16_t*>(base)[i]);
-    case DType::BF16: return kernels::bf16_to_float(static_cast<const uint16_t*>(base)[i]);
-  }
-  return 0.0f;
-}
+inline float load_as_float(const void* base, DType t, uint64_t i) { return kernels::load_act(base, to_act(t), i); }
+
+// Stores v as element i of an array of dtype t (round to nearest even).
+inline void store_as(void* base, DType t, uint64_t i, float v) { kernels::store_act(base, to_act(t), i, v); }
 
 }  // namespace woq
