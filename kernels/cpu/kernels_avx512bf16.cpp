@@ -120,7 +120,7 @@ void packed_matmul_avx512bf16(const PackedMatrix& w, const float* x, const float
   // fp32 kernel's multiply-adds save: measured slower, so use that kernel.
   const int terms = w.code_bits == 4 && m <= kSmallM ? terms_needed(x, m * w.cols) : 3;
   if (terms == 3) {
-    packed_matmul_avx512(w, x, xsum, m, bb, be, y);
+    packed_matmul_impl(w, x, xsum, m, bb, be, y);  // the fp32 AVX-512 kernels, compiled into this file too
     return;
   }
   thread_local PairedX xp;

@@ -74,8 +74,7 @@ namespace woq::kernels {
 
 void packed_matmul_portable(const PackedMatrix& w, const float* x, const float* xsum, uint64_t m, uint64_t bb,
                             uint64_t be, float* y) {
-  if (w.code_bits == 4) Kernel<8>::run(w, x, xsum, m, bb, be, y);
-  else Kernel<4>::run(w, x, xsum, m, bb, be, y);
+  packed_matmul_impl(w, x, xsum, m, bb, be, y);
 }
 
 }  // namespace woq::kernels

@@ -160,5 +160,13 @@ struct Kernel {
   }
 };
 
+// What each kernels_<isa>.cpp exports under its own name: the kernel for
+// the matrix's code width.
+void packed_matmul_impl(const PackedMatrix& w, const float* x, const float* xsum, uint64_t m, uint64_t bb,
+                        uint64_t be, float* y) {
+  if (w.code_bits == 4) Kernel<8>::run(w, x, xsum, m, bb, be, y);
+  else Kernel<4>::run(w, x, xsum, m, bb, be, y);
+}
+
 }  // namespace
 }  // namespace woq::kernels
