@@ -17,7 +17,6 @@
 #include "cli/progress.h"
 #include "cli/svg.h"
 #include "import/safetensors.h"
-#include "kernels/cpu/numeric.h"
 #include "runtime/error.h"
 
 namespace {
@@ -51,21 +50,6 @@ bool float_dtype(const std::string& d) { return d == "F32" || d == "F16" || d ==
 
 woq_dtype to_woq_dtype(const std::string& d) {
   return d == "F32" ? WOQ_DTYPE_F32 : d == "F16" ? WOQ_DTYPE_F16 : WOQ_DTYPE_BF16;
-}
-
-// Copies a float tensor out of the (possibly unaligned) mapping as fp32.
-std::vector<float> to_f32(const SafeTensor& t) {
-  std::vector<float> out(t.elements());
-  for (size_t i = 0; i < out.size(); ++i) {
-    if (t.dtype == "F32") {
-      std::memcpy(&out[i], t.data + 4 * i, 4);
-    } else {
-      uint16_t h;
-      std::memcpy(&h, t.data + 2 * i, 2);
-      out[i] = t.dtype == "F16" ? woq::kernels::half_to_float(h) : woq::kernels::bf16_to_float(h);
-    }
-  }
-  return out;
 }
 
 std::string human_bytes(double b) {
@@ -136,13 +120,12 @@ int cmd_quantize(const QuantizeArgs& a) {
   double err2 = 0;
   for (const SafeTensor* t : weights) {
     const uint64_t rows = t->shape[0], cols = t->shape[1];
-    std::vector<float> wf = to_f32(*t);
     std::vector<uint8_t> native(t->data, t->data + t->bytes);  // aligned copy in the source dtype
     QMatrix qm;
     check(woq_quantize(native.data(), to_woq_dtype(t->dtype), rows, cols, &q, qm.out()), "quantize '" + t->name + "'");
     const SafeTensor* b = st->find(t->name.substr(0, t->name.size() - 7) + ".bias");
     std::vector<float> bias;
-    if (b && b->shape.size() == 1 && b->shape[0] == rows && float_dtype(b->dtype)) bias = to_f32(*b);
+    if (b && b->shape.size() == 1 && b->shape[0] == rows && float_dtype(b->dtype)) bias = b->to_f32();
     check(woq_writer_add_tensor(w.get(), t->name.c_str(), qm.get(), bias.empty() ? nullptr : bias.data()),
           "write '" + t->name + "'");
     double rel;
@@ -254,7 +237,7 @@ int cmd_inspect_svg(const std::string& path, const std::string& tensor, const st
   woq::cli::SvgPicture pic;
   pic.title = tensor + "  [" + std::to_string(info.rows) + " x " + std::to_string(info.cols) + "], stored at " +
               std::to_string(info.bits) + " bits, group " + std::to_string(info.group_size);
-  pic.weights = to_f32(*src);
+  pic.weights = src->to_f32();
   for (int q = 0; q < (1 << info.bits); ++q) pic.levels.push_back(scale * float(q - zero));
   char label[160];
   std::snprintf(label, sizeof label, "the %d levels s(q - z) of row 0, group 0 (s = %.4g, z = %d)", 1 << info.bits,
@@ -456,7 +439,7 @@ int cmd_bench(const BenchArgs& a) {
     if (ref) {
       const SafeTensor* src = ref->find(info.name);
       if (src && src->shape.size() == 2 && src->shape[0] == n && src->shape[1] == k && float_dtype(src->dtype)) {
-        double e = rel_error(y.data(), matmul_f64(x, to_f32(*src), bias_ptr, a.m, n, k));
+        double e = rel_error(y.data(), matmul_f64(x, src->to_f32(), bias_ptr, a.m, n, k));
         std::snprintf(quant_err, sizeof quant_err, "  %14.4g", e);
         sum_quant_err2 += e * e;
         ++compared;

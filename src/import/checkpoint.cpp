@@ -101,23 +101,10 @@ int64_t int_at(const SafeTensor& t, uint64_t i) {
 
 uint32_t word_at(const SafeTensor& t, uint64_t i) { return uint32_t(int_at(t, i)); }
 
-float float_at(const SafeTensor& t, uint64_t i) {
-  uint16_t h;
-  if (t.dtype == "F16" || t.dtype == "BF16") {
-    std::memcpy(&h, t.data + 2 * i, 2);
-    return t.dtype == "F16" ? kernels::half_to_float(h) : kernels::bf16_to_float(h);
-  }
-  if (t.dtype == "F32") {
-    float v;
-    std::memcpy(&v, t.data + 4 * i, 4);
-    return v;
-  }
-  fail(Status::Format, "tensor '" + t.name + "' has dtype " + t.dtype + ", expected F16, BF16 or F32");
-}
-
 // woq stores fp16 scales: a scale must convert exactly or the import would
 // change the weights.
-uint16_t exact_fp16(float v, const SafeTensor& t, uint64_t i) {
+uint16_t exact_fp16(const SafeTensor& t, uint64_t i) {
+  const float v = t.float_at(i);
   const uint16_t h = kernels::float_to_half(v);
   if (kernels::half_to_float(h) != v || !std::isfinite(v))
     fail(Status::Unsupported, "scale " + std::to_string(v) + " at index " + std::to_string(i) + " of '" + t.name +
@@ -182,7 +169,7 @@ QuantizedMatrix assemble(const SafetensorsFile& f, const std::string& prefix, ui
   if (const SafeTensor* b = f.find(prefix + ".bias")) {
     need_shape(*b, {n_rows});
     m.bias.resize(n_rows);
-    for (uint64_t i = 0; i < n_rows; ++i) m.bias[i] = float_at(*b, i);
+    for (uint64_t i = 0; i < n_rows; ++i) m.bias[i] = b->float_at(i);
   }
   validate_quantized(m, prefix.c_str());
   return m;
@@ -222,7 +209,7 @@ QuantizedMatrix import_gptq(const SafetensorsFile& f, const std::string& p, cons
         const int64_t stored = (word_at(qz, j * qz.shape[1] + n / per_word) >> (bits * (n % per_word))) & mask;
         return v1 ? stored + 1 : stored;
       },
-      [&](uint64_t n, uint64_t j) { return exact_fp16(float_at(sc, j * n_rows + n), sc, j * n_rows + n); });
+      [&](uint64_t n, uint64_t j) { return exact_fp16(sc, j * n_rows + n); });
 }
 
 // AutoAWQ GEMM: qweight [K, N/8] and qzeros [G, N/8] packed along N with
@@ -245,7 +232,7 @@ QuantizedMatrix import_awq(const SafetensorsFile& f, const std::string& p, const
       f, p, n_rows, k, 4, uint32_t(k / groups), Method::Awq,
       [&](uint64_t n, uint64_t kk) { return (word_at(qw, kk * words + n / 8) >> (4 * kPosition[n % 8])) & 15u; },
       [&](uint64_t n, uint64_t j) { return int64_t((word_at(qz, j * words + n / 8) >> (4 * kPosition[n % 8])) & 15u); },
-      [&](uint64_t n, uint64_t j) { return exact_fp16(float_at(sc, j * n_rows + n), sc, j * n_rows + n); });
+      [&](uint64_t n, uint64_t j) { return exact_fp16(sc, j * n_rows + n); });
 }
 
 // compressed-tensors pack-quantized: weight_packed [N, K*b/32] packed along
@@ -283,7 +270,7 @@ QuantizedMatrix import_compressed(const SafetensorsFile& f, const std::string& p
         // Packed zero-points are stored offset to unsigned like the weights.
         return int64_t((word_at(*zp, (n / per_word) * groups + j) >> (bits * (n % per_word))) & mask);
       },
-      [&](uint64_t n, uint64_t j) { return exact_fp16(float_at(sc, n * groups + j), sc, n * groups + j); });
+      [&](uint64_t n, uint64_t j) { return exact_fp16(sc, n * groups + j); });
 }
 
 }  // namespace

@@ -11,6 +11,7 @@
 #include <cstring>
 #include <nlohmann/json.hpp>
 
+#include "kernels/cpu/numeric.h"
 #include "runtime/error.h"
 
 namespace woq::import {
@@ -27,6 +28,26 @@ uint64_t SafeTensor::elements() const {
   uint64_t n = 1;
   for (uint64_t d : shape) n *= d;
   return n;
+}
+
+float SafeTensor::float_at(uint64_t i) const {
+  if (dtype == "F32") {
+    float v;
+    std::memcpy(&v, data + 4 * i, 4);
+    return v;
+  }
+  if (dtype == "F16" || dtype == "BF16") {
+    uint16_t h;
+    std::memcpy(&h, data + 2 * i, 2);
+    return dtype == "F16" ? kernels::half_to_float(h) : kernels::bf16_to_float(h);
+  }
+  fail(Status::Format, "tensor '" + name + "' has dtype " + dtype + ", expected F16, BF16 or F32");
+}
+
+std::vector<float> SafeTensor::to_f32() const {
+  std::vector<float> out(elements());
+  for (uint64_t i = 0; i < out.size(); ++i) out[i] = float_at(i);
+  return out;
 }
 
 std::unique_ptr<SafetensorsFile> SafetensorsFile::open(const std::string& path) {

@@ -19,6 +19,11 @@ struct SafeTensor {
   uint64_t bytes = 0;
 
   uint64_t elements() const;
+  // Element i of an F32 / F16 / BF16 tensor as fp32 (exact; the mapping
+  // may be unaligned). Throws Error(Format) naming the tensor otherwise.
+  float float_at(uint64_t i) const;
+  // All elements as fp32 (same rules).
+  std::vector<float> to_f32() const;
 };
 
 // Bytes per element of a safetensors dtype, 0 if unknown.
