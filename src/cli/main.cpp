@@ -46,6 +46,14 @@ using Tensor = Handle<woq_tensor, woq_tensor_destroy>;
 using QMatrix = Handle<woq_qmatrix, woq_qmatrix_destroy>;
 using Writer = Handle<woq_writer, woq_writer_destroy>;
 
+// If name ends with suffix, stores the part before it in *base.
+bool split_suffix(const std::string& name, const std::string& suffix, std::string* base) {
+  if (name.size() <= suffix.size() || name.compare(name.size() - suffix.size(), suffix.size(), suffix) != 0)
+    return false;
+  *base = name.substr(0, name.size() - suffix.size());
+  return true;
+}
+
 bool float_dtype(const std::string& d) { return d == "F32" || d == "F16" || d == "BF16"; }
 
 woq_dtype to_woq_dtype(const std::string& d) {
@@ -90,13 +98,13 @@ int cmd_quantize(const QuantizeArgs& a) {
 
   std::vector<const SafeTensor*> weights;
   for (const SafeTensor& t : st->tensors()) {
-    const bool is_weight = t.name.size() > 7 && t.name.compare(t.name.size() - 7, 7, ".weight") == 0;
+    std::string base;
+    const bool is_weight = split_suffix(t.name, ".weight", &base);
     if (is_weight && t.shape.size() == 2 && float_dtype(t.dtype)) {
       weights.push_back(&t);
       continue;
     }
-    const bool is_bias = t.name.size() > 5 && t.name.compare(t.name.size() - 5, 5, ".bias") == 0;
-    const SafeTensor* owner = is_bias ? st->find(t.name.substr(0, t.name.size() - 5) + ".weight") : nullptr;
+    const SafeTensor* owner = split_suffix(t.name, ".bias", &base) ? st->find(base + ".weight") : nullptr;
     if (owner && owner->shape.size() == 2 && t.shape.size() == 1 && t.shape[0] == owner->shape[0] &&
         float_dtype(t.dtype))
       continue;  // stored with its weight
@@ -123,7 +131,9 @@ int cmd_quantize(const QuantizeArgs& a) {
     std::vector<uint8_t> native(t->data, t->data + t->bytes);  // aligned copy in the source dtype
     QMatrix qm;
     check(woq_quantize(native.data(), to_woq_dtype(t->dtype), rows, cols, &q, qm.out()), "quantize '" + t->name + "'");
-    const SafeTensor* b = st->find(t->name.substr(0, t->name.size() - 7) + ".bias");
+    std::string base;
+    split_suffix(t->name, ".weight", &base);  // every entry of `weights` ends so
+    const SafeTensor* b = st->find(base + ".bias");
     std::vector<float> bias;
     if (b && b->shape.size() == 1 && b->shape[0] == rows && float_dtype(b->dtype)) bias = b->to_f32();
     check(woq_writer_add_tensor(w.get(), t->name.c_str(), qm.get(), bias.empty() ? nullptr : bias.data()),
@@ -323,7 +333,7 @@ int cmd_export(const std::string& in, const std::string& out, const std::string&
     check(woq_tensor_bias(ctx.get(), t.get(), bias.data(), bias.size() * 4, &has_bias), "bias");
     if (has_bias) {
       std::string base = info.name;
-      if (base.size() > 7 && base.compare(base.size() - 7, 7, ".weight") == 0) base.resize(base.size() - 7);
+      split_suffix(info.name, ".weight", &base);
       woq::import::SafeTensorOut b{base + ".bias", "F32", {info.rows}, {}};
       b.bytes.resize(info.rows * 4);
       std::memcpy(b.bytes.data(), bias.data(), b.bytes.size());
