@@ -13,22 +13,23 @@ namespace {
 
 using woq::import::SafeTensorOut;
 
-SafeTensorOut i32(const std::string& name, std::vector<uint64_t> shape, int32_t fill = 0x12345678) {
+// A tensor of `shape` with every element `fill` (of type T, stored as dtype).
+template <class T>
+SafeTensorOut filled(const std::string& name, const char* dtype, std::vector<uint64_t> shape, T fill) {
   uint64_t n = 1;
   for (uint64_t d : shape) n *= d;
-  std::vector<int32_t> v(n, fill);
-  SafeTensorOut t{name, "I32", shape, std::vector<uint8_t>(n * 4)};
+  std::vector<T> v(n, fill);
+  SafeTensorOut t{name, dtype, shape, std::vector<uint8_t>(n * sizeof(T))};
   if (n) std::memcpy(t.bytes.data(), v.data(), t.bytes.size());
   return t;
 }
 
+SafeTensorOut i32(const std::string& name, std::vector<uint64_t> shape, int32_t fill = 0x12345678) {
+  return filled(name, "I32", shape, fill);
+}
+
 SafeTensorOut f16(const std::string& name, std::vector<uint64_t> shape, uint16_t fill = 0x2000) {
-  uint64_t n = 1;
-  for (uint64_t d : shape) n *= d;
-  std::vector<uint16_t> v(n, fill);
-  SafeTensorOut t{name, "F16", shape, std::vector<uint8_t>(n * 2)};
-  if (n) std::memcpy(t.bytes.data(), v.data(), t.bytes.size());
-  return t;
+  return filled(name, "F16", shape, fill);
 }
 
 woq_status import(const woq::test::TempDir& dir, const std::vector<SafeTensorOut>& tensors, const char* format,
