@@ -171,6 +171,14 @@ void add_matrix(woq::format::Writer& writer, const std::string& name, const woq:
   writer.add_tensor(std::move(rec), {m.codes.data(), m.scales.data(), m.zeros.data(), bias});
 }
 
+// Checks both handles and that the tensor belongs to the context.
+void need_tensor_of(const woq_context* context, const woq_tensor* tensor) {
+  need_handle(context, kContextTag, "context");
+  need_handle(tensor, kTensorTag, "tensor");
+  if (tensor->impl->owner() != context->impl.get())
+    fail(Status::InvalidArgument, "tensor was loaded into a different context");
+}
+
 const woq::format::TensorRecord& need_tensor_record(const woq_file* file, const char* name) {
   need(name, "name");
   const woq::format::TensorRecord* rec = file->impl->find(name);
@@ -641,12 +649,9 @@ WOQ_API woq_status woq_matmul(woq_context* context, const woq_tensor* tensor, co
 WOQ_API woq_status woq_dequantize(woq_context* context, const woq_tensor* tensor, void* out, woq_dtype out_dtype,
                                   uint64_t out_capacity_bytes) {
   return guarded([&] {
-    need_handle(context, kContextTag, "context");
-    need_handle(tensor, kTensorTag, "tensor");
+    need_tensor_of(context, tensor);
     need(out, "out");
     woq::DType dtype = need_dtype(out_dtype, "out_dtype");
-    if (tensor->impl->owner() != context->impl.get())
-      fail(Status::InvalidArgument, "tensor was loaded into a different context");
     const uint64_t needed = tensor->impl->rows() * tensor->impl->cols() * woq::dtype_size(dtype);
     if (out_capacity_bytes < needed)
       fail(Status::Shape, "out holds " + std::to_string(out_capacity_bytes) + " bytes; the " +
@@ -659,11 +664,8 @@ WOQ_API woq_status woq_dequantize(woq_context* context, const woq_tensor* tensor
 WOQ_API woq_status woq_tensor_bias(woq_context* context, const woq_tensor* tensor, float* out,
                                    uint64_t out_capacity_bytes, int32_t* out_has_bias) {
   return guarded([&] {
-    need_handle(context, kContextTag, "context");
-    need_handle(tensor, kTensorTag, "tensor");
+    need_tensor_of(context, tensor);
     need(out_has_bias, "out_has_bias");
-    if (tensor->impl->owner() != context->impl.get())
-      fail(Status::InvalidArgument, "tensor was loaded into a different context");
     const bool has = context->impl->backend().bias(tensor->impl->impl(), nullptr);
     if (has && out) {
       const uint64_t needed = tensor->impl->rows() * sizeof(float);
@@ -679,12 +681,9 @@ WOQ_API woq_status woq_tensor_bias(woq_context* context, const woq_tensor* tenso
 WOQ_API woq_status woq_tensor_group(woq_context* context, const woq_tensor* tensor, uint64_t row, uint64_t group,
                                     float* out_scale, int32_t* out_zero_point) {
   return guarded([&] {
-    need_handle(context, kContextTag, "context");
-    need_handle(tensor, kTensorTag, "tensor");
+    need_tensor_of(context, tensor);
     need(out_scale, "out_scale");
     need(out_zero_point, "out_zero_point");
-    if (tensor->impl->owner() != context->impl.get())
-      fail(Status::InvalidArgument, "tensor was loaded into a different context");
     woq::Backend& b = context->impl->backend();
     const uint64_t groups = b.groups_of(tensor->impl->impl());
     if (row >= tensor->impl->rows() || group >= groups)
