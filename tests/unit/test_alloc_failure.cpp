@@ -49,11 +49,7 @@ TEST(AllocationFailure, EveryFailedAllocationOfALoadIsReportedAndLeaksNothing) {
   std::vector<float> w = woq::test::random_weights(40, 256, 9), bias(40, 0.25f);
   woq_qmatrix* q = nullptr;
   ASSERT_EQ(woq_quantize(w.data(), WOQ_DTYPE_F32, 40, 256, nullptr, &q), WOQ_OK);
-  woq_writer* wr = nullptr;
-  ASSERT_EQ(woq_writer_create(path.c_str(), &wr), WOQ_OK);
-  ASSERT_EQ(woq_writer_add_tensor(wr, "t", q, bias.data()), WOQ_OK);
-  ASSERT_EQ(woq_writer_finish(wr), WOQ_OK);
-  woq_writer_destroy(wr);
+  ASSERT_TRUE(woq::test::write_one_tensor(path, "t", q, bias.data()));
   woq_qmatrix_destroy(q);
   woq_context_options o;
   woq_context_options_init(&o);

@@ -236,11 +236,7 @@ TEST(CApi, CudaBackendReportsUnsupportedClearly) {
 TEST(CApi, TensorInfoHonoursStructSize) {
   woq::test::TempDir dir;
   Fixture fx(WOQ_BACKEND_CPU, 8, 64);
-  woq_writer* w = nullptr;
-  ASSERT_EQ(woq_writer_create(dir.file("i.woq").c_str(), &w), WOQ_OK);
-  ASSERT_EQ(woq_writer_add_tensor(w, "t", fx.q, nullptr), WOQ_OK);
-  ASSERT_EQ(woq_writer_finish(w), WOQ_OK);
-  woq_writer_destroy(w);
+  ASSERT_TRUE(woq::test::write_one_tensor(dir.file("i.woq"), "t", fx.q));
   woq_file* f = nullptr;
   ASSERT_EQ(woq_file_open(dir.file("i.woq").c_str(), &f), WOQ_OK);
   woq_tensor_info info;

@@ -27,11 +27,7 @@ TEST(Concurrency, EightThreadsTimesAThousandMatmulsOnOneLoadedTensor) {
   ASSERT_EQ(woq_context_create(nullptr, &ctx), WOQ_OK);
   woq_qmatrix* q = quantized(64, 256, 1);
   woq::test::TempDir dir;
-  woq_writer* w = nullptr;
-  ASSERT_EQ(woq_writer_create(dir.file("l.woq").c_str(), &w), WOQ_OK);
-  ASSERT_EQ(woq_writer_add_tensor(w, "t", q, nullptr), WOQ_OK);
-  ASSERT_EQ(woq_writer_finish(w), WOQ_OK);
-  woq_writer_destroy(w);
+  ASSERT_TRUE(woq::test::write_one_tensor(dir.file("l.woq"), "t", q));
   woq_file* f = nullptr;
   ASSERT_EQ(woq_file_open(dir.file("l.woq").c_str(), &f), WOQ_OK);
   woq_tensor* t = nullptr;
@@ -79,11 +75,7 @@ TEST(Concurrency, DestroyingOneTensorWhileOthersAreInUse) {
     });
   // Meanwhile: load, use and destroy other tensors, contexts and files.
   woq::test::TempDir dir;
-  woq_writer* w = nullptr;
-  ASSERT_EQ(woq_writer_create(dir.file("c.woq").c_str(), &w), WOQ_OK);
-  ASSERT_EQ(woq_writer_add_tensor(w, "t", q, nullptr), WOQ_OK);
-  ASSERT_EQ(woq_writer_finish(w), WOQ_OK);
-  woq_writer_destroy(w);
+  ASSERT_TRUE(woq::test::write_one_tensor(dir.file("c.woq"), "t", q));
   for (int rep = 0; rep < 200; ++rep) {
     woq_file* f = nullptr;
     ASSERT_EQ(woq_file_open(dir.file("c.woq").c_str(), &f), WOQ_OK);
@@ -109,11 +101,7 @@ TEST(CrashSafety, WriterKilledMidWriteLeavesThePreviousFileIntact) {
   woq::test::TempDir dir;
   const std::string path = dir.file("model.woq");
   woq_qmatrix* q = quantized(512, 1024, 5);
-  woq_writer* w = nullptr;
-  ASSERT_EQ(woq_writer_create(path.c_str(), &w), WOQ_OK);
-  ASSERT_EQ(woq_writer_add_tensor(w, "old", q, nullptr), WOQ_OK);
-  ASSERT_EQ(woq_writer_finish(w), WOQ_OK);
-  woq_writer_destroy(w);
+  ASSERT_TRUE(woq::test::write_one_tensor(path, "old", q));
   const std::vector<uint8_t> original = woq::test::read_file(path);
   int killed_mid_write = 0;
   for (int attempt = 0; attempt < 8; ++attempt) {

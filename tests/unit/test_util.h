@@ -82,4 +82,17 @@ inline void write_file(const std::string& path, const std::vector<uint8_t>& byte
   f.write(reinterpret_cast<const char*>(bytes.data()), std::streamsize(bytes.size()));
 }
 
+// Writes a .woq file holding one tensor; false (with the library's message
+// on stderr) if any step fails.
+inline bool write_one_tensor(const std::string& path, const char* name, const woq_qmatrix* q,
+                             const float* bias = nullptr) {
+  woq_writer* w = nullptr;
+  woq_status s = woq_writer_create(path.c_str(), &w);
+  if (s == WOQ_OK) s = woq_writer_add_tensor(w, name, q, bias);
+  if (s == WOQ_OK) s = woq_writer_finish(w);
+  if (s != WOQ_OK) std::fprintf(stderr, "writing %s: %s\n", path.c_str(), woq_last_error());
+  woq_writer_destroy(w);
+  return s == WOQ_OK;
+}
+
 }  // namespace woq::test
