@@ -1,0 +1,3 @@
+module woq
+
+go 1.19

@@ -1,0 +1,261 @@
+package woq
+
+import (
+	"errors"
+	"math"
+	"math/rand"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+)
+
+func randomMatrix(rng *rand.Rand, n int, scale float32) []float32 {
+	v := make([]float32, n)
+	for i := range v {
+		v[i] = scale * (2*rng.Float32() - 1)
+	}
+	return v
+}
+
+// writeModel quantizes random weights to a .woq file and returns the path,
+// the source weights and the bias.
+func writeModel(t *testing.T, rows, cols int) (string, []float32, []float32) {
+	t.Helper()
+	rng := rand.New(rand.NewSource(7))
+	w := randomMatrix(rng, rows*cols, 0.05)
+	bias := randomMatrix(rng, rows, 0.1)
+	q, err := Quantize(w, rows, cols, DefaultQuantOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	path := filepath.Join(t.TempDir(), "m.woq")
+	wr, err := CreateWriter(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer wr.Close()
+	if err := wr.Add("proj.weight", q, bias); err != nil {
+		t.Fatal(err)
+	}
+	if err := wr.SetMetadata("model.name", "go-test"); err != nil {
+		t.Fatal(err)
+	}
+	if err := wr.Finish(); err != nil {
+		t.Fatal(err)
+	}
+	return path, w, bias
+}
+
+func TestRoundTripMatchesFloat64(t *testing.T) {
+	const rows, cols, m = 96, 256, 3
+	path, w, bias := writeModel(t, rows, cols)
+	f, err := OpenFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := f.Verify(); err != nil {
+		t.Fatal(err)
+	}
+	infos, err := f.Tensors()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(infos) != 1 || infos[0].Name != "proj.weight" || infos[0].Rows != rows || infos[0].Cols != cols ||
+		infos[0].Bits != 4 || infos[0].GroupSize != 128 || !infos[0].HasBias {
+		t.Fatalf("tensor info %+v", infos)
+	}
+	if name, err := f.MetadataString("model.name"); err != nil || name != "go-test" {
+		t.Fatalf("metadata %q, %v", name, err)
+	}
+	ctx, err := NewContext(BackendCPU, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ctx.Close()
+	tensor, err := LoadTensor(ctx, f, "proj.weight")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tensor.Close()
+	what, err := tensor.Dequantize()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The dequantized weights are close to the source (4-bit grid, g128).
+	var e2, w2 float64
+	for i := range w {
+		d := float64(what[i] - w[i])
+		e2 += d * d
+		w2 += float64(w[i]) * float64(w[i])
+	}
+	if rel := math.Sqrt(e2 / w2); rel > 0.15 || rel == 0 {
+		t.Fatalf("relative weight error %g", rel)
+	}
+	x := randomMatrix(rand.New(rand.NewSource(9)), m*cols, 1)
+	y, err := tensor.MatMul(x, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for r := 0; r < m; r++ {
+		for n := 0; n < rows; n++ {
+			ref := float64(bias[n])
+			var mag float64
+			for k := 0; k < cols; k++ {
+				p := float64(x[r*cols+k]) * float64(what[n*cols+k])
+				ref += p
+				mag += math.Abs(p)
+			}
+			if got := float64(y[r*rows+n]); math.Abs(got-ref) > 1e-5*(mag+math.Abs(float64(bias[n]))) {
+				t.Fatalf("y[%d][%d] = %g, float64 reference %g", r, n, got, ref)
+			}
+		}
+	}
+}
+
+func statusOf(err error) int {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Status
+	}
+	return -1
+}
+
+func TestErrorsCarryStatusAndMessage(t *testing.T) {
+	_, err := OpenFile("/nonexistent/dir/model.woq")
+	if statusOf(err) != ErrIO || !strings.Contains(err.Error(), "/nonexistent/dir/model.woq") {
+		t.Fatalf("open of a missing file: %v", err)
+	}
+	_, err = Quantize(make([]float32, 10), 2, 4, DefaultQuantOptions())
+	if statusOf(err) != ErrShape {
+		t.Fatalf("wrong weight count: %v", err)
+	}
+	_, err = Quantize(make([]float32, 2*100), 2, 100, DefaultQuantOptions())
+	if statusOf(err) != ErrShape || !strings.Contains(err.Error(), "group") {
+		t.Fatalf("cols not a multiple of the group: %v", err)
+	}
+	path := filepath.Join(t.TempDir(), "bad.woq")
+	if err := os.WriteFile(path, []byte("not a woq file at all, just some text"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := OpenFile(path); statusOf(err) != ErrFormat {
+		t.Fatalf("garbage file: %v", err)
+	}
+	if _, err := OpenFile("a\x00b"); statusOf(err) != ErrInvalidArgument {
+		t.Fatalf("NUL in path: %v", err)
+	}
+}
+
+func TestMisuseIsAnErrorNotACrash(t *testing.T) {
+	path, _, _ := writeModel(t, 32, 128)
+	f, err := OpenFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, err := NewContext(BackendCPU, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tensor, err := LoadTensor(ctx, f, "proj.weight")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LoadTensor(ctx, f, "missing"); statusOf(err) != ErrNotFound || !strings.Contains(err.Error(), "missing") {
+		t.Fatalf("unknown tensor: %v", err)
+	}
+	if _, err := tensor.MatMul(make([]float32, 127), 1); statusOf(err) != ErrShape {
+		t.Fatalf("short x: %v", err)
+	}
+	if err := tensor.MatMulInto(make([]float32, 256), 2, make([]float32, 63)); statusOf(err) != ErrShape {
+		t.Fatalf("short y: %v", err)
+	}
+	if err := tensor.MatMul16(make([]uint16, 128), F32, 1, make([]float32, 32)); statusOf(err) != ErrInvalidArgument {
+		t.Fatalf("MatMul16 with F32: %v", err)
+	}
+	f.Close()
+	f.Close() // twice is fine
+	if err := f.Verify(); statusOf(err) != ErrInvalidArgument || !strings.Contains(err.Error(), "closed") {
+		t.Fatalf("use after close: %v", err)
+	}
+	// The tensor outlives its file; closing the context first is deferred
+	// until the tensor goes, and the tensor then reports a closed context.
+	if _, err := tensor.MatMul(make([]float32, 128), 1); err != nil {
+		t.Fatal(err)
+	}
+	ctx.Close()
+	if _, err := tensor.MatMul(make([]float32, 128), 1); statusOf(err) != ErrInvalidArgument || !strings.Contains(err.Error(), "context is closed") {
+		t.Fatalf("matmul on a closed context: %v", err)
+	}
+	tensor.Close()
+}
+
+func TestConcurrentMatMulOnOneTensor(t *testing.T) {
+	const rows, cols = 64, 256
+	path, _, _ := writeModel(t, rows, cols)
+	f, err := OpenFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	ctx, err := NewContext(BackendCPU, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ctx.Close()
+	tensor, err := LoadTensor(ctx, f, "proj.weight")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tensor.Close()
+	x := randomMatrix(rand.New(rand.NewSource(3)), cols, 1)
+	want, err := tensor.MatMul(x, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for g := 0; g < 8; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			y := make([]float32, rows)
+			for i := 0; i < 200; i++ {
+				if err := tensor.MatMulInto(x, 1, y); err != nil {
+					errs <- err
+					return
+				}
+				for n := range y {
+					if y[n] != want[n] {
+						errs <- errors.New("results differ between goroutines")
+						return
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+}
+
+func TestABIMatches(t *testing.T) {
+	if err := CheckABI(); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(Version(), "1.") {
+		t.Fatalf("version %q", Version())
+	}
+	ctx, err := NewContext(BackendCPUReference, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ctx.Close()
+	if k, err := ctx.Kernel(); err != nil || k != "reference" {
+		t.Fatalf("kernel %q, %v", k, err)
+	}
+}
