@@ -31,7 +31,11 @@
 
 #define WOQ_API
 
-/* The header's own version: bindings compare it with woq_version() at load. */
+/* The header's own version: bindings compare it with woq_version() at load.
+ * In C# constants are compile-time constants of the generated code. */
+#if defined(SWIGCSHARP)
+%csconst(1);
+#endif
 %constant uint32_t WOQ_BINDINGS_VERSION_MAJOR = WOQ_VERSION_MAJOR;
 
 /* size_t only appears as struct_size, which the *_init functions set. */
@@ -79,7 +83,7 @@ WOQ_CS_OUT_POINTER(const char**)
 %typemap(ctype) const char* STRING_IN "const char*"
 %typemap(imtype) const char* STRING_IN "byte[]"
 %typemap(cstype) const char* STRING_IN "byte[]"
-%typemap(in) const char* STRING_IN %{ $1 = $input; %}
+%typemap(in) const char* STRING_IN %{ $1 = ($1_ltype)$input; %}
 %typemap(csin) const char* STRING_IN "$csinput"
 %apply const char* STRING_IN {
   const char* path, const char* name, const char* key, const char* value,

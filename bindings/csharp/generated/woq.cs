@@ -251,11 +251,11 @@ public class woq {
     return ret;
   }
 
-  public static readonly uint WOQ_BINDINGS_VERSION_MAJOR = woqPINVOKE.WOQ_BINDINGS_VERSION_MAJOR_get();
-  public static readonly int WOQ_VERSION_MAJOR = woqPINVOKE.WOQ_VERSION_MAJOR_get();
-  public static readonly int WOQ_VERSION_MINOR = woqPINVOKE.WOQ_VERSION_MINOR_get();
-  public static readonly int WOQ_VERSION_PATCH = woqPINVOKE.WOQ_VERSION_PATCH_get();
-  public static readonly int WOQ_VERSION_NUMBER = woqPINVOKE.WOQ_VERSION_NUMBER_get();
+  public const uint WOQ_BINDINGS_VERSION_MAJOR = WOQ_VERSION_MAJOR;
+  public const int WOQ_VERSION_MAJOR = 1;
+  public const int WOQ_VERSION_MINOR = 0;
+  public const int WOQ_VERSION_PATCH = 0;
+  public const int WOQ_VERSION_NUMBER = (1*10000+0*100+0);
 }
 
 }

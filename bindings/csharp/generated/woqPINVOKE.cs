@@ -12,21 +12,6 @@ namespace Woq.Native {
 
 class woqPINVOKE {
 
-  [global::System.Runtime.InteropServices.DllImport("woq_csharp", EntryPoint="CSharp_WoqfNative_WOQ_BINDINGS_VERSION_MAJOR_get___")]
-  public static extern uint WOQ_BINDINGS_VERSION_MAJOR_get();
-
-  [global::System.Runtime.InteropServices.DllImport("woq_csharp", EntryPoint="CSharp_WoqfNative_WOQ_VERSION_MAJOR_get___")]
-  public static extern int WOQ_VERSION_MAJOR_get();
-
-  [global::System.Runtime.InteropServices.DllImport("woq_csharp", EntryPoint="CSharp_WoqfNative_WOQ_VERSION_MINOR_get___")]
-  public static extern int WOQ_VERSION_MINOR_get();
-
-  [global::System.Runtime.InteropServices.DllImport("woq_csharp", EntryPoint="CSharp_WoqfNative_WOQ_VERSION_PATCH_get___")]
-  public static extern int WOQ_VERSION_PATCH_get();
-
-  [global::System.Runtime.InteropServices.DllImport("woq_csharp", EntryPoint="CSharp_WoqfNative_WOQ_VERSION_NUMBER_get___")]
-  public static extern int WOQ_VERSION_NUMBER_get();
-
   [global::System.Runtime.InteropServices.DllImport("woq_csharp", EntryPoint="CSharp_WoqfNative_woq_version___")]
   public static extern uint woq_version();
 

@@ -162,56 +162,6 @@ SWIGINTERN char const *woq_tensor_info_name_utf8(struct woq_tensor_info const *s
 extern "C" {
 #endif
 
-SWIGEXPORT unsigned int SWIGSTDCALL CSharp_WoqfNative_WOQ_BINDINGS_VERSION_MAJOR_get___() {
-  unsigned int jresult ;
-  uint32_t result;
-  
-  result = (uint32_t)(WOQ_VERSION_MAJOR);
-  jresult = result; 
-  return jresult;
-}
-
-
-SWIGEXPORT int SWIGSTDCALL CSharp_WoqfNative_WOQ_VERSION_MAJOR_get___() {
-  int jresult ;
-  int result;
-  
-  result = (int)(1);
-  jresult = result; 
-  return jresult;
-}
-
-
-SWIGEXPORT int SWIGSTDCALL CSharp_WoqfNative_WOQ_VERSION_MINOR_get___() {
-  int jresult ;
-  int result;
-  
-  result = (int)(0);
-  jresult = result; 
-  return jresult;
-}
-
-
-SWIGEXPORT int SWIGSTDCALL CSharp_WoqfNative_WOQ_VERSION_PATCH_get___() {
-  int jresult ;
-  int result;
-  
-  result = (int)(0);
-  jresult = result; 
-  return jresult;
-}
-
-
-SWIGEXPORT int SWIGSTDCALL CSharp_WoqfNative_WOQ_VERSION_NUMBER_get___() {
-  int jresult ;
-  int result;
-  
-  result = (int)((1*10000+0*100+0));
-  jresult = result; 
-  return jresult;
-}
-
-
 SWIGEXPORT unsigned int SWIGSTDCALL CSharp_WoqfNative_woq_version___() {
   unsigned int jresult ;
   uint32_t result;
@@ -636,9 +586,9 @@ SWIGEXPORT int SWIGSTDCALL CSharp_WoqfNative_woq_import_checkpoint___(const char
   char **arg4 = (char **) 0 ;
   woq_status result;
   
-  arg1 = jarg1; 
-  arg2 = jarg2; 
-  arg3 = jarg3; 
+  arg1 = (char *)jarg1; 
+  arg2 = (char *)jarg2; 
+  arg3 = (char *)jarg3; 
   arg4 = (char **)jarg4; 
   result = (woq_status)woq_import_checkpoint((char const *)arg1,(char const *)arg2,(char const *)arg3,(char const **)arg4);
   jresult = (int)result; 
@@ -652,7 +602,7 @@ SWIGEXPORT int SWIGSTDCALL CSharp_WoqfNative_woq_writer_create___(const char* ja
   woq_writer **arg2 = (woq_writer **) 0 ;
   woq_status result;
   
-  arg1 = jarg1; 
+  arg1 = (char *)jarg1; 
   arg2 = (woq_writer **)jarg2; 
   result = (woq_status)woq_writer_create((char const *)arg1,arg2);
   jresult = (int)result; 
@@ -669,7 +619,7 @@ SWIGEXPORT int SWIGSTDCALL CSharp_WoqfNative_woq_writer_add_tensor___(void* jarg
   woq_status result;
   
   arg1 = (woq_writer *)jarg1; 
-  arg2 = jarg2; 
+  arg2 = (char *)jarg2; 
   arg3 = (woq_qmatrix *)jarg3; 
   arg4 = (float *)jarg4; 
   result = (woq_status)woq_writer_add_tensor(arg1,(char const *)arg2,(struct woq_qmatrix const *)arg3,(float const *)arg4);
@@ -686,8 +636,8 @@ SWIGEXPORT int SWIGSTDCALL CSharp_WoqfNative_woq_writer_set_metadata_string___(v
   woq_status result;
   
   arg1 = (woq_writer *)jarg1; 
-  arg2 = jarg2; 
-  arg3 = jarg3; 
+  arg2 = (char *)jarg2; 
+  arg3 = (char *)jarg3; 
   result = (woq_status)woq_writer_set_metadata_string(arg1,(char const *)arg2,(char const *)arg3);
   jresult = (int)result; 
   return jresult;
@@ -702,7 +652,7 @@ SWIGEXPORT int SWIGSTDCALL CSharp_WoqfNative_woq_writer_set_metadata_int___(void
   woq_status result;
   
   arg1 = (woq_writer *)jarg1; 
-  arg2 = jarg2; 
+  arg2 = (char *)jarg2; 
   arg3 = (int64_t)jarg3; 
   result = (woq_status)woq_writer_set_metadata_int(arg1,(char const *)arg2,arg3);
   jresult = (int)result; 
@@ -718,7 +668,7 @@ SWIGEXPORT int SWIGSTDCALL CSharp_WoqfNative_woq_writer_set_metadata_float___(vo
   woq_status result;
   
   arg1 = (woq_writer *)jarg1; 
-  arg2 = jarg2; 
+  arg2 = (char *)jarg2; 
   arg3 = (double)jarg3; 
   result = (woq_status)woq_writer_set_metadata_float(arg1,(char const *)arg2,arg3);
   jresult = (int)result; 
@@ -752,7 +702,7 @@ SWIGEXPORT int SWIGSTDCALL CSharp_WoqfNative_woq_file_open___(const char* jarg1,
   woq_file **arg2 = (woq_file **) 0 ;
   woq_status result;
   
-  arg1 = jarg1; 
+  arg1 = (char *)jarg1; 
   arg2 = (woq_file **)jarg2; 
   result = (woq_status)woq_file_open((char const *)arg1,arg2);
   jresult = (int)result; 
@@ -907,7 +857,7 @@ SWIGEXPORT int SWIGSTDCALL CSharp_WoqfNative_woq_file_open_ex___(const char* jar
   woq_file **arg3 = (woq_file **) 0 ;
   woq_status result;
   
-  arg1 = jarg1; 
+  arg1 = (char *)jarg1; 
   arg2 = (woq_open_options *)jarg2; 
   arg3 = (woq_file **)jarg3; 
   result = (woq_status)woq_file_open_ex((char const *)arg1,(struct woq_open_options const *)arg2,arg3);
@@ -1350,7 +1300,7 @@ SWIGEXPORT int SWIGSTDCALL CSharp_WoqfNative_woq_file_tensor_info_by_name___(voi
   woq_status result;
   
   arg1 = (woq_file *)jarg1; 
-  arg2 = jarg2; 
+  arg2 = (char *)jarg2; 
   arg3 = (woq_tensor_info *)jarg3; 
   result = (woq_status)woq_file_tensor_info_by_name((struct woq_file const *)arg1,(char const *)arg2,arg3);
   jresult = (int)result; 
@@ -1399,7 +1349,7 @@ SWIGEXPORT int SWIGSTDCALL CSharp_WoqfNative_woq_file_metadata_string___(void* j
   woq_status result;
   
   arg1 = (woq_file *)jarg1; 
-  arg2 = jarg2; 
+  arg2 = (char *)jarg2; 
   arg3 = (char **)jarg3; 
   arg4 = (uint64_t *)jarg4; 
   result = (woq_status)woq_file_metadata_string((struct woq_file const *)arg1,(char const *)arg2,(char const **)arg3,arg4);
@@ -1416,7 +1366,7 @@ SWIGEXPORT int SWIGSTDCALL CSharp_WoqfNative_woq_file_metadata_int___(void* jarg
   woq_status result;
   
   arg1 = (woq_file *)jarg1; 
-  arg2 = jarg2; 
+  arg2 = (char *)jarg2; 
   arg3 = (int64_t *)jarg3; 
   result = (woq_status)woq_file_metadata_int((struct woq_file const *)arg1,(char const *)arg2,arg3);
   jresult = (int)result; 
@@ -1432,7 +1382,7 @@ SWIGEXPORT int SWIGSTDCALL CSharp_WoqfNative_woq_file_metadata_float___(void* ja
   woq_status result;
   
   arg1 = (woq_file *)jarg1; 
-  arg2 = jarg2; 
+  arg2 = (char *)jarg2; 
   arg3 = (double *)jarg3; 
   result = (woq_status)woq_file_metadata_float((struct woq_file const *)arg1,(char const *)arg2,arg3);
   jresult = (int)result; 
@@ -1450,7 +1400,7 @@ SWIGEXPORT int SWIGSTDCALL CSharp_WoqfNative_woq_tensor_load___(void* jarg1, voi
   
   arg1 = (woq_context *)jarg1; 
   arg2 = (woq_file *)jarg2; 
-  arg3 = jarg3; 
+  arg3 = (char *)jarg3; 
   arg4 = (woq_tensor **)jarg4; 
   result = (woq_status)woq_tensor_load(arg1,(struct woq_file const *)arg2,(char const *)arg3,arg4);
   jresult = (int)result; 
@@ -1470,7 +1420,7 @@ SWIGEXPORT int SWIGSTDCALL CSharp_WoqfNative_woq_tensor_load_rows___(void* jarg1
   
   arg1 = (woq_context *)jarg1; 
   arg2 = (woq_file *)jarg2; 
-  arg3 = jarg3; 
+  arg3 = (char *)jarg3; 
   arg4 = (uint64_t)jarg4; 
   arg5 = (uint64_t)jarg5; 
   arg6 = (woq_tensor **)jarg6; 

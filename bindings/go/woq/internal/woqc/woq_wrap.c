@@ -13,9 +13,9 @@ extern
 #ifdef __cplusplus
   "C"
 #endif
-  void cgo_panic__woqc_dac73c8aa633b8bf(const char*);
+  void cgo_panic__woqc_7f9afc7fe7e20b0f(const char*);
 static void _swig_gopanic(const char *p) {
-  cgo_panic__woqc_dac73c8aa633b8bf(p);
+  cgo_panic__woqc_7f9afc7fe7e20b0f(p);
 }
 
 
@@ -207,7 +207,7 @@ SWIGINTERN char const *woq_tensor_info_name_utf8(struct woq_tensor_info const *s
 extern "C" {
 #endif
 
-void _wrap_Swig_free_woqc_dac73c8aa633b8bf(void *_swig_go_0) {
+void _wrap_Swig_free_woqc_7f9afc7fe7e20b0f(void *_swig_go_0) {
   void *arg1 = (void *) 0 ;
   
   arg1 = *(void **)&_swig_go_0; 
@@ -217,7 +217,7 @@ void _wrap_Swig_free_woqc_dac73c8aa633b8bf(void *_swig_go_0) {
 }
 
 
-void *_wrap_Swig_malloc_woqc_dac73c8aa633b8bf(intgo _swig_go_0) {
+void *_wrap_Swig_malloc_woqc_7f9afc7fe7e20b0f(intgo _swig_go_0) {
   int arg1 ;
   void *result = 0 ;
   void *_swig_go_result;
@@ -230,7 +230,7 @@ void *_wrap_Swig_malloc_woqc_dac73c8aa633b8bf(intgo _swig_go_0) {
 }
 
 
-intgo _wrap_WOQ_BINDINGS_VERSION_MAJOR_woqc_dac73c8aa633b8bf() {
+intgo _wrap_WOQ_BINDINGS_VERSION_MAJOR_woqc_7f9afc7fe7e20b0f() {
   uint32_t result;
   intgo _swig_go_result;
   
@@ -241,7 +241,7 @@ intgo _wrap_WOQ_BINDINGS_VERSION_MAJOR_woqc_dac73c8aa633b8bf() {
 }
 
 
-intgo _wrap_WOQ_VERSION_NUMBER_woqc_dac73c8aa633b8bf() {
+intgo _wrap_WOQ_VERSION_NUMBER_woqc_7f9afc7fe7e20b0f() {
   int result;
   intgo _swig_go_result;
   
@@ -252,7 +252,7 @@ intgo _wrap_WOQ_VERSION_NUMBER_woqc_dac73c8aa633b8bf() {
 }
 
 
-intgo _wrap_woq_version_woqc_dac73c8aa633b8bf() {
+intgo _wrap_woq_version_woqc_7f9afc7fe7e20b0f() {
   uint32_t result;
   intgo _swig_go_result;
   
@@ -263,7 +263,7 @@ intgo _wrap_woq_version_woqc_dac73c8aa633b8bf() {
 }
 
 
-_gostring_ _wrap_woq_version_string_woqc_dac73c8aa633b8bf() {
+_gostring_ _wrap_woq_version_string_woqc_7f9afc7fe7e20b0f() {
   char *result = 0 ;
   _gostring_ _swig_go_result;
   
@@ -274,7 +274,7 @@ _gostring_ _wrap_woq_version_string_woqc_dac73c8aa633b8bf() {
 }
 
 
-intgo _wrap_WOQ_OK_woqc_dac73c8aa633b8bf() {
+intgo _wrap_WOQ_OK_woqc_7f9afc7fe7e20b0f() {
   enum woq_status result;
   intgo _swig_go_result;
   
@@ -286,7 +286,7 @@ intgo _wrap_WOQ_OK_woqc_dac73c8aa633b8bf() {
 }
 
 
-intgo _wrap_WOQ_ERR_INVALID_ARGUMENT_woqc_dac73c8aa633b8bf() {
+intgo _wrap_WOQ_ERR_INVALID_ARGUMENT_woqc_7f9afc7fe7e20b0f() {
   enum woq_status result;
   intgo _swig_go_result;
   
@@ -298,7 +298,7 @@ intgo _wrap_WOQ_ERR_INVALID_ARGUMENT_woqc_dac73c8aa633b8bf() {
 }
 
 
-intgo _wrap_WOQ_ERR_SHAPE_woqc_dac73c8aa633b8bf() {
+intgo _wrap_WOQ_ERR_SHAPE_woqc_7f9afc7fe7e20b0f() {
   enum woq_status result;
   intgo _swig_go_result;
   
@@ -310,7 +310,7 @@ intgo _wrap_WOQ_ERR_SHAPE_woqc_dac73c8aa633b8bf() {
 }
 
 
-intgo _wrap_WOQ_ERR_OUT_OF_MEMORY_woqc_dac73c8aa633b8bf() {
+intgo _wrap_WOQ_ERR_OUT_OF_MEMORY_woqc_7f9afc7fe7e20b0f() {
   enum woq_status result;
   intgo _swig_go_result;
   
@@ -322,7 +322,7 @@ intgo _wrap_WOQ_ERR_OUT_OF_MEMORY_woqc_dac73c8aa633b8bf() {
 }
 
 
-intgo _wrap_WOQ_ERR_IO_woqc_dac73c8aa633b8bf() {
+intgo _wrap_WOQ_ERR_IO_woqc_7f9afc7fe7e20b0f() {
   enum woq_status result;
   intgo _swig_go_result;
   
@@ -334,7 +334,7 @@ intgo _wrap_WOQ_ERR_IO_woqc_dac73c8aa633b8bf() {
 }
 
 
-intgo _wrap_WOQ_ERR_FORMAT_woqc_dac73c8aa633b8bf() {
+intgo _wrap_WOQ_ERR_FORMAT_woqc_7f9afc7fe7e20b0f() {
   enum woq_status result;
   intgo _swig_go_result;
   
@@ -346,7 +346,7 @@ intgo _wrap_WOQ_ERR_FORMAT_woqc_dac73c8aa633b8bf() {
 }
 
 
-intgo _wrap_WOQ_ERR_CHECKSUM_woqc_dac73c8aa633b8bf() {
+intgo _wrap_WOQ_ERR_CHECKSUM_woqc_7f9afc7fe7e20b0f() {
   enum woq_status result;
   intgo _swig_go_result;
   
@@ -358,7 +358,7 @@ intgo _wrap_WOQ_ERR_CHECKSUM_woqc_dac73c8aa633b8bf() {
 }
 
 
-intgo _wrap_WOQ_ERR_VERSION_woqc_dac73c8aa633b8bf() {
+intgo _wrap_WOQ_ERR_VERSION_woqc_7f9afc7fe7e20b0f() {
   enum woq_status result;
   intgo _swig_go_result;
   
@@ -370,7 +370,7 @@ intgo _wrap_WOQ_ERR_VERSION_woqc_dac73c8aa633b8bf() {
 }
 
 
-intgo _wrap_WOQ_ERR_NOT_FOUND_woqc_dac73c8aa633b8bf() {
+intgo _wrap_WOQ_ERR_NOT_FOUND_woqc_7f9afc7fe7e20b0f() {
   enum woq_status result;
   intgo _swig_go_result;
   
@@ -382,7 +382,7 @@ intgo _wrap_WOQ_ERR_NOT_FOUND_woqc_dac73c8aa633b8bf() {
 }
 
 
-intgo _wrap_WOQ_ERR_UNSUPPORTED_woqc_dac73c8aa633b8bf() {
+intgo _wrap_WOQ_ERR_UNSUPPORTED_woqc_7f9afc7fe7e20b0f() {
   enum woq_status result;
   intgo _swig_go_result;
   
@@ -394,7 +394,7 @@ intgo _wrap_WOQ_ERR_UNSUPPORTED_woqc_dac73c8aa633b8bf() {
 }
 
 
-intgo _wrap_WOQ_ERR_LIMIT_woqc_dac73c8aa633b8bf() {
+intgo _wrap_WOQ_ERR_LIMIT_woqc_7f9afc7fe7e20b0f() {
   enum woq_status result;
   intgo _swig_go_result;
   
@@ -406,7 +406,7 @@ intgo _wrap_WOQ_ERR_LIMIT_woqc_dac73c8aa633b8bf() {
 }
 
 
-intgo _wrap_WOQ_ERR_INTERNAL_woqc_dac73c8aa633b8bf() {
+intgo _wrap_WOQ_ERR_INTERNAL_woqc_7f9afc7fe7e20b0f() {
   enum woq_status result;
   intgo _swig_go_result;
   
@@ -418,7 +418,7 @@ intgo _wrap_WOQ_ERR_INTERNAL_woqc_dac73c8aa633b8bf() {
 }
 
 
-intgo _wrap_WOQ_STATUS_MAX_ENUM_woqc_dac73c8aa633b8bf() {
+intgo _wrap_WOQ_STATUS_MAX_ENUM_woqc_7f9afc7fe7e20b0f() {
   enum woq_status result;
   intgo _swig_go_result;
   
@@ -430,7 +430,7 @@ intgo _wrap_WOQ_STATUS_MAX_ENUM_woqc_dac73c8aa633b8bf() {
 }
 
 
-_gostring_ _wrap_woq_status_string_woqc_dac73c8aa633b8bf(intgo _swig_go_0) {
+_gostring_ _wrap_woq_status_string_woqc_7f9afc7fe7e20b0f(intgo _swig_go_0) {
   woq_status arg1 ;
   char *result = 0 ;
   _gostring_ _swig_go_result;
@@ -443,7 +443,7 @@ _gostring_ _wrap_woq_status_string_woqc_dac73c8aa633b8bf(intgo _swig_go_0) {
 }
 
 
-_gostring_ _wrap_woq_last_error_woqc_dac73c8aa633b8bf() {
+_gostring_ _wrap_woq_last_error_woqc_7f9afc7fe7e20b0f() {
   char *result = 0 ;
   _gostring_ _swig_go_result;
   
@@ -454,7 +454,7 @@ _gostring_ _wrap_woq_last_error_woqc_dac73c8aa633b8bf() {
 }
 
 
-intgo _wrap_WOQ_DTYPE_F32_woqc_dac73c8aa633b8bf() {
+intgo _wrap_WOQ_DTYPE_F32_woqc_7f9afc7fe7e20b0f() {
   enum woq_dtype result;
   intgo _swig_go_result;
   
@@ -466,7 +466,7 @@ intgo _wrap_WOQ_DTYPE_F32_woqc_dac73c8aa633b8bf() {
 }
 
 
-intgo _wrap_WOQ_DTYPE_F16_woqc_dac73c8aa633b8bf() {
+intgo _wrap_WOQ_DTYPE_F16_woqc_7f9afc7fe7e20b0f() {
   enum woq_dtype result;
   intgo _swig_go_result;
   
@@ -478,7 +478,7 @@ intgo _wrap_WOQ_DTYPE_F16_woqc_dac73c8aa633b8bf() {
 }
 
 
-intgo _wrap_WOQ_DTYPE_BF16_woqc_dac73c8aa633b8bf() {
+intgo _wrap_WOQ_DTYPE_BF16_woqc_7f9afc7fe7e20b0f() {
   enum woq_dtype result;
   intgo _swig_go_result;
   
@@ -490,7 +490,7 @@ intgo _wrap_WOQ_DTYPE_BF16_woqc_dac73c8aa633b8bf() {
 }
 
 
-intgo _wrap_WOQ_DTYPE_MAX_ENUM_woqc_dac73c8aa633b8bf() {
+intgo _wrap_WOQ_DTYPE_MAX_ENUM_woqc_7f9afc7fe7e20b0f() {
   enum woq_dtype result;
   intgo _swig_go_result;
   
@@ -502,7 +502,7 @@ intgo _wrap_WOQ_DTYPE_MAX_ENUM_woqc_dac73c8aa633b8bf() {
 }
 
 
-intgo _wrap_WOQ_BACKEND_CPU_REFERENCE_woqc_dac73c8aa633b8bf() {
+intgo _wrap_WOQ_BACKEND_CPU_REFERENCE_woqc_7f9afc7fe7e20b0f() {
   enum woq_backend result;
   intgo _swig_go_result;
   
@@ -514,7 +514,7 @@ intgo _wrap_WOQ_BACKEND_CPU_REFERENCE_woqc_dac73c8aa633b8bf() {
 }
 
 
-intgo _wrap_WOQ_BACKEND_CPU_woqc_dac73c8aa633b8bf() {
+intgo _wrap_WOQ_BACKEND_CPU_woqc_7f9afc7fe7e20b0f() {
   enum woq_backend result;
   intgo _swig_go_result;
   
@@ -526,7 +526,7 @@ intgo _wrap_WOQ_BACKEND_CPU_woqc_dac73c8aa633b8bf() {
 }
 
 
-intgo _wrap_WOQ_BACKEND_CUDA_woqc_dac73c8aa633b8bf() {
+intgo _wrap_WOQ_BACKEND_CUDA_woqc_7f9afc7fe7e20b0f() {
   enum woq_backend result;
   intgo _swig_go_result;
   
@@ -538,7 +538,7 @@ intgo _wrap_WOQ_BACKEND_CUDA_woqc_dac73c8aa633b8bf() {
 }
 
 
-intgo _wrap_WOQ_BACKEND_MAX_ENUM_woqc_dac73c8aa633b8bf() {
+intgo _wrap_WOQ_BACKEND_MAX_ENUM_woqc_7f9afc7fe7e20b0f() {
   enum woq_backend result;
   intgo _swig_go_result;
   
@@ -550,7 +550,7 @@ intgo _wrap_WOQ_BACKEND_MAX_ENUM_woqc_dac73c8aa633b8bf() {
 }
 
 
-intgo _wrap_WOQ_SCHEME_ASYMMETRIC_woqc_dac73c8aa633b8bf() {
+intgo _wrap_WOQ_SCHEME_ASYMMETRIC_woqc_7f9afc7fe7e20b0f() {
   enum woq_scheme result;
   intgo _swig_go_result;
   
@@ -562,7 +562,7 @@ intgo _wrap_WOQ_SCHEME_ASYMMETRIC_woqc_dac73c8aa633b8bf() {
 }
 
 
-intgo _wrap_WOQ_SCHEME_SYMMETRIC_woqc_dac73c8aa633b8bf() {
+intgo _wrap_WOQ_SCHEME_SYMMETRIC_woqc_7f9afc7fe7e20b0f() {
   enum woq_scheme result;
   intgo _swig_go_result;
   
@@ -574,7 +574,7 @@ intgo _wrap_WOQ_SCHEME_SYMMETRIC_woqc_dac73c8aa633b8bf() {
 }
 
 
-intgo _wrap_WOQ_SCHEME_MAX_ENUM_woqc_dac73c8aa633b8bf() {
+intgo _wrap_WOQ_SCHEME_MAX_ENUM_woqc_7f9afc7fe7e20b0f() {
   enum woq_scheme result;
   intgo _swig_go_result;
   
@@ -586,7 +586,7 @@ intgo _wrap_WOQ_SCHEME_MAX_ENUM_woqc_dac73c8aa633b8bf() {
 }
 
 
-intgo _wrap_WOQ_METHOD_RTN_woqc_dac73c8aa633b8bf() {
+intgo _wrap_WOQ_METHOD_RTN_woqc_7f9afc7fe7e20b0f() {
   enum woq_method result;
   intgo _swig_go_result;
   
@@ -598,7 +598,7 @@ intgo _wrap_WOQ_METHOD_RTN_woqc_dac73c8aa633b8bf() {
 }
 
 
-intgo _wrap_WOQ_METHOD_MSE_woqc_dac73c8aa633b8bf() {
+intgo _wrap_WOQ_METHOD_MSE_woqc_7f9afc7fe7e20b0f() {
   enum woq_method result;
   intgo _swig_go_result;
   
@@ -610,7 +610,7 @@ intgo _wrap_WOQ_METHOD_MSE_woqc_dac73c8aa633b8bf() {
 }
 
 
-intgo _wrap_WOQ_METHOD_GPTQ_woqc_dac73c8aa633b8bf() {
+intgo _wrap_WOQ_METHOD_GPTQ_woqc_7f9afc7fe7e20b0f() {
   enum woq_method result;
   intgo _swig_go_result;
   
@@ -622,7 +622,7 @@ intgo _wrap_WOQ_METHOD_GPTQ_woqc_dac73c8aa633b8bf() {
 }
 
 
-intgo _wrap_WOQ_METHOD_AWQ_woqc_dac73c8aa633b8bf() {
+intgo _wrap_WOQ_METHOD_AWQ_woqc_7f9afc7fe7e20b0f() {
   enum woq_method result;
   intgo _swig_go_result;
   
@@ -634,7 +634,7 @@ intgo _wrap_WOQ_METHOD_AWQ_woqc_dac73c8aa633b8bf() {
 }
 
 
-intgo _wrap_WOQ_METHOD_MAX_ENUM_woqc_dac73c8aa633b8bf() {
+intgo _wrap_WOQ_METHOD_MAX_ENUM_woqc_7f9afc7fe7e20b0f() {
   enum woq_method result;
   intgo _swig_go_result;
   
@@ -646,7 +646,7 @@ intgo _wrap_WOQ_METHOD_MAX_ENUM_woqc_dac73c8aa633b8bf() {
 }
 
 
-void _wrap_woq_context_options_struct_size_set_woqc_dac73c8aa633b8bf(struct woq_context_options *_swig_go_0, long long _swig_go_1) {
+void _wrap_woq_context_options_struct_size_set_woqc_7f9afc7fe7e20b0f(struct woq_context_options *_swig_go_0, long long _swig_go_1) {
   struct woq_context_options *arg1 = (struct woq_context_options *) 0 ;
   size_t arg2 ;
   
@@ -658,7 +658,7 @@ void _wrap_woq_context_options_struct_size_set_woqc_dac73c8aa633b8bf(struct woq_
 }
 
 
-long long _wrap_woq_context_options_struct_size_get_woqc_dac73c8aa633b8bf(struct woq_context_options *_swig_go_0) {
+long long _wrap_woq_context_options_struct_size_get_woqc_7f9afc7fe7e20b0f(struct woq_context_options *_swig_go_0) {
   struct woq_context_options *arg1 = (struct woq_context_options *) 0 ;
   size_t result;
   long long _swig_go_result;
@@ -671,7 +671,7 @@ long long _wrap_woq_context_options_struct_size_get_woqc_dac73c8aa633b8bf(struct
 }
 
 
-void _wrap_woq_context_options_backend_set_woqc_dac73c8aa633b8bf(struct woq_context_options *_swig_go_0, intgo _swig_go_1) {
+void _wrap_woq_context_options_backend_set_woqc_7f9afc7fe7e20b0f(struct woq_context_options *_swig_go_0, intgo _swig_go_1) {
   struct woq_context_options *arg1 = (struct woq_context_options *) 0 ;
   woq_backend arg2 ;
   
@@ -683,7 +683,7 @@ void _wrap_woq_context_options_backend_set_woqc_dac73c8aa633b8bf(struct woq_cont
 }
 
 
-intgo _wrap_woq_context_options_backend_get_woqc_dac73c8aa633b8bf(struct woq_context_options *_swig_go_0) {
+intgo _wrap_woq_context_options_backend_get_woqc_7f9afc7fe7e20b0f(struct woq_context_options *_swig_go_0) {
   struct woq_context_options *arg1 = (struct woq_context_options *) 0 ;
   woq_backend result;
   intgo _swig_go_result;
@@ -696,7 +696,7 @@ intgo _wrap_woq_context_options_backend_get_woqc_dac73c8aa633b8bf(struct woq_con
 }
 
 
-void _wrap_woq_context_options_threads_set_woqc_dac73c8aa633b8bf(struct woq_context_options *_swig_go_0, intgo _swig_go_1) {
+void _wrap_woq_context_options_threads_set_woqc_7f9afc7fe7e20b0f(struct woq_context_options *_swig_go_0, intgo _swig_go_1) {
   struct woq_context_options *arg1 = (struct woq_context_options *) 0 ;
   int32_t arg2 ;
   
@@ -708,7 +708,7 @@ void _wrap_woq_context_options_threads_set_woqc_dac73c8aa633b8bf(struct woq_cont
 }
 
 
-intgo _wrap_woq_context_options_threads_get_woqc_dac73c8aa633b8bf(struct woq_context_options *_swig_go_0) {
+intgo _wrap_woq_context_options_threads_get_woqc_7f9afc7fe7e20b0f(struct woq_context_options *_swig_go_0) {
   struct woq_context_options *arg1 = (struct woq_context_options *) 0 ;
   int32_t result;
   intgo _swig_go_result;
@@ -721,7 +721,7 @@ intgo _wrap_woq_context_options_threads_get_woqc_dac73c8aa633b8bf(struct woq_con
 }
 
 
-void _wrap_woq_context_options_device_index_set_woqc_dac73c8aa633b8bf(struct woq_context_options *_swig_go_0, intgo _swig_go_1) {
+void _wrap_woq_context_options_device_index_set_woqc_7f9afc7fe7e20b0f(struct woq_context_options *_swig_go_0, intgo _swig_go_1) {
   struct woq_context_options *arg1 = (struct woq_context_options *) 0 ;
   int32_t arg2 ;
   
@@ -733,7 +733,7 @@ void _wrap_woq_context_options_device_index_set_woqc_dac73c8aa633b8bf(struct woq
 }
 
 
-intgo _wrap_woq_context_options_device_index_get_woqc_dac73c8aa633b8bf(struct woq_context_options *_swig_go_0) {
+intgo _wrap_woq_context_options_device_index_get_woqc_7f9afc7fe7e20b0f(struct woq_context_options *_swig_go_0) {
   struct woq_context_options *arg1 = (struct woq_context_options *) 0 ;
   int32_t result;
   intgo _swig_go_result;
@@ -746,7 +746,7 @@ intgo _wrap_woq_context_options_device_index_get_woqc_dac73c8aa633b8bf(struct wo
 }
 
 
-struct woq_context_options *_wrap_new_woq_context_options_woqc_dac73c8aa633b8bf() {
+struct woq_context_options *_wrap_new_woq_context_options_woqc_7f9afc7fe7e20b0f() {
   struct woq_context_options *result = 0 ;
   struct woq_context_options *_swig_go_result;
   
@@ -757,7 +757,7 @@ struct woq_context_options *_wrap_new_woq_context_options_woqc_dac73c8aa633b8bf(
 }
 
 
-void _wrap_delete_woq_context_options_woqc_dac73c8aa633b8bf(struct woq_context_options *_swig_go_0) {
+void _wrap_delete_woq_context_options_woqc_7f9afc7fe7e20b0f(struct woq_context_options *_swig_go_0) {
   struct woq_context_options *arg1 = (struct woq_context_options *) 0 ;
   
   arg1 = *(struct woq_context_options **)&_swig_go_0; 
@@ -767,7 +767,7 @@ void _wrap_delete_woq_context_options_woqc_dac73c8aa633b8bf(struct woq_context_o
 }
 
 
-intgo _wrap_woq_context_options_init_woqc_dac73c8aa633b8bf(struct woq_context_options *_swig_go_0) {
+intgo _wrap_woq_context_options_init_woqc_7f9afc7fe7e20b0f(struct woq_context_options *_swig_go_0) {
   woq_context_options *arg1 = (woq_context_options *) 0 ;
   woq_status result;
   intgo _swig_go_result;
@@ -780,7 +780,7 @@ intgo _wrap_woq_context_options_init_woqc_dac73c8aa633b8bf(struct woq_context_op
 }
 
 
-intgo _wrap_woq_context_create_woqc_dac73c8aa633b8bf(struct woq_context_options *_swig_go_0, _goslice_ _swig_go_1) {
+intgo _wrap_woq_context_create_woqc_7f9afc7fe7e20b0f(struct woq_context_options *_swig_go_0, _goslice_ _swig_go_1) {
   woq_context_options *arg1 = (woq_context_options *) 0 ;
   woq_context **arg2 = (woq_context **) 0 ;
   woq_status result;
@@ -798,7 +798,7 @@ intgo _wrap_woq_context_create_woqc_dac73c8aa633b8bf(struct woq_context_options 
 }
 
 
-void _wrap_woq_context_destroy_woqc_dac73c8aa633b8bf(woq_context *_swig_go_0) {
+void _wrap_woq_context_destroy_woqc_7f9afc7fe7e20b0f(woq_context *_swig_go_0) {
   woq_context *arg1 = (woq_context *) 0 ;
   
   arg1 = (woq_context *)_swig_go_0; 
@@ -808,7 +808,7 @@ void _wrap_woq_context_destroy_woqc_dac73c8aa633b8bf(woq_context *_swig_go_0) {
 }
 
 
-intgo _wrap_woq_context_info_woqc_dac73c8aa633b8bf(woq_context *_swig_go_0, _goslice_ _swig_go_1, _goslice_ _swig_go_2) {
+intgo _wrap_woq_context_info_woqc_7f9afc7fe7e20b0f(woq_context *_swig_go_0, _goslice_ _swig_go_1, _goslice_ _swig_go_2) {
   woq_context *arg1 = (woq_context *) 0 ;
   woq_backend *arg2 = (woq_backend *) 0 ;
   int32_t *arg3 = (int32_t *) 0 ;
@@ -839,7 +839,7 @@ intgo _wrap_woq_context_info_woqc_dac73c8aa633b8bf(woq_context *_swig_go_0, _gos
 }
 
 
-intgo _wrap_woq_context_kernel_woqc_dac73c8aa633b8bf(woq_context *_swig_go_0, _gostring_* _swig_go_1) {
+intgo _wrap_woq_context_kernel_woqc_7f9afc7fe7e20b0f(woq_context *_swig_go_0, _gostring_* _swig_go_1) {
   woq_context *arg1 = (woq_context *) 0 ;
   char **arg2 = (char **) 0 ;
   char const *text2 = 0 ;
@@ -858,7 +858,7 @@ intgo _wrap_woq_context_kernel_woqc_dac73c8aa633b8bf(woq_context *_swig_go_0, _g
 }
 
 
-void _wrap_woq_quant_options_struct_size_set_woqc_dac73c8aa633b8bf(struct woq_quant_options *_swig_go_0, long long _swig_go_1) {
+void _wrap_woq_quant_options_struct_size_set_woqc_7f9afc7fe7e20b0f(struct woq_quant_options *_swig_go_0, long long _swig_go_1) {
   struct woq_quant_options *arg1 = (struct woq_quant_options *) 0 ;
   size_t arg2 ;
   
@@ -870,7 +870,7 @@ void _wrap_woq_quant_options_struct_size_set_woqc_dac73c8aa633b8bf(struct woq_qu
 }
 
 
-long long _wrap_woq_quant_options_struct_size_get_woqc_dac73c8aa633b8bf(struct woq_quant_options *_swig_go_0) {
+long long _wrap_woq_quant_options_struct_size_get_woqc_7f9afc7fe7e20b0f(struct woq_quant_options *_swig_go_0) {
   struct woq_quant_options *arg1 = (struct woq_quant_options *) 0 ;
   size_t result;
   long long _swig_go_result;
@@ -883,7 +883,7 @@ long long _wrap_woq_quant_options_struct_size_get_woqc_dac73c8aa633b8bf(struct w
 }
 
 
-void _wrap_woq_quant_options_bits_set_woqc_dac73c8aa633b8bf(struct woq_quant_options *_swig_go_0, intgo _swig_go_1) {
+void _wrap_woq_quant_options_bits_set_woqc_7f9afc7fe7e20b0f(struct woq_quant_options *_swig_go_0, intgo _swig_go_1) {
   struct woq_quant_options *arg1 = (struct woq_quant_options *) 0 ;
   uint32_t arg2 ;
   
@@ -895,7 +895,7 @@ void _wrap_woq_quant_options_bits_set_woqc_dac73c8aa633b8bf(struct woq_quant_opt
 }
 
 
-intgo _wrap_woq_quant_options_bits_get_woqc_dac73c8aa633b8bf(struct woq_quant_options *_swig_go_0) {
+intgo _wrap_woq_quant_options_bits_get_woqc_7f9afc7fe7e20b0f(struct woq_quant_options *_swig_go_0) {
   struct woq_quant_options *arg1 = (struct woq_quant_options *) 0 ;
   uint32_t result;
   intgo _swig_go_result;
@@ -908,7 +908,7 @@ intgo _wrap_woq_quant_options_bits_get_woqc_dac73c8aa633b8bf(struct woq_quant_op
 }
 
 
-void _wrap_woq_quant_options_group_size_set_woqc_dac73c8aa633b8bf(struct woq_quant_options *_swig_go_0, intgo _swig_go_1) {
+void _wrap_woq_quant_options_group_size_set_woqc_7f9afc7fe7e20b0f(struct woq_quant_options *_swig_go_0, intgo _swig_go_1) {
   struct woq_quant_options *arg1 = (struct woq_quant_options *) 0 ;
   uint32_t arg2 ;
   
@@ -920,7 +920,7 @@ void _wrap_woq_quant_options_group_size_set_woqc_dac73c8aa633b8bf(struct woq_qua
 }
 
 
-intgo _wrap_woq_quant_options_group_size_get_woqc_dac73c8aa633b8bf(struct woq_quant_options *_swig_go_0) {
+intgo _wrap_woq_quant_options_group_size_get_woqc_7f9afc7fe7e20b0f(struct woq_quant_options *_swig_go_0) {
   struct woq_quant_options *arg1 = (struct woq_quant_options *) 0 ;
   uint32_t result;
   intgo _swig_go_result;
@@ -933,7 +933,7 @@ intgo _wrap_woq_quant_options_group_size_get_woqc_dac73c8aa633b8bf(struct woq_qu
 }
 
 
-void _wrap_woq_quant_options_scheme_set_woqc_dac73c8aa633b8bf(struct woq_quant_options *_swig_go_0, intgo _swig_go_1) {
+void _wrap_woq_quant_options_scheme_set_woqc_7f9afc7fe7e20b0f(struct woq_quant_options *_swig_go_0, intgo _swig_go_1) {
   struct woq_quant_options *arg1 = (struct woq_quant_options *) 0 ;
   woq_scheme arg2 ;
   
@@ -945,7 +945,7 @@ void _wrap_woq_quant_options_scheme_set_woqc_dac73c8aa633b8bf(struct woq_quant_o
 }
 
 
-intgo _wrap_woq_quant_options_scheme_get_woqc_dac73c8aa633b8bf(struct woq_quant_options *_swig_go_0) {
+intgo _wrap_woq_quant_options_scheme_get_woqc_7f9afc7fe7e20b0f(struct woq_quant_options *_swig_go_0) {
   struct woq_quant_options *arg1 = (struct woq_quant_options *) 0 ;
   woq_scheme result;
   intgo _swig_go_result;
@@ -958,7 +958,7 @@ intgo _wrap_woq_quant_options_scheme_get_woqc_dac73c8aa633b8bf(struct woq_quant_
 }
 
 
-void _wrap_woq_quant_options_method_set_woqc_dac73c8aa633b8bf(struct woq_quant_options *_swig_go_0, intgo _swig_go_1) {
+void _wrap_woq_quant_options_method_set_woqc_7f9afc7fe7e20b0f(struct woq_quant_options *_swig_go_0, intgo _swig_go_1) {
   struct woq_quant_options *arg1 = (struct woq_quant_options *) 0 ;
   woq_method arg2 ;
   
@@ -970,7 +970,7 @@ void _wrap_woq_quant_options_method_set_woqc_dac73c8aa633b8bf(struct woq_quant_o
 }
 
 
-intgo _wrap_woq_quant_options_method_get_woqc_dac73c8aa633b8bf(struct woq_quant_options *_swig_go_0) {
+intgo _wrap_woq_quant_options_method_get_woqc_7f9afc7fe7e20b0f(struct woq_quant_options *_swig_go_0) {
   struct woq_quant_options *arg1 = (struct woq_quant_options *) 0 ;
   woq_method result;
   intgo _swig_go_result;
@@ -983,7 +983,7 @@ intgo _wrap_woq_quant_options_method_get_woqc_dac73c8aa633b8bf(struct woq_quant_
 }
 
 
-struct woq_quant_options *_wrap_new_woq_quant_options_woqc_dac73c8aa633b8bf() {
+struct woq_quant_options *_wrap_new_woq_quant_options_woqc_7f9afc7fe7e20b0f() {
   struct woq_quant_options *result = 0 ;
   struct woq_quant_options *_swig_go_result;
   
@@ -994,7 +994,7 @@ struct woq_quant_options *_wrap_new_woq_quant_options_woqc_dac73c8aa633b8bf() {
 }
 
 
-void _wrap_delete_woq_quant_options_woqc_dac73c8aa633b8bf(struct woq_quant_options *_swig_go_0) {
+void _wrap_delete_woq_quant_options_woqc_7f9afc7fe7e20b0f(struct woq_quant_options *_swig_go_0) {
   struct woq_quant_options *arg1 = (struct woq_quant_options *) 0 ;
   
   arg1 = *(struct woq_quant_options **)&_swig_go_0; 
@@ -1004,7 +1004,7 @@ void _wrap_delete_woq_quant_options_woqc_dac73c8aa633b8bf(struct woq_quant_optio
 }
 
 
-intgo _wrap_woq_quant_options_init_woqc_dac73c8aa633b8bf(struct woq_quant_options *_swig_go_0) {
+intgo _wrap_woq_quant_options_init_woqc_7f9afc7fe7e20b0f(struct woq_quant_options *_swig_go_0) {
   woq_quant_options *arg1 = (woq_quant_options *) 0 ;
   woq_status result;
   intgo _swig_go_result;
@@ -1017,7 +1017,7 @@ intgo _wrap_woq_quant_options_init_woqc_dac73c8aa633b8bf(struct woq_quant_option
 }
 
 
-intgo _wrap_woq_quantize_woqc_dac73c8aa633b8bf(_goslice_ _swig_go_0, intgo _swig_go_1, long long _swig_go_2, long long _swig_go_3, struct woq_quant_options *_swig_go_4, _goslice_ _swig_go_5) {
+intgo _wrap_woq_quantize_woqc_7f9afc7fe7e20b0f(_goslice_ _swig_go_0, intgo _swig_go_1, long long _swig_go_2, long long _swig_go_3, struct woq_quant_options *_swig_go_4, _goslice_ _swig_go_5) {
   void *arg1 = (void *) 0 ;
   woq_dtype arg2 ;
   uint64_t arg3 ;
@@ -1045,7 +1045,7 @@ intgo _wrap_woq_quantize_woqc_dac73c8aa633b8bf(_goslice_ _swig_go_0, intgo _swig
 }
 
 
-void _wrap_woq_qmatrix_destroy_woqc_dac73c8aa633b8bf(woq_qmatrix *_swig_go_0) {
+void _wrap_woq_qmatrix_destroy_woqc_7f9afc7fe7e20b0f(woq_qmatrix *_swig_go_0) {
   woq_qmatrix *arg1 = (woq_qmatrix *) 0 ;
   
   arg1 = (woq_qmatrix *)_swig_go_0; 
@@ -1055,7 +1055,7 @@ void _wrap_woq_qmatrix_destroy_woqc_dac73c8aa633b8bf(woq_qmatrix *_swig_go_0) {
 }
 
 
-intgo _wrap_woq_qmatrix_shape_woqc_dac73c8aa633b8bf(woq_qmatrix *_swig_go_0, _goslice_ _swig_go_1, _goslice_ _swig_go_2) {
+intgo _wrap_woq_qmatrix_shape_woqc_7f9afc7fe7e20b0f(woq_qmatrix *_swig_go_0, _goslice_ _swig_go_1, _goslice_ _swig_go_2) {
   woq_qmatrix *arg1 = (woq_qmatrix *) 0 ;
   uint64_t *arg2 = (uint64_t *) 0 ;
   uint64_t *arg3 = (uint64_t *) 0 ;
@@ -1094,7 +1094,7 @@ intgo _wrap_woq_qmatrix_shape_woqc_dac73c8aa633b8bf(woq_qmatrix *_swig_go_0, _go
 }
 
 
-intgo _wrap_woq_qmatrix_stats_woqc_dac73c8aa633b8bf(woq_qmatrix *_swig_go_0, _goslice_ _swig_go_1, _goslice_ _swig_go_2, _goslice_ _swig_go_3) {
+intgo _wrap_woq_qmatrix_stats_woqc_7f9afc7fe7e20b0f(woq_qmatrix *_swig_go_0, _goslice_ _swig_go_1, _goslice_ _swig_go_2, _goslice_ _swig_go_3) {
   woq_qmatrix *arg1 = (woq_qmatrix *) 0 ;
   double *arg2 = (double *) 0 ;
   double *arg3 = (double *) 0 ;
@@ -1146,7 +1146,7 @@ intgo _wrap_woq_qmatrix_stats_woqc_dac73c8aa633b8bf(woq_qmatrix *_swig_go_0, _go
 }
 
 
-intgo _wrap_woq_import_checkpoint_woqc_dac73c8aa633b8bf(_gostring_ _swig_go_0, _gostring_ _swig_go_1, _gostring_ _swig_go_2, _gostring_* _swig_go_3) {
+intgo _wrap_woq_import_checkpoint_woqc_7f9afc7fe7e20b0f(_gostring_ _swig_go_0, _gostring_ _swig_go_1, _gostring_ _swig_go_2, _gostring_* _swig_go_3) {
   char *arg1 = (char *) 0 ;
   char *arg2 = (char *) 0 ;
   char *arg3 = (char *) 0 ;
@@ -1184,7 +1184,7 @@ intgo _wrap_woq_import_checkpoint_woqc_dac73c8aa633b8bf(_gostring_ _swig_go_0, _
 }
 
 
-intgo _wrap_woq_writer_create_woqc_dac73c8aa633b8bf(_gostring_ _swig_go_0, _goslice_ _swig_go_1) {
+intgo _wrap_woq_writer_create_woqc_7f9afc7fe7e20b0f(_gostring_ _swig_go_0, _goslice_ _swig_go_1) {
   char *arg1 = (char *) 0 ;
   woq_writer **arg2 = (woq_writer **) 0 ;
   woq_status result;
@@ -1207,7 +1207,7 @@ intgo _wrap_woq_writer_create_woqc_dac73c8aa633b8bf(_gostring_ _swig_go_0, _gosl
 }
 
 
-intgo _wrap_woq_writer_add_tensor_woqc_dac73c8aa633b8bf(woq_writer *_swig_go_0, _gostring_ _swig_go_1, woq_qmatrix *_swig_go_2, _goslice_ _swig_go_3) {
+intgo _wrap_woq_writer_add_tensor_woqc_7f9afc7fe7e20b0f(woq_writer *_swig_go_0, _gostring_ _swig_go_1, woq_qmatrix *_swig_go_2, _goslice_ _swig_go_3) {
   woq_writer *arg1 = (woq_writer *) 0 ;
   char *arg2 = (char *) 0 ;
   woq_qmatrix *arg3 = (woq_qmatrix *) 0 ;
@@ -1233,7 +1233,7 @@ intgo _wrap_woq_writer_add_tensor_woqc_dac73c8aa633b8bf(woq_writer *_swig_go_0, 
 }
 
 
-intgo _wrap_woq_writer_set_metadata_string_woqc_dac73c8aa633b8bf(woq_writer *_swig_go_0, _gostring_ _swig_go_1, _gostring_ _swig_go_2) {
+intgo _wrap_woq_writer_set_metadata_string_woqc_7f9afc7fe7e20b0f(woq_writer *_swig_go_0, _gostring_ _swig_go_1, _gostring_ _swig_go_2) {
   woq_writer *arg1 = (woq_writer *) 0 ;
   char *arg2 = (char *) 0 ;
   char *arg3 = (char *) 0 ;
@@ -1260,7 +1260,7 @@ intgo _wrap_woq_writer_set_metadata_string_woqc_dac73c8aa633b8bf(woq_writer *_sw
 }
 
 
-intgo _wrap_woq_writer_set_metadata_int_woqc_dac73c8aa633b8bf(woq_writer *_swig_go_0, _gostring_ _swig_go_1, long long _swig_go_2) {
+intgo _wrap_woq_writer_set_metadata_int_woqc_7f9afc7fe7e20b0f(woq_writer *_swig_go_0, _gostring_ _swig_go_1, long long _swig_go_2) {
   woq_writer *arg1 = (woq_writer *) 0 ;
   char *arg2 = (char *) 0 ;
   int64_t arg3 ;
@@ -1282,7 +1282,7 @@ intgo _wrap_woq_writer_set_metadata_int_woqc_dac73c8aa633b8bf(woq_writer *_swig_
 }
 
 
-intgo _wrap_woq_writer_set_metadata_float_woqc_dac73c8aa633b8bf(woq_writer *_swig_go_0, _gostring_ _swig_go_1, double _swig_go_2) {
+intgo _wrap_woq_writer_set_metadata_float_woqc_7f9afc7fe7e20b0f(woq_writer *_swig_go_0, _gostring_ _swig_go_1, double _swig_go_2) {
   woq_writer *arg1 = (woq_writer *) 0 ;
   char *arg2 = (char *) 0 ;
   double arg3 ;
@@ -1304,7 +1304,7 @@ intgo _wrap_woq_writer_set_metadata_float_woqc_dac73c8aa633b8bf(woq_writer *_swi
 }
 
 
-intgo _wrap_woq_writer_finish_woqc_dac73c8aa633b8bf(woq_writer *_swig_go_0) {
+intgo _wrap_woq_writer_finish_woqc_7f9afc7fe7e20b0f(woq_writer *_swig_go_0) {
   woq_writer *arg1 = (woq_writer *) 0 ;
   woq_status result;
   intgo _swig_go_result;
@@ -1317,7 +1317,7 @@ intgo _wrap_woq_writer_finish_woqc_dac73c8aa633b8bf(woq_writer *_swig_go_0) {
 }
 
 
-void _wrap_woq_writer_destroy_woqc_dac73c8aa633b8bf(woq_writer *_swig_go_0) {
+void _wrap_woq_writer_destroy_woqc_7f9afc7fe7e20b0f(woq_writer *_swig_go_0) {
   woq_writer *arg1 = (woq_writer *) 0 ;
   
   arg1 = (woq_writer *)_swig_go_0; 
@@ -1327,7 +1327,7 @@ void _wrap_woq_writer_destroy_woqc_dac73c8aa633b8bf(woq_writer *_swig_go_0) {
 }
 
 
-intgo _wrap_woq_file_open_woqc_dac73c8aa633b8bf(_gostring_ _swig_go_0, _goslice_ _swig_go_1) {
+intgo _wrap_woq_file_open_woqc_7f9afc7fe7e20b0f(_gostring_ _swig_go_0, _goslice_ _swig_go_1) {
   char *arg1 = (char *) 0 ;
   woq_file **arg2 = (woq_file **) 0 ;
   woq_status result;
@@ -1350,7 +1350,7 @@ intgo _wrap_woq_file_open_woqc_dac73c8aa633b8bf(_gostring_ _swig_go_0, _goslice_
 }
 
 
-void _wrap_woq_open_options_struct_size_set_woqc_dac73c8aa633b8bf(struct woq_open_options *_swig_go_0, long long _swig_go_1) {
+void _wrap_woq_open_options_struct_size_set_woqc_7f9afc7fe7e20b0f(struct woq_open_options *_swig_go_0, long long _swig_go_1) {
   struct woq_open_options *arg1 = (struct woq_open_options *) 0 ;
   size_t arg2 ;
   
@@ -1362,7 +1362,7 @@ void _wrap_woq_open_options_struct_size_set_woqc_dac73c8aa633b8bf(struct woq_ope
 }
 
 
-long long _wrap_woq_open_options_struct_size_get_woqc_dac73c8aa633b8bf(struct woq_open_options *_swig_go_0) {
+long long _wrap_woq_open_options_struct_size_get_woqc_7f9afc7fe7e20b0f(struct woq_open_options *_swig_go_0) {
   struct woq_open_options *arg1 = (struct woq_open_options *) 0 ;
   size_t result;
   long long _swig_go_result;
@@ -1375,7 +1375,7 @@ long long _wrap_woq_open_options_struct_size_get_woqc_dac73c8aa633b8bf(struct wo
 }
 
 
-void _wrap_woq_open_options_max_directory_bytes_set_woqc_dac73c8aa633b8bf(struct woq_open_options *_swig_go_0, long long _swig_go_1) {
+void _wrap_woq_open_options_max_directory_bytes_set_woqc_7f9afc7fe7e20b0f(struct woq_open_options *_swig_go_0, long long _swig_go_1) {
   struct woq_open_options *arg1 = (struct woq_open_options *) 0 ;
   uint64_t arg2 ;
   
@@ -1387,7 +1387,7 @@ void _wrap_woq_open_options_max_directory_bytes_set_woqc_dac73c8aa633b8bf(struct
 }
 
 
-long long _wrap_woq_open_options_max_directory_bytes_get_woqc_dac73c8aa633b8bf(struct woq_open_options *_swig_go_0) {
+long long _wrap_woq_open_options_max_directory_bytes_get_woqc_7f9afc7fe7e20b0f(struct woq_open_options *_swig_go_0) {
   struct woq_open_options *arg1 = (struct woq_open_options *) 0 ;
   uint64_t result;
   long long _swig_go_result;
@@ -1400,7 +1400,7 @@ long long _wrap_woq_open_options_max_directory_bytes_get_woqc_dac73c8aa633b8bf(s
 }
 
 
-void _wrap_woq_open_options_max_tensors_set_woqc_dac73c8aa633b8bf(struct woq_open_options *_swig_go_0, long long _swig_go_1) {
+void _wrap_woq_open_options_max_tensors_set_woqc_7f9afc7fe7e20b0f(struct woq_open_options *_swig_go_0, long long _swig_go_1) {
   struct woq_open_options *arg1 = (struct woq_open_options *) 0 ;
   uint64_t arg2 ;
   
@@ -1412,7 +1412,7 @@ void _wrap_woq_open_options_max_tensors_set_woqc_dac73c8aa633b8bf(struct woq_ope
 }
 
 
-long long _wrap_woq_open_options_max_tensors_get_woqc_dac73c8aa633b8bf(struct woq_open_options *_swig_go_0) {
+long long _wrap_woq_open_options_max_tensors_get_woqc_7f9afc7fe7e20b0f(struct woq_open_options *_swig_go_0) {
   struct woq_open_options *arg1 = (struct woq_open_options *) 0 ;
   uint64_t result;
   long long _swig_go_result;
@@ -1425,7 +1425,7 @@ long long _wrap_woq_open_options_max_tensors_get_woqc_dac73c8aa633b8bf(struct wo
 }
 
 
-void _wrap_woq_open_options_max_metadata_set_woqc_dac73c8aa633b8bf(struct woq_open_options *_swig_go_0, long long _swig_go_1) {
+void _wrap_woq_open_options_max_metadata_set_woqc_7f9afc7fe7e20b0f(struct woq_open_options *_swig_go_0, long long _swig_go_1) {
   struct woq_open_options *arg1 = (struct woq_open_options *) 0 ;
   uint64_t arg2 ;
   
@@ -1437,7 +1437,7 @@ void _wrap_woq_open_options_max_metadata_set_woqc_dac73c8aa633b8bf(struct woq_op
 }
 
 
-long long _wrap_woq_open_options_max_metadata_get_woqc_dac73c8aa633b8bf(struct woq_open_options *_swig_go_0) {
+long long _wrap_woq_open_options_max_metadata_get_woqc_7f9afc7fe7e20b0f(struct woq_open_options *_swig_go_0) {
   struct woq_open_options *arg1 = (struct woq_open_options *) 0 ;
   uint64_t result;
   long long _swig_go_result;
@@ -1450,7 +1450,7 @@ long long _wrap_woq_open_options_max_metadata_get_woqc_dac73c8aa633b8bf(struct w
 }
 
 
-void _wrap_woq_open_options_max_tensor_bytes_set_woqc_dac73c8aa633b8bf(struct woq_open_options *_swig_go_0, long long _swig_go_1) {
+void _wrap_woq_open_options_max_tensor_bytes_set_woqc_7f9afc7fe7e20b0f(struct woq_open_options *_swig_go_0, long long _swig_go_1) {
   struct woq_open_options *arg1 = (struct woq_open_options *) 0 ;
   uint64_t arg2 ;
   
@@ -1462,7 +1462,7 @@ void _wrap_woq_open_options_max_tensor_bytes_set_woqc_dac73c8aa633b8bf(struct wo
 }
 
 
-long long _wrap_woq_open_options_max_tensor_bytes_get_woqc_dac73c8aa633b8bf(struct woq_open_options *_swig_go_0) {
+long long _wrap_woq_open_options_max_tensor_bytes_get_woqc_7f9afc7fe7e20b0f(struct woq_open_options *_swig_go_0) {
   struct woq_open_options *arg1 = (struct woq_open_options *) 0 ;
   uint64_t result;
   long long _swig_go_result;
@@ -1475,7 +1475,7 @@ long long _wrap_woq_open_options_max_tensor_bytes_get_woqc_dac73c8aa633b8bf(stru
 }
 
 
-struct woq_open_options *_wrap_new_woq_open_options_woqc_dac73c8aa633b8bf() {
+struct woq_open_options *_wrap_new_woq_open_options_woqc_7f9afc7fe7e20b0f() {
   struct woq_open_options *result = 0 ;
   struct woq_open_options *_swig_go_result;
   
@@ -1486,7 +1486,7 @@ struct woq_open_options *_wrap_new_woq_open_options_woqc_dac73c8aa633b8bf() {
 }
 
 
-void _wrap_delete_woq_open_options_woqc_dac73c8aa633b8bf(struct woq_open_options *_swig_go_0) {
+void _wrap_delete_woq_open_options_woqc_7f9afc7fe7e20b0f(struct woq_open_options *_swig_go_0) {
   struct woq_open_options *arg1 = (struct woq_open_options *) 0 ;
   
   arg1 = *(struct woq_open_options **)&_swig_go_0; 
@@ -1496,7 +1496,7 @@ void _wrap_delete_woq_open_options_woqc_dac73c8aa633b8bf(struct woq_open_options
 }
 
 
-intgo _wrap_woq_open_options_init_woqc_dac73c8aa633b8bf(struct woq_open_options *_swig_go_0) {
+intgo _wrap_woq_open_options_init_woqc_7f9afc7fe7e20b0f(struct woq_open_options *_swig_go_0) {
   woq_open_options *arg1 = (woq_open_options *) 0 ;
   woq_status result;
   intgo _swig_go_result;
@@ -1509,7 +1509,7 @@ intgo _wrap_woq_open_options_init_woqc_dac73c8aa633b8bf(struct woq_open_options 
 }
 
 
-intgo _wrap_woq_file_open_ex_woqc_dac73c8aa633b8bf(_gostring_ _swig_go_0, struct woq_open_options *_swig_go_1, _goslice_ _swig_go_2) {
+intgo _wrap_woq_file_open_ex_woqc_7f9afc7fe7e20b0f(_gostring_ _swig_go_0, struct woq_open_options *_swig_go_1, _goslice_ _swig_go_2) {
   char *arg1 = (char *) 0 ;
   woq_open_options *arg2 = (woq_open_options *) 0 ;
   woq_file **arg3 = (woq_file **) 0 ;
@@ -1534,7 +1534,7 @@ intgo _wrap_woq_file_open_ex_woqc_dac73c8aa633b8bf(_gostring_ _swig_go_0, struct
 }
 
 
-void _wrap_woq_file_close_woqc_dac73c8aa633b8bf(woq_file *_swig_go_0) {
+void _wrap_woq_file_close_woqc_7f9afc7fe7e20b0f(woq_file *_swig_go_0) {
   woq_file *arg1 = (woq_file *) 0 ;
   
   arg1 = (woq_file *)_swig_go_0; 
@@ -1544,7 +1544,7 @@ void _wrap_woq_file_close_woqc_dac73c8aa633b8bf(woq_file *_swig_go_0) {
 }
 
 
-intgo _wrap_woq_file_verify_woqc_dac73c8aa633b8bf(woq_file *_swig_go_0) {
+intgo _wrap_woq_file_verify_woqc_7f9afc7fe7e20b0f(woq_file *_swig_go_0) {
   woq_file *arg1 = (woq_file *) 0 ;
   woq_status result;
   intgo _swig_go_result;
@@ -1557,7 +1557,7 @@ intgo _wrap_woq_file_verify_woqc_dac73c8aa633b8bf(woq_file *_swig_go_0) {
 }
 
 
-intgo _wrap_woq_file_format_version_woqc_dac73c8aa633b8bf(woq_file *_swig_go_0, _goslice_ _swig_go_1, _goslice_ _swig_go_2) {
+intgo _wrap_woq_file_format_version_woqc_7f9afc7fe7e20b0f(woq_file *_swig_go_0, _goslice_ _swig_go_1, _goslice_ _swig_go_2) {
   woq_file *arg1 = (woq_file *) 0 ;
   uint32_t *arg2 = (uint32_t *) 0 ;
   uint32_t *arg3 = (uint32_t *) 0 ;
@@ -1596,7 +1596,7 @@ intgo _wrap_woq_file_format_version_woqc_dac73c8aa633b8bf(woq_file *_swig_go_0, 
 }
 
 
-intgo _wrap_woq_file_tensor_count_woqc_dac73c8aa633b8bf(woq_file *_swig_go_0, _goslice_ _swig_go_1) {
+intgo _wrap_woq_file_tensor_count_woqc_7f9afc7fe7e20b0f(woq_file *_swig_go_0, _goslice_ _swig_go_1) {
   woq_file *arg1 = (woq_file *) 0 ;
   uint64_t *arg2 = (uint64_t *) 0 ;
   uint64_t temp2 ;
@@ -1622,7 +1622,7 @@ intgo _wrap_woq_file_tensor_count_woqc_dac73c8aa633b8bf(woq_file *_swig_go_0, _g
 }
 
 
-void _wrap_woq_tensor_info_struct_size_set_woqc_dac73c8aa633b8bf(struct woq_tensor_info *_swig_go_0, long long _swig_go_1) {
+void _wrap_woq_tensor_info_struct_size_set_woqc_7f9afc7fe7e20b0f(struct woq_tensor_info *_swig_go_0, long long _swig_go_1) {
   struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
   size_t arg2 ;
   
@@ -1634,7 +1634,7 @@ void _wrap_woq_tensor_info_struct_size_set_woqc_dac73c8aa633b8bf(struct woq_tens
 }
 
 
-long long _wrap_woq_tensor_info_struct_size_get_woqc_dac73c8aa633b8bf(struct woq_tensor_info *_swig_go_0) {
+long long _wrap_woq_tensor_info_struct_size_get_woqc_7f9afc7fe7e20b0f(struct woq_tensor_info *_swig_go_0) {
   struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
   size_t result;
   long long _swig_go_result;
@@ -1647,7 +1647,7 @@ long long _wrap_woq_tensor_info_struct_size_get_woqc_dac73c8aa633b8bf(struct woq
 }
 
 
-void _wrap_woq_tensor_info_rows_set_woqc_dac73c8aa633b8bf(struct woq_tensor_info *_swig_go_0, long long _swig_go_1) {
+void _wrap_woq_tensor_info_rows_set_woqc_7f9afc7fe7e20b0f(struct woq_tensor_info *_swig_go_0, long long _swig_go_1) {
   struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
   uint64_t arg2 ;
   
@@ -1659,7 +1659,7 @@ void _wrap_woq_tensor_info_rows_set_woqc_dac73c8aa633b8bf(struct woq_tensor_info
 }
 
 
-long long _wrap_woq_tensor_info_rows_get_woqc_dac73c8aa633b8bf(struct woq_tensor_info *_swig_go_0) {
+long long _wrap_woq_tensor_info_rows_get_woqc_7f9afc7fe7e20b0f(struct woq_tensor_info *_swig_go_0) {
   struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
   uint64_t result;
   long long _swig_go_result;
@@ -1672,7 +1672,7 @@ long long _wrap_woq_tensor_info_rows_get_woqc_dac73c8aa633b8bf(struct woq_tensor
 }
 
 
-void _wrap_woq_tensor_info_cols_set_woqc_dac73c8aa633b8bf(struct woq_tensor_info *_swig_go_0, long long _swig_go_1) {
+void _wrap_woq_tensor_info_cols_set_woqc_7f9afc7fe7e20b0f(struct woq_tensor_info *_swig_go_0, long long _swig_go_1) {
   struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
   uint64_t arg2 ;
   
@@ -1684,7 +1684,7 @@ void _wrap_woq_tensor_info_cols_set_woqc_dac73c8aa633b8bf(struct woq_tensor_info
 }
 
 
-long long _wrap_woq_tensor_info_cols_get_woqc_dac73c8aa633b8bf(struct woq_tensor_info *_swig_go_0) {
+long long _wrap_woq_tensor_info_cols_get_woqc_7f9afc7fe7e20b0f(struct woq_tensor_info *_swig_go_0) {
   struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
   uint64_t result;
   long long _swig_go_result;
@@ -1697,7 +1697,7 @@ long long _wrap_woq_tensor_info_cols_get_woqc_dac73c8aa633b8bf(struct woq_tensor
 }
 
 
-void _wrap_woq_tensor_info_bits_set_woqc_dac73c8aa633b8bf(struct woq_tensor_info *_swig_go_0, intgo _swig_go_1) {
+void _wrap_woq_tensor_info_bits_set_woqc_7f9afc7fe7e20b0f(struct woq_tensor_info *_swig_go_0, intgo _swig_go_1) {
   struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
   uint32_t arg2 ;
   
@@ -1709,7 +1709,7 @@ void _wrap_woq_tensor_info_bits_set_woqc_dac73c8aa633b8bf(struct woq_tensor_info
 }
 
 
-intgo _wrap_woq_tensor_info_bits_get_woqc_dac73c8aa633b8bf(struct woq_tensor_info *_swig_go_0) {
+intgo _wrap_woq_tensor_info_bits_get_woqc_7f9afc7fe7e20b0f(struct woq_tensor_info *_swig_go_0) {
   struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
   uint32_t result;
   intgo _swig_go_result;
@@ -1722,7 +1722,7 @@ intgo _wrap_woq_tensor_info_bits_get_woqc_dac73c8aa633b8bf(struct woq_tensor_inf
 }
 
 
-void _wrap_woq_tensor_info_group_size_set_woqc_dac73c8aa633b8bf(struct woq_tensor_info *_swig_go_0, intgo _swig_go_1) {
+void _wrap_woq_tensor_info_group_size_set_woqc_7f9afc7fe7e20b0f(struct woq_tensor_info *_swig_go_0, intgo _swig_go_1) {
   struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
   uint32_t arg2 ;
   
@@ -1734,7 +1734,7 @@ void _wrap_woq_tensor_info_group_size_set_woqc_dac73c8aa633b8bf(struct woq_tenso
 }
 
 
-intgo _wrap_woq_tensor_info_group_size_get_woqc_dac73c8aa633b8bf(struct woq_tensor_info *_swig_go_0) {
+intgo _wrap_woq_tensor_info_group_size_get_woqc_7f9afc7fe7e20b0f(struct woq_tensor_info *_swig_go_0) {
   struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
   uint32_t result;
   intgo _swig_go_result;
@@ -1747,7 +1747,7 @@ intgo _wrap_woq_tensor_info_group_size_get_woqc_dac73c8aa633b8bf(struct woq_tens
 }
 
 
-void _wrap_woq_tensor_info_scheme_set_woqc_dac73c8aa633b8bf(struct woq_tensor_info *_swig_go_0, intgo _swig_go_1) {
+void _wrap_woq_tensor_info_scheme_set_woqc_7f9afc7fe7e20b0f(struct woq_tensor_info *_swig_go_0, intgo _swig_go_1) {
   struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
   woq_scheme arg2 ;
   
@@ -1759,7 +1759,7 @@ void _wrap_woq_tensor_info_scheme_set_woqc_dac73c8aa633b8bf(struct woq_tensor_in
 }
 
 
-intgo _wrap_woq_tensor_info_scheme_get_woqc_dac73c8aa633b8bf(struct woq_tensor_info *_swig_go_0) {
+intgo _wrap_woq_tensor_info_scheme_get_woqc_7f9afc7fe7e20b0f(struct woq_tensor_info *_swig_go_0) {
   struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
   woq_scheme result;
   intgo _swig_go_result;
@@ -1772,7 +1772,7 @@ intgo _wrap_woq_tensor_info_scheme_get_woqc_dac73c8aa633b8bf(struct woq_tensor_i
 }
 
 
-void _wrap_woq_tensor_info_method_set_woqc_dac73c8aa633b8bf(struct woq_tensor_info *_swig_go_0, intgo _swig_go_1) {
+void _wrap_woq_tensor_info_method_set_woqc_7f9afc7fe7e20b0f(struct woq_tensor_info *_swig_go_0, intgo _swig_go_1) {
   struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
   woq_method arg2 ;
   
@@ -1784,7 +1784,7 @@ void _wrap_woq_tensor_info_method_set_woqc_dac73c8aa633b8bf(struct woq_tensor_in
 }
 
 
-intgo _wrap_woq_tensor_info_method_get_woqc_dac73c8aa633b8bf(struct woq_tensor_info *_swig_go_0) {
+intgo _wrap_woq_tensor_info_method_get_woqc_7f9afc7fe7e20b0f(struct woq_tensor_info *_swig_go_0) {
   struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
   woq_method result;
   intgo _swig_go_result;
@@ -1797,7 +1797,7 @@ intgo _wrap_woq_tensor_info_method_get_woqc_dac73c8aa633b8bf(struct woq_tensor_i
 }
 
 
-void _wrap_woq_tensor_info_source_dtype_set_woqc_dac73c8aa633b8bf(struct woq_tensor_info *_swig_go_0, intgo _swig_go_1) {
+void _wrap_woq_tensor_info_source_dtype_set_woqc_7f9afc7fe7e20b0f(struct woq_tensor_info *_swig_go_0, intgo _swig_go_1) {
   struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
   woq_dtype arg2 ;
   
@@ -1809,7 +1809,7 @@ void _wrap_woq_tensor_info_source_dtype_set_woqc_dac73c8aa633b8bf(struct woq_ten
 }
 
 
-intgo _wrap_woq_tensor_info_source_dtype_get_woqc_dac73c8aa633b8bf(struct woq_tensor_info *_swig_go_0) {
+intgo _wrap_woq_tensor_info_source_dtype_get_woqc_7f9afc7fe7e20b0f(struct woq_tensor_info *_swig_go_0) {
   struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
   woq_dtype result;
   intgo _swig_go_result;
@@ -1822,7 +1822,7 @@ intgo _wrap_woq_tensor_info_source_dtype_get_woqc_dac73c8aa633b8bf(struct woq_te
 }
 
 
-void _wrap_woq_tensor_info_has_bias_set_woqc_dac73c8aa633b8bf(struct woq_tensor_info *_swig_go_0, intgo _swig_go_1) {
+void _wrap_woq_tensor_info_has_bias_set_woqc_7f9afc7fe7e20b0f(struct woq_tensor_info *_swig_go_0, intgo _swig_go_1) {
   struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
   int32_t arg2 ;
   
@@ -1834,7 +1834,7 @@ void _wrap_woq_tensor_info_has_bias_set_woqc_dac73c8aa633b8bf(struct woq_tensor_
 }
 
 
-intgo _wrap_woq_tensor_info_has_bias_get_woqc_dac73c8aa633b8bf(struct woq_tensor_info *_swig_go_0) {
+intgo _wrap_woq_tensor_info_has_bias_get_woqc_7f9afc7fe7e20b0f(struct woq_tensor_info *_swig_go_0) {
   struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
   int32_t result;
   intgo _swig_go_result;
@@ -1847,7 +1847,7 @@ intgo _wrap_woq_tensor_info_has_bias_get_woqc_dac73c8aa633b8bf(struct woq_tensor
 }
 
 
-void _wrap_woq_tensor_info_stored_bytes_set_woqc_dac73c8aa633b8bf(struct woq_tensor_info *_swig_go_0, long long _swig_go_1) {
+void _wrap_woq_tensor_info_stored_bytes_set_woqc_7f9afc7fe7e20b0f(struct woq_tensor_info *_swig_go_0, long long _swig_go_1) {
   struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
   uint64_t arg2 ;
   
@@ -1859,7 +1859,7 @@ void _wrap_woq_tensor_info_stored_bytes_set_woqc_dac73c8aa633b8bf(struct woq_ten
 }
 
 
-long long _wrap_woq_tensor_info_stored_bytes_get_woqc_dac73c8aa633b8bf(struct woq_tensor_info *_swig_go_0) {
+long long _wrap_woq_tensor_info_stored_bytes_get_woqc_7f9afc7fe7e20b0f(struct woq_tensor_info *_swig_go_0) {
   struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
   uint64_t result;
   long long _swig_go_result;
@@ -1872,7 +1872,7 @@ long long _wrap_woq_tensor_info_stored_bytes_get_woqc_dac73c8aa633b8bf(struct wo
 }
 
 
-void _wrap_woq_tensor_info_raw_bytes_set_woqc_dac73c8aa633b8bf(struct woq_tensor_info *_swig_go_0, long long _swig_go_1) {
+void _wrap_woq_tensor_info_raw_bytes_set_woqc_7f9afc7fe7e20b0f(struct woq_tensor_info *_swig_go_0, long long _swig_go_1) {
   struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
   uint64_t arg2 ;
   
@@ -1884,7 +1884,7 @@ void _wrap_woq_tensor_info_raw_bytes_set_woqc_dac73c8aa633b8bf(struct woq_tensor
 }
 
 
-long long _wrap_woq_tensor_info_raw_bytes_get_woqc_dac73c8aa633b8bf(struct woq_tensor_info *_swig_go_0) {
+long long _wrap_woq_tensor_info_raw_bytes_get_woqc_7f9afc7fe7e20b0f(struct woq_tensor_info *_swig_go_0) {
   struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
   uint64_t result;
   long long _swig_go_result;
@@ -1897,7 +1897,7 @@ long long _wrap_woq_tensor_info_raw_bytes_get_woqc_dac73c8aa633b8bf(struct woq_t
 }
 
 
-void _wrap_woq_tensor_info_bits_per_weight_set_woqc_dac73c8aa633b8bf(struct woq_tensor_info *_swig_go_0, double _swig_go_1) {
+void _wrap_woq_tensor_info_bits_per_weight_set_woqc_7f9afc7fe7e20b0f(struct woq_tensor_info *_swig_go_0, double _swig_go_1) {
   struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
   double arg2 ;
   
@@ -1909,7 +1909,7 @@ void _wrap_woq_tensor_info_bits_per_weight_set_woqc_dac73c8aa633b8bf(struct woq_
 }
 
 
-double _wrap_woq_tensor_info_bits_per_weight_get_woqc_dac73c8aa633b8bf(struct woq_tensor_info *_swig_go_0) {
+double _wrap_woq_tensor_info_bits_per_weight_get_woqc_7f9afc7fe7e20b0f(struct woq_tensor_info *_swig_go_0) {
   struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
   double result;
   double _swig_go_result;
@@ -1922,7 +1922,7 @@ double _wrap_woq_tensor_info_bits_per_weight_get_woqc_dac73c8aa633b8bf(struct wo
 }
 
 
-void _wrap_woq_tensor_info_max_abs_error_set_woqc_dac73c8aa633b8bf(struct woq_tensor_info *_swig_go_0, double _swig_go_1) {
+void _wrap_woq_tensor_info_max_abs_error_set_woqc_7f9afc7fe7e20b0f(struct woq_tensor_info *_swig_go_0, double _swig_go_1) {
   struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
   double arg2 ;
   
@@ -1934,7 +1934,7 @@ void _wrap_woq_tensor_info_max_abs_error_set_woqc_dac73c8aa633b8bf(struct woq_te
 }
 
 
-double _wrap_woq_tensor_info_max_abs_error_get_woqc_dac73c8aa633b8bf(struct woq_tensor_info *_swig_go_0) {
+double _wrap_woq_tensor_info_max_abs_error_get_woqc_7f9afc7fe7e20b0f(struct woq_tensor_info *_swig_go_0) {
   struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
   double result;
   double _swig_go_result;
@@ -1947,7 +1947,7 @@ double _wrap_woq_tensor_info_max_abs_error_get_woqc_dac73c8aa633b8bf(struct woq_
 }
 
 
-void _wrap_woq_tensor_info_rel_frobenius_error_set_woqc_dac73c8aa633b8bf(struct woq_tensor_info *_swig_go_0, double _swig_go_1) {
+void _wrap_woq_tensor_info_rel_frobenius_error_set_woqc_7f9afc7fe7e20b0f(struct woq_tensor_info *_swig_go_0, double _swig_go_1) {
   struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
   double arg2 ;
   
@@ -1959,7 +1959,7 @@ void _wrap_woq_tensor_info_rel_frobenius_error_set_woqc_dac73c8aa633b8bf(struct 
 }
 
 
-double _wrap_woq_tensor_info_rel_frobenius_error_get_woqc_dac73c8aa633b8bf(struct woq_tensor_info *_swig_go_0) {
+double _wrap_woq_tensor_info_rel_frobenius_error_get_woqc_7f9afc7fe7e20b0f(struct woq_tensor_info *_swig_go_0) {
   struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
   double result;
   double _swig_go_result;
@@ -1972,7 +1972,7 @@ double _wrap_woq_tensor_info_rel_frobenius_error_get_woqc_dac73c8aa633b8bf(struc
 }
 
 
-void _wrap_woq_tensor_info_sqnr_db_set_woqc_dac73c8aa633b8bf(struct woq_tensor_info *_swig_go_0, double _swig_go_1) {
+void _wrap_woq_tensor_info_sqnr_db_set_woqc_7f9afc7fe7e20b0f(struct woq_tensor_info *_swig_go_0, double _swig_go_1) {
   struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
   double arg2 ;
   
@@ -1984,7 +1984,7 @@ void _wrap_woq_tensor_info_sqnr_db_set_woqc_dac73c8aa633b8bf(struct woq_tensor_i
 }
 
 
-double _wrap_woq_tensor_info_sqnr_db_get_woqc_dac73c8aa633b8bf(struct woq_tensor_info *_swig_go_0) {
+double _wrap_woq_tensor_info_sqnr_db_get_woqc_7f9afc7fe7e20b0f(struct woq_tensor_info *_swig_go_0) {
   struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
   double result;
   double _swig_go_result;
@@ -1997,7 +1997,7 @@ double _wrap_woq_tensor_info_sqnr_db_get_woqc_dac73c8aa633b8bf(struct woq_tensor
 }
 
 
-struct woq_tensor_info *_wrap_new_woq_tensor_info_woqc_dac73c8aa633b8bf() {
+struct woq_tensor_info *_wrap_new_woq_tensor_info_woqc_7f9afc7fe7e20b0f() {
   struct woq_tensor_info *result = 0 ;
   struct woq_tensor_info *_swig_go_result;
   
@@ -2008,7 +2008,7 @@ struct woq_tensor_info *_wrap_new_woq_tensor_info_woqc_dac73c8aa633b8bf() {
 }
 
 
-void _wrap_delete_woq_tensor_info_woqc_dac73c8aa633b8bf(struct woq_tensor_info *_swig_go_0) {
+void _wrap_delete_woq_tensor_info_woqc_7f9afc7fe7e20b0f(struct woq_tensor_info *_swig_go_0) {
   struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
   
   arg1 = *(struct woq_tensor_info **)&_swig_go_0; 
@@ -2018,7 +2018,7 @@ void _wrap_delete_woq_tensor_info_woqc_dac73c8aa633b8bf(struct woq_tensor_info *
 }
 
 
-_gostring_ _wrap_woq_tensor_info_name_utf8_woqc_dac73c8aa633b8bf(struct woq_tensor_info *_swig_go_0) {
+_gostring_ _wrap_woq_tensor_info_name_utf8_woqc_7f9afc7fe7e20b0f(struct woq_tensor_info *_swig_go_0) {
   struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
   char *result = 0 ;
   _gostring_ _swig_go_result;
@@ -2031,7 +2031,7 @@ _gostring_ _wrap_woq_tensor_info_name_utf8_woqc_dac73c8aa633b8bf(struct woq_tens
 }
 
 
-intgo _wrap_woq_file_tensor_info_woqc_dac73c8aa633b8bf(woq_file *_swig_go_0, long long _swig_go_1, struct woq_tensor_info *_swig_go_2) {
+intgo _wrap_woq_file_tensor_info_woqc_7f9afc7fe7e20b0f(woq_file *_swig_go_0, long long _swig_go_1, struct woq_tensor_info *_swig_go_2) {
   woq_file *arg1 = (woq_file *) 0 ;
   uint64_t arg2 ;
   woq_tensor_info *arg3 = (woq_tensor_info *) 0 ;
@@ -2048,7 +2048,7 @@ intgo _wrap_woq_file_tensor_info_woqc_dac73c8aa633b8bf(woq_file *_swig_go_0, lon
 }
 
 
-intgo _wrap_woq_file_tensor_info_by_name_woqc_dac73c8aa633b8bf(woq_file *_swig_go_0, _gostring_ _swig_go_1, struct woq_tensor_info *_swig_go_2) {
+intgo _wrap_woq_file_tensor_info_by_name_woqc_7f9afc7fe7e20b0f(woq_file *_swig_go_0, _gostring_ _swig_go_1, struct woq_tensor_info *_swig_go_2) {
   woq_file *arg1 = (woq_file *) 0 ;
   char *arg2 = (char *) 0 ;
   woq_tensor_info *arg3 = (woq_tensor_info *) 0 ;
@@ -2070,7 +2070,7 @@ intgo _wrap_woq_file_tensor_info_by_name_woqc_dac73c8aa633b8bf(woq_file *_swig_g
 }
 
 
-intgo _wrap_WOQ_METADATA_STRING_woqc_dac73c8aa633b8bf() {
+intgo _wrap_WOQ_METADATA_STRING_woqc_7f9afc7fe7e20b0f() {
   enum woq_metadata_type result;
   intgo _swig_go_result;
   
@@ -2082,7 +2082,7 @@ intgo _wrap_WOQ_METADATA_STRING_woqc_dac73c8aa633b8bf() {
 }
 
 
-intgo _wrap_WOQ_METADATA_INT_woqc_dac73c8aa633b8bf() {
+intgo _wrap_WOQ_METADATA_INT_woqc_7f9afc7fe7e20b0f() {
   enum woq_metadata_type result;
   intgo _swig_go_result;
   
@@ -2094,7 +2094,7 @@ intgo _wrap_WOQ_METADATA_INT_woqc_dac73c8aa633b8bf() {
 }
 
 
-intgo _wrap_WOQ_METADATA_FLOAT_woqc_dac73c8aa633b8bf() {
+intgo _wrap_WOQ_METADATA_FLOAT_woqc_7f9afc7fe7e20b0f() {
   enum woq_metadata_type result;
   intgo _swig_go_result;
   
@@ -2106,7 +2106,7 @@ intgo _wrap_WOQ_METADATA_FLOAT_woqc_dac73c8aa633b8bf() {
 }
 
 
-intgo _wrap_WOQ_METADATA_MAX_ENUM_woqc_dac73c8aa633b8bf() {
+intgo _wrap_WOQ_METADATA_MAX_ENUM_woqc_7f9afc7fe7e20b0f() {
   enum woq_metadata_type result;
   intgo _swig_go_result;
   
@@ -2118,7 +2118,7 @@ intgo _wrap_WOQ_METADATA_MAX_ENUM_woqc_dac73c8aa633b8bf() {
 }
 
 
-intgo _wrap_woq_file_metadata_count_woqc_dac73c8aa633b8bf(woq_file *_swig_go_0, _goslice_ _swig_go_1) {
+intgo _wrap_woq_file_metadata_count_woqc_7f9afc7fe7e20b0f(woq_file *_swig_go_0, _goslice_ _swig_go_1) {
   woq_file *arg1 = (woq_file *) 0 ;
   uint64_t *arg2 = (uint64_t *) 0 ;
   uint64_t temp2 ;
@@ -2144,7 +2144,7 @@ intgo _wrap_woq_file_metadata_count_woqc_dac73c8aa633b8bf(woq_file *_swig_go_0, 
 }
 
 
-intgo _wrap_woq_file_metadata_key_woqc_dac73c8aa633b8bf(woq_file *_swig_go_0, long long _swig_go_1, _gostring_* _swig_go_2, _goslice_ _swig_go_3) {
+intgo _wrap_woq_file_metadata_key_woqc_7f9afc7fe7e20b0f(woq_file *_swig_go_0, long long _swig_go_1, _gostring_* _swig_go_2, _goslice_ _swig_go_3) {
   woq_file *arg1 = (woq_file *) 0 ;
   uint64_t arg2 ;
   char **arg3 = (char **) 0 ;
@@ -2170,7 +2170,7 @@ intgo _wrap_woq_file_metadata_key_woqc_dac73c8aa633b8bf(woq_file *_swig_go_0, lo
 }
 
 
-intgo _wrap_woq_file_metadata_string_woqc_dac73c8aa633b8bf(woq_file *_swig_go_0, _gostring_ _swig_go_1, _gostring_* _swig_go_2, _goslice_ _swig_go_3) {
+intgo _wrap_woq_file_metadata_string_woqc_7f9afc7fe7e20b0f(woq_file *_swig_go_0, _gostring_ _swig_go_1, _gostring_* _swig_go_2, _goslice_ _swig_go_3) {
   woq_file *arg1 = (woq_file *) 0 ;
   char *arg2 = (char *) 0 ;
   char **arg3 = (char **) 0 ;
@@ -2209,7 +2209,7 @@ intgo _wrap_woq_file_metadata_string_woqc_dac73c8aa633b8bf(woq_file *_swig_go_0,
 }
 
 
-intgo _wrap_woq_file_metadata_int_woqc_dac73c8aa633b8bf(woq_file *_swig_go_0, _gostring_ _swig_go_1, _goslice_ _swig_go_2) {
+intgo _wrap_woq_file_metadata_int_woqc_7f9afc7fe7e20b0f(woq_file *_swig_go_0, _gostring_ _swig_go_1, _goslice_ _swig_go_2) {
   woq_file *arg1 = (woq_file *) 0 ;
   char *arg2 = (char *) 0 ;
   int64_t *arg3 = (int64_t *) 0 ;
@@ -2242,7 +2242,7 @@ intgo _wrap_woq_file_metadata_int_woqc_dac73c8aa633b8bf(woq_file *_swig_go_0, _g
 }
 
 
-intgo _wrap_woq_file_metadata_float_woqc_dac73c8aa633b8bf(woq_file *_swig_go_0, _gostring_ _swig_go_1, _goslice_ _swig_go_2) {
+intgo _wrap_woq_file_metadata_float_woqc_7f9afc7fe7e20b0f(woq_file *_swig_go_0, _gostring_ _swig_go_1, _goslice_ _swig_go_2) {
   woq_file *arg1 = (woq_file *) 0 ;
   char *arg2 = (char *) 0 ;
   double *arg3 = (double *) 0 ;
@@ -2275,7 +2275,7 @@ intgo _wrap_woq_file_metadata_float_woqc_dac73c8aa633b8bf(woq_file *_swig_go_0, 
 }
 
 
-intgo _wrap_woq_tensor_load_woqc_dac73c8aa633b8bf(woq_context *_swig_go_0, woq_file *_swig_go_1, _gostring_ _swig_go_2, _goslice_ _swig_go_3) {
+intgo _wrap_woq_tensor_load_woqc_7f9afc7fe7e20b0f(woq_context *_swig_go_0, woq_file *_swig_go_1, _gostring_ _swig_go_2, _goslice_ _swig_go_3) {
   woq_context *arg1 = (woq_context *) 0 ;
   woq_file *arg2 = (woq_file *) 0 ;
   char *arg3 = (char *) 0 ;
@@ -2302,7 +2302,7 @@ intgo _wrap_woq_tensor_load_woqc_dac73c8aa633b8bf(woq_context *_swig_go_0, woq_f
 }
 
 
-intgo _wrap_woq_tensor_load_rows_woqc_dac73c8aa633b8bf(woq_context *_swig_go_0, woq_file *_swig_go_1, _gostring_ _swig_go_2, long long _swig_go_3, long long _swig_go_4, _goslice_ _swig_go_5) {
+intgo _wrap_woq_tensor_load_rows_woqc_7f9afc7fe7e20b0f(woq_context *_swig_go_0, woq_file *_swig_go_1, _gostring_ _swig_go_2, long long _swig_go_3, long long _swig_go_4, _goslice_ _swig_go_5) {
   woq_context *arg1 = (woq_context *) 0 ;
   woq_file *arg2 = (woq_file *) 0 ;
   char *arg3 = (char *) 0 ;
@@ -2333,7 +2333,7 @@ intgo _wrap_woq_tensor_load_rows_woqc_dac73c8aa633b8bf(woq_context *_swig_go_0, 
 }
 
 
-intgo _wrap_woq_tensor_from_qmatrix_woqc_dac73c8aa633b8bf(woq_context *_swig_go_0, woq_qmatrix *_swig_go_1, _goslice_ _swig_go_2, _goslice_ _swig_go_3) {
+intgo _wrap_woq_tensor_from_qmatrix_woqc_7f9afc7fe7e20b0f(woq_context *_swig_go_0, woq_qmatrix *_swig_go_1, _goslice_ _swig_go_2, _goslice_ _swig_go_3) {
   woq_context *arg1 = (woq_context *) 0 ;
   woq_qmatrix *arg2 = (woq_qmatrix *) 0 ;
   float *arg3 = (float *) 0 ;
@@ -2357,7 +2357,7 @@ intgo _wrap_woq_tensor_from_qmatrix_woqc_dac73c8aa633b8bf(woq_context *_swig_go_
 }
 
 
-void _wrap_woq_tensor_destroy_woqc_dac73c8aa633b8bf(woq_tensor *_swig_go_0) {
+void _wrap_woq_tensor_destroy_woqc_7f9afc7fe7e20b0f(woq_tensor *_swig_go_0) {
   woq_tensor *arg1 = (woq_tensor *) 0 ;
   
   arg1 = (woq_tensor *)_swig_go_0; 
@@ -2367,7 +2367,7 @@ void _wrap_woq_tensor_destroy_woqc_dac73c8aa633b8bf(woq_tensor *_swig_go_0) {
 }
 
 
-intgo _wrap_woq_tensor_shape_woqc_dac73c8aa633b8bf(woq_tensor *_swig_go_0, _goslice_ _swig_go_1, _goslice_ _swig_go_2) {
+intgo _wrap_woq_tensor_shape_woqc_7f9afc7fe7e20b0f(woq_tensor *_swig_go_0, _goslice_ _swig_go_1, _goslice_ _swig_go_2) {
   woq_tensor *arg1 = (woq_tensor *) 0 ;
   uint64_t *arg2 = (uint64_t *) 0 ;
   uint64_t *arg3 = (uint64_t *) 0 ;
@@ -2406,7 +2406,7 @@ intgo _wrap_woq_tensor_shape_woqc_dac73c8aa633b8bf(woq_tensor *_swig_go_0, _gosl
 }
 
 
-intgo _wrap_woq_tensor_bias_woqc_dac73c8aa633b8bf(woq_context *_swig_go_0, woq_tensor *_swig_go_1, _goslice_ _swig_go_2, long long _swig_go_3, _goslice_ _swig_go_4) {
+intgo _wrap_woq_tensor_bias_woqc_7f9afc7fe7e20b0f(woq_context *_swig_go_0, woq_tensor *_swig_go_1, _goslice_ _swig_go_2, long long _swig_go_3, _goslice_ _swig_go_4) {
   woq_context *arg1 = (woq_context *) 0 ;
   woq_tensor *arg2 = (woq_tensor *) 0 ;
   float *arg3 = (float *) 0 ;
@@ -2440,7 +2440,7 @@ intgo _wrap_woq_tensor_bias_woqc_dac73c8aa633b8bf(woq_context *_swig_go_0, woq_t
 }
 
 
-intgo _wrap_woq_tensor_group_woqc_dac73c8aa633b8bf(woq_context *_swig_go_0, woq_tensor *_swig_go_1, long long _swig_go_2, long long _swig_go_3, _goslice_ _swig_go_4, _goslice_ _swig_go_5) {
+intgo _wrap_woq_tensor_group_woqc_7f9afc7fe7e20b0f(woq_context *_swig_go_0, woq_tensor *_swig_go_1, long long _swig_go_2, long long _swig_go_3, _goslice_ _swig_go_4, _goslice_ _swig_go_5) {
   woq_context *arg1 = (woq_context *) 0 ;
   woq_tensor *arg2 = (woq_tensor *) 0 ;
   uint64_t arg3 ;
@@ -2485,7 +2485,7 @@ intgo _wrap_woq_tensor_group_woqc_dac73c8aa633b8bf(woq_context *_swig_go_0, woq_
 }
 
 
-intgo _wrap_woq_matmul_woqc_dac73c8aa633b8bf(woq_context *_swig_go_0, woq_tensor *_swig_go_1, _goslice_ _swig_go_2, intgo _swig_go_3, long long _swig_go_4, _goslice_ _swig_go_5, intgo _swig_go_6) {
+intgo _wrap_woq_matmul_woqc_7f9afc7fe7e20b0f(woq_context *_swig_go_0, woq_tensor *_swig_go_1, _goslice_ _swig_go_2, intgo _swig_go_3, long long _swig_go_4, _goslice_ _swig_go_5, intgo _swig_go_6) {
   woq_context *arg1 = (woq_context *) 0 ;
   woq_tensor *arg2 = (woq_tensor *) 0 ;
   void *arg3 = (void *) 0 ;
@@ -2514,7 +2514,7 @@ intgo _wrap_woq_matmul_woqc_dac73c8aa633b8bf(woq_context *_swig_go_0, woq_tensor
 }
 
 
-intgo _wrap_woq_dequantize_woqc_dac73c8aa633b8bf(woq_context *_swig_go_0, woq_tensor *_swig_go_1, _goslice_ _swig_go_2, intgo _swig_go_3, long long _swig_go_4) {
+intgo _wrap_woq_dequantize_woqc_7f9afc7fe7e20b0f(woq_context *_swig_go_0, woq_tensor *_swig_go_1, _goslice_ _swig_go_2, intgo _swig_go_3, long long _swig_go_4) {
   woq_context *arg1 = (woq_context *) 0 ;
   woq_tensor *arg2 = (woq_tensor *) 0 ;
   void *arg3 = (void *) 0 ;
@@ -2537,7 +2537,7 @@ intgo _wrap_woq_dequantize_woqc_dac73c8aa633b8bf(woq_context *_swig_go_0, woq_te
 }
 
 
-intgo _wrap_woq_buffer_create_woqc_dac73c8aa633b8bf(woq_context *_swig_go_0, long long _swig_go_1, _goslice_ _swig_go_2) {
+intgo _wrap_woq_buffer_create_woqc_7f9afc7fe7e20b0f(woq_context *_swig_go_0, long long _swig_go_1, _goslice_ _swig_go_2) {
   woq_context *arg1 = (woq_context *) 0 ;
   uint64_t arg2 ;
   woq_buffer **arg3 = (woq_buffer **) 0 ;
@@ -2557,7 +2557,7 @@ intgo _wrap_woq_buffer_create_woqc_dac73c8aa633b8bf(woq_context *_swig_go_0, lon
 }
 
 
-void _wrap_woq_buffer_destroy_woqc_dac73c8aa633b8bf(woq_buffer *_swig_go_0) {
+void _wrap_woq_buffer_destroy_woqc_7f9afc7fe7e20b0f(woq_buffer *_swig_go_0) {
   woq_buffer *arg1 = (woq_buffer *) 0 ;
   
   arg1 = (woq_buffer *)_swig_go_0; 
@@ -2567,7 +2567,7 @@ void _wrap_woq_buffer_destroy_woqc_dac73c8aa633b8bf(woq_buffer *_swig_go_0) {
 }
 
 
-intgo _wrap_woq_buffer_size_woqc_dac73c8aa633b8bf(woq_buffer *_swig_go_0, _goslice_ _swig_go_1) {
+intgo _wrap_woq_buffer_size_woqc_7f9afc7fe7e20b0f(woq_buffer *_swig_go_0, _goslice_ _swig_go_1) {
   woq_buffer *arg1 = (woq_buffer *) 0 ;
   uint64_t *arg2 = (uint64_t *) 0 ;
   uint64_t temp2 ;
@@ -2593,7 +2593,7 @@ intgo _wrap_woq_buffer_size_woqc_dac73c8aa633b8bf(woq_buffer *_swig_go_0, _gosli
 }
 
 
-intgo _wrap_woq_buffer_write_woqc_dac73c8aa633b8bf(woq_buffer *_swig_go_0, long long _swig_go_1, _goslice_ _swig_go_2, long long _swig_go_3) {
+intgo _wrap_woq_buffer_write_woqc_7f9afc7fe7e20b0f(woq_buffer *_swig_go_0, long long _swig_go_1, _goslice_ _swig_go_2, long long _swig_go_3) {
   woq_buffer *arg1 = (woq_buffer *) 0 ;
   uint64_t arg2 ;
   void *arg3 = (void *) 0 ;
@@ -2614,7 +2614,7 @@ intgo _wrap_woq_buffer_write_woqc_dac73c8aa633b8bf(woq_buffer *_swig_go_0, long 
 }
 
 
-intgo _wrap_woq_buffer_read_woqc_dac73c8aa633b8bf(woq_buffer *_swig_go_0, long long _swig_go_1, _goslice_ _swig_go_2, long long _swig_go_3) {
+intgo _wrap_woq_buffer_read_woqc_7f9afc7fe7e20b0f(woq_buffer *_swig_go_0, long long _swig_go_1, _goslice_ _swig_go_2, long long _swig_go_3) {
   woq_buffer *arg1 = (woq_buffer *) 0 ;
   uint64_t arg2 ;
   void *arg3 = (void *) 0 ;
@@ -2635,7 +2635,7 @@ intgo _wrap_woq_buffer_read_woqc_dac73c8aa633b8bf(woq_buffer *_swig_go_0, long l
 }
 
 
-intgo _wrap_woq_matmul_buffers_woqc_dac73c8aa633b8bf(woq_context *_swig_go_0, woq_tensor *_swig_go_1, woq_buffer *_swig_go_2, intgo _swig_go_3, long long _swig_go_4, woq_buffer *_swig_go_5, intgo _swig_go_6) {
+intgo _wrap_woq_matmul_buffers_woqc_7f9afc7fe7e20b0f(woq_context *_swig_go_0, woq_tensor *_swig_go_1, woq_buffer *_swig_go_2, intgo _swig_go_3, long long _swig_go_4, woq_buffer *_swig_go_5, intgo _swig_go_6) {
   woq_context *arg1 = (woq_context *) 0 ;
   woq_tensor *arg2 = (woq_tensor *) 0 ;
   woq_buffer *arg3 = (woq_buffer *) 0 ;

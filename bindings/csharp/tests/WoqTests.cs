@@ -1,0 +1,213 @@
+// Tests of the C# bindings against this build's libwoq.so; prints
+// "N passed, N failed" and exits non-zero on any failure.
+using System;
+using System.Collections.Generic;
+using System.IO;
+using System.Threading;
+using Woq;
+using Woq.Native;
+
+static class WoqTests {
+  static int passed, failed;
+
+  static void Test(string name, Action body) {
+    try {
+      body();
+      ++passed;
+      Console.WriteLine("ok   " + name);
+    } catch (Exception e) {
+      ++failed;
+      Console.WriteLine("FAIL " + name + ": " + e);
+    }
+  }
+
+  static void Expect(bool condition, string what) {
+    if (!condition) throw new Exception("expected " + what);
+  }
+
+  static void ExpectThrows<E>(Action body, Func<E, bool> check, string what) where E : Exception {
+    try {
+      body();
+    } catch (E e) {
+      Expect(check(e), what + " (got: " + e.Message + ")");
+      return;
+    }
+    throw new Exception("expected " + typeof(E).Name + ": " + what);
+  }
+
+  static float[] Random(Random rng, long n, float scale) {
+    var v = new float[n];
+    for (long i = 0; i < n; ++i) v[i] = scale * (float)(2 * rng.NextDouble() - 1);
+    return v;
+  }
+
+  static string tempDir;
+
+  // Quantizes random weights to a .woq file: path, weights, bias.
+  static (string, float[], float[]) WriteModel(string file, int rows, int cols) {
+    var rng = new Random(7);
+    float[] w = Random(rng, (long)rows * cols, 0.05f), bias = Random(rng, rows, 0.1f);
+    string path = Path.Combine(tempDir, file);
+    using (var q = QMatrix.Quantize(w, rows, cols))
+    using (var writer = Writer.Create(path)) {
+      Expect(q.Shape.Rows == rows && q.Shape.Cols == cols, "qmatrix shape");
+      Expect(q.Stats.RelFrobeniusError > 0 && q.Stats.RelFrobeniusError < 0.15, "4-bit weight error in (0, 0.15)");
+      writer.Add("proj.weight", q, bias);
+      writer.SetMetadata("model.name", "csharp-test");
+      writer.SetMetadata("model.layers", 1L);
+      writer.Finish();
+    }
+    return (path, w, bias);
+  }
+
+  static void RoundTrip() {
+    const int rows = 96, cols = 256, m = 3;
+    var model = WriteModel("rt.woq", rows, cols);
+    string path = model.Item1;
+    float[] bias = model.Item3;
+    using (var file = WoqFile.Open(path))
+    using (var ctx = Context.Create(Backend.Cpu, 2)) {
+      file.Verify();
+      TensorInfo[] infos = file.Tensors;
+      Expect(infos.Length == 1 && infos[0].Name == "proj.weight" && infos[0].Rows == rows && infos[0].Cols == cols &&
+             infos[0].Bits == 4 && infos[0].GroupSize == 128 && infos[0].HasBias, "tensor info");
+      Expect(file.MetadataString("model.name") == "csharp-test", "metadata string");
+      using (var t = Tensor.Load(ctx, file, "proj.weight")) {
+        float[] what = t.Dequantize();
+        float[] x = Random(new Random(9), m * cols, 1);
+        float[] y = t.MatMul(x, m);
+        for (int r = 0; r < m; ++r)
+          for (int n = 0; n < rows; ++n) {
+            double reference = bias[n], magnitude = Math.Abs(bias[n]);
+            for (int k = 0; k < cols; ++k) {
+              double p = (double)x[r * cols + k] * what[n * cols + k];
+              reference += p;
+              magnitude += Math.Abs(p);
+            }
+            Expect(Math.Abs(y[r * rows + n] - reference) <= 1e-5 * magnitude,
+                   $"y[{r}][{n}] = {y[r * rows + n]} within 1e-5 of the float64 reference {reference}");
+          }
+      }
+    }
+  }
+
+  static void Bf16Activations() {
+    const int rows = 32, cols = 128;
+    string path = WriteModel("bf16.woq", rows, cols).Item1;
+    using (var file = WoqFile.Open(path))
+    using (var ctx = Context.Create())
+    using (var t = Tensor.Load(ctx, file, "proj.weight")) {
+      float[] x = Random(new Random(5), cols, 1);
+      var xb = new ushort[cols];
+      for (int k = 0; k < cols; ++k) {
+        x[k] = BitConverter.ToSingle(BitConverter.GetBytes(BitConverter.ToInt32(BitConverter.GetBytes(x[k]), 0) & ~0xffff), 0);
+        xb[k] = (ushort)(BitConverter.ToInt32(BitConverter.GetBytes(x[k]), 0) >> 16);
+      }
+      float[] y32 = t.MatMul(x, 1), y16 = new float[rows];
+      t.MatMul(xb, DType.BF16, 1, y16);
+      for (int n = 0; n < rows; ++n)
+        Expect(Math.Abs(y16[n] - y32[n]) <= 1e-5 * (1 + Math.Abs(y32[n])), "bf16 activations equal their fp32 values");
+    }
+  }
+
+  static void Errors() {
+    ExpectThrows<WoqException>(() => WoqFile.Open("/nonexistent/dir/model.woq"),
+        e => e.Status == woq_status.WOQ_ERR_IO && e.Message.Contains("/nonexistent/dir/model.woq"), "IO error naming the path");
+    ExpectThrows<WoqException>(() => QMatrix.Quantize(new float[10], 2, 4),
+        e => e.Status == woq_status.WOQ_ERR_SHAPE, "shape error for a wrong weight count");
+    ExpectThrows<WoqException>(() => QMatrix.Quantize(new float[200], 2, 100),
+        e => e.Status == woq_status.WOQ_ERR_SHAPE && e.Message.Contains("group"), "cols not a multiple of the group");
+    string bad = Path.Combine(tempDir, "bad.woq");
+    File.WriteAllText(bad, "not a woq file at all, just some text");
+    ExpectThrows<WoqException>(() => WoqFile.Open(bad), e => e.Status == woq_status.WOQ_ERR_FORMAT, "format error");
+    ExpectThrows<WoqException>(() => WoqFile.Open("a\0b"), e => e.Status == woq_status.WOQ_ERR_INVALID_ARGUMENT, "NUL in a path");
+    var options = new QuantOptions { Bits = 9 };
+    ExpectThrows<WoqException>(() => QMatrix.Quantize(new float[256], 1, 256, options),
+        e => e.Status == woq_status.WOQ_ERR_INVALID_ARGUMENT && e.Message.Contains("bits"), "9 bits refused");
+  }
+
+  static void Misuse() {
+    string path = WriteModel("misuse.woq", 32, 128).Item1;
+    var file = WoqFile.Open(path);
+    var ctx = Context.Create(Backend.Cpu, 1);
+    var t = Tensor.Load(ctx, file, "proj.weight");
+    ExpectThrows<WoqException>(() => Tensor.Load(ctx, file, "missing"),
+        e => e.Status == woq_status.WOQ_ERR_NOT_FOUND && e.Message.Contains("missing"), "unknown tensor named");
+    ExpectThrows<WoqException>(() => t.MatMul(new float[127], 1), e => e.Status == woq_status.WOQ_ERR_SHAPE, "short x");
+    ExpectThrows<WoqException>(() => t.MatMul(new float[256], 2, new float[63]), e => e.Status == woq_status.WOQ_ERR_SHAPE, "short y");
+    ExpectThrows<WoqException>(() => t.MatMul(new ushort[128], DType.F32, 1, new float[32]),
+        e => e.Status == woq_status.WOQ_ERR_INVALID_ARGUMENT, "ushort activations as F32");
+    ExpectThrows<ArgumentNullException>(() => t.MatMul(null, 1, new float[32]), e => true, "null x");
+    file.Dispose();
+    file.Dispose();  // twice is fine
+    ExpectThrows<ObjectDisposedException>(() => file.Verify(), e => e.Message.Contains("disposed"), "use after dispose");
+    t.MatMul(new float[128], 1);  // a tensor outlives its file
+    ctx.Dispose();                // deferred until the tensor goes
+    ExpectThrows<ObjectDisposedException>(() => t.MatMul(new float[128], 1), e => e.Message.Contains("Context"), "closed context");
+    t.Dispose();
+  }
+
+  // Handles dropped without Dispose are freed by finalizers in any order.
+  static void Finalizers() {
+    string path = WriteModel("gc.woq", 32, 128).Item1;
+    for (int i = 0; i < 50; ++i) {
+      var ctx = Context.Create(Backend.Cpu, 1);
+      var file = WoqFile.Open(path);
+      var t = Tensor.Load(ctx, file, "proj.weight");
+      t.MatMul(new float[128], 1);
+    }
+    GC.Collect();
+    GC.WaitForPendingFinalizers();
+    GC.Collect();
+    GC.WaitForPendingFinalizers();
+  }
+
+  static void Threads() {
+    const int rows = 64, cols = 256;
+    string path = WriteModel("threads.woq", rows, cols).Item1;
+    using (var file = WoqFile.Open(path))
+    using (var ctx = Context.Create(Backend.Cpu, 2))
+    using (var t = Tensor.Load(ctx, file, "proj.weight")) {
+      float[] x = Random(new Random(3), cols, 1), want = t.MatMul(x, 1);
+      var errors = new List<string>();
+      var threads = new Thread[8];
+      for (int i = 0; i < threads.Length; ++i) {
+        threads[i] = new Thread(() => {
+          var y = new float[rows];
+          for (int iter = 0; iter < 200; ++iter) {
+            t.MatMul(x, 1, y);
+            for (int n = 0; n < rows; ++n)
+              if (y[n] != want[n]) { lock (errors) errors.Add("results differ between threads"); return; }
+          }
+        });
+        threads[i].Start();
+      }
+      foreach (var th in threads) th.Join();
+      Expect(errors.Count == 0, "identical results on 8 threads");
+    }
+  }
+
+  static void Abi() {
+    Expect(Library.Version.StartsWith("1."), "version 1.x, got " + Library.Version);
+    Expect(woq.WOQ_BINDINGS_VERSION_MAJOR == woq.woq_version() / 10000, "ABI major matches");
+    using (var ctx = Context.Create(Backend.CpuReference, 1)) Expect(ctx.Kernel == "reference", "reference kernel");
+  }
+
+  static int Main() {
+    tempDir = Path.Combine(Path.GetTempPath(), "woq-cs-" + System.Diagnostics.Process.GetCurrentProcess().Id);
+    Directory.CreateDirectory(tempDir);
+    try {
+      Test("round trip matches float64", RoundTrip);
+      Test("bf16 activations", Bf16Activations);
+      Test("errors carry status and message", Errors);
+      Test("misuse is an exception, not a crash", Misuse);
+      Test("finalizers free handles in any order", Finalizers);
+      Test("one tensor on 8 threads", Threads);
+      Test("ABI version check", Abi);
+    } finally {
+      Directory.Delete(tempDir, true);
+    }
+    Console.WriteLine($"{passed} passed, {failed} failed");
+    return failed == 0 ? 0 : 1;
+  }
+}

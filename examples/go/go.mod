@@ -1,0 +1,7 @@
+module woq-example
+
+go 1.19
+
+require woq v0.0.0
+
+replace woq => ../../bindings/go/woq
