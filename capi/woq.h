@@ -129,7 +129,7 @@ typedef enum woq_scheme {
 typedef enum woq_method {
   WOQ_METHOD_RTN = 0,  /* round to nearest on the min/max grid */
   WOQ_METHOD_MSE = 1,  /* RTN on a per-group clipped range minimizing weight error */
-  WOQ_METHOD_GPTQ = 4, /* imported from a GPTQ checkpoint (woq_import_checkpoint) */
+  WOQ_METHOD_GPTQ = 4, /* GPTQ on calibration activations, or imported from a GPTQ checkpoint */
   WOQ_METHOD_AWQ = 3,  /* imported from an AWQ checkpoint */
   WOQ_METHOD_MAX_ENUM = 0x7FFFFFFF
 } woq_method;
@@ -186,6 +186,14 @@ typedef struct woq_quant_options {
   uint32_t group_size; /* 32, 64, 128, 256, or 0 = per-channel (g = K); default 128 */
   woq_scheme scheme;  /* default WOQ_SCHEME_ASYMMETRIC */
   woq_method method;  /* default WOQ_METHOD_RTN */
+  /* Calibration activations X[calibration_rows, cols] (row-major, the
+   * weight's inputs as the model sees them) for methods that need them
+   * (GPTQ); NULL / 0 by default. Read during woq_quantize only. */
+  const void* calibration;
+  woq_dtype calibration_dtype; /* default WOQ_DTYPE_F32 */
+  uint64_t calibration_rows;
+  int32_t act_order;  /* GPTQ: 1 = quantize columns by decreasing Hessian diagonal
+                       * (static groups: the stored layout stays plain grouped); default 0 */
 } woq_quant_options;
 
 /** Fill *options with defaults (sets struct_size). Thread-safe. */
@@ -196,7 +204,12 @@ WOQ_API woq_status woq_quant_options_init(woq_quant_options* options);
  * cols = K inputs) of type w_dtype. options may be NULL for the defaults.
  * Every weight must be finite. The result records error statistics
  * (see woq_qmatrix_stats) and is freed with woq_qmatrix_destroy().
- * @return WOQ_ERR_INVALID_ARGUMENT for NaN/inf weights, bad bits or group;
+ * Methods: RTN and MSE need only the weights (fileformat/SPEC.md 5.4, 5.5);
+ * GPTQ (SPEC.md 5.6) needs options->calibration, minimizes the layer's output
+ * error on those activations and takes O(cols^2) memory and
+ * O(cols^3 + rows * cols^2) time. A pure function of its inputs.
+ * @return WOQ_ERR_INVALID_ARGUMENT for NaN/inf weights or activations, bad
+ *         bits or group, GPTQ without calibration, act_order without GPTQ;
  *         WOQ_ERR_SHAPE when rows or cols is 0 or cols is not a multiple of
  *         the group size.
  * Thread-safe (reentrant).

@@ -11,6 +11,7 @@
 #include "fileformat/reader.h"
 #include "fileformat/writer.h"
 #include "import/checkpoint.h"
+#include "quant/gptq.h"
 #include "quant/rtn.h"
 #include "runtime/context.h"
 #include "runtime/error.h"
@@ -315,8 +316,18 @@ WOQ_API woq_status woq_quantize(const void* weights, woq_dtype w_dtype, uint64_t
     config.group_size = o.group_size;
     config.scheme = static_cast<woq::Scheme>(o.scheme);
     config.method = static_cast<woq::Method>(o.method);
+    config.act_order = o.act_order != 0;
     auto q = std::make_unique<woq_qmatrix>();
-    q->impl = woq::quantize_rtn(weights, dtype, rows, cols, config);
+    if (config.method == woq::Method::Gptq) {
+      woq::Calibration calib;
+      calib.x = o.calibration;
+      calib.dtype = need_dtype(o.calibration_dtype, "calibration_dtype");
+      calib.rows = o.calibration_rows;
+      q->impl = woq::quantize_gptq(weights, dtype, rows, cols, config, calib);
+    } else {
+      if (o.calibration) woq::fail(woq::Status::InvalidArgument, "calibration activations given to a method that takes none (RTN, MSE)");
+      q->impl = woq::quantize_rtn(weights, dtype, rows, cols, config);
+    }
     *out_qmatrix = q.release();
   });
 }

@@ -31,9 +31,11 @@ void check_quant_config(const QuantConfig& config, uint64_t rows, uint64_t cols)
                                       " is not supported (32, 64, 128, 256, or 0 for per-channel)");
   if (config.scheme != Scheme::Asymmetric && config.scheme != Scheme::Symmetric)
     fail(Status::InvalidArgument, "unknown scheme " + std::to_string(int(config.scheme)));
-  if (config.method != Method::Rtn && config.method != Method::Mse)
+  if (config.method != Method::Rtn && config.method != Method::Mse && config.method != Method::Gptq)
     fail(Status::Unsupported, "quantization method " + std::to_string(int(config.method)) +
-                                  " is not available in woq_quantize (RTN and MSE are)");
+                                  " is not available in woq_quantize (RTN, MSE and GPTQ are)");
+  if (config.act_order && config.method != Method::Gptq)
+    fail(Status::InvalidArgument, "act_order applies to GPTQ only");
   if (rows == 0 || cols == 0)
     fail(Status::Shape, "weight matrix " + std::to_string(rows) + " x " + std::to_string(cols) + " is empty");
   if (rows > (1ull << 32) - 1 || cols > (1ull << 32) - 1 || rows * cols > (1ull << 40))
@@ -42,16 +44,6 @@ void check_quant_config(const QuantConfig& config, uint64_t rows, uint64_t cols)
     fail(Status::Shape, "cols = " + std::to_string(cols) + " is not a multiple of group_size " + std::to_string(g));
 }
 
-namespace {
-
-// One group's grid: fp16 scale bits, its value, and the zero-point.
-struct Grid {
-  uint16_t s16;
-  double s;
-  double z;
-};
-
-// SPEC.md 5.4 on a range shrunk by `shrink` (1 = plain RTN).
 Grid make_grid(double lo, double hi, double amax, double shrink, const QuantConfig& config) {
   const double qmax = double((1u << config.bits) - 1);
   const double half_range = double(1u << (config.bits - 1));
@@ -71,15 +63,40 @@ Grid make_grid(double lo, double hi, double amax, double shrink, const QuantConf
   return g;
 }
 
+Grid rtn_grid(const double* w, uint64_t n, const QuantConfig& config) {
+  double lo = 0, hi = 0, amax = 0;
+  for (uint64_t i = 0; i < n; ++i) {
+    lo = std::min(lo, w[i]);
+    hi = std::max(hi, w[i]);
+    amax = std::max(amax, std::fabs(w[i]));
+  }
+  return make_grid(lo, hi, amax, 1.0, config);
+}
+
+QuantizedMatrix make_quantized(uint64_t rows, uint64_t cols, DType dtype, const QuantConfig& config) {
+  QuantizedMatrix m;
+  m.rows = rows;
+  m.cols = cols;
+  m.bits = config.bits;
+  m.group_size = config.group_size == 0 ? static_cast<uint32_t>(cols) : config.group_size;
+  m.scheme = config.scheme;
+  m.method = config.method;
+  m.source_dtype = dtype;
+  m.codes.assign(rows * m.words_per_row(), 0);
+  m.scales.resize(rows * m.groups_per_row());
+  m.zeros.resize(rows * m.groups_per_row());
+  return m;
+}
+
+namespace {
+
 // Codes of w[0..n) on grid g; returns the squared error of the stored
 // (fp32) dequantized values, summed in order.
 double quantize_on(const double* w, uint64_t n, const Grid& g, uint32_t bits, uint8_t* q) {
-  const double qmax = double((1u << bits) - 1);
-  const float s = float(g.s);
   double err = 0;
   for (uint64_t i = 0; i < n; ++i) {
-    q[i] = static_cast<uint8_t>(std::min(qmax, std::max(0.0, std::nearbyint(w[i] / g.s + g.z))));
-    const double e = double(s * float(int(q[i]) - int(g.z))) - w[i];
+    q[i] = quantize_value(w[i], g, bits);
+    const double e = double(dequantize_value(q[i], g)) - w[i];
     err += e * e;
   }
   return err;
@@ -94,18 +111,8 @@ double shrink_factor(int step) { return double(20 - step) / 20.0; }
 QuantizedMatrix quantize_rtn(const void* weights, DType dtype, uint64_t rows, uint64_t cols,
                              const QuantConfig& config) {
   check_quant_config(config, rows, cols);
-  QuantizedMatrix m;
-  m.rows = rows;
-  m.cols = cols;
-  m.bits = config.bits;
-  m.group_size = config.group_size == 0 ? static_cast<uint32_t>(cols) : config.group_size;
-  m.scheme = config.scheme;
-  m.method = config.method;
-  m.source_dtype = dtype;
+  QuantizedMatrix m = make_quantized(rows, cols, dtype, config);
   const uint64_t groups = m.groups_per_row();
-  m.codes.assign(rows * m.words_per_row(), 0);
-  m.scales.resize(rows * groups);
-  m.zeros.resize(rows * groups);
 
   const int steps = config.method == Method::Mse ? kShrinkSteps : 1;
   std::vector<double> w(m.group_size);

@@ -2,6 +2,8 @@
 // clipping search of Method::Mse (SPEC.md 5.5).
 #pragma once
 
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
 
 #include "quant/quantized_matrix.h"
@@ -13,7 +15,34 @@ struct QuantConfig {
   uint32_t group_size = 128; // 32, 64, 128, 256, or 0 for per-channel
   Scheme scheme = Scheme::Asymmetric;
   Method method = Method::Rtn;
+  bool act_order = false;    // GPTQ: columns by decreasing Hessian diagonal
 };
+
+// One group's grid: fp16 scale bits, its value, and the zero-point.
+struct Grid {
+  uint16_t s16;
+  double s;
+  double z;
+};
+
+// SPEC.md 5.4 on the range [lo, hi] (amax = max |w|) shrunk by `shrink`
+// (1 = plain RTN).
+Grid make_grid(double lo, double hi, double amax, double shrink, const QuantConfig& config);
+
+// The RTN grid (SPEC.md 5.4) of w[0..n).
+Grid rtn_grid(const double* w, uint64_t n, const QuantConfig& config);
+
+// Code of one weight on grid g.
+inline uint8_t quantize_value(double w, const Grid& g, uint32_t bits) {
+  const double q = std::nearbyint(w / g.s + g.z);
+  return static_cast<uint8_t>(std::min(double((1u << bits) - 1), std::max(0.0, q)));
+}
+
+// The value a code stands for, exactly as backends dequantize it (fp32).
+inline float dequantize_value(uint8_t q, const Grid& g) { return float(g.s) * float(int(q) - int(g.z)); }
+
+// An empty matrix of the config's shape, ready for codes, scales and zeros.
+QuantizedMatrix make_quantized(uint64_t rows, uint64_t cols, DType dtype, const QuantConfig& config);
 
 // Validates the config against a K = cols matrix; throws Error naming the problem.
 void check_quant_config(const QuantConfig& config, uint64_t rows, uint64_t cols);

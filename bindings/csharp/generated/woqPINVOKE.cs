@@ -99,6 +99,30 @@ class woqPINVOKE {
   [global::System.Runtime.InteropServices.DllImport("woq_csharp", EntryPoint="CSharp_WoqfNative_woq_quant_options_method_get___")]
   public static extern int woq_quant_options_method_get(global::System.Runtime.InteropServices.HandleRef jarg1);
 
+  [global::System.Runtime.InteropServices.DllImport("woq_csharp", EntryPoint="CSharp_WoqfNative_woq_quant_options_calibration_set___")]
+  public static extern void woq_quant_options_calibration_set(global::System.Runtime.InteropServices.HandleRef jarg1, global::System.IntPtr jarg2);
+
+  [global::System.Runtime.InteropServices.DllImport("woq_csharp", EntryPoint="CSharp_WoqfNative_woq_quant_options_calibration_get___")]
+  public static extern global::System.IntPtr woq_quant_options_calibration_get(global::System.Runtime.InteropServices.HandleRef jarg1);
+
+  [global::System.Runtime.InteropServices.DllImport("woq_csharp", EntryPoint="CSharp_WoqfNative_woq_quant_options_calibration_dtype_set___")]
+  public static extern void woq_quant_options_calibration_dtype_set(global::System.Runtime.InteropServices.HandleRef jarg1, int jarg2);
+
+  [global::System.Runtime.InteropServices.DllImport("woq_csharp", EntryPoint="CSharp_WoqfNative_woq_quant_options_calibration_dtype_get___")]
+  public static extern int woq_quant_options_calibration_dtype_get(global::System.Runtime.InteropServices.HandleRef jarg1);
+
+  [global::System.Runtime.InteropServices.DllImport("woq_csharp", EntryPoint="CSharp_WoqfNative_woq_quant_options_calibration_rows_set___")]
+  public static extern void woq_quant_options_calibration_rows_set(global::System.Runtime.InteropServices.HandleRef jarg1, ulong jarg2);
+
+  [global::System.Runtime.InteropServices.DllImport("woq_csharp", EntryPoint="CSharp_WoqfNative_woq_quant_options_calibration_rows_get___")]
+  public static extern ulong woq_quant_options_calibration_rows_get(global::System.Runtime.InteropServices.HandleRef jarg1);
+
+  [global::System.Runtime.InteropServices.DllImport("woq_csharp", EntryPoint="CSharp_WoqfNative_woq_quant_options_act_order_set___")]
+  public static extern void woq_quant_options_act_order_set(global::System.Runtime.InteropServices.HandleRef jarg1, int jarg2);
+
+  [global::System.Runtime.InteropServices.DllImport("woq_csharp", EntryPoint="CSharp_WoqfNative_woq_quant_options_act_order_get___")]
+  public static extern int woq_quant_options_act_order_get(global::System.Runtime.InteropServices.HandleRef jarg1);
+
   [global::System.Runtime.InteropServices.DllImport("woq_csharp", EntryPoint="CSharp_WoqfNative_new_woq_quant_options___")]
   public static extern global::System.IntPtr new_woq_quant_options();
 

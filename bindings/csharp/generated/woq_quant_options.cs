@@ -107,6 +107,42 @@ public class woq_quant_options : global::System.IDisposable {
     } 
   }
 
+  public global::System.IntPtr calibration {
+    set {
+      woqPINVOKE.woq_quant_options_calibration_set(swigCPtr, value);
+    }  get { global::System.IntPtr ret = woqPINVOKE.woq_quant_options_calibration_get(swigCPtr); return ret; } 
+  }
+
+  public woq_dtype calibration_dtype {
+    set {
+      woqPINVOKE.woq_quant_options_calibration_dtype_set(swigCPtr, (int)value);
+    } 
+    get {
+      woq_dtype ret = (woq_dtype)woqPINVOKE.woq_quant_options_calibration_dtype_get(swigCPtr);
+      return ret;
+    } 
+  }
+
+  public ulong calibration_rows {
+    set {
+      woqPINVOKE.woq_quant_options_calibration_rows_set(swigCPtr, value);
+    } 
+    get {
+      ulong ret = woqPINVOKE.woq_quant_options_calibration_rows_get(swigCPtr);
+      return ret;
+    } 
+  }
+
+  public int act_order {
+    set {
+      woqPINVOKE.woq_quant_options_act_order_set(swigCPtr, value);
+    } 
+    get {
+      int ret = woqPINVOKE.woq_quant_options_act_order_get(swigCPtr);
+      return ret;
+    } 
+  }
+
   public woq_quant_options() : this(woqPINVOKE.new_woq_quant_options(), true) {
   }
 

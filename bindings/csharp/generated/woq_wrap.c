@@ -484,6 +484,94 @@ SWIGEXPORT int SWIGSTDCALL CSharp_WoqfNative_woq_quant_options_method_get___(voi
 }
 
 
+SWIGEXPORT void SWIGSTDCALL CSharp_WoqfNative_woq_quant_options_calibration_set___(void * jarg1, void* jarg2) {
+  struct woq_quant_options *arg1 = (struct woq_quant_options *) 0 ;
+  void *arg2 = (void *) 0 ;
+  
+  arg1 = (struct woq_quant_options *)jarg1; 
+  arg2 = (void *)jarg2; 
+  if (arg1) (arg1)->calibration = (void const *)arg2;
+}
+
+
+SWIGEXPORT void* SWIGSTDCALL CSharp_WoqfNative_woq_quant_options_calibration_get___(void * jarg1) {
+  void* jresult ;
+  struct woq_quant_options *arg1 = (struct woq_quant_options *) 0 ;
+  void *result = 0 ;
+  
+  arg1 = (struct woq_quant_options *)jarg1; 
+  result = (void *) ((arg1)->calibration);
+  jresult = (void*)result; 
+  return jresult;
+}
+
+
+SWIGEXPORT void SWIGSTDCALL CSharp_WoqfNative_woq_quant_options_calibration_dtype_set___(void * jarg1, int jarg2) {
+  struct woq_quant_options *arg1 = (struct woq_quant_options *) 0 ;
+  woq_dtype arg2 ;
+  
+  arg1 = (struct woq_quant_options *)jarg1; 
+  arg2 = (woq_dtype)jarg2; 
+  if (arg1) (arg1)->calibration_dtype = arg2;
+}
+
+
+SWIGEXPORT int SWIGSTDCALL CSharp_WoqfNative_woq_quant_options_calibration_dtype_get___(void * jarg1) {
+  int jresult ;
+  struct woq_quant_options *arg1 = (struct woq_quant_options *) 0 ;
+  woq_dtype result;
+  
+  arg1 = (struct woq_quant_options *)jarg1; 
+  result = (woq_dtype) ((arg1)->calibration_dtype);
+  jresult = (int)result; 
+  return jresult;
+}
+
+
+SWIGEXPORT void SWIGSTDCALL CSharp_WoqfNative_woq_quant_options_calibration_rows_set___(void * jarg1, unsigned long long jarg2) {
+  struct woq_quant_options *arg1 = (struct woq_quant_options *) 0 ;
+  uint64_t arg2 ;
+  
+  arg1 = (struct woq_quant_options *)jarg1; 
+  arg2 = (uint64_t)jarg2; 
+  if (arg1) (arg1)->calibration_rows = arg2;
+}
+
+
+SWIGEXPORT unsigned long long SWIGSTDCALL CSharp_WoqfNative_woq_quant_options_calibration_rows_get___(void * jarg1) {
+  unsigned long long jresult ;
+  struct woq_quant_options *arg1 = (struct woq_quant_options *) 0 ;
+  uint64_t result;
+  
+  arg1 = (struct woq_quant_options *)jarg1; 
+  result = (uint64_t) ((arg1)->calibration_rows);
+  jresult = result; 
+  return jresult;
+}
+
+
+SWIGEXPORT void SWIGSTDCALL CSharp_WoqfNative_woq_quant_options_act_order_set___(void * jarg1, int jarg2) {
+  struct woq_quant_options *arg1 = (struct woq_quant_options *) 0 ;
+  int32_t arg2 ;
+  
+  arg1 = (struct woq_quant_options *)jarg1; 
+  arg2 = (int32_t)jarg2; 
+  if (arg1) (arg1)->act_order = arg2;
+}
+
+
+SWIGEXPORT int SWIGSTDCALL CSharp_WoqfNative_woq_quant_options_act_order_get___(void * jarg1) {
+  int jresult ;
+  struct woq_quant_options *arg1 = (struct woq_quant_options *) 0 ;
+  int32_t result;
+  
+  arg1 = (struct woq_quant_options *)jarg1; 
+  result = (int32_t) ((arg1)->act_order);
+  jresult = result; 
+  return jresult;
+}
+
+
 SWIGEXPORT void * SWIGSTDCALL CSharp_WoqfNative_new_woq_quant_options___() {
   void * jresult ;
   struct woq_quant_options *result = 0 ;

@@ -108,6 +108,10 @@ pub struct woq_quant_options {
     pub group_size: u32,
     pub scheme: woq_scheme,
     pub method: woq_method,
+    pub calibration: *const core::ffi::c_void,
+    pub calibration_dtype: woq_dtype,
+    pub calibration_rows: u64,
+    pub act_order: i32,
 }
 extern "C" {
     pub fn woq_quant_options_init(options: *mut woq_quant_options) -> woq_status;

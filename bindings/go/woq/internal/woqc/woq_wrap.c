@@ -983,6 +983,108 @@ intgo _wrap_woq_quant_options_method_get_woqc_7f9afc7fe7e20b0f(struct woq_quant_
 }
 
 
+void _wrap_woq_quant_options_calibration_set_woqc_7f9afc7fe7e20b0f(struct woq_quant_options *_swig_go_0, _goslice_ _swig_go_1) {
+  struct woq_quant_options *arg1 = (struct woq_quant_options *) 0 ;
+  void *arg2 = (void *) 0 ;
+  
+  arg1 = *(struct woq_quant_options **)&_swig_go_0; 
+  
+  arg2 = (void *)(_swig_go_1.len ? _swig_go_1.array : 0);
+  
+  
+  if (arg1) (arg1)->calibration = (void const *)arg2;
+  
+}
+
+
+_goslice_ _wrap_woq_quant_options_calibration_get_woqc_7f9afc7fe7e20b0f(struct woq_quant_options *_swig_go_0) {
+  struct woq_quant_options *arg1 = (struct woq_quant_options *) 0 ;
+  void *result = 0 ;
+  _goslice_ _swig_go_result;
+  
+  arg1 = *(struct woq_quant_options **)&_swig_go_0; 
+  
+  result = (void *) ((arg1)->calibration);
+  *(void **)&_swig_go_result = (void *)result; 
+  return _swig_go_result;
+}
+
+
+void _wrap_woq_quant_options_calibration_dtype_set_woqc_7f9afc7fe7e20b0f(struct woq_quant_options *_swig_go_0, intgo _swig_go_1) {
+  struct woq_quant_options *arg1 = (struct woq_quant_options *) 0 ;
+  woq_dtype arg2 ;
+  
+  arg1 = *(struct woq_quant_options **)&_swig_go_0; 
+  arg2 = (woq_dtype)_swig_go_1; 
+  
+  if (arg1) (arg1)->calibration_dtype = arg2;
+  
+}
+
+
+intgo _wrap_woq_quant_options_calibration_dtype_get_woqc_7f9afc7fe7e20b0f(struct woq_quant_options *_swig_go_0) {
+  struct woq_quant_options *arg1 = (struct woq_quant_options *) 0 ;
+  woq_dtype result;
+  intgo _swig_go_result;
+  
+  arg1 = *(struct woq_quant_options **)&_swig_go_0; 
+  
+  result = (woq_dtype) ((arg1)->calibration_dtype);
+  _swig_go_result = (intgo)result; 
+  return _swig_go_result;
+}
+
+
+void _wrap_woq_quant_options_calibration_rows_set_woqc_7f9afc7fe7e20b0f(struct woq_quant_options *_swig_go_0, long long _swig_go_1) {
+  struct woq_quant_options *arg1 = (struct woq_quant_options *) 0 ;
+  uint64_t arg2 ;
+  
+  arg1 = *(struct woq_quant_options **)&_swig_go_0; 
+  arg2 = (uint64_t)_swig_go_1; 
+  
+  if (arg1) (arg1)->calibration_rows = arg2;
+  
+}
+
+
+long long _wrap_woq_quant_options_calibration_rows_get_woqc_7f9afc7fe7e20b0f(struct woq_quant_options *_swig_go_0) {
+  struct woq_quant_options *arg1 = (struct woq_quant_options *) 0 ;
+  uint64_t result;
+  long long _swig_go_result;
+  
+  arg1 = *(struct woq_quant_options **)&_swig_go_0; 
+  
+  result = (uint64_t) ((arg1)->calibration_rows);
+  _swig_go_result = result; 
+  return _swig_go_result;
+}
+
+
+void _wrap_woq_quant_options_act_order_set_woqc_7f9afc7fe7e20b0f(struct woq_quant_options *_swig_go_0, intgo _swig_go_1) {
+  struct woq_quant_options *arg1 = (struct woq_quant_options *) 0 ;
+  int32_t arg2 ;
+  
+  arg1 = *(struct woq_quant_options **)&_swig_go_0; 
+  arg2 = (int32_t)_swig_go_1; 
+  
+  if (arg1) (arg1)->act_order = arg2;
+  
+}
+
+
+intgo _wrap_woq_quant_options_act_order_get_woqc_7f9afc7fe7e20b0f(struct woq_quant_options *_swig_go_0) {
+  struct woq_quant_options *arg1 = (struct woq_quant_options *) 0 ;
+  int32_t result;
+  intgo _swig_go_result;
+  
+  arg1 = *(struct woq_quant_options **)&_swig_go_0; 
+  
+  result = (int32_t) ((arg1)->act_order);
+  _swig_go_result = result; 
+  return _swig_go_result;
+}
+
+
 struct woq_quant_options *_wrap_new_woq_quant_options_woqc_7f9afc7fe7e20b0f() {
   struct woq_quant_options *result = 0 ;
   struct woq_quant_options *_swig_go_result;

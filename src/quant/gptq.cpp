@@ -1,0 +1,202 @@
+#include "quant/gptq.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "quant/packing.h"
+#include "runtime/error.h"
+
+namespace woq {
+namespace {
+
+constexpr uint64_t kBlock = 128;  // columns per lazy batch update
+
+// In-place lower Cholesky factor of the K x K matrix a (row-major); false if
+// a is not numerically positive definite.
+bool cholesky_lower(std::vector<double>& a, uint64_t k) {
+  for (uint64_t j = 0; j < k; ++j) {
+    double d = a[j * k + j];
+    for (uint64_t p = 0; p < j; ++p) d -= a[j * k + p] * a[j * k + p];
+    if (!(d > 0) || !std::isfinite(d)) return false;
+    const double l = std::sqrt(d);
+    a[j * k + j] = l;
+    for (uint64_t i = j + 1; i < k; ++i) {
+      double v = a[i * k + j];
+      for (uint64_t p = 0; p < j; ++p) v -= a[i * k + p] * a[j * k + p];
+      a[i * k + j] = v / l;
+    }
+    for (uint64_t i = 0; i < j; ++i) a[i * k + j] = 0;
+  }
+  return true;
+}
+
+// U, upper triangular with H^-1 = U^T U, from H's lower factor L (H = L L^T):
+// H^-1 = L^-T L^-1, then U = chol(H^-1)^T.
+bool inverse_upper_factor(const std::vector<double>& lower, uint64_t k, std::vector<double>& u) {
+  std::vector<double> inv(k * k, 0.0);  // L^-1, lower triangular
+  for (uint64_t j = 0; j < k; ++j) {
+    inv[j * k + j] = 1.0 / lower[j * k + j];
+    for (uint64_t i = j + 1; i < k; ++i) {
+      double v = 0;
+      for (uint64_t p = j; p < i; ++p) v -= lower[i * k + p] * inv[p * k + j];
+      inv[i * k + j] = v / lower[i * k + i];
+    }
+  }
+  std::vector<double> hinv(k * k);  // (L^-1)^T L^-1
+  for (uint64_t i = 0; i < k; ++i)
+    for (uint64_t j = 0; j <= i; ++j) {
+      double v = 0;
+      for (uint64_t p = i; p < k; ++p) v += inv[p * k + i] * inv[p * k + j];
+      hinv[i * k + j] = hinv[j * k + i] = v;
+    }
+  if (!cholesky_lower(hinv, k)) return false;
+  u.assign(k * k, 0.0);
+  for (uint64_t i = 0; i < k; ++i)
+    for (uint64_t j = i; j < k; ++j) u[i * k + j] = hinv[j * k + i];
+  return true;
+}
+
+}  // namespace
+
+QuantizedMatrix quantize_gptq(const void* weights, DType dtype, uint64_t rows, uint64_t cols,
+                              const QuantConfig& config, const Calibration& calib, GptqReport* report) {
+  check_quant_config(config, rows, cols);
+  if (!calib.x || calib.rows == 0)
+    fail(Status::InvalidArgument, "GPTQ needs calibration activations X[S, " + std::to_string(cols) + "] (none given)");
+  if (calib.rows > (uint64_t(1) << 40) / cols)
+    fail(Status::Shape, "calibration X[" + std::to_string(calib.rows) + ", " + std::to_string(cols) + "] is too large");
+  if (cols > 65536)
+    fail(Status::Shape, "GPTQ's K x K Hessian is limited to K <= 65536 inputs, got " + std::to_string(cols));
+  const uint64_t k = cols;
+
+  // H = 2 X^T X / S, accumulated in double.
+  std::vector<double> h(k * k, 0.0), xrow(k);
+  for (uint64_t s = 0; s < calib.rows; ++s) {
+    for (uint64_t c = 0; c < k; ++c) {
+      xrow[c] = load_as_float(calib.x, calib.dtype, s * k + c);
+      if (!std::isfinite(xrow[c]))
+        fail(Status::InvalidArgument, "calibration activation at row " + std::to_string(s) + ", col " +
+                                          std::to_string(c) + " is not finite");
+    }
+    for (uint64_t i = 0; i < k; ++i) {
+      if (xrow[i] == 0) continue;
+      const double xi = xrow[i];
+      for (uint64_t j = 0; j <= i; ++j) h[i * k + j] += xi * xrow[j];
+    }
+  }
+  const double norm = 2.0 / double(calib.rows);
+  for (uint64_t i = 0; i < k; ++i)
+    for (uint64_t j = 0; j <= i; ++j) h[j * k + i] = h[i * k + j] = h[i * k + j] * norm;
+
+  // Inputs that never fire cannot be informed by X: they get a unit
+  // diagonal, so their rounding error stays theirs.
+  GptqReport rep;
+  rep.keep_fake_quant = report && report->keep_fake_quant;
+  if (rep.keep_fake_quant) rep.fake_quant.resize(rows * cols);
+  for (uint64_t i = 0; i < k; ++i)
+    if (h[i * k + i] == 0) {
+      h[i * k + i] = 1;
+      ++rep.dead_columns;
+    }
+
+  // The weights, checked and widened.
+  const QuantizedMatrix shape = make_quantized(rows, cols, dtype, config);
+  const uint64_t g = shape.group_size, groups = shape.groups_per_row();
+  std::vector<double> w(rows * k);
+  for (uint64_t i = 0; i < rows * k; ++i) {
+    w[i] = load_as_float(weights, dtype, i);
+    if (!std::isfinite(w[i]))
+      fail(Status::InvalidArgument, "weight at row " + std::to_string(i / k) + ", col " + std::to_string(i % k) +
+                                        " is not finite");
+  }
+
+  // Column order: natural, or by decreasing diag(H) (act-order).
+  std::vector<uint64_t> order(k);
+  std::iota(order.begin(), order.end(), 0);
+  if (config.act_order)
+    std::stable_sort(order.begin(), order.end(), [&](uint64_t a, uint64_t b) { return h[a * k + a] > h[b * k + b]; });
+
+  // Static grids for act-order: from the weights before any update.
+  std::vector<Grid> grids(rows * groups);
+  if (config.act_order)
+    for (uint64_t n = 0; n < rows; ++n)
+      for (uint64_t j = 0; j < groups; ++j) grids[n * groups + j] = rtn_grid(&w[n * k + j * g], g, config);
+
+  // Permuted Hessian, dampened until it factors.
+  std::vector<double> hp(k * k);
+  double mean_diag = 0;
+  for (uint64_t i = 0; i < k; ++i) mean_diag += h[i * k + i];
+  mean_diag /= double(k);
+  std::vector<double> lower, u;
+  bool factored = false;
+  for (double damp : {0.01, 0.02, 0.04, 0.07, 0.10}) {
+    for (uint64_t i = 0; i < k; ++i)
+      for (uint64_t j = 0; j < k; ++j) hp[i * k + j] = h[order[i] * k + order[j]];
+    for (uint64_t i = 0; i < k; ++i) hp[i * k + i] += damp * mean_diag;
+    lower = hp;
+    if (cholesky_lower(lower, k) && inverse_upper_factor(lower, k, u)) {
+      rep.damp = damp;
+      factored = true;
+      break;
+    }
+  }
+  if (!factored)
+    fail(Status::InvalidArgument, "GPTQ: the calibration Hessian is not positive definite even with 10% dampening "
+                                  "(calibration activations degenerate: too few rows or non-finite sums)");
+
+  // Column by column, rows in parallel in spirit (each row is independent).
+  std::vector<uint8_t> codes(rows * k);
+  std::vector<double> err(rows * kBlock);
+  for (uint64_t b0 = 0; b0 < k; b0 += kBlock) {
+    const uint64_t b1 = std::min(k, b0 + kBlock);
+    for (uint64_t i = b0; i < b1; ++i) {
+      const uint64_t col = order[i], group = col / g;
+      const double d = u[i * k + i];
+      for (uint64_t n = 0; n < rows; ++n) {
+        double* wn = &w[n * k];
+        Grid& grid = grids[n * groups + group];
+        if (!config.act_order && col % g == 0) {
+          // The group's grid from its weights as updated so far.
+          std::vector<double> span(g);
+          for (uint64_t c = 0; c < g; ++c) span[c] = wn[order[i + c]];
+          grid = rtn_grid(span.data(), g, config);
+        }
+        const uint8_t q = quantize_value(wn[col], grid, config.bits);
+        codes[n * k + col] = q;
+        const float w_hat = dequantize_value(q, grid);
+        if (rep.keep_fake_quant) rep.fake_quant[n * k + col] = w_hat;
+        const double e = (wn[col] - double(w_hat)) / d;
+        err[n * kBlock + (i - b0)] = e;
+        for (uint64_t j = i + 1; j < b1; ++j) wn[order[j]] -= e * u[i * k + j];
+      }
+    }
+    // Lazy update of the columns after the block.
+    for (uint64_t n = 0; n < rows; ++n) {
+      double* wn = &w[n * k];
+      for (uint64_t i = b0; i < b1; ++i) {
+        const double e = err[n * kBlock + (i - b0)];
+        if (e == 0) continue;
+        const double* ui = &u[i * k];
+        for (uint64_t j = b1; j < k; ++j) wn[order[j]] -= e * ui[j];
+      }
+    }
+  }
+
+  QuantizedMatrix m = shape;
+  for (uint64_t n = 0; n < rows; ++n) {
+    for (uint64_t j = 0; j < groups; ++j) {
+      m.scales[n * groups + j] = grids[n * groups + j].s16;
+      m.zeros[n * groups + j] = static_cast<uint8_t>(grids[n * groups + j].z);
+    }
+    pack_row(&codes[n * k], k, config.bits, m.codes.data() + n * m.words_per_row());
+  }
+  m.stats = measure_error(m, weights, dtype);
+  if (report) *report = std::move(rep);
+  return m;
+}
+
+}  // namespace woq

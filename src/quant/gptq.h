@@ -1,0 +1,38 @@
+// GPTQ (Frantar et al., 2022): quantizes one input column at a time and
+// spreads each column's rounding error over the columns not yet quantized,
+// weighted by the inverse Hessian of the layer's output error on
+// calibration activations X. See fileformat/SPEC.md 5.6.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "quant/rtn.h"
+
+namespace woq {
+
+// Calibration activations X[rows, cols] (row-major) of one weight's input.
+struct Calibration {
+  const void* x = nullptr;
+  DType dtype = DType::F32;
+  uint64_t rows = 0;
+};
+
+// What GPTQ reports about its Hessian.
+struct GptqReport {
+  double damp = 0;           // dampening used, as a fraction of mean diag(H)
+  uint64_t dead_columns = 0; // inputs that are zero in every calibration row
+  bool keep_fake_quant = false;  // set by the caller to get fake_quant
+  std::vector<float> fake_quant; // W_hat[rows, cols] as GPTQ computed it
+};
+
+// Quantizes W[rows, cols] with GPTQ on X[calib.rows, cols]: H = 2 X^T X / S,
+// dampened by 1% of its mean diagonal (raised up to 10% until the Cholesky
+// factorization succeeds), lazy block updates of 128 columns, each group's
+// grid taken when its first column is reached; with config.act_order the
+// columns go by decreasing diag(H) and the grids come from the unmodified
+// weights first (static groups), so the stored layout stays plain grouped.
+QuantizedMatrix quantize_gptq(const void* weights, DType dtype, uint64_t rows, uint64_t cols,
+                              const QuantConfig& config, const Calibration& calib, GptqReport* report = nullptr);
+
+}  // namespace woq
