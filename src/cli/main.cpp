@@ -85,7 +85,30 @@ struct QuantizeArgs {
   uint32_t group = 128;
   bool sym = false;
   std::string method = "rtn";
+  bool act_order = false;
+  std::string calibration;  // safetensors of activations, for gptq
 };
+
+// The calibration activations of weight "<base>.weight": the tensor named
+// like the weight, or "<base>", or else the longest tensor name that is a
+// dotted prefix of base (one input shared by several weights, e.g.
+// "layer0.attn" for layer0.attn.q / .k / .v). Must be 2-D [S, cols].
+const SafeTensor* find_calibration(const SafetensorsFile& calib, const std::string& weight, uint64_t cols) {
+  std::string base;
+  split_suffix(weight, ".weight", &base);
+  const SafeTensor* x = calib.find(weight);
+  if (!x) x = calib.find(base);
+  for (std::string prefix = base; !x && prefix.find('.') != std::string::npos;) {
+    prefix.erase(prefix.rfind('.'));
+    x = calib.find(prefix);
+  }
+  if (!x) throw CliError("calibration file has no activations for '" + weight + "' (looked for '" + weight + "', '" +
+                         base + "' and its dotted prefixes)");
+  if (x->shape.size() != 2 || x->shape[1] != cols || x->shape[0] == 0 || !float_dtype(x->dtype))
+    throw CliError("calibration tensor '" + x->name + "' for '" + weight + "' must be a non-empty 2-D F32/F16/BF16 [S, " +
+                   std::to_string(cols) + "] matrix");
+  return x;
+}
 
 int cmd_quantize(const QuantizeArgs& a) {
   auto st = open_safetensors(a.in);
@@ -94,7 +117,14 @@ int cmd_quantize(const QuantizeArgs& a) {
   q.bits = a.bits;
   q.group_size = a.group;
   q.scheme = a.sym ? WOQ_SCHEME_SYMMETRIC : WOQ_SCHEME_ASYMMETRIC;
-  q.method = a.method == "mse" ? WOQ_METHOD_MSE : WOQ_METHOD_RTN;
+  q.method = a.method == "mse" ? WOQ_METHOD_MSE : a.method == "gptq" ? WOQ_METHOD_GPTQ : WOQ_METHOD_RTN;
+  q.act_order = a.act_order;
+  if (a.act_order && a.method != "gptq") throw CliError("--act-order applies to --method gptq only");
+  if ((a.method == "gptq") != !a.calibration.empty())
+    throw CliError(a.method == "gptq" ? "--method gptq needs --calibration ACTIVATIONS.safetensors"
+                                      : "--calibration is used by --method gptq only");
+  std::unique_ptr<SafetensorsFile> calib;
+  if (!a.calibration.empty()) calib = open_safetensors(a.calibration);
 
   std::vector<const SafeTensor*> weights;
   for (const SafeTensor& t : st->tensors()) {
@@ -118,6 +148,7 @@ int cmd_quantize(const QuantizeArgs& a) {
   check(woq_writer_set_metadata_string(w.get(), "model.source", a.in.substr(a.in.rfind('/') + 1).c_str()),
         "metadata");
   check(woq_writer_set_metadata_string(w.get(), "quant.method", a.method.c_str()), "metadata");
+  if (a.act_order) check(woq_writer_set_metadata_int(w.get(), "quant.act_order", 1), "metadata");
   check(woq_writer_set_metadata_int(w.get(), "quant.bits", a.bits), "metadata");
   check(woq_writer_set_metadata_int(w.get(), "quant.group_size", a.group), "metadata");
   check(woq_writer_set_metadata_string(w.get(), "quant.scheme", a.sym ? "symmetric" : "asymmetric"), "metadata");
@@ -130,6 +161,14 @@ int cmd_quantize(const QuantizeArgs& a) {
     const uint64_t rows = t->shape[0], cols = t->shape[1];
     std::vector<uint8_t> native(t->data, t->data + t->bytes);  // aligned copy in the source dtype
     QMatrix qm;
+    std::vector<uint8_t> x;
+    if (calib) {
+      const SafeTensor* xt = find_calibration(*calib, t->name, cols);
+      x.assign(xt->data, xt->data + xt->bytes);  // aligned copy in its dtype
+      q.calibration = x.data();
+      q.calibration_dtype = to_woq_dtype(xt->dtype);
+      q.calibration_rows = xt->shape[0];
+    }
     check(woq_quantize(native.data(), to_woq_dtype(t->dtype), rows, cols, &q, qm.out()), "quantize '" + t->name + "'");
     std::string base;
     split_suffix(t->name, ".weight", &base);  // every entry of `weights` ends so
@@ -492,8 +531,14 @@ int main(int argc, char** argv) {
   quantize->add_option("--group", qa.group, "inputs per group: 32, 64, 128, 256, or 0 for per-channel")
       ->check(CLI::IsMember({0, 32, 64, 128, 256}));
   quantize->add_flag("--sym", qa.sym, "symmetric (zero-point fixed at 2^(bits-1))");
-  quantize->add_option("--method", qa.method, "rtn (round to nearest) or mse (per-group clipping search)")
-      ->check(CLI::IsMember({"rtn", "mse"}));
+  quantize->add_option("--method", qa.method,
+                       "rtn (round to nearest), mse (per-group clipping search) or gptq (needs --calibration)")
+      ->check(CLI::IsMember({"rtn", "mse", "gptq"}));
+  quantize->add_flag("--act-order", qa.act_order, "gptq: columns by decreasing Hessian diagonal (static groups)");
+  quantize->add_option("--calibration", qa.calibration,
+                       "safetensors of input activations X[S, K]: one per weight (named like it or its prefix) "
+                       "or one per dotted prefix shared by several weights")
+      ->check(CLI::ExistingFile);
 
   std::string inspect_file, verify_file, inspect_tensor, inspect_svg, inspect_source;
   auto* inspect = app.add_subcommand("inspect", "list tensors, sizes, bits per weight, errors and metadata");
