@@ -338,11 +338,10 @@ public sealed class Tensor : WoqHandle {
   public long Rows { get; }
   public long Cols { get; }
 
-  Tensor(IntPtr p, Context context) : base(p, "Tensor") {
+  Tensor(IntPtr p, Context context, ulong rows, ulong cols) : base(p, "Tensor") {
     this.context = context;
-    Interop.Check(N.woq_tensor_shape(p, out ulong r, out ulong c));
-    Rows = (long)r;
-    Cols = (long)c;
+    Rows = (long)rows;
+    Cols = (long)cols;
   }
 
   protected override void Destroy(IntPtr p) {
@@ -357,7 +356,8 @@ public sealed class Tensor : WoqHandle {
     IntPtr c = context.Acquire();  // becomes the tensor's reference on success
     try {
       Interop.Check(load(c, out IntPtr t));
-      return new Tensor(t, context);
+      N.woq_tensor_shape(t, out ulong rows, out ulong cols);  // cannot fail on a live tensor
+      return new Tensor(t, context, rows, cols);
     } catch {
       context.Release();
       throw;
