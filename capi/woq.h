@@ -130,7 +130,7 @@ typedef enum woq_method {
   WOQ_METHOD_RTN = 0,  /* round to nearest on the min/max grid */
   WOQ_METHOD_MSE = 1,  /* RTN on a per-group clipped range minimizing weight error */
   WOQ_METHOD_GPTQ = 4, /* GPTQ on calibration activations, or imported from a GPTQ checkpoint */
-  WOQ_METHOD_AWQ = 3,  /* imported from an AWQ checkpoint */
+  WOQ_METHOD_AWQ = 3,  /* AWQ on calibration activations, or imported from an AWQ checkpoint */
   WOQ_METHOD_MAX_ENUM = 0x7FFFFFFF
 } woq_method;
 
@@ -188,12 +188,15 @@ typedef struct woq_quant_options {
   woq_method method;  /* default WOQ_METHOD_RTN */
   /* Calibration activations X[calibration_rows, cols] (row-major, the
    * weight's inputs as the model sees them) for methods that need them
-   * (GPTQ); NULL / 0 by default. Read during woq_quantize only. */
+   * (GPTQ, AWQ); NULL / 0 by default. Read during woq_quantize only. */
   const void* calibration;
   woq_dtype calibration_dtype; /* default WOQ_DTYPE_F32 */
   uint64_t calibration_rows;
   int32_t act_order;  /* GPTQ: 1 = quantize columns by decreasing Hessian diagonal
                        * (static groups: the stored layout stays plain grouped); default 0 */
+  int32_t fold_input_scales; /* AWQ: 0 = the matrix keeps its per-input-channel factors and
+                              * woq_matmul applies them to X (default); 1 = the host folds
+                              * them into whatever produces X (woq_qmatrix_input_scales) */
 } woq_quant_options;
 
 /** Fill *options with defaults (sets struct_size). Thread-safe. */
@@ -207,7 +210,9 @@ WOQ_API woq_status woq_quant_options_init(woq_quant_options* options);
  * Methods: RTN and MSE need only the weights (fileformat/SPEC.md 5.4, 5.5);
  * GPTQ (SPEC.md 5.6) needs options->calibration, minimizes the layer's output
  * error on those activations and takes O(cols^2) memory and
- * O(cols^3 + rows * cols^2) time. A pure function of its inputs.
+ * O(cols^3 + rows * cols^2) time. AWQ (SPEC.md 5.7) needs it too and adds
+ * per-input-channel factors that X is multiplied by (see fold_input_scales).
+ * A pure function of its inputs.
  * @return WOQ_ERR_INVALID_ARGUMENT for NaN/inf weights or activations, bad
  *         bits or group, GPTQ without calibration, act_order without GPTQ;
  *         WOQ_ERR_SHAPE when rows or cols is 0 or cols is not a multiple of
@@ -218,6 +223,17 @@ WOQ_API woq_status woq_quantize(const void* weights, woq_dtype w_dtype,
                                 uint64_t rows, uint64_t cols,
                                 const woq_quant_options* options,
                                 woq_qmatrix** out_qmatrix);
+
+/**
+ * The per-input-channel factors of an AWQ matrix (cols fp32 values, X is
+ * multiplied by them): *out_count = cols, or 0 for a matrix without them.
+ * With fold_input_scales = 1 the matrix expects X already multiplied (the
+ * host folds the factors into the op producing X, e.g. a LayerNorm's gamma
+ * and beta); otherwise woq_matmul applies them. out may be NULL to only ask
+ * the count; else out_capacity_bytes must hold cols floats. Thread-safe.
+ */
+WOQ_API woq_status woq_qmatrix_input_scales(const woq_qmatrix* qmatrix, float* out,
+                                            uint64_t out_capacity_bytes, uint64_t* out_count);
 
 /** Free a quantized matrix. NULL is a no-op. */
 WOQ_API void woq_qmatrix_destroy(woq_qmatrix* qmatrix);
@@ -377,6 +393,7 @@ typedef struct woq_tensor_info {
   double max_abs_error;   /* quantization error recorded by the writer */
   double rel_frobenius_error;
   double sqnr_db;
+  int32_t has_input_scales; /* AWQ factors stored (format 1.1); woq_matmul applies them */
 } woq_tensor_info;
 
 /**

@@ -11,6 +11,7 @@
 #include "fileformat/reader.h"
 #include "fileformat/writer.h"
 #include "import/checkpoint.h"
+#include "quant/awq.h"
 #include "quant/gptq.h"
 #include "quant/rtn.h"
 #include "runtime/context.h"
@@ -44,6 +45,7 @@ struct woq_context {
 struct woq_qmatrix {
   uint32_t tag = kQMatrixTag;
   woq::QuantizedMatrix impl;
+  std::vector<float> folded_input_scales;  // AWQ with fold_input_scales: for the host
 };
 struct woq_writer {
   uint32_t tag = kWriterTag;
@@ -151,6 +153,7 @@ void fill_tensor_info(const woq::format::TensorRecord& rec, woq_tensor_info* inf
   full.max_abs_error = rec.max_abs_error;
   full.rel_frobenius_error = rec.rel_frobenius_error;
   full.sqnr_db = rec.sqnr_db;
+  full.has_input_scales = rec.has_input_scales ? 1 : 0;
   std::memcpy(info, &full, std::min<size_t>(info->struct_size, sizeof full));
 }
 
@@ -169,7 +172,8 @@ void add_matrix(woq::format::Writer& writer, const std::string& name, const woq:
   rec.max_abs_error = m.stats.max_abs_error;
   rec.rel_frobenius_error = m.stats.rel_frobenius_error;
   rec.sqnr_db = m.stats.sqnr_db;
-  writer.add_tensor(std::move(rec), {m.codes.data(), m.scales.data(), m.zeros.data(), bias});
+  writer.add_tensor(std::move(rec), {m.codes.data(), m.scales.data(), m.zeros.data(), bias,
+                                     m.input_scales.empty() ? nullptr : m.input_scales.data()});
 }
 
 // Checks both handles and that the tensor belongs to the context.
@@ -318,14 +322,22 @@ WOQ_API woq_status woq_quantize(const void* weights, woq_dtype w_dtype, uint64_t
     config.method = static_cast<woq::Method>(o.method);
     config.act_order = o.act_order != 0;
     auto q = std::make_unique<woq_qmatrix>();
-    if (config.method == woq::Method::Gptq) {
+    if (o.fold_input_scales && config.method != woq::Method::Awq)
+      fail(Status::InvalidArgument, "fold_input_scales applies to AWQ only");
+    if (config.method == woq::Method::Gptq || config.method == woq::Method::Awq) {
       woq::Calibration calib;
       calib.x = o.calibration;
       calib.dtype = need_dtype(o.calibration_dtype, "calibration_dtype");
       calib.rows = o.calibration_rows;
-      q->impl = woq::quantize_gptq(weights, dtype, rows, cols, config, calib);
+      if (config.method == woq::Method::Gptq) {
+        q->impl = woq::quantize_gptq(weights, dtype, rows, cols, config, calib);
+      } else {
+        woq::AwqReport report;
+        q->impl = woq::quantize_awq(weights, dtype, rows, cols, config, calib, o.fold_input_scales != 0, &report);
+        q->folded_input_scales = std::move(report.folded);
+      }
     } else {
-      if (o.calibration) woq::fail(woq::Status::InvalidArgument, "calibration activations given to a method that takes none (RTN, MSE)");
+      if (o.calibration) fail(Status::InvalidArgument, "calibration activations given to a method that takes none (RTN, MSE)");
       q->impl = woq::quantize_rtn(weights, dtype, rows, cols, config);
     }
     *out_qmatrix = q.release();
@@ -333,6 +345,22 @@ WOQ_API woq_status woq_quantize(const void* weights, woq_dtype w_dtype, uint64_t
 }
 
 WOQ_API void woq_qmatrix_destroy(woq_qmatrix* qmatrix) { destroy(qmatrix, kQMatrixTag); }
+
+WOQ_API woq_status woq_qmatrix_input_scales(const woq_qmatrix* qmatrix, float* out, uint64_t out_capacity_bytes,
+                                            uint64_t* out_count) {
+  return guarded([&] {
+    need_handle(qmatrix, kQMatrixTag, "qmatrix");
+    need(out_count, "out_count");
+    const std::vector<float>& v =
+        qmatrix->impl.input_scales.empty() ? qmatrix->folded_input_scales : qmatrix->impl.input_scales;
+    *out_count = v.size();
+    if (!out || v.empty()) return;
+    if (out_capacity_bytes / sizeof(float) < v.size())
+      fail(Status::Shape, "out holds " + std::to_string(out_capacity_bytes) + " bytes, the " + std::to_string(v.size()) +
+                              " input scales need " + std::to_string(v.size() * sizeof(float)));
+    std::memcpy(out, v.data(), v.size() * sizeof(float));
+  });
+}
 
 WOQ_API woq_status woq_qmatrix_shape(const woq_qmatrix* qmatrix, uint64_t* out_rows, uint64_t* out_cols) {
   return guarded([&] {

@@ -8,6 +8,7 @@ const char* section_name(SectionKind kind) {
     case SectionKind::Scales: return "scales";
     case SectionKind::Zeros: return "zero-points";
     case SectionKind::Bias: return "bias";
+    case SectionKind::InputScales: return "input scales";
   }
   return "unknown";
 }
@@ -18,6 +19,7 @@ uint64_t TensorRecord::row_bytes(SectionKind kind) const {
     case SectionKind::Scales: return groups_per_row() * 2;
     case SectionKind::Zeros: return groups_per_row();
     case SectionKind::Bias: return 4;
+    case SectionKind::InputScales: return 0;
   }
   return 0;
 }

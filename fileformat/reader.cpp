@@ -243,8 +243,11 @@ void Reader::parse_directory(const uint8_t* dir, uint64_t size, uint64_t offset,
     if (scale_dtype != 1 || zero_dtype != 1 || packing != 0)
       fail(ErrorKind::Format, where + "unknown scale_dtype/zero_dtype/packing " + std::to_string(scale_dtype) + "/" +
                                   std::to_string(zero_dtype) + "/" + std::to_string(packing));
-    if ((flags & ~1u) != 0) fail(ErrorKind::Format, where + "unknown flags " + std::to_string(flags));
+    // Unknown flags are refused at any minor version: a flag may change what
+    // the data means (bit 1: input scales must be applied).
+    if ((flags & ~3u) != 0) fail(ErrorKind::Format, where + "unknown flags " + std::to_string(flags));
     rec.has_bias = (flags & 1u) != 0;
+    rec.has_input_scales = (flags & 2u) != 0;
     if (rec.rows == 0 || rec.cols == 0 || rec.rows > kMaxDim || rec.cols > kMaxDim)
       fail(ErrorKind::Format, where + "shape " + std::to_string(rec.rows) + " x " + std::to_string(rec.cols) +
                                   " has a dimension outside 1..2^32-1");
@@ -256,7 +259,7 @@ void Reader::parse_directory(const uint8_t* dir, uint64_t size, uint64_t offset,
                                   std::to_string(rec.cols));
     if (rec.rows_per_chunk == 0) fail(ErrorKind::Format, where + "rows_per_chunk is 0");
     const uint64_t chunks = rec.chunk_count();
-    bool seen[kSectionKinds] = {false, false, false, false};
+    bool seen[kSectionKinds] = {false, false, false, false, false};
     for (uint16_t s = 0; s < section_count; ++s) {
       uint64_t section_at = t.file_offset();
       uint8_t kind = t.u8("section kind");
@@ -266,9 +269,11 @@ void Reader::parse_directory(const uint8_t* dir, uint64_t size, uint64_t offset,
       if (!known && !newer) fail(ErrorKind::Format, where + "unknown section kind " + std::to_string(kind) + at(section_at));
       if (known && seen[kind])
         fail(ErrorKind::Format, where + "section " + section_name(SectionKind(kind)) + " repeated" + at(section_at));
-      if (chunk_count != chunks)
+      const bool per_column = kind == uint8_t(SectionKind::InputScales);
+      const uint64_t expect_chunks = per_column ? 1 : chunks;
+      if (known && chunk_count != expect_chunks)
         fail(ErrorKind::Format, where + "section kind " + std::to_string(kind) + " has " + std::to_string(chunk_count) +
-                                    " chunks, expected " + std::to_string(chunks));
+                                    " chunks, expected " + std::to_string(expect_chunks));
       if (uint64_t(chunk_count) * kChunkRefSize > t.remaining())
         fail(ErrorKind::Format, where + "section" + at(section_at) + " runs past its record");
       std::vector<ChunkRef> refs;
@@ -285,7 +290,7 @@ void Reader::parse_directory(const uint8_t* dir, uint64_t size, uint64_t offset,
         if (!known) continue;
         auto sk = static_cast<SectionKind>(kind);
         const std::string chunk_where = where + section_name(sk) + " chunk " + std::to_string(c) + " (ref" + at(ref_at) + "): ";
-        uint64_t expect = rec.chunk_rows(c) * rec.row_bytes(sk);  // bounded: rows*cols <= 2^40
+        uint64_t expect = per_column ? rec.cols * 4 : rec.chunk_rows(c) * rec.row_bytes(sk);  // rows*cols <= 2^40
         if (ref.raw_size != expect)
           fail(ErrorKind::Format, chunk_where + "raw_size " + std::to_string(ref.raw_size) + " but the shape needs " +
                                       std::to_string(expect));
@@ -313,6 +318,8 @@ void Reader::parse_directory(const uint8_t* dir, uint64_t size, uint64_t offset,
     if (!seen[0] || !seen[1] || !seen[2])
       fail(ErrorKind::Format, where + "codes, scales or zero-points section missing");
     if (seen[3] != rec.has_bias) fail(ErrorKind::Format, where + "bias section and has-bias flag disagree");
+    if (seen[4] != rec.has_input_scales)
+      fail(ErrorKind::Format, where + "input-scales section and flag bit 1 disagree");
     if (!newer && t.remaining() != 0)
       fail(ErrorKind::Format, where + "record_size exceeds its content by " + std::to_string(t.remaining()) + " bytes");
     if (rec.raw_bytes() > limits.max_tensor_bytes)
@@ -415,10 +422,19 @@ void Reader::read_rows(const TensorRecord& tensor, SectionKind kind, uint64_t ro
     if (!errors[i].empty()) throw Error(kinds[i], errors[i]);
 }
 
+void Reader::read_input_scales(const TensorRecord& tensor, float* dst) const {
+  if (!tensor.has_input_scales)
+    fail(ErrorKind::Argument, "tensor '" + tensor.name + "' has no input scales");
+  decode_chunk(tensor, SectionKind::InputScales, 0, reinterpret_cast<uint8_t*>(dst));
+}
+
 void Reader::verify(const ParallelFor& parallel) const {
   for (const TensorRecord& t : tensors_)
     for (int k = 0; k < kSectionKinds; ++k)
-      if (!t.sections[k].empty()) {
+      if (k == int(SectionKind::InputScales) && t.has_input_scales) {
+        std::vector<float> scales(t.cols);
+        read_input_scales(t, scales.data());
+      } else if (!t.sections[k].empty()) {
         // Decode in row slabs so memory stays bounded by a few chunks.
         const uint64_t slab = uint64_t(t.rows_per_chunk) * 16;
         for (uint64_t r = 0; r < t.rows; r += slab) {

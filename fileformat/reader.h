@@ -52,6 +52,8 @@ class Reader {
   // Decodes rows [row_begin, row_end) of one section of `tensor` into dst,
   // which holds (row_end - row_begin) * tensor.row_bytes(kind) bytes. Only
   // the chunks overlapping the range are read; they decode in parallel.
+  // The tensor's cols fp32 input scales (Argument error if it has none).
+  void read_input_scales(const TensorRecord& tensor, float* dst) const;
   void read_rows(const TensorRecord& tensor, SectionKind kind, uint64_t row_begin, uint64_t row_end,
                  uint8_t* dst, const ParallelFor& parallel = serial_for) const;
 

@@ -98,6 +98,7 @@ void Writer::add_tensor(TensorRecord record, const TensorArrays& arrays, const P
     throw Error(ErrorKind::Argument, "tensor '" + record.name + "' is missing codes, scales or zero-points");
 
   record.has_bias = arrays.bias != nullptr;
+  record.has_input_scales = arrays.input_scales != nullptr;
   uint64_t code_row = record.row_bytes(SectionKind::Codes);
   uint64_t rpc = target_chunk_bytes_ / code_row;
   record.rows_per_chunk = static_cast<uint32_t>(std::max<uint64_t>(1, std::min<uint64_t>(rpc, record.rows)));
@@ -123,6 +124,13 @@ void Writer::add_tensor(TensorRecord record, const TensorArrays& arrays, const P
     end_ = align_up(end_ + c.bytes.size());
     record.sections[i % kinds].push_back(c.ref);
     std::vector<uint8_t>().swap(c.bytes);
+  }
+  if (record.has_input_scales) {
+    EncodedChunk c = encode_chunk(reinterpret_cast<const uint8_t*>(arrays.input_scales), record.cols * 4, zstd_level_);
+    c.ref.offset = end_;
+    write_at(end_, c.bytes.data(), c.bytes.size());
+    end_ = align_up(end_ + c.bytes.size());
+    record.sections[int(SectionKind::InputScales)].push_back(c.ref);
   }
   names_.insert(record.name);
   records_.push_back(std::move(record));
@@ -178,8 +186,8 @@ std::vector<uint8_t> encode_directory(const std::vector<TensorRecord>& records,
     w.u8(1);  // scale_dtype f16
     w.u8(1);  // zero_dtype u8
     w.u8(0);  // packing: row bitstream
-    w.u8(r.has_bias ? 1 : 0);
-    w.u16(static_cast<uint16_t>(r.has_bias ? 4 : 3));
+    w.u8(static_cast<uint8_t>((r.has_bias ? 1 : 0) | (r.has_input_scales ? 2 : 0)));
+    w.u16(static_cast<uint16_t>(3 + r.has_bias + r.has_input_scales));
     w.u64(r.rows);
     w.u64(r.cols);
     w.u32(r.group_size);
@@ -188,7 +196,8 @@ std::vector<uint8_t> encode_directory(const std::vector<TensorRecord>& records,
     w.f64(r.rel_frobenius_error);
     w.f64(r.sqnr_db);
     w.bytes(r.name.data(), r.name.size());
-    for (int k = 0; k < (r.has_bias ? 4 : 3); ++k) {
+    for (int k = 0; k < kSectionKinds; ++k) {
+      if (r.sections[k].empty()) continue;
       w.u8(static_cast<uint8_t>(k));
       w.u8(0);
       w.u8(0);
@@ -208,12 +217,13 @@ std::vector<uint8_t> encode_directory(const std::vector<TensorRecord>& records,
   return w.take();
 }
 
-std::vector<uint8_t> encode_header(uint64_t directory_offset, const std::vector<uint8_t>& directory) {
+std::vector<uint8_t> encode_header(uint64_t directory_offset, const std::vector<uint8_t>& directory,
+                                   uint8_t version_minor) {
   ByteWriter w;
   w.bytes(kMagic, sizeof kMagic);
   w.u8(kEndianLittle);
   w.u8(kVersionMajor);
-  w.u8(kVersionMinor);
+  w.u8(version_minor);
   w.u8(0);
   w.u32(kHeaderSize);
   w.u64(directory_offset);
@@ -238,7 +248,11 @@ void Writer::finish() {
   for (const auto& kv : metadata_) metadata.push_back(kv.second);
   std::vector<uint8_t> directory = encode_directory(records_, metadata);
   uint64_t directory_offset = end_;
-  std::vector<uint8_t> header = encode_header(directory_offset, directory);
+  // The oldest minor version that can describe the content.
+  uint8_t minor = kVersionMinorBase;
+  for (const TensorRecord& r : records_)
+    if (r.has_input_scales) minor = kVersionMinor;
+  std::vector<uint8_t> header = encode_header(directory_offset, directory, minor);
   write_at(directory_offset, directory.data(), directory.size());
   write_at(0, header.data(), header.size());
   // Gaps between chunks were never written: they read back as zero bytes.

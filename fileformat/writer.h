@@ -16,7 +16,8 @@ struct TensorArrays {
   const uint32_t* codes = nullptr;
   const uint16_t* scales = nullptr;
   const uint8_t* zeros = nullptr;
-  const float* bias = nullptr;  // optional
+  const float* bias = nullptr;          // optional: rows values
+  const float* input_scales = nullptr;  // optional: cols values (format 1.1)
 };
 
 class Writer {
@@ -56,7 +57,7 @@ class Writer {
 // Serializes header / directory; shared with tests that forge files.
 std::vector<uint8_t> encode_directory(const std::vector<TensorRecord>& records,
                                       const std::vector<MetadataEntry>& metadata);
-std::vector<uint8_t> encode_header(uint64_t directory_offset,
-                                   const std::vector<uint8_t>& directory);
+std::vector<uint8_t> encode_header(uint64_t directory_offset, const std::vector<uint8_t>& directory,
+                                   uint8_t version_minor = kVersionMinorBase);
 
 }  // namespace woq::format

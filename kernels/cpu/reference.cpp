@@ -12,6 +12,7 @@ void reference_dequantize_row(const QuantView& w, uint64_t n, float* out) {
     const float s = half_to_float(w.scales[j]);
     const int q = int(unpack_code(codes, k, w.bits));
     out[k] = s * float(q - int(w.zeros[j]));
+    if (w.input_scales) out[k] *= w.input_scales[k];  // the effective weight
   }
 }
 

@@ -43,6 +43,7 @@ struct QuantView {
   uint32_t bits;
   uint32_t group_size;
   uint64_t words_per_row;
+  const float* input_scales = nullptr;  // cols factors X is multiplied by (AWQ), or null
 };
 
 // Code k of one row of the canonical bitstream.

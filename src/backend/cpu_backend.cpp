@@ -22,6 +22,7 @@ class CpuTensor : public BackendTensor {
  public:
   QuantizedMatrix canonical;  // used when !is_packed
   kernels::PackedMatrix packed;
+  std::vector<float> input_scales;  // packed tensors: applied to X first
   bool is_packed = false;
 };
 
@@ -84,6 +85,7 @@ class CpuBackend : public Backend {
     const kernels::QuantView view = matrix.view();
     if (kind_ == BackendKind::Cpu && kernels::packable(view)) {
       t->packed = kernels::repack(view);
+      t->input_scales = std::move(matrix.input_scales);
       t->is_packed = true;
     } else {
       t->canonical = std::move(matrix);
@@ -104,9 +106,11 @@ class CpuBackend : public Backend {
     // Activations in fp32 and their per-group sums (for the factored zero-point).
     std::vector<float> x_copy;
     const float* xf = static_cast<const float*>(x);
-    if (x_dtype != DType::F32) {
+    if (x_dtype != DType::F32 || !t.input_scales.empty()) {
       x_copy.resize(m * K);
       for (uint64_t i = 0; i < m * K; ++i) x_copy[i] = load_as_float(x, x_dtype, i);
+      if (!t.input_scales.empty())
+        for (uint64_t i = 0; i < m * K; ++i) x_copy[i] *= t.input_scales[i % K];
       xf = x_copy.data();
     }
     std::vector<float> xsum(m * G);
@@ -137,8 +141,12 @@ class CpuBackend : public Backend {
     const auto& t = static_cast<const CpuTensor&>(wt);
     std::vector<float> row(t.cols);
     for (uint64_t n = 0; n < t.rows; ++n) {
-      if (t.is_packed) kernels::packed_dequantize_row(t.packed, n, row.data());
-      else kernels::reference_dequantize_row(t.canonical.view(), n, row.data());
+      if (t.is_packed) {
+        kernels::packed_dequantize_row(t.packed, n, row.data());
+        for (uint64_t k = 0; k < t.input_scales.size(); ++k) row[k] *= t.input_scales[k];
+      } else {
+        kernels::reference_dequantize_row(t.canonical.view(), n, row.data());
+      }
       for (uint64_t k = 0; k < t.cols; ++k) store_as(out, out_dtype, n * t.cols + k, row[k]);
     }
   }

@@ -117,12 +117,16 @@ int cmd_quantize(const QuantizeArgs& a) {
   q.bits = a.bits;
   q.group_size = a.group;
   q.scheme = a.sym ? WOQ_SCHEME_SYMMETRIC : WOQ_SCHEME_ASYMMETRIC;
-  q.method = a.method == "mse" ? WOQ_METHOD_MSE : a.method == "gptq" ? WOQ_METHOD_GPTQ : WOQ_METHOD_RTN;
+  q.method = a.method == "mse"    ? WOQ_METHOD_MSE
+             : a.method == "gptq" ? WOQ_METHOD_GPTQ
+             : a.method == "awq"  ? WOQ_METHOD_AWQ
+                                  : WOQ_METHOD_RTN;
   q.act_order = a.act_order;
   if (a.act_order && a.method != "gptq") throw CliError("--act-order applies to --method gptq only");
-  if ((a.method == "gptq") != !a.calibration.empty())
-    throw CliError(a.method == "gptq" ? "--method gptq needs --calibration ACTIVATIONS.safetensors"
-                                      : "--calibration is used by --method gptq only");
+  const bool calibrated = a.method == "gptq" || a.method == "awq";
+  if (calibrated != !a.calibration.empty())
+    throw CliError(calibrated ? "--method " + a.method + " needs --calibration ACTIVATIONS.safetensors"
+                              : "--calibration is used by --method gptq and awq only");
   std::unique_ptr<SafetensorsFile> calib;
   if (!a.calibration.empty()) calib = open_safetensors(a.calibration);
 
@@ -224,10 +228,11 @@ int cmd_inspect(const std::string& path) {
                   static_cast<unsigned long long>(info.cols));
     std::string name = info.name;
     if (name.size() > 60) name = "..." + name.substr(name.size() - 57);
-    std::printf("%-60s %13s %4u %5u %4s %5s %10s %6.3f %10.4g %10.4g %7.2f%s\n", name.c_str(), shape, info.bits,
+    std::printf("%-60s %13s %4u %5u %4s %5s %10s %6.3f %10.4g %10.4g %7.2f%s%s\n", name.c_str(), shape, info.bits,
                 info.group_size, info.scheme == WOQ_SCHEME_SYMMETRIC ? "yes" : "no", dtype_name(info.source_dtype),
                 human_bytes(double(info.stored_bytes)).c_str(), info.bits_per_weight, info.max_abs_error,
-                info.rel_frobenius_error, info.sqnr_db, info.has_bias ? "  +bias" : "");
+                info.rel_frobenius_error, info.sqnr_db, info.has_bias ? "  +bias" : "",
+                info.has_input_scales ? "  +input scales" : "");
     params += info.rows * info.cols;
     stored += info.stored_bytes;
     weighted_bits += info.bits_per_weight * double(info.rows * info.cols);
@@ -532,8 +537,8 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({0, 32, 64, 128, 256}));
   quantize->add_flag("--sym", qa.sym, "symmetric (zero-point fixed at 2^(bits-1))");
   quantize->add_option("--method", qa.method,
-                       "rtn (round to nearest), mse (per-group clipping search) or gptq (needs --calibration)")
-      ->check(CLI::IsMember({"rtn", "mse", "gptq"}));
+                       "rtn (round to nearest), mse (per-group clipping search), gptq or awq (need --calibration)")
+      ->check(CLI::IsMember({"rtn", "mse", "gptq", "awq"}));
   quantize->add_flag("--act-order", qa.act_order, "gptq: columns by decreasing Hessian diagonal (static groups)");
   quantize->add_option("--calibration", qa.calibration,
                        "safetensors of input activations X[S, K]: one per weight (named like it or its prefix) "

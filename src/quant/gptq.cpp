@@ -62,30 +62,49 @@ bool inverse_upper_factor(const std::vector<double>& lower, uint64_t k, std::vec
 
 }  // namespace
 
+std::vector<float> load_calibration(const Calibration& calib, uint64_t cols, const char* method) {
+  if (!calib.x || calib.rows == 0)
+    fail(Status::InvalidArgument, std::string(method) + " needs calibration activations X[S, " + std::to_string(cols) +
+                                      "] (none given)");
+  if (calib.rows > (uint64_t(1) << 40) / cols)
+    fail(Status::Shape, "calibration X[" + std::to_string(calib.rows) + ", " + std::to_string(cols) + "] is too large");
+  std::vector<float> x(calib.rows * cols);
+  for (uint64_t i = 0; i < x.size(); ++i) {
+    x[i] = load_as_float(calib.x, calib.dtype, i);
+    if (!std::isfinite(x[i]))
+      fail(Status::InvalidArgument, "calibration activation at row " + std::to_string(i / cols) + ", col " +
+                                        std::to_string(i % cols) + " is not finite");
+  }
+  return x;
+}
+
+std::vector<double> load_weights(const void* weights, DType dtype, uint64_t rows, uint64_t cols) {
+  std::vector<double> w(rows * cols);
+  for (uint64_t i = 0; i < w.size(); ++i) {
+    w[i] = load_as_float(weights, dtype, i);
+    if (!std::isfinite(w[i]))
+      fail(Status::InvalidArgument, "weight at row " + std::to_string(i / cols) + ", col " + std::to_string(i % cols) +
+                                        " is not finite");
+  }
+  return w;
+}
+
 QuantizedMatrix quantize_gptq(const void* weights, DType dtype, uint64_t rows, uint64_t cols,
                               const QuantConfig& config, const Calibration& calib, GptqReport* report) {
   check_quant_config(config, rows, cols);
-  if (!calib.x || calib.rows == 0)
-    fail(Status::InvalidArgument, "GPTQ needs calibration activations X[S, " + std::to_string(cols) + "] (none given)");
-  if (calib.rows > (uint64_t(1) << 40) / cols)
-    fail(Status::Shape, "calibration X[" + std::to_string(calib.rows) + ", " + std::to_string(cols) + "] is too large");
   if (cols > 65536)
     fail(Status::Shape, "GPTQ's K x K Hessian is limited to K <= 65536 inputs, got " + std::to_string(cols));
   const uint64_t k = cols;
+  const std::vector<float> x = load_calibration(calib, cols, "GPTQ");
 
   // H = 2 X^T X / S, accumulated in double.
-  std::vector<double> h(k * k, 0.0), xrow(k);
+  std::vector<double> h(k * k, 0.0);
   for (uint64_t s = 0; s < calib.rows; ++s) {
-    for (uint64_t c = 0; c < k; ++c) {
-      xrow[c] = load_as_float(calib.x, calib.dtype, s * k + c);
-      if (!std::isfinite(xrow[c]))
-        fail(Status::InvalidArgument, "calibration activation at row " + std::to_string(s) + ", col " +
-                                          std::to_string(c) + " is not finite");
-    }
+    const float* xrow = &x[s * k];
     for (uint64_t i = 0; i < k; ++i) {
       if (xrow[i] == 0) continue;
       const double xi = xrow[i];
-      for (uint64_t j = 0; j <= i; ++j) h[i * k + j] += xi * xrow[j];
+      for (uint64_t j = 0; j <= i; ++j) h[i * k + j] += xi * double(xrow[j]);
     }
   }
   const double norm = 2.0 / double(calib.rows);
@@ -106,13 +125,7 @@ QuantizedMatrix quantize_gptq(const void* weights, DType dtype, uint64_t rows, u
   // The weights, checked and widened.
   const QuantizedMatrix shape = make_quantized(rows, cols, dtype, config);
   const uint64_t g = shape.group_size, groups = shape.groups_per_row();
-  std::vector<double> w(rows * k);
-  for (uint64_t i = 0; i < rows * k; ++i) {
-    w[i] = load_as_float(weights, dtype, i);
-    if (!std::isfinite(w[i]))
-      fail(Status::InvalidArgument, "weight at row " + std::to_string(i / k) + ", col " + std::to_string(i % k) +
-                                        " is not finite");
-  }
+  std::vector<double> w = load_weights(weights, dtype, rows, k);
 
   // Column order: natural, or by decreasing diag(H) (act-order).
   std::vector<uint64_t> order(k);

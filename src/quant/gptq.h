@@ -18,6 +18,13 @@ struct Calibration {
   uint64_t rows = 0;
 };
 
+// X as fp32 after checking it is present, not too large and finite; `method`
+// names the caller in messages.
+std::vector<float> load_calibration(const Calibration& calib, uint64_t cols, const char* method);
+
+// W[rows, cols] widened to double after checking every weight is finite.
+std::vector<double> load_weights(const void* weights, DType dtype, uint64_t rows, uint64_t cols);
+
 // What GPTQ reports about its Hessian.
 struct GptqReport {
   double damp = 0;           // dampening used, as a fraction of mean diag(H)

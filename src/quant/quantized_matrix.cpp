@@ -24,6 +24,10 @@ void validate_quantized(const QuantizedMatrix& m, const char* name) {
     if (m.scheme == Scheme::Symmetric && m.zeros[i] != (1u << (m.bits - 1)))
       fail(Status::Format, where() + "symmetric tensor has zero-point " + std::to_string(m.zeros[i]));
   }
+  for (uint64_t k = 0; k < m.input_scales.size(); ++k)
+    if (!std::isfinite(m.input_scales[k]) || !(m.input_scales[k] > 0))
+      fail(Status::Format, std::string("tensor '") + name + "' input scale " + std::to_string(k) + " = " +
+                               std::to_string(m.input_scales[k]) + " is not finite and > 0");
 }
 
 }  // namespace woq

@@ -34,18 +34,23 @@ struct QuantizedMatrix {
   std::vector<uint16_t> scales;  // rows * groups_per_row(), fp16 bits
   std::vector<uint8_t> zeros;    // rows * groups_per_row()
   std::vector<float> bias;       // empty or rows
+  // Empty, or cols factors the activations are multiplied by before the
+  // matmul (AWQ): Y = (X diag(input_scales)) W_q^T, so the effective weights
+  // are W_q diag(input_scales). Finite and > 0.
+  std::vector<float> input_scales;
   QuantStats stats;
 
   uint64_t groups_per_row() const { return cols / group_size; }
   uint64_t words_per_row() const { return (cols * bits + 31) / 32; }
   kernels::QuantView view() const {
     return {codes.data(), scales.data(), zeros.data(), bias.empty() ? nullptr : bias.data(),
-            rows, cols, bits, group_size, words_per_row()};
+            rows, cols, bits, group_size, words_per_row(), input_scales.empty() ? nullptr : input_scales.data()};
   }
 };
 
 // Checks that decoded data obeys SPEC.md 5.3 (finite non-negative scales,
-// zero-points <= 2^bits - 1, symmetric zero-points == 2^(bits-1)).
+// zero-points <= 2^bits - 1, symmetric zero-points == 2^(bits-1), input
+// scales finite and > 0).
 // Throws Error(Format) naming the tensor, row and group.
 void validate_quantized(const QuantizedMatrix& m, const char* name);
 

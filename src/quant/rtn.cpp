@@ -31,9 +31,10 @@ void check_quant_config(const QuantConfig& config, uint64_t rows, uint64_t cols)
                                       " is not supported (32, 64, 128, 256, or 0 for per-channel)");
   if (config.scheme != Scheme::Asymmetric && config.scheme != Scheme::Symmetric)
     fail(Status::InvalidArgument, "unknown scheme " + std::to_string(int(config.scheme)));
-  if (config.method != Method::Rtn && config.method != Method::Mse && config.method != Method::Gptq)
+  if (config.method != Method::Rtn && config.method != Method::Mse && config.method != Method::Gptq &&
+      config.method != Method::Awq)
     fail(Status::Unsupported, "quantization method " + std::to_string(int(config.method)) +
-                                  " is not available in woq_quantize (RTN, MSE and GPTQ are)");
+                                  " is not available in woq_quantize (RTN, MSE, AWQ and GPTQ are)");
   if (config.act_order && config.method != Method::Gptq)
     fail(Status::InvalidArgument, "act_order applies to GPTQ only");
   if (rows == 0 || cols == 0)

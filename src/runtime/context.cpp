@@ -63,6 +63,10 @@ QuantizedMatrix read_quantized(const format::Reader& file, const format::TensorR
     file.read_rows(rec, SectionKind::Zeros, row_begin, row_end, m.zeros.data(), parallel);
     if (rec.has_bias)
       file.read_rows(rec, SectionKind::Bias, row_begin, row_end, reinterpret_cast<uint8_t*>(m.bias.data()), parallel);
+    if (rec.has_input_scales) {
+      m.input_scales.resize(m.cols);
+      file.read_input_scales(rec, m.input_scales.data());
+    }
   } catch (const format::Error& e) {
     rethrow_format_error(e);
   }

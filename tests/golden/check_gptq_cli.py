@@ -44,11 +44,12 @@ def main(cli, model, work):
     calib_path = os.path.join(work, "calibration.safetensors")
     ref.write_safetensors(calib_path, calib)
 
-    runs = {"rtn": [], "gptq": ["--calibration", calib_path], "gptq-act-order": ["--calibration", calib_path, "--act-order"]}
+    runs = {"rtn": [], "gptq": ["--calibration", calib_path], "gptq-act-order": ["--calibration", calib_path, "--act-order"],
+            "awq": ["--calibration", calib_path]}
     errors = {}
     for label, extra in runs.items():
         out = os.path.join(work, label + ".woq")
-        method = "rtn" if label == "rtn" else "gptq"
+        method = label.split("-")[0]
         cmd = [cli, "quantize", model, out, "--bits", "4", "--group", "64", "--method", method] + extra
         run = subprocess.run(cmd, capture_output=True, text=True)
         if run.returncode != 0:
@@ -57,28 +58,33 @@ def main(cli, model, work):
         for t in tensors:
             w = weights[t["name"]]
             w_hat = ref.dequantize(t["codes"], t["scales"], t["zeros"], t["group"])
+            if t.get("input_scales") is not None:  # AWQ: X is multiplied by them first
+                w_hat = w_hat * t["input_scales"].astype(np.float64)[None, :]
             x = held_out[t["name"]]
             e = np.sum((x @ (w_hat - w).T) ** 2) / np.sum((x @ w.T) ** 2)
             errors.setdefault(t["name"], {})[label] = e
             if not np.all(np.isfinite(w_hat)):
                 sys.exit("%s: non-finite weights in %s" % (label, t["name"]))
-            if label != "rtn" and t["method"] != 4:
-                sys.exit("%s: %s is stored with method %d, not GPTQ (4)" % (label, t["name"], t["method"]))
+            want_method = {"rtn": 0, "gptq": 4, "gptq-act-order": 4, "awq": 3}[label]
+            if t["method"] != want_method:
+                sys.exit("%s: %s is stored with method %d, not %d" % (label, t["name"], t["method"], want_method))
+            if (label == "awq") != (t.get("input_scales") is not None):
+                sys.exit("%s: %s input scales %s" % (label, t["name"], "missing" if label == "awq" else "unexpected"))
 
-    print("%-22s %12s %12s %12s" % ("held-out rel. output MSE", "rtn", "gptq", "act-order"))
+    print("%-22s %12s %12s %12s %12s" % ("held-out rel. output MSE", "rtn", "gptq", "act-order", "awq"))
     for name in sorted(errors):
         e = errors[name]
-        print("%-22s %12.4g %12.4g %12.4g" % (name, e["rtn"], e["gptq"], e["gptq-act-order"]))
+        print("%-22s %12.4g %12.4g %12.4g %12.4g" % (name, e["rtn"], e["gptq"], e["gptq-act-order"], e["awq"]))
     mean = {label: np.mean([errors[n][label] for n in errors]) for label in runs}
-    cut = 1 - mean["gptq"] / mean["rtn"]
-    cut_act = 1 - mean["gptq-act-order"] / mean["rtn"]
-    print("mean: GPTQ %.0f%% below RTN, act-order %.0f%% below RTN" % (100 * cut, 100 * cut_act))
-    worse = [n for n in errors if errors[n]["gptq"] >= errors[n]["rtn"] or errors[n]["gptq-act-order"] >= errors[n]["rtn"]]
-    if worse:
-        sys.exit("GPTQ is not better than RTN on " + ", ".join(worse))
-    if cut < 0.25 or cut_act < 0.30:
-        sys.exit("GPTQ cuts the output error by %.0f%% (act-order %.0f%%); needs 25%% (30%%)" % (100 * cut, 100 * cut_act))
-    print("gptq OK")
+    cuts = {label: 1 - mean[label] / mean["rtn"] for label in runs if label != "rtn"}
+    print("mean cut vs RTN: " + ", ".join("%s %.0f%%" % (label, 100 * c) for label, c in cuts.items()))
+    for label, need in (("gptq", 0.25), ("gptq-act-order", 0.30), ("awq", 0.15)):
+        worse = [n for n in errors if errors[n][label] >= errors[n]["rtn"]]
+        if worse:
+            sys.exit("%s is not better than RTN on %s" % (label, ", ".join(worse)))
+        if cuts[label] < need:
+            sys.exit("%s cuts the output error by %.0f%%, needs %.0f%%" % (label, 100 * cuts[label], 100 * need))
+    print("gptq and awq OK")
 
 
 if __name__ == "__main__":

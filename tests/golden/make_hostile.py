@@ -31,7 +31,8 @@ def base_tensor():
 
 
 def build(t=None, meta=None, mutate_record=None, mutate_chunk=None, mutate_header=None,
-          extra_record=b"", sections_override=None, minor=0, payload_override=None, counts=None):
+          extra_record=b"", sections_override=None, minor=0, payload_override=None, counts=None,
+          input_scales=None, input_chunks=1):
     """Encode one tensor file; the mutate_* hooks receive the fields as a
     dict (or bytes) and may change them to forge a lie."""
     import zstandard
@@ -61,10 +62,19 @@ def build(t=None, meta=None, mutate_record=None, mutate_chunk=None, mutate_heade
                 mutate_chunk(kind, c, ch)
             chunks.append(ch)
         sections.append((kind, chunks))
+    if input_scales is not None:  # format 1.1: one chunk of cols fp32 (input_chunks forges more)
+        raw = np.asarray(input_scales, dtype="<f4").tobytes()
+        chunks = []
+        for _ in range(input_chunks):
+            body += b"\0" * (-len(body) % ALIGN)
+            chunks.append({"offset": len(body), "stored": len(raw), "raw": len(raw), "sum": ref.xxh3(raw), "codec": 0})
+            body += raw
+        sections.append((4, chunks))
     if sections_override:
         sections = sections_override(sections)
     rec = {"name": t["name"].encode(), "name_length": None, "bits": t["bits"], "scheme": t["scheme"], "method": 0,
-           "src": 0, "sdt": 1, "zdt": 1, "packing": 0, "flags": 1, "rows": rows, "cols": cols,
+           "src": 0, "sdt": 1, "zdt": 1, "packing": 0, "flags": 1 | (2 if input_scales is not None else 0),
+           "rows": rows, "cols": cols,
            "group": t["group"], "rpc": rpc, "nsec": len(sections), "record_size": None}
     if mutate_record:
         mutate_record(rec)
@@ -135,7 +145,21 @@ def cases():
         return out
 
     yield "ok_baseline", good, "WOQ_OK", ""
-    yield "ok_newer_minor_with_extra_fields", build(minor=1, extra_record=b"\xaa" * 12), "WOQ_OK", ""
+    yield "ok_newer_minor_with_extra_fields", build(minor=2, extra_record=b"\xaa" * 12), "WOQ_OK", ""
+    scales = np.linspace(0.5, 2.0, 64)
+    yield "ok_input_scales", build(minor=1, input_scales=scales), "WOQ_OK", ""
+    yield "input_scales_flag_without_section", build(minor=1, mutate_record=set_(None, flags=3)), \
+        "WOQ_ERR_FORMAT", "flag bit 1"
+    yield "input_scales_section_without_flag", build(minor=1, input_scales=scales, mutate_record=set_(None, flags=1)), \
+        "WOQ_ERR_FORMAT", "flag bit 1"
+    yield "input_scales_nan", build(minor=1, input_scales=np.where(np.arange(64) == 9, np.nan, scales)), \
+        "WOQ_ERR_FORMAT", "input scale 9"
+    yield "input_scales_zero", build(minor=1, input_scales=np.where(np.arange(64) == 3, 0.0, scales)), \
+        "WOQ_ERR_FORMAT", "input scale 3"
+    yield "input_scales_two_chunks", build(minor=1, input_scales=scales, input_chunks=2), \
+        "WOQ_ERR_FORMAT", "expected 1"
+    yield "input_scales_short", build(minor=1, input_scales=scales[:63]), "WOQ_ERR_FORMAT", "raw_size"
+    yield "unknown_tensor_flag", build(minor=2, mutate_record=set_(None, flags=5)), "WOQ_ERR_FORMAT", "unknown flags"
     yield "empty_file", b"", "WOQ_ERR_FORMAT", "shorter"
     yield "truncated_header", good[:40], "WOQ_ERR_FORMAT", "shorter"
     yield "truncated_file", good[:-7], "WOQ_ERR_FORMAT", "truncated"

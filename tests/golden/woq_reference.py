@@ -237,7 +237,7 @@ def read_woq(path):
          max_err, rel_err, sqnr) = take("IHBBBBBBBBHQQIIddd")
         name = d[pos:pos + nlen].decode()
         pos += nlen
-        if not (1 <= bits <= 8) or sdt != 1 or zdt != 1 or packing != 0 or cols % g or rpc == 0:
+        if not (1 <= bits <= 8) or sdt != 1 or zdt != 1 or packing != 0 or cols % g or rpc == 0 or tflags & ~3:
             raise Fail("tensor fields of " + name)
         chunks = -(-rows // rpc)
         words = (cols * bits + 31) // 32
@@ -245,14 +245,16 @@ def read_woq(path):
         sections = {}
         for _ in range(nsec):
             kind, _, _, _, count = take("BBBBI")
-            if count != chunks or kind in sections or kind > 3:
+            # kind 4 (format 1.1): the input scales, one chunk of cols fp32
+            if count != (1 if kind == 4 else chunks) or kind in sections or kind > 4:
                 raise Fail("section of " + name)
             parts = []
             for c in range(count):
                 off, stored, raw_size, csum, codec = take("QQQQB")
                 pos += 7
                 nrows = min(rows, (c + 1) * rpc) - c * rpc
-                if raw_size != nrows * row_bytes[kind] or off % ALIGN or off < 256 or off + stored > dir_off:
+                want = cols * 4 if kind == 4 else nrows * row_bytes[kind]
+                if raw_size != want or off % ALIGN or off < 256 or off + stored > dir_off:
                     raise Fail("chunk ref of " + name)
                 blob = data[off:off + stored]
                 if xxh3(blob) != csum:
@@ -272,7 +274,8 @@ def read_woq(path):
                 ranges.append((off, off + stored))
                 parts.append(out)
             sections[kind] = b"".join(parts)
-        if pos - start != size or sorted(sections) != ([0, 1, 2, 3] if tflags & 1 else [0, 1, 2]):
+        want_kinds = [0, 1, 2] + ([3] if tflags & 1 else []) + ([4] if tflags & 2 else [])
+        if pos - start != size or sorted(sections) != want_kinds:
             raise Fail("record of " + name)
         t = {"name": name, "bits": bits, "symmetric": scheme == 1, "group": g, "rows": rows, "cols": cols,
              "source_dtype": src, "method": method,
@@ -280,6 +283,7 @@ def read_woq(path):
              "scales": np.frombuffer(sections[1], dtype="<f2").reshape(rows, cols // g),
              "zeros": np.frombuffer(sections[2], dtype=np.uint8).reshape(rows, cols // g),
              "bias": np.frombuffer(sections[3], dtype="<f4") if 3 in sections else None,
+             "input_scales": np.frombuffer(sections[4], dtype="<f4") if 4 in sections else None,
              "stats": (max_err, rel_err, sqnr)}
         t["codes"] = unpack(t["words"], cols, bits)
         tensors.append(t)

@@ -312,22 +312,23 @@ TEST(FileFormat, VersionsAreHandledAsSpecified) {
   EXPECT_EQ(open_and_use(dir, major2, &msg), WOQ_ERR_VERSION);
   EXPECT_NE(msg.find("2.0"), std::string::npos) << msg;
 
-  // A newer minor may append bytes to records; this reader skips them.
-  std::vector<uint8_t> minor1 = img;
-  minor1[10] = 1;
-  const uint64_t rec = first_record(minor1);
+  // A newer minor (than this reader's 1.1) may append bytes to records;
+  // this reader skips them.
+  std::vector<uint8_t> newer = img;
+  newer[10] = 2;
+  const uint64_t rec = first_record(newer);
   uint32_t size;
-  std::memcpy(&size, minor1.data() + rec, 4);
-  minor1.insert(minor1.begin() + rec + size, {0xAB, 0xCD, 0xEF, 0x01});
-  poke<uint32_t>(minor1, rec, size + 4);
-  poke<uint64_t>(minor1, 24, minor1.size() - directory_offset(minor1));
-  poke<uint64_t>(minor1, 32, minor1.size());
-  reseal(minor1);
-  EXPECT_EQ(open_and_use(dir, minor1, &msg), WOQ_OK) << msg;
+  std::memcpy(&size, newer.data() + rec, 4);
+  newer.insert(newer.begin() + rec + size, {0xAB, 0xCD, 0xEF, 0x01});
+  poke<uint32_t>(newer, rec, size + 4);
+  poke<uint64_t>(newer, 24, newer.size() - directory_offset(newer));
+  poke<uint64_t>(newer, 32, newer.size());
+  reseal(newer);
+  EXPECT_EQ(open_and_use(dir, newer, &msg), WOQ_OK) << msg;
   // The same extra bytes in a 1.0 file are an error.
-  minor1[10] = 0;
-  reseal(minor1);
-  EXPECT_EQ(open_and_use(dir, minor1, &msg), WOQ_ERR_FORMAT);
+  newer[10] = 0;
+  reseal(newer);
+  EXPECT_EQ(open_and_use(dir, newer, &msg), WOQ_ERR_FORMAT);
   EXPECT_NE(msg.find("record_size"), std::string::npos) << msg;
 }
 

@@ -56,6 +56,11 @@ public class woq {
     return ret;
   }
 
+  public static woq_status woq_qmatrix_input_scales(global::System.IntPtr qmatrix, global::System.IntPtr out_, ulong out_capacity_bytes, out ulong out_count) {
+    woq_status ret = (woq_status)woqPINVOKE.woq_qmatrix_input_scales(qmatrix, out_, out_capacity_bytes, out out_count);
+    return ret;
+  }
+
   public static void woq_qmatrix_destroy(global::System.IntPtr qmatrix) {
     woqPINVOKE.woq_qmatrix_destroy(qmatrix);
   }

@@ -123,6 +123,12 @@ class woqPINVOKE {
   [global::System.Runtime.InteropServices.DllImport("woq_csharp", EntryPoint="CSharp_WoqfNative_woq_quant_options_act_order_get___")]
   public static extern int woq_quant_options_act_order_get(global::System.Runtime.InteropServices.HandleRef jarg1);
 
+  [global::System.Runtime.InteropServices.DllImport("woq_csharp", EntryPoint="CSharp_WoqfNative_woq_quant_options_fold_input_scales_set___")]
+  public static extern void woq_quant_options_fold_input_scales_set(global::System.Runtime.InteropServices.HandleRef jarg1, int jarg2);
+
+  [global::System.Runtime.InteropServices.DllImport("woq_csharp", EntryPoint="CSharp_WoqfNative_woq_quant_options_fold_input_scales_get___")]
+  public static extern int woq_quant_options_fold_input_scales_get(global::System.Runtime.InteropServices.HandleRef jarg1);
+
   [global::System.Runtime.InteropServices.DllImport("woq_csharp", EntryPoint="CSharp_WoqfNative_new_woq_quant_options___")]
   public static extern global::System.IntPtr new_woq_quant_options();
 
@@ -134,6 +140,9 @@ class woqPINVOKE {
 
   [global::System.Runtime.InteropServices.DllImport("woq_csharp", EntryPoint="CSharp_WoqfNative_woq_quantize___")]
   public static extern int woq_quantize(global::System.IntPtr jarg1, int jarg2, ulong jarg3, ulong jarg4, global::System.Runtime.InteropServices.HandleRef jarg5, out global::System.IntPtr jarg6);
+
+  [global::System.Runtime.InteropServices.DllImport("woq_csharp", EntryPoint="CSharp_WoqfNative_woq_qmatrix_input_scales___")]
+  public static extern int woq_qmatrix_input_scales(global::System.IntPtr jarg1, global::System.IntPtr jarg2, ulong jarg3, out ulong jarg4);
 
   [global::System.Runtime.InteropServices.DllImport("woq_csharp", EntryPoint="CSharp_WoqfNative_woq_qmatrix_destroy___")]
   public static extern void woq_qmatrix_destroy(global::System.IntPtr jarg1);
@@ -314,6 +323,12 @@ class woqPINVOKE {
 
   [global::System.Runtime.InteropServices.DllImport("woq_csharp", EntryPoint="CSharp_WoqfNative_woq_tensor_info_sqnr_db_get___")]
   public static extern double woq_tensor_info_sqnr_db_get(global::System.Runtime.InteropServices.HandleRef jarg1);
+
+  [global::System.Runtime.InteropServices.DllImport("woq_csharp", EntryPoint="CSharp_WoqfNative_woq_tensor_info_has_input_scales_set___")]
+  public static extern void woq_tensor_info_has_input_scales_set(global::System.Runtime.InteropServices.HandleRef jarg1, int jarg2);
+
+  [global::System.Runtime.InteropServices.DllImport("woq_csharp", EntryPoint="CSharp_WoqfNative_woq_tensor_info_has_input_scales_get___")]
+  public static extern int woq_tensor_info_has_input_scales_get(global::System.Runtime.InteropServices.HandleRef jarg1);
 
   [global::System.Runtime.InteropServices.DllImport("woq_csharp", EntryPoint="CSharp_WoqfNative_new_woq_tensor_info___")]
   public static extern global::System.IntPtr new_woq_tensor_info();

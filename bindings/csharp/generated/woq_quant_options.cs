@@ -143,6 +143,16 @@ public class woq_quant_options : global::System.IDisposable {
     } 
   }
 
+  public int fold_input_scales {
+    set {
+      woqPINVOKE.woq_quant_options_fold_input_scales_set(swigCPtr, value);
+    } 
+    get {
+      int ret = woqPINVOKE.woq_quant_options_fold_input_scales_get(swigCPtr);
+      return ret;
+    } 
+  }
+
   public woq_quant_options() : this(woqPINVOKE.new_woq_quant_options(), true) {
   }
 

@@ -207,6 +207,16 @@ public class woq_tensor_info : global::System.IDisposable {
     } 
   }
 
+  public int has_input_scales {
+    set {
+      woqPINVOKE.woq_tensor_info_has_input_scales_set(swigCPtr, value);
+    } 
+    get {
+      int ret = woqPINVOKE.woq_tensor_info_has_input_scales_get(swigCPtr);
+      return ret;
+    } 
+  }
+
   public woq_tensor_info() : this(woqPINVOKE.new_woq_tensor_info(), true) {
   }
 

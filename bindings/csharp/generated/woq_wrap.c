@@ -572,6 +572,28 @@ SWIGEXPORT int SWIGSTDCALL CSharp_WoqfNative_woq_quant_options_act_order_get___(
 }
 
 
+SWIGEXPORT void SWIGSTDCALL CSharp_WoqfNative_woq_quant_options_fold_input_scales_set___(void * jarg1, int jarg2) {
+  struct woq_quant_options *arg1 = (struct woq_quant_options *) 0 ;
+  int32_t arg2 ;
+  
+  arg1 = (struct woq_quant_options *)jarg1; 
+  arg2 = (int32_t)jarg2; 
+  if (arg1) (arg1)->fold_input_scales = arg2;
+}
+
+
+SWIGEXPORT int SWIGSTDCALL CSharp_WoqfNative_woq_quant_options_fold_input_scales_get___(void * jarg1) {
+  int jresult ;
+  struct woq_quant_options *arg1 = (struct woq_quant_options *) 0 ;
+  int32_t result;
+  
+  arg1 = (struct woq_quant_options *)jarg1; 
+  result = (int32_t) ((arg1)->fold_input_scales);
+  jresult = result; 
+  return jresult;
+}
+
+
 SWIGEXPORT void * SWIGSTDCALL CSharp_WoqfNative_new_woq_quant_options___() {
   void * jresult ;
   struct woq_quant_options *result = 0 ;
@@ -619,6 +641,24 @@ SWIGEXPORT int SWIGSTDCALL CSharp_WoqfNative_woq_quantize___(void* jarg1, int ja
   arg5 = (woq_quant_options *)jarg5; 
   arg6 = (woq_qmatrix **)jarg6; 
   result = (woq_status)woq_quantize((void const *)arg1,arg2,arg3,arg4,(struct woq_quant_options const *)arg5,arg6);
+  jresult = (int)result; 
+  return jresult;
+}
+
+
+SWIGEXPORT int SWIGSTDCALL CSharp_WoqfNative_woq_qmatrix_input_scales___(void* jarg1, void* jarg2, unsigned long long jarg3, unsigned long long * jarg4) {
+  int jresult ;
+  woq_qmatrix *arg1 = (woq_qmatrix *) 0 ;
+  float *arg2 = (float *) 0 ;
+  uint64_t arg3 ;
+  uint64_t *arg4 = (uint64_t *) 0 ;
+  woq_status result;
+  
+  arg1 = (woq_qmatrix *)jarg1; 
+  arg2 = (float *)jarg2; 
+  arg3 = (uint64_t)jarg3; 
+  arg4 = (uint64_t *)jarg4; 
+  result = (woq_status)woq_qmatrix_input_scales((struct woq_qmatrix const *)arg1,arg2,arg3,arg4);
   jresult = (int)result; 
   return jresult;
 }
@@ -1329,6 +1369,28 @@ SWIGEXPORT double SWIGSTDCALL CSharp_WoqfNative_woq_tensor_info_sqnr_db_get___(v
   
   arg1 = (struct woq_tensor_info *)jarg1; 
   result = (double) ((arg1)->sqnr_db);
+  jresult = result; 
+  return jresult;
+}
+
+
+SWIGEXPORT void SWIGSTDCALL CSharp_WoqfNative_woq_tensor_info_has_input_scales_set___(void * jarg1, int jarg2) {
+  struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
+  int32_t arg2 ;
+  
+  arg1 = (struct woq_tensor_info *)jarg1; 
+  arg2 = (int32_t)jarg2; 
+  if (arg1) (arg1)->has_input_scales = arg2;
+}
+
+
+SWIGEXPORT int SWIGSTDCALL CSharp_WoqfNative_woq_tensor_info_has_input_scales_get___(void * jarg1) {
+  int jresult ;
+  struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
+  int32_t result;
+  
+  arg1 = (struct woq_tensor_info *)jarg1; 
+  result = (int32_t) ((arg1)->has_input_scales);
   jresult = result; 
   return jresult;
 }

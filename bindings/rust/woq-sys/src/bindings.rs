@@ -112,6 +112,7 @@ pub struct woq_quant_options {
     pub calibration_dtype: woq_dtype,
     pub calibration_rows: u64,
     pub act_order: i32,
+    pub fold_input_scales: i32,
 }
 extern "C" {
     pub fn woq_quant_options_init(options: *mut woq_quant_options) -> woq_status;
@@ -124,6 +125,14 @@ extern "C" {
         cols: u64,
         options: *const woq_quant_options,
         out_qmatrix: *mut *mut woq_qmatrix,
+    ) -> woq_status;
+}
+extern "C" {
+    pub fn woq_qmatrix_input_scales(
+        qmatrix: *const woq_qmatrix,
+        out: *mut f32,
+        out_capacity_bytes: u64,
+        out_count: *mut u64,
     ) -> woq_status;
 }
 extern "C" {
@@ -263,6 +272,7 @@ pub struct woq_tensor_info {
     pub max_abs_error: f64,
     pub rel_frobenius_error: f64,
     pub sqnr_db: f64,
+    pub has_input_scales: i32,
 }
 extern "C" {
     pub fn woq_file_tensor_info(

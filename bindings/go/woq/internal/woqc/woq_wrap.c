@@ -1085,6 +1085,31 @@ intgo _wrap_woq_quant_options_act_order_get_woqc_7f9afc7fe7e20b0f(struct woq_qua
 }
 
 
+void _wrap_woq_quant_options_fold_input_scales_set_woqc_7f9afc7fe7e20b0f(struct woq_quant_options *_swig_go_0, intgo _swig_go_1) {
+  struct woq_quant_options *arg1 = (struct woq_quant_options *) 0 ;
+  int32_t arg2 ;
+  
+  arg1 = *(struct woq_quant_options **)&_swig_go_0; 
+  arg2 = (int32_t)_swig_go_1; 
+  
+  if (arg1) (arg1)->fold_input_scales = arg2;
+  
+}
+
+
+intgo _wrap_woq_quant_options_fold_input_scales_get_woqc_7f9afc7fe7e20b0f(struct woq_quant_options *_swig_go_0) {
+  struct woq_quant_options *arg1 = (struct woq_quant_options *) 0 ;
+  int32_t result;
+  intgo _swig_go_result;
+  
+  arg1 = *(struct woq_quant_options **)&_swig_go_0; 
+  
+  result = (int32_t) ((arg1)->fold_input_scales);
+  _swig_go_result = result; 
+  return _swig_go_result;
+}
+
+
 struct woq_quant_options *_wrap_new_woq_quant_options_woqc_7f9afc7fe7e20b0f() {
   struct woq_quant_options *result = 0 ;
   struct woq_quant_options *_swig_go_result;
@@ -1143,6 +1168,38 @@ intgo _wrap_woq_quantize_woqc_7f9afc7fe7e20b0f(_goslice_ _swig_go_0, intgo _swig
   
   result = (woq_status)woq_quantize((void const *)arg1,arg2,arg3,arg4,(struct woq_quant_options const *)arg5,arg6);
   _swig_go_result = (intgo)result; 
+  return _swig_go_result;
+}
+
+
+intgo _wrap_woq_qmatrix_input_scales_woqc_7f9afc7fe7e20b0f(woq_qmatrix *_swig_go_0, _goslice_ _swig_go_1, long long _swig_go_2, _goslice_ _swig_go_3) {
+  woq_qmatrix *arg1 = (woq_qmatrix *) 0 ;
+  float *arg2 = (float *) 0 ;
+  uint64_t arg3 ;
+  uint64_t *arg4 = (uint64_t *) 0 ;
+  uint64_t temp4 ;
+  woq_status result;
+  intgo _swig_go_result;
+  
+  arg1 = (woq_qmatrix *)_swig_go_0; 
+  
+  arg2 = (float *)(_swig_go_1.len ? _swig_go_1.array : 0);
+  
+  arg3 = (uint64_t)_swig_go_2; 
+  {
+    if (_swig_go_3.len == 0) {
+      _swig_gopanic("array must contain at least 1 element");
+    }
+    arg4 = &temp4;
+  }
+  
+  result = (woq_status)woq_qmatrix_input_scales((struct woq_qmatrix const *)arg1,arg2,arg3,arg4);
+  _swig_go_result = (intgo)result; 
+  {
+    unsigned long long* a = (unsigned long long *) _swig_go_3.array;
+    a[0] = temp4;
+  }
+  
   return _swig_go_result;
 }
 
@@ -2094,6 +2151,31 @@ double _wrap_woq_tensor_info_sqnr_db_get_woqc_7f9afc7fe7e20b0f(struct woq_tensor
   arg1 = *(struct woq_tensor_info **)&_swig_go_0; 
   
   result = (double) ((arg1)->sqnr_db);
+  _swig_go_result = result; 
+  return _swig_go_result;
+}
+
+
+void _wrap_woq_tensor_info_has_input_scales_set_woqc_7f9afc7fe7e20b0f(struct woq_tensor_info *_swig_go_0, intgo _swig_go_1) {
+  struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
+  int32_t arg2 ;
+  
+  arg1 = *(struct woq_tensor_info **)&_swig_go_0; 
+  arg2 = (int32_t)_swig_go_1; 
+  
+  if (arg1) (arg1)->has_input_scales = arg2;
+  
+}
+
+
+intgo _wrap_woq_tensor_info_has_input_scales_get_woqc_7f9afc7fe7e20b0f(struct woq_tensor_info *_swig_go_0) {
+  struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
+  int32_t result;
+  intgo _swig_go_result;
+  
+  arg1 = *(struct woq_tensor_info **)&_swig_go_0; 
+  
+  result = (int32_t) ((arg1)->has_input_scales);
   _swig_go_result = result; 
   return _swig_go_result;
 }

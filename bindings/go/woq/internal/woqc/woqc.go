@@ -50,27 +50,27 @@ typedef long long swig_type_16;
 typedef long long swig_type_17;
 typedef _goslice_ swig_type_18;
 typedef _goslice_ swig_type_19;
-typedef _goslice_ swig_type_20;
+typedef long long swig_type_20;
 typedef _goslice_ swig_type_21;
 typedef _goslice_ swig_type_22;
 typedef _goslice_ swig_type_23;
-typedef _gostring_ swig_type_24;
-typedef _gostring_ swig_type_25;
-typedef _gostring_ swig_type_26;
+typedef _goslice_ swig_type_24;
+typedef _goslice_ swig_type_25;
+typedef _goslice_ swig_type_26;
 typedef _gostring_ swig_type_27;
-typedef _goslice_ swig_type_28;
+typedef _gostring_ swig_type_28;
 typedef _gostring_ swig_type_29;
-typedef _goslice_ swig_type_30;
-typedef _gostring_ swig_type_31;
+typedef _gostring_ swig_type_30;
+typedef _goslice_ swig_type_31;
 typedef _gostring_ swig_type_32;
-typedef _gostring_ swig_type_33;
-typedef long long swig_type_34;
+typedef _goslice_ swig_type_33;
+typedef _gostring_ swig_type_34;
 typedef _gostring_ swig_type_35;
 typedef _gostring_ swig_type_36;
-typedef _goslice_ swig_type_37;
-typedef long long swig_type_38;
-typedef long long swig_type_39;
-typedef long long swig_type_40;
+typedef long long swig_type_37;
+typedef _gostring_ swig_type_38;
+typedef _gostring_ swig_type_39;
+typedef _goslice_ swig_type_40;
 typedef long long swig_type_41;
 typedef long long swig_type_42;
 typedef long long swig_type_43;
@@ -78,14 +78,14 @@ typedef long long swig_type_44;
 typedef long long swig_type_45;
 typedef long long swig_type_46;
 typedef long long swig_type_47;
-typedef _gostring_ swig_type_48;
-typedef _goslice_ swig_type_49;
-typedef _goslice_ swig_type_50;
-typedef _goslice_ swig_type_51;
+typedef long long swig_type_48;
+typedef long long swig_type_49;
+typedef long long swig_type_50;
+typedef _gostring_ swig_type_51;
 typedef _goslice_ swig_type_52;
-typedef long long swig_type_53;
-typedef long long swig_type_54;
-typedef long long swig_type_55;
+typedef _goslice_ swig_type_53;
+typedef _goslice_ swig_type_54;
+typedef _goslice_ swig_type_55;
 typedef long long swig_type_56;
 typedef long long swig_type_57;
 typedef long long swig_type_58;
@@ -93,50 +93,53 @@ typedef long long swig_type_59;
 typedef long long swig_type_60;
 typedef long long swig_type_61;
 typedef long long swig_type_62;
-typedef _gostring_ swig_type_63;
+typedef long long swig_type_63;
 typedef long long swig_type_64;
-typedef _gostring_ swig_type_65;
-typedef _goslice_ swig_type_66;
+typedef long long swig_type_65;
+typedef _gostring_ swig_type_66;
 typedef long long swig_type_67;
-typedef _goslice_ swig_type_68;
-typedef _gostring_ swig_type_69;
-typedef _goslice_ swig_type_70;
-typedef _gostring_ swig_type_71;
-typedef _goslice_ swig_type_72;
-typedef _gostring_ swig_type_73;
-typedef _goslice_ swig_type_74;
-typedef _gostring_ swig_type_75;
-typedef _goslice_ swig_type_76;
-typedef _gostring_ swig_type_77;
-typedef long long swig_type_78;
-typedef long long swig_type_79;
-typedef _goslice_ swig_type_80;
-typedef _goslice_ swig_type_81;
-typedef _goslice_ swig_type_82;
+typedef _gostring_ swig_type_68;
+typedef _goslice_ swig_type_69;
+typedef long long swig_type_70;
+typedef _goslice_ swig_type_71;
+typedef _gostring_ swig_type_72;
+typedef _goslice_ swig_type_73;
+typedef _gostring_ swig_type_74;
+typedef _goslice_ swig_type_75;
+typedef _gostring_ swig_type_76;
+typedef _goslice_ swig_type_77;
+typedef _gostring_ swig_type_78;
+typedef _goslice_ swig_type_79;
+typedef _gostring_ swig_type_80;
+typedef long long swig_type_81;
+typedef long long swig_type_82;
 typedef _goslice_ swig_type_83;
 typedef _goslice_ swig_type_84;
 typedef _goslice_ swig_type_85;
-typedef long long swig_type_86;
+typedef _goslice_ swig_type_86;
 typedef _goslice_ swig_type_87;
-typedef long long swig_type_88;
+typedef _goslice_ swig_type_88;
 typedef long long swig_type_89;
 typedef _goslice_ swig_type_90;
-typedef _goslice_ swig_type_91;
-typedef _goslice_ swig_type_92;
-typedef long long swig_type_93;
+typedef long long swig_type_91;
+typedef long long swig_type_92;
+typedef _goslice_ swig_type_93;
 typedef _goslice_ swig_type_94;
 typedef _goslice_ swig_type_95;
 typedef long long swig_type_96;
-typedef long long swig_type_97;
+typedef _goslice_ swig_type_97;
 typedef _goslice_ swig_type_98;
-typedef _goslice_ swig_type_99;
+typedef long long swig_type_99;
 typedef long long swig_type_100;
 typedef _goslice_ swig_type_101;
-typedef long long swig_type_102;
+typedef _goslice_ swig_type_102;
 typedef long long swig_type_103;
 typedef _goslice_ swig_type_104;
 typedef long long swig_type_105;
 typedef long long swig_type_106;
+typedef _goslice_ swig_type_107;
+typedef long long swig_type_108;
+typedef long long swig_type_109;
 extern void _wrap_Swig_free_woqc_7f9afc7fe7e20b0f(uintptr_t arg1);
 extern uintptr_t _wrap_Swig_malloc_woqc_7f9afc7fe7e20b0f(swig_intgo arg1);
 extern swig_intgo _wrap_WOQ_BINDINGS_VERSION_MAJOR_woqc_7f9afc7fe7e20b0f(void);
@@ -207,46 +210,49 @@ extern void _wrap_woq_quant_options_calibration_rows_set_woqc_7f9afc7fe7e20b0f(u
 extern swig_type_14 _wrap_woq_quant_options_calibration_rows_get_woqc_7f9afc7fe7e20b0f(uintptr_t arg1);
 extern void _wrap_woq_quant_options_act_order_set_woqc_7f9afc7fe7e20b0f(uintptr_t arg1, swig_intgo arg2);
 extern swig_intgo _wrap_woq_quant_options_act_order_get_woqc_7f9afc7fe7e20b0f(uintptr_t arg1);
+extern void _wrap_woq_quant_options_fold_input_scales_set_woqc_7f9afc7fe7e20b0f(uintptr_t arg1, swig_intgo arg2);
+extern swig_intgo _wrap_woq_quant_options_fold_input_scales_get_woqc_7f9afc7fe7e20b0f(uintptr_t arg1);
 extern uintptr_t _wrap_new_woq_quant_options_woqc_7f9afc7fe7e20b0f(void);
 extern void _wrap_delete_woq_quant_options_woqc_7f9afc7fe7e20b0f(uintptr_t arg1);
 extern swig_intgo _wrap_woq_quant_options_init_woqc_7f9afc7fe7e20b0f(uintptr_t arg1);
 extern swig_intgo _wrap_woq_quantize_woqc_7f9afc7fe7e20b0f(swig_type_15 arg1, swig_intgo arg2, swig_type_16 arg3, swig_type_17 arg4, uintptr_t arg5, swig_type_18 arg6);
+extern swig_intgo _wrap_woq_qmatrix_input_scales_woqc_7f9afc7fe7e20b0f(uintptr_t arg1, swig_type_19 arg2, swig_type_20 arg3, swig_type_21 arg4);
 extern void _wrap_woq_qmatrix_destroy_woqc_7f9afc7fe7e20b0f(uintptr_t arg1);
-extern swig_intgo _wrap_woq_qmatrix_shape_woqc_7f9afc7fe7e20b0f(uintptr_t arg1, swig_type_19 arg2, swig_type_20 arg3);
-extern swig_intgo _wrap_woq_qmatrix_stats_woqc_7f9afc7fe7e20b0f(uintptr_t arg1, swig_type_21 arg2, swig_type_22 arg3, swig_type_23 arg4);
-extern swig_intgo _wrap_woq_import_checkpoint_woqc_7f9afc7fe7e20b0f(swig_type_24 arg1, swig_type_25 arg2, swig_type_26 arg3, swig_voidp arg4);
-extern swig_intgo _wrap_woq_writer_create_woqc_7f9afc7fe7e20b0f(swig_type_27 arg1, swig_type_28 arg2);
-extern swig_intgo _wrap_woq_writer_add_tensor_woqc_7f9afc7fe7e20b0f(uintptr_t arg1, swig_type_29 arg2, uintptr_t arg3, swig_type_30 arg4);
-extern swig_intgo _wrap_woq_writer_set_metadata_string_woqc_7f9afc7fe7e20b0f(uintptr_t arg1, swig_type_31 arg2, swig_type_32 arg3);
-extern swig_intgo _wrap_woq_writer_set_metadata_int_woqc_7f9afc7fe7e20b0f(uintptr_t arg1, swig_type_33 arg2, swig_type_34 arg3);
-extern swig_intgo _wrap_woq_writer_set_metadata_float_woqc_7f9afc7fe7e20b0f(uintptr_t arg1, swig_type_35 arg2, double arg3);
+extern swig_intgo _wrap_woq_qmatrix_shape_woqc_7f9afc7fe7e20b0f(uintptr_t arg1, swig_type_22 arg2, swig_type_23 arg3);
+extern swig_intgo _wrap_woq_qmatrix_stats_woqc_7f9afc7fe7e20b0f(uintptr_t arg1, swig_type_24 arg2, swig_type_25 arg3, swig_type_26 arg4);
+extern swig_intgo _wrap_woq_import_checkpoint_woqc_7f9afc7fe7e20b0f(swig_type_27 arg1, swig_type_28 arg2, swig_type_29 arg3, swig_voidp arg4);
+extern swig_intgo _wrap_woq_writer_create_woqc_7f9afc7fe7e20b0f(swig_type_30 arg1, swig_type_31 arg2);
+extern swig_intgo _wrap_woq_writer_add_tensor_woqc_7f9afc7fe7e20b0f(uintptr_t arg1, swig_type_32 arg2, uintptr_t arg3, swig_type_33 arg4);
+extern swig_intgo _wrap_woq_writer_set_metadata_string_woqc_7f9afc7fe7e20b0f(uintptr_t arg1, swig_type_34 arg2, swig_type_35 arg3);
+extern swig_intgo _wrap_woq_writer_set_metadata_int_woqc_7f9afc7fe7e20b0f(uintptr_t arg1, swig_type_36 arg2, swig_type_37 arg3);
+extern swig_intgo _wrap_woq_writer_set_metadata_float_woqc_7f9afc7fe7e20b0f(uintptr_t arg1, swig_type_38 arg2, double arg3);
 extern swig_intgo _wrap_woq_writer_finish_woqc_7f9afc7fe7e20b0f(uintptr_t arg1);
 extern void _wrap_woq_writer_destroy_woqc_7f9afc7fe7e20b0f(uintptr_t arg1);
-extern swig_intgo _wrap_woq_file_open_woqc_7f9afc7fe7e20b0f(swig_type_36 arg1, swig_type_37 arg2);
-extern void _wrap_woq_open_options_struct_size_set_woqc_7f9afc7fe7e20b0f(uintptr_t arg1, swig_type_38 arg2);
-extern swig_type_39 _wrap_woq_open_options_struct_size_get_woqc_7f9afc7fe7e20b0f(uintptr_t arg1);
-extern void _wrap_woq_open_options_max_directory_bytes_set_woqc_7f9afc7fe7e20b0f(uintptr_t arg1, swig_type_40 arg2);
-extern swig_type_41 _wrap_woq_open_options_max_directory_bytes_get_woqc_7f9afc7fe7e20b0f(uintptr_t arg1);
-extern void _wrap_woq_open_options_max_tensors_set_woqc_7f9afc7fe7e20b0f(uintptr_t arg1, swig_type_42 arg2);
-extern swig_type_43 _wrap_woq_open_options_max_tensors_get_woqc_7f9afc7fe7e20b0f(uintptr_t arg1);
-extern void _wrap_woq_open_options_max_metadata_set_woqc_7f9afc7fe7e20b0f(uintptr_t arg1, swig_type_44 arg2);
-extern swig_type_45 _wrap_woq_open_options_max_metadata_get_woqc_7f9afc7fe7e20b0f(uintptr_t arg1);
-extern void _wrap_woq_open_options_max_tensor_bytes_set_woqc_7f9afc7fe7e20b0f(uintptr_t arg1, swig_type_46 arg2);
-extern swig_type_47 _wrap_woq_open_options_max_tensor_bytes_get_woqc_7f9afc7fe7e20b0f(uintptr_t arg1);
+extern swig_intgo _wrap_woq_file_open_woqc_7f9afc7fe7e20b0f(swig_type_39 arg1, swig_type_40 arg2);
+extern void _wrap_woq_open_options_struct_size_set_woqc_7f9afc7fe7e20b0f(uintptr_t arg1, swig_type_41 arg2);
+extern swig_type_42 _wrap_woq_open_options_struct_size_get_woqc_7f9afc7fe7e20b0f(uintptr_t arg1);
+extern void _wrap_woq_open_options_max_directory_bytes_set_woqc_7f9afc7fe7e20b0f(uintptr_t arg1, swig_type_43 arg2);
+extern swig_type_44 _wrap_woq_open_options_max_directory_bytes_get_woqc_7f9afc7fe7e20b0f(uintptr_t arg1);
+extern void _wrap_woq_open_options_max_tensors_set_woqc_7f9afc7fe7e20b0f(uintptr_t arg1, swig_type_45 arg2);
+extern swig_type_46 _wrap_woq_open_options_max_tensors_get_woqc_7f9afc7fe7e20b0f(uintptr_t arg1);
+extern void _wrap_woq_open_options_max_metadata_set_woqc_7f9afc7fe7e20b0f(uintptr_t arg1, swig_type_47 arg2);
+extern swig_type_48 _wrap_woq_open_options_max_metadata_get_woqc_7f9afc7fe7e20b0f(uintptr_t arg1);
+extern void _wrap_woq_open_options_max_tensor_bytes_set_woqc_7f9afc7fe7e20b0f(uintptr_t arg1, swig_type_49 arg2);
+extern swig_type_50 _wrap_woq_open_options_max_tensor_bytes_get_woqc_7f9afc7fe7e20b0f(uintptr_t arg1);
 extern uintptr_t _wrap_new_woq_open_options_woqc_7f9afc7fe7e20b0f(void);
 extern void _wrap_delete_woq_open_options_woqc_7f9afc7fe7e20b0f(uintptr_t arg1);
 extern swig_intgo _wrap_woq_open_options_init_woqc_7f9afc7fe7e20b0f(uintptr_t arg1);
-extern swig_intgo _wrap_woq_file_open_ex_woqc_7f9afc7fe7e20b0f(swig_type_48 arg1, uintptr_t arg2, swig_type_49 arg3);
+extern swig_intgo _wrap_woq_file_open_ex_woqc_7f9afc7fe7e20b0f(swig_type_51 arg1, uintptr_t arg2, swig_type_52 arg3);
 extern void _wrap_woq_file_close_woqc_7f9afc7fe7e20b0f(uintptr_t arg1);
 extern swig_intgo _wrap_woq_file_verify_woqc_7f9afc7fe7e20b0f(uintptr_t arg1);
-extern swig_intgo _wrap_woq_file_format_version_woqc_7f9afc7fe7e20b0f(uintptr_t arg1, swig_type_50 arg2, swig_type_51 arg3);
-extern swig_intgo _wrap_woq_file_tensor_count_woqc_7f9afc7fe7e20b0f(uintptr_t arg1, swig_type_52 arg2);
-extern void _wrap_woq_tensor_info_struct_size_set_woqc_7f9afc7fe7e20b0f(uintptr_t arg1, swig_type_53 arg2);
-extern swig_type_54 _wrap_woq_tensor_info_struct_size_get_woqc_7f9afc7fe7e20b0f(uintptr_t arg1);
-extern void _wrap_woq_tensor_info_rows_set_woqc_7f9afc7fe7e20b0f(uintptr_t arg1, swig_type_55 arg2);
-extern swig_type_56 _wrap_woq_tensor_info_rows_get_woqc_7f9afc7fe7e20b0f(uintptr_t arg1);
-extern void _wrap_woq_tensor_info_cols_set_woqc_7f9afc7fe7e20b0f(uintptr_t arg1, swig_type_57 arg2);
-extern swig_type_58 _wrap_woq_tensor_info_cols_get_woqc_7f9afc7fe7e20b0f(uintptr_t arg1);
+extern swig_intgo _wrap_woq_file_format_version_woqc_7f9afc7fe7e20b0f(uintptr_t arg1, swig_type_53 arg2, swig_type_54 arg3);
+extern swig_intgo _wrap_woq_file_tensor_count_woqc_7f9afc7fe7e20b0f(uintptr_t arg1, swig_type_55 arg2);
+extern void _wrap_woq_tensor_info_struct_size_set_woqc_7f9afc7fe7e20b0f(uintptr_t arg1, swig_type_56 arg2);
+extern swig_type_57 _wrap_woq_tensor_info_struct_size_get_woqc_7f9afc7fe7e20b0f(uintptr_t arg1);
+extern void _wrap_woq_tensor_info_rows_set_woqc_7f9afc7fe7e20b0f(uintptr_t arg1, swig_type_58 arg2);
+extern swig_type_59 _wrap_woq_tensor_info_rows_get_woqc_7f9afc7fe7e20b0f(uintptr_t arg1);
+extern void _wrap_woq_tensor_info_cols_set_woqc_7f9afc7fe7e20b0f(uintptr_t arg1, swig_type_60 arg2);
+extern swig_type_61 _wrap_woq_tensor_info_cols_get_woqc_7f9afc7fe7e20b0f(uintptr_t arg1);
 extern void _wrap_woq_tensor_info_bits_set_woqc_7f9afc7fe7e20b0f(uintptr_t arg1, swig_intgo arg2);
 extern swig_intgo _wrap_woq_tensor_info_bits_get_woqc_7f9afc7fe7e20b0f(uintptr_t arg1);
 extern void _wrap_woq_tensor_info_group_size_set_woqc_7f9afc7fe7e20b0f(uintptr_t arg1, swig_intgo arg2);
@@ -259,10 +265,10 @@ extern void _wrap_woq_tensor_info_source_dtype_set_woqc_7f9afc7fe7e20b0f(uintptr
 extern swig_intgo _wrap_woq_tensor_info_source_dtype_get_woqc_7f9afc7fe7e20b0f(uintptr_t arg1);
 extern void _wrap_woq_tensor_info_has_bias_set_woqc_7f9afc7fe7e20b0f(uintptr_t arg1, swig_intgo arg2);
 extern swig_intgo _wrap_woq_tensor_info_has_bias_get_woqc_7f9afc7fe7e20b0f(uintptr_t arg1);
-extern void _wrap_woq_tensor_info_stored_bytes_set_woqc_7f9afc7fe7e20b0f(uintptr_t arg1, swig_type_59 arg2);
-extern swig_type_60 _wrap_woq_tensor_info_stored_bytes_get_woqc_7f9afc7fe7e20b0f(uintptr_t arg1);
-extern void _wrap_woq_tensor_info_raw_bytes_set_woqc_7f9afc7fe7e20b0f(uintptr_t arg1, swig_type_61 arg2);
-extern swig_type_62 _wrap_woq_tensor_info_raw_bytes_get_woqc_7f9afc7fe7e20b0f(uintptr_t arg1);
+extern void _wrap_woq_tensor_info_stored_bytes_set_woqc_7f9afc7fe7e20b0f(uintptr_t arg1, swig_type_62 arg2);
+extern swig_type_63 _wrap_woq_tensor_info_stored_bytes_get_woqc_7f9afc7fe7e20b0f(uintptr_t arg1);
+extern void _wrap_woq_tensor_info_raw_bytes_set_woqc_7f9afc7fe7e20b0f(uintptr_t arg1, swig_type_64 arg2);
+extern swig_type_65 _wrap_woq_tensor_info_raw_bytes_get_woqc_7f9afc7fe7e20b0f(uintptr_t arg1);
 extern void _wrap_woq_tensor_info_bits_per_weight_set_woqc_7f9afc7fe7e20b0f(uintptr_t arg1, double arg2);
 extern double _wrap_woq_tensor_info_bits_per_weight_get_woqc_7f9afc7fe7e20b0f(uintptr_t arg1);
 extern void _wrap_woq_tensor_info_max_abs_error_set_woqc_7f9afc7fe7e20b0f(uintptr_t arg1, double arg2);
@@ -271,35 +277,37 @@ extern void _wrap_woq_tensor_info_rel_frobenius_error_set_woqc_7f9afc7fe7e20b0f(
 extern double _wrap_woq_tensor_info_rel_frobenius_error_get_woqc_7f9afc7fe7e20b0f(uintptr_t arg1);
 extern void _wrap_woq_tensor_info_sqnr_db_set_woqc_7f9afc7fe7e20b0f(uintptr_t arg1, double arg2);
 extern double _wrap_woq_tensor_info_sqnr_db_get_woqc_7f9afc7fe7e20b0f(uintptr_t arg1);
+extern void _wrap_woq_tensor_info_has_input_scales_set_woqc_7f9afc7fe7e20b0f(uintptr_t arg1, swig_intgo arg2);
+extern swig_intgo _wrap_woq_tensor_info_has_input_scales_get_woqc_7f9afc7fe7e20b0f(uintptr_t arg1);
 extern uintptr_t _wrap_new_woq_tensor_info_woqc_7f9afc7fe7e20b0f(void);
 extern void _wrap_delete_woq_tensor_info_woqc_7f9afc7fe7e20b0f(uintptr_t arg1);
-extern swig_type_63 _wrap_woq_tensor_info_name_utf8_woqc_7f9afc7fe7e20b0f(uintptr_t arg1);
-extern swig_intgo _wrap_woq_file_tensor_info_woqc_7f9afc7fe7e20b0f(uintptr_t arg1, swig_type_64 arg2, uintptr_t arg3);
-extern swig_intgo _wrap_woq_file_tensor_info_by_name_woqc_7f9afc7fe7e20b0f(uintptr_t arg1, swig_type_65 arg2, uintptr_t arg3);
+extern swig_type_66 _wrap_woq_tensor_info_name_utf8_woqc_7f9afc7fe7e20b0f(uintptr_t arg1);
+extern swig_intgo _wrap_woq_file_tensor_info_woqc_7f9afc7fe7e20b0f(uintptr_t arg1, swig_type_67 arg2, uintptr_t arg3);
+extern swig_intgo _wrap_woq_file_tensor_info_by_name_woqc_7f9afc7fe7e20b0f(uintptr_t arg1, swig_type_68 arg2, uintptr_t arg3);
 extern swig_intgo _wrap_WOQ_METADATA_STRING_woqc_7f9afc7fe7e20b0f(void);
 extern swig_intgo _wrap_WOQ_METADATA_INT_woqc_7f9afc7fe7e20b0f(void);
 extern swig_intgo _wrap_WOQ_METADATA_FLOAT_woqc_7f9afc7fe7e20b0f(void);
 extern swig_intgo _wrap_WOQ_METADATA_MAX_ENUM_woqc_7f9afc7fe7e20b0f(void);
-extern swig_intgo _wrap_woq_file_metadata_count_woqc_7f9afc7fe7e20b0f(uintptr_t arg1, swig_type_66 arg2);
-extern swig_intgo _wrap_woq_file_metadata_key_woqc_7f9afc7fe7e20b0f(uintptr_t arg1, swig_type_67 arg2, swig_voidp arg3, swig_type_68 arg4);
-extern swig_intgo _wrap_woq_file_metadata_string_woqc_7f9afc7fe7e20b0f(uintptr_t arg1, swig_type_69 arg2, swig_voidp arg3, swig_type_70 arg4);
-extern swig_intgo _wrap_woq_file_metadata_int_woqc_7f9afc7fe7e20b0f(uintptr_t arg1, swig_type_71 arg2, swig_type_72 arg3);
-extern swig_intgo _wrap_woq_file_metadata_float_woqc_7f9afc7fe7e20b0f(uintptr_t arg1, swig_type_73 arg2, swig_type_74 arg3);
-extern swig_intgo _wrap_woq_tensor_load_woqc_7f9afc7fe7e20b0f(uintptr_t arg1, uintptr_t arg2, swig_type_75 arg3, swig_type_76 arg4);
-extern swig_intgo _wrap_woq_tensor_load_rows_woqc_7f9afc7fe7e20b0f(uintptr_t arg1, uintptr_t arg2, swig_type_77 arg3, swig_type_78 arg4, swig_type_79 arg5, swig_type_80 arg6);
-extern swig_intgo _wrap_woq_tensor_from_qmatrix_woqc_7f9afc7fe7e20b0f(uintptr_t arg1, uintptr_t arg2, swig_type_81 arg3, swig_type_82 arg4);
+extern swig_intgo _wrap_woq_file_metadata_count_woqc_7f9afc7fe7e20b0f(uintptr_t arg1, swig_type_69 arg2);
+extern swig_intgo _wrap_woq_file_metadata_key_woqc_7f9afc7fe7e20b0f(uintptr_t arg1, swig_type_70 arg2, swig_voidp arg3, swig_type_71 arg4);
+extern swig_intgo _wrap_woq_file_metadata_string_woqc_7f9afc7fe7e20b0f(uintptr_t arg1, swig_type_72 arg2, swig_voidp arg3, swig_type_73 arg4);
+extern swig_intgo _wrap_woq_file_metadata_int_woqc_7f9afc7fe7e20b0f(uintptr_t arg1, swig_type_74 arg2, swig_type_75 arg3);
+extern swig_intgo _wrap_woq_file_metadata_float_woqc_7f9afc7fe7e20b0f(uintptr_t arg1, swig_type_76 arg2, swig_type_77 arg3);
+extern swig_intgo _wrap_woq_tensor_load_woqc_7f9afc7fe7e20b0f(uintptr_t arg1, uintptr_t arg2, swig_type_78 arg3, swig_type_79 arg4);
+extern swig_intgo _wrap_woq_tensor_load_rows_woqc_7f9afc7fe7e20b0f(uintptr_t arg1, uintptr_t arg2, swig_type_80 arg3, swig_type_81 arg4, swig_type_82 arg5, swig_type_83 arg6);
+extern swig_intgo _wrap_woq_tensor_from_qmatrix_woqc_7f9afc7fe7e20b0f(uintptr_t arg1, uintptr_t arg2, swig_type_84 arg3, swig_type_85 arg4);
 extern void _wrap_woq_tensor_destroy_woqc_7f9afc7fe7e20b0f(uintptr_t arg1);
-extern swig_intgo _wrap_woq_tensor_shape_woqc_7f9afc7fe7e20b0f(uintptr_t arg1, swig_type_83 arg2, swig_type_84 arg3);
-extern swig_intgo _wrap_woq_tensor_bias_woqc_7f9afc7fe7e20b0f(uintptr_t arg1, uintptr_t arg2, swig_type_85 arg3, swig_type_86 arg4, swig_type_87 arg5);
-extern swig_intgo _wrap_woq_tensor_group_woqc_7f9afc7fe7e20b0f(uintptr_t arg1, uintptr_t arg2, swig_type_88 arg3, swig_type_89 arg4, swig_type_90 arg5, swig_type_91 arg6);
-extern swig_intgo _wrap_woq_matmul_woqc_7f9afc7fe7e20b0f(uintptr_t arg1, uintptr_t arg2, swig_type_92 arg3, swig_intgo arg4, swig_type_93 arg5, swig_type_94 arg6, swig_intgo arg7);
-extern swig_intgo _wrap_woq_dequantize_woqc_7f9afc7fe7e20b0f(uintptr_t arg1, uintptr_t arg2, swig_type_95 arg3, swig_intgo arg4, swig_type_96 arg5);
-extern swig_intgo _wrap_woq_buffer_create_woqc_7f9afc7fe7e20b0f(uintptr_t arg1, swig_type_97 arg2, swig_type_98 arg3);
+extern swig_intgo _wrap_woq_tensor_shape_woqc_7f9afc7fe7e20b0f(uintptr_t arg1, swig_type_86 arg2, swig_type_87 arg3);
+extern swig_intgo _wrap_woq_tensor_bias_woqc_7f9afc7fe7e20b0f(uintptr_t arg1, uintptr_t arg2, swig_type_88 arg3, swig_type_89 arg4, swig_type_90 arg5);
+extern swig_intgo _wrap_woq_tensor_group_woqc_7f9afc7fe7e20b0f(uintptr_t arg1, uintptr_t arg2, swig_type_91 arg3, swig_type_92 arg4, swig_type_93 arg5, swig_type_94 arg6);
+extern swig_intgo _wrap_woq_matmul_woqc_7f9afc7fe7e20b0f(uintptr_t arg1, uintptr_t arg2, swig_type_95 arg3, swig_intgo arg4, swig_type_96 arg5, swig_type_97 arg6, swig_intgo arg7);
+extern swig_intgo _wrap_woq_dequantize_woqc_7f9afc7fe7e20b0f(uintptr_t arg1, uintptr_t arg2, swig_type_98 arg3, swig_intgo arg4, swig_type_99 arg5);
+extern swig_intgo _wrap_woq_buffer_create_woqc_7f9afc7fe7e20b0f(uintptr_t arg1, swig_type_100 arg2, swig_type_101 arg3);
 extern void _wrap_woq_buffer_destroy_woqc_7f9afc7fe7e20b0f(uintptr_t arg1);
-extern swig_intgo _wrap_woq_buffer_size_woqc_7f9afc7fe7e20b0f(uintptr_t arg1, swig_type_99 arg2);
-extern swig_intgo _wrap_woq_buffer_write_woqc_7f9afc7fe7e20b0f(uintptr_t arg1, swig_type_100 arg2, swig_type_101 arg3, swig_type_102 arg4);
-extern swig_intgo _wrap_woq_buffer_read_woqc_7f9afc7fe7e20b0f(uintptr_t arg1, swig_type_103 arg2, swig_type_104 arg3, swig_type_105 arg4);
-extern swig_intgo _wrap_woq_matmul_buffers_woqc_7f9afc7fe7e20b0f(uintptr_t arg1, uintptr_t arg2, uintptr_t arg3, swig_intgo arg4, swig_type_106 arg5, uintptr_t arg6, swig_intgo arg7);
+extern swig_intgo _wrap_woq_buffer_size_woqc_7f9afc7fe7e20b0f(uintptr_t arg1, swig_type_102 arg2);
+extern swig_intgo _wrap_woq_buffer_write_woqc_7f9afc7fe7e20b0f(uintptr_t arg1, swig_type_103 arg2, swig_type_104 arg3, swig_type_105 arg4);
+extern swig_intgo _wrap_woq_buffer_read_woqc_7f9afc7fe7e20b0f(uintptr_t arg1, swig_type_106 arg2, swig_type_107 arg3, swig_type_108 arg4);
+extern swig_intgo _wrap_woq_matmul_buffers_woqc_7f9afc7fe7e20b0f(uintptr_t arg1, uintptr_t arg2, uintptr_t arg3, swig_intgo arg4, swig_type_109 arg5, uintptr_t arg6, swig_intgo arg7);
 #undef intgo
 */
 import "C"
@@ -886,6 +894,19 @@ func (arg1 SwigcptrWoq_quant_options) GetAct_order() (_swig_ret int) {
 	return swig_r
 }
 
+func (arg1 SwigcptrWoq_quant_options) SetFold_input_scales(arg2 int) {
+	_swig_i_0 := arg1
+	_swig_i_1 := arg2
+	C._wrap_woq_quant_options_fold_input_scales_set_woqc_7f9afc7fe7e20b0f(C.uintptr_t(_swig_i_0), C.swig_intgo(_swig_i_1))
+}
+
+func (arg1 SwigcptrWoq_quant_options) GetFold_input_scales() (_swig_ret int) {
+	var swig_r int
+	_swig_i_0 := arg1
+	swig_r = (int)(C._wrap_woq_quant_options_fold_input_scales_get_woqc_7f9afc7fe7e20b0f(C.uintptr_t(_swig_i_0)))
+	return swig_r
+}
+
 func NewWoq_quant_options() (_swig_ret Woq_quant_options) {
 	var swig_r Woq_quant_options
 	swig_r = (Woq_quant_options)(SwigcptrWoq_quant_options(C._wrap_new_woq_quant_options_woqc_7f9afc7fe7e20b0f()))
@@ -918,6 +939,8 @@ type Woq_quant_options interface {
 	GetCalibration_rows() (_swig_ret uint64)
 	SetAct_order(arg2 int)
 	GetAct_order() (_swig_ret int)
+	SetFold_input_scales(arg2 int)
+	GetFold_input_scales() (_swig_ret int)
 }
 
 func Woq_quant_options_init(arg1 Woq_quant_options) (_swig_ret Enum_SS_woq_status) {
@@ -945,6 +968,22 @@ func Woq_quantize(arg1 []byte, arg2 Enum_SS_woq_dtype, arg3 uint64, arg4 uint64,
 	return swig_r
 }
 
+func Woq_qmatrix_input_scales(arg1 uintptr, arg2 []byte, arg3 uint64, arg4 []uint64) (_swig_ret Enum_SS_woq_status) {
+	var swig_r Enum_SS_woq_status
+	_swig_i_0 := arg1
+	_swig_i_1 := arg2
+	_swig_i_2 := arg3
+	_swig_i_3 := arg4
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_qmatrix_input_scales_woqc_7f9afc7fe7e20b0f(C.uintptr_t(_swig_i_0), *(*C.swig_type_19)(unsafe.Pointer(&_swig_i_1)), C.swig_type_20(_swig_i_2), *(*C.swig_type_21)(unsafe.Pointer(&_swig_i_3))))
+	if Swig_escape_always_false {
+		Swig_escape_val = arg2
+	}
+	if Swig_escape_always_false {
+		Swig_escape_val = arg4
+	}
+	return swig_r
+}
+
 func Woq_qmatrix_destroy(arg1 uintptr) {
 	_swig_i_0 := arg1
 	C._wrap_woq_qmatrix_destroy_woqc_7f9afc7fe7e20b0f(C.uintptr_t(_swig_i_0))
@@ -955,7 +994,7 @@ func Woq_qmatrix_shape(arg1 uintptr, arg2 []uint64, arg3 []uint64) (_swig_ret En
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
 	_swig_i_2 := arg3
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_qmatrix_shape_woqc_7f9afc7fe7e20b0f(C.uintptr_t(_swig_i_0), *(*C.swig_type_19)(unsafe.Pointer(&_swig_i_1)), *(*C.swig_type_20)(unsafe.Pointer(&_swig_i_2))))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_qmatrix_shape_woqc_7f9afc7fe7e20b0f(C.uintptr_t(_swig_i_0), *(*C.swig_type_22)(unsafe.Pointer(&_swig_i_1)), *(*C.swig_type_23)(unsafe.Pointer(&_swig_i_2))))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg2
 	}
@@ -971,7 +1010,7 @@ func Woq_qmatrix_stats(arg1 uintptr, arg2 []float64, arg3 []float64, arg4 []floa
 	_swig_i_1 := arg2
 	_swig_i_2 := arg3
 	_swig_i_3 := arg4
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_qmatrix_stats_woqc_7f9afc7fe7e20b0f(C.uintptr_t(_swig_i_0), *(*C.swig_type_21)(unsafe.Pointer(&_swig_i_1)), *(*C.swig_type_22)(unsafe.Pointer(&_swig_i_2)), *(*C.swig_type_23)(unsafe.Pointer(&_swig_i_3))))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_qmatrix_stats_woqc_7f9afc7fe7e20b0f(C.uintptr_t(_swig_i_0), *(*C.swig_type_24)(unsafe.Pointer(&_swig_i_1)), *(*C.swig_type_25)(unsafe.Pointer(&_swig_i_2)), *(*C.swig_type_26)(unsafe.Pointer(&_swig_i_3))))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg2
 	}
@@ -990,7 +1029,7 @@ func Woq_import_checkpoint(arg1 string, arg2 string, arg3 string, arg4 *string) 
 	_swig_i_1 := arg2
 	_swig_i_2 := arg3
 	_swig_i_3 := arg4
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_import_checkpoint_woqc_7f9afc7fe7e20b0f(*(*C.swig_type_24)(unsafe.Pointer(&_swig_i_0)), *(*C.swig_type_25)(unsafe.Pointer(&_swig_i_1)), *(*C.swig_type_26)(unsafe.Pointer(&_swig_i_2)), C.swig_voidp(_swig_i_3)))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_import_checkpoint_woqc_7f9afc7fe7e20b0f(*(*C.swig_type_27)(unsafe.Pointer(&_swig_i_0)), *(*C.swig_type_28)(unsafe.Pointer(&_swig_i_1)), *(*C.swig_type_29)(unsafe.Pointer(&_swig_i_2)), C.swig_voidp(_swig_i_3)))
 
   *arg4 = swigCopyString(*arg4)
 
@@ -1010,7 +1049,7 @@ func Woq_writer_create(arg1 string, arg2 []uintptr) (_swig_ret Enum_SS_woq_statu
 	var swig_r Enum_SS_woq_status
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_writer_create_woqc_7f9afc7fe7e20b0f(*(*C.swig_type_27)(unsafe.Pointer(&_swig_i_0)), *(*C.swig_type_28)(unsafe.Pointer(&_swig_i_1))))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_writer_create_woqc_7f9afc7fe7e20b0f(*(*C.swig_type_30)(unsafe.Pointer(&_swig_i_0)), *(*C.swig_type_31)(unsafe.Pointer(&_swig_i_1))))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg1
 	}
@@ -1026,7 +1065,7 @@ func Woq_writer_add_tensor(arg1 uintptr, arg2 string, arg3 uintptr, arg4 []byte)
 	_swig_i_1 := arg2
 	_swig_i_2 := arg3
 	_swig_i_3 := arg4
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_writer_add_tensor_woqc_7f9afc7fe7e20b0f(C.uintptr_t(_swig_i_0), *(*C.swig_type_29)(unsafe.Pointer(&_swig_i_1)), C.uintptr_t(_swig_i_2), *(*C.swig_type_30)(unsafe.Pointer(&_swig_i_3))))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_writer_add_tensor_woqc_7f9afc7fe7e20b0f(C.uintptr_t(_swig_i_0), *(*C.swig_type_32)(unsafe.Pointer(&_swig_i_1)), C.uintptr_t(_swig_i_2), *(*C.swig_type_33)(unsafe.Pointer(&_swig_i_3))))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg2
 	}
@@ -1041,7 +1080,7 @@ func Woq_writer_set_metadata_string(arg1 uintptr, arg2 string, arg3 string) (_sw
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
 	_swig_i_2 := arg3
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_writer_set_metadata_string_woqc_7f9afc7fe7e20b0f(C.uintptr_t(_swig_i_0), *(*C.swig_type_31)(unsafe.Pointer(&_swig_i_1)), *(*C.swig_type_32)(unsafe.Pointer(&_swig_i_2))))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_writer_set_metadata_string_woqc_7f9afc7fe7e20b0f(C.uintptr_t(_swig_i_0), *(*C.swig_type_34)(unsafe.Pointer(&_swig_i_1)), *(*C.swig_type_35)(unsafe.Pointer(&_swig_i_2))))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg2
 	}
@@ -1056,7 +1095,7 @@ func Woq_writer_set_metadata_int(arg1 uintptr, arg2 string, arg3 int64) (_swig_r
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
 	_swig_i_2 := arg3
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_writer_set_metadata_int_woqc_7f9afc7fe7e20b0f(C.uintptr_t(_swig_i_0), *(*C.swig_type_33)(unsafe.Pointer(&_swig_i_1)), C.swig_type_34(_swig_i_2)))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_writer_set_metadata_int_woqc_7f9afc7fe7e20b0f(C.uintptr_t(_swig_i_0), *(*C.swig_type_36)(unsafe.Pointer(&_swig_i_1)), C.swig_type_37(_swig_i_2)))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg2
 	}
@@ -1068,7 +1107,7 @@ func Woq_writer_set_metadata_float(arg1 uintptr, arg2 string, arg3 float64) (_sw
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
 	_swig_i_2 := arg3
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_writer_set_metadata_float_woqc_7f9afc7fe7e20b0f(C.uintptr_t(_swig_i_0), *(*C.swig_type_35)(unsafe.Pointer(&_swig_i_1)), C.double(_swig_i_2)))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_writer_set_metadata_float_woqc_7f9afc7fe7e20b0f(C.uintptr_t(_swig_i_0), *(*C.swig_type_38)(unsafe.Pointer(&_swig_i_1)), C.double(_swig_i_2)))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg2
 	}
@@ -1091,7 +1130,7 @@ func Woq_file_open(arg1 string, arg2 []uintptr) (_swig_ret Enum_SS_woq_status) {
 	var swig_r Enum_SS_woq_status
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_file_open_woqc_7f9afc7fe7e20b0f(*(*C.swig_type_36)(unsafe.Pointer(&_swig_i_0)), *(*C.swig_type_37)(unsafe.Pointer(&_swig_i_1))))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_file_open_woqc_7f9afc7fe7e20b0f(*(*C.swig_type_39)(unsafe.Pointer(&_swig_i_0)), *(*C.swig_type_40)(unsafe.Pointer(&_swig_i_1))))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg1
 	}
@@ -1113,7 +1152,7 @@ func (p SwigcptrWoq_open_options) SwigIsWoq_open_options() {
 func (arg1 SwigcptrWoq_open_options) SetStruct_size(arg2 uint64) {
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
-	C._wrap_woq_open_options_struct_size_set_woqc_7f9afc7fe7e20b0f(C.uintptr_t(_swig_i_0), C.swig_type_38(_swig_i_1))
+	C._wrap_woq_open_options_struct_size_set_woqc_7f9afc7fe7e20b0f(C.uintptr_t(_swig_i_0), C.swig_type_41(_swig_i_1))
 }
 
 func (arg1 SwigcptrWoq_open_options) GetStruct_size() (_swig_ret uint64) {
@@ -1126,7 +1165,7 @@ func (arg1 SwigcptrWoq_open_options) GetStruct_size() (_swig_ret uint64) {
 func (arg1 SwigcptrWoq_open_options) SetMax_directory_bytes(arg2 uint64) {
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
-	C._wrap_woq_open_options_max_directory_bytes_set_woqc_7f9afc7fe7e20b0f(C.uintptr_t(_swig_i_0), C.swig_type_40(_swig_i_1))
+	C._wrap_woq_open_options_max_directory_bytes_set_woqc_7f9afc7fe7e20b0f(C.uintptr_t(_swig_i_0), C.swig_type_43(_swig_i_1))
 }
 
 func (arg1 SwigcptrWoq_open_options) GetMax_directory_bytes() (_swig_ret uint64) {
@@ -1139,7 +1178,7 @@ func (arg1 SwigcptrWoq_open_options) GetMax_directory_bytes() (_swig_ret uint64)
 func (arg1 SwigcptrWoq_open_options) SetMax_tensors(arg2 uint64) {
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
-	C._wrap_woq_open_options_max_tensors_set_woqc_7f9afc7fe7e20b0f(C.uintptr_t(_swig_i_0), C.swig_type_42(_swig_i_1))
+	C._wrap_woq_open_options_max_tensors_set_woqc_7f9afc7fe7e20b0f(C.uintptr_t(_swig_i_0), C.swig_type_45(_swig_i_1))
 }
 
 func (arg1 SwigcptrWoq_open_options) GetMax_tensors() (_swig_ret uint64) {
@@ -1152,7 +1191,7 @@ func (arg1 SwigcptrWoq_open_options) GetMax_tensors() (_swig_ret uint64) {
 func (arg1 SwigcptrWoq_open_options) SetMax_metadata(arg2 uint64) {
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
-	C._wrap_woq_open_options_max_metadata_set_woqc_7f9afc7fe7e20b0f(C.uintptr_t(_swig_i_0), C.swig_type_44(_swig_i_1))
+	C._wrap_woq_open_options_max_metadata_set_woqc_7f9afc7fe7e20b0f(C.uintptr_t(_swig_i_0), C.swig_type_47(_swig_i_1))
 }
 
 func (arg1 SwigcptrWoq_open_options) GetMax_metadata() (_swig_ret uint64) {
@@ -1165,7 +1204,7 @@ func (arg1 SwigcptrWoq_open_options) GetMax_metadata() (_swig_ret uint64) {
 func (arg1 SwigcptrWoq_open_options) SetMax_tensor_bytes(arg2 uint64) {
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
-	C._wrap_woq_open_options_max_tensor_bytes_set_woqc_7f9afc7fe7e20b0f(C.uintptr_t(_swig_i_0), C.swig_type_46(_swig_i_1))
+	C._wrap_woq_open_options_max_tensor_bytes_set_woqc_7f9afc7fe7e20b0f(C.uintptr_t(_swig_i_0), C.swig_type_49(_swig_i_1))
 }
 
 func (arg1 SwigcptrWoq_open_options) GetMax_tensor_bytes() (_swig_ret uint64) {
@@ -1213,7 +1252,7 @@ func Woq_file_open_ex(arg1 string, arg2 Woq_open_options, arg3 []uintptr) (_swig
 	_swig_i_0 := arg1
 	_swig_i_1 := getSwigcptr(arg2)
 	_swig_i_2 := arg3
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_file_open_ex_woqc_7f9afc7fe7e20b0f(*(*C.swig_type_48)(unsafe.Pointer(&_swig_i_0)), C.uintptr_t(_swig_i_1), *(*C.swig_type_49)(unsafe.Pointer(&_swig_i_2))))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_file_open_ex_woqc_7f9afc7fe7e20b0f(*(*C.swig_type_51)(unsafe.Pointer(&_swig_i_0)), C.uintptr_t(_swig_i_1), *(*C.swig_type_52)(unsafe.Pointer(&_swig_i_2))))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg1
 	}
@@ -1240,7 +1279,7 @@ func Woq_file_format_version(arg1 uintptr, arg2 []uint, arg3 []uint) (_swig_ret 
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
 	_swig_i_2 := arg3
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_file_format_version_woqc_7f9afc7fe7e20b0f(C.uintptr_t(_swig_i_0), *(*C.swig_type_50)(unsafe.Pointer(&_swig_i_1)), *(*C.swig_type_51)(unsafe.Pointer(&_swig_i_2))))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_file_format_version_woqc_7f9afc7fe7e20b0f(C.uintptr_t(_swig_i_0), *(*C.swig_type_53)(unsafe.Pointer(&_swig_i_1)), *(*C.swig_type_54)(unsafe.Pointer(&_swig_i_2))))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg2
 	}
@@ -1254,7 +1293,7 @@ func Woq_file_tensor_count(arg1 uintptr, arg2 []uint64) (_swig_ret Enum_SS_woq_s
 	var swig_r Enum_SS_woq_status
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_file_tensor_count_woqc_7f9afc7fe7e20b0f(C.uintptr_t(_swig_i_0), *(*C.swig_type_52)(unsafe.Pointer(&_swig_i_1))))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_file_tensor_count_woqc_7f9afc7fe7e20b0f(C.uintptr_t(_swig_i_0), *(*C.swig_type_55)(unsafe.Pointer(&_swig_i_1))))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg2
 	}
@@ -1273,7 +1312,7 @@ func (p SwigcptrWoq_tensor_info) SwigIsWoq_tensor_info() {
 func (arg1 SwigcptrWoq_tensor_info) SetStruct_size(arg2 uint64) {
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
-	C._wrap_woq_tensor_info_struct_size_set_woqc_7f9afc7fe7e20b0f(C.uintptr_t(_swig_i_0), C.swig_type_53(_swig_i_1))
+	C._wrap_woq_tensor_info_struct_size_set_woqc_7f9afc7fe7e20b0f(C.uintptr_t(_swig_i_0), C.swig_type_56(_swig_i_1))
 }
 
 func (arg1 SwigcptrWoq_tensor_info) GetStruct_size() (_swig_ret uint64) {
@@ -1286,7 +1325,7 @@ func (arg1 SwigcptrWoq_tensor_info) GetStruct_size() (_swig_ret uint64) {
 func (arg1 SwigcptrWoq_tensor_info) SetRows(arg2 uint64) {
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
-	C._wrap_woq_tensor_info_rows_set_woqc_7f9afc7fe7e20b0f(C.uintptr_t(_swig_i_0), C.swig_type_55(_swig_i_1))
+	C._wrap_woq_tensor_info_rows_set_woqc_7f9afc7fe7e20b0f(C.uintptr_t(_swig_i_0), C.swig_type_58(_swig_i_1))
 }
 
 func (arg1 SwigcptrWoq_tensor_info) GetRows() (_swig_ret uint64) {
@@ -1299,7 +1338,7 @@ func (arg1 SwigcptrWoq_tensor_info) GetRows() (_swig_ret uint64) {
 func (arg1 SwigcptrWoq_tensor_info) SetCols(arg2 uint64) {
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
-	C._wrap_woq_tensor_info_cols_set_woqc_7f9afc7fe7e20b0f(C.uintptr_t(_swig_i_0), C.swig_type_57(_swig_i_1))
+	C._wrap_woq_tensor_info_cols_set_woqc_7f9afc7fe7e20b0f(C.uintptr_t(_swig_i_0), C.swig_type_60(_swig_i_1))
 }
 
 func (arg1 SwigcptrWoq_tensor_info) GetCols() (_swig_ret uint64) {
@@ -1390,7 +1429,7 @@ func (arg1 SwigcptrWoq_tensor_info) GetHas_bias() (_swig_ret int) {
 func (arg1 SwigcptrWoq_tensor_info) SetStored_bytes(arg2 uint64) {
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
-	C._wrap_woq_tensor_info_stored_bytes_set_woqc_7f9afc7fe7e20b0f(C.uintptr_t(_swig_i_0), C.swig_type_59(_swig_i_1))
+	C._wrap_woq_tensor_info_stored_bytes_set_woqc_7f9afc7fe7e20b0f(C.uintptr_t(_swig_i_0), C.swig_type_62(_swig_i_1))
 }
 
 func (arg1 SwigcptrWoq_tensor_info) GetStored_bytes() (_swig_ret uint64) {
@@ -1403,7 +1442,7 @@ func (arg1 SwigcptrWoq_tensor_info) GetStored_bytes() (_swig_ret uint64) {
 func (arg1 SwigcptrWoq_tensor_info) SetRaw_bytes(arg2 uint64) {
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
-	C._wrap_woq_tensor_info_raw_bytes_set_woqc_7f9afc7fe7e20b0f(C.uintptr_t(_swig_i_0), C.swig_type_61(_swig_i_1))
+	C._wrap_woq_tensor_info_raw_bytes_set_woqc_7f9afc7fe7e20b0f(C.uintptr_t(_swig_i_0), C.swig_type_64(_swig_i_1))
 }
 
 func (arg1 SwigcptrWoq_tensor_info) GetRaw_bytes() (_swig_ret uint64) {
@@ -1465,6 +1504,19 @@ func (arg1 SwigcptrWoq_tensor_info) GetSqnr_db() (_swig_ret float64) {
 	return swig_r
 }
 
+func (arg1 SwigcptrWoq_tensor_info) SetHas_input_scales(arg2 int) {
+	_swig_i_0 := arg1
+	_swig_i_1 := arg2
+	C._wrap_woq_tensor_info_has_input_scales_set_woqc_7f9afc7fe7e20b0f(C.uintptr_t(_swig_i_0), C.swig_intgo(_swig_i_1))
+}
+
+func (arg1 SwigcptrWoq_tensor_info) GetHas_input_scales() (_swig_ret int) {
+	var swig_r int
+	_swig_i_0 := arg1
+	swig_r = (int)(C._wrap_woq_tensor_info_has_input_scales_get_woqc_7f9afc7fe7e20b0f(C.uintptr_t(_swig_i_0)))
+	return swig_r
+}
+
 func NewWoq_tensor_info() (_swig_ret Woq_tensor_info) {
 	var swig_r Woq_tensor_info
 	swig_r = (Woq_tensor_info)(SwigcptrWoq_tensor_info(C._wrap_new_woq_tensor_info_woqc_7f9afc7fe7e20b0f()))
@@ -1519,6 +1571,8 @@ type Woq_tensor_info interface {
 	GetRel_frobenius_error() (_swig_ret float64)
 	SetSqnr_db(arg2 float64)
 	GetSqnr_db() (_swig_ret float64)
+	SetHas_input_scales(arg2 int)
+	GetHas_input_scales() (_swig_ret int)
 	Name_utf8() (_swig_ret string)
 }
 
@@ -1527,7 +1581,7 @@ func Woq_file_tensor_info(arg1 uintptr, arg2 uint64, arg3 Woq_tensor_info) (_swi
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
 	_swig_i_2 := getSwigcptr(arg3)
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_file_tensor_info_woqc_7f9afc7fe7e20b0f(C.uintptr_t(_swig_i_0), C.swig_type_64(_swig_i_1), C.uintptr_t(_swig_i_2)))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_file_tensor_info_woqc_7f9afc7fe7e20b0f(C.uintptr_t(_swig_i_0), C.swig_type_67(_swig_i_1), C.uintptr_t(_swig_i_2)))
 	return swig_r
 }
 
@@ -1536,7 +1590,7 @@ func Woq_file_tensor_info_by_name(arg1 uintptr, arg2 string, arg3 Woq_tensor_inf
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
 	_swig_i_2 := getSwigcptr(arg3)
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_file_tensor_info_by_name_woqc_7f9afc7fe7e20b0f(C.uintptr_t(_swig_i_0), *(*C.swig_type_65)(unsafe.Pointer(&_swig_i_1)), C.uintptr_t(_swig_i_2)))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_file_tensor_info_by_name_woqc_7f9afc7fe7e20b0f(C.uintptr_t(_swig_i_0), *(*C.swig_type_68)(unsafe.Pointer(&_swig_i_1)), C.uintptr_t(_swig_i_2)))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg2
 	}
@@ -1576,7 +1630,7 @@ func Woq_file_metadata_count(arg1 uintptr, arg2 []uint64) (_swig_ret Enum_SS_woq
 	var swig_r Enum_SS_woq_status
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_file_metadata_count_woqc_7f9afc7fe7e20b0f(C.uintptr_t(_swig_i_0), *(*C.swig_type_66)(unsafe.Pointer(&_swig_i_1))))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_file_metadata_count_woqc_7f9afc7fe7e20b0f(C.uintptr_t(_swig_i_0), *(*C.swig_type_69)(unsafe.Pointer(&_swig_i_1))))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg2
 	}
@@ -1589,7 +1643,7 @@ func Woq_file_metadata_key(arg1 uintptr, arg2 uint64, arg3 *string, arg4 []int32
 	_swig_i_1 := arg2
 	_swig_i_2 := arg3
 	_swig_i_3 := arg4
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_file_metadata_key_woqc_7f9afc7fe7e20b0f(C.uintptr_t(_swig_i_0), C.swig_type_67(_swig_i_1), C.swig_voidp(_swig_i_2), *(*C.swig_type_68)(unsafe.Pointer(&_swig_i_3))))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_file_metadata_key_woqc_7f9afc7fe7e20b0f(C.uintptr_t(_swig_i_0), C.swig_type_70(_swig_i_1), C.swig_voidp(_swig_i_2), *(*C.swig_type_71)(unsafe.Pointer(&_swig_i_3))))
 
   *arg3 = swigCopyString(*arg3)
 
@@ -1605,7 +1659,7 @@ func Woq_file_metadata_string(arg1 uintptr, arg2 string, arg3 *string, arg4 []ui
 	_swig_i_1 := arg2
 	_swig_i_2 := arg3
 	_swig_i_3 := arg4
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_file_metadata_string_woqc_7f9afc7fe7e20b0f(C.uintptr_t(_swig_i_0), *(*C.swig_type_69)(unsafe.Pointer(&_swig_i_1)), C.swig_voidp(_swig_i_2), *(*C.swig_type_70)(unsafe.Pointer(&_swig_i_3))))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_file_metadata_string_woqc_7f9afc7fe7e20b0f(C.uintptr_t(_swig_i_0), *(*C.swig_type_72)(unsafe.Pointer(&_swig_i_1)), C.swig_voidp(_swig_i_2), *(*C.swig_type_73)(unsafe.Pointer(&_swig_i_3))))
 
   *arg3 = swigCopyString(*arg3)
 
@@ -1623,7 +1677,7 @@ func Woq_file_metadata_int(arg1 uintptr, arg2 string, arg3 []int64) (_swig_ret E
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
 	_swig_i_2 := arg3
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_file_metadata_int_woqc_7f9afc7fe7e20b0f(C.uintptr_t(_swig_i_0), *(*C.swig_type_71)(unsafe.Pointer(&_swig_i_1)), *(*C.swig_type_72)(unsafe.Pointer(&_swig_i_2))))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_file_metadata_int_woqc_7f9afc7fe7e20b0f(C.uintptr_t(_swig_i_0), *(*C.swig_type_74)(unsafe.Pointer(&_swig_i_1)), *(*C.swig_type_75)(unsafe.Pointer(&_swig_i_2))))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg2
 	}
@@ -1638,7 +1692,7 @@ func Woq_file_metadata_float(arg1 uintptr, arg2 string, arg3 []float64) (_swig_r
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
 	_swig_i_2 := arg3
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_file_metadata_float_woqc_7f9afc7fe7e20b0f(C.uintptr_t(_swig_i_0), *(*C.swig_type_73)(unsafe.Pointer(&_swig_i_1)), *(*C.swig_type_74)(unsafe.Pointer(&_swig_i_2))))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_file_metadata_float_woqc_7f9afc7fe7e20b0f(C.uintptr_t(_swig_i_0), *(*C.swig_type_76)(unsafe.Pointer(&_swig_i_1)), *(*C.swig_type_77)(unsafe.Pointer(&_swig_i_2))))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg2
 	}
@@ -1654,7 +1708,7 @@ func Woq_tensor_load(arg1 uintptr, arg2 uintptr, arg3 string, arg4 []uintptr) (_
 	_swig_i_1 := arg2
 	_swig_i_2 := arg3
 	_swig_i_3 := arg4
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_tensor_load_woqc_7f9afc7fe7e20b0f(C.uintptr_t(_swig_i_0), C.uintptr_t(_swig_i_1), *(*C.swig_type_75)(unsafe.Pointer(&_swig_i_2)), *(*C.swig_type_76)(unsafe.Pointer(&_swig_i_3))))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_tensor_load_woqc_7f9afc7fe7e20b0f(C.uintptr_t(_swig_i_0), C.uintptr_t(_swig_i_1), *(*C.swig_type_78)(unsafe.Pointer(&_swig_i_2)), *(*C.swig_type_79)(unsafe.Pointer(&_swig_i_3))))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg3
 	}
@@ -1672,7 +1726,7 @@ func Woq_tensor_load_rows(arg1 uintptr, arg2 uintptr, arg3 string, arg4 uint64, 
 	_swig_i_3 := arg4
 	_swig_i_4 := arg5
 	_swig_i_5 := arg6
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_tensor_load_rows_woqc_7f9afc7fe7e20b0f(C.uintptr_t(_swig_i_0), C.uintptr_t(_swig_i_1), *(*C.swig_type_77)(unsafe.Pointer(&_swig_i_2)), C.swig_type_78(_swig_i_3), C.swig_type_79(_swig_i_4), *(*C.swig_type_80)(unsafe.Pointer(&_swig_i_5))))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_tensor_load_rows_woqc_7f9afc7fe7e20b0f(C.uintptr_t(_swig_i_0), C.uintptr_t(_swig_i_1), *(*C.swig_type_80)(unsafe.Pointer(&_swig_i_2)), C.swig_type_81(_swig_i_3), C.swig_type_82(_swig_i_4), *(*C.swig_type_83)(unsafe.Pointer(&_swig_i_5))))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg3
 	}
@@ -1688,7 +1742,7 @@ func Woq_tensor_from_qmatrix(arg1 uintptr, arg2 uintptr, arg3 []byte, arg4 []uin
 	_swig_i_1 := arg2
 	_swig_i_2 := arg3
 	_swig_i_3 := arg4
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_tensor_from_qmatrix_woqc_7f9afc7fe7e20b0f(C.uintptr_t(_swig_i_0), C.uintptr_t(_swig_i_1), *(*C.swig_type_81)(unsafe.Pointer(&_swig_i_2)), *(*C.swig_type_82)(unsafe.Pointer(&_swig_i_3))))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_tensor_from_qmatrix_woqc_7f9afc7fe7e20b0f(C.uintptr_t(_swig_i_0), C.uintptr_t(_swig_i_1), *(*C.swig_type_84)(unsafe.Pointer(&_swig_i_2)), *(*C.swig_type_85)(unsafe.Pointer(&_swig_i_3))))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg3
 	}
@@ -1708,7 +1762,7 @@ func Woq_tensor_shape(arg1 uintptr, arg2 []uint64, arg3 []uint64) (_swig_ret Enu
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
 	_swig_i_2 := arg3
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_tensor_shape_woqc_7f9afc7fe7e20b0f(C.uintptr_t(_swig_i_0), *(*C.swig_type_83)(unsafe.Pointer(&_swig_i_1)), *(*C.swig_type_84)(unsafe.Pointer(&_swig_i_2))))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_tensor_shape_woqc_7f9afc7fe7e20b0f(C.uintptr_t(_swig_i_0), *(*C.swig_type_86)(unsafe.Pointer(&_swig_i_1)), *(*C.swig_type_87)(unsafe.Pointer(&_swig_i_2))))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg2
 	}
@@ -1725,7 +1779,7 @@ func Woq_tensor_bias(arg1 uintptr, arg2 uintptr, arg3 []byte, arg4 uint64, arg5 
 	_swig_i_2 := arg3
 	_swig_i_3 := arg4
 	_swig_i_4 := arg5
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_tensor_bias_woqc_7f9afc7fe7e20b0f(C.uintptr_t(_swig_i_0), C.uintptr_t(_swig_i_1), *(*C.swig_type_85)(unsafe.Pointer(&_swig_i_2)), C.swig_type_86(_swig_i_3), *(*C.swig_type_87)(unsafe.Pointer(&_swig_i_4))))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_tensor_bias_woqc_7f9afc7fe7e20b0f(C.uintptr_t(_swig_i_0), C.uintptr_t(_swig_i_1), *(*C.swig_type_88)(unsafe.Pointer(&_swig_i_2)), C.swig_type_89(_swig_i_3), *(*C.swig_type_90)(unsafe.Pointer(&_swig_i_4))))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg3
 	}
@@ -1743,7 +1797,7 @@ func Woq_tensor_group(arg1 uintptr, arg2 uintptr, arg3 uint64, arg4 uint64, arg5
 	_swig_i_3 := arg4
 	_swig_i_4 := arg5
 	_swig_i_5 := arg6
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_tensor_group_woqc_7f9afc7fe7e20b0f(C.uintptr_t(_swig_i_0), C.uintptr_t(_swig_i_1), C.swig_type_88(_swig_i_2), C.swig_type_89(_swig_i_3), *(*C.swig_type_90)(unsafe.Pointer(&_swig_i_4)), *(*C.swig_type_91)(unsafe.Pointer(&_swig_i_5))))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_tensor_group_woqc_7f9afc7fe7e20b0f(C.uintptr_t(_swig_i_0), C.uintptr_t(_swig_i_1), C.swig_type_91(_swig_i_2), C.swig_type_92(_swig_i_3), *(*C.swig_type_93)(unsafe.Pointer(&_swig_i_4)), *(*C.swig_type_94)(unsafe.Pointer(&_swig_i_5))))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg5
 	}
@@ -1762,7 +1816,7 @@ func Woq_matmul(arg1 uintptr, arg2 uintptr, arg3 []byte, arg4 Enum_SS_woq_dtype,
 	_swig_i_4 := arg5
 	_swig_i_5 := arg6
 	_swig_i_6 := arg7
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_matmul_woqc_7f9afc7fe7e20b0f(C.uintptr_t(_swig_i_0), C.uintptr_t(_swig_i_1), *(*C.swig_type_92)(unsafe.Pointer(&_swig_i_2)), C.swig_intgo(_swig_i_3), C.swig_type_93(_swig_i_4), *(*C.swig_type_94)(unsafe.Pointer(&_swig_i_5)), C.swig_intgo(_swig_i_6)))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_matmul_woqc_7f9afc7fe7e20b0f(C.uintptr_t(_swig_i_0), C.uintptr_t(_swig_i_1), *(*C.swig_type_95)(unsafe.Pointer(&_swig_i_2)), C.swig_intgo(_swig_i_3), C.swig_type_96(_swig_i_4), *(*C.swig_type_97)(unsafe.Pointer(&_swig_i_5)), C.swig_intgo(_swig_i_6)))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg3
 	}
@@ -1779,7 +1833,7 @@ func Woq_dequantize(arg1 uintptr, arg2 uintptr, arg3 []byte, arg4 Enum_SS_woq_dt
 	_swig_i_2 := arg3
 	_swig_i_3 := arg4
 	_swig_i_4 := arg5
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_dequantize_woqc_7f9afc7fe7e20b0f(C.uintptr_t(_swig_i_0), C.uintptr_t(_swig_i_1), *(*C.swig_type_95)(unsafe.Pointer(&_swig_i_2)), C.swig_intgo(_swig_i_3), C.swig_type_96(_swig_i_4)))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_dequantize_woqc_7f9afc7fe7e20b0f(C.uintptr_t(_swig_i_0), C.uintptr_t(_swig_i_1), *(*C.swig_type_98)(unsafe.Pointer(&_swig_i_2)), C.swig_intgo(_swig_i_3), C.swig_type_99(_swig_i_4)))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg3
 	}
@@ -1791,7 +1845,7 @@ func Woq_buffer_create(arg1 uintptr, arg2 uint64, arg3 []uintptr) (_swig_ret Enu
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
 	_swig_i_2 := arg3
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_buffer_create_woqc_7f9afc7fe7e20b0f(C.uintptr_t(_swig_i_0), C.swig_type_97(_swig_i_1), *(*C.swig_type_98)(unsafe.Pointer(&_swig_i_2))))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_buffer_create_woqc_7f9afc7fe7e20b0f(C.uintptr_t(_swig_i_0), C.swig_type_100(_swig_i_1), *(*C.swig_type_101)(unsafe.Pointer(&_swig_i_2))))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg3
 	}
@@ -1807,7 +1861,7 @@ func Woq_buffer_size(arg1 uintptr, arg2 []uint64) (_swig_ret Enum_SS_woq_status)
 	var swig_r Enum_SS_woq_status
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_buffer_size_woqc_7f9afc7fe7e20b0f(C.uintptr_t(_swig_i_0), *(*C.swig_type_99)(unsafe.Pointer(&_swig_i_1))))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_buffer_size_woqc_7f9afc7fe7e20b0f(C.uintptr_t(_swig_i_0), *(*C.swig_type_102)(unsafe.Pointer(&_swig_i_1))))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg2
 	}
@@ -1820,7 +1874,7 @@ func Woq_buffer_write(arg1 uintptr, arg2 uint64, arg3 []byte, arg4 uint64) (_swi
 	_swig_i_1 := arg2
 	_swig_i_2 := arg3
 	_swig_i_3 := arg4
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_buffer_write_woqc_7f9afc7fe7e20b0f(C.uintptr_t(_swig_i_0), C.swig_type_100(_swig_i_1), *(*C.swig_type_101)(unsafe.Pointer(&_swig_i_2)), C.swig_type_102(_swig_i_3)))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_buffer_write_woqc_7f9afc7fe7e20b0f(C.uintptr_t(_swig_i_0), C.swig_type_103(_swig_i_1), *(*C.swig_type_104)(unsafe.Pointer(&_swig_i_2)), C.swig_type_105(_swig_i_3)))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg3
 	}
@@ -1833,7 +1887,7 @@ func Woq_buffer_read(arg1 uintptr, arg2 uint64, arg3 []byte, arg4 uint64) (_swig
 	_swig_i_1 := arg2
 	_swig_i_2 := arg3
 	_swig_i_3 := arg4
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_buffer_read_woqc_7f9afc7fe7e20b0f(C.uintptr_t(_swig_i_0), C.swig_type_103(_swig_i_1), *(*C.swig_type_104)(unsafe.Pointer(&_swig_i_2)), C.swig_type_105(_swig_i_3)))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_buffer_read_woqc_7f9afc7fe7e20b0f(C.uintptr_t(_swig_i_0), C.swig_type_106(_swig_i_1), *(*C.swig_type_107)(unsafe.Pointer(&_swig_i_2)), C.swig_type_108(_swig_i_3)))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg3
 	}
@@ -1849,7 +1903,7 @@ func Woq_matmul_buffers(arg1 uintptr, arg2 uintptr, arg3 uintptr, arg4 Enum_SS_w
 	_swig_i_4 := arg5
 	_swig_i_5 := arg6
 	_swig_i_6 := arg7
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_matmul_buffers_woqc_7f9afc7fe7e20b0f(C.uintptr_t(_swig_i_0), C.uintptr_t(_swig_i_1), C.uintptr_t(_swig_i_2), C.swig_intgo(_swig_i_3), C.swig_type_106(_swig_i_4), C.uintptr_t(_swig_i_5), C.swig_intgo(_swig_i_6)))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_matmul_buffers_woqc_7f9afc7fe7e20b0f(C.uintptr_t(_swig_i_0), C.uintptr_t(_swig_i_1), C.uintptr_t(_swig_i_2), C.swig_intgo(_swig_i_3), C.swig_type_109(_swig_i_4), C.uintptr_t(_swig_i_5), C.swig_intgo(_swig_i_6)))
 	return swig_r
 }
 
