@@ -129,6 +129,7 @@ typedef enum woq_scheme {
 typedef enum woq_method {
   WOQ_METHOD_RTN = 0,  /* round to nearest on the min/max grid */
   WOQ_METHOD_MSE = 1,  /* RTN on a per-group clipped range minimizing weight error */
+  WOQ_METHOD_HQQ = 2,  /* half-quadratic zero-point / scale optimization (no calibration) */
   WOQ_METHOD_GPTQ = 4, /* GPTQ on calibration activations, or imported from a GPTQ checkpoint */
   WOQ_METHOD_AWQ = 3,  /* AWQ on calibration activations, or imported from an AWQ checkpoint */
   WOQ_METHOD_MAX_ENUM = 0x7FFFFFFF
@@ -207,7 +208,8 @@ WOQ_API woq_status woq_quant_options_init(woq_quant_options* options);
  * cols = K inputs) of type w_dtype. options may be NULL for the defaults.
  * Every weight must be finite. The result records error statistics
  * (see woq_qmatrix_stats) and is freed with woq_qmatrix_destroy().
- * Methods: RTN and MSE need only the weights (fileformat/SPEC.md 5.4, 5.5);
+ * Methods: RTN, MSE and HQQ need only the weights (fileformat/SPEC.md 5.4,
+ * 5.5, 5.8);
  * GPTQ (SPEC.md 5.6) needs options->calibration, minimizes the layer's output
  * error on those activations and takes O(cols^2) memory and
  * O(cols^3 + rows * cols^2) time. AWQ (SPEC.md 5.7) needs it too and adds

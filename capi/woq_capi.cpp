@@ -337,7 +337,8 @@ WOQ_API woq_status woq_quantize(const void* weights, woq_dtype w_dtype, uint64_t
         q->folded_input_scales = std::move(report.folded);
       }
     } else {
-      if (o.calibration) fail(Status::InvalidArgument, "calibration activations given to a method that takes none (RTN, MSE)");
+      if (o.calibration)
+        fail(Status::InvalidArgument, "calibration activations given to a method that takes none (RTN, MSE, HQQ)");
       q->impl = woq::quantize_rtn(weights, dtype, rows, cols, config);
     }
     *out_qmatrix = q.release();

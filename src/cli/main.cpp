@@ -118,6 +118,7 @@ int cmd_quantize(const QuantizeArgs& a) {
   q.group_size = a.group;
   q.scheme = a.sym ? WOQ_SCHEME_SYMMETRIC : WOQ_SCHEME_ASYMMETRIC;
   q.method = a.method == "mse"    ? WOQ_METHOD_MSE
+             : a.method == "hqq"  ? WOQ_METHOD_HQQ
              : a.method == "gptq" ? WOQ_METHOD_GPTQ
              : a.method == "awq"  ? WOQ_METHOD_AWQ
                                   : WOQ_METHOD_RTN;
@@ -537,8 +538,9 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({0, 32, 64, 128, 256}));
   quantize->add_flag("--sym", qa.sym, "symmetric (zero-point fixed at 2^(bits-1))");
   quantize->add_option("--method", qa.method,
-                       "rtn (round to nearest), mse (per-group clipping search), gptq or awq (need --calibration)")
-      ->check(CLI::IsMember({"rtn", "mse", "gptq", "awq"}));
+                       "rtn (round to nearest), mse (per-group clipping search), hqq (half-quadratic grid "
+                       "optimization), gptq or awq (these two need --calibration)")
+      ->check(CLI::IsMember({"rtn", "mse", "hqq", "gptq", "awq"}));
   quantize->add_flag("--act-order", qa.act_order, "gptq: columns by decreasing Hessian diagonal (static groups)");
   quantize->add_option("--calibration", qa.calibration,
                        "safetensors of input activations X[S, K]: one per weight (named like it or its prefix) "

@@ -14,7 +14,7 @@ namespace woq {
 
 enum class Scheme { Asymmetric = 0, Symmetric = 1 };
 // Values mirror woq_method (and the file's method byte).
-enum class Method { Rtn = 0, Mse = 1, Awq = 3, Gptq = 4 };
+enum class Method { Rtn = 0, Mse = 1, Hqq = 2, Awq = 3, Gptq = 4 };
 
 struct QuantStats {
   double max_abs_error = 0;

@@ -31,10 +31,10 @@ void check_quant_config(const QuantConfig& config, uint64_t rows, uint64_t cols)
                                       " is not supported (32, 64, 128, 256, or 0 for per-channel)");
   if (config.scheme != Scheme::Asymmetric && config.scheme != Scheme::Symmetric)
     fail(Status::InvalidArgument, "unknown scheme " + std::to_string(int(config.scheme)));
-  if (config.method != Method::Rtn && config.method != Method::Mse && config.method != Method::Gptq &&
-      config.method != Method::Awq)
+  if (config.method != Method::Rtn && config.method != Method::Mse && config.method != Method::Hqq &&
+      config.method != Method::Gptq && config.method != Method::Awq)
     fail(Status::Unsupported, "quantization method " + std::to_string(int(config.method)) +
-                                  " is not available in woq_quantize (RTN, MSE, AWQ and GPTQ are)");
+                                  " is not available in woq_quantize (RTN, MSE, HQQ, AWQ and GPTQ are)");
   if (config.act_order && config.method != Method::Gptq)
     fail(Status::InvalidArgument, "act_order applies to GPTQ only");
   if (rows == 0 || cols == 0)
@@ -107,6 +107,71 @@ double quantize_on(const double* w, uint64_t n, const Grid& g, uint32_t bits, ui
 constexpr int kShrinkSteps = 11;
 double shrink_factor(int step) { return double(20 - step) / 20.0; }
 
+// WOQ_METHOD_HQQ (SPEC.md 5.8): HQQ's half-quadratic splitting with an
+// l_0.5 error norm, solving for scale and zero-point together, then a
+// least-squares scale for the rounded zero-point; these grids compete with
+// the RTN grid on squared error.
+constexpr int kHqqIterations = 20;
+constexpr double kHqqBeta = 10.0, kHqqKappa = 1.01;
+
+// Generalized soft threshold of the l_0.5 proximal step.
+double shrink_lp(double x, double beta) {
+  const double a = std::fabs(x);
+  if (a == 0) return 0;
+  const double v = a - 1.0 / (beta * std::sqrt(a));
+  return v > 0 ? std::copysign(v, x) : 0.0;
+}
+
+// The grids HQQ proposes for w[0..n), starting from the RTN grid g0.
+std::vector<Grid> hqq_candidates(const double* w, uint64_t n, const Grid& g0, const QuantConfig& config) {
+  const double qmax = double((1u << config.bits) - 1);
+  const bool sym = config.scheme == Scheme::Symmetric;
+  std::vector<Grid> out;
+  std::vector<double> q(n), t(n);
+  double s = g0.s, z = g0.z, beta = kHqqBeta;
+  for (int it = 0; it < kHqqIterations; ++it) {
+    // Codes on the current grid; the sparse error W_e; then (s, z) as the
+    // least-squares fit of W - W_e = s (Q - z).
+    double mq = 0, mt = 0;
+    for (uint64_t i = 0; i < n; ++i) {
+      q[i] = std::min(qmax, std::max(0.0, std::nearbyint(w[i] / s + z)));
+      t[i] = w[i] - shrink_lp(w[i] - s * (q[i] - z), beta);
+      mq += q[i];
+      mt += t[i];
+    }
+    mq /= double(n);
+    mt /= double(n);
+    double num = 0, den = 0;
+    for (uint64_t i = 0; i < n; ++i) {
+      const double dq = sym ? q[i] - z : q[i] - mq;
+      num += dq * (sym ? t[i] : t[i] - mt);
+      den += dq * dq;
+    }
+    if (den > 0 && num > 0) {
+      s = num / den;
+      if (!sym) z = mq - mt / s;
+    }
+    beta *= kHqqKappa;
+  }
+  z = sym ? z : std::min(qmax, std::max(0.0, std::nearbyint(z)));
+  auto push = [&](double scale) {
+    if (!(scale > 0 && scale <= 65504.0)) return;
+    const uint16_t s16 = kernels::float_to_half(float(scale));
+    const double v = kernels::half_to_float(s16);
+    if (v > 0) out.push_back({s16, v, z});
+  };
+  push(s);
+  // Least-squares scale for the codes on (s, z) with z now an integer.
+  double num = 0, den = 0;
+  for (uint64_t i = 0; i < n; ++i) {
+    const double d = std::min(qmax, std::max(0.0, std::nearbyint(w[i] / s + z))) - z;
+    num += w[i] * d;
+    den += d * d;
+  }
+  if (den > 0) push(num / den);
+  return out;
+}
+
 }  // namespace
 
 QuantizedMatrix quantize_rtn(const void* weights, DType dtype, uint64_t rows, uint64_t cols,
@@ -134,8 +199,10 @@ QuantizedMatrix quantize_rtn(const void* weights, DType dtype, uint64_t rows, ui
       uint8_t* codes = q.data() + j * m.group_size;
       Grid best = make_grid(lo, hi, amax, 1.0, config);
       double best_err = quantize_on(w.data(), m.group_size, best, config.bits, codes);
-      for (int step = 1; step < steps; ++step) {  // a strictly smaller error replaces
-        const Grid g = make_grid(lo, hi, amax, shrink_factor(step), config);
+      std::vector<Grid> candidates;
+      for (int step = 1; step < steps; ++step) candidates.push_back(make_grid(lo, hi, amax, shrink_factor(step), config));
+      if (config.method == Method::Hqq) candidates = hqq_candidates(w.data(), m.group_size, best, config);
+      for (const Grid& g : candidates) {  // a strictly smaller error replaces
         const double err = quantize_on(w.data(), m.group_size, g, config.bits, trial.data());
         if (err < best_err) {
           best = g, best_err = err;

@@ -1,5 +1,6 @@
-// Round-to-nearest quantization (SPEC.md 5.4), plain or with the per-group
-// clipping search of Method::Mse (SPEC.md 5.5).
+// Round-to-nearest quantization (SPEC.md 5.4), plain, with the per-group
+// clipping search of Method::Mse (SPEC.md 5.5) or the calibration-free grid
+// optimization of Method::Hqq (SPEC.md 5.8).
 #pragma once
 
 #include <algorithm>

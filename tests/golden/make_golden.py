@@ -12,7 +12,7 @@ writes
       <case>.x       F32 [M, K] activations   <case>.y       F64 [M, N] = X W_hat^T + bias
       <case>.bias    F32 [N]
     and __metadata__["cases"]: JSON list of {name, bits, group, symmetric, dtype,
-    method (rtn, or mse: SPEC.md 5.5)}
+    method (rtn, mse: SPEC.md 5.5, or hqq: 5.8)}
   model_small.safetensors  a tiny "model" (*.weight + *.bias, F32/F16/BF16)
       for CLI and file interop tests.
 The output is deterministic: tests check that rerunning gives the same bytes.
@@ -62,15 +62,22 @@ def main():
     configs = [c + ("rtn",) for c in configs]
     configs += [(b, g, s, "F32", "mse") for b in (2, 3, 4, 8) for g in (32, 0) for s in (False, True)]
     configs += [(4, 128, False, "BF16", "mse")]
+    configs += [(b, g, s, "F32", "hqq") for b in (2, 3, 4, 8) for g in (32, 0) for s in (False, True)]
+    configs += [(4, 128, False, "F16", "hqq")]
+    # Weights x 20: rounding errors large enough for HQQ's l_0.5 shrink to act.
+    configs += [(b, 32, s, "F32", "hqq_big") for b in (2, 3) for s in (False, True)]
+    rng_hqq = np.random.default_rng(20261123)  # its own stream: earlier cases and model_small stay as they were
     for bits, group, sym, dtype, method in configs:
         name = "b%d_g%d_%s_%s" % (bits, group, "sym" if sym else "asym", dtype.lower())
         if method != "rtn":
             name += "_" + method
-        stored, w = as_dtype(weights(rng, n, k), dtype)
+        r = rng_hqq if method.startswith("hqq") else rng
+        stored, w = as_dtype(weights(r, n, k) * (20.0 if method == "hqq_big" else 1.0), dtype)
+        method = "hqq" if method == "hqq_big" else method
         codes, scales, zeros = ref.quantize(w, bits, group, sym, method)
         w_hat = ref.dequantize(codes, scales, zeros, group)
-        x = rng.standard_normal((m, k)).astype(np.float32)
-        bias = rng.standard_normal(n).astype(np.float32)
+        x = r.standard_normal((m, k)).astype(np.float32)
+        bias = r.standard_normal(n).astype(np.float32)
         y = x.astype(np.float64) @ w_hat.T + bias.astype(np.float64)
         tensors[name + ".w"] = ("BF16" if dtype == "BF16" else dtype, stored)
         tensors[name + ".codes"] = ("U8", codes)

@@ -23,6 +23,7 @@ tests use it to make golden vectors and to check files in both directions.
 Needs Debian's python3-numpy, python3-xxhash and python3-zstandard.
 """
 import json
+import math
 import struct
 import sys
 
@@ -60,8 +61,62 @@ def grid(lo, hi, amax, shrink, bits, symmetric):
     return s16, s, z
 
 
+def shrink_lp(x, beta):
+    """The l_0.5 generalized soft threshold of SPEC 5.8."""
+    a = abs(x)
+    if a == 0.0:
+        return 0.0
+    v = a - 1.0 / (beta * math.sqrt(a))
+    return math.copysign(v, x) if v > 0 else 0.0
+
+
+def hqq_candidates(wg, s16, s, z0, bits, symmetric):
+    """SPEC 5.8: the grids HQQ proposes, starting from the RTN grid."""
+    qmax = float(2 ** bits - 1)
+    ws = wg.tolist()
+    n = len(ws)
+    z, beta = z0, 10.0
+    for _ in range(20):
+        q = [min(qmax, max(0.0, float(np.rint(wi / s + z)))) for wi in ws]
+        t = [wi - shrink_lp(wi - s * (qi - z), beta) for wi, qi in zip(ws, q)]
+        mq = mt = 0.0
+        for qi, ti in zip(q, t):
+            mq += qi
+            mt += ti
+        mq /= n
+        mt /= n
+        num = den = 0.0
+        for qi, ti in zip(q, t):
+            dq = qi - z if symmetric else qi - mq
+            num += dq * (ti if symmetric else ti - mt)
+            den += dq * dq
+        if den > 0 and num > 0:
+            s = num / den
+            if not symmetric:
+                z = mq - mt / s
+        beta *= 1.01
+    if not symmetric:
+        z = min(qmax, max(0.0, float(np.rint(z))))
+    out = []
+
+    def push(scale):
+        if 0 < scale <= 65504.0:
+            h = np.float16(np.float32(scale))
+            if float(h) > 0:
+                out.append((h, float(h), z))
+    push(s)
+    num = den = 0.0
+    for wi in ws:
+        d = min(qmax, max(0.0, float(np.rint(wi / s + z)))) - z
+        num += wi * d
+        den += d * d
+    if den > 0:
+        push(num / den)
+    return out
+
+
 def quantize(w, bits, group, symmetric, method="rtn"):
-    """SPEC 5.4 (method rtn) or 5.5 (method mse) on W[N, K] (any float
+    """SPEC 5.4 (method rtn), 5.5 (mse) or 5.8 (hqq) on W[N, K] (any float
     dtype). Returns codes u8 [N, K], scales f16 [N, G], zeros u8 [N, G]."""
     w = np.asarray(w, dtype=np.float64)
     n, k = w.shape
@@ -76,9 +131,11 @@ def quantize(w, bits, group, symmetric, method="rtn"):
         for j in range(groups):
             wg = w[r, j * g:(j + 1) * g]
             lo, hi, amax = min(0.0, float(wg.min())), max(0.0, float(wg.max())), float(np.max(np.abs(wg)))
+            candidates = [grid(lo, hi, amax, (20 - step) / 20.0, bits, symmetric) for step in range(steps)]
+            if method == "hqq":
+                candidates += hqq_candidates(wg, *candidates[0], bits, symmetric)
             best = None
-            for step in range(steps):
-                s16, s, z = grid(lo, hi, amax, (20 - step) / 20.0, bits, symmetric)
+            for s16, s, z in candidates:
                 q = np.clip(np.rint(wg / s + z), 0, qmax).astype(np.uint8)
                 # Squared error of the stored fp32 values, summed in order.
                 w_hat = np.float32(s) * (q.astype(np.int64) - int(z)).astype(np.float32)
@@ -365,7 +422,7 @@ def cmd_check(woq_path, source_path):
     for t in tensors:
         dt, w = src[t["name"]]
         codes, scales, zeros = quantize(w, t["bits"], t["group"], t["symmetric"],
-                                        "mse" if t["method"] == 1 else "rtn")
+                                        {0: "rtn", 1: "mse", 2: "hqq"}[t["method"]])
         if not np.array_equal(codes, t["codes"]):
             raise Fail("codes of %s differ from the reference quantizer" % t["name"])
         if not np.array_equal(scales.view(np.uint16), t["scales"].view(np.uint16)):

@@ -60,7 +60,8 @@ TEST_F(Golden, QuantizerMatchesReferenceBitForBitAndMatmulMatches) {
     cfg.bits = c["bits"];
     cfg.group_size = c["group"];
     cfg.scheme = c["symmetric"] ? woq::Scheme::Symmetric : woq::Scheme::Asymmetric;
-    cfg.method = c["method"] == "mse" ? woq::Method::Mse : woq::Method::Rtn;
+    const std::string method = c["method"];
+    cfg.method = method == "mse" ? woq::Method::Mse : method == "hqq" ? woq::Method::Hqq : woq::Method::Rtn;
     woq::QuantizedMatrix m = woq::quantize_rtn(wbytes.data(), dtype, rows, cols, cfg);
     EXPECT_EQ(m.codes, copy_as<uint32_t>(get(name + ".packed")));
     EXPECT_EQ(m.scales, copy_as<uint16_t>(get(name + ".scales")));
@@ -72,7 +73,7 @@ TEST_F(Golden, QuantizerMatchesReferenceBitForBitAndMatmulMatches) {
     qo.bits = cfg.bits;
     qo.group_size = cfg.group_size;
     qo.scheme = c["symmetric"] ? WOQ_SCHEME_SYMMETRIC : WOQ_SCHEME_ASYMMETRIC;
-    qo.method = c["method"] == "mse" ? WOQ_METHOD_MSE : WOQ_METHOD_RTN;
+    qo.method = static_cast<woq_method>(cfg.method);
     woq_qmatrix* qm = nullptr;
     ASSERT_EQ(woq_quantize(wbytes.data(), static_cast<woq_dtype>(dtype), rows, cols, &qo, &qm), WOQ_OK)
         << woq_last_error();

@@ -13,6 +13,7 @@ namespace Woq.Native {
 public enum woq_method {
   WOQ_METHOD_RTN = 0,
   WOQ_METHOD_MSE = 1,
+  WOQ_METHOD_HQQ = 2,
   WOQ_METHOD_GPTQ = 4,
   WOQ_METHOD_AWQ = 3,
   WOQ_METHOD_MAX_ENUM = 0x7FFFFFFF

@@ -53,6 +53,7 @@ pub const woq_scheme_WOQ_SCHEME_MAX_ENUM: woq_scheme = 2147483647;
 pub type woq_scheme = core::ffi::c_uint;
 pub const woq_method_WOQ_METHOD_RTN: woq_method = 0;
 pub const woq_method_WOQ_METHOD_MSE: woq_method = 1;
+pub const woq_method_WOQ_METHOD_HQQ: woq_method = 2;
 pub const woq_method_WOQ_METHOD_GPTQ: woq_method = 4;
 pub const woq_method_WOQ_METHOD_AWQ: woq_method = 3;
 pub const woq_method_WOQ_METHOD_MAX_ENUM: woq_method = 2147483647;

@@ -610,6 +610,18 @@ intgo _wrap_WOQ_METHOD_MSE_woqc_7f9afc7fe7e20b0f() {
 }
 
 
+intgo _wrap_WOQ_METHOD_HQQ_woqc_7f9afc7fe7e20b0f() {
+  enum woq_method result;
+  intgo _swig_go_result;
+  
+  
+  result = WOQ_METHOD_HQQ;
+  
+  _swig_go_result = (intgo)result; 
+  return _swig_go_result;
+}
+
+
 intgo _wrap_WOQ_METHOD_GPTQ_woqc_7f9afc7fe7e20b0f() {
   enum woq_method result;
   intgo _swig_go_result;

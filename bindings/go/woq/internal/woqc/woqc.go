@@ -174,6 +174,7 @@ extern swig_intgo _wrap_WOQ_SCHEME_SYMMETRIC_woqc_7f9afc7fe7e20b0f(void);
 extern swig_intgo _wrap_WOQ_SCHEME_MAX_ENUM_woqc_7f9afc7fe7e20b0f(void);
 extern swig_intgo _wrap_WOQ_METHOD_RTN_woqc_7f9afc7fe7e20b0f(void);
 extern swig_intgo _wrap_WOQ_METHOD_MSE_woqc_7f9afc7fe7e20b0f(void);
+extern swig_intgo _wrap_WOQ_METHOD_HQQ_woqc_7f9afc7fe7e20b0f(void);
 extern swig_intgo _wrap_WOQ_METHOD_GPTQ_woqc_7f9afc7fe7e20b0f(void);
 extern swig_intgo _wrap_WOQ_METHOD_AWQ_woqc_7f9afc7fe7e20b0f(void);
 extern swig_intgo _wrap_WOQ_METHOD_MAX_ENUM_woqc_7f9afc7fe7e20b0f(void);
@@ -609,6 +610,13 @@ func _swig_getWOQ_METHOD_MSE() (_swig_ret Enum_SS_woq_method) {
 }
 
 var WOQ_METHOD_MSE Enum_SS_woq_method = _swig_getWOQ_METHOD_MSE()
+func _swig_getWOQ_METHOD_HQQ() (_swig_ret Enum_SS_woq_method) {
+	var swig_r Enum_SS_woq_method
+	swig_r = (Enum_SS_woq_method)(C._wrap_WOQ_METHOD_HQQ_woqc_7f9afc7fe7e20b0f())
+	return swig_r
+}
+
+var WOQ_METHOD_HQQ Enum_SS_woq_method = _swig_getWOQ_METHOD_HQQ()
 func _swig_getWOQ_METHOD_GPTQ() (_swig_ret Enum_SS_woq_method) {
 	var swig_r Enum_SS_woq_method
 	swig_r = (Enum_SS_woq_method)(C._wrap_WOQ_METHOD_GPTQ_woqc_7f9afc7fe7e20b0f())
