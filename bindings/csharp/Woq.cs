@@ -176,6 +176,10 @@ public sealed class QuantOptions {
   public uint GroupSize = 128;  // 0 = one group per row
   public bool Symmetric;
   public woq_method Method = woq_method.WOQ_METHOD_RTN;
+  /// <summary>Calibration activations X[rows, cols] (row-major) for AWQ and GPTQ.</summary>
+  public float[] Calibration;
+  public bool ActOrder;         // GPTQ: columns by decreasing Hessian diagonal
+  public bool FoldInputScales;  // AWQ: the caller folds the factors into what produces X
 }
 
 /// <summary>A quantized matrix in host memory.</summary>
@@ -196,9 +200,21 @@ public sealed class QMatrix : WoqHandle {
       o.group_size = options.GroupSize;
       o.scheme = options.Symmetric ? woq_scheme.WOQ_SCHEME_SYMMETRIC : woq_scheme.WOQ_SCHEME_ASYMMETRIC;
       o.method = options.Method;
+      o.act_order = options.ActOrder ? 1 : 0;
+      o.fold_input_scales = options.FoldInputScales ? 1 : 0;
+      long calibrationRows = 0;
+      if (options.Calibration != null) {
+        if (options.Calibration.LongLength % cols != 0)
+          throw Interop.Shape($"calibration holds {options.Calibration.LongLength} values, not whole rows of {cols}");
+        calibrationRows = options.Calibration.LongLength / cols;
+      }
       IntPtr q;
-      fixed (float* w = weights)
+      fixed (float* w = weights) fixed (float* x = options.Calibration) {
+        o.calibration = (IntPtr)x;  // pinned for this call only
+        o.calibration_dtype = woq_dtype.WOQ_DTYPE_F32;
+        o.calibration_rows = (ulong)calibrationRows;
         Interop.Check(N.woq_quantize((IntPtr)w, woq_dtype.WOQ_DTYPE_F32, (ulong)rows, (ulong)cols, o, out q));
+      }
       return new QMatrix(q);
     }
   }
@@ -209,6 +225,20 @@ public sealed class QMatrix : WoqHandle {
       try {
         Interop.Check(N.woq_qmatrix_shape(p, out ulong r, out ulong c));
         return ((long)r, (long)c);
+      } finally { Release(); }
+    }
+  }
+
+  /// <summary>AWQ's per-input-channel factors X is multiplied by, or null.</summary>
+  public unsafe float[] InputScales {
+    get {
+      IntPtr p = Acquire();
+      try {
+        Interop.Check(N.woq_qmatrix_input_scales(p, IntPtr.Zero, 0, out ulong count));
+        if (count == 0) return null;
+        var v = new float[count];
+        fixed (float* pv = v) Interop.Check(N.woq_qmatrix_input_scales(p, (IntPtr)pv, count * 4, out count));
+        return v;
       } finally { Release(); }
     }
   }

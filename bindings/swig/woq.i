@@ -152,6 +152,26 @@ WOQ_GO_OUT_HANDLE(woq_tensor**) WOQ_GO_OUT_HANDLE(woq_buffer**)
   $1 = ($1_ltype)$input.array;
 %}
 
+/* C memory must not keep a Go pointer after a call returns, so Go cannot set
+ * woq_quant_options::calibration itself: woq_quantize_calibrated points it
+ * at the Go slice for the duration of the one call. */
+%ignore woq_quant_options::calibration;
+%inline %{
+static woq_status woq_quantize_calibrated(const void* weights, woq_dtype w_dtype, uint64_t rows, uint64_t cols,
+                                          woq_quant_options* options, const void* calibration,
+                                          woq_dtype calibration_dtype, uint64_t calibration_rows,
+                                          woq_qmatrix** out_qmatrix) {
+  woq_status status;
+  if (!options) return woq_quantize(weights, w_dtype, rows, cols, options, out_qmatrix);
+  options->calibration = calibration;
+  options->calibration_dtype = calibration_dtype;
+  options->calibration_rows = calibration_rows;
+  status = woq_quantize(weights, w_dtype, rows, cols, options, out_qmatrix);
+  options->calibration = 0;
+  return status;
+}
+%}
+
 /* cgo finds woq.h in the source tree and links libwoq; CGO_LDFLAGS=-L<dir>
  * names where libwoq.so is. */
 %insert(cgo_comment_typedefs) %{

@@ -187,6 +187,42 @@ static class WoqTests {
     }
   }
 
+  static double OutputError(QMatrix q, float[] w, float[] x, int rows, int cols, int s) {
+    using (var ctx = Context.Create(Backend.Cpu, 1))
+    using (var t = Tensor.FromQMatrix(ctx, q)) {
+      float[] y = t.MatMul(x, s);
+      double e2 = 0, r2 = 0;
+      for (int r = 0; r < s; ++r)
+        for (int n = 0; n < rows; ++n) {
+          double reference = 0;
+          for (int k = 0; k < cols; ++k) reference += (double)x[r * cols + k] * w[n * cols + k];
+          e2 += (y[r * rows + n] - reference) * (y[r * rows + n] - reference);
+          r2 += reference * reference;
+        }
+      return e2 / r2;
+    }
+  }
+
+  static void Calibrated() {
+    const int rows = 32, cols = 128, s = 256;
+    var rng = new Random(11);
+    float[] w = Random(rng, rows * cols, 0.05f), x = Random(rng, s * cols, 1);
+    for (int c = 0; c < cols; c += 9)
+      for (int r = 0; r < s; ++r) x[r * cols + c] *= 20;  // channels with large activations
+    double baseline;
+    using (var rtn = QMatrix.Quantize(w, rows, cols)) baseline = OutputError(rtn, w, x, rows, cols, s);
+    foreach (var method in new[] { woq_method.WOQ_METHOD_AWQ, woq_method.WOQ_METHOD_GPTQ }) {
+      var options = new QuantOptions { Method = method, Calibration = x };
+      using (var q = QMatrix.Quantize(w, rows, cols, options)) {
+        double e = OutputError(q, w, x, rows, cols, s);
+        Expect(e < baseline, $"{method}: output error {e} below RTN's {baseline}");
+        Expect((method == woq_method.WOQ_METHOD_AWQ) == (q.InputScales != null), $"{method}: input scales");
+      }
+    }
+    ExpectThrows<WoqException>(() => QMatrix.Quantize(w, rows, cols, new QuantOptions { Method = woq_method.WOQ_METHOD_GPTQ }),
+        e => e.Status == woq_status.WOQ_ERR_INVALID_ARGUMENT && e.Message.Contains("calibration"), "GPTQ without calibration");
+  }
+
   static void Abi() {
     Expect(Library.Version.StartsWith("1."), "version 1.x, got " + Library.Version);
     Expect(woq.WOQ_BINDINGS_VERSION_MAJOR == woq.woq_version() / 10000, "ABI major matches");
@@ -203,6 +239,7 @@ static class WoqTests {
       Test("misuse is an exception, not a crash", Misuse);
       Test("finalizers free handles in any order", Finalizers);
       Test("one tensor on 8 threads", Threads);
+      Test("AWQ and GPTQ with calibration", Calibrated);
       Test("ABI version check", Abi);
     } finally {
       Directory.Delete(tempDir, true);

@@ -223,10 +223,18 @@ func (c *Context) Threads() (int, error) {
 
 // QuantOptions choose how weights are quantized.
 type QuantOptions struct {
+	// Calibration activations X[CalibrationRows, cols] (row-major fp32) for
+	// AWQ and GPTQ; nil for the other methods.
+	Calibration []float32
+	ActOrder    bool // GPTQ: columns by decreasing Hessian diagonal
+	// AWQ: leave the per-input-channel factors out of the matrix (the
+	// caller folds them into whatever produces X; see InputScales).
+	FoldInputScales bool
+
 	Bits      int  // 2..8
 	GroupSize int  // 32, 64, 128, 256, or 0 for one group per row
 	Symmetric bool // zero-point fixed at 2^(bits-1)
-	Method    int  // 0 = RTN, 1 = MSE clipping search
+	Method    int  // 0 RTN, 1 MSE clipping search, 2 HQQ, 3 AWQ, 4 GPTQ (AWQ and GPTQ need Calibration)
 }
 
 // DefaultQuantOptions is 4 bits, groups of 128, asymmetric, RTN.
@@ -255,9 +263,19 @@ func Quantize(weights []float32, rows, cols int, o QuantOptions) (*QMatrix, erro
 		opts.SetScheme(woqc.WOQ_SCHEME_SYMMETRIC)
 	}
 	opts.SetMethod(woqc.Enum_SS_woq_method(o.Method))
+	if o.ActOrder {
+		opts.SetAct_order(1)
+	}
+	if o.FoldInputScales {
+		opts.SetFold_input_scales(1)
+	}
+	if len(o.Calibration)%cols != 0 {
+		return nil, shapeError("calibration holds %d values, not whole rows of %d", len(o.Calibration), cols)
+	}
 	out := []uintptr{0}
 	err := call(func() woqc.Enum_SS_woq_status {
-		return woqc.Woq_quantize(f32Bytes(weights), woqc.WOQ_DTYPE_F32, uint64(rows), uint64(cols), opts, out)
+		return woqc.Woq_quantize_calibrated(f32Bytes(weights), woqc.WOQ_DTYPE_F32, uint64(rows), uint64(cols), opts,
+			f32Bytes(o.Calibration), woqc.WOQ_DTYPE_F32, uint64(len(o.Calibration)/cols), out)
 	})
 	if err != nil {
 		return nil, err
@@ -280,6 +298,28 @@ func (q *QMatrix) Shape() (rows, cols int, err error) {
 	r, c := []uint64{0}, []uint64{0}
 	err = call(func() woqc.Enum_SS_woq_status { return woqc.Woq_qmatrix_shape(p, r, c) })
 	return int(r[0]), int(c[0]), err
+}
+
+// InputScales returns the per-input-channel factors X is multiplied by (AWQ),
+// or nil when the matrix has none.
+func (q *QMatrix) InputScales() ([]float32, error) {
+	p, err := q.h.acquire()
+	if err != nil {
+		return nil, err
+	}
+	defer q.h.release()
+	count := []uint64{0}
+	if err := call(func() woqc.Enum_SS_woq_status { return woqc.Woq_qmatrix_input_scales(p, nil, 0, count) }); err != nil {
+		return nil, err
+	}
+	if count[0] == 0 {
+		return nil, nil
+	}
+	v := make([]float32, count[0])
+	err = call(func() woqc.Enum_SS_woq_status {
+		return woqc.Woq_qmatrix_input_scales(p, f32Bytes(v), uint64(4*len(v)), count)
+	})
+	return v, err
 }
 
 // Stats are the quantization error against the source weights.

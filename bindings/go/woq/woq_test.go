@@ -243,6 +243,74 @@ func TestConcurrentMatMulOnOneTensor(t *testing.T) {
 	}
 }
 
+func TestCalibratedMethods(t *testing.T) {
+	const rows, cols, s = 32, 128, 256
+	rng := rand.New(rand.NewSource(11))
+	w := randomMatrix(rng, rows*cols, 0.05)
+	x := randomMatrix(rng, s*cols, 1)
+	for c := 0; c < cols; c += 9 { // channels with large activations
+		for r := 0; r < s; r++ {
+			x[r*cols+c] *= 20
+		}
+	}
+	outputError := func(q *QMatrix) float64 {
+		ctx, err := NewContext(BackendCPU, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ctx.Close()
+		tensor, err := TensorFromQMatrix(ctx, q, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer tensor.Close()
+		y, err := tensor.MatMul(x, s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var e2, r2 float64
+		for r := 0; r < s; r++ {
+			for n := 0; n < rows; n++ {
+				ref := 0.0
+				for k := 0; k < cols; k++ {
+					ref += float64(x[r*cols+k]) * float64(w[n*cols+k])
+				}
+				d := float64(y[r*rows+n]) - ref
+				e2 += d * d
+				r2 += ref * ref
+			}
+		}
+		return e2 / r2
+	}
+	rtn, err := Quantize(w, rows, cols, DefaultQuantOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rtn.Close()
+	base := outputError(rtn)
+	for _, method := range []int{3, 4} {
+		o := DefaultQuantOptions()
+		o.Method, o.Calibration = method, x
+		q, err := Quantize(w, rows, cols, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e := outputError(q); e >= base {
+			t.Fatalf("method %d: output error %g not below RTN's %g", method, e, base)
+		}
+		scales, err := q.InputScales()
+		if err != nil || (method == 3) != (scales != nil) {
+			t.Fatalf("method %d: input scales %v, %v", method, len(scales), err)
+		}
+		q.Close()
+	}
+	o := DefaultQuantOptions()
+	o.Method = 4
+	if _, err := Quantize(w, rows, cols, o); statusOf(err) != ErrInvalidArgument || !strings.Contains(err.Error(), "calibration") {
+		t.Fatalf("GPTQ without calibration: %v", err)
+	}
+}
+
 func TestABIMatches(t *testing.T) {
 	if err := CheckABI(); err != nil {
 		t.Fatal(err)

@@ -146,12 +146,29 @@ pub struct QuantOptions {
     /// 32, 64, 128, 256, or 0 for per-channel.
     pub group_size: u32,
     pub symmetric: bool,
+    pub method: Method,
 }
 
 impl Default for QuantOptions {
     fn default() -> Self {
-        QuantOptions { bits: 4, group_size: 128, symmetric: false }
+        QuantOptions { bits: 4, group_size: 128, symmetric: false, method: Method::Rtn }
     }
+}
+
+/// How the grid of each group is chosen (fileformat/SPEC.md 5.4-5.8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    /// Round to nearest on the min/max grid.
+    Rtn,
+    /// RTN on a per-group clipped range minimizing the weight error.
+    Mse,
+    /// Half-quadratic scale / zero-point fitting (no calibration).
+    Hqq,
+    /// Per-input-channel scales from calibration activations.
+    Awq,
+    /// Error feedback through the calibration Hessian; `act_order` quantizes
+    /// columns by decreasing Hessian diagonal.
+    Gptq { act_order: bool },
 }
 
 /// A quantized matrix in host memory.
@@ -166,11 +183,27 @@ unsafe impl Send for QMatrix {}
 unsafe impl Sync for QMatrix {}
 
 impl QMatrix {
-    /// Quantizes row-major `weights` of shape rows x cols.
+    /// Quantizes row-major `weights` of shape rows x cols (methods that
+    /// need no calibration).
     pub fn quantize(weights: &[f32], rows: u64, cols: u64, options: QuantOptions) -> Result<QMatrix> {
+        Self::quantize_calibrated(weights, rows, cols, options, &[])
+    }
+
+    /// Quantizes with calibration activations X (row-major, whole rows of
+    /// `cols` values) for `Method::Awq` and `Method::Gptq`.
+    pub fn quantize_calibrated(
+        weights: &[f32],
+        rows: u64,
+        cols: u64,
+        options: QuantOptions,
+        calibration: &[f32],
+    ) -> Result<QMatrix> {
         check_abi()?;
         if rows.checked_mul(cols) != Some(weights.len() as u64) {
             return Err(invalid(&format!("weights hold {} values, not {rows} x {cols}", weights.len())));
+        }
+        if cols == 0 || calibration.len() as u64 % cols != 0 {
+            return Err(invalid(&format!("calibration holds {} values, not whole rows of {cols}", calibration.len())));
         }
         let mut o: sys::woq_quant_options = unsafe { std::mem::zeroed() };
         check(unsafe { sys::woq_quant_options_init(&mut o) })?;
@@ -181,6 +214,19 @@ impl QMatrix {
         } else {
             sys::woq_scheme_WOQ_SCHEME_ASYMMETRIC
         };
+        o.method = match options.method {
+            Method::Rtn => sys::woq_method_WOQ_METHOD_RTN,
+            Method::Mse => sys::woq_method_WOQ_METHOD_MSE,
+            Method::Hqq => sys::woq_method_WOQ_METHOD_HQQ,
+            Method::Awq => sys::woq_method_WOQ_METHOD_AWQ,
+            Method::Gptq { .. } => sys::woq_method_WOQ_METHOD_GPTQ,
+        };
+        o.act_order = matches!(options.method, Method::Gptq { act_order: true }) as i32;
+        if !calibration.is_empty() {
+            o.calibration = calibration.as_ptr().cast(); // read during this call only
+            o.calibration_dtype = sys::woq_dtype_WOQ_DTYPE_F32;
+            o.calibration_rows = calibration.len() as u64 / cols;
+        }
         let mut raw = ptr::null_mut();
         // SAFETY: the length was checked against rows x cols above.
         check(unsafe {
@@ -192,6 +238,19 @@ impl QMatrix {
     /// (rows = outputs N, cols = inputs K).
     pub fn shape(&self) -> (u64, u64) {
         (self.rows, self.cols)
+    }
+
+    /// AWQ's per-input-channel factors X is multiplied by, if any.
+    pub fn input_scales(&self) -> Result<Option<Vec<f32>>> {
+        let mut count = 0u64;
+        check(unsafe { sys::woq_qmatrix_input_scales(self.raw, ptr::null_mut(), 0, &mut count) })?;
+        if count == 0 {
+            return Ok(None);
+        }
+        let mut v = vec![0f32; count as usize];
+        // SAFETY: v holds `count` floats, the capacity passed.
+        check(unsafe { sys::woq_qmatrix_input_scales(self.raw, v.as_mut_ptr(), count * 4, &mut count) })?;
+        Ok(Some(v))
     }
 
     /// (max |w_hat - w|, relative Frobenius error, SQNR in dB).

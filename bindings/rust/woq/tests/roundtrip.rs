@@ -1,7 +1,7 @@
 // The safe crate end to end against libwoq.so: quantize, write, open,
 // load, matmul (checked against float64 on the dequantized weights), and
 // errors that carry libwoq's message.
-use woq::{Backend, Context, File, QMatrix, QuantOptions, Tensor, Writer};
+use woq::{Backend, Context, File, Method, QMatrix, QuantOptions, Tensor, Writer};
 
 fn weights(rows: usize, cols: usize) -> Vec<f32> {
     // A small LCG: deterministic, no dependencies.
@@ -25,7 +25,7 @@ fn quantize_write_load_matmul() {
     let (rows, cols, m) = (48u64, 256u64, 3u64);
     let w = weights(rows as usize, cols as usize);
     let bias: Vec<f32> = (0..rows).map(|i| i as f32 * 0.01).collect();
-    let q = QMatrix::quantize(&w, rows, cols, QuantOptions { bits: 4, group_size: 64, symmetric: false }).unwrap();
+    let q = QMatrix::quantize(&w, rows, cols, QuantOptions { bits: 4, group_size: 64, ..Default::default() }).unwrap();
     assert_eq!(q.shape(), (rows, cols));
     let (_, rel, _) = q.stats().unwrap();
     assert!(rel > 0.0 && rel < 0.2, "relative error {rel}");
@@ -75,7 +75,7 @@ fn errors_carry_the_library_message() {
     assert_eq!(e.status_name, "WOQ_ERR_INVALID_ARGUMENT");
 
     let w = weights(8, 64);
-    let q = QMatrix::quantize(&w, 8, 64, QuantOptions { bits: 4, group_size: 32, symmetric: true }).unwrap();
+    let q = QMatrix::quantize(&w, 8, 64, QuantOptions { bits: 4, group_size: 32, symmetric: true, ..Default::default() }).unwrap();
     let ctx = Context::new(Backend::Cpu, 1).unwrap();
     let t = Tensor::from_qmatrix(&ctx, &q, None).unwrap();
     let e = t.matmul(&[1.0; 63], 1).err().unwrap();
@@ -108,4 +108,47 @@ fn one_tensor_from_many_threads() {
 fn abi_version_matches() {
     woq::check_abi().unwrap();
     assert!(woq::version().starts_with("1."));
+}
+
+#[test]
+fn calibrated_methods_cut_output_error() {
+    let (rows, cols, s) = (32u64, 128u64, 256u64);
+    let mut state = 11u32;
+    let mut uniform = move || {
+        state = state.wrapping_mul(1664525).wrapping_add(1013904223);
+        (state >> 8) as f32 / 8388608.0 - 1.0
+    };
+    let w: Vec<f32> = (0..rows * cols).map(|_| 0.05 * uniform()).collect();
+    let mut x: Vec<f32> = (0..s * cols).map(|_| uniform()).collect();
+    for (i, v) in x.iter_mut().enumerate() {
+        if (i as u64 % cols) % 9 == 0 {
+            *v *= 20.0; // channels with large activations
+        }
+    }
+    let ctx = Context::new(Backend::Cpu, 1).unwrap();
+    let error = |q: &QMatrix| {
+        let t = Tensor::from_qmatrix(&ctx, q, None).unwrap();
+        let y = t.matmul(&x, s).unwrap();
+        let (mut e2, mut r2) = (0f64, 0f64);
+        for r in 0..s as usize {
+            for n in 0..rows as usize {
+                let reference: f64 =
+                    (0..cols as usize).map(|k| x[r * cols as usize + k] as f64 * w[n * cols as usize + k] as f64).sum();
+                e2 += (y[r * rows as usize + n] as f64 - reference).powi(2);
+                r2 += reference * reference;
+            }
+        }
+        e2 / r2
+    };
+    let base = error(&QMatrix::quantize(&w, rows, cols, QuantOptions::default()).unwrap());
+    for method in [Method::Awq, Method::Gptq { act_order: false }, Method::Gptq { act_order: true }] {
+        let q = QMatrix::quantize_calibrated(&w, rows, cols, QuantOptions { method, ..Default::default() }, &x).unwrap();
+        let e = error(&q);
+        assert!(e < base, "{method:?}: output error {e} not below RTN's {base}");
+        assert_eq!(q.input_scales().unwrap().is_some(), method == Method::Awq);
+    }
+    let err = QMatrix::quantize(&w, rows, cols, QuantOptions { method: Method::Gptq { act_order: false }, ..Default::default() })
+        .err()
+        .unwrap();
+    assert!(err.message.contains("calibration"), "{err}");
 }

@@ -13,9 +13,9 @@ extern
 #ifdef __cplusplus
   "C"
 #endif
-  void cgo_panic__woqc_7f9afc7fe7e20b0f(const char*);
+  void cgo_panic__woqc_d3b545510b09a6bb(const char*);
 static void _swig_gopanic(const char *p) {
-  cgo_panic__woqc_7f9afc7fe7e20b0f(p);
+  cgo_panic__woqc_d3b545510b09a6bb(p);
 }
 
 
@@ -196,6 +196,21 @@ static void* Swig_malloc(int c) {
 
 #include <stdint.h>		// Use the C99 official header
 
+
+static woq_status woq_quantize_calibrated(const void* weights, woq_dtype w_dtype, uint64_t rows, uint64_t cols,
+                                          woq_quant_options* options, const void* calibration,
+                                          woq_dtype calibration_dtype, uint64_t calibration_rows,
+                                          woq_qmatrix** out_qmatrix) {
+  woq_status status;
+  if (!options) return woq_quantize(weights, w_dtype, rows, cols, options, out_qmatrix);
+  options->calibration = calibration;
+  options->calibration_dtype = calibration_dtype;
+  options->calibration_rows = calibration_rows;
+  status = woq_quantize(weights, w_dtype, rows, cols, options, out_qmatrix);
+  options->calibration = 0;
+  return status;
+}
+
 SWIGINTERN struct woq_tensor_info *new_woq_tensor_info(void){
     woq_tensor_info* info = (woq_tensor_info*)calloc(1, sizeof *info);
     if (info) info->struct_size = sizeof *info;
@@ -207,7 +222,7 @@ SWIGINTERN char const *woq_tensor_info_name_utf8(struct woq_tensor_info const *s
 extern "C" {
 #endif
 
-void _wrap_Swig_free_woqc_7f9afc7fe7e20b0f(void *_swig_go_0) {
+void _wrap_Swig_free_woqc_d3b545510b09a6bb(void *_swig_go_0) {
   void *arg1 = (void *) 0 ;
   
   arg1 = *(void **)&_swig_go_0; 
@@ -217,7 +232,7 @@ void _wrap_Swig_free_woqc_7f9afc7fe7e20b0f(void *_swig_go_0) {
 }
 
 
-void *_wrap_Swig_malloc_woqc_7f9afc7fe7e20b0f(intgo _swig_go_0) {
+void *_wrap_Swig_malloc_woqc_d3b545510b09a6bb(intgo _swig_go_0) {
   int arg1 ;
   void *result = 0 ;
   void *_swig_go_result;
@@ -230,7 +245,7 @@ void *_wrap_Swig_malloc_woqc_7f9afc7fe7e20b0f(intgo _swig_go_0) {
 }
 
 
-intgo _wrap_WOQ_BINDINGS_VERSION_MAJOR_woqc_7f9afc7fe7e20b0f() {
+intgo _wrap_WOQ_BINDINGS_VERSION_MAJOR_woqc_d3b545510b09a6bb() {
   uint32_t result;
   intgo _swig_go_result;
   
@@ -241,7 +256,43 @@ intgo _wrap_WOQ_BINDINGS_VERSION_MAJOR_woqc_7f9afc7fe7e20b0f() {
 }
 
 
-intgo _wrap_WOQ_VERSION_NUMBER_woqc_7f9afc7fe7e20b0f() {
+intgo _wrap_woq_quantize_calibrated_woqc_d3b545510b09a6bb(_goslice_ _swig_go_0, intgo _swig_go_1, long long _swig_go_2, long long _swig_go_3, struct woq_quant_options *_swig_go_4, _goslice_ _swig_go_5, intgo _swig_go_6, long long _swig_go_7, _goslice_ _swig_go_8) {
+  void *arg1 = (void *) 0 ;
+  woq_dtype arg2 ;
+  uint64_t arg3 ;
+  uint64_t arg4 ;
+  woq_quant_options *arg5 = (woq_quant_options *) 0 ;
+  void *arg6 = (void *) 0 ;
+  woq_dtype arg7 ;
+  uint64_t arg8 ;
+  woq_qmatrix **arg9 = (woq_qmatrix **) 0 ;
+  woq_status result;
+  intgo _swig_go_result;
+  
+  
+  arg1 = (void *)(_swig_go_0.len ? _swig_go_0.array : 0);
+  
+  arg2 = (woq_dtype)_swig_go_1; 
+  arg3 = (uint64_t)_swig_go_2; 
+  arg4 = (uint64_t)_swig_go_3; 
+  arg5 = *(woq_quant_options **)&_swig_go_4; 
+  
+  arg6 = (void *)(_swig_go_5.len ? _swig_go_5.array : 0);
+  
+  arg7 = (woq_dtype)_swig_go_6; 
+  arg8 = (uint64_t)_swig_go_7; 
+  
+  if (_swig_go_8.len < 1) _swig_gopanic("handle slot must hold 1 element");
+  arg9 = (woq_qmatrix **)_swig_go_8.array;
+  
+  
+  result = (woq_status)woq_quantize_calibrated((void const *)arg1,arg2,arg3,arg4,arg5,(void const *)arg6,arg7,arg8,arg9);
+  _swig_go_result = (intgo)result; 
+  return _swig_go_result;
+}
+
+
+intgo _wrap_WOQ_VERSION_NUMBER_woqc_d3b545510b09a6bb() {
   int result;
   intgo _swig_go_result;
   
@@ -252,7 +303,7 @@ intgo _wrap_WOQ_VERSION_NUMBER_woqc_7f9afc7fe7e20b0f() {
 }
 
 
-intgo _wrap_woq_version_woqc_7f9afc7fe7e20b0f() {
+intgo _wrap_woq_version_woqc_d3b545510b09a6bb() {
   uint32_t result;
   intgo _swig_go_result;
   
@@ -263,7 +314,7 @@ intgo _wrap_woq_version_woqc_7f9afc7fe7e20b0f() {
 }
 
 
-_gostring_ _wrap_woq_version_string_woqc_7f9afc7fe7e20b0f() {
+_gostring_ _wrap_woq_version_string_woqc_d3b545510b09a6bb() {
   char *result = 0 ;
   _gostring_ _swig_go_result;
   
@@ -274,7 +325,7 @@ _gostring_ _wrap_woq_version_string_woqc_7f9afc7fe7e20b0f() {
 }
 
 
-intgo _wrap_WOQ_OK_woqc_7f9afc7fe7e20b0f() {
+intgo _wrap_WOQ_OK_woqc_d3b545510b09a6bb() {
   enum woq_status result;
   intgo _swig_go_result;
   
@@ -286,7 +337,7 @@ intgo _wrap_WOQ_OK_woqc_7f9afc7fe7e20b0f() {
 }
 
 
-intgo _wrap_WOQ_ERR_INVALID_ARGUMENT_woqc_7f9afc7fe7e20b0f() {
+intgo _wrap_WOQ_ERR_INVALID_ARGUMENT_woqc_d3b545510b09a6bb() {
   enum woq_status result;
   intgo _swig_go_result;
   
@@ -298,7 +349,7 @@ intgo _wrap_WOQ_ERR_INVALID_ARGUMENT_woqc_7f9afc7fe7e20b0f() {
 }
 
 
-intgo _wrap_WOQ_ERR_SHAPE_woqc_7f9afc7fe7e20b0f() {
+intgo _wrap_WOQ_ERR_SHAPE_woqc_d3b545510b09a6bb() {
   enum woq_status result;
   intgo _swig_go_result;
   
@@ -310,7 +361,7 @@ intgo _wrap_WOQ_ERR_SHAPE_woqc_7f9afc7fe7e20b0f() {
 }
 
 
-intgo _wrap_WOQ_ERR_OUT_OF_MEMORY_woqc_7f9afc7fe7e20b0f() {
+intgo _wrap_WOQ_ERR_OUT_OF_MEMORY_woqc_d3b545510b09a6bb() {
   enum woq_status result;
   intgo _swig_go_result;
   
@@ -322,7 +373,7 @@ intgo _wrap_WOQ_ERR_OUT_OF_MEMORY_woqc_7f9afc7fe7e20b0f() {
 }
 
 
-intgo _wrap_WOQ_ERR_IO_woqc_7f9afc7fe7e20b0f() {
+intgo _wrap_WOQ_ERR_IO_woqc_d3b545510b09a6bb() {
   enum woq_status result;
   intgo _swig_go_result;
   
@@ -334,7 +385,7 @@ intgo _wrap_WOQ_ERR_IO_woqc_7f9afc7fe7e20b0f() {
 }
 
 
-intgo _wrap_WOQ_ERR_FORMAT_woqc_7f9afc7fe7e20b0f() {
+intgo _wrap_WOQ_ERR_FORMAT_woqc_d3b545510b09a6bb() {
   enum woq_status result;
   intgo _swig_go_result;
   
@@ -346,7 +397,7 @@ intgo _wrap_WOQ_ERR_FORMAT_woqc_7f9afc7fe7e20b0f() {
 }
 
 
-intgo _wrap_WOQ_ERR_CHECKSUM_woqc_7f9afc7fe7e20b0f() {
+intgo _wrap_WOQ_ERR_CHECKSUM_woqc_d3b545510b09a6bb() {
   enum woq_status result;
   intgo _swig_go_result;
   
@@ -358,7 +409,7 @@ intgo _wrap_WOQ_ERR_CHECKSUM_woqc_7f9afc7fe7e20b0f() {
 }
 
 
-intgo _wrap_WOQ_ERR_VERSION_woqc_7f9afc7fe7e20b0f() {
+intgo _wrap_WOQ_ERR_VERSION_woqc_d3b545510b09a6bb() {
   enum woq_status result;
   intgo _swig_go_result;
   
@@ -370,7 +421,7 @@ intgo _wrap_WOQ_ERR_VERSION_woqc_7f9afc7fe7e20b0f() {
 }
 
 
-intgo _wrap_WOQ_ERR_NOT_FOUND_woqc_7f9afc7fe7e20b0f() {
+intgo _wrap_WOQ_ERR_NOT_FOUND_woqc_d3b545510b09a6bb() {
   enum woq_status result;
   intgo _swig_go_result;
   
@@ -382,7 +433,7 @@ intgo _wrap_WOQ_ERR_NOT_FOUND_woqc_7f9afc7fe7e20b0f() {
 }
 
 
-intgo _wrap_WOQ_ERR_UNSUPPORTED_woqc_7f9afc7fe7e20b0f() {
+intgo _wrap_WOQ_ERR_UNSUPPORTED_woqc_d3b545510b09a6bb() {
   enum woq_status result;
   intgo _swig_go_result;
   
@@ -394,7 +445,7 @@ intgo _wrap_WOQ_ERR_UNSUPPORTED_woqc_7f9afc7fe7e20b0f() {
 }
 
 
-intgo _wrap_WOQ_ERR_LIMIT_woqc_7f9afc7fe7e20b0f() {
+intgo _wrap_WOQ_ERR_LIMIT_woqc_d3b545510b09a6bb() {
   enum woq_status result;
   intgo _swig_go_result;
   
@@ -406,7 +457,7 @@ intgo _wrap_WOQ_ERR_LIMIT_woqc_7f9afc7fe7e20b0f() {
 }
 
 
-intgo _wrap_WOQ_ERR_INTERNAL_woqc_7f9afc7fe7e20b0f() {
+intgo _wrap_WOQ_ERR_INTERNAL_woqc_d3b545510b09a6bb() {
   enum woq_status result;
   intgo _swig_go_result;
   
@@ -418,7 +469,7 @@ intgo _wrap_WOQ_ERR_INTERNAL_woqc_7f9afc7fe7e20b0f() {
 }
 
 
-intgo _wrap_WOQ_STATUS_MAX_ENUM_woqc_7f9afc7fe7e20b0f() {
+intgo _wrap_WOQ_STATUS_MAX_ENUM_woqc_d3b545510b09a6bb() {
   enum woq_status result;
   intgo _swig_go_result;
   
@@ -430,7 +481,7 @@ intgo _wrap_WOQ_STATUS_MAX_ENUM_woqc_7f9afc7fe7e20b0f() {
 }
 
 
-_gostring_ _wrap_woq_status_string_woqc_7f9afc7fe7e20b0f(intgo _swig_go_0) {
+_gostring_ _wrap_woq_status_string_woqc_d3b545510b09a6bb(intgo _swig_go_0) {
   woq_status arg1 ;
   char *result = 0 ;
   _gostring_ _swig_go_result;
@@ -443,7 +494,7 @@ _gostring_ _wrap_woq_status_string_woqc_7f9afc7fe7e20b0f(intgo _swig_go_0) {
 }
 
 
-_gostring_ _wrap_woq_last_error_woqc_7f9afc7fe7e20b0f() {
+_gostring_ _wrap_woq_last_error_woqc_d3b545510b09a6bb() {
   char *result = 0 ;
   _gostring_ _swig_go_result;
   
@@ -454,7 +505,7 @@ _gostring_ _wrap_woq_last_error_woqc_7f9afc7fe7e20b0f() {
 }
 
 
-intgo _wrap_WOQ_DTYPE_F32_woqc_7f9afc7fe7e20b0f() {
+intgo _wrap_WOQ_DTYPE_F32_woqc_d3b545510b09a6bb() {
   enum woq_dtype result;
   intgo _swig_go_result;
   
@@ -466,7 +517,7 @@ intgo _wrap_WOQ_DTYPE_F32_woqc_7f9afc7fe7e20b0f() {
 }
 
 
-intgo _wrap_WOQ_DTYPE_F16_woqc_7f9afc7fe7e20b0f() {
+intgo _wrap_WOQ_DTYPE_F16_woqc_d3b545510b09a6bb() {
   enum woq_dtype result;
   intgo _swig_go_result;
   
@@ -478,7 +529,7 @@ intgo _wrap_WOQ_DTYPE_F16_woqc_7f9afc7fe7e20b0f() {
 }
 
 
-intgo _wrap_WOQ_DTYPE_BF16_woqc_7f9afc7fe7e20b0f() {
+intgo _wrap_WOQ_DTYPE_BF16_woqc_d3b545510b09a6bb() {
   enum woq_dtype result;
   intgo _swig_go_result;
   
@@ -490,7 +541,7 @@ intgo _wrap_WOQ_DTYPE_BF16_woqc_7f9afc7fe7e20b0f() {
 }
 
 
-intgo _wrap_WOQ_DTYPE_MAX_ENUM_woqc_7f9afc7fe7e20b0f() {
+intgo _wrap_WOQ_DTYPE_MAX_ENUM_woqc_d3b545510b09a6bb() {
   enum woq_dtype result;
   intgo _swig_go_result;
   
@@ -502,7 +553,7 @@ intgo _wrap_WOQ_DTYPE_MAX_ENUM_woqc_7f9afc7fe7e20b0f() {
 }
 
 
-intgo _wrap_WOQ_BACKEND_CPU_REFERENCE_woqc_7f9afc7fe7e20b0f() {
+intgo _wrap_WOQ_BACKEND_CPU_REFERENCE_woqc_d3b545510b09a6bb() {
   enum woq_backend result;
   intgo _swig_go_result;
   
@@ -514,7 +565,7 @@ intgo _wrap_WOQ_BACKEND_CPU_REFERENCE_woqc_7f9afc7fe7e20b0f() {
 }
 
 
-intgo _wrap_WOQ_BACKEND_CPU_woqc_7f9afc7fe7e20b0f() {
+intgo _wrap_WOQ_BACKEND_CPU_woqc_d3b545510b09a6bb() {
   enum woq_backend result;
   intgo _swig_go_result;
   
@@ -526,7 +577,7 @@ intgo _wrap_WOQ_BACKEND_CPU_woqc_7f9afc7fe7e20b0f() {
 }
 
 
-intgo _wrap_WOQ_BACKEND_CUDA_woqc_7f9afc7fe7e20b0f() {
+intgo _wrap_WOQ_BACKEND_CUDA_woqc_d3b545510b09a6bb() {
   enum woq_backend result;
   intgo _swig_go_result;
   
@@ -538,7 +589,7 @@ intgo _wrap_WOQ_BACKEND_CUDA_woqc_7f9afc7fe7e20b0f() {
 }
 
 
-intgo _wrap_WOQ_BACKEND_MAX_ENUM_woqc_7f9afc7fe7e20b0f() {
+intgo _wrap_WOQ_BACKEND_MAX_ENUM_woqc_d3b545510b09a6bb() {
   enum woq_backend result;
   intgo _swig_go_result;
   
@@ -550,7 +601,7 @@ intgo _wrap_WOQ_BACKEND_MAX_ENUM_woqc_7f9afc7fe7e20b0f() {
 }
 
 
-intgo _wrap_WOQ_SCHEME_ASYMMETRIC_woqc_7f9afc7fe7e20b0f() {
+intgo _wrap_WOQ_SCHEME_ASYMMETRIC_woqc_d3b545510b09a6bb() {
   enum woq_scheme result;
   intgo _swig_go_result;
   
@@ -562,7 +613,7 @@ intgo _wrap_WOQ_SCHEME_ASYMMETRIC_woqc_7f9afc7fe7e20b0f() {
 }
 
 
-intgo _wrap_WOQ_SCHEME_SYMMETRIC_woqc_7f9afc7fe7e20b0f() {
+intgo _wrap_WOQ_SCHEME_SYMMETRIC_woqc_d3b545510b09a6bb() {
   enum woq_scheme result;
   intgo _swig_go_result;
   
@@ -574,7 +625,7 @@ intgo _wrap_WOQ_SCHEME_SYMMETRIC_woqc_7f9afc7fe7e20b0f() {
 }
 
 
-intgo _wrap_WOQ_SCHEME_MAX_ENUM_woqc_7f9afc7fe7e20b0f() {
+intgo _wrap_WOQ_SCHEME_MAX_ENUM_woqc_d3b545510b09a6bb() {
   enum woq_scheme result;
   intgo _swig_go_result;
   
@@ -586,7 +637,7 @@ intgo _wrap_WOQ_SCHEME_MAX_ENUM_woqc_7f9afc7fe7e20b0f() {
 }
 
 
-intgo _wrap_WOQ_METHOD_RTN_woqc_7f9afc7fe7e20b0f() {
+intgo _wrap_WOQ_METHOD_RTN_woqc_d3b545510b09a6bb() {
   enum woq_method result;
   intgo _swig_go_result;
   
@@ -598,7 +649,7 @@ intgo _wrap_WOQ_METHOD_RTN_woqc_7f9afc7fe7e20b0f() {
 }
 
 
-intgo _wrap_WOQ_METHOD_MSE_woqc_7f9afc7fe7e20b0f() {
+intgo _wrap_WOQ_METHOD_MSE_woqc_d3b545510b09a6bb() {
   enum woq_method result;
   intgo _swig_go_result;
   
@@ -610,7 +661,7 @@ intgo _wrap_WOQ_METHOD_MSE_woqc_7f9afc7fe7e20b0f() {
 }
 
 
-intgo _wrap_WOQ_METHOD_HQQ_woqc_7f9afc7fe7e20b0f() {
+intgo _wrap_WOQ_METHOD_HQQ_woqc_d3b545510b09a6bb() {
   enum woq_method result;
   intgo _swig_go_result;
   
@@ -622,7 +673,7 @@ intgo _wrap_WOQ_METHOD_HQQ_woqc_7f9afc7fe7e20b0f() {
 }
 
 
-intgo _wrap_WOQ_METHOD_GPTQ_woqc_7f9afc7fe7e20b0f() {
+intgo _wrap_WOQ_METHOD_GPTQ_woqc_d3b545510b09a6bb() {
   enum woq_method result;
   intgo _swig_go_result;
   
@@ -634,7 +685,7 @@ intgo _wrap_WOQ_METHOD_GPTQ_woqc_7f9afc7fe7e20b0f() {
 }
 
 
-intgo _wrap_WOQ_METHOD_AWQ_woqc_7f9afc7fe7e20b0f() {
+intgo _wrap_WOQ_METHOD_AWQ_woqc_d3b545510b09a6bb() {
   enum woq_method result;
   intgo _swig_go_result;
   
@@ -646,7 +697,7 @@ intgo _wrap_WOQ_METHOD_AWQ_woqc_7f9afc7fe7e20b0f() {
 }
 
 
-intgo _wrap_WOQ_METHOD_MAX_ENUM_woqc_7f9afc7fe7e20b0f() {
+intgo _wrap_WOQ_METHOD_MAX_ENUM_woqc_d3b545510b09a6bb() {
   enum woq_method result;
   intgo _swig_go_result;
   
@@ -658,7 +709,7 @@ intgo _wrap_WOQ_METHOD_MAX_ENUM_woqc_7f9afc7fe7e20b0f() {
 }
 
 
-void _wrap_woq_context_options_struct_size_set_woqc_7f9afc7fe7e20b0f(struct woq_context_options *_swig_go_0, long long _swig_go_1) {
+void _wrap_woq_context_options_struct_size_set_woqc_d3b545510b09a6bb(struct woq_context_options *_swig_go_0, long long _swig_go_1) {
   struct woq_context_options *arg1 = (struct woq_context_options *) 0 ;
   size_t arg2 ;
   
@@ -670,7 +721,7 @@ void _wrap_woq_context_options_struct_size_set_woqc_7f9afc7fe7e20b0f(struct woq_
 }
 
 
-long long _wrap_woq_context_options_struct_size_get_woqc_7f9afc7fe7e20b0f(struct woq_context_options *_swig_go_0) {
+long long _wrap_woq_context_options_struct_size_get_woqc_d3b545510b09a6bb(struct woq_context_options *_swig_go_0) {
   struct woq_context_options *arg1 = (struct woq_context_options *) 0 ;
   size_t result;
   long long _swig_go_result;
@@ -683,7 +734,7 @@ long long _wrap_woq_context_options_struct_size_get_woqc_7f9afc7fe7e20b0f(struct
 }
 
 
-void _wrap_woq_context_options_backend_set_woqc_7f9afc7fe7e20b0f(struct woq_context_options *_swig_go_0, intgo _swig_go_1) {
+void _wrap_woq_context_options_backend_set_woqc_d3b545510b09a6bb(struct woq_context_options *_swig_go_0, intgo _swig_go_1) {
   struct woq_context_options *arg1 = (struct woq_context_options *) 0 ;
   woq_backend arg2 ;
   
@@ -695,7 +746,7 @@ void _wrap_woq_context_options_backend_set_woqc_7f9afc7fe7e20b0f(struct woq_cont
 }
 
 
-intgo _wrap_woq_context_options_backend_get_woqc_7f9afc7fe7e20b0f(struct woq_context_options *_swig_go_0) {
+intgo _wrap_woq_context_options_backend_get_woqc_d3b545510b09a6bb(struct woq_context_options *_swig_go_0) {
   struct woq_context_options *arg1 = (struct woq_context_options *) 0 ;
   woq_backend result;
   intgo _swig_go_result;
@@ -708,7 +759,7 @@ intgo _wrap_woq_context_options_backend_get_woqc_7f9afc7fe7e20b0f(struct woq_con
 }
 
 
-void _wrap_woq_context_options_threads_set_woqc_7f9afc7fe7e20b0f(struct woq_context_options *_swig_go_0, intgo _swig_go_1) {
+void _wrap_woq_context_options_threads_set_woqc_d3b545510b09a6bb(struct woq_context_options *_swig_go_0, intgo _swig_go_1) {
   struct woq_context_options *arg1 = (struct woq_context_options *) 0 ;
   int32_t arg2 ;
   
@@ -720,7 +771,7 @@ void _wrap_woq_context_options_threads_set_woqc_7f9afc7fe7e20b0f(struct woq_cont
 }
 
 
-intgo _wrap_woq_context_options_threads_get_woqc_7f9afc7fe7e20b0f(struct woq_context_options *_swig_go_0) {
+intgo _wrap_woq_context_options_threads_get_woqc_d3b545510b09a6bb(struct woq_context_options *_swig_go_0) {
   struct woq_context_options *arg1 = (struct woq_context_options *) 0 ;
   int32_t result;
   intgo _swig_go_result;
@@ -733,7 +784,7 @@ intgo _wrap_woq_context_options_threads_get_woqc_7f9afc7fe7e20b0f(struct woq_con
 }
 
 
-void _wrap_woq_context_options_device_index_set_woqc_7f9afc7fe7e20b0f(struct woq_context_options *_swig_go_0, intgo _swig_go_1) {
+void _wrap_woq_context_options_device_index_set_woqc_d3b545510b09a6bb(struct woq_context_options *_swig_go_0, intgo _swig_go_1) {
   struct woq_context_options *arg1 = (struct woq_context_options *) 0 ;
   int32_t arg2 ;
   
@@ -745,7 +796,7 @@ void _wrap_woq_context_options_device_index_set_woqc_7f9afc7fe7e20b0f(struct woq
 }
 
 
-intgo _wrap_woq_context_options_device_index_get_woqc_7f9afc7fe7e20b0f(struct woq_context_options *_swig_go_0) {
+intgo _wrap_woq_context_options_device_index_get_woqc_d3b545510b09a6bb(struct woq_context_options *_swig_go_0) {
   struct woq_context_options *arg1 = (struct woq_context_options *) 0 ;
   int32_t result;
   intgo _swig_go_result;
@@ -758,7 +809,7 @@ intgo _wrap_woq_context_options_device_index_get_woqc_7f9afc7fe7e20b0f(struct wo
 }
 
 
-struct woq_context_options *_wrap_new_woq_context_options_woqc_7f9afc7fe7e20b0f() {
+struct woq_context_options *_wrap_new_woq_context_options_woqc_d3b545510b09a6bb() {
   struct woq_context_options *result = 0 ;
   struct woq_context_options *_swig_go_result;
   
@@ -769,7 +820,7 @@ struct woq_context_options *_wrap_new_woq_context_options_woqc_7f9afc7fe7e20b0f(
 }
 
 
-void _wrap_delete_woq_context_options_woqc_7f9afc7fe7e20b0f(struct woq_context_options *_swig_go_0) {
+void _wrap_delete_woq_context_options_woqc_d3b545510b09a6bb(struct woq_context_options *_swig_go_0) {
   struct woq_context_options *arg1 = (struct woq_context_options *) 0 ;
   
   arg1 = *(struct woq_context_options **)&_swig_go_0; 
@@ -779,7 +830,7 @@ void _wrap_delete_woq_context_options_woqc_7f9afc7fe7e20b0f(struct woq_context_o
 }
 
 
-intgo _wrap_woq_context_options_init_woqc_7f9afc7fe7e20b0f(struct woq_context_options *_swig_go_0) {
+intgo _wrap_woq_context_options_init_woqc_d3b545510b09a6bb(struct woq_context_options *_swig_go_0) {
   woq_context_options *arg1 = (woq_context_options *) 0 ;
   woq_status result;
   intgo _swig_go_result;
@@ -792,7 +843,7 @@ intgo _wrap_woq_context_options_init_woqc_7f9afc7fe7e20b0f(struct woq_context_op
 }
 
 
-intgo _wrap_woq_context_create_woqc_7f9afc7fe7e20b0f(struct woq_context_options *_swig_go_0, _goslice_ _swig_go_1) {
+intgo _wrap_woq_context_create_woqc_d3b545510b09a6bb(struct woq_context_options *_swig_go_0, _goslice_ _swig_go_1) {
   woq_context_options *arg1 = (woq_context_options *) 0 ;
   woq_context **arg2 = (woq_context **) 0 ;
   woq_status result;
@@ -810,7 +861,7 @@ intgo _wrap_woq_context_create_woqc_7f9afc7fe7e20b0f(struct woq_context_options 
 }
 
 
-void _wrap_woq_context_destroy_woqc_7f9afc7fe7e20b0f(woq_context *_swig_go_0) {
+void _wrap_woq_context_destroy_woqc_d3b545510b09a6bb(woq_context *_swig_go_0) {
   woq_context *arg1 = (woq_context *) 0 ;
   
   arg1 = (woq_context *)_swig_go_0; 
@@ -820,7 +871,7 @@ void _wrap_woq_context_destroy_woqc_7f9afc7fe7e20b0f(woq_context *_swig_go_0) {
 }
 
 
-intgo _wrap_woq_context_info_woqc_7f9afc7fe7e20b0f(woq_context *_swig_go_0, _goslice_ _swig_go_1, _goslice_ _swig_go_2) {
+intgo _wrap_woq_context_info_woqc_d3b545510b09a6bb(woq_context *_swig_go_0, _goslice_ _swig_go_1, _goslice_ _swig_go_2) {
   woq_context *arg1 = (woq_context *) 0 ;
   woq_backend *arg2 = (woq_backend *) 0 ;
   int32_t *arg3 = (int32_t *) 0 ;
@@ -851,7 +902,7 @@ intgo _wrap_woq_context_info_woqc_7f9afc7fe7e20b0f(woq_context *_swig_go_0, _gos
 }
 
 
-intgo _wrap_woq_context_kernel_woqc_7f9afc7fe7e20b0f(woq_context *_swig_go_0, _gostring_* _swig_go_1) {
+intgo _wrap_woq_context_kernel_woqc_d3b545510b09a6bb(woq_context *_swig_go_0, _gostring_* _swig_go_1) {
   woq_context *arg1 = (woq_context *) 0 ;
   char **arg2 = (char **) 0 ;
   char const *text2 = 0 ;
@@ -870,7 +921,7 @@ intgo _wrap_woq_context_kernel_woqc_7f9afc7fe7e20b0f(woq_context *_swig_go_0, _g
 }
 
 
-void _wrap_woq_quant_options_struct_size_set_woqc_7f9afc7fe7e20b0f(struct woq_quant_options *_swig_go_0, long long _swig_go_1) {
+void _wrap_woq_quant_options_struct_size_set_woqc_d3b545510b09a6bb(struct woq_quant_options *_swig_go_0, long long _swig_go_1) {
   struct woq_quant_options *arg1 = (struct woq_quant_options *) 0 ;
   size_t arg2 ;
   
@@ -882,7 +933,7 @@ void _wrap_woq_quant_options_struct_size_set_woqc_7f9afc7fe7e20b0f(struct woq_qu
 }
 
 
-long long _wrap_woq_quant_options_struct_size_get_woqc_7f9afc7fe7e20b0f(struct woq_quant_options *_swig_go_0) {
+long long _wrap_woq_quant_options_struct_size_get_woqc_d3b545510b09a6bb(struct woq_quant_options *_swig_go_0) {
   struct woq_quant_options *arg1 = (struct woq_quant_options *) 0 ;
   size_t result;
   long long _swig_go_result;
@@ -895,7 +946,7 @@ long long _wrap_woq_quant_options_struct_size_get_woqc_7f9afc7fe7e20b0f(struct w
 }
 
 
-void _wrap_woq_quant_options_bits_set_woqc_7f9afc7fe7e20b0f(struct woq_quant_options *_swig_go_0, intgo _swig_go_1) {
+void _wrap_woq_quant_options_bits_set_woqc_d3b545510b09a6bb(struct woq_quant_options *_swig_go_0, intgo _swig_go_1) {
   struct woq_quant_options *arg1 = (struct woq_quant_options *) 0 ;
   uint32_t arg2 ;
   
@@ -907,7 +958,7 @@ void _wrap_woq_quant_options_bits_set_woqc_7f9afc7fe7e20b0f(struct woq_quant_opt
 }
 
 
-intgo _wrap_woq_quant_options_bits_get_woqc_7f9afc7fe7e20b0f(struct woq_quant_options *_swig_go_0) {
+intgo _wrap_woq_quant_options_bits_get_woqc_d3b545510b09a6bb(struct woq_quant_options *_swig_go_0) {
   struct woq_quant_options *arg1 = (struct woq_quant_options *) 0 ;
   uint32_t result;
   intgo _swig_go_result;
@@ -920,7 +971,7 @@ intgo _wrap_woq_quant_options_bits_get_woqc_7f9afc7fe7e20b0f(struct woq_quant_op
 }
 
 
-void _wrap_woq_quant_options_group_size_set_woqc_7f9afc7fe7e20b0f(struct woq_quant_options *_swig_go_0, intgo _swig_go_1) {
+void _wrap_woq_quant_options_group_size_set_woqc_d3b545510b09a6bb(struct woq_quant_options *_swig_go_0, intgo _swig_go_1) {
   struct woq_quant_options *arg1 = (struct woq_quant_options *) 0 ;
   uint32_t arg2 ;
   
@@ -932,7 +983,7 @@ void _wrap_woq_quant_options_group_size_set_woqc_7f9afc7fe7e20b0f(struct woq_qua
 }
 
 
-intgo _wrap_woq_quant_options_group_size_get_woqc_7f9afc7fe7e20b0f(struct woq_quant_options *_swig_go_0) {
+intgo _wrap_woq_quant_options_group_size_get_woqc_d3b545510b09a6bb(struct woq_quant_options *_swig_go_0) {
   struct woq_quant_options *arg1 = (struct woq_quant_options *) 0 ;
   uint32_t result;
   intgo _swig_go_result;
@@ -945,7 +996,7 @@ intgo _wrap_woq_quant_options_group_size_get_woqc_7f9afc7fe7e20b0f(struct woq_qu
 }
 
 
-void _wrap_woq_quant_options_scheme_set_woqc_7f9afc7fe7e20b0f(struct woq_quant_options *_swig_go_0, intgo _swig_go_1) {
+void _wrap_woq_quant_options_scheme_set_woqc_d3b545510b09a6bb(struct woq_quant_options *_swig_go_0, intgo _swig_go_1) {
   struct woq_quant_options *arg1 = (struct woq_quant_options *) 0 ;
   woq_scheme arg2 ;
   
@@ -957,7 +1008,7 @@ void _wrap_woq_quant_options_scheme_set_woqc_7f9afc7fe7e20b0f(struct woq_quant_o
 }
 
 
-intgo _wrap_woq_quant_options_scheme_get_woqc_7f9afc7fe7e20b0f(struct woq_quant_options *_swig_go_0) {
+intgo _wrap_woq_quant_options_scheme_get_woqc_d3b545510b09a6bb(struct woq_quant_options *_swig_go_0) {
   struct woq_quant_options *arg1 = (struct woq_quant_options *) 0 ;
   woq_scheme result;
   intgo _swig_go_result;
@@ -970,7 +1021,7 @@ intgo _wrap_woq_quant_options_scheme_get_woqc_7f9afc7fe7e20b0f(struct woq_quant_
 }
 
 
-void _wrap_woq_quant_options_method_set_woqc_7f9afc7fe7e20b0f(struct woq_quant_options *_swig_go_0, intgo _swig_go_1) {
+void _wrap_woq_quant_options_method_set_woqc_d3b545510b09a6bb(struct woq_quant_options *_swig_go_0, intgo _swig_go_1) {
   struct woq_quant_options *arg1 = (struct woq_quant_options *) 0 ;
   woq_method arg2 ;
   
@@ -982,7 +1033,7 @@ void _wrap_woq_quant_options_method_set_woqc_7f9afc7fe7e20b0f(struct woq_quant_o
 }
 
 
-intgo _wrap_woq_quant_options_method_get_woqc_7f9afc7fe7e20b0f(struct woq_quant_options *_swig_go_0) {
+intgo _wrap_woq_quant_options_method_get_woqc_d3b545510b09a6bb(struct woq_quant_options *_swig_go_0) {
   struct woq_quant_options *arg1 = (struct woq_quant_options *) 0 ;
   woq_method result;
   intgo _swig_go_result;
@@ -995,34 +1046,7 @@ intgo _wrap_woq_quant_options_method_get_woqc_7f9afc7fe7e20b0f(struct woq_quant_
 }
 
 
-void _wrap_woq_quant_options_calibration_set_woqc_7f9afc7fe7e20b0f(struct woq_quant_options *_swig_go_0, _goslice_ _swig_go_1) {
-  struct woq_quant_options *arg1 = (struct woq_quant_options *) 0 ;
-  void *arg2 = (void *) 0 ;
-  
-  arg1 = *(struct woq_quant_options **)&_swig_go_0; 
-  
-  arg2 = (void *)(_swig_go_1.len ? _swig_go_1.array : 0);
-  
-  
-  if (arg1) (arg1)->calibration = (void const *)arg2;
-  
-}
-
-
-_goslice_ _wrap_woq_quant_options_calibration_get_woqc_7f9afc7fe7e20b0f(struct woq_quant_options *_swig_go_0) {
-  struct woq_quant_options *arg1 = (struct woq_quant_options *) 0 ;
-  void *result = 0 ;
-  _goslice_ _swig_go_result;
-  
-  arg1 = *(struct woq_quant_options **)&_swig_go_0; 
-  
-  result = (void *) ((arg1)->calibration);
-  *(void **)&_swig_go_result = (void *)result; 
-  return _swig_go_result;
-}
-
-
-void _wrap_woq_quant_options_calibration_dtype_set_woqc_7f9afc7fe7e20b0f(struct woq_quant_options *_swig_go_0, intgo _swig_go_1) {
+void _wrap_woq_quant_options_calibration_dtype_set_woqc_d3b545510b09a6bb(struct woq_quant_options *_swig_go_0, intgo _swig_go_1) {
   struct woq_quant_options *arg1 = (struct woq_quant_options *) 0 ;
   woq_dtype arg2 ;
   
@@ -1034,7 +1058,7 @@ void _wrap_woq_quant_options_calibration_dtype_set_woqc_7f9afc7fe7e20b0f(struct 
 }
 
 
-intgo _wrap_woq_quant_options_calibration_dtype_get_woqc_7f9afc7fe7e20b0f(struct woq_quant_options *_swig_go_0) {
+intgo _wrap_woq_quant_options_calibration_dtype_get_woqc_d3b545510b09a6bb(struct woq_quant_options *_swig_go_0) {
   struct woq_quant_options *arg1 = (struct woq_quant_options *) 0 ;
   woq_dtype result;
   intgo _swig_go_result;
@@ -1047,7 +1071,7 @@ intgo _wrap_woq_quant_options_calibration_dtype_get_woqc_7f9afc7fe7e20b0f(struct
 }
 
 
-void _wrap_woq_quant_options_calibration_rows_set_woqc_7f9afc7fe7e20b0f(struct woq_quant_options *_swig_go_0, long long _swig_go_1) {
+void _wrap_woq_quant_options_calibration_rows_set_woqc_d3b545510b09a6bb(struct woq_quant_options *_swig_go_0, long long _swig_go_1) {
   struct woq_quant_options *arg1 = (struct woq_quant_options *) 0 ;
   uint64_t arg2 ;
   
@@ -1059,7 +1083,7 @@ void _wrap_woq_quant_options_calibration_rows_set_woqc_7f9afc7fe7e20b0f(struct w
 }
 
 
-long long _wrap_woq_quant_options_calibration_rows_get_woqc_7f9afc7fe7e20b0f(struct woq_quant_options *_swig_go_0) {
+long long _wrap_woq_quant_options_calibration_rows_get_woqc_d3b545510b09a6bb(struct woq_quant_options *_swig_go_0) {
   struct woq_quant_options *arg1 = (struct woq_quant_options *) 0 ;
   uint64_t result;
   long long _swig_go_result;
@@ -1072,7 +1096,7 @@ long long _wrap_woq_quant_options_calibration_rows_get_woqc_7f9afc7fe7e20b0f(str
 }
 
 
-void _wrap_woq_quant_options_act_order_set_woqc_7f9afc7fe7e20b0f(struct woq_quant_options *_swig_go_0, intgo _swig_go_1) {
+void _wrap_woq_quant_options_act_order_set_woqc_d3b545510b09a6bb(struct woq_quant_options *_swig_go_0, intgo _swig_go_1) {
   struct woq_quant_options *arg1 = (struct woq_quant_options *) 0 ;
   int32_t arg2 ;
   
@@ -1084,7 +1108,7 @@ void _wrap_woq_quant_options_act_order_set_woqc_7f9afc7fe7e20b0f(struct woq_quan
 }
 
 
-intgo _wrap_woq_quant_options_act_order_get_woqc_7f9afc7fe7e20b0f(struct woq_quant_options *_swig_go_0) {
+intgo _wrap_woq_quant_options_act_order_get_woqc_d3b545510b09a6bb(struct woq_quant_options *_swig_go_0) {
   struct woq_quant_options *arg1 = (struct woq_quant_options *) 0 ;
   int32_t result;
   intgo _swig_go_result;
@@ -1097,7 +1121,7 @@ intgo _wrap_woq_quant_options_act_order_get_woqc_7f9afc7fe7e20b0f(struct woq_qua
 }
 
 
-void _wrap_woq_quant_options_fold_input_scales_set_woqc_7f9afc7fe7e20b0f(struct woq_quant_options *_swig_go_0, intgo _swig_go_1) {
+void _wrap_woq_quant_options_fold_input_scales_set_woqc_d3b545510b09a6bb(struct woq_quant_options *_swig_go_0, intgo _swig_go_1) {
   struct woq_quant_options *arg1 = (struct woq_quant_options *) 0 ;
   int32_t arg2 ;
   
@@ -1109,7 +1133,7 @@ void _wrap_woq_quant_options_fold_input_scales_set_woqc_7f9afc7fe7e20b0f(struct 
 }
 
 
-intgo _wrap_woq_quant_options_fold_input_scales_get_woqc_7f9afc7fe7e20b0f(struct woq_quant_options *_swig_go_0) {
+intgo _wrap_woq_quant_options_fold_input_scales_get_woqc_d3b545510b09a6bb(struct woq_quant_options *_swig_go_0) {
   struct woq_quant_options *arg1 = (struct woq_quant_options *) 0 ;
   int32_t result;
   intgo _swig_go_result;
@@ -1122,7 +1146,7 @@ intgo _wrap_woq_quant_options_fold_input_scales_get_woqc_7f9afc7fe7e20b0f(struct
 }
 
 
-struct woq_quant_options *_wrap_new_woq_quant_options_woqc_7f9afc7fe7e20b0f() {
+struct woq_quant_options *_wrap_new_woq_quant_options_woqc_d3b545510b09a6bb() {
   struct woq_quant_options *result = 0 ;
   struct woq_quant_options *_swig_go_result;
   
@@ -1133,7 +1157,7 @@ struct woq_quant_options *_wrap_new_woq_quant_options_woqc_7f9afc7fe7e20b0f() {
 }
 
 
-void _wrap_delete_woq_quant_options_woqc_7f9afc7fe7e20b0f(struct woq_quant_options *_swig_go_0) {
+void _wrap_delete_woq_quant_options_woqc_d3b545510b09a6bb(struct woq_quant_options *_swig_go_0) {
   struct woq_quant_options *arg1 = (struct woq_quant_options *) 0 ;
   
   arg1 = *(struct woq_quant_options **)&_swig_go_0; 
@@ -1143,7 +1167,7 @@ void _wrap_delete_woq_quant_options_woqc_7f9afc7fe7e20b0f(struct woq_quant_optio
 }
 
 
-intgo _wrap_woq_quant_options_init_woqc_7f9afc7fe7e20b0f(struct woq_quant_options *_swig_go_0) {
+intgo _wrap_woq_quant_options_init_woqc_d3b545510b09a6bb(struct woq_quant_options *_swig_go_0) {
   woq_quant_options *arg1 = (woq_quant_options *) 0 ;
   woq_status result;
   intgo _swig_go_result;
@@ -1156,7 +1180,7 @@ intgo _wrap_woq_quant_options_init_woqc_7f9afc7fe7e20b0f(struct woq_quant_option
 }
 
 
-intgo _wrap_woq_quantize_woqc_7f9afc7fe7e20b0f(_goslice_ _swig_go_0, intgo _swig_go_1, long long _swig_go_2, long long _swig_go_3, struct woq_quant_options *_swig_go_4, _goslice_ _swig_go_5) {
+intgo _wrap_woq_quantize_woqc_d3b545510b09a6bb(_goslice_ _swig_go_0, intgo _swig_go_1, long long _swig_go_2, long long _swig_go_3, struct woq_quant_options *_swig_go_4, _goslice_ _swig_go_5) {
   void *arg1 = (void *) 0 ;
   woq_dtype arg2 ;
   uint64_t arg3 ;
@@ -1184,7 +1208,7 @@ intgo _wrap_woq_quantize_woqc_7f9afc7fe7e20b0f(_goslice_ _swig_go_0, intgo _swig
 }
 
 
-intgo _wrap_woq_qmatrix_input_scales_woqc_7f9afc7fe7e20b0f(woq_qmatrix *_swig_go_0, _goslice_ _swig_go_1, long long _swig_go_2, _goslice_ _swig_go_3) {
+intgo _wrap_woq_qmatrix_input_scales_woqc_d3b545510b09a6bb(woq_qmatrix *_swig_go_0, _goslice_ _swig_go_1, long long _swig_go_2, _goslice_ _swig_go_3) {
   woq_qmatrix *arg1 = (woq_qmatrix *) 0 ;
   float *arg2 = (float *) 0 ;
   uint64_t arg3 ;
@@ -1216,7 +1240,7 @@ intgo _wrap_woq_qmatrix_input_scales_woqc_7f9afc7fe7e20b0f(woq_qmatrix *_swig_go
 }
 
 
-void _wrap_woq_qmatrix_destroy_woqc_7f9afc7fe7e20b0f(woq_qmatrix *_swig_go_0) {
+void _wrap_woq_qmatrix_destroy_woqc_d3b545510b09a6bb(woq_qmatrix *_swig_go_0) {
   woq_qmatrix *arg1 = (woq_qmatrix *) 0 ;
   
   arg1 = (woq_qmatrix *)_swig_go_0; 
@@ -1226,7 +1250,7 @@ void _wrap_woq_qmatrix_destroy_woqc_7f9afc7fe7e20b0f(woq_qmatrix *_swig_go_0) {
 }
 
 
-intgo _wrap_woq_qmatrix_shape_woqc_7f9afc7fe7e20b0f(woq_qmatrix *_swig_go_0, _goslice_ _swig_go_1, _goslice_ _swig_go_2) {
+intgo _wrap_woq_qmatrix_shape_woqc_d3b545510b09a6bb(woq_qmatrix *_swig_go_0, _goslice_ _swig_go_1, _goslice_ _swig_go_2) {
   woq_qmatrix *arg1 = (woq_qmatrix *) 0 ;
   uint64_t *arg2 = (uint64_t *) 0 ;
   uint64_t *arg3 = (uint64_t *) 0 ;
@@ -1265,7 +1289,7 @@ intgo _wrap_woq_qmatrix_shape_woqc_7f9afc7fe7e20b0f(woq_qmatrix *_swig_go_0, _go
 }
 
 
-intgo _wrap_woq_qmatrix_stats_woqc_7f9afc7fe7e20b0f(woq_qmatrix *_swig_go_0, _goslice_ _swig_go_1, _goslice_ _swig_go_2, _goslice_ _swig_go_3) {
+intgo _wrap_woq_qmatrix_stats_woqc_d3b545510b09a6bb(woq_qmatrix *_swig_go_0, _goslice_ _swig_go_1, _goslice_ _swig_go_2, _goslice_ _swig_go_3) {
   woq_qmatrix *arg1 = (woq_qmatrix *) 0 ;
   double *arg2 = (double *) 0 ;
   double *arg3 = (double *) 0 ;
@@ -1317,7 +1341,7 @@ intgo _wrap_woq_qmatrix_stats_woqc_7f9afc7fe7e20b0f(woq_qmatrix *_swig_go_0, _go
 }
 
 
-intgo _wrap_woq_import_checkpoint_woqc_7f9afc7fe7e20b0f(_gostring_ _swig_go_0, _gostring_ _swig_go_1, _gostring_ _swig_go_2, _gostring_* _swig_go_3) {
+intgo _wrap_woq_import_checkpoint_woqc_d3b545510b09a6bb(_gostring_ _swig_go_0, _gostring_ _swig_go_1, _gostring_ _swig_go_2, _gostring_* _swig_go_3) {
   char *arg1 = (char *) 0 ;
   char *arg2 = (char *) 0 ;
   char *arg3 = (char *) 0 ;
@@ -1355,7 +1379,7 @@ intgo _wrap_woq_import_checkpoint_woqc_7f9afc7fe7e20b0f(_gostring_ _swig_go_0, _
 }
 
 
-intgo _wrap_woq_writer_create_woqc_7f9afc7fe7e20b0f(_gostring_ _swig_go_0, _goslice_ _swig_go_1) {
+intgo _wrap_woq_writer_create_woqc_d3b545510b09a6bb(_gostring_ _swig_go_0, _goslice_ _swig_go_1) {
   char *arg1 = (char *) 0 ;
   woq_writer **arg2 = (woq_writer **) 0 ;
   woq_status result;
@@ -1378,7 +1402,7 @@ intgo _wrap_woq_writer_create_woqc_7f9afc7fe7e20b0f(_gostring_ _swig_go_0, _gosl
 }
 
 
-intgo _wrap_woq_writer_add_tensor_woqc_7f9afc7fe7e20b0f(woq_writer *_swig_go_0, _gostring_ _swig_go_1, woq_qmatrix *_swig_go_2, _goslice_ _swig_go_3) {
+intgo _wrap_woq_writer_add_tensor_woqc_d3b545510b09a6bb(woq_writer *_swig_go_0, _gostring_ _swig_go_1, woq_qmatrix *_swig_go_2, _goslice_ _swig_go_3) {
   woq_writer *arg1 = (woq_writer *) 0 ;
   char *arg2 = (char *) 0 ;
   woq_qmatrix *arg3 = (woq_qmatrix *) 0 ;
@@ -1404,7 +1428,7 @@ intgo _wrap_woq_writer_add_tensor_woqc_7f9afc7fe7e20b0f(woq_writer *_swig_go_0, 
 }
 
 
-intgo _wrap_woq_writer_set_metadata_string_woqc_7f9afc7fe7e20b0f(woq_writer *_swig_go_0, _gostring_ _swig_go_1, _gostring_ _swig_go_2) {
+intgo _wrap_woq_writer_set_metadata_string_woqc_d3b545510b09a6bb(woq_writer *_swig_go_0, _gostring_ _swig_go_1, _gostring_ _swig_go_2) {
   woq_writer *arg1 = (woq_writer *) 0 ;
   char *arg2 = (char *) 0 ;
   char *arg3 = (char *) 0 ;
@@ -1431,7 +1455,7 @@ intgo _wrap_woq_writer_set_metadata_string_woqc_7f9afc7fe7e20b0f(woq_writer *_sw
 }
 
 
-intgo _wrap_woq_writer_set_metadata_int_woqc_7f9afc7fe7e20b0f(woq_writer *_swig_go_0, _gostring_ _swig_go_1, long long _swig_go_2) {
+intgo _wrap_woq_writer_set_metadata_int_woqc_d3b545510b09a6bb(woq_writer *_swig_go_0, _gostring_ _swig_go_1, long long _swig_go_2) {
   woq_writer *arg1 = (woq_writer *) 0 ;
   char *arg2 = (char *) 0 ;
   int64_t arg3 ;
@@ -1453,7 +1477,7 @@ intgo _wrap_woq_writer_set_metadata_int_woqc_7f9afc7fe7e20b0f(woq_writer *_swig_
 }
 
 
-intgo _wrap_woq_writer_set_metadata_float_woqc_7f9afc7fe7e20b0f(woq_writer *_swig_go_0, _gostring_ _swig_go_1, double _swig_go_2) {
+intgo _wrap_woq_writer_set_metadata_float_woqc_d3b545510b09a6bb(woq_writer *_swig_go_0, _gostring_ _swig_go_1, double _swig_go_2) {
   woq_writer *arg1 = (woq_writer *) 0 ;
   char *arg2 = (char *) 0 ;
   double arg3 ;
@@ -1475,7 +1499,7 @@ intgo _wrap_woq_writer_set_metadata_float_woqc_7f9afc7fe7e20b0f(woq_writer *_swi
 }
 
 
-intgo _wrap_woq_writer_finish_woqc_7f9afc7fe7e20b0f(woq_writer *_swig_go_0) {
+intgo _wrap_woq_writer_finish_woqc_d3b545510b09a6bb(woq_writer *_swig_go_0) {
   woq_writer *arg1 = (woq_writer *) 0 ;
   woq_status result;
   intgo _swig_go_result;
@@ -1488,7 +1512,7 @@ intgo _wrap_woq_writer_finish_woqc_7f9afc7fe7e20b0f(woq_writer *_swig_go_0) {
 }
 
 
-void _wrap_woq_writer_destroy_woqc_7f9afc7fe7e20b0f(woq_writer *_swig_go_0) {
+void _wrap_woq_writer_destroy_woqc_d3b545510b09a6bb(woq_writer *_swig_go_0) {
   woq_writer *arg1 = (woq_writer *) 0 ;
   
   arg1 = (woq_writer *)_swig_go_0; 
@@ -1498,7 +1522,7 @@ void _wrap_woq_writer_destroy_woqc_7f9afc7fe7e20b0f(woq_writer *_swig_go_0) {
 }
 
 
-intgo _wrap_woq_file_open_woqc_7f9afc7fe7e20b0f(_gostring_ _swig_go_0, _goslice_ _swig_go_1) {
+intgo _wrap_woq_file_open_woqc_d3b545510b09a6bb(_gostring_ _swig_go_0, _goslice_ _swig_go_1) {
   char *arg1 = (char *) 0 ;
   woq_file **arg2 = (woq_file **) 0 ;
   woq_status result;
@@ -1521,7 +1545,7 @@ intgo _wrap_woq_file_open_woqc_7f9afc7fe7e20b0f(_gostring_ _swig_go_0, _goslice_
 }
 
 
-void _wrap_woq_open_options_struct_size_set_woqc_7f9afc7fe7e20b0f(struct woq_open_options *_swig_go_0, long long _swig_go_1) {
+void _wrap_woq_open_options_struct_size_set_woqc_d3b545510b09a6bb(struct woq_open_options *_swig_go_0, long long _swig_go_1) {
   struct woq_open_options *arg1 = (struct woq_open_options *) 0 ;
   size_t arg2 ;
   
@@ -1533,7 +1557,7 @@ void _wrap_woq_open_options_struct_size_set_woqc_7f9afc7fe7e20b0f(struct woq_ope
 }
 
 
-long long _wrap_woq_open_options_struct_size_get_woqc_7f9afc7fe7e20b0f(struct woq_open_options *_swig_go_0) {
+long long _wrap_woq_open_options_struct_size_get_woqc_d3b545510b09a6bb(struct woq_open_options *_swig_go_0) {
   struct woq_open_options *arg1 = (struct woq_open_options *) 0 ;
   size_t result;
   long long _swig_go_result;
@@ -1546,7 +1570,7 @@ long long _wrap_woq_open_options_struct_size_get_woqc_7f9afc7fe7e20b0f(struct wo
 }
 
 
-void _wrap_woq_open_options_max_directory_bytes_set_woqc_7f9afc7fe7e20b0f(struct woq_open_options *_swig_go_0, long long _swig_go_1) {
+void _wrap_woq_open_options_max_directory_bytes_set_woqc_d3b545510b09a6bb(struct woq_open_options *_swig_go_0, long long _swig_go_1) {
   struct woq_open_options *arg1 = (struct woq_open_options *) 0 ;
   uint64_t arg2 ;
   
@@ -1558,7 +1582,7 @@ void _wrap_woq_open_options_max_directory_bytes_set_woqc_7f9afc7fe7e20b0f(struct
 }
 
 
-long long _wrap_woq_open_options_max_directory_bytes_get_woqc_7f9afc7fe7e20b0f(struct woq_open_options *_swig_go_0) {
+long long _wrap_woq_open_options_max_directory_bytes_get_woqc_d3b545510b09a6bb(struct woq_open_options *_swig_go_0) {
   struct woq_open_options *arg1 = (struct woq_open_options *) 0 ;
   uint64_t result;
   long long _swig_go_result;
@@ -1571,7 +1595,7 @@ long long _wrap_woq_open_options_max_directory_bytes_get_woqc_7f9afc7fe7e20b0f(s
 }
 
 
-void _wrap_woq_open_options_max_tensors_set_woqc_7f9afc7fe7e20b0f(struct woq_open_options *_swig_go_0, long long _swig_go_1) {
+void _wrap_woq_open_options_max_tensors_set_woqc_d3b545510b09a6bb(struct woq_open_options *_swig_go_0, long long _swig_go_1) {
   struct woq_open_options *arg1 = (struct woq_open_options *) 0 ;
   uint64_t arg2 ;
   
@@ -1583,7 +1607,7 @@ void _wrap_woq_open_options_max_tensors_set_woqc_7f9afc7fe7e20b0f(struct woq_ope
 }
 
 
-long long _wrap_woq_open_options_max_tensors_get_woqc_7f9afc7fe7e20b0f(struct woq_open_options *_swig_go_0) {
+long long _wrap_woq_open_options_max_tensors_get_woqc_d3b545510b09a6bb(struct woq_open_options *_swig_go_0) {
   struct woq_open_options *arg1 = (struct woq_open_options *) 0 ;
   uint64_t result;
   long long _swig_go_result;
@@ -1596,7 +1620,7 @@ long long _wrap_woq_open_options_max_tensors_get_woqc_7f9afc7fe7e20b0f(struct wo
 }
 
 
-void _wrap_woq_open_options_max_metadata_set_woqc_7f9afc7fe7e20b0f(struct woq_open_options *_swig_go_0, long long _swig_go_1) {
+void _wrap_woq_open_options_max_metadata_set_woqc_d3b545510b09a6bb(struct woq_open_options *_swig_go_0, long long _swig_go_1) {
   struct woq_open_options *arg1 = (struct woq_open_options *) 0 ;
   uint64_t arg2 ;
   
@@ -1608,7 +1632,7 @@ void _wrap_woq_open_options_max_metadata_set_woqc_7f9afc7fe7e20b0f(struct woq_op
 }
 
 
-long long _wrap_woq_open_options_max_metadata_get_woqc_7f9afc7fe7e20b0f(struct woq_open_options *_swig_go_0) {
+long long _wrap_woq_open_options_max_metadata_get_woqc_d3b545510b09a6bb(struct woq_open_options *_swig_go_0) {
   struct woq_open_options *arg1 = (struct woq_open_options *) 0 ;
   uint64_t result;
   long long _swig_go_result;
@@ -1621,7 +1645,7 @@ long long _wrap_woq_open_options_max_metadata_get_woqc_7f9afc7fe7e20b0f(struct w
 }
 
 
-void _wrap_woq_open_options_max_tensor_bytes_set_woqc_7f9afc7fe7e20b0f(struct woq_open_options *_swig_go_0, long long _swig_go_1) {
+void _wrap_woq_open_options_max_tensor_bytes_set_woqc_d3b545510b09a6bb(struct woq_open_options *_swig_go_0, long long _swig_go_1) {
   struct woq_open_options *arg1 = (struct woq_open_options *) 0 ;
   uint64_t arg2 ;
   
@@ -1633,7 +1657,7 @@ void _wrap_woq_open_options_max_tensor_bytes_set_woqc_7f9afc7fe7e20b0f(struct wo
 }
 
 
-long long _wrap_woq_open_options_max_tensor_bytes_get_woqc_7f9afc7fe7e20b0f(struct woq_open_options *_swig_go_0) {
+long long _wrap_woq_open_options_max_tensor_bytes_get_woqc_d3b545510b09a6bb(struct woq_open_options *_swig_go_0) {
   struct woq_open_options *arg1 = (struct woq_open_options *) 0 ;
   uint64_t result;
   long long _swig_go_result;
@@ -1646,7 +1670,7 @@ long long _wrap_woq_open_options_max_tensor_bytes_get_woqc_7f9afc7fe7e20b0f(stru
 }
 
 
-struct woq_open_options *_wrap_new_woq_open_options_woqc_7f9afc7fe7e20b0f() {
+struct woq_open_options *_wrap_new_woq_open_options_woqc_d3b545510b09a6bb() {
   struct woq_open_options *result = 0 ;
   struct woq_open_options *_swig_go_result;
   
@@ -1657,7 +1681,7 @@ struct woq_open_options *_wrap_new_woq_open_options_woqc_7f9afc7fe7e20b0f() {
 }
 
 
-void _wrap_delete_woq_open_options_woqc_7f9afc7fe7e20b0f(struct woq_open_options *_swig_go_0) {
+void _wrap_delete_woq_open_options_woqc_d3b545510b09a6bb(struct woq_open_options *_swig_go_0) {
   struct woq_open_options *arg1 = (struct woq_open_options *) 0 ;
   
   arg1 = *(struct woq_open_options **)&_swig_go_0; 
@@ -1667,7 +1691,7 @@ void _wrap_delete_woq_open_options_woqc_7f9afc7fe7e20b0f(struct woq_open_options
 }
 
 
-intgo _wrap_woq_open_options_init_woqc_7f9afc7fe7e20b0f(struct woq_open_options *_swig_go_0) {
+intgo _wrap_woq_open_options_init_woqc_d3b545510b09a6bb(struct woq_open_options *_swig_go_0) {
   woq_open_options *arg1 = (woq_open_options *) 0 ;
   woq_status result;
   intgo _swig_go_result;
@@ -1680,7 +1704,7 @@ intgo _wrap_woq_open_options_init_woqc_7f9afc7fe7e20b0f(struct woq_open_options 
 }
 
 
-intgo _wrap_woq_file_open_ex_woqc_7f9afc7fe7e20b0f(_gostring_ _swig_go_0, struct woq_open_options *_swig_go_1, _goslice_ _swig_go_2) {
+intgo _wrap_woq_file_open_ex_woqc_d3b545510b09a6bb(_gostring_ _swig_go_0, struct woq_open_options *_swig_go_1, _goslice_ _swig_go_2) {
   char *arg1 = (char *) 0 ;
   woq_open_options *arg2 = (woq_open_options *) 0 ;
   woq_file **arg3 = (woq_file **) 0 ;
@@ -1705,7 +1729,7 @@ intgo _wrap_woq_file_open_ex_woqc_7f9afc7fe7e20b0f(_gostring_ _swig_go_0, struct
 }
 
 
-void _wrap_woq_file_close_woqc_7f9afc7fe7e20b0f(woq_file *_swig_go_0) {
+void _wrap_woq_file_close_woqc_d3b545510b09a6bb(woq_file *_swig_go_0) {
   woq_file *arg1 = (woq_file *) 0 ;
   
   arg1 = (woq_file *)_swig_go_0; 
@@ -1715,7 +1739,7 @@ void _wrap_woq_file_close_woqc_7f9afc7fe7e20b0f(woq_file *_swig_go_0) {
 }
 
 
-intgo _wrap_woq_file_verify_woqc_7f9afc7fe7e20b0f(woq_file *_swig_go_0) {
+intgo _wrap_woq_file_verify_woqc_d3b545510b09a6bb(woq_file *_swig_go_0) {
   woq_file *arg1 = (woq_file *) 0 ;
   woq_status result;
   intgo _swig_go_result;
@@ -1728,7 +1752,7 @@ intgo _wrap_woq_file_verify_woqc_7f9afc7fe7e20b0f(woq_file *_swig_go_0) {
 }
 
 
-intgo _wrap_woq_file_format_version_woqc_7f9afc7fe7e20b0f(woq_file *_swig_go_0, _goslice_ _swig_go_1, _goslice_ _swig_go_2) {
+intgo _wrap_woq_file_format_version_woqc_d3b545510b09a6bb(woq_file *_swig_go_0, _goslice_ _swig_go_1, _goslice_ _swig_go_2) {
   woq_file *arg1 = (woq_file *) 0 ;
   uint32_t *arg2 = (uint32_t *) 0 ;
   uint32_t *arg3 = (uint32_t *) 0 ;
@@ -1767,7 +1791,7 @@ intgo _wrap_woq_file_format_version_woqc_7f9afc7fe7e20b0f(woq_file *_swig_go_0, 
 }
 
 
-intgo _wrap_woq_file_tensor_count_woqc_7f9afc7fe7e20b0f(woq_file *_swig_go_0, _goslice_ _swig_go_1) {
+intgo _wrap_woq_file_tensor_count_woqc_d3b545510b09a6bb(woq_file *_swig_go_0, _goslice_ _swig_go_1) {
   woq_file *arg1 = (woq_file *) 0 ;
   uint64_t *arg2 = (uint64_t *) 0 ;
   uint64_t temp2 ;
@@ -1793,7 +1817,7 @@ intgo _wrap_woq_file_tensor_count_woqc_7f9afc7fe7e20b0f(woq_file *_swig_go_0, _g
 }
 
 
-void _wrap_woq_tensor_info_struct_size_set_woqc_7f9afc7fe7e20b0f(struct woq_tensor_info *_swig_go_0, long long _swig_go_1) {
+void _wrap_woq_tensor_info_struct_size_set_woqc_d3b545510b09a6bb(struct woq_tensor_info *_swig_go_0, long long _swig_go_1) {
   struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
   size_t arg2 ;
   
@@ -1805,7 +1829,7 @@ void _wrap_woq_tensor_info_struct_size_set_woqc_7f9afc7fe7e20b0f(struct woq_tens
 }
 
 
-long long _wrap_woq_tensor_info_struct_size_get_woqc_7f9afc7fe7e20b0f(struct woq_tensor_info *_swig_go_0) {
+long long _wrap_woq_tensor_info_struct_size_get_woqc_d3b545510b09a6bb(struct woq_tensor_info *_swig_go_0) {
   struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
   size_t result;
   long long _swig_go_result;
@@ -1818,7 +1842,7 @@ long long _wrap_woq_tensor_info_struct_size_get_woqc_7f9afc7fe7e20b0f(struct woq
 }
 
 
-void _wrap_woq_tensor_info_rows_set_woqc_7f9afc7fe7e20b0f(struct woq_tensor_info *_swig_go_0, long long _swig_go_1) {
+void _wrap_woq_tensor_info_rows_set_woqc_d3b545510b09a6bb(struct woq_tensor_info *_swig_go_0, long long _swig_go_1) {
   struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
   uint64_t arg2 ;
   
@@ -1830,7 +1854,7 @@ void _wrap_woq_tensor_info_rows_set_woqc_7f9afc7fe7e20b0f(struct woq_tensor_info
 }
 
 
-long long _wrap_woq_tensor_info_rows_get_woqc_7f9afc7fe7e20b0f(struct woq_tensor_info *_swig_go_0) {
+long long _wrap_woq_tensor_info_rows_get_woqc_d3b545510b09a6bb(struct woq_tensor_info *_swig_go_0) {
   struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
   uint64_t result;
   long long _swig_go_result;
@@ -1843,7 +1867,7 @@ long long _wrap_woq_tensor_info_rows_get_woqc_7f9afc7fe7e20b0f(struct woq_tensor
 }
 
 
-void _wrap_woq_tensor_info_cols_set_woqc_7f9afc7fe7e20b0f(struct woq_tensor_info *_swig_go_0, long long _swig_go_1) {
+void _wrap_woq_tensor_info_cols_set_woqc_d3b545510b09a6bb(struct woq_tensor_info *_swig_go_0, long long _swig_go_1) {
   struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
   uint64_t arg2 ;
   
@@ -1855,7 +1879,7 @@ void _wrap_woq_tensor_info_cols_set_woqc_7f9afc7fe7e20b0f(struct woq_tensor_info
 }
 
 
-long long _wrap_woq_tensor_info_cols_get_woqc_7f9afc7fe7e20b0f(struct woq_tensor_info *_swig_go_0) {
+long long _wrap_woq_tensor_info_cols_get_woqc_d3b545510b09a6bb(struct woq_tensor_info *_swig_go_0) {
   struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
   uint64_t result;
   long long _swig_go_result;
@@ -1868,7 +1892,7 @@ long long _wrap_woq_tensor_info_cols_get_woqc_7f9afc7fe7e20b0f(struct woq_tensor
 }
 
 
-void _wrap_woq_tensor_info_bits_set_woqc_7f9afc7fe7e20b0f(struct woq_tensor_info *_swig_go_0, intgo _swig_go_1) {
+void _wrap_woq_tensor_info_bits_set_woqc_d3b545510b09a6bb(struct woq_tensor_info *_swig_go_0, intgo _swig_go_1) {
   struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
   uint32_t arg2 ;
   
@@ -1880,7 +1904,7 @@ void _wrap_woq_tensor_info_bits_set_woqc_7f9afc7fe7e20b0f(struct woq_tensor_info
 }
 
 
-intgo _wrap_woq_tensor_info_bits_get_woqc_7f9afc7fe7e20b0f(struct woq_tensor_info *_swig_go_0) {
+intgo _wrap_woq_tensor_info_bits_get_woqc_d3b545510b09a6bb(struct woq_tensor_info *_swig_go_0) {
   struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
   uint32_t result;
   intgo _swig_go_result;
@@ -1893,7 +1917,7 @@ intgo _wrap_woq_tensor_info_bits_get_woqc_7f9afc7fe7e20b0f(struct woq_tensor_inf
 }
 
 
-void _wrap_woq_tensor_info_group_size_set_woqc_7f9afc7fe7e20b0f(struct woq_tensor_info *_swig_go_0, intgo _swig_go_1) {
+void _wrap_woq_tensor_info_group_size_set_woqc_d3b545510b09a6bb(struct woq_tensor_info *_swig_go_0, intgo _swig_go_1) {
   struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
   uint32_t arg2 ;
   
@@ -1905,7 +1929,7 @@ void _wrap_woq_tensor_info_group_size_set_woqc_7f9afc7fe7e20b0f(struct woq_tenso
 }
 
 
-intgo _wrap_woq_tensor_info_group_size_get_woqc_7f9afc7fe7e20b0f(struct woq_tensor_info *_swig_go_0) {
+intgo _wrap_woq_tensor_info_group_size_get_woqc_d3b545510b09a6bb(struct woq_tensor_info *_swig_go_0) {
   struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
   uint32_t result;
   intgo _swig_go_result;
@@ -1918,7 +1942,7 @@ intgo _wrap_woq_tensor_info_group_size_get_woqc_7f9afc7fe7e20b0f(struct woq_tens
 }
 
 
-void _wrap_woq_tensor_info_scheme_set_woqc_7f9afc7fe7e20b0f(struct woq_tensor_info *_swig_go_0, intgo _swig_go_1) {
+void _wrap_woq_tensor_info_scheme_set_woqc_d3b545510b09a6bb(struct woq_tensor_info *_swig_go_0, intgo _swig_go_1) {
   struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
   woq_scheme arg2 ;
   
@@ -1930,7 +1954,7 @@ void _wrap_woq_tensor_info_scheme_set_woqc_7f9afc7fe7e20b0f(struct woq_tensor_in
 }
 
 
-intgo _wrap_woq_tensor_info_scheme_get_woqc_7f9afc7fe7e20b0f(struct woq_tensor_info *_swig_go_0) {
+intgo _wrap_woq_tensor_info_scheme_get_woqc_d3b545510b09a6bb(struct woq_tensor_info *_swig_go_0) {
   struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
   woq_scheme result;
   intgo _swig_go_result;
@@ -1943,7 +1967,7 @@ intgo _wrap_woq_tensor_info_scheme_get_woqc_7f9afc7fe7e20b0f(struct woq_tensor_i
 }
 
 
-void _wrap_woq_tensor_info_method_set_woqc_7f9afc7fe7e20b0f(struct woq_tensor_info *_swig_go_0, intgo _swig_go_1) {
+void _wrap_woq_tensor_info_method_set_woqc_d3b545510b09a6bb(struct woq_tensor_info *_swig_go_0, intgo _swig_go_1) {
   struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
   woq_method arg2 ;
   
@@ -1955,7 +1979,7 @@ void _wrap_woq_tensor_info_method_set_woqc_7f9afc7fe7e20b0f(struct woq_tensor_in
 }
 
 
-intgo _wrap_woq_tensor_info_method_get_woqc_7f9afc7fe7e20b0f(struct woq_tensor_info *_swig_go_0) {
+intgo _wrap_woq_tensor_info_method_get_woqc_d3b545510b09a6bb(struct woq_tensor_info *_swig_go_0) {
   struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
   woq_method result;
   intgo _swig_go_result;
@@ -1968,7 +1992,7 @@ intgo _wrap_woq_tensor_info_method_get_woqc_7f9afc7fe7e20b0f(struct woq_tensor_i
 }
 
 
-void _wrap_woq_tensor_info_source_dtype_set_woqc_7f9afc7fe7e20b0f(struct woq_tensor_info *_swig_go_0, intgo _swig_go_1) {
+void _wrap_woq_tensor_info_source_dtype_set_woqc_d3b545510b09a6bb(struct woq_tensor_info *_swig_go_0, intgo _swig_go_1) {
   struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
   woq_dtype arg2 ;
   
@@ -1980,7 +2004,7 @@ void _wrap_woq_tensor_info_source_dtype_set_woqc_7f9afc7fe7e20b0f(struct woq_ten
 }
 
 
-intgo _wrap_woq_tensor_info_source_dtype_get_woqc_7f9afc7fe7e20b0f(struct woq_tensor_info *_swig_go_0) {
+intgo _wrap_woq_tensor_info_source_dtype_get_woqc_d3b545510b09a6bb(struct woq_tensor_info *_swig_go_0) {
   struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
   woq_dtype result;
   intgo _swig_go_result;
@@ -1993,7 +2017,7 @@ intgo _wrap_woq_tensor_info_source_dtype_get_woqc_7f9afc7fe7e20b0f(struct woq_te
 }
 
 
-void _wrap_woq_tensor_info_has_bias_set_woqc_7f9afc7fe7e20b0f(struct woq_tensor_info *_swig_go_0, intgo _swig_go_1) {
+void _wrap_woq_tensor_info_has_bias_set_woqc_d3b545510b09a6bb(struct woq_tensor_info *_swig_go_0, intgo _swig_go_1) {
   struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
   int32_t arg2 ;
   
@@ -2005,7 +2029,7 @@ void _wrap_woq_tensor_info_has_bias_set_woqc_7f9afc7fe7e20b0f(struct woq_tensor_
 }
 
 
-intgo _wrap_woq_tensor_info_has_bias_get_woqc_7f9afc7fe7e20b0f(struct woq_tensor_info *_swig_go_0) {
+intgo _wrap_woq_tensor_info_has_bias_get_woqc_d3b545510b09a6bb(struct woq_tensor_info *_swig_go_0) {
   struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
   int32_t result;
   intgo _swig_go_result;
@@ -2018,7 +2042,7 @@ intgo _wrap_woq_tensor_info_has_bias_get_woqc_7f9afc7fe7e20b0f(struct woq_tensor
 }
 
 
-void _wrap_woq_tensor_info_stored_bytes_set_woqc_7f9afc7fe7e20b0f(struct woq_tensor_info *_swig_go_0, long long _swig_go_1) {
+void _wrap_woq_tensor_info_stored_bytes_set_woqc_d3b545510b09a6bb(struct woq_tensor_info *_swig_go_0, long long _swig_go_1) {
   struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
   uint64_t arg2 ;
   
@@ -2030,7 +2054,7 @@ void _wrap_woq_tensor_info_stored_bytes_set_woqc_7f9afc7fe7e20b0f(struct woq_ten
 }
 
 
-long long _wrap_woq_tensor_info_stored_bytes_get_woqc_7f9afc7fe7e20b0f(struct woq_tensor_info *_swig_go_0) {
+long long _wrap_woq_tensor_info_stored_bytes_get_woqc_d3b545510b09a6bb(struct woq_tensor_info *_swig_go_0) {
   struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
   uint64_t result;
   long long _swig_go_result;
@@ -2043,7 +2067,7 @@ long long _wrap_woq_tensor_info_stored_bytes_get_woqc_7f9afc7fe7e20b0f(struct wo
 }
 
 
-void _wrap_woq_tensor_info_raw_bytes_set_woqc_7f9afc7fe7e20b0f(struct woq_tensor_info *_swig_go_0, long long _swig_go_1) {
+void _wrap_woq_tensor_info_raw_bytes_set_woqc_d3b545510b09a6bb(struct woq_tensor_info *_swig_go_0, long long _swig_go_1) {
   struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
   uint64_t arg2 ;
   
@@ -2055,7 +2079,7 @@ void _wrap_woq_tensor_info_raw_bytes_set_woqc_7f9afc7fe7e20b0f(struct woq_tensor
 }
 
 
-long long _wrap_woq_tensor_info_raw_bytes_get_woqc_7f9afc7fe7e20b0f(struct woq_tensor_info *_swig_go_0) {
+long long _wrap_woq_tensor_info_raw_bytes_get_woqc_d3b545510b09a6bb(struct woq_tensor_info *_swig_go_0) {
   struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
   uint64_t result;
   long long _swig_go_result;
@@ -2068,7 +2092,7 @@ long long _wrap_woq_tensor_info_raw_bytes_get_woqc_7f9afc7fe7e20b0f(struct woq_t
 }
 
 
-void _wrap_woq_tensor_info_bits_per_weight_set_woqc_7f9afc7fe7e20b0f(struct woq_tensor_info *_swig_go_0, double _swig_go_1) {
+void _wrap_woq_tensor_info_bits_per_weight_set_woqc_d3b545510b09a6bb(struct woq_tensor_info *_swig_go_0, double _swig_go_1) {
   struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
   double arg2 ;
   
@@ -2080,7 +2104,7 @@ void _wrap_woq_tensor_info_bits_per_weight_set_woqc_7f9afc7fe7e20b0f(struct woq_
 }
 
 
-double _wrap_woq_tensor_info_bits_per_weight_get_woqc_7f9afc7fe7e20b0f(struct woq_tensor_info *_swig_go_0) {
+double _wrap_woq_tensor_info_bits_per_weight_get_woqc_d3b545510b09a6bb(struct woq_tensor_info *_swig_go_0) {
   struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
   double result;
   double _swig_go_result;
@@ -2093,7 +2117,7 @@ double _wrap_woq_tensor_info_bits_per_weight_get_woqc_7f9afc7fe7e20b0f(struct wo
 }
 
 
-void _wrap_woq_tensor_info_max_abs_error_set_woqc_7f9afc7fe7e20b0f(struct woq_tensor_info *_swig_go_0, double _swig_go_1) {
+void _wrap_woq_tensor_info_max_abs_error_set_woqc_d3b545510b09a6bb(struct woq_tensor_info *_swig_go_0, double _swig_go_1) {
   struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
   double arg2 ;
   
@@ -2105,7 +2129,7 @@ void _wrap_woq_tensor_info_max_abs_error_set_woqc_7f9afc7fe7e20b0f(struct woq_te
 }
 
 
-double _wrap_woq_tensor_info_max_abs_error_get_woqc_7f9afc7fe7e20b0f(struct woq_tensor_info *_swig_go_0) {
+double _wrap_woq_tensor_info_max_abs_error_get_woqc_d3b545510b09a6bb(struct woq_tensor_info *_swig_go_0) {
   struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
   double result;
   double _swig_go_result;
@@ -2118,7 +2142,7 @@ double _wrap_woq_tensor_info_max_abs_error_get_woqc_7f9afc7fe7e20b0f(struct woq_
 }
 
 
-void _wrap_woq_tensor_info_rel_frobenius_error_set_woqc_7f9afc7fe7e20b0f(struct woq_tensor_info *_swig_go_0, double _swig_go_1) {
+void _wrap_woq_tensor_info_rel_frobenius_error_set_woqc_d3b545510b09a6bb(struct woq_tensor_info *_swig_go_0, double _swig_go_1) {
   struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
   double arg2 ;
   
@@ -2130,7 +2154,7 @@ void _wrap_woq_tensor_info_rel_frobenius_error_set_woqc_7f9afc7fe7e20b0f(struct 
 }
 
 
-double _wrap_woq_tensor_info_rel_frobenius_error_get_woqc_7f9afc7fe7e20b0f(struct woq_tensor_info *_swig_go_0) {
+double _wrap_woq_tensor_info_rel_frobenius_error_get_woqc_d3b545510b09a6bb(struct woq_tensor_info *_swig_go_0) {
   struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
   double result;
   double _swig_go_result;
@@ -2143,7 +2167,7 @@ double _wrap_woq_tensor_info_rel_frobenius_error_get_woqc_7f9afc7fe7e20b0f(struc
 }
 
 
-void _wrap_woq_tensor_info_sqnr_db_set_woqc_7f9afc7fe7e20b0f(struct woq_tensor_info *_swig_go_0, double _swig_go_1) {
+void _wrap_woq_tensor_info_sqnr_db_set_woqc_d3b545510b09a6bb(struct woq_tensor_info *_swig_go_0, double _swig_go_1) {
   struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
   double arg2 ;
   
@@ -2155,7 +2179,7 @@ void _wrap_woq_tensor_info_sqnr_db_set_woqc_7f9afc7fe7e20b0f(struct woq_tensor_i
 }
 
 
-double _wrap_woq_tensor_info_sqnr_db_get_woqc_7f9afc7fe7e20b0f(struct woq_tensor_info *_swig_go_0) {
+double _wrap_woq_tensor_info_sqnr_db_get_woqc_d3b545510b09a6bb(struct woq_tensor_info *_swig_go_0) {
   struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
   double result;
   double _swig_go_result;
@@ -2168,7 +2192,7 @@ double _wrap_woq_tensor_info_sqnr_db_get_woqc_7f9afc7fe7e20b0f(struct woq_tensor
 }
 
 
-void _wrap_woq_tensor_info_has_input_scales_set_woqc_7f9afc7fe7e20b0f(struct woq_tensor_info *_swig_go_0, intgo _swig_go_1) {
+void _wrap_woq_tensor_info_has_input_scales_set_woqc_d3b545510b09a6bb(struct woq_tensor_info *_swig_go_0, intgo _swig_go_1) {
   struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
   int32_t arg2 ;
   
@@ -2180,7 +2204,7 @@ void _wrap_woq_tensor_info_has_input_scales_set_woqc_7f9afc7fe7e20b0f(struct woq
 }
 
 
-intgo _wrap_woq_tensor_info_has_input_scales_get_woqc_7f9afc7fe7e20b0f(struct woq_tensor_info *_swig_go_0) {
+intgo _wrap_woq_tensor_info_has_input_scales_get_woqc_d3b545510b09a6bb(struct woq_tensor_info *_swig_go_0) {
   struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
   int32_t result;
   intgo _swig_go_result;
@@ -2193,7 +2217,7 @@ intgo _wrap_woq_tensor_info_has_input_scales_get_woqc_7f9afc7fe7e20b0f(struct wo
 }
 
 
-struct woq_tensor_info *_wrap_new_woq_tensor_info_woqc_7f9afc7fe7e20b0f() {
+struct woq_tensor_info *_wrap_new_woq_tensor_info_woqc_d3b545510b09a6bb() {
   struct woq_tensor_info *result = 0 ;
   struct woq_tensor_info *_swig_go_result;
   
@@ -2204,7 +2228,7 @@ struct woq_tensor_info *_wrap_new_woq_tensor_info_woqc_7f9afc7fe7e20b0f() {
 }
 
 
-void _wrap_delete_woq_tensor_info_woqc_7f9afc7fe7e20b0f(struct woq_tensor_info *_swig_go_0) {
+void _wrap_delete_woq_tensor_info_woqc_d3b545510b09a6bb(struct woq_tensor_info *_swig_go_0) {
   struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
   
   arg1 = *(struct woq_tensor_info **)&_swig_go_0; 
@@ -2214,7 +2238,7 @@ void _wrap_delete_woq_tensor_info_woqc_7f9afc7fe7e20b0f(struct woq_tensor_info *
 }
 
 
-_gostring_ _wrap_woq_tensor_info_name_utf8_woqc_7f9afc7fe7e20b0f(struct woq_tensor_info *_swig_go_0) {
+_gostring_ _wrap_woq_tensor_info_name_utf8_woqc_d3b545510b09a6bb(struct woq_tensor_info *_swig_go_0) {
   struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
   char *result = 0 ;
   _gostring_ _swig_go_result;
@@ -2227,7 +2251,7 @@ _gostring_ _wrap_woq_tensor_info_name_utf8_woqc_7f9afc7fe7e20b0f(struct woq_tens
 }
 
 
-intgo _wrap_woq_file_tensor_info_woqc_7f9afc7fe7e20b0f(woq_file *_swig_go_0, long long _swig_go_1, struct woq_tensor_info *_swig_go_2) {
+intgo _wrap_woq_file_tensor_info_woqc_d3b545510b09a6bb(woq_file *_swig_go_0, long long _swig_go_1, struct woq_tensor_info *_swig_go_2) {
   woq_file *arg1 = (woq_file *) 0 ;
   uint64_t arg2 ;
   woq_tensor_info *arg3 = (woq_tensor_info *) 0 ;
@@ -2244,7 +2268,7 @@ intgo _wrap_woq_file_tensor_info_woqc_7f9afc7fe7e20b0f(woq_file *_swig_go_0, lon
 }
 
 
-intgo _wrap_woq_file_tensor_info_by_name_woqc_7f9afc7fe7e20b0f(woq_file *_swig_go_0, _gostring_ _swig_go_1, struct woq_tensor_info *_swig_go_2) {
+intgo _wrap_woq_file_tensor_info_by_name_woqc_d3b545510b09a6bb(woq_file *_swig_go_0, _gostring_ _swig_go_1, struct woq_tensor_info *_swig_go_2) {
   woq_file *arg1 = (woq_file *) 0 ;
   char *arg2 = (char *) 0 ;
   woq_tensor_info *arg3 = (woq_tensor_info *) 0 ;
@@ -2266,7 +2290,7 @@ intgo _wrap_woq_file_tensor_info_by_name_woqc_7f9afc7fe7e20b0f(woq_file *_swig_g
 }
 
 
-intgo _wrap_WOQ_METADATA_STRING_woqc_7f9afc7fe7e20b0f() {
+intgo _wrap_WOQ_METADATA_STRING_woqc_d3b545510b09a6bb() {
   enum woq_metadata_type result;
   intgo _swig_go_result;
   
@@ -2278,7 +2302,7 @@ intgo _wrap_WOQ_METADATA_STRING_woqc_7f9afc7fe7e20b0f() {
 }
 
 
-intgo _wrap_WOQ_METADATA_INT_woqc_7f9afc7fe7e20b0f() {
+intgo _wrap_WOQ_METADATA_INT_woqc_d3b545510b09a6bb() {
   enum woq_metadata_type result;
   intgo _swig_go_result;
   
@@ -2290,7 +2314,7 @@ intgo _wrap_WOQ_METADATA_INT_woqc_7f9afc7fe7e20b0f() {
 }
 
 
-intgo _wrap_WOQ_METADATA_FLOAT_woqc_7f9afc7fe7e20b0f() {
+intgo _wrap_WOQ_METADATA_FLOAT_woqc_d3b545510b09a6bb() {
   enum woq_metadata_type result;
   intgo _swig_go_result;
   
@@ -2302,7 +2326,7 @@ intgo _wrap_WOQ_METADATA_FLOAT_woqc_7f9afc7fe7e20b0f() {
 }
 
 
-intgo _wrap_WOQ_METADATA_MAX_ENUM_woqc_7f9afc7fe7e20b0f() {
+intgo _wrap_WOQ_METADATA_MAX_ENUM_woqc_d3b545510b09a6bb() {
   enum woq_metadata_type result;
   intgo _swig_go_result;
   
@@ -2314,7 +2338,7 @@ intgo _wrap_WOQ_METADATA_MAX_ENUM_woqc_7f9afc7fe7e20b0f() {
 }
 
 
-intgo _wrap_woq_file_metadata_count_woqc_7f9afc7fe7e20b0f(woq_file *_swig_go_0, _goslice_ _swig_go_1) {
+intgo _wrap_woq_file_metadata_count_woqc_d3b545510b09a6bb(woq_file *_swig_go_0, _goslice_ _swig_go_1) {
   woq_file *arg1 = (woq_file *) 0 ;
   uint64_t *arg2 = (uint64_t *) 0 ;
   uint64_t temp2 ;
@@ -2340,7 +2364,7 @@ intgo _wrap_woq_file_metadata_count_woqc_7f9afc7fe7e20b0f(woq_file *_swig_go_0, 
 }
 
 
-intgo _wrap_woq_file_metadata_key_woqc_7f9afc7fe7e20b0f(woq_file *_swig_go_0, long long _swig_go_1, _gostring_* _swig_go_2, _goslice_ _swig_go_3) {
+intgo _wrap_woq_file_metadata_key_woqc_d3b545510b09a6bb(woq_file *_swig_go_0, long long _swig_go_1, _gostring_* _swig_go_2, _goslice_ _swig_go_3) {
   woq_file *arg1 = (woq_file *) 0 ;
   uint64_t arg2 ;
   char **arg3 = (char **) 0 ;
@@ -2366,7 +2390,7 @@ intgo _wrap_woq_file_metadata_key_woqc_7f9afc7fe7e20b0f(woq_file *_swig_go_0, lo
 }
 
 
-intgo _wrap_woq_file_metadata_string_woqc_7f9afc7fe7e20b0f(woq_file *_swig_go_0, _gostring_ _swig_go_1, _gostring_* _swig_go_2, _goslice_ _swig_go_3) {
+intgo _wrap_woq_file_metadata_string_woqc_d3b545510b09a6bb(woq_file *_swig_go_0, _gostring_ _swig_go_1, _gostring_* _swig_go_2, _goslice_ _swig_go_3) {
   woq_file *arg1 = (woq_file *) 0 ;
   char *arg2 = (char *) 0 ;
   char **arg3 = (char **) 0 ;
@@ -2405,7 +2429,7 @@ intgo _wrap_woq_file_metadata_string_woqc_7f9afc7fe7e20b0f(woq_file *_swig_go_0,
 }
 
 
-intgo _wrap_woq_file_metadata_int_woqc_7f9afc7fe7e20b0f(woq_file *_swig_go_0, _gostring_ _swig_go_1, _goslice_ _swig_go_2) {
+intgo _wrap_woq_file_metadata_int_woqc_d3b545510b09a6bb(woq_file *_swig_go_0, _gostring_ _swig_go_1, _goslice_ _swig_go_2) {
   woq_file *arg1 = (woq_file *) 0 ;
   char *arg2 = (char *) 0 ;
   int64_t *arg3 = (int64_t *) 0 ;
@@ -2438,7 +2462,7 @@ intgo _wrap_woq_file_metadata_int_woqc_7f9afc7fe7e20b0f(woq_file *_swig_go_0, _g
 }
 
 
-intgo _wrap_woq_file_metadata_float_woqc_7f9afc7fe7e20b0f(woq_file *_swig_go_0, _gostring_ _swig_go_1, _goslice_ _swig_go_2) {
+intgo _wrap_woq_file_metadata_float_woqc_d3b545510b09a6bb(woq_file *_swig_go_0, _gostring_ _swig_go_1, _goslice_ _swig_go_2) {
   woq_file *arg1 = (woq_file *) 0 ;
   char *arg2 = (char *) 0 ;
   double *arg3 = (double *) 0 ;
@@ -2471,7 +2495,7 @@ intgo _wrap_woq_file_metadata_float_woqc_7f9afc7fe7e20b0f(woq_file *_swig_go_0, 
 }
 
 
-intgo _wrap_woq_tensor_load_woqc_7f9afc7fe7e20b0f(woq_context *_swig_go_0, woq_file *_swig_go_1, _gostring_ _swig_go_2, _goslice_ _swig_go_3) {
+intgo _wrap_woq_tensor_load_woqc_d3b545510b09a6bb(woq_context *_swig_go_0, woq_file *_swig_go_1, _gostring_ _swig_go_2, _goslice_ _swig_go_3) {
   woq_context *arg1 = (woq_context *) 0 ;
   woq_file *arg2 = (woq_file *) 0 ;
   char *arg3 = (char *) 0 ;
@@ -2498,7 +2522,7 @@ intgo _wrap_woq_tensor_load_woqc_7f9afc7fe7e20b0f(woq_context *_swig_go_0, woq_f
 }
 
 
-intgo _wrap_woq_tensor_load_rows_woqc_7f9afc7fe7e20b0f(woq_context *_swig_go_0, woq_file *_swig_go_1, _gostring_ _swig_go_2, long long _swig_go_3, long long _swig_go_4, _goslice_ _swig_go_5) {
+intgo _wrap_woq_tensor_load_rows_woqc_d3b545510b09a6bb(woq_context *_swig_go_0, woq_file *_swig_go_1, _gostring_ _swig_go_2, long long _swig_go_3, long long _swig_go_4, _goslice_ _swig_go_5) {
   woq_context *arg1 = (woq_context *) 0 ;
   woq_file *arg2 = (woq_file *) 0 ;
   char *arg3 = (char *) 0 ;
@@ -2529,7 +2553,7 @@ intgo _wrap_woq_tensor_load_rows_woqc_7f9afc7fe7e20b0f(woq_context *_swig_go_0, 
 }
 
 
-intgo _wrap_woq_tensor_from_qmatrix_woqc_7f9afc7fe7e20b0f(woq_context *_swig_go_0, woq_qmatrix *_swig_go_1, _goslice_ _swig_go_2, _goslice_ _swig_go_3) {
+intgo _wrap_woq_tensor_from_qmatrix_woqc_d3b545510b09a6bb(woq_context *_swig_go_0, woq_qmatrix *_swig_go_1, _goslice_ _swig_go_2, _goslice_ _swig_go_3) {
   woq_context *arg1 = (woq_context *) 0 ;
   woq_qmatrix *arg2 = (woq_qmatrix *) 0 ;
   float *arg3 = (float *) 0 ;
@@ -2553,7 +2577,7 @@ intgo _wrap_woq_tensor_from_qmatrix_woqc_7f9afc7fe7e20b0f(woq_context *_swig_go_
 }
 
 
-void _wrap_woq_tensor_destroy_woqc_7f9afc7fe7e20b0f(woq_tensor *_swig_go_0) {
+void _wrap_woq_tensor_destroy_woqc_d3b545510b09a6bb(woq_tensor *_swig_go_0) {
   woq_tensor *arg1 = (woq_tensor *) 0 ;
   
   arg1 = (woq_tensor *)_swig_go_0; 
@@ -2563,7 +2587,7 @@ void _wrap_woq_tensor_destroy_woqc_7f9afc7fe7e20b0f(woq_tensor *_swig_go_0) {
 }
 
 
-intgo _wrap_woq_tensor_shape_woqc_7f9afc7fe7e20b0f(woq_tensor *_swig_go_0, _goslice_ _swig_go_1, _goslice_ _swig_go_2) {
+intgo _wrap_woq_tensor_shape_woqc_d3b545510b09a6bb(woq_tensor *_swig_go_0, _goslice_ _swig_go_1, _goslice_ _swig_go_2) {
   woq_tensor *arg1 = (woq_tensor *) 0 ;
   uint64_t *arg2 = (uint64_t *) 0 ;
   uint64_t *arg3 = (uint64_t *) 0 ;
@@ -2602,7 +2626,7 @@ intgo _wrap_woq_tensor_shape_woqc_7f9afc7fe7e20b0f(woq_tensor *_swig_go_0, _gosl
 }
 
 
-intgo _wrap_woq_tensor_bias_woqc_7f9afc7fe7e20b0f(woq_context *_swig_go_0, woq_tensor *_swig_go_1, _goslice_ _swig_go_2, long long _swig_go_3, _goslice_ _swig_go_4) {
+intgo _wrap_woq_tensor_bias_woqc_d3b545510b09a6bb(woq_context *_swig_go_0, woq_tensor *_swig_go_1, _goslice_ _swig_go_2, long long _swig_go_3, _goslice_ _swig_go_4) {
   woq_context *arg1 = (woq_context *) 0 ;
   woq_tensor *arg2 = (woq_tensor *) 0 ;
   float *arg3 = (float *) 0 ;
@@ -2636,7 +2660,7 @@ intgo _wrap_woq_tensor_bias_woqc_7f9afc7fe7e20b0f(woq_context *_swig_go_0, woq_t
 }
 
 
-intgo _wrap_woq_tensor_group_woqc_7f9afc7fe7e20b0f(woq_context *_swig_go_0, woq_tensor *_swig_go_1, long long _swig_go_2, long long _swig_go_3, _goslice_ _swig_go_4, _goslice_ _swig_go_5) {
+intgo _wrap_woq_tensor_group_woqc_d3b545510b09a6bb(woq_context *_swig_go_0, woq_tensor *_swig_go_1, long long _swig_go_2, long long _swig_go_3, _goslice_ _swig_go_4, _goslice_ _swig_go_5) {
   woq_context *arg1 = (woq_context *) 0 ;
   woq_tensor *arg2 = (woq_tensor *) 0 ;
   uint64_t arg3 ;
@@ -2681,7 +2705,7 @@ intgo _wrap_woq_tensor_group_woqc_7f9afc7fe7e20b0f(woq_context *_swig_go_0, woq_
 }
 
 
-intgo _wrap_woq_matmul_woqc_7f9afc7fe7e20b0f(woq_context *_swig_go_0, woq_tensor *_swig_go_1, _goslice_ _swig_go_2, intgo _swig_go_3, long long _swig_go_4, _goslice_ _swig_go_5, intgo _swig_go_6) {
+intgo _wrap_woq_matmul_woqc_d3b545510b09a6bb(woq_context *_swig_go_0, woq_tensor *_swig_go_1, _goslice_ _swig_go_2, intgo _swig_go_3, long long _swig_go_4, _goslice_ _swig_go_5, intgo _swig_go_6) {
   woq_context *arg1 = (woq_context *) 0 ;
   woq_tensor *arg2 = (woq_tensor *) 0 ;
   void *arg3 = (void *) 0 ;
@@ -2710,7 +2734,7 @@ intgo _wrap_woq_matmul_woqc_7f9afc7fe7e20b0f(woq_context *_swig_go_0, woq_tensor
 }
 
 
-intgo _wrap_woq_dequantize_woqc_7f9afc7fe7e20b0f(woq_context *_swig_go_0, woq_tensor *_swig_go_1, _goslice_ _swig_go_2, intgo _swig_go_3, long long _swig_go_4) {
+intgo _wrap_woq_dequantize_woqc_d3b545510b09a6bb(woq_context *_swig_go_0, woq_tensor *_swig_go_1, _goslice_ _swig_go_2, intgo _swig_go_3, long long _swig_go_4) {
   woq_context *arg1 = (woq_context *) 0 ;
   woq_tensor *arg2 = (woq_tensor *) 0 ;
   void *arg3 = (void *) 0 ;
@@ -2733,7 +2757,7 @@ intgo _wrap_woq_dequantize_woqc_7f9afc7fe7e20b0f(woq_context *_swig_go_0, woq_te
 }
 
 
-intgo _wrap_woq_buffer_create_woqc_7f9afc7fe7e20b0f(woq_context *_swig_go_0, long long _swig_go_1, _goslice_ _swig_go_2) {
+intgo _wrap_woq_buffer_create_woqc_d3b545510b09a6bb(woq_context *_swig_go_0, long long _swig_go_1, _goslice_ _swig_go_2) {
   woq_context *arg1 = (woq_context *) 0 ;
   uint64_t arg2 ;
   woq_buffer **arg3 = (woq_buffer **) 0 ;
@@ -2753,7 +2777,7 @@ intgo _wrap_woq_buffer_create_woqc_7f9afc7fe7e20b0f(woq_context *_swig_go_0, lon
 }
 
 
-void _wrap_woq_buffer_destroy_woqc_7f9afc7fe7e20b0f(woq_buffer *_swig_go_0) {
+void _wrap_woq_buffer_destroy_woqc_d3b545510b09a6bb(woq_buffer *_swig_go_0) {
   woq_buffer *arg1 = (woq_buffer *) 0 ;
   
   arg1 = (woq_buffer *)_swig_go_0; 
@@ -2763,7 +2787,7 @@ void _wrap_woq_buffer_destroy_woqc_7f9afc7fe7e20b0f(woq_buffer *_swig_go_0) {
 }
 
 
-intgo _wrap_woq_buffer_size_woqc_7f9afc7fe7e20b0f(woq_buffer *_swig_go_0, _goslice_ _swig_go_1) {
+intgo _wrap_woq_buffer_size_woqc_d3b545510b09a6bb(woq_buffer *_swig_go_0, _goslice_ _swig_go_1) {
   woq_buffer *arg1 = (woq_buffer *) 0 ;
   uint64_t *arg2 = (uint64_t *) 0 ;
   uint64_t temp2 ;
@@ -2789,7 +2813,7 @@ intgo _wrap_woq_buffer_size_woqc_7f9afc7fe7e20b0f(woq_buffer *_swig_go_0, _gosli
 }
 
 
-intgo _wrap_woq_buffer_write_woqc_7f9afc7fe7e20b0f(woq_buffer *_swig_go_0, long long _swig_go_1, _goslice_ _swig_go_2, long long _swig_go_3) {
+intgo _wrap_woq_buffer_write_woqc_d3b545510b09a6bb(woq_buffer *_swig_go_0, long long _swig_go_1, _goslice_ _swig_go_2, long long _swig_go_3) {
   woq_buffer *arg1 = (woq_buffer *) 0 ;
   uint64_t arg2 ;
   void *arg3 = (void *) 0 ;
@@ -2810,7 +2834,7 @@ intgo _wrap_woq_buffer_write_woqc_7f9afc7fe7e20b0f(woq_buffer *_swig_go_0, long 
 }
 
 
-intgo _wrap_woq_buffer_read_woqc_7f9afc7fe7e20b0f(woq_buffer *_swig_go_0, long long _swig_go_1, _goslice_ _swig_go_2, long long _swig_go_3) {
+intgo _wrap_woq_buffer_read_woqc_d3b545510b09a6bb(woq_buffer *_swig_go_0, long long _swig_go_1, _goslice_ _swig_go_2, long long _swig_go_3) {
   woq_buffer *arg1 = (woq_buffer *) 0 ;
   uint64_t arg2 ;
   void *arg3 = (void *) 0 ;
@@ -2831,7 +2855,7 @@ intgo _wrap_woq_buffer_read_woqc_7f9afc7fe7e20b0f(woq_buffer *_swig_go_0, long l
 }
 
 
-intgo _wrap_woq_matmul_buffers_woqc_7f9afc7fe7e20b0f(woq_context *_swig_go_0, woq_tensor *_swig_go_1, woq_buffer *_swig_go_2, intgo _swig_go_3, long long _swig_go_4, woq_buffer *_swig_go_5, intgo _swig_go_6) {
+intgo _wrap_woq_matmul_buffers_woqc_d3b545510b09a6bb(woq_context *_swig_go_0, woq_tensor *_swig_go_1, woq_buffer *_swig_go_2, intgo _swig_go_3, long long _swig_go_4, woq_buffer *_swig_go_5, intgo _swig_go_6) {
   woq_context *arg1 = (woq_context *) 0 ;
   woq_tensor *arg2 = (woq_tensor *) 0 ;
   woq_buffer *arg3 = (woq_buffer *) 0 ;
