@@ -489,7 +489,8 @@ WOQ_API woq_status woq_tensor_bias(woq_context* context, const woq_tensor* tenso
 
 /**
  * Scale and zero-point of one group (output `row`, input group `group`), so
- * that its quantization levels are s * (q - z) for q in 0 .. 2^bits - 1.
+ * that its quantization levels are s * (q - z) for q in 0 .. 2^bits - 1
+ * (for a tensor with input scales, before column k's factor multiplies them).
  * @return WOQ_ERR_SHAPE for a row or group out of range. Thread-safe.
  */
 WOQ_API woq_status woq_tensor_group(woq_context* context, const woq_tensor* tensor, uint64_t row,
