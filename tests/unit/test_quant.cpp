@@ -104,10 +104,41 @@ TEST(Quant, HalfAndBf16SourcesQuantizeTheirExactValues) {
 
 TEST(Quant, AllZeroMatrixIsExact) {
   std::vector<float> w(8 * 64, 0.0f);
-  auto m = woq::quantize_rtn(w.data(), DType::F32, 8, 64, QuantConfig{4, 32, Scheme::Asymmetric, woq::Method::Rtn});
-  EXPECT_EQ(m.stats.max_abs_error, 0.0);
-  EXPECT_EQ(m.stats.rel_frobenius_error, 0.0);
-  EXPECT_EQ(m.stats.sqnr_db, std::numeric_limits<double>::infinity());
+  for (woq::Method method : {woq::Method::Rtn, woq::Method::Mse, woq::Method::Hqq})
+    for (Scheme scheme : {Scheme::Asymmetric, Scheme::Symmetric}) {
+      auto m = woq::quantize_rtn(w.data(), DType::F32, 8, 64, QuantConfig{4, 32, scheme, method});
+      EXPECT_EQ(m.stats.max_abs_error, 0.0);
+      EXPECT_EQ(m.stats.rel_frobenius_error, 0.0);
+      EXPECT_EQ(m.stats.sqnr_db, std::numeric_limits<double>::infinity());
+    }
+}
+
+// Constant, one-signed, tiny (subnormal-scale) and huge groups stay finite
+// and never lose to RTN, whatever the grid search.
+TEST(Quant, DegenerateGroupsStayFiniteForEveryGridSearch) {
+  const uint64_t rows = 6, cols = 64;
+  std::vector<float> w(rows * cols);
+  for (uint64_t k = 0; k < cols; ++k) {
+    w[0 * cols + k] = 0.25f;                        // constant
+    w[1 * cols + k] = -0.5f - 0.001f * float(k);    // negative only
+    w[2 * cols + k] = 1e-6f * float(k % 7);         // tiny: subnormal fp16 scales
+    w[3 * cols + k] = k == 5 ? 60000.0f : 0.01f;    // one huge outlier
+    w[4 * cols + k] = k % 2 ? 1.0f : -1.0f;         // two values
+    w[5 * cols + k] = 0.0f;
+  }
+  for (uint32_t bits : {2u, 4u, 8u})
+    for (Scheme scheme : {Scheme::Asymmetric, Scheme::Symmetric}) {
+      const auto rtn = woq::quantize_rtn(w.data(), DType::F32, rows, cols, QuantConfig{bits, 32, scheme, woq::Method::Rtn});
+      for (woq::Method method : {woq::Method::Mse, woq::Method::Hqq}) {
+        const auto m = woq::quantize_rtn(w.data(), DType::F32, rows, cols, QuantConfig{bits, 32, scheme, method});
+        std::vector<float> row(cols);
+        for (uint64_t n = 0; n < rows; ++n) {
+          woq::kernels::reference_dequantize_row(m.view(), n, row.data());
+          for (float v : row) ASSERT_TRUE(std::isfinite(v)) << "bits " << bits << " row " << n;
+        }
+        EXPECT_LE(m.stats.rel_frobenius_error, rtn.stats.rel_frobenius_error * (1 + 1e-12)) << "bits " << bits;
+      }
+    }
 }
 
 TEST(Quant, RejectsNonFiniteAndHugeWeights) {
