@@ -15,49 +15,62 @@ namespace {
 
 constexpr uint64_t kBlock = 128;  // columns per lazy batch update
 
-// In-place lower Cholesky factor of the K x K matrix a (row-major); false if
-// a is not numerically positive definite.
+// Dot product in four independent sums (the compiler may not reorder a
+// strict floating-point reduction; four chains keep the FPU busy).
+double dot(const double* a, const double* b, uint64_t n) {
+  double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+  uint64_t p = 0;
+  for (; p + 4 <= n; p += 4) {
+    s0 += a[p] * b[p];
+    s1 += a[p + 1] * b[p + 1];
+    s2 += a[p + 2] * b[p + 2];
+    s3 += a[p + 3] * b[p + 3];
+  }
+  for (; p < n; ++p) s0 += a[p] * b[p];
+  return (s0 + s1) + (s2 + s3);
+}
+
+// In-place lower Cholesky factor of the K x K matrix a (row-major; the
+// upper triangle is ignored); false if a is not numerically positive definite.
 bool cholesky_lower(std::vector<double>& a, uint64_t k) {
   for (uint64_t j = 0; j < k; ++j) {
-    double d = a[j * k + j];
-    for (uint64_t p = 0; p < j; ++p) d -= a[j * k + p] * a[j * k + p];
+    const double* aj = &a[j * k];
+    const double d = a[j * k + j] - dot(aj, aj, j);
     if (!(d > 0) || !std::isfinite(d)) return false;
     const double l = std::sqrt(d);
     a[j * k + j] = l;
-    for (uint64_t i = j + 1; i < k; ++i) {
-      double v = a[i * k + j];
-      for (uint64_t p = 0; p < j; ++p) v -= a[i * k + p] * a[j * k + p];
-      a[i * k + j] = v / l;
-    }
-    for (uint64_t i = 0; i < j; ++i) a[i * k + j] = 0;
+    for (uint64_t i = j + 1; i < k; ++i) a[i * k + j] = (a[i * k + j] - dot(&a[i * k], aj, j)) / l;
   }
   return true;
 }
 
-// U, upper triangular with H^-1 = U^T U, from H's lower factor L (H = L L^T):
-// H^-1 = L^-T L^-1, then U = chol(H^-1)^T.
-bool inverse_upper_factor(const std::vector<double>& lower, uint64_t k, std::vector<double>& u) {
-  std::vector<double> inv(k * k, 0.0);  // L^-1, lower triangular
-  for (uint64_t j = 0; j < k; ++j) {
-    inv[j * k + j] = 1.0 / lower[j * k + j];
-    for (uint64_t i = j + 1; i < k; ++i) {
-      double v = 0;
-      for (uint64_t p = j; p < i; ++p) v -= lower[i * k + p] * inv[p * k + j];
-      inv[i * k + j] = v / lower[i * k + i];
-    }
-  }
-  std::vector<double> hinv(k * k);  // (L^-1)^T L^-1
+// U, upper triangular with H^-1 = U^T U. With J the order-reversing
+// permutation and J H J = L L^T, H^-1 = (J L^-1 J)^T (J L^-1 J), and
+// J L^-1 J is upper triangular: one Cholesky factorization and one
+// triangular inverse, no explicit H^-1.
+bool upper_inverse_factor(const std::vector<double>& h, uint64_t k, std::vector<double>& u) {
+  std::vector<double> l(k * k);
   for (uint64_t i = 0; i < k; ++i)
-    for (uint64_t j = 0; j <= i; ++j) {
-      double v = 0;
-      for (uint64_t p = i; p < k; ++p) v += inv[p * k + i] * inv[p * k + j];
-      hinv[i * k + j] = hinv[j * k + i] = v;
+    for (uint64_t j = 0; j <= i; ++j) l[i * k + j] = h[(k - 1 - i) * k + (k - 1 - j)];
+  if (!cholesky_lower(l, k)) return false;
+  // inv = L^-1 row by row: inv[i] = (e_i - sum_{p<i} L[i][p] inv[p]) / L[i][i].
+  std::vector<double> inv(k * k, 0.0);
+  for (uint64_t i = 0; i < k; ++i) {
+    double* row = &inv[i * k];
+    for (uint64_t p = 0; p < i; ++p) {
+      const double f = l[i * k + p];
+      if (f == 0) continue;
+      const double* rp = &inv[p * k];
+      for (uint64_t j = 0; j <= p; ++j) row[j] -= f * rp[j];
     }
-  if (!cholesky_lower(hinv, k)) return false;
+    const double d = l[i * k + i];
+    for (uint64_t j = 0; j < i; ++j) row[j] /= d;
+    row[i] = 1.0 / d;
+  }
   u.assign(k * k, 0.0);
   for (uint64_t i = 0; i < k; ++i)
-    for (uint64_t j = i; j < k; ++j) u[i * k + j] = hinv[j * k + i];
-  return true;
+    for (uint64_t j = i; j < k; ++j) u[i * k + j] = inv[(k - 1 - i) * k + (k - 1 - j)];
+  return std::all_of(u.begin(), u.end(), [](double v) { return std::isfinite(v); });
 }
 
 }  // namespace
@@ -97,14 +110,22 @@ QuantizedMatrix quantize_gptq(const void* weights, DType dtype, uint64_t rows, u
   const uint64_t k = cols;
   const std::vector<float> x = load_calibration(calib, cols, "GPTQ");
 
-  // H = 2 X^T X / S, accumulated in double.
+  // H = 2 X^T X / S, accumulated in double: 64 rows of X at a time, each
+  // row of H updated by all of them while it is in cache.
   std::vector<double> h(k * k, 0.0);
-  for (uint64_t s = 0; s < calib.rows; ++s) {
-    const float* xrow = &x[s * k];
+  constexpr uint64_t kRowsPerPass = 64;
+  std::vector<double> xd(kRowsPerPass * k);
+  for (uint64_t s0 = 0; s0 < calib.rows; s0 += kRowsPerPass) {
+    const uint64_t n = std::min(kRowsPerPass, calib.rows - s0);
+    for (uint64_t i = 0; i < n * k; ++i) xd[i] = x[s0 * k + i];
     for (uint64_t i = 0; i < k; ++i) {
-      if (xrow[i] == 0) continue;
-      const double xi = xrow[i];
-      for (uint64_t j = 0; j <= i; ++j) h[i * k + j] += xi * double(xrow[j]);
+      double* hi = &h[i * k];
+      for (uint64_t r = 0; r < n; ++r) {
+        const double* xr = &xd[r * k];
+        const double xi = xr[i];
+        if (xi == 0) continue;
+        for (uint64_t j = 0; j <= i; ++j) hi[j] += xi * xr[j];
+      }
     }
   }
   const double norm = 2.0 / double(calib.rows);
@@ -144,14 +165,13 @@ QuantizedMatrix quantize_gptq(const void* weights, DType dtype, uint64_t rows, u
   double mean_diag = 0;
   for (uint64_t i = 0; i < k; ++i) mean_diag += h[i * k + i];
   mean_diag /= double(k);
-  std::vector<double> lower, u;
+  std::vector<double> u;
   bool factored = false;
   for (double damp : {0.01, 0.02, 0.04, 0.07, 0.10}) {
     for (uint64_t i = 0; i < k; ++i)
       for (uint64_t j = 0; j < k; ++j) hp[i * k + j] = h[order[i] * k + order[j]];
     for (uint64_t i = 0; i < k; ++i) hp[i * k + i] += damp * mean_diag;
-    lower = hp;
-    if (cholesky_lower(lower, k) && inverse_upper_factor(lower, k, u)) {
+    if (upper_inverse_factor(hp, k, u)) {
       rep.damp = damp;
       factored = true;
       break;
@@ -160,8 +180,15 @@ QuantizedMatrix quantize_gptq(const void* weights, DType dtype, uint64_t rows, u
   if (!factored)
     fail(Status::InvalidArgument, "GPTQ: the calibration Hessian is not positive definite even with 10% dampening "
                                   "(calibration activations degenerate: too few rows or non-finite sums)");
+  std::vector<double>().swap(hp);
+  std::vector<double>().swap(h);
 
-  // Column by column, rows in parallel in spirit (each row is independent).
+  // The weights in quantization order, so that every update is contiguous.
+  std::vector<double> wp(rows * k);
+  for (uint64_t n = 0; n < rows; ++n)
+    for (uint64_t i = 0; i < k; ++i) wp[n * k + i] = w[n * k + order[i]];
+
+  // Column by column; each row is independent of the others.
   std::vector<uint8_t> codes(rows * k);
   std::vector<double> err(rows * kBlock);
   for (uint64_t b0 = 0; b0 < k; b0 += kBlock) {
@@ -169,32 +196,29 @@ QuantizedMatrix quantize_gptq(const void* weights, DType dtype, uint64_t rows, u
     for (uint64_t i = b0; i < b1; ++i) {
       const uint64_t col = order[i], group = col / g;
       const double d = u[i * k + i];
+      const double* ui = &u[i * k];
       for (uint64_t n = 0; n < rows; ++n) {
-        double* wn = &w[n * k];
+        double* wn = &wp[n * k];
         Grid& grid = grids[n * groups + group];
-        if (!config.act_order && col % g == 0) {
-          // The group's grid from its weights as updated so far.
-          std::vector<double> span(g);
-          for (uint64_t c = 0; c < g; ++c) span[c] = wn[order[i + c]];
-          grid = rtn_grid(span.data(), g, config);
-        }
-        const uint8_t q = quantize_value(wn[col], grid, config.bits);
+        // Natural order: the group's grid from its weights as updated so far.
+        if (!config.act_order && col % g == 0) grid = rtn_grid(wn + i, g, config);
+        const uint8_t q = quantize_value(wn[i], grid, config.bits);
         codes[n * k + col] = q;
         const float w_hat = dequantize_value(q, grid);
         if (rep.keep_fake_quant) rep.fake_quant[n * k + col] = w_hat;
-        const double e = (wn[col] - double(w_hat)) / d;
+        const double e = (wn[i] - double(w_hat)) / d;
         err[n * kBlock + (i - b0)] = e;
-        for (uint64_t j = i + 1; j < b1; ++j) wn[order[j]] -= e * u[i * k + j];
+        for (uint64_t j = i + 1; j < b1; ++j) wn[j] -= e * ui[j];
       }
     }
     // Lazy update of the columns after the block.
     for (uint64_t n = 0; n < rows; ++n) {
-      double* wn = &w[n * k];
+      double* wn = &wp[n * k];
       for (uint64_t i = b0; i < b1; ++i) {
         const double e = err[n * kBlock + (i - b0)];
         if (e == 0) continue;
         const double* ui = &u[i * k];
-        for (uint64_t j = b1; j < k; ++j) wn[order[j]] -= e * ui[j];
+        for (uint64_t j = b1; j < k; ++j) wn[j] -= e * ui[j];
       }
     }
   }
