@@ -143,8 +143,11 @@ func (h *handle) release() {
 	}
 }
 
-// close drops the open reference; safe to call more than once.
+// close drops the open reference; safe to call more than once, or on nil.
 func (h *handle) close() {
+	if h == nil {
+		return
+	}
 	h.mu.Lock()
 	wasOpen := !h.closed
 	h.closed = true
@@ -152,6 +155,43 @@ func (h *handle) close() {
 	if wasOpen {
 		h.release()
 	}
+}
+
+// hd returns the handle, or nil for a nil object (whose calls then return an
+// error instead of panicking).
+func (c *Context) hd() *handle {
+	if c == nil {
+		return nil
+	}
+	return c.h
+}
+
+func (q *QMatrix) hd() *handle {
+	if q == nil {
+		return nil
+	}
+	return q.h
+}
+
+func (w *Writer) hd() *handle {
+	if w == nil {
+		return nil
+	}
+	return w.h
+}
+
+func (f *File) hd() *handle {
+	if f == nil {
+		return nil
+	}
+	return f.h
+}
+
+func (t *Tensor) hd() *handle {
+	if t == nil {
+		return nil
+	}
+	return t.h
 }
 
 // Backend selects the kernels a Context runs.
@@ -195,15 +235,15 @@ func NewContext(backend Backend, threads int) (*Context, error) {
 }
 
 // Close releases the context once its tensors are closed too.
-func (c *Context) Close() { c.h.close() }
+func (c *Context) Close() { c.hd().close() }
 
 // Kernel names the kernels the context runs ("avx512", "reference", ...).
 func (c *Context) Kernel() (string, error) {
-	p, err := c.h.acquire()
+	p, err := c.hd().acquire()
 	if err != nil {
 		return "", err
 	}
-	defer c.h.release()
+	defer c.hd().release()
 	var name string
 	err = call(func() woqc.Enum_SS_woq_status { return woqc.Woq_context_kernel(p, &name) })
 	return name, err
@@ -211,11 +251,11 @@ func (c *Context) Kernel() (string, error) {
 
 // Threads is the number of threads the context runs with.
 func (c *Context) Threads() (int, error) {
-	p, err := c.h.acquire()
+	p, err := c.hd().acquire()
 	if err != nil {
 		return 0, err
 	}
-	defer c.h.release()
+	defer c.hd().release()
 	backend, threads := []int32{0}, []int{0}
 	err = call(func() woqc.Enum_SS_woq_status { return woqc.Woq_context_info(p, backend, threads) })
 	return int(threads[0]), err
@@ -286,15 +326,15 @@ func Quantize(weights []float32, rows, cols int, o QuantOptions) (*QMatrix, erro
 }
 
 // Close frees the matrix.
-func (q *QMatrix) Close() { q.h.close() }
+func (q *QMatrix) Close() { q.hd().close() }
 
 // Shape is (rows, cols).
 func (q *QMatrix) Shape() (rows, cols int, err error) {
-	p, err := q.h.acquire()
+	p, err := q.hd().acquire()
 	if err != nil {
 		return 0, 0, err
 	}
-	defer q.h.release()
+	defer q.hd().release()
 	r, c := []uint64{0}, []uint64{0}
 	err = call(func() woqc.Enum_SS_woq_status { return woqc.Woq_qmatrix_shape(p, r, c) })
 	return int(r[0]), int(c[0]), err
@@ -303,11 +343,11 @@ func (q *QMatrix) Shape() (rows, cols int, err error) {
 // InputScales returns the per-input-channel factors X is multiplied by (AWQ),
 // or nil when the matrix has none.
 func (q *QMatrix) InputScales() ([]float32, error) {
-	p, err := q.h.acquire()
+	p, err := q.hd().acquire()
 	if err != nil {
 		return nil, err
 	}
-	defer q.h.release()
+	defer q.hd().release()
 	count := []uint64{0}
 	if err := call(func() woqc.Enum_SS_woq_status { return woqc.Woq_qmatrix_input_scales(p, nil, 0, count) }); err != nil {
 		return nil, err
@@ -326,11 +366,11 @@ func (q *QMatrix) InputScales() ([]float32, error) {
 type Stats struct{ MaxAbsError, RelFrobeniusError, SQNRdB float64 }
 
 func (q *QMatrix) Stats() (Stats, error) {
-	p, err := q.h.acquire()
+	p, err := q.hd().acquire()
 	if err != nil {
 		return Stats{}, err
 	}
-	defer q.h.release()
+	defer q.hd().release()
 	a, b, c := []float64{0}, []float64{0}, []float64{0}
 	err = call(func() woqc.Enum_SS_woq_status { return woqc.Woq_qmatrix_stats(p, a, b, c) })
 	return Stats{a[0], b[0], c[0]}, err
@@ -356,7 +396,7 @@ func CreateWriter(path string) (*Writer, error) {
 }
 
 // Close discards an unfinished file.
-func (w *Writer) Close() { w.h.close() }
+func (w *Writer) Close() { w.hd().close() }
 
 // Add appends a tensor; bias may be nil or hold one value per row.
 func (w *Writer) Add(name string, q *QMatrix, bias []float32) error {
@@ -372,16 +412,16 @@ func (w *Writer) Add(name string, q *QMatrix, bias []float32) error {
 			return shapeError("bias holds %d values, the matrix has %d rows", len(bias), rows)
 		}
 	}
-	wp, err := w.h.acquire()
+	wp, err := w.hd().acquire()
 	if err != nil {
 		return err
 	}
-	defer w.h.release()
-	qp, err := q.h.acquire()
+	defer w.hd().release()
+	qp, err := q.hd().acquire()
 	if err != nil {
 		return err
 	}
-	defer q.h.release()
+	defer q.hd().release()
 	return call(func() woqc.Enum_SS_woq_status { return woqc.Woq_writer_add_tensor(wp, name, qp, f32Bytes(bias)) })
 }
 
@@ -390,11 +430,11 @@ func (w *Writer) SetMetadata(key string, value interface{}) error {
 	if err := cString(key, "metadata key"); err != nil {
 		return err
 	}
-	p, err := w.h.acquire()
+	p, err := w.hd().acquire()
 	if err != nil {
 		return err
 	}
-	defer w.h.release()
+	defer w.hd().release()
 	switch v := value.(type) {
 	case string:
 		if err := cString(v, "metadata value"); err != nil {
@@ -413,11 +453,11 @@ func (w *Writer) SetMetadata(key string, value interface{}) error {
 
 // Finish writes the file and renames it into place.
 func (w *Writer) Finish() error {
-	p, err := w.h.acquire()
+	p, err := w.hd().acquire()
 	if err != nil {
 		return err
 	}
-	defer w.h.release()
+	defer w.hd().release()
 	return call(func() woqc.Enum_SS_woq_status { return woqc.Woq_writer_finish(p) })
 }
 
@@ -441,15 +481,15 @@ func OpenFile(path string) (*File, error) {
 }
 
 // Close closes the file; tensors loaded from it stay valid.
-func (f *File) Close() { f.h.close() }
+func (f *File) Close() { f.hd().close() }
 
 // Verify checks every chunk's checksum and that it decodes.
 func (f *File) Verify() error {
-	p, err := f.h.acquire()
+	p, err := f.hd().acquire()
 	if err != nil {
 		return err
 	}
-	defer f.h.release()
+	defer f.hd().release()
 	return call(func() woqc.Enum_SS_woq_status { return woqc.Woq_file_verify(p) })
 }
 
@@ -465,11 +505,11 @@ type TensorInfo struct {
 
 // Tensors describes every tensor in file order.
 func (f *File) Tensors() ([]TensorInfo, error) {
-	p, err := f.h.acquire()
+	p, err := f.hd().acquire()
 	if err != nil {
 		return nil, err
 	}
-	defer f.h.release()
+	defer f.hd().release()
 	count := []uint64{0}
 	if err := call(func() woqc.Enum_SS_woq_status { return woqc.Woq_file_tensor_count(p, count) }); err != nil {
 		return nil, err
@@ -495,11 +535,11 @@ func (f *File) MetadataString(key string) (string, error) {
 	if err := cString(key, "metadata key"); err != nil {
 		return "", err
 	}
-	p, err := f.h.acquire()
+	p, err := f.hd().acquire()
 	if err != nil {
 		return "", err
 	}
-	defer f.h.release()
+	defer f.hd().release()
 	var value string
 	length := []uint64{0}
 	err = call(func() woqc.Enum_SS_woq_status { return woqc.Woq_file_metadata_string(p, key, &value, length) })
@@ -516,11 +556,11 @@ type Tensor struct {
 // LoadTensor loads tensor name from f into ctx.
 func LoadTensor(ctx *Context, f *File, name string) (*Tensor, error) {
 	return loadTensor(ctx, name, func(cp uintptr, out []uintptr) error {
-		fp, err := f.h.acquire()
+		fp, err := f.hd().acquire()
 		if err != nil {
 			return err
 		}
-		defer f.h.release()
+		defer f.hd().release()
 		return call(func() woqc.Enum_SS_woq_status { return woqc.Woq_tensor_load(cp, fp, name, out) })
 	})
 }
@@ -531,11 +571,11 @@ func LoadTensorRows(ctx *Context, f *File, name string, begin, end int) (*Tensor
 		return nil, shapeError("row range [%d, %d) is negative", begin, end)
 	}
 	return loadTensor(ctx, name, func(cp uintptr, out []uintptr) error {
-		fp, err := f.h.acquire()
+		fp, err := f.hd().acquire()
 		if err != nil {
 			return err
 		}
-		defer f.h.release()
+		defer f.hd().release()
 		return call(func() woqc.Enum_SS_woq_status {
 			return woqc.Woq_tensor_load_rows(cp, fp, name, uint64(begin), uint64(end), out)
 		})
@@ -554,11 +594,11 @@ func TensorFromQMatrix(ctx *Context, q *QMatrix, bias []float32) (*Tensor, error
 		}
 	}
 	return loadTensor(ctx, "", func(cp uintptr, out []uintptr) error {
-		qp, err := q.h.acquire()
+		qp, err := q.hd().acquire()
 		if err != nil {
 			return err
 		}
-		defer q.h.release()
+		defer q.hd().release()
 		return call(func() woqc.Enum_SS_woq_status { return woqc.Woq_tensor_from_qmatrix(cp, qp, f32Bytes(bias), out) })
 	})
 }
@@ -567,13 +607,13 @@ func loadTensor(ctx *Context, name string, load func(uintptr, []uintptr) error) 
 	if err := cString(name, "tensor name"); err != nil {
 		return nil, err
 	}
-	cp, err := ctx.h.acquire() // held by the tensor until it is freed
+	cp, err := ctx.hd().acquire() // held by the tensor until it is freed
 	if err != nil {
 		return nil, err
 	}
 	out := []uintptr{0}
 	if err := load(cp, out); err != nil {
-		ctx.h.release()
+		ctx.hd().release()
 		return nil, err
 	}
 	r, c := []uint64{0}, []uint64{0}
@@ -581,20 +621,28 @@ func loadTensor(ctx *Context, name string, load func(uintptr, []uintptr) error) 
 	t := &Tensor{ctx: ctx, rows: int(r[0]), cols: int(c[0])}
 	t.h = newHandle("tensor", out[0], func(p uintptr) {
 		woqc.Woq_tensor_destroy(p)
-		ctx.h.release()
+		ctx.hd().release()
 	})
 	runtime.SetFinalizer(t, (*Tensor).Close)
 	return t, nil
 }
 
 // Close frees the tensor (after any matmul still running on it).
-func (t *Tensor) Close() { t.h.close() }
+func (t *Tensor) Close() { t.hd().close() }
 
 // Shape is (rows = N outputs, cols = K inputs).
-func (t *Tensor) Shape() (rows, cols int) { return t.rows, t.cols }
+func (t *Tensor) Shape() (rows, cols int) {
+	if t == nil {
+		return 0, 0
+	}
+	return t.rows, t.cols
+}
 
 // MatMul returns Y[m, rows] = X[m, cols] . W_hat^T (+ bias) for fp32 X.
 func (t *Tensor) MatMul(x []float32, m int) ([]float32, error) {
+	if t == nil {
+		return nil, invalid("nil *Tensor")
+	}
 	if m <= 0 || m > math.MaxInt/max(t.rows, 1) {
 		return nil, shapeError("m = %d must be at least 1", m)
 	}
@@ -620,22 +668,25 @@ func (t *Tensor) MatMul16(x []uint16, dtype DType, m int, y []float32) error {
 }
 
 func (t *Tensor) matmul(x []byte, xLen int, dtype woqc.Enum_SS_woq_dtype, m int, y []float32) error {
+	if t == nil {
+		return invalid("nil *Tensor")
+	}
 	if m <= 0 || xLen/max(t.cols, 1) < m || xLen != m*t.cols {
 		return shapeError("x holds %d values, m x cols = %d x %d", xLen, m, t.cols)
 	}
 	if len(y)/max(t.rows, 1) < m {
 		return shapeError("y holds %d values, m x rows = %d x %d needed", len(y), m, t.rows)
 	}
-	tp, err := t.h.acquire()
+	tp, err := t.hd().acquire()
 	if err != nil {
 		return err
 	}
-	defer t.h.release()
-	cp, err := t.ctx.h.acquire()
+	defer t.hd().release()
+	cp, err := t.ctx.hd().acquire()
 	if err != nil {
 		return err
 	}
-	defer t.ctx.h.release()
+	defer t.ctx.hd().release()
 	return call(func() woqc.Enum_SS_woq_status {
 		return woqc.Woq_matmul(cp, tp, x, dtype, uint64(m), f32Bytes(y), woqc.WOQ_DTYPE_F32)
 	})
@@ -643,16 +694,19 @@ func (t *Tensor) matmul(x []byte, xLen int, dtype woqc.Enum_SS_woq_dtype, m int,
 
 // Dequantize returns W_hat[rows, cols] = s (q - z) in fp32.
 func (t *Tensor) Dequantize() ([]float32, error) {
-	tp, err := t.h.acquire()
+	if t == nil {
+		return nil, invalid("nil *Tensor")
+	}
+	tp, err := t.hd().acquire()
 	if err != nil {
 		return nil, err
 	}
-	defer t.h.release()
-	cp, err := t.ctx.h.acquire()
+	defer t.hd().release()
+	cp, err := t.ctx.hd().acquire()
 	if err != nil {
 		return nil, err
 	}
-	defer t.ctx.h.release()
+	defer t.ctx.hd().release()
 	w := make([]float32, t.rows*t.cols)
 	err = call(func() woqc.Enum_SS_woq_status {
 		return woqc.Woq_dequantize(cp, tp, f32Bytes(w), woqc.WOQ_DTYPE_F32, uint64(4*len(w)))

@@ -190,6 +190,22 @@ func TestMisuseIsAnErrorNotACrash(t *testing.T) {
 		t.Fatalf("matmul on a closed context: %v", err)
 	}
 	tensor.Close()
+
+	// Nil objects give errors, not panics.
+	var nilCtx *Context
+	var nilFile *File
+	var nilTensor *Tensor
+	if _, err := LoadTensor(nilCtx, nilFile, "w"); statusOf(err) != ErrInvalidArgument {
+		t.Fatalf("nil context: %v", err)
+	}
+	if _, err := nilTensor.MatMul(make([]float32, 4), 1); statusOf(err) != ErrInvalidArgument {
+		t.Fatalf("nil tensor: %v", err)
+	}
+	if err := nilFile.Verify(); statusOf(err) != ErrInvalidArgument {
+		t.Fatalf("nil file: %v", err)
+	}
+	nilCtx.Close()
+	nilTensor.Close()
 }
 
 func TestConcurrentMatMulOnOneTensor(t *testing.T) {
