@@ -13,7 +13,6 @@ namespace {
 
 constexpr int kAlphaSteps = 21;     // alpha = 0, 0.05, ..., 1
 constexpr uint64_t kEvalRows = 256; // calibration rows the alpha search scores on
-constexpr int kShrinkSteps = 11;    // clipping: shrink 1, 0.95, ..., 0.5
 
 // Per-channel factors s = a^alpha over the floored mean |x|, normalized so
 // that max(s) * min(s) = 1 (keeps the scaled weights in a sane range).
@@ -69,22 +68,16 @@ QuantizedMatrix quantize_awq(const void* weights, DType dtype, uint64_t rows, ui
       ref2 += acc * acc;
     }
 
-  // Quantizes row n of W diag(s) on RTN grids shrunk by shrink[j]; writes
+  // Quantizes row n of W diag(s) on RTN grids shrunk by `shrink`; writes
   // the effective weights (as backends compute them) to w_eff.
-  auto quantize_row = [&](uint64_t n, const std::vector<double>& s, const std::vector<float>& inv,
-                          const std::vector<double>& shrink, RowResult& out, double* w_eff) {
+  auto quantize_row = [&](uint64_t n, const std::vector<double>& s, const std::vector<float>& inv, double shrink,
+                          RowResult& out, double* w_eff) {
     std::vector<double> ws(g);
     out.grids.resize(groups);
     out.codes.resize(k);
     for (uint64_t j = 0; j < groups; ++j) {
-      double lo = 0, hi = 0, amax = 0;
-      for (uint64_t i = 0; i < g; ++i) {
-        ws[i] = w[n * k + j * g + i] * s[j * g + i];
-        lo = std::min(lo, ws[i]);
-        hi = std::max(hi, ws[i]);
-        amax = std::max(amax, std::fabs(ws[i]));
-      }
-      const Grid grid = make_grid(lo, hi, amax, shrink[j], config);
+      for (uint64_t i = 0; i < g; ++i) ws[i] = w[n * k + j * g + i] * s[j * g + i];
+      const Grid grid = make_grid(group_range(ws.data(), g), shrink, config);
       out.grids[j] = grid;
       for (uint64_t i = 0; i < g; ++i) {
         const uint64_t c = j * g + i;
@@ -94,12 +87,11 @@ QuantizedMatrix quantize_awq(const void* weights, DType dtype, uint64_t rows, ui
     }
   };
   auto output_error = [&](const std::vector<double>& s, const std::vector<float>& inv) {
-    const std::vector<double> ones(groups, 1.0);
     std::vector<double> w_eff(k);
     RowResult r;
     double err = 0;
     for (uint64_t n = 0; n < rows; ++n) {
-      quantize_row(n, s, inv, ones, r, w_eff.data());
+      quantize_row(n, s, inv, 1.0, r, w_eff.data());
       for (uint64_t e = 0; e < eval; ++e) {
         double acc = 0;
         for (uint64_t c = 0; c < k; ++c) acc += double(xe[e][c]) * w_eff[c];
@@ -139,13 +131,12 @@ QuantizedMatrix quantize_awq(const void* weights, DType dtype, uint64_t rows, ui
         for (uint64_t b = 0; b < g; ++b) gj[a * g + b] += double(xg[a]) * double(xg[b]);
       }
     }
-  std::vector<double> trial_eff(k), err_vec(g), shrink(groups);
+  std::vector<double> trial_eff(k), err_vec(g);
   RowResult best_row, trial_row;
   for (uint64_t n = 0; n < rows; ++n) {
     std::vector<double> group_err(groups, INFINITY);
     for (int step = 0; step < kShrinkSteps; ++step) {
-      std::fill(shrink.begin(), shrink.end(), double(20 - step) / 20.0);
-      quantize_row(n, best_s, inv, shrink, trial_row, trial_eff.data());
+      quantize_row(n, best_s, inv, shrink_factor(step), trial_row, trial_eff.data());
       if (step == 0) best_row = trial_row;
       for (uint64_t j = 0; j < groups; ++j) {
         for (uint64_t i = 0; i < g; ++i) err_vec[i] = trial_eff[j * g + i] - w[n * k + j * g + i];

@@ -45,10 +45,20 @@ void check_quant_config(const QuantConfig& config, uint64_t rows, uint64_t cols)
     fail(Status::Shape, "cols = " + std::to_string(cols) + " is not a multiple of group_size " + std::to_string(g));
 }
 
-Grid make_grid(double lo, double hi, double amax, double shrink, const QuantConfig& config) {
+GroupRange group_range(const double* w, uint64_t n) {
+  GroupRange r;
+  for (uint64_t i = 0; i < n; ++i) {
+    r.lo = std::min(r.lo, w[i]);
+    r.hi = std::max(r.hi, w[i]);
+    r.amax = std::max(r.amax, std::fabs(w[i]));
+  }
+  return r;
+}
+
+Grid make_grid(const GroupRange& range, double shrink, const QuantConfig& config) {
   const double qmax = double((1u << config.bits) - 1);
   const double half_range = double(1u << (config.bits - 1));
-  lo *= shrink, hi *= shrink, amax *= shrink;
+  const double lo = range.lo * shrink, hi = range.hi * shrink, amax = range.amax * shrink;
   // The grid must include 0 and cover [lo, hi]; the scale is rounded up
   // to fp16 so that rounding it cannot shrink the grid.
   const double ideal = config.scheme == Scheme::Symmetric ? amax / (half_range - 1) : (hi - lo) / qmax;
@@ -62,16 +72,6 @@ Grid make_grid(double lo, double hi, double amax, double shrink, const QuantConf
     g.z = config.scheme == Scheme::Symmetric ? half_range : std::min(qmax, std::max(0.0, std::nearbyint(-lo / g.s)));
   }
   return g;
-}
-
-Grid rtn_grid(const double* w, uint64_t n, const QuantConfig& config) {
-  double lo = 0, hi = 0, amax = 0;
-  for (uint64_t i = 0; i < n; ++i) {
-    lo = std::min(lo, w[i]);
-    hi = std::max(hi, w[i]);
-    amax = std::max(amax, std::fabs(w[i]));
-  }
-  return make_grid(lo, hi, amax, 1.0, config);
 }
 
 QuantizedMatrix make_quantized(uint64_t rows, uint64_t cols, DType dtype, const QuantConfig& config) {
@@ -102,10 +102,6 @@ double quantize_on(const double* w, uint64_t n, const Grid& g, uint32_t bits, ui
   }
   return err;
 }
-
-// The clipping search of WOQ_METHOD_MSE: shrink factors 1, 0.95, ..., 0.5.
-constexpr int kShrinkSteps = 11;
-double shrink_factor(int step) { return double(20 - step) / 20.0; }
 
 // WOQ_METHOD_HQQ (SPEC.md 5.8): HQQ's half-quadratic splitting with an
 // l_0.5 error norm, solving for scale and zero-point together, then a
@@ -185,22 +181,19 @@ QuantizedMatrix quantize_rtn(const void* weights, DType dtype, uint64_t rows, ui
   std::vector<uint8_t> q(cols), trial(m.group_size);
   for (uint64_t n = 0; n < rows; ++n) {
     for (uint64_t j = 0; j < groups; ++j) {
-      double lo = 0, hi = 0, amax = 0;
       for (uint64_t i = 0; i < m.group_size; ++i) {
         const uint64_t k = j * m.group_size + i;
         w[i] = load_as_float(weights, dtype, n * cols + k);
         if (!std::isfinite(w[i]))
           fail(Status::InvalidArgument, "weight at row " + std::to_string(n) + ", col " + std::to_string(k) +
                                             " is not finite");
-        lo = std::min(lo, w[i]);
-        hi = std::max(hi, w[i]);
-        amax = std::max(amax, std::fabs(w[i]));
       }
+      const GroupRange range = group_range(w.data(), m.group_size);
       uint8_t* codes = q.data() + j * m.group_size;
-      Grid best = make_grid(lo, hi, amax, 1.0, config);
+      Grid best = make_grid(range, 1.0, config);
       double best_err = quantize_on(w.data(), m.group_size, best, config.bits, codes);
       std::vector<Grid> candidates;
-      for (int step = 1; step < steps; ++step) candidates.push_back(make_grid(lo, hi, amax, shrink_factor(step), config));
+      for (int step = 1; step < steps; ++step) candidates.push_back(make_grid(range, shrink_factor(step), config));
       if (config.method == Method::Hqq) candidates = hqq_candidates(w.data(), m.group_size, best, config);
       for (const Grid& g : candidates) {  // a strictly smaller error replaces
         const double err = quantize_on(w.data(), m.group_size, g, config.bits, trial.data());

@@ -26,12 +26,24 @@ struct Grid {
   double z;
 };
 
-// SPEC.md 5.4 on the range [lo, hi] (amax = max |w|) shrunk by `shrink`
-// (1 = plain RTN).
-Grid make_grid(double lo, double hi, double amax, double shrink, const QuantConfig& config);
+// A group's range: [min(0, min w), max(0, max w)] and max |w|.
+struct GroupRange {
+  double lo = 0, hi = 0, amax = 0;
+};
+GroupRange group_range(const double* w, uint64_t n);
+
+// SPEC.md 5.4 on a group's range shrunk by `shrink` (1 = plain RTN).
+Grid make_grid(const GroupRange& range, double shrink, const QuantConfig& config);
 
 // The RTN grid (SPEC.md 5.4) of w[0..n).
-Grid rtn_grid(const double* w, uint64_t n, const QuantConfig& config);
+inline Grid rtn_grid(const double* w, uint64_t n, const QuantConfig& config) {
+  return make_grid(group_range(w, n), 1.0, config);
+}
+
+// The clipping searches (MSE: SPEC.md 5.5, AWQ: 5.7) try the range shrunk by
+// shrink_factor(step) = 1, 0.95, ..., 0.5 for step = 0 .. kShrinkSteps - 1.
+inline constexpr int kShrinkSteps = 11;
+inline double shrink_factor(int step) { return double(20 - step) / 20.0; }
 
 // Code of one weight on grid g.
 inline uint8_t quantize_value(double w, const Grid& g, uint32_t bits) {
