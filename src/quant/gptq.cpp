@@ -187,6 +187,7 @@ QuantizedMatrix quantize_gptq(const void* weights, DType dtype, uint64_t rows, u
   std::vector<double> wp(rows * k);
   for (uint64_t n = 0; n < rows; ++n)
     for (uint64_t i = 0; i < k; ++i) wp[n * k + i] = w[n * k + order[i]];
+  std::vector<double>().swap(w);  // not needed again: do not hold two copies
 
   // Column by column; each row is independent of the others.
   std::vector<uint8_t> codes(rows * k);
