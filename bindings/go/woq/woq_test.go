@@ -49,14 +49,32 @@ func writeModel(t *testing.T, rows, cols int) (string, []float32, []float32) {
 	return path, w, bias
 }
 
-func TestRoundTripMatchesFloat64(t *testing.T) {
-	const rows, cols, m = 96, 256, 3
-	path, w, bias := writeModel(t, rows, cols)
+// openModel opens path and loads its tensor into a new context; the caller
+// closes all three.
+func openModel(t *testing.T, path string, threads int) (*File, *Context, *Tensor) {
+	t.Helper()
 	f, err := OpenFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
+	ctx, err := NewContext(BackendCPU, threads)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tensor, err := LoadTensor(ctx, f, "proj.weight")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f, ctx, tensor
+}
+
+func TestRoundTripMatchesFloat64(t *testing.T) {
+	const rows, cols, m = 96, 256, 3
+	path, w, bias := writeModel(t, rows, cols)
+	f, ctx, tensor := openModel(t, path, 2)
 	defer f.Close()
+	defer ctx.Close()
+	defer tensor.Close()
 	if err := f.Verify(); err != nil {
 		t.Fatal(err)
 	}
@@ -71,16 +89,6 @@ func TestRoundTripMatchesFloat64(t *testing.T) {
 	if name, err := f.MetadataString("model.name"); err != nil || name != "go-test" {
 		t.Fatalf("metadata %q, %v", name, err)
 	}
-	ctx, err := NewContext(BackendCPU, 2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ctx.Close()
-	tensor, err := LoadTensor(ctx, f, "proj.weight")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tensor.Close()
 	what, err := tensor.Dequantize()
 	if err != nil {
 		t.Fatal(err)
@@ -151,18 +159,7 @@ func TestErrorsCarryStatusAndMessage(t *testing.T) {
 
 func TestMisuseIsAnErrorNotACrash(t *testing.T) {
 	path, _, _ := writeModel(t, 32, 128)
-	f, err := OpenFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, err := NewContext(BackendCPU, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tensor, err := LoadTensor(ctx, f, "proj.weight")
-	if err != nil {
-		t.Fatal(err)
-	}
+	f, ctx, tensor := openModel(t, path, 1)
 	if _, err := LoadTensor(ctx, f, "missing"); statusOf(err) != ErrNotFound || !strings.Contains(err.Error(), "missing") {
 		t.Fatalf("unknown tensor: %v", err)
 	}
@@ -211,20 +208,9 @@ func TestMisuseIsAnErrorNotACrash(t *testing.T) {
 func TestConcurrentMatMulOnOneTensor(t *testing.T) {
 	const rows, cols = 64, 256
 	path, _, _ := writeModel(t, rows, cols)
-	f, err := OpenFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	f, ctx, tensor := openModel(t, path, 2)
 	defer f.Close()
-	ctx, err := NewContext(BackendCPU, 2)
-	if err != nil {
-		t.Fatal(err)
-	}
 	defer ctx.Close()
-	tensor, err := LoadTensor(ctx, f, "proj.weight")
-	if err != nil {
-		t.Fatal(err)
-	}
 	defer tensor.Close()
 	x := randomMatrix(rand.New(rand.NewSource(3)), cols, 1)
 	want, err := tensor.MatMul(x, 1)
