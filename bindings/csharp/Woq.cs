@@ -107,6 +107,14 @@ public abstract class WoqHandle : IDisposable {
     }
   }
 
+  // One native call on this handle's pointer, its status checked; the handle
+  // is held for the call. (Hot paths such as matmul hold it by hand: the
+  // lambda allocates.)
+  internal void Call(Func<IntPtr, woq_status> call) {
+    IntPtr p = Acquire();
+    try { Interop.Check(call(p)); } finally { Release(); }
+  }
+
   internal void Release() {
     IntPtr last = IntPtr.Zero;
     lock (gate) {
@@ -152,21 +160,17 @@ public sealed class Context : WoqHandle {
   /// <summary>Kernels the context runs ("avx512", "reference", ...).</summary>
   public string Kernel {
     get {
-      IntPtr p = Acquire();
-      try {
-        Interop.Check(N.woq_context_kernel(p, out IntPtr name));
-        return Interop.Text(name);
-      } finally { Release(); }
+      IntPtr name = IntPtr.Zero;  // a static string
+      Call(p => N.woq_context_kernel(p, out name));
+      return Interop.Text(name);
     }
   }
 
   public int Threads {
     get {
-      IntPtr p = Acquire();
-      try {
-        Interop.Check(N.woq_context_info(p, out int _, out int threads));
-        return threads;
-      } finally { Release(); }
+      int threads = 0;
+      Call(p => N.woq_context_info(p, out int _, out threads));
+      return threads;
     }
   }
 }
@@ -221,35 +225,31 @@ public sealed class QMatrix : WoqHandle {
 
   public (long Rows, long Cols) Shape {
     get {
-      IntPtr p = Acquire();
-      try {
-        Interop.Check(N.woq_qmatrix_shape(p, out ulong r, out ulong c));
-        return ((long)r, (long)c);
-      } finally { Release(); }
+      ulong r = 0, c = 0;
+      Call(p => N.woq_qmatrix_shape(p, out r, out c));
+      return ((long)r, (long)c);
     }
   }
 
   /// <summary>AWQ's per-input-channel factors X is multiplied by, or null.</summary>
   public unsafe float[] InputScales {
     get {
-      IntPtr p = Acquire();
-      try {
-        Interop.Check(N.woq_qmatrix_input_scales(p, IntPtr.Zero, 0, out ulong count));
-        if (count == 0) return null;
-        var v = new float[count];
-        fixed (float* pv = v) Interop.Check(N.woq_qmatrix_input_scales(p, (IntPtr)pv, count * 4, out count));
-        return v;
-      } finally { Release(); }
+      ulong count = 0;
+      Call(p => N.woq_qmatrix_input_scales(p, IntPtr.Zero, 0, out count));
+      if (count == 0) return null;
+      var v = new float[count];
+      Call(p => {
+        fixed (float* pv = v) return N.woq_qmatrix_input_scales(p, (IntPtr)pv, count * 4, out count);
+      });
+      return v;
     }
   }
 
   public (double MaxAbsError, double RelFrobeniusError, double SqnrDb) Stats {
     get {
-      IntPtr p = Acquire();
-      try {
-        Interop.Check(N.woq_qmatrix_stats(p, out double a, out double b, out double c));
-        return (a, b, c);
-      } finally { Release(); }
+      double a = 0, b = 0, c = 0;
+      Call(p => N.woq_qmatrix_stats(p, out a, out b, out c));
+      return (a, b, c);
     }
   }
 }
@@ -282,26 +282,20 @@ public sealed class Writer : WoqHandle {
 
   public void SetMetadata(string key, string value) {
     byte[] k = Interop.Utf8(key, nameof(key)), v = Interop.Utf8(value, nameof(value));
-    IntPtr w = Acquire();
-    try { Interop.Check(N.woq_writer_set_metadata_string(w, k, v)); } finally { Release(); }
+    Call(w => N.woq_writer_set_metadata_string(w, k, v));
   }
 
   public void SetMetadata(string key, long value) {
     byte[] k = Interop.Utf8(key, nameof(key));
-    IntPtr w = Acquire();
-    try { Interop.Check(N.woq_writer_set_metadata_int(w, k, value)); } finally { Release(); }
+    Call(w => N.woq_writer_set_metadata_int(w, k, value));
   }
 
   public void SetMetadata(string key, double value) {
     byte[] k = Interop.Utf8(key, nameof(key));
-    IntPtr w = Acquire();
-    try { Interop.Check(N.woq_writer_set_metadata_float(w, k, value)); } finally { Release(); }
+    Call(w => N.woq_writer_set_metadata_float(w, k, value));
   }
 
-  public void Finish() {
-    IntPtr w = Acquire();
-    try { Interop.Check(N.woq_writer_finish(w)); } finally { Release(); }
-  }
+  public void Finish() => Call(N.woq_writer_finish);
 }
 
 public sealed class TensorInfo {
@@ -325,10 +319,7 @@ public sealed class WoqFile : WoqHandle {
   }
 
   /// <summary>Checks every chunk's checksum and that it decodes.</summary>
-  public void Verify() {
-    IntPtr f = Acquire();
-    try { Interop.Check(N.woq_file_verify(f)); } finally { Release(); }
-  }
+  public void Verify() => Call(N.woq_file_verify);
 
   public TensorInfo[] Tensors {
     get {
