@@ -118,22 +118,22 @@ void Writer::add_tensor(TensorRecord record, const TensorArrays& arrays, const P
   });
   for (int k = 0; k < kSectionKinds; ++k) record.sections[k].clear();
   for (size_t i = 0; i < encoded.size(); ++i) {
-    EncodedChunk& c = encoded[i];
-    c.ref.offset = end_;
-    write_at(end_, c.bytes.data(), c.bytes.size());
-    end_ = align_up(end_ + c.bytes.size());
-    record.sections[i % kinds].push_back(c.ref);
-    std::vector<uint8_t>().swap(c.bytes);
+    record.sections[i % kinds].push_back(append_chunk(encoded[i].ref, encoded[i].bytes));
+    std::vector<uint8_t>().swap(encoded[i].bytes);
   }
   if (record.has_input_scales) {
     EncodedChunk c = encode_chunk(reinterpret_cast<const uint8_t*>(arrays.input_scales), record.cols * 4, zstd_level_);
-    c.ref.offset = end_;
-    write_at(end_, c.bytes.data(), c.bytes.size());
-    end_ = align_up(end_ + c.bytes.size());
-    record.sections[int(SectionKind::InputScales)].push_back(c.ref);
+    record.sections[int(SectionKind::InputScales)].push_back(append_chunk(c.ref, c.bytes));
   }
   names_.insert(record.name);
   records_.push_back(std::move(record));
+}
+
+ChunkRef Writer::append_chunk(ChunkRef ref, const std::vector<uint8_t>& bytes) {
+  ref.offset = end_;
+  write_at(end_, bytes.data(), bytes.size());
+  end_ = align_up(end_ + bytes.size());
+  return ref;
 }
 
 void Writer::set_metadata(const MetadataEntry& entry) {

@@ -40,6 +40,9 @@ class Writer {
 
  private:
   void write_at(uint64_t offset, const void* data, size_t size);
+  // Writes a chunk's stored bytes at the next aligned position; returns ref
+  // with that offset.
+  ChunkRef append_chunk(ChunkRef ref, const std::vector<uint8_t>& bytes);
   void fail_cleanup();
 
   std::string path_;
