@@ -93,12 +93,7 @@ std::vector<float> load_calibration(const Calibration& calib, uint64_t cols, con
 
 std::vector<double> load_weights(const void* weights, DType dtype, uint64_t rows, uint64_t cols) {
   std::vector<double> w(rows * cols);
-  for (uint64_t i = 0; i < w.size(); ++i) {
-    w[i] = load_as_float(weights, dtype, i);
-    if (!std::isfinite(w[i]))
-      fail(Status::InvalidArgument, "weight at row " + std::to_string(i / cols) + ", col " + std::to_string(i % cols) +
-                                        " is not finite");
-  }
+  for (uint64_t i = 0; i < w.size(); ++i) w[i] = load_weight(weights, dtype, i, cols);
   return w;
 }
 

@@ -22,6 +22,14 @@ uint16_t fp16_round_up(double x) {
   return h;
 }
 
+double load_weight(const void* weights, DType dtype, uint64_t i, uint64_t cols) {
+  const double w = load_as_float(weights, dtype, i);
+  if (!std::isfinite(w))
+    fail(Status::InvalidArgument, "weight at row " + std::to_string(i / cols) + ", col " + std::to_string(i % cols) +
+                                      " is not finite");
+  return w;
+}
+
 void check_quant_config(const QuantConfig& config, uint64_t rows, uint64_t cols) {
   if (config.bits < 2 || config.bits > 8)
     fail(Status::InvalidArgument, "bits = " + std::to_string(config.bits) + " is not supported (2..8)");
@@ -181,13 +189,8 @@ QuantizedMatrix quantize_rtn(const void* weights, DType dtype, uint64_t rows, ui
   std::vector<uint8_t> q(cols), trial(m.group_size);
   for (uint64_t n = 0; n < rows; ++n) {
     for (uint64_t j = 0; j < groups; ++j) {
-      for (uint64_t i = 0; i < m.group_size; ++i) {
-        const uint64_t k = j * m.group_size + i;
-        w[i] = load_as_float(weights, dtype, n * cols + k);
-        if (!std::isfinite(w[i]))
-          fail(Status::InvalidArgument, "weight at row " + std::to_string(n) + ", col " + std::to_string(k) +
-                                            " is not finite");
-      }
+      for (uint64_t i = 0; i < m.group_size; ++i)
+        w[i] = load_weight(weights, dtype, n * cols + j * m.group_size + i, cols);
       const GroupRange range = group_range(w.data(), m.group_size);
       uint8_t* codes = q.data() + j * m.group_size;
       Grid best = make_grid(range, 1.0, config);

@@ -57,6 +57,10 @@ inline float dequantize_value(uint8_t q, const Grid& g) { return float(g.s) * fl
 // An empty matrix of the config's shape, ready for codes, scales and zeros.
 QuantizedMatrix make_quantized(uint64_t rows, uint64_t cols, DType dtype, const QuantConfig& config);
 
+// Weight i of a row-major matrix with `cols` columns, widened; throws
+// Error(InvalidArgument) naming its row and column if it is not finite.
+double load_weight(const void* weights, DType dtype, uint64_t i, uint64_t cols);
+
 // Validates the config against a K = cols matrix; throws Error naming the problem.
 void check_quant_config(const QuantConfig& config, uint64_t rows, uint64_t cols);
 
