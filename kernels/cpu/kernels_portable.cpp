@@ -72,9 +72,8 @@ struct S {
 
 namespace woq::kernels {
 
-void packed_matmul_portable(const PackedMatrix& w, const float* x, const float* xsum, uint64_t m, uint64_t bb,
-                            uint64_t be, float* y) {
-  packed_matmul_impl(w, x, xsum, m, bb, be, y);
+void packed_matmul_portable(const PackedMatrix& w, const Activations& a, uint64_t bb, uint64_t be, float* y) {
+  packed_matmul_impl(w, a, bb, be, y);
 }
 
 }  // namespace woq::kernels

@@ -27,6 +27,7 @@ void AlignedArray<T>::allocate(uint64_t n) {
 
 template struct AlignedArray<uint32_t>;
 template struct AlignedArray<float>;
+template struct AlignedArray<int32_t>;
 
 namespace {
 
@@ -124,7 +125,7 @@ const char* isa_name(Isa isa) {
     case Isa::Portable: return "portable";
     case Isa::Avx2: return "avx2";
     case Isa::Avx512: return "avx512";
-    case Isa::Avx512Bf16: return "avx512bf16";
+    case Isa::Avx512Vnni: return "avx512vnni";
   }
   return "unknown";
 }
@@ -132,8 +133,9 @@ const char* isa_name(Isa isa) {
 Isa detect_isa() {
 #if defined(__x86_64__) || defined(__i386__)
   __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl"))
-    return __builtin_cpu_supports("avx512bf16") ? Isa::Avx512Bf16 : Isa::Avx512;
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl")) {
+    return __builtin_cpu_supports("avx512vnni") ? Isa::Avx512Vnni : Isa::Avx512;
+  }
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return Isa::Avx2;
 #endif
   return Isa::Portable;
@@ -145,7 +147,7 @@ PackedMatmulFn packed_matmul_for(Isa isa) {
 #if defined(WOQ_HAVE_X86_KERNELS)
     case Isa::Avx2: return packed_matmul_avx2;
     case Isa::Avx512: return packed_matmul_avx512;
-    case Isa::Avx512Bf16: return packed_matmul_avx512bf16;
+    case Isa::Avx512Vnni: return packed_matmul_avx512vnni;
 #else
     default: return nullptr;
 #endif

@@ -63,25 +63,67 @@ bool packable(const QuantView& w);
 // Canonical (SPEC.md) -> packed. Rows past `rows` in the last block are zero.
 PackedMatrix repack(const QuantView& w);
 
+// Up to this many rows of X use the small-M kernels, which never
+// materialize dequantized weights; beyond it the blocked kernel reuses each
+// dequantized chunk for all rows of X.
+inline constexpr uint64_t kSmallM = 4;
+// Fixed-point activations: round(x * 2^(kFixedPointBits - e)) per value, e
+// per block of inputs, held as kFixedPointDigits signed base-256 digits.
+inline constexpr int kFixedPointDigits = 3;
+inline constexpr int kFixedPointBits = 8 * kFixedPointDigits - 2;  // the top digit stays within -128..127
+// Largest |x| / mean |x| of a block of inputs up to which fixed point is used.
+inline constexpr double kFixedPointPeak = 16.0;
+
 // Ordered: each ISA's machines can run every earlier one.
-enum class Isa { Portable = 0, Avx2 = 1, Avx512 = 2, Avx512Bf16 = 3 };
+enum class Isa { Portable = 0, Avx2 = 1, Avx512 = 2, Avx512Vnni = 3 };
+inline constexpr Isa kAllIsas[] = {Isa::Portable, Isa::Avx2, Isa::Avx512, Isa::Avx512Vnni};
 const char* isa_name(Isa isa);
 // Best ISA this CPU and OS support.
 Isa detect_isa();
 
+// Activations of one call in the forms the kernels read, prepared once per
+// call (prepare_activations) before the blocks are split among threads.
+struct Activations {
+  const float* x = nullptr;  // m x K fp32
+  uint64_t m = 0;
+  std::vector<float> xsum;   // m x groups: the sum of x over each group (for the factored zero-point)
+
+  // What the small-M kernel of the ISA reads besides x (see activations.cpp).
+  enum class Form { Fp32, FixedPoint } form = Form::Fp32;
+  // FixedPoint: per row of X, digit d and code word i, for each phase p
+  // (byte vector the kernel makes of the word: 2 for 4-bit words, the even
+  // and odd inputs, 1 for 8-bit words) one u32 of the digits of the four
+  // inputs that the phase's bytes multiply (kernels_avx512vnni.cpp).
+  AlignedArray<uint32_t> words;
+  int terms = 0;            // fixed-point digits per value
+  uint64_t row_words = 0;   // words per row of X
+  uint64_t term_words = 0;  // words per digit
+  // FixedPoint: inputs sharing one exponent (divides the group size), and
+  // per row of X and such block its scale 2^(e - 30) and, per digit,
+  // -offset * (sum of the digit over the block): the accumulator's start,
+  // which turns the kernel's unsigned codes (q - c + offset) back into q - c.
+  uint64_t block_inputs = 0;
+  AlignedArray<float> block_scale;
+  AlignedArray<int32_t> block_start;
+};
+
+// Fills a.xsum and, for the small-M kernels of `isa`, a.form and its data.
+void prepare_activations(Isa isa, const PackedMatrix& w, Activations& a);
+// The FixedPoint form (finite x), in kernels_avx512vnni.cpp.
+void prepare_fixed_point_avx512vnni(const PackedMatrix& w, Activations& a);
+
 // Y[m][n] (fp32, row-major, ld = w.rows) for the rows of blocks
-// [block_begin, block_end), all m. x is M x K fp32; xsum is M x groups with
-// the sum of x over each group. Adds the bias.
-using PackedMatmulFn = void (*)(const PackedMatrix& w, const float* x, const float* xsum, uint64_t m,
-                                uint64_t block_begin, uint64_t block_end, float* y);
+// [block_begin, block_end), all m. Adds the bias.
+using PackedMatmulFn = void (*)(const PackedMatrix& w, const Activations& a, uint64_t block_begin,
+                                uint64_t block_end, float* y);
 
 // The kernel for an ISA; nullptr when this build lacks it.
 PackedMatmulFn packed_matmul_for(Isa isa);
 
 // Per ISA, defined in kernels_<isa>.cpp.
-void packed_matmul_portable(const PackedMatrix&, const float*, const float*, uint64_t, uint64_t, uint64_t, float*);
-void packed_matmul_avx2(const PackedMatrix&, const float*, const float*, uint64_t, uint64_t, uint64_t, float*);
-void packed_matmul_avx512(const PackedMatrix&, const float*, const float*, uint64_t, uint64_t, uint64_t, float*);
-void packed_matmul_avx512bf16(const PackedMatrix&, const float*, const float*, uint64_t, uint64_t, uint64_t, float*);
+void packed_matmul_portable(const PackedMatrix&, const Activations&, uint64_t, uint64_t, float*);
+void packed_matmul_avx2(const PackedMatrix&, const Activations&, uint64_t, uint64_t, float*);
+void packed_matmul_avx512(const PackedMatrix&, const Activations&, uint64_t, uint64_t, float*);
+void packed_matmul_avx512vnni(const PackedMatrix&, const Activations&, uint64_t, uint64_t, float*);
 
 }  // namespace woq::kernels

@@ -33,10 +33,6 @@ struct Scratch {
 
 // A k-chunk of dequantized weights (16 x kKc floats = 16 KiB) stays in L1.
 constexpr uint64_t kKc = 256;
-// Up to this many rows of X use the zero-point-factored kernel, which never
-// materializes dequantized weights; beyond it the blocked kernel reuses each
-// dequantized chunk for all rows of X.
-constexpr uint64_t kSmallM = 4;
 // GEMV streams codes from DRAM: prefetching 2 KiB ahead of the loads was
 // measured to add 10-16% on top of the hardware prefetcher (docs/CPU_KERNELS.md).
 constexpr uint64_t kPrefetchWords = 16 * 32;
@@ -130,9 +126,11 @@ struct Kernel {
         y[r * w.rows + n0 + i] = tile[r * kBlockRows + i] + (w.bias.empty() ? 0.0f : w.bias[n0 + i]);
   }
 
-  static void run(const PackedMatrix& w, const float* x, const float* xsum, uint64_t M, uint64_t bb, uint64_t be,
-                  float* y) {
+  static void run(const PackedMatrix& w, const Activations& a, uint64_t bb, uint64_t be, float* y) {
     thread_local Scratch scratch;
+    const float* x = a.x;
+    const float* xsum = a.xsum.data();
+    const uint64_t M = a.m;
     const uint64_t K = w.cols, G = w.groups();
     if (M <= kSmallM) {
       alignas(64) float out[4 * kBlockRows];
@@ -162,10 +160,9 @@ struct Kernel {
 
 // What each kernels_<isa>.cpp exports under its own name: the kernel for
 // the matrix's code width.
-void packed_matmul_impl(const PackedMatrix& w, const float* x, const float* xsum, uint64_t m, uint64_t bb,
-                        uint64_t be, float* y) {
-  if (w.code_bits == 4) Kernel<8>::run(w, x, xsum, m, bb, be, y);
-  else Kernel<4>::run(w, x, xsum, m, bb, be, y);
+void packed_matmul_impl(const PackedMatrix& w, const Activations& a, uint64_t bb, uint64_t be, float* y) {
+  if (w.code_bits == 4) Kernel<8>::run(w, a, bb, be, y);
+  else Kernel<4>::run(w, a, bb, be, y);
 }
 
 }  // namespace

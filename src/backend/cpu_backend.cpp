@@ -49,20 +49,20 @@ class CpuBuffer : public BackendBuffer {
 };
 
 // The ISA a CPU context runs: the best the machine has, or WOQ_CPU_ISA
-// (portable, avx2, avx512, avx512bf16) when set, which tests use to cover
+// (portable, avx2, avx512, avx512vnni) when set, which tests use to cover
 // every path.
 kernels::Isa choose_isa() {
   const kernels::Isa best = kernels::detect_isa();
   const char* forced = std::getenv("WOQ_CPU_ISA");
   if (!forced || !*forced) return best;
-  for (kernels::Isa isa : {kernels::Isa::Portable, kernels::Isa::Avx2, kernels::Isa::Avx512, kernels::Isa::Avx512Bf16}) {
+  for (kernels::Isa isa : kernels::kAllIsas) {
     if (std::string(forced) != kernels::isa_name(isa)) continue;
     if (isa > best || !kernels::packed_matmul_for(isa))
       fail(Status::Unsupported, std::string("WOQ_CPU_ISA=") + forced + " is not supported by this CPU or build (best: " +
                                     kernels::isa_name(best) + ")");
     return isa;
   }
-  fail(Status::InvalidArgument, std::string("WOQ_CPU_ISA=") + forced + " is not one of portable, avx2, avx512, avx512bf16");
+  fail(Status::InvalidArgument, std::string("WOQ_CPU_ISA=") + forced + " is not one of portable, avx2, avx512, avx512vnni");
 }
 
 class CpuBackend : public Backend {
@@ -102,7 +102,7 @@ class CpuBackend : public Backend {
       return;
     }
     const kernels::PackedMatrix& w = t.packed;
-    const uint64_t K = w.cols, N = w.rows, G = w.groups();
+    const uint64_t K = w.cols, N = w.rows;
     // Activations in fp32 and their per-group sums (for the factored zero-point).
     std::vector<float> x_copy;
     const float* xf = static_cast<const float*>(x);
@@ -113,13 +113,13 @@ class CpuBackend : public Backend {
         for (uint64_t i = 0; i < m * K; ++i) x_copy[i] *= t.input_scales[i % K];
       xf = x_copy.data();
     }
-    std::vector<float> xsum(m * G);
-    for (uint64_t r = 0; r < m; ++r)
-      for (uint64_t j = 0; j < G; ++j) {
-        double s = 0;  // the correction term multiplies this sum: keep it accurate
-        for (uint64_t k = j * w.group_size; k < (j + 1) * w.group_size; ++k) s += xf[r * K + k];
-        xsum[r * G + j] = float(s);
-      }
+    // Per-group sums and the small-M kernels' forms of X, once per call; each
+    // calling thread keeps its own buffers.
+    thread_local kernels::Activations this_threads;
+    kernels::Activations& acts = this_threads;  // the pool's workers read the caller's, not their own
+    acts.x = xf;
+    acts.m = m;
+    kernels::prepare_activations(isa_, w, acts);
     std::vector<float> y_copy;
     float* yf = static_cast<float*>(y);
     if (y_dtype != DType::F32) {
@@ -131,7 +131,7 @@ class CpuBackend : public Backend {
     const uint64_t per_task = (w.blocks + tasks - 1) / tasks;
     pool_.parallel_for((w.blocks + per_task - 1) / per_task, [&](size_t i) {
       const uint64_t bb = i * per_task, be = std::min(w.blocks, bb + per_task);
-      kernel_(w, xf, xsum.data(), m, bb, be, yf);
+      kernel_(w, acts, bb, be, yf);
     });
     if (y_dtype != DType::F32)
       for (uint64_t i = 0; i < m * N; ++i) store_as(y, y_dtype, i, y_copy[i]);

@@ -2,10 +2,13 @@
 // (working set far beyond the 32 MiB L3), against the DRAM read bandwidth and
 // OpenBLAS fp32 sgemv / sgemm measured in the same run.
 //
-//   woq_cpu_bench [--quick] [--bits 4|8] [--group 128] [--m M]... [--threads T] [--bf16]
+//   woq_cpu_bench [--quick] [--resident] [--bits 4|8] [--group 128] [--m M]... [--threads T] [--bf16|--fp16]
 //
-// --bf16 passes bf16 activations to woq (OpenBLAS gets the same values in
-// fp32).
+// --bf16 / --fp16 pass 16-bit activations to woq (OpenBLAS gets the same
+// values in fp32). --resident runs one 4096x4096 matrix (8.4 MiB at 4 bits)
+// over and over, so that its weights stay in L3: the kernels' own speed,
+// not DRAM's (not a DRAM benchmark: its GB/s are not comparable with the
+// read bandwidth).
 //
 // Shapes (N outputs x K inputs): Llama-7B block q,k,v,o 4096x4096,
 // gate/up 11008x4096, down 4096x11008, plus Llama-3-8B up 14336x4096.
@@ -94,6 +97,8 @@ struct Args {
   std::vector<uint64_t> ms;  // empty: the default list
   std::vector<int> threads = {1, 2};
   bool bf16_x = false;  // activations in bf16 instead of fp32
+  bool fp16_x = false;  // activations in fp16 instead of fp32
+  bool resident = false;
 };
 
 // Best-of-reps time of `pass`, after one warm-up pass.
@@ -124,8 +129,12 @@ int main(int argc, char** argv) {
     else if (s == "--m" && i + 1 < argc) a.ms.push_back(uint64_t(std::atoll(argv[++i])));
     else if (s == "--threads" && i + 1 < argc) a.threads = {std::atoi(argv[++i])};
     else if (s == "--bf16") a.bf16_x = true;
+    else if (s == "--fp16") a.fp16_x = true;
+    else if (s == "--resident") a.resident = true;
     else {
-      std::fprintf(stderr, "usage: woq_cpu_bench [--quick] [--bits B] [--group G] [--m M]... [--threads T] [--bf16]\n");
+      std::fprintf(stderr,
+                   "usage: woq_cpu_bench [--quick] [--resident] [--bits B] [--group G] [--m M]... [--threads T] "
+                   "[--bf16|--fp16]\n");
       return 2;
     }
   }
@@ -139,9 +148,13 @@ int main(int argc, char** argv) {
     block = {0, 1};
     ms = {1, 16};
   }
+  if (a.resident) {
+    distinct = {{"4096x4096", 4096, 4096}};
+    block = {0};
+  }
   if (!a.ms.empty()) ms = a.ms;
   std::printf("woq CPU benchmark: %u-bit, group %u, %s activations, libwoq %s, %u hardware threads\n", a.bits,
-              a.group, a.bf16_x ? "bf16" : "fp32", woq_version_string(), std::thread::hardware_concurrency());
+              a.group, a.bf16_x ? "bf16" : a.fp16_x ? "fp16" : "fp32", woq_version_string(), std::thread::hardware_concurrency());
 
   // Quantize one matrix per distinct shape; every block entry gets its own copy.
   std::mt19937 rng(7);
@@ -183,8 +196,14 @@ int main(int argc, char** argv) {
     std::mt19937 xrng{uint32_t(m)};
     x.resize(m * kmax);
     for (float& v : x) v = dist(xrng) * 50;
-    xb.assign(a.bf16_x ? x.size() : 0, 0);
+    xb.assign(a.bf16_x || a.fp16_x ? x.size() : 0, 0);
     for (size_t i = 0; i < xb.size(); ++i) {
+      if (a.fp16_x) {
+        const _Float16 h = _Float16(x[i]);
+        std::memcpy(&xb[i], &h, 2);
+        x[i] = float(h);
+        continue;
+      }
       uint32_t u;
       std::memcpy(&u, &x[i], 4);
       xb[i] = uint16_t((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
@@ -233,8 +252,8 @@ int main(int argc, char** argv) {
       std::vector<float> x, y(m * nmax);
       std::vector<uint16_t> xb;
       make_x(m, x, xb);
-      const void* x_woq = a.bf16_x ? static_cast<const void*>(xb.data()) : x.data();
-      const woq_dtype x_type = a.bf16_x ? WOQ_DTYPE_BF16 : WOQ_DTYPE_F32;
+      const void* x_woq = xb.empty() ? static_cast<const void*>(x.data()) : xb.data();
+      const woq_dtype x_type = a.bf16_x ? WOQ_DTYPE_BF16 : a.fp16_x ? WOQ_DTYPE_F16 : WOQ_DTYPE_F32;
       woq_time[ti][mi] = time_pass(
           [&] {
             for (size_t i = 0; i < block.size(); ++i)

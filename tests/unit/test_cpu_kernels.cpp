@@ -6,7 +6,9 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <cmath>
 #include <cstring>
+#include <limits>
 #include <string>
 
 #include "kernels/cpu/numeric.h"
@@ -18,8 +20,7 @@ namespace {
 std::vector<std::string> supported_isas() {
   std::vector<std::string> out;
   const auto best = woq::kernels::detect_isa();
-  for (auto isa : {woq::kernels::Isa::Portable, woq::kernels::Isa::Avx2, woq::kernels::Isa::Avx512,
-                   woq::kernels::Isa::Avx512Bf16})
+  for (auto isa : woq::kernels::kAllIsas)
     if (isa <= best && woq::kernels::packed_matmul_for(isa)) out.push_back(woq::kernels::isa_name(isa));
   return out;
 }
@@ -96,8 +97,8 @@ TEST_P(CpuKernels, MatchFloat64AcrossShapesAndBatchSizes) {
       const double err = woq::test::rel_error(y, woq::test::matmul_f64(x, w_ref, bias.data(), m, sh.n, sh.k));
       EXPECT_LT(err, 5e-6) << "m=" << m;
     }
-    // 16-bit activations with fp32 output, at GEMV sizes (where the
-    // avx512bf16 kernel splits them into exact bf16 terms) and beyond.
+    // 16-bit activations with fp32 output, at GEMV sizes (the fixed-point
+    // kernels of avx512vnni) and beyond.
     for (woq_dtype xt : {WOQ_DTYPE_BF16, WOQ_DTYPE_F16})
       for (uint64_t m : {1, 3, 4, 7}) {
         std::vector<float> xs = woq::test::random_activations(m * sh.k, uint32_t(m + 40)), xe(m * sh.k);
@@ -166,4 +167,116 @@ TEST(CpuKernels, UnknownOrUnsupportedIsaIsRefused) {
   EXPECT_NE(std::string(woq_last_error()).find("sse9"), std::string::npos);
   unsetenv("WOQ_CPU_ISA");
   EXPECT_EQ(ctx, nullptr);
+}
+
+namespace {
+
+// The form prepare_activations gives x for a K-wide matrix of `bits`-bit
+// codes and `group` inputs per group on avx512vnni.
+woq::kernels::Activations::Form prepared_form(const std::vector<float>& x, uint64_t m, uint64_t k, uint32_t bits,
+                                              uint32_t group) {
+  woq::kernels::PackedMatrix p;
+  p.cols = k;
+  p.group_size = group;
+  p.code_bits = bits;
+  woq::kernels::Activations a;
+  a.x = x.data();
+  a.m = m;
+  woq::kernels::prepare_activations(woq::kernels::Isa::Avx512Vnni, p, a);
+  return a.form;
+}
+
+struct Quantized {
+  std::vector<float> w_hat;
+  woq_tensor* tensor = nullptr;
+};
+
+Quantized quantize_into(woq_context* ctx, uint64_t n, uint64_t k, uint32_t bits, uint32_t group, uint32_t seed) {
+  std::vector<float> w = woq::test::random_weights(n, k, seed);
+  woq_quant_options qo;
+  woq_quant_options_init(&qo);
+  qo.bits = bits;
+  qo.group_size = group;
+  woq_qmatrix* q = nullptr;
+  Quantized out;
+  EXPECT_EQ(woq_quantize(w.data(), WOQ_DTYPE_F32, n, k, &qo, &q), WOQ_OK) << woq_last_error();
+  EXPECT_EQ(woq_tensor_from_qmatrix(ctx, q, nullptr, &out.tensor), WOQ_OK) << woq_last_error();
+  out.w_hat.resize(n * k);
+  EXPECT_EQ(woq_dequantize(ctx, out.tensor, out.w_hat.data(), WOQ_DTYPE_F32, out.w_hat.size() * 4), WOQ_OK);
+  woq_qmatrix_destroy(q);
+  return out;
+}
+
+bool has_isa(const char* name) {
+  const auto isas = supported_isas();
+  return std::find(isas.begin(), isas.end(), name) != isas.end();
+}
+
+}  // namespace
+
+TEST(CpuKernels, FixedPointActivationsScaleExactlyAndMatchFloat64) {
+  if (!has_isa("avx512vnni")) GTEST_SKIP() << "this CPU has no AVX-512 VNNI";
+  woq_context* ctx = context_for("avx512vnni", 2);
+  const uint64_t n = 45, k = 1024;
+  for (uint32_t bits : {4u, 8u, 3u})
+    for (uint32_t group : {32u, 128u, 0u}) {
+      SCOPED_TRACE("bits " + std::to_string(bits) + " group " + std::to_string(group));
+      Quantized q = quantize_into(ctx, n, k, bits, group, bits * 100 + group);
+      for (uint64_t m : {1, 2, 3, 4}) {
+        std::vector<float> x = woq::test::random_activations(m * k, uint32_t(m));
+        // Blocks of very different magnitudes (each block gets its own exponent).
+        for (uint64_t i = 0; i < x.size(); ++i) x[i] = std::ldexp(x[i], int((i / 32) % 5) * 9 - 18);
+        ASSERT_EQ(prepared_form(x, m, k, bits == 4 ? 4 : 8, group ? group : uint32_t(k)),
+                  woq::kernels::Activations::Form::FixedPoint);
+        std::vector<float> y(m * n, std::nanf(""));
+        ASSERT_EQ(woq_matmul(ctx, q.tensor, x.data(), WOQ_DTYPE_F32, m, y.data(), WOQ_DTYPE_F32), WOQ_OK);
+        EXPECT_LT(woq::test::rel_error(y, woq::test::matmul_f64(x, q.w_hat, nullptr, m, n, k)), 5e-6) << "m=" << m;
+        // Scaling X by a power of two scales Y exactly, far into both ends of
+        // the fp32 range: the digits are the same, only the exponent moves.
+        for (int shift : {-100, 90}) {
+          std::vector<float> xs(x.size()), ys(y.size(), std::nanf(""));
+          for (uint64_t i = 0; i < x.size(); ++i) xs[i] = std::ldexp(x[i], shift);
+          ASSERT_EQ(woq_matmul(ctx, q.tensor, xs.data(), WOQ_DTYPE_F32, m, ys.data(), WOQ_DTYPE_F32), WOQ_OK);
+          for (uint64_t i = 0; i < y.size(); ++i) ASSERT_EQ(ys[i], std::ldexp(y[i], shift)) << "shift " << shift;
+        }
+      }
+      woq_tensor_destroy(q.tensor);
+    }
+  woq_context_destroy(ctx);
+}
+
+TEST(CpuKernels, PeakyOrNonFiniteActivationsRunTheFp32Kernel) {
+  if (!has_isa("avx512vnni")) GTEST_SKIP() << "this CPU has no AVX-512 VNNI";
+  woq_context* ctx = context_for("avx512vnni", 1);
+  const uint64_t n = 40, k = 512;
+  Quantized q = quantize_into(ctx, n, k, 4, 128, 5);
+  std::vector<float> x = woq::test::random_activations(k, 9);
+  ASSERT_EQ(prepared_form(x, 1, k, 4, 128), woq::kernels::Activations::Form::FixedPoint);
+  // One value 1e4 times the others (as in LLMs' massive activations): in
+  // fixed point the block's other values would keep about 10 bits.
+  x[300] = 1e4f;
+  ASSERT_EQ(prepared_form(x, 1, k, 4, 128), woq::kernels::Activations::Form::Fp32);
+  std::vector<float> y(n, std::nanf(""));
+  ASSERT_EQ(woq_matmul(ctx, q.tensor, x.data(), WOQ_DTYPE_F32, 1, y.data(), WOQ_DTYPE_F32), WOQ_OK);
+  EXPECT_LT(woq::test::rel_error(y, woq::test::matmul_f64(x, q.w_hat, nullptr, 1, n, k)), 5e-6);
+  // The same result with that input's weights zeroed leaves only the small
+  // values: still accurate, relative to the much smaller result.
+  for (uint64_t r = 0; r < n; ++r) q.w_hat[r * k + 300] = 0.0f;
+  std::vector<float> x_without = x;
+  x_without[300] = 0.0f;
+  const std::vector<double> y_rest = woq::test::matmul_f64(x_without, q.w_hat, nullptr, 1, n, k);
+  std::vector<float> y_rest_kernel(n, std::nanf(""));
+  ASSERT_EQ(woq_matmul(ctx, q.tensor, x_without.data(), WOQ_DTYPE_F32, 1, y_rest_kernel.data(), WOQ_DTYPE_F32), WOQ_OK);
+  EXPECT_LT(woq::test::rel_error(y_rest_kernel, y_rest), 5e-6);
+  // Infinity and NaN propagate as in IEEE arithmetic instead of turning into digits.
+  for (float bad : {std::numeric_limits<float>::infinity(), std::nanf("")}) {
+    x = woq::test::random_activations(k, 9);
+    x[7] = bad;
+    ASSERT_EQ(prepared_form(x, 1, k, 4, 128), woq::kernels::Activations::Form::Fp32);
+    std::fill(y.begin(), y.end(), 0.0f);
+    ASSERT_EQ(woq_matmul(ctx, q.tensor, x.data(), WOQ_DTYPE_F32, 1, y.data(), WOQ_DTYPE_F32), WOQ_OK);
+    for (float v : y) EXPECT_FALSE(std::isfinite(v));
+  }
+  woq_tensor_destroy(q.tensor);
+  woq_context_destroy(ctx);
 }

@@ -1,0 +1,199 @@
+// AVX-512 + VNNI: small-M (GEMV) kernels on vpdpbusd, which multiplies 64
+// unsigned bytes by 64 signed bytes and adds them in groups of four into 16
+// int32 lanes: 64 multiply-adds per instruction where vfmadd231ps does 16.
+//
+// The codes are the unsigned bytes: a 4-bit word (8 nibbles of one row) gives
+// two byte vectors, the even and the odd inputs, with one shift and two
+// vpternlogd; an 8-bit word is one vpxord away. The activations are the
+// signed bytes: fixed-point digits of the values (prepare_fixed_point_...
+// below), so one value costs three vpdpbusd per 64 weights where fp32 costs
+// four FMAs per 16 plus the decoding. Every product and sum inside a block of
+// inputs is exact in int32; per block the digit sums are converted and
+// combined in fp32.
+// Larger M and non-finite activations use the fp32 kernels (compiled here too).
+// An earlier kernel on vdpbf16ps (AVX512-BF16, bf16 terms of the activations)
+// was measured slower and removed (docs/CPU_KERNELS.md).
+#include <algorithm>
+#include <cmath>
+
+#include "kernels/cpu/simd_avx512.h"
+
+#include "kernels/cpu/packed_kernels.inl"
+
+namespace woq::kernels {
+namespace {
+
+// Unsigned code bytes of phase P of a packed word: for 4-bit words the
+// nibbles of the even (P = 0) or odd (P = 1) inputs with the centring undone
+// (bit 3 flipped: q - 8 -> q), for 8-bit words every byte with bit 7 flipped.
+template <int CPW, int P>
+__m512i code_bytes(__m512i d) {
+  if constexpr (CPW == 4) {
+    return _mm512_xor_si512(d, _mm512_set1_epi32(int(0x80808080u)));
+  } else {
+    const __m512i flip = _mm512_set1_epi32(0x08080808), low = _mm512_set1_epi32(0x0f0f0f0f);
+    const __m512i v = P == 0 ? d : _mm512_srli_epi32(d, 4);
+    return _mm512_ternarylogic_epi32(v, flip, low, 0x28);  // (v ^ flip) & low
+  }
+}
+
+template <int MC, int CPW>
+void fixed_point_small_m(const PackedMatrix& w, const Activations& a, uint64_t m0, uint64_t b, float* out) {
+  constexpr int D = kFixedPointDigits;
+  constexpr int P = CPW / 4;             // byte vectors (phases) per code word
+  constexpr int C = MC >= 4 ? 1 : P;     // independent chains per digit and row
+  const uint64_t G = w.groups(), g = w.group_size, B = a.block_inputs, K = w.cols;
+  const uint64_t blocks = K / B, words_per_block = B / CPW;
+  const uint32_t* codes = w.codes.get() + b * w.words_per_block;
+  const float* sc = w.scales.get() + b * G * kBlockRows;
+  const float* sz = w.scaled_zeros.get() + b * G * kBlockRows;
+  const uint32_t* digits = a.words.get() + m0 * a.row_words;
+  const float* block_scale = a.block_scale.get() + m0 * blocks;
+  const int32_t* block_start = a.block_start.get() + m0 * blocks * D;
+  const float* xsum = a.xsum.data() + m0 * G;
+  __m512 total[MC];
+  for (int r = 0; r < MC; ++r) total[r] = _mm512_setzero_ps();
+  uint64_t xb = 0;  // block of inputs
+  for (uint64_t j = 0; j < G; ++j) {
+    const __m512 s = _mm512_load_ps(sc + j * kBlockRows), s_z = _mm512_load_ps(sz + j * kBlockRows);
+    for (const uint64_t end = (j + 1) * g / B; xb < end; ++xb) {
+      __m512i acc[MC][D][C];
+      for (int r = 0; r < MC; ++r)
+        for (int d = 0; d < D; ++d) {
+          acc[r][d][0] = _mm512_set1_epi32(block_start[(uint64_t(r) * blocks + xb) * D + d]);
+          for (int c = 1; c < C; ++c) acc[r][d][c] = _mm512_setzero_si512();
+        }
+      const uint32_t* dg = digits + xb * words_per_block * P;
+      for (uint64_t i = 0; i < words_per_block; ++i, codes += kBlockRows, dg += P) {
+        __builtin_prefetch(codes + kPrefetchWords);
+        const __m512i word = _mm512_load_si512(codes);
+        unrolled(
+            [&](auto pc) {
+              constexpr int p = decltype(pc)::value;
+              const __m512i u = code_bytes<CPW, p>(word);
+              for (int r = 0; r < MC; ++r)
+                for (int d = 0; d < D; ++d)
+                  acc[r][d][p % C] = _mm512_dpbusd_epi32(acc[r][d][p % C], u,
+                                                         _mm512_set1_epi32(int(dg[r * a.row_words + d * a.term_words + p])));
+            },
+            std::make_integer_sequence<int, P>{});
+      }
+      for (int r = 0; r < MC; ++r) {
+        __m512i sum[D];
+        for (int d = 0; d < D; ++d) {
+          sum[d] = acc[r][d][0];
+          for (int c = 1; c < C; ++c) sum[d] = _mm512_add_epi32(sum[d], acc[r][d][c]);
+        }
+        // sum_d 256^d * sum[d], highest digit first; each sum[d] is exact.
+        const __m512 base = _mm512_set1_ps(256.0f);
+        __m512 v = _mm512_cvtepi32_ps(sum[D - 1]);
+        for (int d = D - 2; d >= 0; --d) v = _mm512_fmadd_ps(v, base, _mm512_cvtepi32_ps(sum[d]));
+        v = _mm512_mul_ps(v, _mm512_set1_ps(block_scale[uint64_t(r) * blocks + xb]));
+        total[r] = _mm512_fmadd_ps(s, v, total[r]);
+      }
+    }
+    for (int r = 0; r < MC; ++r) total[r] = _mm512_fnmadd_ps(s_z, _mm512_set1_ps(xsum[uint64_t(r) * G + j]), total[r]);
+  }
+  for (int r = 0; r < MC; ++r) _mm512_store_ps(out + r * kBlockRows, total[r]);
+}
+
+template <int CPW>
+void fixed_point_run(const PackedMatrix& w, const Activations& a, uint64_t bb, uint64_t be, float* y) {
+  alignas(64) float out[kSmallM * kBlockRows];
+  for (uint64_t b = bb; b < be; ++b)
+    for (uint64_t m0 = 0; m0 < a.m;) {
+      const uint64_t left = a.m - m0;
+      uint64_t mc;
+      if (left >= 4) fixed_point_small_m<4, CPW>(w, a, m0, b, out), mc = 4;
+      else if (left >= 2) fixed_point_small_m<2, CPW>(w, a, m0, b, out), mc = 2;
+      else fixed_point_small_m<1, CPW>(w, a, m0, b, out), mc = 1;
+      Kernel<CPW>::store_rows(w, out, mc, b, y + m0 * w.rows);
+      m0 += mc;
+    }
+}
+
+}  // namespace
+
+// Per row of X and block of B inputs (B a power of two dividing the group
+// size), with e such that every |x| in the block is below 2^e:
+//   v = round(x * 2^(kFixedPointBits - e)) = d0 + 256 d1 + 65536 d2,
+// each digit in -128..127 (the top one within -65..65). Scaling by a power
+// of two is exact and the conversion rounds to nearest, so the only error
+// is that rounding: at most 2^-22 of the block's largest |x| per value (fp32
+// rounds that largest value itself to 2^-24 of it). Blocks whose largest |x|
+// exceeds kFixedPointPeak times their mean |x| send the call to the fp32
+// kernels, so that this is also at most 2^-18 of the block's mean |x|
+// (docs/CPU_KERNELS.md).
+void prepare_fixed_point_avx512vnni(const PackedMatrix& w, Activations& a) {
+  constexpr int D = kFixedPointDigits;
+  const uint64_t K = w.cols, cpw = w.codes_per_word();
+  uint64_t B = 128;
+  while (w.group_size % B) B /= 2;  // stops at >= cpw, which divides the group size
+  const uint64_t blocks = K / B;
+  // The kernel reads c' = (q - c) + offset: start each accumulator at
+  // -offset * (sum of the digit) to leave sum (q - c) * digit.
+  const int32_t offset = int32_t(1u << (w.code_bits - 1));
+  a.form = Activations::Form::FixedPoint;
+  a.terms = D;
+  a.block_inputs = B;
+  a.term_words = K / 4;
+  a.row_words = D * a.term_words;
+  if (a.words.size < a.m * a.row_words) a.words.allocate(a.m * a.row_words);
+  if (a.block_scale.size < a.m * blocks) a.block_scale.allocate(a.m * blocks);
+  if (a.block_start.size < a.m * blocks * D) a.block_start.allocate(a.m * blocks * D);
+  // Byte order of 16 inputs (two 4-bit words): per word the even inputs'
+  // phase, then the odd inputs'. 8-bit words keep their order.
+  const __m128i order = cpw == 8 ? _mm_setr_epi8(0, 2, 4, 6, 1, 3, 5, 7, 8, 10, 12, 14, 9, 11, 13, 15)
+                                 : _mm_setr_epi8(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  const __m512 magnitude = _mm512_castsi512_ps(_mm512_set1_epi32(0x7fffffff));
+  for (uint64_t r = 0; r < a.m; ++r)
+    for (uint64_t b = 0; b < blocks; ++b) {
+      const float* xb = a.x + r * K + b * B;
+      auto lanes = [&](uint64_t i) { return __mmask16(B - i >= 16 ? 0xffff : (1u << (B - i)) - 1); };
+      __m512 largest = _mm512_setzero_ps(), total = _mm512_setzero_ps();
+      for (uint64_t i = 0; i < B; i += 16) {
+        const __m512 v = _mm512_and_ps(_mm512_maskz_loadu_ps(lanes(i), xb + i), magnitude);
+        largest = _mm512_max_ps(largest, v);
+        total = _mm512_add_ps(total, v);
+      }
+      const float top = _mm512_reduce_max_ps(largest);
+      // A block dominated by a few large values would leave the others few
+      // significant bits: such calls run the fp32 kernels instead.
+      if (double(top) * double(B) > kFixedPointPeak * double(_mm512_reduce_add_ps(total))) {
+        a.form = Activations::Form::Fp32;
+        return;
+      }
+      int e = 0;
+      if (top > 0.0f) std::frexp(top, &e);  // top < 2^e
+      a.block_scale.get()[r * blocks + b] = top > 0.0f ? std::ldexp(1.0f, e - kFixedPointBits) : 0.0f;
+      // 2^(kFixedPointBits - e) as two normal floats (it reaches 2^171 for
+      // subnormal blocks); both products are exact.
+      const int up = kFixedPointBits - e, first = std::min(up, 127);
+      const __m512 scale1 = _mm512_set1_ps(std::ldexp(1.0f, first)), scale2 = _mm512_set1_ps(std::ldexp(1.0f, up - first));
+      __m512i digit_sum[D];
+      for (int d = 0; d < D; ++d) digit_sum[d] = _mm512_setzero_si512();
+      for (uint64_t i = 0; i < B; i += 16) {
+        const __mmask16 m = lanes(i);
+        __m512i v = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(m, xb + i), scale1), scale2));
+        uint8_t* dst = reinterpret_cast<uint8_t*>(a.words.get() + r * a.row_words) + b * B + i;
+        for (int d = 0; d < D; ++d) {
+          // Balanced base-256 digits: the low byte sign-extended, the rest carried.
+          const __m512i digit = d + 1 < D ? _mm512_srai_epi32(_mm512_slli_epi32(v, 24), 24) : v;
+          v = _mm512_srai_epi32(_mm512_sub_epi32(v, digit), 8);
+          digit_sum[d] = _mm512_add_epi32(digit_sum[d], digit);
+          const __m128i bytes = _mm_shuffle_epi8(_mm512_cvtepi32_epi8(digit), order);
+          _mm_mask_storeu_epi8(dst + uint64_t(d) * a.term_words * 4, m, bytes);
+        }
+      }
+      for (int d = 0; d < D; ++d)
+        a.block_start.get()[(r * blocks + b) * D + uint64_t(d)] = -offset * _mm512_reduce_add_epi32(digit_sum[d]);
+    }
+}
+
+void packed_matmul_avx512vnni(const PackedMatrix& w, const Activations& a, uint64_t bb, uint64_t be, float* y) {
+  if (a.form != Activations::Form::FixedPoint) return packed_matmul_impl(w, a, bb, be, y);
+  if (w.code_bits == 4) fixed_point_run<8>(w, a, bb, be, y);
+  else fixed_point_run<4>(w, a, bb, be, y);
+}
+
+}  // namespace woq::kernels
