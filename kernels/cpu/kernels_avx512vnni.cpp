@@ -45,8 +45,8 @@ void fixed_point_small_m(const PackedMatrix& w, const Activations& a, uint64_t m
   const uint64_t G = w.groups(), g = w.group_size, B = a.block_inputs, K = w.cols;
   const uint64_t blocks = K / B, words_per_block = B / CPW;
   const uint32_t* codes = w.codes.get() + b * w.words_per_block;
-  const float* sc = w.scales.get() + b * G * kBlockRows;
-  const float* sz = w.scaled_zeros.get() + b * G * kBlockRows;
+  const uint16_t* sc = w.scales.get() + b * G * kBlockRows;
+  const int8_t* zo = w.zero_offsets.get() + b * G * kBlockRows;
   const uint32_t* digits = a.words.get() + m0 * a.row_words;
   const float* block_scale = a.block_scale.get() + m0 * blocks;
   const int32_t* block_start = a.block_start.get() + m0 * blocks * D;
@@ -55,7 +55,7 @@ void fixed_point_small_m(const PackedMatrix& w, const Activations& a, uint64_t m
   for (int r = 0; r < MC; ++r) total[r] = _mm512_setzero_ps();
   uint64_t xb = 0;  // block of inputs
   for (uint64_t j = 0; j < G; ++j) {
-    const __m512 s = _mm512_load_ps(sc + j * kBlockRows), s_z = _mm512_load_ps(sz + j * kBlockRows);
+    const __m512 s = S::load_half(sc + j * kBlockRows), s_z = _mm512_mul_ps(s, S::load_i8(zo + j * kBlockRows));
     for (const uint64_t end = (j + 1) * g / B; xb < end; ++xb) {
       __m512i acc[MC][D][C];
       for (int r = 0; r < MC; ++r)

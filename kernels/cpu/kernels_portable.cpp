@@ -1,5 +1,6 @@
 // Packed kernels in plain C++: the path for CPUs without AVX2 (and a third
 // implementation of the same algorithm that the tests compare).
+#include "kernels/cpu/numeric.h"
 #include "kernels/cpu/packed.h"
 
 namespace woq::kernels {
@@ -21,6 +22,16 @@ struct S {
   static void store(float* p, const F& a) {
     for (int i = 0; i < 16; ++i) p[i] = a.v[i];
   }
+  static F load_half(const uint16_t* p) {
+    F r;
+    for (int i = 0; i < 16; ++i) r.v[i] = half_to_float(p[i]);
+    return r;
+  }
+  static F load_i8(const int8_t* p) {
+    F r;
+    for (int i = 0; i < 16; ++i) r.v[i] = float(p[i]);
+    return r;
+  }
   static F set1(float x) {
     F r;
     for (float& v : r.v) v = x;
@@ -39,6 +50,11 @@ struct S {
   static F fms(const F& a, const F& b, const F& c) {
     F r;
     for (int i = 0; i < 16; ++i) r.v[i] = a.v[i] * b.v[i] - c.v[i];  // exact here: s*q and s*z are exact
+    return r;
+  }
+  static F mul(const F& a, const F& b) {
+    F r;
+    for (int i = 0; i < 16; ++i) r.v[i] = a.v[i] * b.v[i];
     return r;
   }
   static F add(const F& a, const F& b) {

@@ -28,6 +28,8 @@ void AlignedArray<T>::allocate(uint64_t n) {
 template struct AlignedArray<uint32_t>;
 template struct AlignedArray<float>;
 template struct AlignedArray<int32_t>;
+template struct AlignedArray<uint16_t>;
+template struct AlignedArray<int8_t>;
 
 namespace {
 
@@ -67,7 +69,7 @@ PackedMatrix repack(const QuantView& w) {
   const uint64_t groups = p.groups();
   p.codes.allocate(p.blocks * p.words_per_block);
   p.scales.allocate(p.blocks * groups * kBlockRows);
-  p.scaled_zeros.allocate(p.blocks * groups * kBlockRows);
+  p.zero_offsets.allocate(p.blocks * groups * kBlockRows);
   if (w.bias) p.bias.assign(w.bias, w.bias + w.rows);
   // Block by block, writing each block's words in order (a row-at-a-time
   // loop would store with a 64-byte stride and run several times slower).
@@ -99,10 +101,9 @@ PackedMatrix repack(const QuantView& w) {
       // A group whose codes all equal its zero-point is all zeros; give it
       // scale 0 so that the factored sum adds exactly nothing instead of two
       // large cancelling terms (an all-zero group has s = 1, z = 0).
-      const float s = all_at_zero_point(w, n, j) ? 0.0f : half_to_float(w.scales[n * groups + j]);
       const uint64_t at = (block * groups + j) * kBlockRows + lane;
-      p.scales.get()[at] = s;
-      p.scaled_zeros.get()[at] = s * float(int(w.zeros[n * groups + j]) - int(p.center));  // exact: 11 x 8 bits
+      p.scales.get()[at] = all_at_zero_point(w, n, j) ? uint16_t(0) : w.scales[n * groups + j];
+      p.zero_offsets.get()[at] = int8_t(int(w.zeros[n * groups + j]) - int(p.center));  // within -c..c-1
     }
   }
   return p;
@@ -116,7 +117,8 @@ void packed_dequantize_row(const PackedMatrix& w, uint64_t n, float* out) {
     const uint32_t word = codes[(k / cpw) * kBlockRows];
     const int32_t centred = int32_t(word << (32 - w.code_bits * (k % cpw + 1))) >> (32 - w.code_bits);
     const uint64_t at = (block * groups + k / w.group_size) * kBlockRows + lane;
-    out[k] = w.scales.get()[at] * float(centred) - w.scaled_zeros.get()[at];  // both products exact
+    const float s = half_to_float(w.scales.get()[at]);
+    out[k] = s * float(centred) - s * float(w.zero_offsets.get()[at]);  // both products exact
   }
 }
 

@@ -6,9 +6,10 @@
 // (nibble or byte t = input k + t). A kernel thus loads one 64-byte vector
 // and gets the next 8 (4-bit) or 4 (8-bit) inputs of all 16 rows.
 // Codes are stored centred, as the two's complement field q - c with
-// c = 2^(bits-1), and scales are expanded to fp32 per (block, group, row)
-// with s*(z - c) beside them, so the zero-point factors out of the dot
-// product without large cancelling terms:
+// c = 2^(bits-1), and per (block, group, row) the fp16 scale s and the
+// int8 z - c are stored (as compact as the canonical layout: the GEMV
+// streams them from DRAM with the codes), so that the zero-point factors out
+// of the dot product without large cancelling terms:
 //     sum_k s (q - z) x = s * sum_k (q - c) x - s (z - c) * sum_k x   (per group)
 // (exactly zero correction for symmetric tensors). Bit widths other than 4
 // and 8 are widened to 8-bit fields at repack.
@@ -45,12 +46,12 @@ struct PackedMatrix {
   uint64_t blocks = 0;      // ceil(rows / 16)
   uint64_t words_per_block = 0;
   AlignedArray<uint32_t> codes;        // blocks x words_per_block
-  AlignedArray<float> scales;          // blocks x groups x 16
-  AlignedArray<float> scaled_zeros;    // blocks x groups x 16: s * (z - c)
+  AlignedArray<uint16_t> scales;       // blocks x groups x 16: fp16 s (0 for an all-zero group)
+  AlignedArray<int8_t> zero_offsets;   // blocks x groups x 16: z - c
   std::vector<float> bias;             // empty or rows
   uint64_t groups() const { return cols / group_size; }
   uint64_t codes_per_word() const { return 32 / code_bits; }
-  uint64_t bytes() const { return (codes.size + scales.size + scaled_zeros.size) * 4 + bias.size() * 4; }
+  uint64_t bytes() const { return codes.size * 4 + scales.size * 2 + zero_offsets.size + bias.size() * 4; }
 };
 
 // Row n of W_hat = s * (q - z), exactly as the canonical reference computes it.

@@ -3,8 +3,10 @@
 // their instruction set and include this file. See packed.h for the layout.
 //
 // S provides: F (16 floats), I (16 u32), zero(), load(p) (64-byte aligned),
-// set1(v), fma(a,b,c) = a*b+c, fnma(a,b,c) = c-a*b, fms(a,b,c) = a*b-c,
-// add(a,b), loadi(p), store(p,v), and the signed fields as floats:
+// load_half(p) (16 fp16, 32-byte aligned), load_i8(p) (16 int8, 16-byte
+// aligned), set1(v), fma(a,b,c) = a*b+c, fnma(a,b,c) = c-a*b,
+// fms(a,b,c) = a*b-c, add(a,b), mul(a,b), loadi(p), store(p,v), and the
+// signed fields as floats:
 // nibble<T>(d) = bits 4T..4T+3 of d, byte<T>(d) = bits 8T..8T+7.
 
 #include <algorithm>
@@ -51,8 +53,8 @@ struct Kernel {
     constexpr int C = MC >= 4 ? 1 : 4 / MC;  // independent FMA chains per row
     const uint64_t K = w.cols, G = w.groups(), g = w.group_size;
     const uint32_t* codes = w.codes.get() + b * w.words_per_block;
-    const float* sc = w.scales.get() + b * G * kBlockRows;
-    const float* sz = w.scaled_zeros.get() + b * G * kBlockRows;
+    const uint16_t* sc = w.scales.get() + b * G * kBlockRows;
+    const int8_t* zo = w.zero_offsets.get() + b * G * kBlockRows;
     F total[MC];
     for (int r = 0; r < MC; ++r) total[r] = S::zero();
     uint64_t k = 0;
@@ -71,7 +73,7 @@ struct Kernel {
             },
             std::make_integer_sequence<int, CPW>{});
       }
-      const F s = S::load(sc + j * kBlockRows), s_z = S::load(sz + j * kBlockRows);
+      const F s = S::load_half(sc + j * kBlockRows), s_z = S::mul(s, S::load_i8(zo + j * kBlockRows));  // exact
       for (int r = 0; r < MC; ++r) {
         F a = acc[r][0];
         for (int c = 1; c < C; ++c) a = S::add(a, acc[r][c]);
@@ -102,14 +104,18 @@ struct Kernel {
     static constexpr MicroFn tails[kMr] = {nullptr, micro<1>, micro<2>, micro<3>, micro<4>, micro<5>, micro<6>, micro<7>};
     const uint64_t K = w.cols, G = w.groups(), g = w.group_size;
     const uint32_t* codes = w.codes.get() + b * w.words_per_block;
-    const float* sc = w.scales.get() + b * G * kBlockRows;
-    const float* sz = w.scaled_zeros.get() + b * G * kBlockRows;
+    const uint16_t* sc = w.scales.get() + b * G * kBlockRows;
+    const int8_t* zo = w.zero_offsets.get() + b * G * kBlockRows;
     for (uint64_t k0 = 0; k0 < K; k0 += kKc) {
       const uint64_t kc = std::min(kKc, K - k0);
+      F s = S::zero(), s_z = S::zero();
       for (uint64_t k = k0; k < k0 + kc; k += CPW, codes += kBlockRows) {
         const I d = S::loadi(codes);
-        const uint64_t j = k / g;
-        const F s = S::load(sc + j * kBlockRows), s_z = S::load(sz + j * kBlockRows);
+        if (k == k0 || k % g == 0) {  // a new group: its scale and s (z - c), exact
+          const uint64_t j = k / g;
+          s = S::load_half(sc + j * kBlockRows);
+          s_z = S::mul(s, S::load_i8(zo + j * kBlockRows));
+        }
         unrolled([&](auto t) { S::store(chunk + (k - k0 + t) * kBlockRows, S::fms(code<decltype(t)::value>(d), s, s_z)); },
                  std::make_integer_sequence<int, CPW>{});
       }

@@ -15,11 +15,16 @@ struct S {
   static F zero() { return _mm512_setzero_ps(); }
   static F load(const float* p) { return _mm512_load_ps(p); }
   static void store(float* p, F v) { _mm512_store_ps(p, v); }
+  static F load_half(const uint16_t* p) { return _mm512_cvtph_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(p))); }
+  static F load_i8(const int8_t* p) {
+    return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_load_si128(reinterpret_cast<const __m128i*>(p))));
+  }
   static F set1(float v) { return _mm512_set1_ps(v); }
   static F fma(F a, F b, F c) { return _mm512_fmadd_ps(a, b, c); }
   static F fnma(F a, F b, F c) { return _mm512_fnmadd_ps(a, b, c); }
   static F fms(F a, F b, F c) { return _mm512_fmsub_ps(a, b, c); }
   static F add(F a, F b) { return _mm512_add_ps(a, b); }
+  static F mul(F a, F b) { return _mm512_mul_ps(a, b); }
   static I loadi(const uint32_t* p) { return _mm512_load_si512(p); }
   // vpermps reads only the low 4 bits of each index: a 16-entry table
   // turns a signed nibble into its float without masking or converting.

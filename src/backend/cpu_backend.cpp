@@ -164,11 +164,11 @@ class CpuBackend : public Backend {
       *zero = t.canonical.zeros[at];
       return;
     }
-    // Packed: s and s (z - c) are stored; an all-zero group was given s = 0.
+    // Packed: s and z - c are stored; an all-zero group was given s = 0.
     const kernels::PackedMatrix& p = t.packed;
     const uint64_t at = ((row / kernels::kBlockRows) * p.groups() + j) * kernels::kBlockRows + row % kernels::kBlockRows;
-    *scale = p.scales.get()[at];
-    *zero = int32_t(p.center) + (*scale != 0.0f ? int32_t(std::lround(p.scaled_zeros.get()[at] / *scale)) : 0);
+    *scale = kernels::half_to_float(p.scales.get()[at]);
+    *zero = int32_t(p.center) + p.zero_offsets.get()[at];
   }
 
   bool bias(const BackendTensor& wt, float* out) override {
