@@ -14,6 +14,9 @@ struct S {
   struct I {
     __m256i lo, hi;
   };
+  // Blocked GEMM micro-kernel: rows of X x blocks of 16 outputs (accumulators
+  // in registers: 12 of 16 ymm).
+  static constexpr int kGemmRows = 6, kGemmBlocks = 1;
   static F zero() { return {_mm256_setzero_ps(), _mm256_setzero_ps()}; }
   static F load(const float* p) { return {_mm256_load_ps(p), _mm256_load_ps(p + 8)}; }
   static void store(float* p, F v) {

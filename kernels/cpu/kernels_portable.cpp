@@ -13,6 +13,9 @@ struct S {
   struct I {
     uint32_t v[16];
   };
+  // Blocked GEMM micro-kernel: rows of X x blocks of 16 outputs (accumulators
+  // in registers: an array).
+  static constexpr int kGemmRows = 4, kGemmBlocks = 1;
   static F zero() { return F{}; }
   static F load(const float* p) {
     F r;

@@ -12,6 +12,9 @@ namespace {
 struct S {
   using F = __m512;
   using I = __m512i;
+  // Blocked GEMM micro-kernel: rows of X x blocks of 16 outputs (accumulators
+  // in registers: 24 of 32 zmm).
+  static constexpr int kGemmRows = 12, kGemmBlocks = 2;
   static F zero() { return _mm512_setzero_ps(); }
   static F load(const float* p) { return _mm512_load_ps(p); }
   static void store(float* p, F v) { _mm512_store_ps(p, v); }
