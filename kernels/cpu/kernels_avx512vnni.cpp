@@ -174,7 +174,9 @@ void prepare_fixed_point_avx512vnni(const PackedMatrix& w, Activations& a) {
       for (int d = 0; d < D; ++d) digit_sum[d] = _mm512_setzero_si512();
       for (uint64_t i = 0; i < B; i += 16) {
         const __mmask16 m = lanes(i);
-        __m512i v = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(m, xb + i), scale1), scale2));
+        // Rounding to nearest even whatever the caller's MXCSR says.
+        __m512i v = _mm512_cvt_roundps_epi32(_mm512_mul_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(m, xb + i), scale1), scale2),
+                                             _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
         uint8_t* dst = reinterpret_cast<uint8_t*>(a.words.get() + r * a.row_words) + b * B + i;
         for (int d = 0; d < D; ++d) {
           // Balanced base-256 digits: the low byte sign-extended, the rest carried.

@@ -4,6 +4,7 @@
 // can use one pool at once without deadlock.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <cstddef>
 #include <deque>
@@ -39,6 +40,9 @@ class ThreadPool {
   std::deque<std::shared_ptr<Job>> queue_;
   std::vector<std::thread> workers_;
   bool stop_ = false;
+  // Lock-free hints for spinning threads: jobs in queue_, and stop_.
+  std::atomic<size_t> queued_{0};
+  std::atomic<bool> stopping_{false};
 };
 
 // Number of online CPUs (at least 1).
