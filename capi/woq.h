@@ -176,6 +176,16 @@ WOQ_API woq_status woq_context_info(const woq_context* context,
  */
 WOQ_API woq_status woq_context_kernel(const woq_context* context, const char** out_name);
 
+/**
+ * Wait until the work a context has queued is done. On CUDA contexts
+ * woq_matmul_buffers only queues its kernels on the context's stream and
+ * returns; woq_buffer_read, woq_dequantize and this call wait for them, and
+ * a kernel's failure is reported by the first of them to return after it.
+ * CPU contexts finish every call before it returns: this returns WOQ_OK.
+ * Thread-safe.
+ */
+WOQ_API woq_status woq_context_synchronize(woq_context* context);
+
 /* ---------------------------------------------------------------- quantize */
 
 /** A quantized weight matrix held in host memory in the canonical layout. */
@@ -550,7 +560,9 @@ WOQ_API woq_status woq_buffer_read(const woq_buffer* buffer, uint64_t offset,
  * woq_matmul on buffers: X is read from the start of x_buffer, Y written to
  * the start of y_buffer; both must be large enough (WOQ_ERR_SHAPE names the
  * needed and actual bytes), belong to the context, and be distinct.
- * Thread-safe as woq_matmul.
+ * Thread-safe as woq_matmul. On CUDA contexts it is asynchronous: it queues
+ * the work on the context's stream, after every earlier write and matmul of
+ * the context (see woq_context_synchronize).
  */
 WOQ_API woq_status woq_matmul_buffers(woq_context* context, const woq_tensor* tensor,
                                       const woq_buffer* x_buffer, woq_dtype x_dtype,

@@ -292,6 +292,13 @@ WOQ_API woq_status woq_context_kernel(const woq_context* context, const char** o
   });
 }
 
+WOQ_API woq_status woq_context_synchronize(woq_context* context) {
+  return guarded([&] {
+    need_handle(context, kContextTag, "context");
+    context->impl->backend().synchronize();
+  });
+}
+
 /* ---- quantize */
 
 WOQ_API woq_status woq_quant_options_init(woq_quant_options* options) {

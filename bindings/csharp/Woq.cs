@@ -166,6 +166,12 @@ public sealed class Context : WoqHandle {
     }
   }
 
+  /// <summary>
+  /// Waits for the work the context has queued (CUDA: MatMul on buffers
+  /// returns once queued); no-op on CPU contexts.
+  /// </summary>
+  public void Synchronize() => Call(p => N.woq_context_synchronize(p));
+
   public int Threads {
     get {
       int threads = 0;

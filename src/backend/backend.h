@@ -1,6 +1,6 @@
 // What a backend provides: tensors in its own layout, memory it owns, and
-// the fused dequantize + matmul. The CPU backends live in cpu_backend.cpp;
-// the CUDA backend arrives with its own file.
+// the fused dequantize + matmul. The CPU backends live in cpu_backend.cpp,
+// the CUDA backend in cuda_backend.cpp.
 #pragma once
 
 #include <cstdint>
@@ -52,9 +52,14 @@ class Backend {
   virtual uint32_t group_size_of(const BackendTensor& w) const = 0;
   // The fp32 bias (rows values) into host memory; false when there is none.
   virtual bool bias(const BackendTensor& w, float* out) = 0;
+  // Waits for queued work (asynchronous backends); throws its first failure.
+  virtual void synchronize() {}
 };
 
 // The scalar oracle (single-threaded) or the multithreaded CPU backend.
 std::unique_ptr<Backend> make_cpu_backend(BackendKind kind, ThreadPool& pool);
+// GPU `device_index` (builds with WOQ_HAVE_CUDA only); throws
+// Error(Unsupported) when no CUDA device is usable.
+std::unique_ptr<Backend> make_cuda_backend(int device_index);
 
 }  // namespace woq

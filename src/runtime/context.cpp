@@ -12,8 +12,13 @@ Context::Context(BackendKind kind, int threads, int device_index)
       backend_ = make_cpu_backend(kind, pool_);
       break;
     case BackendKind::Cuda:
+#if defined(WOQ_HAVE_CUDA)
+      backend_ = make_cuda_backend(device_index);
+#else
       fail(Status::Unsupported, "the CUDA backend is not part of this build of libwoq (device " +
                                     std::to_string(device_index) + " requested); use WOQ_BACKEND_CPU");
+#endif
+      break;
   }
 }
 

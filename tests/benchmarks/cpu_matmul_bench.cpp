@@ -205,7 +205,7 @@ int main(int argc, char** argv) {
   // last-level cache, so that its weights come from DRAM however large the
   // cache (the fp32 block is 8x larger and needs no copies).
   const double l3 = double(last_level_cache_bytes());
-  const int copies = a.resident ? 1 : std::max(1, int(std::ceil(2 * l3 / packed_bytes)));
+  const int copies = a.resident || a.quick ? 1 : std::max(1, int(std::ceil(2 * l3 / packed_bytes)));
   std::printf("block: %zu matrices, %.1f M weights, %.1f MiB packed, %.1f MiB as fp32\n", block.size(),
               block_weights / 1e6, packed_bytes / 1048576.0, block_weights * 4 / 1048576.0);
   std::printf("last-level cache %.0f MiB: woq runs %d cop%s of the block in turn (times below are per block)\n\n",

@@ -46,6 +46,11 @@ public class woq {
     return ret;
   }
 
+  public static woq_status woq_context_synchronize(global::System.IntPtr context) {
+    woq_status ret = (woq_status)woqPINVOKE.woq_context_synchronize(context);
+    return ret;
+  }
+
   public static woq_status woq_quant_options_init(woq_quant_options options) {
     woq_status ret = (woq_status)woqPINVOKE.woq_quant_options_init(woq_quant_options.getCPtr(options));
     return ret;

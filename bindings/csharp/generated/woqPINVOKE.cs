@@ -69,6 +69,9 @@ class woqPINVOKE {
   [global::System.Runtime.InteropServices.DllImport("woq_csharp", EntryPoint="CSharp_WoqfNative_woq_context_kernel___")]
   public static extern int woq_context_kernel(global::System.IntPtr jarg1, out global::System.IntPtr jarg2);
 
+  [global::System.Runtime.InteropServices.DllImport("woq_csharp", EntryPoint="CSharp_WoqfNative_woq_context_synchronize___")]
+  public static extern int woq_context_synchronize(global::System.IntPtr jarg1);
+
   [global::System.Runtime.InteropServices.DllImport("woq_csharp", EntryPoint="CSharp_WoqfNative_woq_quant_options_struct_size_set___")]
   public static extern void woq_quant_options_struct_size_set(global::System.Runtime.InteropServices.HandleRef jarg1, ulong jarg2);
 

@@ -374,6 +374,18 @@ SWIGEXPORT int SWIGSTDCALL CSharp_WoqfNative_woq_context_kernel___(void* jarg1, 
 }
 
 
+SWIGEXPORT int SWIGSTDCALL CSharp_WoqfNative_woq_context_synchronize___(void* jarg1) {
+  int jresult ;
+  woq_context *arg1 = (woq_context *) 0 ;
+  woq_status result;
+  
+  arg1 = (woq_context *)jarg1; 
+  result = (woq_status)woq_context_synchronize(arg1);
+  jresult = (int)result; 
+  return jresult;
+}
+
+
 SWIGEXPORT void SWIGSTDCALL CSharp_WoqfNative_woq_quant_options_struct_size_set___(void * jarg1, unsigned long long jarg2) {
   struct woq_quant_options *arg1 = (struct woq_quant_options *) 0 ;
   size_t arg2 ;

@@ -249,6 +249,17 @@ func (c *Context) Kernel() (string, error) {
 	return name, err
 }
 
+// Synchronize waits for the work the context has queued (CUDA: MatMul on
+// buffers returns once queued); it returns at once on CPU contexts.
+func (c *Context) Synchronize() error {
+	p, err := c.hd().acquire()
+	if err != nil {
+		return err
+	}
+	defer c.hd().release()
+	return call(func() woqc.Enum_SS_woq_status { return woqc.Woq_context_synchronize(p) })
+}
+
 // Threads is the number of threads the context runs with.
 func (c *Context) Threads() (int, error) {
 	p, err := c.hd().acquire()

@@ -96,6 +96,9 @@ extern "C" {
         out_name: *mut *const core::ffi::c_char,
     ) -> woq_status;
 }
+extern "C" {
+    pub fn woq_context_synchronize(context: *mut woq_context) -> woq_status;
+}
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct woq_qmatrix {

@@ -123,6 +123,12 @@ impl Context {
         Ok(Context { raw })
     }
 
+    /// Waits for the work this context has queued (CUDA: matmuls on buffers
+    /// return once queued); returns at once on CPU contexts.
+    pub fn synchronize(&self) -> Result<()> {
+        check(unsafe { sys::woq_context_synchronize(self.raw) })
+    }
+
     /// The kernels this context runs ("avx512", "reference", ...).
     pub fn kernel(&self) -> Result<String> {
         let mut name = ptr::null();

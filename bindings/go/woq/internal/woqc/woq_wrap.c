@@ -921,6 +921,19 @@ intgo _wrap_woq_context_kernel_woqc_d3b545510b09a6bb(woq_context *_swig_go_0, _g
 }
 
 
+intgo _wrap_woq_context_synchronize_woqc_d3b545510b09a6bb(woq_context *_swig_go_0) {
+  woq_context *arg1 = (woq_context *) 0 ;
+  woq_status result;
+  intgo _swig_go_result;
+  
+  arg1 = (woq_context *)_swig_go_0; 
+  
+  result = (woq_status)woq_context_synchronize(arg1);
+  _swig_go_result = (intgo)result; 
+  return _swig_go_result;
+}
+
+
 void _wrap_woq_quant_options_struct_size_set_woqc_d3b545510b09a6bb(struct woq_quant_options *_swig_go_0, long long _swig_go_1) {
   struct woq_quant_options *arg1 = (struct woq_quant_options *) 0 ;
   size_t arg2 ;

@@ -198,6 +198,7 @@ extern swig_intgo _wrap_woq_context_create_woqc_d3b545510b09a6bb(uintptr_t arg1,
 extern void _wrap_woq_context_destroy_woqc_d3b545510b09a6bb(uintptr_t arg1);
 extern swig_intgo _wrap_woq_context_info_woqc_d3b545510b09a6bb(uintptr_t arg1, swig_type_13 arg2, swig_type_14 arg3);
 extern swig_intgo _wrap_woq_context_kernel_woqc_d3b545510b09a6bb(uintptr_t arg1, swig_voidp arg2);
+extern swig_intgo _wrap_woq_context_synchronize_woqc_d3b545510b09a6bb(uintptr_t arg1);
 extern void _wrap_woq_quant_options_struct_size_set_woqc_d3b545510b09a6bb(uintptr_t arg1, swig_type_15 arg2);
 extern swig_type_16 _wrap_woq_quant_options_struct_size_get_woqc_d3b545510b09a6bb(uintptr_t arg1);
 extern void _wrap_woq_quant_options_bits_set_woqc_d3b545510b09a6bb(uintptr_t arg1, swig_intgo arg2);
@@ -796,6 +797,13 @@ func Woq_context_kernel(arg1 uintptr, arg2 *string) (_swig_ret Enum_SS_woq_statu
 
   *arg2 = swigCopyString(*arg2)
 
+	return swig_r
+}
+
+func Woq_context_synchronize(arg1 uintptr) (_swig_ret Enum_SS_woq_status) {
+	var swig_r Enum_SS_woq_status
+	_swig_i_0 := arg1
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_context_synchronize_woqc_d3b545510b09a6bb(C.uintptr_t(_swig_i_0)))
 	return swig_r
 }
 

@@ -1,0 +1,193 @@
+// CUDA benchmark: woq_matmul_buffers on a CUDA context against cuBLAS fp16
+// (cublasGemmEx, fp32 accumulation) and a device-to-device copy measured in
+// the same run.
+//
+//   woq_cuda_bench [--quick] [--bits 4|8] [--m M]...
+//
+// Shapes (N x K): the Llama-7B block (4096x4096, 11008x4096, 4096x11008),
+// Llama-3-8B up (14336x4096), 8192x8192 and 8192x28672. Each shape's weights
+// are rotated through enough copies to exceed twice the L2 cache, so that
+// they come from HBM. Times are the best of repeated passes, host clock
+// around back-to-back calls and one synchronize; woq GB/s = packed bytes
+// (codes + fp16 scale + u8 zero per group) / time, copy GB/s = 2 x bytes
+// (read + write) / time.
+#include <cublas_v2.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#include <woq.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <random>
+#include <string>
+#include <vector>
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+void check(woq_status s, const char* what) {
+  if (s != WOQ_OK) {
+    std::fprintf(stderr, "%s: %s: %s\n", what, woq_status_string(s), woq_last_error());
+    std::exit(1);
+  }
+}
+void check(cudaError_t e, const char* what) {
+  if (e != cudaSuccess) {
+    std::fprintf(stderr, "%s: %s\n", what, cudaGetErrorString(e));
+    std::exit(1);
+  }
+}
+void check(cublasStatus_t s, const char* what) {
+  if (s != CUBLAS_STATUS_SUCCESS) {
+    std::fprintf(stderr, "%s: cuBLAS status %d\n", what, int(s));
+    std::exit(1);
+  }
+}
+
+template <class Pass>
+double best_seconds(Pass&& pass, int reps) {
+  pass();
+  double best = 1e30;
+  for (int i = 0; i < reps; ++i) {
+    const auto t0 = Clock::now();
+    pass();
+    best = std::min(best, std::chrono::duration<double>(Clock::now() - t0).count());
+  }
+  return best;
+}
+
+struct Shape {
+  const char* name;
+  uint64_t n, k;
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  bool quick = false;
+  uint32_t bits = 4;
+  std::vector<uint64_t> ms;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--quick") quick = true;
+    else if (a == "--bits" && i + 1 < argc) bits = uint32_t(std::atoi(argv[++i]));
+    else if (a == "--m" && i + 1 < argc) ms.push_back(uint64_t(std::atoll(argv[++i])));
+    else {
+      std::fprintf(stderr, "usage: woq_cuda_bench [--quick] [--bits 4|8] [--m M]...\n");
+      return 2;
+    }
+  }
+  if (ms.empty()) ms = {1, 4, 16, 64, 128, 256, 1024, 4096};
+  std::vector<Shape> shapes = {{"4096x4096", 4096, 4096},   {"11008x4096", 11008, 4096}, {"4096x11008", 4096, 11008},
+                               {"14336x4096", 14336, 4096}, {"8192x8192", 8192, 8192},   {"8192x28672", 8192, 28672}};
+  if (quick) shapes = {{"4096x4096", 4096, 4096}}, ms = {1, 16, 256};
+
+  woq_context_options o;
+  woq_context_options_init(&o);
+  o.backend = WOQ_BACKEND_CUDA;
+  woq_context* ctx = nullptr;
+  check(woq_context_create(&o, &ctx), "CUDA context");
+  const char* kernel = "";
+  woq_context_kernel(ctx, &kernel);
+  cudaDeviceProp prop{};
+  check(cudaGetDeviceProperties(&prop, 0), "device properties");
+  std::printf("woq CUDA benchmark: %s (%s), %u-bit group 128, fp16 activations, L2 %d MiB, libwoq %s\n", prop.name,
+              kernel, bits, prop.l2CacheSize >> 20, woq_version_string());
+
+  // Device-to-device copy bandwidth: 1 GiB, best of 10.
+  const size_t copy_bytes = size_t(1) << 30;
+  void *src = nullptr, *dst = nullptr;
+  check(cudaMalloc(&src, copy_bytes), "copy source");
+  check(cudaMalloc(&dst, copy_bytes), "copy destination");
+  const double copy_s = best_seconds(
+      [&] {
+        check(cudaMemcpy(dst, src, copy_bytes, cudaMemcpyDeviceToDevice), "copy");
+        check(cudaDeviceSynchronize(), "copy");
+      },
+      10);
+  cudaFree(src);
+  cudaFree(dst);
+  const double copy_gbs = 2.0 * copy_bytes / copy_s / 1e9;
+  std::printf("device-to-device copy: %.0f GB/s (read + write)\n\n", copy_gbs);
+
+  cublasHandle_t blas;
+  check(cublasCreate(&blas), "cublasCreate");
+  std::printf("| shape | M | woq us | woq GB/s eff. | %% of copy BW | cuBLAS fp16 us | woq speedup |\n");
+  std::printf("|---|--:|--:|--:|--:|--:|--:|\n");
+  std::mt19937 rng(1);
+  std::normal_distribution<float> dist(0.0f, 0.02f);
+  const uint64_t max_m = *std::max_element(ms.begin(), ms.end());
+  for (const Shape& s : shapes) {
+    std::vector<float> w(s.n * s.k);
+    for (float& v : w) v = dist(rng);
+    woq_quant_options q;
+    woq_quant_options_init(&q);
+    q.bits = bits;
+    woq_qmatrix* qm = nullptr;
+    check(woq_quantize(w.data(), WOQ_DTYPE_F32, s.n, s.k, &q, &qm), "quantize");
+    const double packed = double(s.n) * s.k * (bits / 8.0 + 3.0 / 128);
+    const int copies = std::max(1, int(2.0 * prop.l2CacheSize / packed) + 1);
+    std::vector<woq_tensor*> tensors(copies);
+    for (auto& t : tensors) check(woq_tensor_from_qmatrix(ctx, qm, nullptr, &t), "upload");
+    woq_qmatrix_destroy(qm);
+    // cuBLAS operands: fp16 W (N x K; rotated like woq's), X, Y.
+    std::vector<__half> wh(s.n * s.k), xh(max_m * s.k);
+    for (size_t i = 0; i < wh.size(); ++i) wh[i] = __float2half(w[i]);
+    for (auto& v : xh) v = __float2half(dist(rng) * 50);
+    const int blas_copies = std::max(1, int(2.0 * prop.l2CacheSize / (wh.size() * 2.0)) + 1);
+    std::vector<__half*> dw(blas_copies);
+    __half *dx = nullptr, *dy = nullptr;
+    for (auto& p : dw) {
+      check(cudaMalloc(&p, wh.size() * 2), "W fp16");
+      check(cudaMemcpy(p, wh.data(), wh.size() * 2, cudaMemcpyHostToDevice), "W upload");
+    }
+    check(cudaMalloc(&dx, xh.size() * 2), "X fp16");
+    check(cudaMalloc(&dy, max_m * s.n * 2), "Y fp16");
+    check(cudaMemcpy(dx, xh.data(), xh.size() * 2, cudaMemcpyHostToDevice), "X upload");
+    woq_buffer *xb = nullptr, *yb = nullptr;
+    check(woq_buffer_create(ctx, max_m * s.k * 2, &xb), "X buffer");
+    check(woq_buffer_create(ctx, max_m * s.n * 2, &yb), "Y buffer");
+    check(woq_buffer_write(xb, 0, xh.data(), xh.size() * 2), "X write");
+    for (uint64_t m : ms) {
+      const int reps = m >= 1024 ? 5 : 20;
+      const double woq_s = best_seconds(
+                               [&] {
+                                 for (woq_tensor* t : tensors)
+                                   check(woq_matmul_buffers(ctx, t, xb, WOQ_DTYPE_F16, m, yb, WOQ_DTYPE_F16), "matmul");
+                                 check(woq_context_synchronize(ctx), "synchronize");
+                               },
+                               reps) /
+                           copies;
+      const float one = 1.0f, zero = 0.0f;
+      const double blas_s = best_seconds(
+                                [&] {
+                                  // Y^T (N x M, column-major) = W^T' X^T: W row-major N x K is K x N column-major.
+                                  for (__half* p : dw)
+                                    check(cublasGemmEx(blas, CUBLAS_OP_T, CUBLAS_OP_N, int(s.n), int(m), int(s.k),
+                                                       &one, p, CUDA_R_16F, int(s.k), dx, CUDA_R_16F, int(s.k), &zero,
+                                                       dy, CUDA_R_16F, int(s.n), CUBLAS_COMPUTE_32F,
+                                                       CUBLAS_GEMM_DEFAULT),
+                                          "cublasGemmEx");
+                                  check(cudaDeviceSynchronize(), "cuBLAS");
+                                },
+                                reps) /
+                            blas_copies;
+      const double gbs = packed / woq_s / 1e9;
+      std::printf("| %s | %llu | %.1f | %.0f | %.0f%% | %.1f | %.2fx |\n", s.name, static_cast<unsigned long long>(m),
+                  woq_s * 1e6, gbs, 100 * gbs / copy_gbs, blas_s * 1e6, blas_s / woq_s);
+      std::fflush(stdout);
+    }
+    woq_buffer_destroy(xb);
+    woq_buffer_destroy(yb);
+    for (woq_tensor* t : tensors) woq_tensor_destroy(t);
+    for (__half* p : dw) cudaFree(p);
+    cudaFree(dx);
+    cudaFree(dy);
+  }
+  cublasDestroy(blas);
+  woq_context_destroy(ctx);
+  return 0;
+}
