@@ -116,7 +116,7 @@ struct Kernel {
   static constexpr std::array<MicroFn, sizeof...(R)> micro_table(std::integer_sequence<int, R...>) {
     return {micro<R + 1, NB>...};
   }
-  // [nb - 1][rows - 1]: every row count up to kMr, for 1 and kNb blocks.
+  // [0] for one block, [1] for kNb blocks; then [rows of X - 1], up to kMr.
   static constexpr std::array<std::array<MicroFn, kMr>, 2> kMicro = {
       micro_table<1>(std::make_integer_sequence<int, kMr>{}), micro_table<kNb>(std::make_integer_sequence<int, kMr>{})};
 

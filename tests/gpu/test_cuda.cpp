@@ -142,7 +142,7 @@ TEST(Cuda, MatchesFloat64AcrossShapesDtypesAndBatchSizes) {
   woq_context_destroy(ctx);
 }
 
-TEST(Cuda, HostPointersAndForeignBuffersAreRefused) {
+TEST(Cuda, HostPointersAreRefused) {
   NEED_CUDA(ctx);
   std::vector<float> w = woq::test::random_weights(16, 64, 1), x(64, 1.0f), y(16);
   woq_qmatrix* q = nullptr;
