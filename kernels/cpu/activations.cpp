@@ -34,7 +34,7 @@ void prepare_activations(Isa isa, const PackedMatrix& w, Activations& a) {
   a.form = Activations::Form::Fp32;
   // Non-finite activations take the fp32 kernel, which propagates them as
   // IEEE arithmetic does.
-  if (a.m > kSmallM || isa < Isa::Avx512Vnni || !all_finite(a.x, a.m * K)) return;
+  if (a.m > kFixedPointMaxM || isa < Isa::Avx512Vnni || !all_finite(a.x, a.m * K)) return;
 #if defined(WOQ_HAVE_X86_KERNELS)
   prepare_fixed_point_avx512vnni(w, a);
 #endif

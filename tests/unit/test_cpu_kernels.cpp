@@ -222,7 +222,7 @@ TEST(CpuKernels, FixedPointActivationsScaleExactlyAndMatchFloat64) {
     for (uint32_t group : {32u, 128u, 0u}) {
       SCOPED_TRACE("bits " + std::to_string(bits) + " group " + std::to_string(group));
       Quantized q = quantize_into(ctx, n, k, bits, group, bits * 100 + group);
-      for (uint64_t m : {1, 2, 3, 4}) {
+      for (uint64_t m : {1, 2, 3, 4, 7, 32}) {
         std::vector<float> x = woq::test::random_activations(m * k, uint32_t(m));
         // Blocks of very different magnitudes (each block gets its own exponent).
         for (uint64_t i = 0; i < x.size(); ++i) x[i] = std::ldexp(x[i], int((i / 32) % 5) * 9 - 18);
@@ -250,7 +250,11 @@ TEST(CpuKernels, PeakyOrNonFiniteActivationsRunTheFp32Kernel) {
   woq_context* ctx = context_for("avx512vnni", 1);
   const uint64_t n = 40, k = 512;
   Quantized q = quantize_into(ctx, n, k, 4, 128, 5);
-  std::vector<float> x = woq::test::random_activations(k, 9);
+  std::vector<float> x = woq::test::random_activations(33 * k, 9);
+  // Up to 32 rows of X; the blocked fp32 GEMM beyond.
+  ASSERT_EQ(prepared_form(x, 32, k, 4, 128), woq::kernels::Activations::Form::FixedPoint);
+  ASSERT_EQ(prepared_form(x, 33, k, 4, 128), woq::kernels::Activations::Form::Fp32);
+  x.resize(k);
   ASSERT_EQ(prepared_form(x, 1, k, 4, 128), woq::kernels::Activations::Form::FixedPoint);
   // One value 1e4 times the others (as in LLMs' massive activations): in
   // fixed point the block's other values would keep about 10 bits.
