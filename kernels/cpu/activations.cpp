@@ -34,9 +34,14 @@ void prepare_activations(Isa isa, const PackedMatrix& w, Activations& a) {
   a.form = Activations::Form::Fp32;
   // Non-finite activations take the fp32 kernel, which propagates them as
   // IEEE arithmetic does.
-  if (a.m > kFixedPointMaxM || isa < Isa::Avx512Vnni || !all_finite(a.x, a.m * K)) return;
+  // avx2 has fixed-point kernels for 4-bit codes only (vpmaddubsw would
+  // saturate on 8-bit ones) and for M <= kFixedPointMaxMAvx2.
+  const bool vnni = isa >= Isa::Avx512Vnni && a.m <= kFixedPointMaxM;
+  const bool avx2 = isa == Isa::Avx2 && w.code_bits == 4 && a.m <= kFixedPointMaxMAvx2;
+  if (!(vnni || avx2) || !all_finite(a.x, a.m * K)) return;
 #if defined(WOQ_HAVE_X86_KERNELS)
-  prepare_fixed_point_avx512vnni(w, a);
+  if (vnni) prepare_fixed_point_avx512vnni(w, a);
+  else prepare_fixed_point_avx2(w, a);
 #endif
 }
 

@@ -13,9 +13,6 @@
 // Larger M and non-finite activations use the fp32 kernels (compiled here too).
 // An earlier kernel on vdpbf16ps (AVX512-BF16, bf16 terms of the activations)
 // was measured slower and removed (docs/CPU_KERNELS.md).
-#include <algorithm>
-#include <cmath>
-
 #include "kernels/cpu/simd_avx512.h"
 
 #include "kernels/cpu/packed_kernels.inl"
@@ -114,83 +111,44 @@ void fixed_point_run(const PackedMatrix& w, const Activations& a, uint64_t bb, u
 
 }  // namespace
 
-// Per row of X and block of B inputs (B a power of two dividing the group
-// size), with e such that every |x| in the block is below 2^e:
-//   v = round(x * 2^(kFixedPointBits - e)) = d0 + 256 d1 + 65536 d2,
-// each digit in -128..127 (the top one within -65..65). Scaling by a power
-// of two is exact and the conversion rounds to nearest, so the only error
-// is that rounding: at most 2^-22 of the block's largest |x| per value (fp32
-// rounds that largest value itself to 2^-24 of it). Blocks whose largest |x|
-// exceeds kFixedPointPeak times their mean |x| send the call to the fp32
-// kernels, so that this is also at most 2^-18 of the block's mean |x|
-// (docs/CPU_KERNELS.md).
-void prepare_fixed_point_avx512vnni(const PackedMatrix& w, Activations& a) {
-  constexpr int D = kFixedPointDigits;
-  const uint64_t K = w.cols, cpw = w.codes_per_word();
-  uint64_t B = 128;
-  while (w.group_size % B) B /= 2;  // stops at >= cpw, which divides the group size
-  const uint64_t blocks = K / B;
-  // The kernel reads c' = (q - c) + offset: start each accumulator at
-  // -offset * (sum of the digit) to leave sum (q - c) * digit.
-  const int32_t offset = int32_t(1u << (w.code_bits - 1));
-  a.form = Activations::Form::FixedPoint;
-  a.terms = D;
-  a.block_inputs = B;
-  a.term_words = K / 4;
-  a.row_words = D * a.term_words;
-  if (a.words.size < a.m * a.row_words) a.words.allocate(a.m * a.row_words);
-  if (a.block_scale.size < a.m * blocks) a.block_scale.allocate(a.m * blocks);
-  if (a.block_start.size < a.m * blocks * D) a.block_start.allocate(a.m * blocks * D);
-  // Byte order of 16 inputs (two 4-bit words): per word the even inputs'
-  // phase, then the odd inputs'. 8-bit words keep their order.
-  const __m128i order = cpw == 8 ? _mm_setr_epi8(0, 2, 4, 6, 1, 3, 5, 7, 8, 10, 12, 14, 9, 11, 13, 15)
-                                 : _mm_setr_epi8(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-  const __m512 magnitude = _mm512_castsi512_ps(_mm512_set1_epi32(0x7fffffff));
-  for (uint64_t r = 0; r < a.m; ++r)
-    for (uint64_t b = 0; b < blocks; ++b) {
-      const float* xb = a.x + r * K + b * B;
-      auto lanes = [&](uint64_t i) { return __mmask16(B - i >= 16 ? 0xffff : (1u << (B - i)) - 1); };
-      __m512 largest = _mm512_setzero_ps(), total = _mm512_setzero_ps();
-      for (uint64_t i = 0; i < B; i += 16) {
-        const __m512 v = _mm512_and_ps(_mm512_maskz_loadu_ps(lanes(i), xb + i), magnitude);
-        largest = _mm512_max_ps(largest, v);
-        total = _mm512_add_ps(total, v);
-      }
-      const float top = _mm512_reduce_max_ps(largest);
-      // A block dominated by a few large values would leave the others few
-      // significant bits: such calls run the fp32 kernels instead.
-      if (double(top) * double(B) > kFixedPointPeak * double(_mm512_reduce_add_ps(total))) {
-        a.form = Activations::Form::Fp32;
-        return;
-      }
-      int e = 0;
-      if (top > 0.0f) std::frexp(top, &e);  // top < 2^e
-      a.block_scale.get()[r * blocks + b] = top > 0.0f ? std::ldexp(1.0f, e - kFixedPointBits) : 0.0f;
-      // 2^(kFixedPointBits - e) as two normal floats (it reaches 2^171 for
-      // subnormal blocks); both products are exact.
-      const int up = kFixedPointBits - e, first = std::min(up, 127);
-      const __m512 scale1 = _mm512_set1_ps(std::ldexp(1.0f, first)), scale2 = _mm512_set1_ps(std::ldexp(1.0f, up - first));
-      __m512i digit_sum[D];
-      for (int d = 0; d < D; ++d) digit_sum[d] = _mm512_setzero_si512();
-      for (uint64_t i = 0; i < B; i += 16) {
-        const __mmask16 m = lanes(i);
-        // Rounding to nearest even whatever the caller's MXCSR says.
-        __m512i v = _mm512_cvt_roundps_epi32(_mm512_mul_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(m, xb + i), scale1), scale2),
-                                             _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-        uint8_t* dst = reinterpret_cast<uint8_t*>(a.words.get() + r * a.row_words) + b * B + i;
-        for (int d = 0; d < D; ++d) {
-          // Balanced base-256 digits: the low byte sign-extended, the rest carried.
-          const __m512i digit = d + 1 < D ? _mm512_srai_epi32(_mm512_slli_epi32(v, 24), 24) : v;
-          v = _mm512_srai_epi32(_mm512_sub_epi32(v, digit), 8);
-          digit_sum[d] = _mm512_add_epi32(digit_sum[d], digit);
-          const __m128i bytes = _mm_shuffle_epi8(_mm512_cvtepi32_epi8(digit), order);
-          _mm_mask_storeu_epi8(dst + uint64_t(d) * a.term_words * 4, m, bytes);
-        }
-      }
-      for (int d = 0; d < D; ++d)
-        a.block_start.get()[(r * blocks + b) * D + uint64_t(d)] = -offset * _mm512_reduce_add_epi32(digit_sum[d]);
-    }
-}
+namespace {
+
+// Lane operations prepare_fixed_point (fixed_point_prep.inl) runs on.
+struct PrepLanes {
+  static constexpr int kLanes = 16;
+  using V = __m512;
+  using Vi = __m512i;
+  using Mask = __mmask16;
+  static Mask mask(uint64_t n) { return Mask(n >= 16 ? 0xffff : (1u << n) - 1); }
+  static V load(const float* p, Mask m) { return _mm512_maskz_loadu_ps(m, p); }
+  static V abs(V v) { return _mm512_abs_ps(v); }
+  static V max(V a, V b) { return _mm512_max_ps(a, b); }
+  static V add(V a, V b) { return _mm512_add_ps(a, b); }
+  static float reduce_max(V v) { return _mm512_reduce_max_ps(v); }
+  static float reduce_add(V v) { return _mm512_reduce_add_ps(v); }
+  static V set1(float v) { return _mm512_set1_ps(v); }
+  static V mul(V a, V b) { return _mm512_mul_ps(a, b); }
+  // Rounding to nearest even whatever the caller's MXCSR says.
+  static Vi round(V v) { return _mm512_cvt_roundps_epi32(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+  static Vi izero() { return _mm512_setzero_si512(); }
+  static Vi low_byte(Vi v) { return _mm512_srai_epi32(_mm512_slli_epi32(v, 24), 24); }
+  static Vi carry(Vi v, Vi digit) { return _mm512_srai_epi32(_mm512_sub_epi32(v, digit), 8); }
+  static Vi iadd(Vi a, Vi b) { return _mm512_add_epi32(a, b); }
+  static int32_t reduce_iadd(Vi v) { return _mm512_reduce_add_epi32(v); }
+  // The low bytes of the lanes, in the order of `order` (16 bytes).
+  static void store_bytes(uint8_t* dst, Vi digit, Mask m, __m128i order) {
+    _mm_mask_storeu_epi8(dst, m, _mm_shuffle_epi8(_mm512_cvtepi32_epi8(digit), order));
+  }
+};
+
+}  // namespace
+}  // namespace woq::kernels
+
+#include "kernels/cpu/fixed_point_prep.inl"
+
+namespace woq::kernels {
+
+void prepare_fixed_point_avx512vnni(const PackedMatrix& w, Activations& a) { prepare_fixed_point<PrepLanes>(w, a); }
 
 void packed_matmul_avx512vnni(const PackedMatrix& w, const Activations& a, uint64_t bb, uint64_t be, float* y) {
   if (a.form != Activations::Form::FixedPoint) return packed_matmul_impl(w, a, bb, be, y);

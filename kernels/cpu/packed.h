@@ -76,6 +76,7 @@ inline constexpr int kFixedPointBits = 8 * kFixedPointDigits - 2;  // the top di
 // activations (beyond it, the blocked fp32 GEMM was as fast: same run, L3-
 // resident 4096 x 4096, one thread, M = 64: 14.8 against 15.1 ms).
 inline constexpr uint64_t kFixedPointMaxM = 32;
+inline constexpr uint64_t kFixedPointMaxMAvx2 = 3;
 // Largest |x| / mean |x| of a block of inputs up to which fixed point is used.
 inline constexpr double kFixedPointPeak = 16.0;
 
@@ -114,8 +115,10 @@ struct Activations {
 
 // Fills a.xsum and, for the fixed-point kernels of `isa`, a.form and its data.
 void prepare_activations(Isa isa, const PackedMatrix& w, Activations& a);
-// The FixedPoint form (finite x), in kernels_avx512vnni.cpp.
+// The FixedPoint form (finite x), in kernels_avx512vnni.cpp and
+// kernels_avx2.cpp (fixed_point_prep.inl).
 void prepare_fixed_point_avx512vnni(const PackedMatrix& w, Activations& a);
+void prepare_fixed_point_avx2(const PackedMatrix& w, Activations& a);
 
 // Y[m][n] (fp32, row-major, ld = w.rows) for the rows of blocks
 // [block_begin, block_end), all m. Adds the bias.

@@ -136,27 +136,27 @@ INSTANTIATE_TEST_SUITE_P(SupportedIsas, CpuKernels, testing::ValuesIn(supported_
                          [](const testing::TestParamInfo<std::string>& i) { return i.param; });
 
 TEST(CpuKernels, SimdPathsAgreeBitForBit) {
-  // AVX2 and AVX-512 run the same operations in the same order.
+  // AVX2 and AVX-512 run the same operations in the same order: the fp32
+  // kernels (m = 4: small M, m = 7: blocked GEMM) and the fixed-point
+  // kernels (m = 1, 3: exact integer sums, combined the same way).
   const auto isas = supported_isas();
   if (std::find(isas.begin(), isas.end(), "avx512") == isas.end()) GTEST_SKIP() << "this CPU has no AVX-512";
   std::vector<float> w = woq::test::random_weights(70, 512, 1);
   woq_qmatrix* q = nullptr;
   ASSERT_EQ(woq_quantize(w.data(), WOQ_DTYPE_F32, 70, 512, nullptr, &q), WOQ_OK);
-  std::vector<std::vector<float>> ys;
-  for (const char* isa : {"avx2", "avx512"}) {
+  auto run = [&](const char* isa, uint64_t m) {
     woq_context* ctx = context_for(isa, 1);
     woq_tensor* t = nullptr;
-    ASSERT_EQ(woq_tensor_from_qmatrix(ctx, q, nullptr, &t), WOQ_OK);
-    for (uint64_t m : {1, 7}) {
-      std::vector<float> x = woq::test::random_activations(m * 512, 3), y(m * 70);
-      ASSERT_EQ(woq_matmul(ctx, t, x.data(), WOQ_DTYPE_F32, m, y.data(), WOQ_DTYPE_F32), WOQ_OK);
-      ys.push_back(y);
-    }
+    EXPECT_EQ(woq_tensor_from_qmatrix(ctx, q, nullptr, &t), WOQ_OK);
+    std::vector<float> x = woq::test::random_activations(m * 512, 3), y(m * 70, std::nanf(""));
+    EXPECT_EQ(woq_matmul(ctx, t, x.data(), WOQ_DTYPE_F32, m, y.data(), WOQ_DTYPE_F32), WOQ_OK);
     woq_tensor_destroy(t);
     woq_context_destroy(ctx);
-  }
-  EXPECT_EQ(ys[0], ys[2]);
-  EXPECT_EQ(ys[1], ys[3]);
+    return y;
+  };
+  for (uint64_t m : {4, 7}) EXPECT_EQ(run("avx2", m), run("avx512", m)) << "m=" << m;
+  if (std::find(isas.begin(), isas.end(), "avx512vnni") != isas.end())
+    for (uint64_t m : {1, 3}) EXPECT_EQ(run("avx2", m), run("avx512vnni", m)) << "m=" << m;
   woq_qmatrix_destroy(q);
 }
 

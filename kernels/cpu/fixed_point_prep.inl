@@ -1,0 +1,87 @@
+// The fixed-point form of the activations (packed.h, Activations), written
+// once over a lane traits struct P (kernels_avx512vnni.cpp: 16 lanes,
+// kernels_avx2.cpp: 8) that kernels_<isa>.cpp define before including this.
+//
+// Per row of X and block of B inputs (B a power of two dividing the group
+// size), with e such that every |x| in the block is below 2^e:
+//   v = round(x * 2^(kFixedPointBits - e)) = d0 + 256 d1 + 65536 d2,
+// each digit in -128..127 (the top one within -65..65). Scaling by a power
+// of two is exact and the conversion rounds to nearest, so the only error
+// is that rounding: at most 2^-22 of the block's largest |x| per value (fp32
+// rounds that largest value itself to 2^-24 of it). Blocks whose largest |x|
+// exceeds kFixedPointPeak times their mean |x| send the call to the fp32
+// kernels, so that this is also at most 2^-18 of the block's mean |x|
+// (docs/CPU_KERNELS.md).
+#include <algorithm>
+#include <cmath>
+
+namespace woq::kernels {
+namespace {
+
+template <class P>
+void prepare_fixed_point(const PackedMatrix& w, Activations& a) {
+  constexpr int D = kFixedPointDigits;
+  constexpr uint64_t L = P::kLanes;
+  const uint64_t K = w.cols, cpw = w.codes_per_word();
+  uint64_t B = 128;
+  while (w.group_size % B) B /= 2;  // stops at >= cpw, which divides the group size
+  const uint64_t blocks = K / B;
+  // The kernel reads c' = (q - c) + offset: start each accumulator at
+  // -offset * (sum of the digit) to leave sum (q - c) * digit.
+  const int32_t offset = int32_t(1u << (w.code_bits - 1));
+  a.form = Activations::Form::FixedPoint;
+  a.terms = D;
+  a.block_inputs = B;
+  a.term_words = K / 4;
+  a.row_words = D * a.term_words;
+  if (a.words.size < a.m * a.row_words) a.words.allocate(a.m * a.row_words);
+  if (a.block_scale.size < a.m * blocks) a.block_scale.allocate(a.m * blocks);
+  if (a.block_start.size < a.m * blocks * D) a.block_start.allocate(a.m * blocks * D);
+  // Byte order of 16 inputs (two 4-bit words): per word the even inputs'
+  // phase, then the odd inputs'. 8-bit words keep their order.
+  const __m128i order = cpw == 8 ? _mm_setr_epi8(0, 2, 4, 6, 1, 3, 5, 7, 8, 10, 12, 14, 9, 11, 13, 15)
+                                 : _mm_setr_epi8(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  for (uint64_t r = 0; r < a.m; ++r)
+    for (uint64_t b = 0; b < blocks; ++b) {
+      const float* xb = a.x + r * K + b * B;
+      typename P::V largest = P::set1(0.0f), total = P::set1(0.0f);
+      for (uint64_t i = 0; i < B; i += L) {
+        const typename P::V v = P::abs(P::load(xb + i, P::mask(B - i)));
+        largest = P::max(largest, v);
+        total = P::add(total, v);
+      }
+      const float top = P::reduce_max(largest);
+      // A block dominated by a few large values would leave the others few
+      // significant bits: such calls run the fp32 kernels instead.
+      if (double(top) * double(B) > kFixedPointPeak * double(P::reduce_add(total))) {
+        a.form = Activations::Form::Fp32;
+        return;
+      }
+      int e = 0;
+      if (top > 0.0f) std::frexp(top, &e);  // top < 2^e
+      a.block_scale.get()[r * blocks + b] = top > 0.0f ? std::ldexp(1.0f, e - kFixedPointBits) : 0.0f;
+      // 2^(kFixedPointBits - e) as two normal floats (it reaches 2^171 for
+      // subnormal blocks); both products are exact.
+      const int up = kFixedPointBits - e, first = std::min(up, 127);
+      const typename P::V scale1 = P::set1(std::ldexp(1.0f, first)), scale2 = P::set1(std::ldexp(1.0f, up - first));
+      typename P::Vi digit_sum[D];
+      for (int d = 0; d < D; ++d) digit_sum[d] = P::izero();
+      for (uint64_t i = 0; i < B; i += L) {
+        const typename P::Mask m = P::mask(B - i);
+        typename P::Vi v = P::round(P::mul(P::mul(P::load(xb + i, m), scale1), scale2));
+        uint8_t* dst = reinterpret_cast<uint8_t*>(a.words.get() + r * a.row_words) + b * B + i;
+        for (int d = 0; d < D; ++d) {
+          // Balanced base-256 digits: the low byte sign-extended, the rest carried.
+          const typename P::Vi digit = d + 1 < D ? P::low_byte(v) : v;
+          v = P::carry(v, digit);
+          digit_sum[d] = P::iadd(digit_sum[d], digit);
+          P::store_bytes(dst + uint64_t(d) * a.term_words * 4, digit, m, order);
+        }
+      }
+      for (int d = 0; d < D; ++d)
+        a.block_start.get()[(r * blocks + b) * D + uint64_t(d)] = -offset * P::reduce_iadd(digit_sum[d]);
+    }
+}
+
+}  // namespace
+}  // namespace woq::kernels
