@@ -328,4 +328,7 @@ func TestABIMatches(t *testing.T) {
 	if k, err := ctx.Kernel(); err != nil || k != "reference" {
 		t.Fatalf("kernel %q, %v", k, err)
 	}
+	if err := ctx.Synchronize(); err != nil { // nothing queued on CPU contexts
+		t.Fatal(err)
+	}
 }
