@@ -30,10 +30,9 @@ void prepare_fixed_point(const PackedMatrix& w, Activations& a) {
   // -offset * (sum of the digit) to leave sum (q - c) * digit.
   const int32_t offset = int32_t(1u << (w.code_bits - 1));
   a.form = Activations::Form::FixedPoint;
-  a.terms = D;
   a.block_inputs = B;
-  a.term_words = K / 4;
-  a.row_words = D * a.term_words;
+  a.digit_words = K / 4;
+  a.row_words = D * a.digit_words;
   if (a.words.size < a.m * a.row_words) a.words.allocate(a.m * a.row_words);
   if (a.block_scale.size < a.m * blocks) a.block_scale.allocate(a.m * blocks);
   if (a.block_start.size < a.m * blocks * D) a.block_start.allocate(a.m * blocks * D);
@@ -75,7 +74,7 @@ void prepare_fixed_point(const PackedMatrix& w, Activations& a) {
           const typename P::Vi digit = d + 1 < D ? P::low_byte(v) : v;
           v = P::carry(v, digit);
           digit_sum[d] = P::iadd(digit_sum[d], digit);
-          P::store_bytes(dst + uint64_t(d) * a.term_words * 4, digit, m, order);
+          P::store_bytes(dst + uint64_t(d) * a.digit_words * 4, digit, m, order);
         }
       }
       for (int d = 0; d < D; ++d)

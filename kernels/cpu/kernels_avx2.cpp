@@ -157,7 +157,7 @@ void fixed_point_small_m(const PackedMatrix& w, const Activations& a, uint64_t m
               for (int p = 0; p < 2; ++p)
                 part[r][d] = _mm256_add_epi16(
                     part[r][d],
-                    _mm256_maddubs_epi16(u[p], _mm256_set1_epi32(int(dg[r * a.row_words + d * a.term_words + p]))));
+                    _mm256_maddubs_epi16(u[p], _mm256_set1_epi32(int(dg[r * a.row_words + d * a.digit_words + p]))));
           if ((i + 1) % kFlush == 0 || i + 1 == words_per_block)
             for (int r = 0; r < MC; ++r)
               for (int d = 0; d < D; ++d) {

@@ -71,7 +71,7 @@ void fixed_point_small_m(const PackedMatrix& w, const Activations& a, uint64_t m
               for (int r = 0; r < MC; ++r)
                 for (int d = 0; d < D; ++d)
                   acc[r][d][p % C] = _mm512_dpbusd_epi32(acc[r][d][p % C], u,
-                                                         _mm512_set1_epi32(int(dg[r * a.row_words + d * a.term_words + p])));
+                                                         _mm512_set1_epi32(int(dg[r * a.row_words + d * a.digit_words + p])));
             },
             std::make_integer_sequence<int, P>{});
       }

@@ -76,6 +76,8 @@ inline constexpr int kFixedPointBits = 8 * kFixedPointDigits - 2;  // the top di
 // activations (beyond it, the blocked fp32 GEMM was as fast: same run, L3-
 // resident 4096 x 4096, one thread, M = 64: 14.8 against 15.1 ms).
 inline constexpr uint64_t kFixedPointMaxM = 32;
+// The same for avx2 (4-bit codes only): the fp32 kernel won from M = 4
+// (L3-resident 4096 x 4096, one thread: 1.97 against 2.24 ms).
 inline constexpr uint64_t kFixedPointMaxMAvx2 = 3;
 // Largest |x| / mean |x| of a block of inputs up to which fixed point is used.
 inline constexpr double kFixedPointPeak = 16.0;
@@ -94,18 +96,16 @@ struct Activations {
   uint64_t m = 0;
   std::vector<float> xsum;   // m x groups: the sum of x over each group (for the factored zero-point)
 
-  // What the small-M kernel of the ISA reads besides x (see activations.cpp).
+  // Fp32: x alone. FixedPoint (fixed_point_prep.inl): per row of X, digit d
+  // and code word i, for each phase p (byte vector the kernel makes of the
+  // word: 2 for 4-bit words, the even and odd inputs, 1 for 8-bit words)
+  // one u32 of the digits of the four inputs that the phase's bytes multiply.
   enum class Form { Fp32, FixedPoint } form = Form::Fp32;
-  // FixedPoint: per row of X, digit d and code word i, for each phase p
-  // (byte vector the kernel makes of the word: 2 for 4-bit words, the even
-  // and odd inputs, 1 for 8-bit words) one u32 of the digits of the four
-  // inputs that the phase's bytes multiply (kernels_avx512vnni.cpp).
   AlignedArray<uint32_t> words;
-  int terms = 0;            // fixed-point digits per value
-  uint64_t row_words = 0;   // words per row of X
-  uint64_t term_words = 0;  // words per digit
+  uint64_t row_words = 0;    // words per row of X
+  uint64_t digit_words = 0;  // words per digit
   // FixedPoint: inputs sharing one exponent (divides the group size), and
-  // per row of X and such block its scale 2^(e - 30) and, per digit,
+  // per row of X and such block its scale 2^(e - kFixedPointBits) and, per digit,
   // -offset * (sum of the digit over the block): the accumulator's start,
   // which turns the kernel's unsigned codes (q - c + offset) back into q - c.
   uint64_t block_inputs = 0;
