@@ -4,11 +4,13 @@
 #include <cmath>
 #include <numeric>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
 #include "quant/packing.h"
 #include "runtime/error.h"
+#include "runtime/thread_pool.h"
 
 namespace woq {
 namespace {
@@ -106,22 +108,41 @@ QuantizedMatrix quantize_gptq(const void* weights, DType dtype, uint64_t rows, u
   const std::vector<float> x = load_calibration(calib, cols, "GPTQ");
 
   // H = 2 X^T X / S, accumulated in double: 64 rows of X at a time, each
-  // row of H updated by all of them while it is in cache.
+  // row of H updated by all of them while it is in cache. Every thread owns
+  // the rows i = t, t + T, ... (balanced over the triangle), so each entry
+  // is summed in the same order whatever the thread count.
   std::vector<double> h(k * k, 0.0);
   constexpr uint64_t kRowsPerPass = 64;
-  std::vector<double> xd(kRowsPerPass * k);
-  for (uint64_t s0 = 0; s0 < calib.rows; s0 += kRowsPerPass) {
-    const uint64_t n = std::min(kRowsPerPass, calib.rows - s0);
-    for (uint64_t i = 0; i < n * k; ++i) xd[i] = x[s0 * k + i];
-    for (uint64_t i = 0; i < k; ++i) {
-      double* hi = &h[i * k];
-      for (uint64_t r = 0; r < n; ++r) {
-        const double* xr = &xd[r * k];
-        const double xi = xr[i];
-        if (xi == 0) continue;
-        for (uint64_t j = 0; j <= i; ++j) hi[j] += xi * xr[j];
+  const unsigned threads = unsigned(std::max(1, std::min<int>(hardware_threads(), int(k / 64) + 1)));
+  // Allocated here so that the threads' work cannot throw.
+  std::vector<std::vector<double>> passes(threads, std::vector<double>(kRowsPerPass * k));
+  auto accumulate = [&](unsigned t) noexcept {
+    std::vector<double>& xd = passes[t];
+    for (uint64_t s0 = 0; s0 < calib.rows; s0 += kRowsPerPass) {
+      const uint64_t n = std::min(kRowsPerPass, calib.rows - s0);
+      for (uint64_t i = 0; i < n * k; ++i) xd[i] = x[s0 * k + i];
+      for (uint64_t i = t; i < k; i += threads) {
+        double* hi = &h[i * k];
+        for (uint64_t r = 0; r < n; ++r) {
+          const double* xr = &xd[r * k];
+          const double xi = xr[i];
+          if (xi == 0) continue;
+          for (uint64_t j = 0; j <= i; ++j) hi[j] += xi * xr[j];
+        }
       }
     }
+  };
+  {
+    std::vector<std::thread> helpers;
+    struct JoinAll {  // also when starting a thread throws
+      std::vector<std::thread>& threads;
+      ~JoinAll() {
+        for (auto& t : threads) t.join();
+      }
+    } join_all{helpers};
+    helpers.reserve(threads);
+    for (unsigned t = 1; t < threads; ++t) helpers.emplace_back(accumulate, t);
+    accumulate(0);
   }
   const double norm = 2.0 / double(calib.rows);
   for (uint64_t i = 0; i < k; ++i)
