@@ -191,7 +191,9 @@ namespace woq::kernels {
 void prepare_fixed_point_avx2(const PackedMatrix& w, Activations& a) { prepare_fixed_point<PrepLanes>(w, a); }
 
 void packed_matmul_avx2(const PackedMatrix& w, const Activations& a, uint64_t bb, uint64_t be, float* y) {
-  if (a.form != Activations::Form::FixedPoint) return packed_matmul_impl(w, a, bb, be, y);
+  // Fixed point for 4-bit codes only (prepare_activations never gives it
+  // for others; the fp32 kernels read only x and the group sums).
+  if (a.form != Activations::Form::FixedPoint || w.code_bits != 4) return packed_matmul_impl(w, a, bb, be, y);
   alignas(64) float out[2 * kBlockRows];
   for (uint64_t b = bb; b < be; ++b)
     for (uint64_t m0 = 0; m0 < a.m;) {
