@@ -194,15 +194,9 @@ void packed_matmul_avx2(const PackedMatrix& w, const Activations& a, uint64_t bb
   // Fixed point for 4-bit codes only (prepare_activations never gives it
   // for others; the fp32 kernels read only x and the group sums).
   if (a.form != Activations::Form::FixedPoint || w.code_bits != 4) return packed_matmul_impl(w, a, bb, be, y);
-  alignas(64) float out[2 * kBlockRows];
-  for (uint64_t b = bb; b < be; ++b)
-    for (uint64_t m0 = 0; m0 < a.m;) {
-      const uint64_t mc = a.m - m0 >= 2 ? 2 : 1;
-      if (mc == 2) fixed_point_small_m<2>(w, a, m0, b, out);
-      else fixed_point_small_m<1>(w, a, m0, b, out);
-      Kernel<8>::store_rows(w, out, mc, b, y + m0 * w.rows);
-      m0 += mc;
-    }
+  over_row_tiles<2>(w, a.m, bb, be, y, [&](auto mc, uint64_t m0, uint64_t b, float* out) {
+    fixed_point_small_m<decltype(mc)::value>(w, a, m0, b, out);
+  });
 }
 
 }  // namespace woq::kernels

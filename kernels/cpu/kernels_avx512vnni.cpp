@@ -96,17 +96,9 @@ void fixed_point_small_m(const PackedMatrix& w, const Activations& a, uint64_t m
 
 template <int CPW>
 void fixed_point_run(const PackedMatrix& w, const Activations& a, uint64_t bb, uint64_t be, float* y) {
-  alignas(64) float out[kSmallM * kBlockRows];
-  for (uint64_t b = bb; b < be; ++b)
-    for (uint64_t m0 = 0; m0 < a.m;) {
-      const uint64_t left = a.m - m0;
-      uint64_t mc;
-      if (left >= 4) fixed_point_small_m<4, CPW>(w, a, m0, b, out), mc = 4;
-      else if (left >= 2) fixed_point_small_m<2, CPW>(w, a, m0, b, out), mc = 2;
-      else fixed_point_small_m<1, CPW>(w, a, m0, b, out), mc = 1;
-      Kernel<CPW>::store_rows(w, out, mc, b, y + m0 * w.rows);
-      m0 += mc;
-    }
+  over_row_tiles<4>(w, a.m, bb, be, y, [&](auto mc, uint64_t m0, uint64_t b, float* out) {
+    fixed_point_small_m<decltype(mc)::value, CPW>(w, a, m0, b, out);
+  });
 }
 
 }  // namespace

@@ -44,6 +44,38 @@ constexpr uint64_t kPanel = 8;
 // measured to add 10-16% on top of the hardware prefetcher (docs/CPU_KERNELS.md).
 constexpr uint64_t kPrefetchWords = 16 * 32;
 
+// Y rows [0, rows_of_x) for block b from tile (rows_of_x x 16, no bias),
+// adding the bias.
+void store_rows(const PackedMatrix& w, const float* tile, uint64_t rows_of_x, uint64_t b, float* y) {
+  const uint64_t n0 = b * kBlockRows, lanes = std::min(kBlockRows, w.rows - n0);
+  for (uint64_t r = 0; r < rows_of_x; ++r)
+    for (uint64_t i = 0; i < lanes; ++i)
+      y[r * w.rows + n0 + i] = tile[r * kBlockRows + i] + (w.bias.empty() ? 0.0f : w.bias[n0 + i]);
+}
+
+// The largest tile of MC, MC/2, .., 1 rows of X that `left` rows fill:
+// tile(integral_constant<MC>, m0, b, out); returns its rows.
+template <int MC, class Tile>
+uint64_t run_row_tile(uint64_t left, uint64_t m0, uint64_t b, float* out, Tile& tile) {
+  if constexpr (MC > 1)
+    if (left < MC) return run_row_tile<MC / 2>(left, m0, b, out, tile);
+  tile(std::integral_constant<int, MC>{}, m0, b, out);
+  return MC;
+}
+
+// The small-M kernels' loop, block by block over [bb, be): the rows of X in
+// tiles of up to MaxTile (a power of two) rows, each into Y.
+template <int MaxTile, class Tile>
+void over_row_tiles(const PackedMatrix& w, uint64_t m, uint64_t bb, uint64_t be, float* y, Tile&& tile) {
+  alignas(64) float out[MaxTile * kBlockRows];
+  for (uint64_t b = bb; b < be; ++b)
+    for (uint64_t m0 = 0; m0 < m;) {
+      const uint64_t mc = run_row_tile<MaxTile>(m - m0, m0, b, out, tile);
+      store_rows(w, out, mc, b, y + m0 * w.rows);
+      m0 += mc;
+    }
+}
+
 template <int CPW>  // codes per u32 word: 8 (4-bit) or 4 (8-bit)
 struct Kernel {
   template <int T>
@@ -159,13 +191,6 @@ struct Kernel {
     }
   }
 
-  static void store_rows(const PackedMatrix& w, const float* tile, uint64_t rows_of_x, uint64_t b, float* y) {
-    const uint64_t n0 = b * kBlockRows, lanes = std::min(kBlockRows, w.rows - n0);
-    for (uint64_t r = 0; r < rows_of_x; ++r)
-      for (uint64_t i = 0; i < lanes; ++i)
-        y[r * w.rows + n0 + i] = tile[r * kBlockRows + i] + (w.bias.empty() ? 0.0f : w.bias[n0 + i]);
-  }
-
   static void run(const PackedMatrix& w, const Activations& a, uint64_t bb, uint64_t be, float* y) {
     thread_local Scratch scratch;
     const float* x = a.x;
@@ -173,20 +198,9 @@ struct Kernel {
     const uint64_t M = a.m;
     const uint64_t K = w.cols, G = w.groups();
     if (M <= kSmallM) {
-      alignas(64) float out[4 * kBlockRows];
-      for (uint64_t b = bb; b < be; ++b) {
-        for (uint64_t m0 = 0; m0 < M;) {
-          const uint64_t left = M - m0;
-          const float* xs = x + m0 * K;
-          const float* ss = xsum + m0 * G;
-          uint64_t mc;
-          if (left >= 4) small_m<4>(w, xs, ss, b, out), mc = 4;
-          else if (left >= 2) small_m<2>(w, xs, ss, b, out), mc = 2;
-          else small_m<1>(w, xs, ss, b, out), mc = 1;
-          store_rows(w, out, mc, b, y + m0 * w.rows);
-          m0 += mc;
-        }
-      }
+      over_row_tiles<4>(w, M, bb, be, y, [&](auto mc, uint64_t m0, uint64_t b, float* out) {
+        small_m<decltype(mc)::value>(w, x + m0 * K, xsum + m0 * G, b, out);
+      });
       return;
     }
     float* chunk = scratch.ensure(scratch.weights, kPanel * kKc * kBlockRows);
