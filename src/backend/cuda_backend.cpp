@@ -76,6 +76,7 @@ class CudaTensor : public BackendTensor {
   std::vector<uint16_t> host_scales;
   std::vector<uint8_t> host_zeros;
   std::vector<float> host_bias;
+  std::vector<float> host_input_scales;
   uint32_t group_size = 0;
 };
 
@@ -177,6 +178,7 @@ class CudaBackend : public Backend {
     t->host_scales = std::move(matrix.scales);
     t->host_zeros = std::move(matrix.zeros);
     t->host_bias = std::move(matrix.bias);
+    t->host_input_scales = std::move(matrix.input_scales);
     return t;
   }
 
@@ -217,12 +219,7 @@ class CudaBackend : public Backend {
     check(cu::dequantize(t.view, static_cast<float*>(d.get()), stream_), "dequantize kernel launch");
     check(cudaMemcpyAsync(host.data(), d.get(), d.bytes(), cudaMemcpyDeviceToHost, stream_), "dequantize copy");
     check(cudaStreamSynchronize(stream_), "dequantize");
-    std::vector<float> is(t.input_scales.bytes() / sizeof(float));
-    if (!is.empty()) {
-      check(cudaMemcpyAsync(is.data(), t.input_scales.get(), t.input_scales.bytes(), cudaMemcpyDeviceToHost, stream_),
-            "input scales");
-      check(cudaStreamSynchronize(stream_), "input scales");
-    }
+    const std::vector<float>& is = t.host_input_scales;
     for (uint64_t i = 0; i < host.size(); ++i)
       store_as(out, out_dtype, i, is.empty() ? host[i] : host[i] * is[i % t.cols]);
   }
