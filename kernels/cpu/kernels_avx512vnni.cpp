@@ -23,10 +23,15 @@ namespace {
 // Unsigned code bytes of phase P of a packed word: for 4-bit words the
 // nibbles of the even (P = 0) or odd (P = 1) inputs with the centring undone
 // (bit 3 flipped: q - 8 -> q), for 8-bit words every byte with bit 7 flipped.
-template <int CPW, int P>
+// Sixteen (kInPlace): the odd nibbles are left in place as 16 q, which saves
+// the shift; their sums are then 16 times too large, exactly.
+template <int CPW, int P, bool kInPlace>
 __m512i code_bytes(__m512i d) {
   if constexpr (CPW == 4) {
     return _mm512_xor_si512(d, _mm512_set1_epi32(int(0x80808080u)));
+  } else if constexpr (P == 1 && kInPlace) {
+    const __m512i flip = _mm512_set1_epi32(int(0x80808080u)), high = _mm512_set1_epi32(int(0xf0f0f0f0u));
+    return _mm512_ternarylogic_epi32(d, flip, high, 0x28);  // (d ^ flip) & high
   } else {
     const __m512i flip = _mm512_set1_epi32(0x08080808), low = _mm512_set1_epi32(0x0f0f0f0f);
     const __m512i v = P == 0 ? d : _mm512_srli_epi32(d, 4);
@@ -34,11 +39,21 @@ __m512i code_bytes(__m512i d) {
   }
 }
 
+// acc + the dot products of u's bytes with the four bytes at p, broadcast.
+// Written in assembly because compilers emit a separate vpbroadcastd, and on
+// Zen 4 the extra instruction per vpdpbusd cost 5-10% of the GEMV's speed
+// from DRAM (docs/CPU_KERNELS.md).
+inline __m512i dpbusd_broadcast(__m512i acc, __m512i u, const uint32_t* p) {
+  __asm__("vpdpbusd %2%{1to16%}, %1, %0" : "+v"(acc) : "v"(u), "m"(*p));
+  return acc;
+}
+
 template <int MC, int CPW>
 void fixed_point_small_m(const PackedMatrix& w, const Activations& a, uint64_t m0, uint64_t b, float* out) {
   constexpr int D = kFixedPointDigits;
   constexpr int P = CPW / 4;             // byte vectors (phases) per code word
   constexpr int C = MC >= 4 ? 1 : P;     // independent chains per digit and row
+  constexpr bool kInPlace = C == P;      // each phase has its own chain (code_bytes)
   const uint64_t G = w.groups(), g = w.group_size, B = a.block_inputs, K = w.cols;
   const uint64_t blocks = K / B, words_per_block = B / CPW;
   const uint32_t* codes = w.codes.get() + b * w.words_per_block;
@@ -67,11 +82,10 @@ void fixed_point_small_m(const PackedMatrix& w, const Activations& a, uint64_t m
         unrolled(
             [&](auto pc) {
               constexpr int p = decltype(pc)::value;
-              const __m512i u = code_bytes<CPW, p>(word);
+              const __m512i u = code_bytes<CPW, p, kInPlace>(word);
               for (int r = 0; r < MC; ++r)
                 for (int d = 0; d < D; ++d)
-                  acc[r][d][p % C] = _mm512_dpbusd_epi32(acc[r][d][p % C], u,
-                                                         _mm512_set1_epi32(int(dg[r * a.row_words + d * a.digit_words + p])));
+                  acc[r][d][p % C] = dpbusd_broadcast(acc[r][d][p % C], u, dg + r * a.row_words + d * a.digit_words + p);
             },
             std::make_integer_sequence<int, P>{});
       }
@@ -79,7 +93,8 @@ void fixed_point_small_m(const PackedMatrix& w, const Activations& a, uint64_t m
         __m512i sum[D];
         for (int d = 0; d < D; ++d) {
           sum[d] = acc[r][d][0];
-          for (int c = 1; c < C; ++c) sum[d] = _mm512_add_epi32(sum[d], acc[r][d][c]);
+          for (int c = 1; c < C; ++c)
+            sum[d] = _mm512_add_epi32(sum[d], kInPlace ? _mm512_srai_epi32(acc[r][d][c], 4) : acc[r][d][c]);
         }
         // sum_d 256^d * sum[d], highest digit first; each sum[d] is exact.
         const __m512 base = _mm512_set1_ps(256.0f);
