@@ -148,7 +148,7 @@ void fixed_point_small_m(const PackedMatrix& w, const Activations& a, uint64_t m
           }
         const uint32_t* dg = a.words.get() + m0 * a.row_words + xb * words_per_block * 2;
         for (uint64_t i = 0; i < words_per_block; ++i, codes += kBlockRows, dg += 2) {
-          __builtin_prefetch(codes + kPrefetchWords);
+          prefetch_codes(codes);
           const __m256i word = _mm256_load_si256(reinterpret_cast<const __m256i*>(codes));
           const __m256i u[2] = {_mm256_xor_si256(_mm256_and_si256(word, low), flip),
                                 _mm256_xor_si256(_mm256_and_si256(_mm256_srli_epi32(word, 4), low), flip)};

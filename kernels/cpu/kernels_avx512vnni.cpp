@@ -77,7 +77,7 @@ void fixed_point_small_m(const PackedMatrix& w, const Activations& a, uint64_t m
         }
       const uint32_t* dg = digits + xb * words_per_block * P;
       for (uint64_t i = 0; i < words_per_block; ++i, codes += kBlockRows, dg += P) {
-        __builtin_prefetch(codes + kPrefetchWords);
+        prefetch_codes(codes);
         const __m512i word = _mm512_load_si512(codes);
         unrolled(
             [&](auto pc) {
