@@ -51,9 +51,13 @@ inline __m512i dpbusd_broadcast(__m512i acc, __m512i u, const uint32_t* p) {
 template <int MC, int CPW>
 void fixed_point_small_m(const PackedMatrix& w, const Activations& a, uint64_t m0, uint64_t b, float* out) {
   constexpr int D = kFixedPointDigits;
-  constexpr int P = CPW / 4;             // byte vectors (phases) per code word
-  constexpr int C = MC >= 4 ? 1 : P;     // independent chains per digit and row
-  constexpr bool kInPlace = C == P;      // each phase has its own chain (code_bytes)
+  constexpr int P = CPW / 4;          // byte vectors (phases) per code word
+  // Independent chains per digit and row: below four rows of X, two, so that
+  // vpdpbusd's latency (4 cycles on Zen 4) is hidden. A 4-bit word's phases
+  // take one each; 8-bit words alternate.
+  constexpr int C = MC >= 4 ? 1 : 2;
+  constexpr int kWordsPerStep = C / P > 1 ? C / P : 1;
+  constexpr bool kInPlace = CPW == 8 && C == 2;  // odd nibbles on a chain of their own (code_bytes)
   const uint64_t G = w.groups(), g = w.group_size, B = a.block_inputs, K = w.cols;
   const uint64_t blocks = K / B, words_per_block = B / CPW;
   const uint32_t* codes = w.codes.get() + b * w.words_per_block;
@@ -76,19 +80,27 @@ void fixed_point_small_m(const PackedMatrix& w, const Activations& a, uint64_t m
           for (int c = 1; c < C; ++c) acc[r][d][c] = _mm512_setzero_si512();
         }
       const uint32_t* dg = digits + xb * words_per_block * P;
-      for (uint64_t i = 0; i < words_per_block; ++i, codes += kBlockRows, dg += P) {
+      // Word i's phase p goes to chain (i P + p) mod C.
+      const auto word_step = [&](auto first_chain) {
         prefetch_codes(codes);
         const __m512i word = _mm512_load_si512(codes);
         unrolled(
             [&](auto pc) {
-              constexpr int p = decltype(pc)::value;
+              constexpr int p = decltype(pc)::value, c = (decltype(first_chain)::value + p) % C;
               const __m512i u = code_bytes<CPW, p, kInPlace>(word);
               for (int r = 0; r < MC; ++r)
                 for (int d = 0; d < D; ++d)
-                  acc[r][d][p % C] = dpbusd_broadcast(acc[r][d][p % C], u, dg + r * a.row_words + d * a.digit_words + p);
+                  acc[r][d][c] = dpbusd_broadcast(acc[r][d][c], u, dg + r * a.row_words + d * a.digit_words + p);
             },
             std::make_integer_sequence<int, P>{});
-      }
+        codes += kBlockRows;
+        dg += P;
+      };
+      uint64_t i = 0;
+      for (; i + kWordsPerStep <= words_per_block; i += kWordsPerStep)
+        unrolled([&](auto step) { word_step(std::integral_constant<int, decltype(step)::value * P>{}); },
+                 std::make_integer_sequence<int, kWordsPerStep>{});
+      for (; i < words_per_block; ++i) word_step(std::integral_constant<int, 0>{});
       for (int r = 0; r < MC; ++r) {
         __m512i sum[D];
         for (int d = 0; d < D; ++d) {

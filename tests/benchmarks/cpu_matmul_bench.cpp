@@ -3,12 +3,14 @@
 // OpenBLAS fp32 sgemv / sgemm measured in the same run.
 //
 //   woq_cpu_bench [--quick] [--resident] [--bits 4|8] [--group 128] [--m M]... [--threads T] [--bf16|--fp16]
+//                 [--copies N]
 //
 // --bf16 / --fp16 pass 16-bit activations to woq (OpenBLAS gets the same
 // values in fp32). --resident runs one 4096x4096 matrix (8.4 MiB at 4 bits)
 // over and over, so that its weights stay in L3: the kernels' own speed,
 // not DRAM's (not a DRAM benchmark: its GB/s are not comparable with the
-// read bandwidth).
+// read bandwidth). --copies sets how many copies of the block woq cycles
+// through (default: enough to fill twice the last-level cache).
 //
 // Shapes (N outputs x K inputs): Llama-7B block q,k,v,o 4096x4096,
 // gate/up 11008x4096, down 4096x11008, plus Llama-3-8B up 14336x4096.
@@ -129,6 +131,7 @@ struct Args {
   bool bf16_x = false;  // activations in bf16 instead of fp32
   bool fp16_x = false;  // activations in fp16 instead of fp32
   bool resident = false;
+  int copies = 0;  // 0: enough to fill twice the last-level cache
 };
 
 // Best-of-reps time of `pass`, after one warm-up pass.
@@ -161,10 +164,11 @@ int main(int argc, char** argv) {
     else if (s == "--bf16") a.bf16_x = true;
     else if (s == "--fp16") a.fp16_x = true;
     else if (s == "--resident") a.resident = true;
+    else if (s == "--copies" && i + 1 < argc) a.copies = std::atoi(argv[++i]);
     else {
       std::fprintf(stderr,
                    "usage: woq_cpu_bench [--quick] [--resident] [--bits B] [--group G] [--m M]... [--threads T] "
-                   "[--bf16|--fp16]\n");
+                   "[--bf16|--fp16] [--copies N]\n");
       return 2;
     }
   }
@@ -219,7 +223,9 @@ int main(int argc, char** argv) {
   // last-level cache, so that its weights come from DRAM however large the
   // cache (the fp32 block is 8x larger and needs no copies).
   const double l3 = double(last_level_cache_bytes());
-  const int copies = a.resident || a.quick ? 1 : std::max(1, int(std::ceil(2 * l3 / packed_bytes)));
+  const int copies = a.copies > 0               ? a.copies
+                     : a.resident || a.quick ? 1
+                                             : std::max(1, int(std::ceil(2 * l3 / packed_bytes)));
   std::printf("block: %zu matrices, %.1f M weights, %.1f MiB packed, %.1f MiB as fp32\n", block.size(),
               block_weights / 1e6, packed_bytes / 1048576.0, block_weights * 4 / 1048576.0);
   std::printf("last-level cache %.0f MiB: woq runs %d cop%s of the block in turn (times below are per block)\n\n",
