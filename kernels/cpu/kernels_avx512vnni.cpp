@@ -23,8 +23,8 @@ namespace {
 // Unsigned code bytes of phase P of a packed word: for 4-bit words the
 // nibbles of the even (P = 0) or odd (P = 1) inputs with the centring undone
 // (bit 3 flipped: q - 8 -> q), for 8-bit words every byte with bit 7 flipped.
-// Sixteen (kInPlace): the odd nibbles are left in place as 16 q, which saves
-// the shift; their sums are then 16 times too large, exactly.
+// With kInPlace the odd nibbles stay in place, as 16 q: no shift, and sums
+// exactly 16 times too large, which the caller shifts back.
 template <int CPW, int P, bool kInPlace>
 __m512i code_bytes(__m512i d) {
   if constexpr (CPW == 4) {
@@ -40,9 +40,9 @@ __m512i code_bytes(__m512i d) {
 }
 
 // acc + the dot products of u's bytes with the four bytes at p, broadcast.
-// Written in assembly because compilers emit a separate vpbroadcastd, and on
-// Zen 4 the extra instruction per vpdpbusd cost 5-10% of the GEMV's speed
-// from DRAM (docs/CPU_KERNELS.md).
+// Written in assembly because GCC emits a separate vpbroadcastd; on Zen 4
+// the embedded broadcast took one thread's 4-bit GEMV from DRAM from
+// 21.5-21.7 to 22.4-24.2 GB/s (docs/CPU_KERNELS.md).
 inline __m512i dpbusd_broadcast(__m512i acc, __m512i u, const uint32_t* p) {
   __asm__("vpdpbusd %2%{1to16%}, %1, %0" : "+v"(acc) : "v"(u), "m"(*p));
   return acc;
