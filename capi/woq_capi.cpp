@@ -292,6 +292,19 @@ WOQ_API woq_status woq_context_kernel(const woq_context* context, const char** o
   });
 }
 
+WOQ_API woq_status woq_context_memory(const woq_context* context, uint64_t* out_in_use_bytes,
+                                      uint64_t* out_peak_bytes) {
+  return guarded([&] {
+    need_handle(context, kContextTag, "context");
+    need(out_in_use_bytes, "out_in_use_bytes");
+    need(out_peak_bytes, "out_peak_bytes");
+    const woq::MemoryAccount& account = *context->impl->memory();
+    const uint64_t in_use = account.in_use();
+    *out_in_use_bytes = in_use;
+    *out_peak_bytes = std::max(account.peak(), in_use);  // a concurrent upload may not have raised the peak yet
+  });
+}
+
 WOQ_API woq_status woq_context_synchronize(woq_context* context) {
   return guarded([&] {
     need_handle(context, kContextTag, "context");

@@ -172,6 +172,25 @@ public sealed class Context : WoqHandle {
   /// </summary>
   public void Synchronize() => Call(p => N.woq_context_synchronize(p));
 
+  /// <summary>
+  /// Bytes the context's tensors and buffers hold (device memory on CUDA),
+  /// and the most they held at once (woq_context_memory).
+  /// </summary>
+  public ulong MemoryInUse {
+    get {
+      ulong inUse = 0;
+      Call(p => N.woq_context_memory(p, out inUse, out ulong _));
+      return inUse;
+    }
+  }
+  public ulong MemoryPeak {
+    get {
+      ulong peak = 0;
+      Call(p => N.woq_context_memory(p, out ulong _, out peak));
+      return peak;
+    }
+  }
+
   public int Threads {
     get {
       int threads = 0;

@@ -183,7 +183,8 @@ static woq_status woq_quantize_calibrated(const void* weights, woq_dtype w_dtype
 
 /* Scalar out-parameters (both languages: C# `out`, Go one-element slices). */
 %apply uint64_t* OUTPUT { uint64_t* out_rows, uint64_t* out_cols, uint64_t* out_count,
-                          uint64_t* out_length, uint64_t* out_bytes };
+                          uint64_t* out_length, uint64_t* out_bytes,
+                          uint64_t* out_in_use_bytes, uint64_t* out_peak_bytes };
 %apply uint32_t* OUTPUT { uint32_t* out_major, uint32_t* out_minor };
 %apply int32_t* OUTPUT { int32_t* out_threads, int32_t* out_has_bias, int32_t* out_zero_point };
 %apply int64_t* OUTPUT { int64_t* out_value };

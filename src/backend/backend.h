@@ -21,6 +21,7 @@ class BackendTensor {
   virtual ~BackendTensor() = default;
   uint64_t rows = 0;
   uint64_t cols = 0;
+  uint64_t bytes = 0;  // backend memory it holds (woq_context_memory)
 };
 
 // Backend-owned memory of a fixed size.

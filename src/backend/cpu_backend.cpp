@@ -87,8 +87,12 @@ class CpuBackend : public Backend {
       t->packed = kernels::repack(view);
       t->input_scales = std::move(matrix.input_scales);
       t->is_packed = true;
+      t->bytes = t->packed.bytes() + t->input_scales.size() * sizeof(float);
     } else {
       t->canonical = std::move(matrix);
+      const QuantizedMatrix& c = t->canonical;
+      t->bytes = c.codes.size() * sizeof(uint32_t) + c.scales.size() * sizeof(uint16_t) + c.zeros.size() +
+                 (c.bias.size() + c.input_scales.size()) * sizeof(float);
     }
     return t;
   }

@@ -179,6 +179,7 @@ class CudaBackend : public Backend {
     t->host_zeros = std::move(matrix.zeros);
     t->host_bias = std::move(matrix.bias);
     t->host_input_scales = std::move(matrix.input_scales);
+    t->bytes = t->codes.bytes() + t->scales.bytes() + t->zeros.bytes() + t->bias.bytes() + t->input_scales.bytes();
     return t;
   }
 

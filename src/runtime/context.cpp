@@ -22,6 +22,13 @@ Context::Context(BackendKind kind, int threads, int device_index)
   }
 }
 
+void MemoryAccount::add(uint64_t bytes) {
+  const uint64_t now = in_use_.fetch_add(bytes) + bytes;
+  uint64_t peak = peak_.load();
+  while (now > peak && !peak_.compare_exchange_weak(peak, now)) {
+  }
+}
+
 format::ParallelFor Context::parallel_for() {
   return [this](size_t count, const std::function<void(size_t)>& body) { pool_.parallel_for(count, body); };
 }

@@ -1,6 +1,7 @@
 // The objects behind the C API's opaque handles.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -10,6 +11,36 @@
 #include "runtime/thread_pool.h"
 
 namespace woq {
+
+// Bytes a context's tensors and buffers hold in its backend's memory
+// (woq_context_memory), and the most they ever held together.
+class MemoryAccount {
+ public:
+  void add(uint64_t bytes);
+  void remove(uint64_t bytes) { in_use_.fetch_sub(bytes); }
+  uint64_t in_use() const { return in_use_.load(); }
+  uint64_t peak() const { return peak_.load(); }
+
+ private:
+  std::atomic<uint64_t> in_use_{0}, peak_{0};
+};
+
+// One tensor's or buffer's bytes on its context's account, from its upload
+// to its destruction. Shares the account, so a handle destroyed after its
+// context still settles safely.
+class MemoryCharge {
+ public:
+  MemoryCharge(std::shared_ptr<MemoryAccount> account, uint64_t bytes) : account_(std::move(account)), bytes_(bytes) {
+    account_->add(bytes_);
+  }
+  ~MemoryCharge() { account_->remove(bytes_); }
+  MemoryCharge(const MemoryCharge&) = delete;
+  MemoryCharge& operator=(const MemoryCharge&) = delete;
+
+ private:
+  std::shared_ptr<MemoryAccount> account_;
+  uint64_t bytes_;
+};
 
 class Context {
  public:
@@ -22,15 +53,18 @@ class Context {
   Backend& backend() { return *backend_; }
   ThreadPool& pool() { return pool_; }
   format::ParallelFor parallel_for();
+  const std::shared_ptr<MemoryAccount>& memory() const { return memory_; }
 
  private:
   ThreadPool pool_;
   std::unique_ptr<Backend> backend_;
+  std::shared_ptr<MemoryAccount> memory_ = std::make_shared<MemoryAccount>();
 };
 
 class Tensor {
  public:
-  Tensor(Context* owner, std::unique_ptr<BackendTensor> impl) : owner_(owner), impl_(std::move(impl)) {}
+  Tensor(Context* owner, std::unique_ptr<BackendTensor> impl)
+      : owner_(owner), impl_(std::move(impl)), charge_(owner->memory(), impl_->bytes) {}
   Context* owner() const { return owner_; }
   const BackendTensor& impl() const { return *impl_; }
   uint64_t rows() const { return impl_->rows; }
@@ -39,17 +73,20 @@ class Tensor {
  private:
   Context* owner_;
   std::unique_ptr<BackendTensor> impl_;
+  MemoryCharge charge_;
 };
 
 class Buffer {
  public:
-  Buffer(Context* owner, std::unique_ptr<BackendBuffer> impl) : owner_(owner), impl_(std::move(impl)) {}
+  Buffer(Context* owner, std::unique_ptr<BackendBuffer> impl)
+      : owner_(owner), impl_(std::move(impl)), charge_(owner->memory(), impl_->size()) {}
   Context* owner() const { return owner_; }
   BackendBuffer& impl() const { return *impl_; }
 
  private:
   Context* owner_;
   std::unique_ptr<BackendBuffer> impl_;
+  MemoryCharge charge_;
 };
 
 // Reads rows [row_begin, row_end) of a stored tensor into the canonical

@@ -245,6 +245,65 @@ TEST(CApi, SynchronizeIsImmediateOnCpuAndRefusesNull) {
   EXPECT_NE(std::string(woq_last_error()).find("context"), std::string::npos);
 }
 
+// Bytes expected from the layouts as documented (docs/CPU_KERNELS.md for the
+// packed one, fileformat/SPEC.md for the canonical one), not from the code.
+TEST(CApi, ContextMemoryCountsTensorsAndBuffersUntilDestroyed) {
+  const uint64_t n = 40, k = 256, groups = k / 128;
+  const uint64_t bias_bytes = n * 4;
+  // Packed: 16-row blocks (rows padded), a u32 word per 8 inputs per row,
+  // fp16 scale + int8 zero-point per (block row, group), fp32 bias.
+  const uint64_t blocks = (n + 15) / 16;
+  const uint64_t packed = blocks * 16 * (k / 8 * 4 + groups * 3) + bias_bytes;
+  // Canonical: rows of u32 words, fp16 scale + u8 zero-point per (row, group).
+  const uint64_t canonical = n * (k / 8 * 4 + groups * 3) + bias_bytes;
+  for (auto [backend, tensor_bytes] : {std::pair{WOQ_BACKEND_CPU, packed}, std::pair{WOQ_BACKEND_CPU_REFERENCE, canonical}}) {
+    SCOPED_TRACE(backend == WOQ_BACKEND_CPU ? "cpu" : "reference");
+    woq_context_options o;
+    woq_context_options_init(&o);
+    o.backend = backend;
+    woq_context* ctx = nullptr;
+    ASSERT_EQ(woq_context_create(&o, &ctx), WOQ_OK);
+    uint64_t in_use = 1, peak = 1;
+    ASSERT_EQ(woq_context_memory(ctx, &in_use, &peak), WOQ_OK);
+    EXPECT_EQ(in_use, 0u);
+    EXPECT_EQ(peak, 0u);
+
+    std::vector<float> w = woq::test::random_weights(n, k, 5);
+    std::vector<float> bias = woq::test::random_activations(n, 6);
+    woq_quant_options qo;
+    woq_quant_options_init(&qo);
+    woq_qmatrix* q = nullptr;
+    ASSERT_EQ(woq_quantize(w.data(), WOQ_DTYPE_F32, n, k, &qo, &q), WOQ_OK);
+    woq_tensor* t = nullptr;
+    ASSERT_EQ(woq_tensor_from_qmatrix(ctx, q, bias.data(), &t), WOQ_OK);
+    woq_qmatrix_destroy(q);  // the tensor holds its own copy
+    ASSERT_EQ(woq_context_memory(ctx, &in_use, &peak), WOQ_OK);
+    EXPECT_EQ(in_use, tensor_bytes);
+    EXPECT_EQ(peak, tensor_bytes);
+
+    woq_buffer* b = nullptr;
+    ASSERT_EQ(woq_buffer_create(ctx, 1000, &b), WOQ_OK);
+    ASSERT_EQ(woq_context_memory(ctx, &in_use, &peak), WOQ_OK);
+    EXPECT_EQ(in_use, tensor_bytes + 1000);
+    EXPECT_EQ(peak, tensor_bytes + 1000);
+
+    woq_tensor_destroy(t);
+    ASSERT_EQ(woq_context_memory(ctx, &in_use, &peak), WOQ_OK);
+    EXPECT_EQ(in_use, 1000u);
+    EXPECT_EQ(peak, tensor_bytes + 1000);
+    woq_buffer_destroy(b);
+    ASSERT_EQ(woq_context_memory(ctx, &in_use, &peak), WOQ_OK);
+    EXPECT_EQ(in_use, 0u);
+    EXPECT_EQ(peak, tensor_bytes + 1000);
+
+    EXPECT_EQ(woq_context_memory(ctx, nullptr, &peak), WOQ_ERR_INVALID_ARGUMENT);
+    EXPECT_NE(std::string(woq_last_error()).find("out_in_use_bytes"), std::string::npos);
+    EXPECT_EQ(woq_context_memory(ctx, &in_use, nullptr), WOQ_ERR_INVALID_ARGUMENT);
+    EXPECT_EQ(woq_context_memory(nullptr, &in_use, &peak), WOQ_ERR_INVALID_ARGUMENT);
+    woq_context_destroy(ctx);
+  }
+}
+
 TEST(CApi, TensorInfoHonoursStructSize) {
   woq::test::TempDir dir;
   Fixture fx(WOQ_BACKEND_CPU, 8, 64);

@@ -51,6 +51,11 @@ public class woq {
     return ret;
   }
 
+  public static woq_status woq_context_memory(global::System.IntPtr context, out ulong out_in_use_bytes, out ulong out_peak_bytes) {
+    woq_status ret = (woq_status)woqPINVOKE.woq_context_memory(context, out out_in_use_bytes, out out_peak_bytes);
+    return ret;
+  }
+
   public static woq_status woq_quant_options_init(woq_quant_options options) {
     woq_status ret = (woq_status)woqPINVOKE.woq_quant_options_init(woq_quant_options.getCPtr(options));
     return ret;

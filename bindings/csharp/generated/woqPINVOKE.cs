@@ -72,6 +72,9 @@ class woqPINVOKE {
   [global::System.Runtime.InteropServices.DllImport("woq_csharp", EntryPoint="CSharp_WoqfNative_woq_context_synchronize___")]
   public static extern int woq_context_synchronize(global::System.IntPtr jarg1);
 
+  [global::System.Runtime.InteropServices.DllImport("woq_csharp", EntryPoint="CSharp_WoqfNative_woq_context_memory___")]
+  public static extern int woq_context_memory(global::System.IntPtr jarg1, out ulong jarg2, out ulong jarg3);
+
   [global::System.Runtime.InteropServices.DllImport("woq_csharp", EntryPoint="CSharp_WoqfNative_woq_quant_options_struct_size_set___")]
   public static extern void woq_quant_options_struct_size_set(global::System.Runtime.InteropServices.HandleRef jarg1, ulong jarg2);
 

@@ -386,6 +386,22 @@ SWIGEXPORT int SWIGSTDCALL CSharp_WoqfNative_woq_context_synchronize___(void* ja
 }
 
 
+SWIGEXPORT int SWIGSTDCALL CSharp_WoqfNative_woq_context_memory___(void* jarg1, unsigned long long * jarg2, unsigned long long * jarg3) {
+  int jresult ;
+  woq_context *arg1 = (woq_context *) 0 ;
+  uint64_t *arg2 = (uint64_t *) 0 ;
+  uint64_t *arg3 = (uint64_t *) 0 ;
+  woq_status result;
+  
+  arg1 = (woq_context *)jarg1; 
+  arg2 = (uint64_t *)jarg2; 
+  arg3 = (uint64_t *)jarg3; 
+  result = (woq_status)woq_context_memory((struct woq_context const *)arg1,arg2,arg3);
+  jresult = (int)result; 
+  return jresult;
+}
+
+
 SWIGEXPORT void SWIGSTDCALL CSharp_WoqfNative_woq_quant_options_struct_size_set___(void * jarg1, unsigned long long jarg2) {
   struct woq_quant_options *arg1 = (struct woq_quant_options *) 0 ;
   size_t arg2 ;

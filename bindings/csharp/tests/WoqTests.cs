@@ -229,6 +229,14 @@ static class WoqTests {
     using (var ctx = Context.Create(Backend.CpuReference, 1)) {
       Expect(ctx.Kernel == "reference", "reference kernel");
       ctx.Synchronize();  // nothing queued on CPU contexts: returns at once
+      Expect(ctx.MemoryInUse == 0 && ctx.MemoryPeak == 0, "a new context holds nothing");
+      var w = new float[8 * 64];
+      for (int i = 0; i < w.Length; ++i) w[i] = (float)Math.Sin(i);
+      using (var q = QMatrix.Quantize(w, 8, 64, new QuantOptions { GroupSize = 32 })) {
+        // Canonical layout: per row 8 code words and 2 groups of fp16 scale + u8 zero-point.
+        using (var t = Tensor.FromQMatrix(ctx, q)) Expect(ctx.MemoryInUse == 8 * (8 * 4 + 2 * 3), "tensor bytes counted");
+      }
+      Expect(ctx.MemoryInUse == 0 && ctx.MemoryPeak == 8 * (8 * 4 + 2 * 3), "released, peak kept");
     }
   }
 

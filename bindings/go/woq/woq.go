@@ -260,6 +260,19 @@ func (c *Context) Synchronize() error {
 	return call(func() woqc.Enum_SS_woq_status { return woqc.Woq_context_synchronize(p) })
 }
 
+// Memory returns the bytes the context's tensors and buffers hold (device
+// memory on CUDA) and the most they held at once (woq_context_memory).
+func (c *Context) Memory() (inUse, peak uint64, err error) {
+	p, err := c.hd().acquire()
+	if err != nil {
+		return 0, 0, err
+	}
+	defer c.hd().release()
+	u, k := []uint64{0}, []uint64{0}
+	err = call(func() woqc.Enum_SS_woq_status { return woqc.Woq_context_memory(p, u, k) })
+	return u[0], k[0], err
+}
+
 // Threads is the number of threads the context runs with.
 func (c *Context) Threads() (int, error) {
 	p, err := c.hd().acquire()

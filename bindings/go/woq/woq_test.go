@@ -331,4 +331,28 @@ func TestABIMatches(t *testing.T) {
 	if err := ctx.Synchronize(); err != nil { // nothing queued on CPU contexts
 		t.Fatal(err)
 	}
+	if inUse, peak, err := ctx.Memory(); err != nil || inUse != 0 || peak != 0 {
+		t.Fatalf("new context holds %d (peak %d), %v", inUse, peak, err)
+	}
+	w := make([]float32, 8*64)
+	for i := range w {
+		w[i] = float32(math.Sin(float64(i)))
+	}
+	q, err := Quantize(w, 8, 64, QuantOptions{Bits: 4, GroupSize: 32})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	tensor, err := TensorFromQMatrix(ctx, q, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const want = 8 * (8*4 + 2*3) // canonical: per row 8 code words, 2 groups of fp16 scale + u8 zero-point
+	if inUse, _, err := ctx.Memory(); err != nil || inUse != want {
+		t.Fatalf("with a tensor: %d bytes, want %d, %v", inUse, want, err)
+	}
+	tensor.Close()
+	if inUse, peak, err := ctx.Memory(); err != nil || inUse != 0 || peak != want {
+		t.Fatalf("after Close: %d bytes (peak %d), want 0 (%d), %v", inUse, peak, want, err)
+	}
 }

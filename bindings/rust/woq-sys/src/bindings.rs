@@ -99,6 +99,13 @@ extern "C" {
 extern "C" {
     pub fn woq_context_synchronize(context: *mut woq_context) -> woq_status;
 }
+extern "C" {
+    pub fn woq_context_memory(
+        context: *const woq_context,
+        out_in_use_bytes: *mut u64,
+        out_peak_bytes: *mut u64,
+    ) -> woq_status;
+}
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct woq_qmatrix {

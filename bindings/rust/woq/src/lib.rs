@@ -129,6 +129,14 @@ impl Context {
         check(unsafe { sys::woq_context_synchronize(self.raw) })
     }
 
+    /// Bytes this context's tensors and buffers hold (device memory on
+    /// CUDA), and the most they held at once: `(in_use, peak)`.
+    pub fn memory(&self) -> Result<(u64, u64)> {
+        let (mut in_use, mut peak) = (0u64, 0u64);
+        check(unsafe { sys::woq_context_memory(self.raw, &mut in_use, &mut peak) })?;
+        Ok((in_use, peak))
+    }
+
     /// The kernels this context runs ("avx512", "reference", ...).
     pub fn kernel(&self) -> Result<String> {
         let mut name = ptr::null();

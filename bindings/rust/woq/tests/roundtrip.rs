@@ -86,6 +86,16 @@ fn errors_carry_the_library_message() {
         assert!(e.message.contains("CUDA"));
     }
     ctx.synchronize().unwrap(); // nothing queued on CPU contexts
+
+    let reference = Context::new(Backend::CpuReference, 1).unwrap();
+    assert_eq!(reference.memory().unwrap(), (0, 0));
+    let want = 8 * (64 / 8 * 4 + 2 * 3); // canonical: 8 rows of code words, 2 groups of fp16 scale + u8 zero-point
+    {
+        let t = Tensor::from_qmatrix(&reference, &q, None).unwrap();
+        assert_eq!(reference.memory().unwrap(), (want, want));
+        drop(t);
+    }
+    assert_eq!(reference.memory().unwrap(), (0, want));
 }
 
 #[test]

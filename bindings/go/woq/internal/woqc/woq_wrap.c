@@ -13,9 +13,9 @@ extern
 #ifdef __cplusplus
   "C"
 #endif
-  void cgo_panic__woqc_d3b545510b09a6bb(const char*);
+  void cgo_panic__woqc_c9f0894d00ba7b8c(const char*);
 static void _swig_gopanic(const char *p) {
-  cgo_panic__woqc_d3b545510b09a6bb(p);
+  cgo_panic__woqc_c9f0894d00ba7b8c(p);
 }
 
 
@@ -222,7 +222,7 @@ SWIGINTERN char const *woq_tensor_info_name_utf8(struct woq_tensor_info const *s
 extern "C" {
 #endif
 
-void _wrap_Swig_free_woqc_d3b545510b09a6bb(void *_swig_go_0) {
+void _wrap_Swig_free_woqc_c9f0894d00ba7b8c(void *_swig_go_0) {
   void *arg1 = (void *) 0 ;
   
   arg1 = *(void **)&_swig_go_0; 
@@ -232,7 +232,7 @@ void _wrap_Swig_free_woqc_d3b545510b09a6bb(void *_swig_go_0) {
 }
 
 
-void *_wrap_Swig_malloc_woqc_d3b545510b09a6bb(intgo _swig_go_0) {
+void *_wrap_Swig_malloc_woqc_c9f0894d00ba7b8c(intgo _swig_go_0) {
   int arg1 ;
   void *result = 0 ;
   void *_swig_go_result;
@@ -245,7 +245,7 @@ void *_wrap_Swig_malloc_woqc_d3b545510b09a6bb(intgo _swig_go_0) {
 }
 
 
-intgo _wrap_WOQ_BINDINGS_VERSION_MAJOR_woqc_d3b545510b09a6bb() {
+intgo _wrap_WOQ_BINDINGS_VERSION_MAJOR_woqc_c9f0894d00ba7b8c() {
   uint32_t result;
   intgo _swig_go_result;
   
@@ -256,7 +256,7 @@ intgo _wrap_WOQ_BINDINGS_VERSION_MAJOR_woqc_d3b545510b09a6bb() {
 }
 
 
-intgo _wrap_woq_quantize_calibrated_woqc_d3b545510b09a6bb(_goslice_ _swig_go_0, intgo _swig_go_1, long long _swig_go_2, long long _swig_go_3, struct woq_quant_options *_swig_go_4, _goslice_ _swig_go_5, intgo _swig_go_6, long long _swig_go_7, _goslice_ _swig_go_8) {
+intgo _wrap_woq_quantize_calibrated_woqc_c9f0894d00ba7b8c(_goslice_ _swig_go_0, intgo _swig_go_1, long long _swig_go_2, long long _swig_go_3, struct woq_quant_options *_swig_go_4, _goslice_ _swig_go_5, intgo _swig_go_6, long long _swig_go_7, _goslice_ _swig_go_8) {
   void *arg1 = (void *) 0 ;
   woq_dtype arg2 ;
   uint64_t arg3 ;
@@ -292,7 +292,7 @@ intgo _wrap_woq_quantize_calibrated_woqc_d3b545510b09a6bb(_goslice_ _swig_go_0, 
 }
 
 
-intgo _wrap_WOQ_VERSION_NUMBER_woqc_d3b545510b09a6bb() {
+intgo _wrap_WOQ_VERSION_NUMBER_woqc_c9f0894d00ba7b8c() {
   int result;
   intgo _swig_go_result;
   
@@ -303,7 +303,7 @@ intgo _wrap_WOQ_VERSION_NUMBER_woqc_d3b545510b09a6bb() {
 }
 
 
-intgo _wrap_woq_version_woqc_d3b545510b09a6bb() {
+intgo _wrap_woq_version_woqc_c9f0894d00ba7b8c() {
   uint32_t result;
   intgo _swig_go_result;
   
@@ -314,7 +314,7 @@ intgo _wrap_woq_version_woqc_d3b545510b09a6bb() {
 }
 
 
-_gostring_ _wrap_woq_version_string_woqc_d3b545510b09a6bb() {
+_gostring_ _wrap_woq_version_string_woqc_c9f0894d00ba7b8c() {
   char *result = 0 ;
   _gostring_ _swig_go_result;
   
@@ -325,7 +325,7 @@ _gostring_ _wrap_woq_version_string_woqc_d3b545510b09a6bb() {
 }
 
 
-intgo _wrap_WOQ_OK_woqc_d3b545510b09a6bb() {
+intgo _wrap_WOQ_OK_woqc_c9f0894d00ba7b8c() {
   enum woq_status result;
   intgo _swig_go_result;
   
@@ -337,7 +337,7 @@ intgo _wrap_WOQ_OK_woqc_d3b545510b09a6bb() {
 }
 
 
-intgo _wrap_WOQ_ERR_INVALID_ARGUMENT_woqc_d3b545510b09a6bb() {
+intgo _wrap_WOQ_ERR_INVALID_ARGUMENT_woqc_c9f0894d00ba7b8c() {
   enum woq_status result;
   intgo _swig_go_result;
   
@@ -349,7 +349,7 @@ intgo _wrap_WOQ_ERR_INVALID_ARGUMENT_woqc_d3b545510b09a6bb() {
 }
 
 
-intgo _wrap_WOQ_ERR_SHAPE_woqc_d3b545510b09a6bb() {
+intgo _wrap_WOQ_ERR_SHAPE_woqc_c9f0894d00ba7b8c() {
   enum woq_status result;
   intgo _swig_go_result;
   
@@ -361,7 +361,7 @@ intgo _wrap_WOQ_ERR_SHAPE_woqc_d3b545510b09a6bb() {
 }
 
 
-intgo _wrap_WOQ_ERR_OUT_OF_MEMORY_woqc_d3b545510b09a6bb() {
+intgo _wrap_WOQ_ERR_OUT_OF_MEMORY_woqc_c9f0894d00ba7b8c() {
   enum woq_status result;
   intgo _swig_go_result;
   
@@ -373,7 +373,7 @@ intgo _wrap_WOQ_ERR_OUT_OF_MEMORY_woqc_d3b545510b09a6bb() {
 }
 
 
-intgo _wrap_WOQ_ERR_IO_woqc_d3b545510b09a6bb() {
+intgo _wrap_WOQ_ERR_IO_woqc_c9f0894d00ba7b8c() {
   enum woq_status result;
   intgo _swig_go_result;
   
@@ -385,7 +385,7 @@ intgo _wrap_WOQ_ERR_IO_woqc_d3b545510b09a6bb() {
 }
 
 
-intgo _wrap_WOQ_ERR_FORMAT_woqc_d3b545510b09a6bb() {
+intgo _wrap_WOQ_ERR_FORMAT_woqc_c9f0894d00ba7b8c() {
   enum woq_status result;
   intgo _swig_go_result;
   
@@ -397,7 +397,7 @@ intgo _wrap_WOQ_ERR_FORMAT_woqc_d3b545510b09a6bb() {
 }
 
 
-intgo _wrap_WOQ_ERR_CHECKSUM_woqc_d3b545510b09a6bb() {
+intgo _wrap_WOQ_ERR_CHECKSUM_woqc_c9f0894d00ba7b8c() {
   enum woq_status result;
   intgo _swig_go_result;
   
@@ -409,7 +409,7 @@ intgo _wrap_WOQ_ERR_CHECKSUM_woqc_d3b545510b09a6bb() {
 }
 
 
-intgo _wrap_WOQ_ERR_VERSION_woqc_d3b545510b09a6bb() {
+intgo _wrap_WOQ_ERR_VERSION_woqc_c9f0894d00ba7b8c() {
   enum woq_status result;
   intgo _swig_go_result;
   
@@ -421,7 +421,7 @@ intgo _wrap_WOQ_ERR_VERSION_woqc_d3b545510b09a6bb() {
 }
 
 
-intgo _wrap_WOQ_ERR_NOT_FOUND_woqc_d3b545510b09a6bb() {
+intgo _wrap_WOQ_ERR_NOT_FOUND_woqc_c9f0894d00ba7b8c() {
   enum woq_status result;
   intgo _swig_go_result;
   
@@ -433,7 +433,7 @@ intgo _wrap_WOQ_ERR_NOT_FOUND_woqc_d3b545510b09a6bb() {
 }
 
 
-intgo _wrap_WOQ_ERR_UNSUPPORTED_woqc_d3b545510b09a6bb() {
+intgo _wrap_WOQ_ERR_UNSUPPORTED_woqc_c9f0894d00ba7b8c() {
   enum woq_status result;
   intgo _swig_go_result;
   
@@ -445,7 +445,7 @@ intgo _wrap_WOQ_ERR_UNSUPPORTED_woqc_d3b545510b09a6bb() {
 }
 
 
-intgo _wrap_WOQ_ERR_LIMIT_woqc_d3b545510b09a6bb() {
+intgo _wrap_WOQ_ERR_LIMIT_woqc_c9f0894d00ba7b8c() {
   enum woq_status result;
   intgo _swig_go_result;
   
@@ -457,7 +457,7 @@ intgo _wrap_WOQ_ERR_LIMIT_woqc_d3b545510b09a6bb() {
 }
 
 
-intgo _wrap_WOQ_ERR_INTERNAL_woqc_d3b545510b09a6bb() {
+intgo _wrap_WOQ_ERR_INTERNAL_woqc_c9f0894d00ba7b8c() {
   enum woq_status result;
   intgo _swig_go_result;
   
@@ -469,7 +469,7 @@ intgo _wrap_WOQ_ERR_INTERNAL_woqc_d3b545510b09a6bb() {
 }
 
 
-intgo _wrap_WOQ_STATUS_MAX_ENUM_woqc_d3b545510b09a6bb() {
+intgo _wrap_WOQ_STATUS_MAX_ENUM_woqc_c9f0894d00ba7b8c() {
   enum woq_status result;
   intgo _swig_go_result;
   
@@ -481,7 +481,7 @@ intgo _wrap_WOQ_STATUS_MAX_ENUM_woqc_d3b545510b09a6bb() {
 }
 
 
-_gostring_ _wrap_woq_status_string_woqc_d3b545510b09a6bb(intgo _swig_go_0) {
+_gostring_ _wrap_woq_status_string_woqc_c9f0894d00ba7b8c(intgo _swig_go_0) {
   woq_status arg1 ;
   char *result = 0 ;
   _gostring_ _swig_go_result;
@@ -494,7 +494,7 @@ _gostring_ _wrap_woq_status_string_woqc_d3b545510b09a6bb(intgo _swig_go_0) {
 }
 
 
-_gostring_ _wrap_woq_last_error_woqc_d3b545510b09a6bb() {
+_gostring_ _wrap_woq_last_error_woqc_c9f0894d00ba7b8c() {
   char *result = 0 ;
   _gostring_ _swig_go_result;
   
@@ -505,7 +505,7 @@ _gostring_ _wrap_woq_last_error_woqc_d3b545510b09a6bb() {
 }
 
 
-intgo _wrap_WOQ_DTYPE_F32_woqc_d3b545510b09a6bb() {
+intgo _wrap_WOQ_DTYPE_F32_woqc_c9f0894d00ba7b8c() {
   enum woq_dtype result;
   intgo _swig_go_result;
   
@@ -517,7 +517,7 @@ intgo _wrap_WOQ_DTYPE_F32_woqc_d3b545510b09a6bb() {
 }
 
 
-intgo _wrap_WOQ_DTYPE_F16_woqc_d3b545510b09a6bb() {
+intgo _wrap_WOQ_DTYPE_F16_woqc_c9f0894d00ba7b8c() {
   enum woq_dtype result;
   intgo _swig_go_result;
   
@@ -529,7 +529,7 @@ intgo _wrap_WOQ_DTYPE_F16_woqc_d3b545510b09a6bb() {
 }
 
 
-intgo _wrap_WOQ_DTYPE_BF16_woqc_d3b545510b09a6bb() {
+intgo _wrap_WOQ_DTYPE_BF16_woqc_c9f0894d00ba7b8c() {
   enum woq_dtype result;
   intgo _swig_go_result;
   
@@ -541,7 +541,7 @@ intgo _wrap_WOQ_DTYPE_BF16_woqc_d3b545510b09a6bb() {
 }
 
 
-intgo _wrap_WOQ_DTYPE_MAX_ENUM_woqc_d3b545510b09a6bb() {
+intgo _wrap_WOQ_DTYPE_MAX_ENUM_woqc_c9f0894d00ba7b8c() {
   enum woq_dtype result;
   intgo _swig_go_result;
   
@@ -553,7 +553,7 @@ intgo _wrap_WOQ_DTYPE_MAX_ENUM_woqc_d3b545510b09a6bb() {
 }
 
 
-intgo _wrap_WOQ_BACKEND_CPU_REFERENCE_woqc_d3b545510b09a6bb() {
+intgo _wrap_WOQ_BACKEND_CPU_REFERENCE_woqc_c9f0894d00ba7b8c() {
   enum woq_backend result;
   intgo _swig_go_result;
   
@@ -565,7 +565,7 @@ intgo _wrap_WOQ_BACKEND_CPU_REFERENCE_woqc_d3b545510b09a6bb() {
 }
 
 
-intgo _wrap_WOQ_BACKEND_CPU_woqc_d3b545510b09a6bb() {
+intgo _wrap_WOQ_BACKEND_CPU_woqc_c9f0894d00ba7b8c() {
   enum woq_backend result;
   intgo _swig_go_result;
   
@@ -577,7 +577,7 @@ intgo _wrap_WOQ_BACKEND_CPU_woqc_d3b545510b09a6bb() {
 }
 
 
-intgo _wrap_WOQ_BACKEND_CUDA_woqc_d3b545510b09a6bb() {
+intgo _wrap_WOQ_BACKEND_CUDA_woqc_c9f0894d00ba7b8c() {
   enum woq_backend result;
   intgo _swig_go_result;
   
@@ -589,7 +589,7 @@ intgo _wrap_WOQ_BACKEND_CUDA_woqc_d3b545510b09a6bb() {
 }
 
 
-intgo _wrap_WOQ_BACKEND_MAX_ENUM_woqc_d3b545510b09a6bb() {
+intgo _wrap_WOQ_BACKEND_MAX_ENUM_woqc_c9f0894d00ba7b8c() {
   enum woq_backend result;
   intgo _swig_go_result;
   
@@ -601,7 +601,7 @@ intgo _wrap_WOQ_BACKEND_MAX_ENUM_woqc_d3b545510b09a6bb() {
 }
 
 
-intgo _wrap_WOQ_SCHEME_ASYMMETRIC_woqc_d3b545510b09a6bb() {
+intgo _wrap_WOQ_SCHEME_ASYMMETRIC_woqc_c9f0894d00ba7b8c() {
   enum woq_scheme result;
   intgo _swig_go_result;
   
@@ -613,7 +613,7 @@ intgo _wrap_WOQ_SCHEME_ASYMMETRIC_woqc_d3b545510b09a6bb() {
 }
 
 
-intgo _wrap_WOQ_SCHEME_SYMMETRIC_woqc_d3b545510b09a6bb() {
+intgo _wrap_WOQ_SCHEME_SYMMETRIC_woqc_c9f0894d00ba7b8c() {
   enum woq_scheme result;
   intgo _swig_go_result;
   
@@ -625,7 +625,7 @@ intgo _wrap_WOQ_SCHEME_SYMMETRIC_woqc_d3b545510b09a6bb() {
 }
 
 
-intgo _wrap_WOQ_SCHEME_MAX_ENUM_woqc_d3b545510b09a6bb() {
+intgo _wrap_WOQ_SCHEME_MAX_ENUM_woqc_c9f0894d00ba7b8c() {
   enum woq_scheme result;
   intgo _swig_go_result;
   
@@ -637,7 +637,7 @@ intgo _wrap_WOQ_SCHEME_MAX_ENUM_woqc_d3b545510b09a6bb() {
 }
 
 
-intgo _wrap_WOQ_METHOD_RTN_woqc_d3b545510b09a6bb() {
+intgo _wrap_WOQ_METHOD_RTN_woqc_c9f0894d00ba7b8c() {
   enum woq_method result;
   intgo _swig_go_result;
   
@@ -649,7 +649,7 @@ intgo _wrap_WOQ_METHOD_RTN_woqc_d3b545510b09a6bb() {
 }
 
 
-intgo _wrap_WOQ_METHOD_MSE_woqc_d3b545510b09a6bb() {
+intgo _wrap_WOQ_METHOD_MSE_woqc_c9f0894d00ba7b8c() {
   enum woq_method result;
   intgo _swig_go_result;
   
@@ -661,7 +661,7 @@ intgo _wrap_WOQ_METHOD_MSE_woqc_d3b545510b09a6bb() {
 }
 
 
-intgo _wrap_WOQ_METHOD_HQQ_woqc_d3b545510b09a6bb() {
+intgo _wrap_WOQ_METHOD_HQQ_woqc_c9f0894d00ba7b8c() {
   enum woq_method result;
   intgo _swig_go_result;
   
@@ -673,7 +673,7 @@ intgo _wrap_WOQ_METHOD_HQQ_woqc_d3b545510b09a6bb() {
 }
 
 
-intgo _wrap_WOQ_METHOD_GPTQ_woqc_d3b545510b09a6bb() {
+intgo _wrap_WOQ_METHOD_GPTQ_woqc_c9f0894d00ba7b8c() {
   enum woq_method result;
   intgo _swig_go_result;
   
@@ -685,7 +685,7 @@ intgo _wrap_WOQ_METHOD_GPTQ_woqc_d3b545510b09a6bb() {
 }
 
 
-intgo _wrap_WOQ_METHOD_AWQ_woqc_d3b545510b09a6bb() {
+intgo _wrap_WOQ_METHOD_AWQ_woqc_c9f0894d00ba7b8c() {
   enum woq_method result;
   intgo _swig_go_result;
   
@@ -697,7 +697,7 @@ intgo _wrap_WOQ_METHOD_AWQ_woqc_d3b545510b09a6bb() {
 }
 
 
-intgo _wrap_WOQ_METHOD_MAX_ENUM_woqc_d3b545510b09a6bb() {
+intgo _wrap_WOQ_METHOD_MAX_ENUM_woqc_c9f0894d00ba7b8c() {
   enum woq_method result;
   intgo _swig_go_result;
   
@@ -709,7 +709,7 @@ intgo _wrap_WOQ_METHOD_MAX_ENUM_woqc_d3b545510b09a6bb() {
 }
 
 
-void _wrap_woq_context_options_struct_size_set_woqc_d3b545510b09a6bb(struct woq_context_options *_swig_go_0, long long _swig_go_1) {
+void _wrap_woq_context_options_struct_size_set_woqc_c9f0894d00ba7b8c(struct woq_context_options *_swig_go_0, long long _swig_go_1) {
   struct woq_context_options *arg1 = (struct woq_context_options *) 0 ;
   size_t arg2 ;
   
@@ -721,7 +721,7 @@ void _wrap_woq_context_options_struct_size_set_woqc_d3b545510b09a6bb(struct woq_
 }
 
 
-long long _wrap_woq_context_options_struct_size_get_woqc_d3b545510b09a6bb(struct woq_context_options *_swig_go_0) {
+long long _wrap_woq_context_options_struct_size_get_woqc_c9f0894d00ba7b8c(struct woq_context_options *_swig_go_0) {
   struct woq_context_options *arg1 = (struct woq_context_options *) 0 ;
   size_t result;
   long long _swig_go_result;
@@ -734,7 +734,7 @@ long long _wrap_woq_context_options_struct_size_get_woqc_d3b545510b09a6bb(struct
 }
 
 
-void _wrap_woq_context_options_backend_set_woqc_d3b545510b09a6bb(struct woq_context_options *_swig_go_0, intgo _swig_go_1) {
+void _wrap_woq_context_options_backend_set_woqc_c9f0894d00ba7b8c(struct woq_context_options *_swig_go_0, intgo _swig_go_1) {
   struct woq_context_options *arg1 = (struct woq_context_options *) 0 ;
   woq_backend arg2 ;
   
@@ -746,7 +746,7 @@ void _wrap_woq_context_options_backend_set_woqc_d3b545510b09a6bb(struct woq_cont
 }
 
 
-intgo _wrap_woq_context_options_backend_get_woqc_d3b545510b09a6bb(struct woq_context_options *_swig_go_0) {
+intgo _wrap_woq_context_options_backend_get_woqc_c9f0894d00ba7b8c(struct woq_context_options *_swig_go_0) {
   struct woq_context_options *arg1 = (struct woq_context_options *) 0 ;
   woq_backend result;
   intgo _swig_go_result;
@@ -759,7 +759,7 @@ intgo _wrap_woq_context_options_backend_get_woqc_d3b545510b09a6bb(struct woq_con
 }
 
 
-void _wrap_woq_context_options_threads_set_woqc_d3b545510b09a6bb(struct woq_context_options *_swig_go_0, intgo _swig_go_1) {
+void _wrap_woq_context_options_threads_set_woqc_c9f0894d00ba7b8c(struct woq_context_options *_swig_go_0, intgo _swig_go_1) {
   struct woq_context_options *arg1 = (struct woq_context_options *) 0 ;
   int32_t arg2 ;
   
@@ -771,7 +771,7 @@ void _wrap_woq_context_options_threads_set_woqc_d3b545510b09a6bb(struct woq_cont
 }
 
 
-intgo _wrap_woq_context_options_threads_get_woqc_d3b545510b09a6bb(struct woq_context_options *_swig_go_0) {
+intgo _wrap_woq_context_options_threads_get_woqc_c9f0894d00ba7b8c(struct woq_context_options *_swig_go_0) {
   struct woq_context_options *arg1 = (struct woq_context_options *) 0 ;
   int32_t result;
   intgo _swig_go_result;
@@ -784,7 +784,7 @@ intgo _wrap_woq_context_options_threads_get_woqc_d3b545510b09a6bb(struct woq_con
 }
 
 
-void _wrap_woq_context_options_device_index_set_woqc_d3b545510b09a6bb(struct woq_context_options *_swig_go_0, intgo _swig_go_1) {
+void _wrap_woq_context_options_device_index_set_woqc_c9f0894d00ba7b8c(struct woq_context_options *_swig_go_0, intgo _swig_go_1) {
   struct woq_context_options *arg1 = (struct woq_context_options *) 0 ;
   int32_t arg2 ;
   
@@ -796,7 +796,7 @@ void _wrap_woq_context_options_device_index_set_woqc_d3b545510b09a6bb(struct woq
 }
 
 
-intgo _wrap_woq_context_options_device_index_get_woqc_d3b545510b09a6bb(struct woq_context_options *_swig_go_0) {
+intgo _wrap_woq_context_options_device_index_get_woqc_c9f0894d00ba7b8c(struct woq_context_options *_swig_go_0) {
   struct woq_context_options *arg1 = (struct woq_context_options *) 0 ;
   int32_t result;
   intgo _swig_go_result;
@@ -809,7 +809,7 @@ intgo _wrap_woq_context_options_device_index_get_woqc_d3b545510b09a6bb(struct wo
 }
 
 
-struct woq_context_options *_wrap_new_woq_context_options_woqc_d3b545510b09a6bb() {
+struct woq_context_options *_wrap_new_woq_context_options_woqc_c9f0894d00ba7b8c() {
   struct woq_context_options *result = 0 ;
   struct woq_context_options *_swig_go_result;
   
@@ -820,7 +820,7 @@ struct woq_context_options *_wrap_new_woq_context_options_woqc_d3b545510b09a6bb(
 }
 
 
-void _wrap_delete_woq_context_options_woqc_d3b545510b09a6bb(struct woq_context_options *_swig_go_0) {
+void _wrap_delete_woq_context_options_woqc_c9f0894d00ba7b8c(struct woq_context_options *_swig_go_0) {
   struct woq_context_options *arg1 = (struct woq_context_options *) 0 ;
   
   arg1 = *(struct woq_context_options **)&_swig_go_0; 
@@ -830,7 +830,7 @@ void _wrap_delete_woq_context_options_woqc_d3b545510b09a6bb(struct woq_context_o
 }
 
 
-intgo _wrap_woq_context_options_init_woqc_d3b545510b09a6bb(struct woq_context_options *_swig_go_0) {
+intgo _wrap_woq_context_options_init_woqc_c9f0894d00ba7b8c(struct woq_context_options *_swig_go_0) {
   woq_context_options *arg1 = (woq_context_options *) 0 ;
   woq_status result;
   intgo _swig_go_result;
@@ -843,7 +843,7 @@ intgo _wrap_woq_context_options_init_woqc_d3b545510b09a6bb(struct woq_context_op
 }
 
 
-intgo _wrap_woq_context_create_woqc_d3b545510b09a6bb(struct woq_context_options *_swig_go_0, _goslice_ _swig_go_1) {
+intgo _wrap_woq_context_create_woqc_c9f0894d00ba7b8c(struct woq_context_options *_swig_go_0, _goslice_ _swig_go_1) {
   woq_context_options *arg1 = (woq_context_options *) 0 ;
   woq_context **arg2 = (woq_context **) 0 ;
   woq_status result;
@@ -861,7 +861,7 @@ intgo _wrap_woq_context_create_woqc_d3b545510b09a6bb(struct woq_context_options 
 }
 
 
-void _wrap_woq_context_destroy_woqc_d3b545510b09a6bb(woq_context *_swig_go_0) {
+void _wrap_woq_context_destroy_woqc_c9f0894d00ba7b8c(woq_context *_swig_go_0) {
   woq_context *arg1 = (woq_context *) 0 ;
   
   arg1 = (woq_context *)_swig_go_0; 
@@ -871,7 +871,7 @@ void _wrap_woq_context_destroy_woqc_d3b545510b09a6bb(woq_context *_swig_go_0) {
 }
 
 
-intgo _wrap_woq_context_info_woqc_d3b545510b09a6bb(woq_context *_swig_go_0, _goslice_ _swig_go_1, _goslice_ _swig_go_2) {
+intgo _wrap_woq_context_info_woqc_c9f0894d00ba7b8c(woq_context *_swig_go_0, _goslice_ _swig_go_1, _goslice_ _swig_go_2) {
   woq_context *arg1 = (woq_context *) 0 ;
   woq_backend *arg2 = (woq_backend *) 0 ;
   int32_t *arg3 = (int32_t *) 0 ;
@@ -902,7 +902,7 @@ intgo _wrap_woq_context_info_woqc_d3b545510b09a6bb(woq_context *_swig_go_0, _gos
 }
 
 
-intgo _wrap_woq_context_kernel_woqc_d3b545510b09a6bb(woq_context *_swig_go_0, _gostring_* _swig_go_1) {
+intgo _wrap_woq_context_kernel_woqc_c9f0894d00ba7b8c(woq_context *_swig_go_0, _gostring_* _swig_go_1) {
   woq_context *arg1 = (woq_context *) 0 ;
   char **arg2 = (char **) 0 ;
   char const *text2 = 0 ;
@@ -921,7 +921,7 @@ intgo _wrap_woq_context_kernel_woqc_d3b545510b09a6bb(woq_context *_swig_go_0, _g
 }
 
 
-intgo _wrap_woq_context_synchronize_woqc_d3b545510b09a6bb(woq_context *_swig_go_0) {
+intgo _wrap_woq_context_synchronize_woqc_c9f0894d00ba7b8c(woq_context *_swig_go_0) {
   woq_context *arg1 = (woq_context *) 0 ;
   woq_status result;
   intgo _swig_go_result;
@@ -934,7 +934,46 @@ intgo _wrap_woq_context_synchronize_woqc_d3b545510b09a6bb(woq_context *_swig_go_
 }
 
 
-void _wrap_woq_quant_options_struct_size_set_woqc_d3b545510b09a6bb(struct woq_quant_options *_swig_go_0, long long _swig_go_1) {
+intgo _wrap_woq_context_memory_woqc_c9f0894d00ba7b8c(woq_context *_swig_go_0, _goslice_ _swig_go_1, _goslice_ _swig_go_2) {
+  woq_context *arg1 = (woq_context *) 0 ;
+  uint64_t *arg2 = (uint64_t *) 0 ;
+  uint64_t *arg3 = (uint64_t *) 0 ;
+  uint64_t temp2 ;
+  uint64_t temp3 ;
+  woq_status result;
+  intgo _swig_go_result;
+  
+  arg1 = (woq_context *)_swig_go_0; 
+  {
+    if (_swig_go_1.len == 0) {
+      _swig_gopanic("array must contain at least 1 element");
+    }
+    arg2 = &temp2;
+  }
+  {
+    if (_swig_go_2.len == 0) {
+      _swig_gopanic("array must contain at least 1 element");
+    }
+    arg3 = &temp3;
+  }
+  
+  result = (woq_status)woq_context_memory((struct woq_context const *)arg1,arg2,arg3);
+  _swig_go_result = (intgo)result; 
+  {
+    unsigned long long* a = (unsigned long long *) _swig_go_1.array;
+    a[0] = temp2;
+  }
+  {
+    unsigned long long* a = (unsigned long long *) _swig_go_2.array;
+    a[0] = temp3;
+  }
+  
+  
+  return _swig_go_result;
+}
+
+
+void _wrap_woq_quant_options_struct_size_set_woqc_c9f0894d00ba7b8c(struct woq_quant_options *_swig_go_0, long long _swig_go_1) {
   struct woq_quant_options *arg1 = (struct woq_quant_options *) 0 ;
   size_t arg2 ;
   
@@ -946,7 +985,7 @@ void _wrap_woq_quant_options_struct_size_set_woqc_d3b545510b09a6bb(struct woq_qu
 }
 
 
-long long _wrap_woq_quant_options_struct_size_get_woqc_d3b545510b09a6bb(struct woq_quant_options *_swig_go_0) {
+long long _wrap_woq_quant_options_struct_size_get_woqc_c9f0894d00ba7b8c(struct woq_quant_options *_swig_go_0) {
   struct woq_quant_options *arg1 = (struct woq_quant_options *) 0 ;
   size_t result;
   long long _swig_go_result;
@@ -959,7 +998,7 @@ long long _wrap_woq_quant_options_struct_size_get_woqc_d3b545510b09a6bb(struct w
 }
 
 
-void _wrap_woq_quant_options_bits_set_woqc_d3b545510b09a6bb(struct woq_quant_options *_swig_go_0, intgo _swig_go_1) {
+void _wrap_woq_quant_options_bits_set_woqc_c9f0894d00ba7b8c(struct woq_quant_options *_swig_go_0, intgo _swig_go_1) {
   struct woq_quant_options *arg1 = (struct woq_quant_options *) 0 ;
   uint32_t arg2 ;
   
@@ -971,7 +1010,7 @@ void _wrap_woq_quant_options_bits_set_woqc_d3b545510b09a6bb(struct woq_quant_opt
 }
 
 
-intgo _wrap_woq_quant_options_bits_get_woqc_d3b545510b09a6bb(struct woq_quant_options *_swig_go_0) {
+intgo _wrap_woq_quant_options_bits_get_woqc_c9f0894d00ba7b8c(struct woq_quant_options *_swig_go_0) {
   struct woq_quant_options *arg1 = (struct woq_quant_options *) 0 ;
   uint32_t result;
   intgo _swig_go_result;
@@ -984,7 +1023,7 @@ intgo _wrap_woq_quant_options_bits_get_woqc_d3b545510b09a6bb(struct woq_quant_op
 }
 
 
-void _wrap_woq_quant_options_group_size_set_woqc_d3b545510b09a6bb(struct woq_quant_options *_swig_go_0, intgo _swig_go_1) {
+void _wrap_woq_quant_options_group_size_set_woqc_c9f0894d00ba7b8c(struct woq_quant_options *_swig_go_0, intgo _swig_go_1) {
   struct woq_quant_options *arg1 = (struct woq_quant_options *) 0 ;
   uint32_t arg2 ;
   
@@ -996,7 +1035,7 @@ void _wrap_woq_quant_options_group_size_set_woqc_d3b545510b09a6bb(struct woq_qua
 }
 
 
-intgo _wrap_woq_quant_options_group_size_get_woqc_d3b545510b09a6bb(struct woq_quant_options *_swig_go_0) {
+intgo _wrap_woq_quant_options_group_size_get_woqc_c9f0894d00ba7b8c(struct woq_quant_options *_swig_go_0) {
   struct woq_quant_options *arg1 = (struct woq_quant_options *) 0 ;
   uint32_t result;
   intgo _swig_go_result;
@@ -1009,7 +1048,7 @@ intgo _wrap_woq_quant_options_group_size_get_woqc_d3b545510b09a6bb(struct woq_qu
 }
 
 
-void _wrap_woq_quant_options_scheme_set_woqc_d3b545510b09a6bb(struct woq_quant_options *_swig_go_0, intgo _swig_go_1) {
+void _wrap_woq_quant_options_scheme_set_woqc_c9f0894d00ba7b8c(struct woq_quant_options *_swig_go_0, intgo _swig_go_1) {
   struct woq_quant_options *arg1 = (struct woq_quant_options *) 0 ;
   woq_scheme arg2 ;
   
@@ -1021,7 +1060,7 @@ void _wrap_woq_quant_options_scheme_set_woqc_d3b545510b09a6bb(struct woq_quant_o
 }
 
 
-intgo _wrap_woq_quant_options_scheme_get_woqc_d3b545510b09a6bb(struct woq_quant_options *_swig_go_0) {
+intgo _wrap_woq_quant_options_scheme_get_woqc_c9f0894d00ba7b8c(struct woq_quant_options *_swig_go_0) {
   struct woq_quant_options *arg1 = (struct woq_quant_options *) 0 ;
   woq_scheme result;
   intgo _swig_go_result;
@@ -1034,7 +1073,7 @@ intgo _wrap_woq_quant_options_scheme_get_woqc_d3b545510b09a6bb(struct woq_quant_
 }
 
 
-void _wrap_woq_quant_options_method_set_woqc_d3b545510b09a6bb(struct woq_quant_options *_swig_go_0, intgo _swig_go_1) {
+void _wrap_woq_quant_options_method_set_woqc_c9f0894d00ba7b8c(struct woq_quant_options *_swig_go_0, intgo _swig_go_1) {
   struct woq_quant_options *arg1 = (struct woq_quant_options *) 0 ;
   woq_method arg2 ;
   
@@ -1046,7 +1085,7 @@ void _wrap_woq_quant_options_method_set_woqc_d3b545510b09a6bb(struct woq_quant_o
 }
 
 
-intgo _wrap_woq_quant_options_method_get_woqc_d3b545510b09a6bb(struct woq_quant_options *_swig_go_0) {
+intgo _wrap_woq_quant_options_method_get_woqc_c9f0894d00ba7b8c(struct woq_quant_options *_swig_go_0) {
   struct woq_quant_options *arg1 = (struct woq_quant_options *) 0 ;
   woq_method result;
   intgo _swig_go_result;
@@ -1059,7 +1098,7 @@ intgo _wrap_woq_quant_options_method_get_woqc_d3b545510b09a6bb(struct woq_quant_
 }
 
 
-void _wrap_woq_quant_options_calibration_dtype_set_woqc_d3b545510b09a6bb(struct woq_quant_options *_swig_go_0, intgo _swig_go_1) {
+void _wrap_woq_quant_options_calibration_dtype_set_woqc_c9f0894d00ba7b8c(struct woq_quant_options *_swig_go_0, intgo _swig_go_1) {
   struct woq_quant_options *arg1 = (struct woq_quant_options *) 0 ;
   woq_dtype arg2 ;
   
@@ -1071,7 +1110,7 @@ void _wrap_woq_quant_options_calibration_dtype_set_woqc_d3b545510b09a6bb(struct 
 }
 
 
-intgo _wrap_woq_quant_options_calibration_dtype_get_woqc_d3b545510b09a6bb(struct woq_quant_options *_swig_go_0) {
+intgo _wrap_woq_quant_options_calibration_dtype_get_woqc_c9f0894d00ba7b8c(struct woq_quant_options *_swig_go_0) {
   struct woq_quant_options *arg1 = (struct woq_quant_options *) 0 ;
   woq_dtype result;
   intgo _swig_go_result;
@@ -1084,7 +1123,7 @@ intgo _wrap_woq_quant_options_calibration_dtype_get_woqc_d3b545510b09a6bb(struct
 }
 
 
-void _wrap_woq_quant_options_calibration_rows_set_woqc_d3b545510b09a6bb(struct woq_quant_options *_swig_go_0, long long _swig_go_1) {
+void _wrap_woq_quant_options_calibration_rows_set_woqc_c9f0894d00ba7b8c(struct woq_quant_options *_swig_go_0, long long _swig_go_1) {
   struct woq_quant_options *arg1 = (struct woq_quant_options *) 0 ;
   uint64_t arg2 ;
   
@@ -1096,7 +1135,7 @@ void _wrap_woq_quant_options_calibration_rows_set_woqc_d3b545510b09a6bb(struct w
 }
 
 
-long long _wrap_woq_quant_options_calibration_rows_get_woqc_d3b545510b09a6bb(struct woq_quant_options *_swig_go_0) {
+long long _wrap_woq_quant_options_calibration_rows_get_woqc_c9f0894d00ba7b8c(struct woq_quant_options *_swig_go_0) {
   struct woq_quant_options *arg1 = (struct woq_quant_options *) 0 ;
   uint64_t result;
   long long _swig_go_result;
@@ -1109,7 +1148,7 @@ long long _wrap_woq_quant_options_calibration_rows_get_woqc_d3b545510b09a6bb(str
 }
 
 
-void _wrap_woq_quant_options_act_order_set_woqc_d3b545510b09a6bb(struct woq_quant_options *_swig_go_0, intgo _swig_go_1) {
+void _wrap_woq_quant_options_act_order_set_woqc_c9f0894d00ba7b8c(struct woq_quant_options *_swig_go_0, intgo _swig_go_1) {
   struct woq_quant_options *arg1 = (struct woq_quant_options *) 0 ;
   int32_t arg2 ;
   
@@ -1121,7 +1160,7 @@ void _wrap_woq_quant_options_act_order_set_woqc_d3b545510b09a6bb(struct woq_quan
 }
 
 
-intgo _wrap_woq_quant_options_act_order_get_woqc_d3b545510b09a6bb(struct woq_quant_options *_swig_go_0) {
+intgo _wrap_woq_quant_options_act_order_get_woqc_c9f0894d00ba7b8c(struct woq_quant_options *_swig_go_0) {
   struct woq_quant_options *arg1 = (struct woq_quant_options *) 0 ;
   int32_t result;
   intgo _swig_go_result;
@@ -1134,7 +1173,7 @@ intgo _wrap_woq_quant_options_act_order_get_woqc_d3b545510b09a6bb(struct woq_qua
 }
 
 
-void _wrap_woq_quant_options_fold_input_scales_set_woqc_d3b545510b09a6bb(struct woq_quant_options *_swig_go_0, intgo _swig_go_1) {
+void _wrap_woq_quant_options_fold_input_scales_set_woqc_c9f0894d00ba7b8c(struct woq_quant_options *_swig_go_0, intgo _swig_go_1) {
   struct woq_quant_options *arg1 = (struct woq_quant_options *) 0 ;
   int32_t arg2 ;
   
@@ -1146,7 +1185,7 @@ void _wrap_woq_quant_options_fold_input_scales_set_woqc_d3b545510b09a6bb(struct 
 }
 
 
-intgo _wrap_woq_quant_options_fold_input_scales_get_woqc_d3b545510b09a6bb(struct woq_quant_options *_swig_go_0) {
+intgo _wrap_woq_quant_options_fold_input_scales_get_woqc_c9f0894d00ba7b8c(struct woq_quant_options *_swig_go_0) {
   struct woq_quant_options *arg1 = (struct woq_quant_options *) 0 ;
   int32_t result;
   intgo _swig_go_result;
@@ -1159,7 +1198,7 @@ intgo _wrap_woq_quant_options_fold_input_scales_get_woqc_d3b545510b09a6bb(struct
 }
 
 
-struct woq_quant_options *_wrap_new_woq_quant_options_woqc_d3b545510b09a6bb() {
+struct woq_quant_options *_wrap_new_woq_quant_options_woqc_c9f0894d00ba7b8c() {
   struct woq_quant_options *result = 0 ;
   struct woq_quant_options *_swig_go_result;
   
@@ -1170,7 +1209,7 @@ struct woq_quant_options *_wrap_new_woq_quant_options_woqc_d3b545510b09a6bb() {
 }
 
 
-void _wrap_delete_woq_quant_options_woqc_d3b545510b09a6bb(struct woq_quant_options *_swig_go_0) {
+void _wrap_delete_woq_quant_options_woqc_c9f0894d00ba7b8c(struct woq_quant_options *_swig_go_0) {
   struct woq_quant_options *arg1 = (struct woq_quant_options *) 0 ;
   
   arg1 = *(struct woq_quant_options **)&_swig_go_0; 
@@ -1180,7 +1219,7 @@ void _wrap_delete_woq_quant_options_woqc_d3b545510b09a6bb(struct woq_quant_optio
 }
 
 
-intgo _wrap_woq_quant_options_init_woqc_d3b545510b09a6bb(struct woq_quant_options *_swig_go_0) {
+intgo _wrap_woq_quant_options_init_woqc_c9f0894d00ba7b8c(struct woq_quant_options *_swig_go_0) {
   woq_quant_options *arg1 = (woq_quant_options *) 0 ;
   woq_status result;
   intgo _swig_go_result;
@@ -1193,7 +1232,7 @@ intgo _wrap_woq_quant_options_init_woqc_d3b545510b09a6bb(struct woq_quant_option
 }
 
 
-intgo _wrap_woq_quantize_woqc_d3b545510b09a6bb(_goslice_ _swig_go_0, intgo _swig_go_1, long long _swig_go_2, long long _swig_go_3, struct woq_quant_options *_swig_go_4, _goslice_ _swig_go_5) {
+intgo _wrap_woq_quantize_woqc_c9f0894d00ba7b8c(_goslice_ _swig_go_0, intgo _swig_go_1, long long _swig_go_2, long long _swig_go_3, struct woq_quant_options *_swig_go_4, _goslice_ _swig_go_5) {
   void *arg1 = (void *) 0 ;
   woq_dtype arg2 ;
   uint64_t arg3 ;
@@ -1221,7 +1260,7 @@ intgo _wrap_woq_quantize_woqc_d3b545510b09a6bb(_goslice_ _swig_go_0, intgo _swig
 }
 
 
-intgo _wrap_woq_qmatrix_input_scales_woqc_d3b545510b09a6bb(woq_qmatrix *_swig_go_0, _goslice_ _swig_go_1, long long _swig_go_2, _goslice_ _swig_go_3) {
+intgo _wrap_woq_qmatrix_input_scales_woqc_c9f0894d00ba7b8c(woq_qmatrix *_swig_go_0, _goslice_ _swig_go_1, long long _swig_go_2, _goslice_ _swig_go_3) {
   woq_qmatrix *arg1 = (woq_qmatrix *) 0 ;
   float *arg2 = (float *) 0 ;
   uint64_t arg3 ;
@@ -1253,7 +1292,7 @@ intgo _wrap_woq_qmatrix_input_scales_woqc_d3b545510b09a6bb(woq_qmatrix *_swig_go
 }
 
 
-void _wrap_woq_qmatrix_destroy_woqc_d3b545510b09a6bb(woq_qmatrix *_swig_go_0) {
+void _wrap_woq_qmatrix_destroy_woqc_c9f0894d00ba7b8c(woq_qmatrix *_swig_go_0) {
   woq_qmatrix *arg1 = (woq_qmatrix *) 0 ;
   
   arg1 = (woq_qmatrix *)_swig_go_0; 
@@ -1263,7 +1302,7 @@ void _wrap_woq_qmatrix_destroy_woqc_d3b545510b09a6bb(woq_qmatrix *_swig_go_0) {
 }
 
 
-intgo _wrap_woq_qmatrix_shape_woqc_d3b545510b09a6bb(woq_qmatrix *_swig_go_0, _goslice_ _swig_go_1, _goslice_ _swig_go_2) {
+intgo _wrap_woq_qmatrix_shape_woqc_c9f0894d00ba7b8c(woq_qmatrix *_swig_go_0, _goslice_ _swig_go_1, _goslice_ _swig_go_2) {
   woq_qmatrix *arg1 = (woq_qmatrix *) 0 ;
   uint64_t *arg2 = (uint64_t *) 0 ;
   uint64_t *arg3 = (uint64_t *) 0 ;
@@ -1302,7 +1341,7 @@ intgo _wrap_woq_qmatrix_shape_woqc_d3b545510b09a6bb(woq_qmatrix *_swig_go_0, _go
 }
 
 
-intgo _wrap_woq_qmatrix_stats_woqc_d3b545510b09a6bb(woq_qmatrix *_swig_go_0, _goslice_ _swig_go_1, _goslice_ _swig_go_2, _goslice_ _swig_go_3) {
+intgo _wrap_woq_qmatrix_stats_woqc_c9f0894d00ba7b8c(woq_qmatrix *_swig_go_0, _goslice_ _swig_go_1, _goslice_ _swig_go_2, _goslice_ _swig_go_3) {
   woq_qmatrix *arg1 = (woq_qmatrix *) 0 ;
   double *arg2 = (double *) 0 ;
   double *arg3 = (double *) 0 ;
@@ -1354,7 +1393,7 @@ intgo _wrap_woq_qmatrix_stats_woqc_d3b545510b09a6bb(woq_qmatrix *_swig_go_0, _go
 }
 
 
-intgo _wrap_woq_import_checkpoint_woqc_d3b545510b09a6bb(_gostring_ _swig_go_0, _gostring_ _swig_go_1, _gostring_ _swig_go_2, _gostring_* _swig_go_3) {
+intgo _wrap_woq_import_checkpoint_woqc_c9f0894d00ba7b8c(_gostring_ _swig_go_0, _gostring_ _swig_go_1, _gostring_ _swig_go_2, _gostring_* _swig_go_3) {
   char *arg1 = (char *) 0 ;
   char *arg2 = (char *) 0 ;
   char *arg3 = (char *) 0 ;
@@ -1392,7 +1431,7 @@ intgo _wrap_woq_import_checkpoint_woqc_d3b545510b09a6bb(_gostring_ _swig_go_0, _
 }
 
 
-intgo _wrap_woq_writer_create_woqc_d3b545510b09a6bb(_gostring_ _swig_go_0, _goslice_ _swig_go_1) {
+intgo _wrap_woq_writer_create_woqc_c9f0894d00ba7b8c(_gostring_ _swig_go_0, _goslice_ _swig_go_1) {
   char *arg1 = (char *) 0 ;
   woq_writer **arg2 = (woq_writer **) 0 ;
   woq_status result;
@@ -1415,7 +1454,7 @@ intgo _wrap_woq_writer_create_woqc_d3b545510b09a6bb(_gostring_ _swig_go_0, _gosl
 }
 
 
-intgo _wrap_woq_writer_add_tensor_woqc_d3b545510b09a6bb(woq_writer *_swig_go_0, _gostring_ _swig_go_1, woq_qmatrix *_swig_go_2, _goslice_ _swig_go_3) {
+intgo _wrap_woq_writer_add_tensor_woqc_c9f0894d00ba7b8c(woq_writer *_swig_go_0, _gostring_ _swig_go_1, woq_qmatrix *_swig_go_2, _goslice_ _swig_go_3) {
   woq_writer *arg1 = (woq_writer *) 0 ;
   char *arg2 = (char *) 0 ;
   woq_qmatrix *arg3 = (woq_qmatrix *) 0 ;
@@ -1441,7 +1480,7 @@ intgo _wrap_woq_writer_add_tensor_woqc_d3b545510b09a6bb(woq_writer *_swig_go_0, 
 }
 
 
-intgo _wrap_woq_writer_set_metadata_string_woqc_d3b545510b09a6bb(woq_writer *_swig_go_0, _gostring_ _swig_go_1, _gostring_ _swig_go_2) {
+intgo _wrap_woq_writer_set_metadata_string_woqc_c9f0894d00ba7b8c(woq_writer *_swig_go_0, _gostring_ _swig_go_1, _gostring_ _swig_go_2) {
   woq_writer *arg1 = (woq_writer *) 0 ;
   char *arg2 = (char *) 0 ;
   char *arg3 = (char *) 0 ;
@@ -1468,7 +1507,7 @@ intgo _wrap_woq_writer_set_metadata_string_woqc_d3b545510b09a6bb(woq_writer *_sw
 }
 
 
-intgo _wrap_woq_writer_set_metadata_int_woqc_d3b545510b09a6bb(woq_writer *_swig_go_0, _gostring_ _swig_go_1, long long _swig_go_2) {
+intgo _wrap_woq_writer_set_metadata_int_woqc_c9f0894d00ba7b8c(woq_writer *_swig_go_0, _gostring_ _swig_go_1, long long _swig_go_2) {
   woq_writer *arg1 = (woq_writer *) 0 ;
   char *arg2 = (char *) 0 ;
   int64_t arg3 ;
@@ -1490,7 +1529,7 @@ intgo _wrap_woq_writer_set_metadata_int_woqc_d3b545510b09a6bb(woq_writer *_swig_
 }
 
 
-intgo _wrap_woq_writer_set_metadata_float_woqc_d3b545510b09a6bb(woq_writer *_swig_go_0, _gostring_ _swig_go_1, double _swig_go_2) {
+intgo _wrap_woq_writer_set_metadata_float_woqc_c9f0894d00ba7b8c(woq_writer *_swig_go_0, _gostring_ _swig_go_1, double _swig_go_2) {
   woq_writer *arg1 = (woq_writer *) 0 ;
   char *arg2 = (char *) 0 ;
   double arg3 ;
@@ -1512,7 +1551,7 @@ intgo _wrap_woq_writer_set_metadata_float_woqc_d3b545510b09a6bb(woq_writer *_swi
 }
 
 
-intgo _wrap_woq_writer_finish_woqc_d3b545510b09a6bb(woq_writer *_swig_go_0) {
+intgo _wrap_woq_writer_finish_woqc_c9f0894d00ba7b8c(woq_writer *_swig_go_0) {
   woq_writer *arg1 = (woq_writer *) 0 ;
   woq_status result;
   intgo _swig_go_result;
@@ -1525,7 +1564,7 @@ intgo _wrap_woq_writer_finish_woqc_d3b545510b09a6bb(woq_writer *_swig_go_0) {
 }
 
 
-void _wrap_woq_writer_destroy_woqc_d3b545510b09a6bb(woq_writer *_swig_go_0) {
+void _wrap_woq_writer_destroy_woqc_c9f0894d00ba7b8c(woq_writer *_swig_go_0) {
   woq_writer *arg1 = (woq_writer *) 0 ;
   
   arg1 = (woq_writer *)_swig_go_0; 
@@ -1535,7 +1574,7 @@ void _wrap_woq_writer_destroy_woqc_d3b545510b09a6bb(woq_writer *_swig_go_0) {
 }
 
 
-intgo _wrap_woq_file_open_woqc_d3b545510b09a6bb(_gostring_ _swig_go_0, _goslice_ _swig_go_1) {
+intgo _wrap_woq_file_open_woqc_c9f0894d00ba7b8c(_gostring_ _swig_go_0, _goslice_ _swig_go_1) {
   char *arg1 = (char *) 0 ;
   woq_file **arg2 = (woq_file **) 0 ;
   woq_status result;
@@ -1558,7 +1597,7 @@ intgo _wrap_woq_file_open_woqc_d3b545510b09a6bb(_gostring_ _swig_go_0, _goslice_
 }
 
 
-void _wrap_woq_open_options_struct_size_set_woqc_d3b545510b09a6bb(struct woq_open_options *_swig_go_0, long long _swig_go_1) {
+void _wrap_woq_open_options_struct_size_set_woqc_c9f0894d00ba7b8c(struct woq_open_options *_swig_go_0, long long _swig_go_1) {
   struct woq_open_options *arg1 = (struct woq_open_options *) 0 ;
   size_t arg2 ;
   
@@ -1570,7 +1609,7 @@ void _wrap_woq_open_options_struct_size_set_woqc_d3b545510b09a6bb(struct woq_ope
 }
 
 
-long long _wrap_woq_open_options_struct_size_get_woqc_d3b545510b09a6bb(struct woq_open_options *_swig_go_0) {
+long long _wrap_woq_open_options_struct_size_get_woqc_c9f0894d00ba7b8c(struct woq_open_options *_swig_go_0) {
   struct woq_open_options *arg1 = (struct woq_open_options *) 0 ;
   size_t result;
   long long _swig_go_result;
@@ -1583,7 +1622,7 @@ long long _wrap_woq_open_options_struct_size_get_woqc_d3b545510b09a6bb(struct wo
 }
 
 
-void _wrap_woq_open_options_max_directory_bytes_set_woqc_d3b545510b09a6bb(struct woq_open_options *_swig_go_0, long long _swig_go_1) {
+void _wrap_woq_open_options_max_directory_bytes_set_woqc_c9f0894d00ba7b8c(struct woq_open_options *_swig_go_0, long long _swig_go_1) {
   struct woq_open_options *arg1 = (struct woq_open_options *) 0 ;
   uint64_t arg2 ;
   
@@ -1595,7 +1634,7 @@ void _wrap_woq_open_options_max_directory_bytes_set_woqc_d3b545510b09a6bb(struct
 }
 
 
-long long _wrap_woq_open_options_max_directory_bytes_get_woqc_d3b545510b09a6bb(struct woq_open_options *_swig_go_0) {
+long long _wrap_woq_open_options_max_directory_bytes_get_woqc_c9f0894d00ba7b8c(struct woq_open_options *_swig_go_0) {
   struct woq_open_options *arg1 = (struct woq_open_options *) 0 ;
   uint64_t result;
   long long _swig_go_result;
@@ -1608,7 +1647,7 @@ long long _wrap_woq_open_options_max_directory_bytes_get_woqc_d3b545510b09a6bb(s
 }
 
 
-void _wrap_woq_open_options_max_tensors_set_woqc_d3b545510b09a6bb(struct woq_open_options *_swig_go_0, long long _swig_go_1) {
+void _wrap_woq_open_options_max_tensors_set_woqc_c9f0894d00ba7b8c(struct woq_open_options *_swig_go_0, long long _swig_go_1) {
   struct woq_open_options *arg1 = (struct woq_open_options *) 0 ;
   uint64_t arg2 ;
   
@@ -1620,7 +1659,7 @@ void _wrap_woq_open_options_max_tensors_set_woqc_d3b545510b09a6bb(struct woq_ope
 }
 
 
-long long _wrap_woq_open_options_max_tensors_get_woqc_d3b545510b09a6bb(struct woq_open_options *_swig_go_0) {
+long long _wrap_woq_open_options_max_tensors_get_woqc_c9f0894d00ba7b8c(struct woq_open_options *_swig_go_0) {
   struct woq_open_options *arg1 = (struct woq_open_options *) 0 ;
   uint64_t result;
   long long _swig_go_result;
@@ -1633,7 +1672,7 @@ long long _wrap_woq_open_options_max_tensors_get_woqc_d3b545510b09a6bb(struct wo
 }
 
 
-void _wrap_woq_open_options_max_metadata_set_woqc_d3b545510b09a6bb(struct woq_open_options *_swig_go_0, long long _swig_go_1) {
+void _wrap_woq_open_options_max_metadata_set_woqc_c9f0894d00ba7b8c(struct woq_open_options *_swig_go_0, long long _swig_go_1) {
   struct woq_open_options *arg1 = (struct woq_open_options *) 0 ;
   uint64_t arg2 ;
   
@@ -1645,7 +1684,7 @@ void _wrap_woq_open_options_max_metadata_set_woqc_d3b545510b09a6bb(struct woq_op
 }
 
 
-long long _wrap_woq_open_options_max_metadata_get_woqc_d3b545510b09a6bb(struct woq_open_options *_swig_go_0) {
+long long _wrap_woq_open_options_max_metadata_get_woqc_c9f0894d00ba7b8c(struct woq_open_options *_swig_go_0) {
   struct woq_open_options *arg1 = (struct woq_open_options *) 0 ;
   uint64_t result;
   long long _swig_go_result;
@@ -1658,7 +1697,7 @@ long long _wrap_woq_open_options_max_metadata_get_woqc_d3b545510b09a6bb(struct w
 }
 
 
-void _wrap_woq_open_options_max_tensor_bytes_set_woqc_d3b545510b09a6bb(struct woq_open_options *_swig_go_0, long long _swig_go_1) {
+void _wrap_woq_open_options_max_tensor_bytes_set_woqc_c9f0894d00ba7b8c(struct woq_open_options *_swig_go_0, long long _swig_go_1) {
   struct woq_open_options *arg1 = (struct woq_open_options *) 0 ;
   uint64_t arg2 ;
   
@@ -1670,7 +1709,7 @@ void _wrap_woq_open_options_max_tensor_bytes_set_woqc_d3b545510b09a6bb(struct wo
 }
 
 
-long long _wrap_woq_open_options_max_tensor_bytes_get_woqc_d3b545510b09a6bb(struct woq_open_options *_swig_go_0) {
+long long _wrap_woq_open_options_max_tensor_bytes_get_woqc_c9f0894d00ba7b8c(struct woq_open_options *_swig_go_0) {
   struct woq_open_options *arg1 = (struct woq_open_options *) 0 ;
   uint64_t result;
   long long _swig_go_result;
@@ -1683,7 +1722,7 @@ long long _wrap_woq_open_options_max_tensor_bytes_get_woqc_d3b545510b09a6bb(stru
 }
 
 
-struct woq_open_options *_wrap_new_woq_open_options_woqc_d3b545510b09a6bb() {
+struct woq_open_options *_wrap_new_woq_open_options_woqc_c9f0894d00ba7b8c() {
   struct woq_open_options *result = 0 ;
   struct woq_open_options *_swig_go_result;
   
@@ -1694,7 +1733,7 @@ struct woq_open_options *_wrap_new_woq_open_options_woqc_d3b545510b09a6bb() {
 }
 
 
-void _wrap_delete_woq_open_options_woqc_d3b545510b09a6bb(struct woq_open_options *_swig_go_0) {
+void _wrap_delete_woq_open_options_woqc_c9f0894d00ba7b8c(struct woq_open_options *_swig_go_0) {
   struct woq_open_options *arg1 = (struct woq_open_options *) 0 ;
   
   arg1 = *(struct woq_open_options **)&_swig_go_0; 
@@ -1704,7 +1743,7 @@ void _wrap_delete_woq_open_options_woqc_d3b545510b09a6bb(struct woq_open_options
 }
 
 
-intgo _wrap_woq_open_options_init_woqc_d3b545510b09a6bb(struct woq_open_options *_swig_go_0) {
+intgo _wrap_woq_open_options_init_woqc_c9f0894d00ba7b8c(struct woq_open_options *_swig_go_0) {
   woq_open_options *arg1 = (woq_open_options *) 0 ;
   woq_status result;
   intgo _swig_go_result;
@@ -1717,7 +1756,7 @@ intgo _wrap_woq_open_options_init_woqc_d3b545510b09a6bb(struct woq_open_options 
 }
 
 
-intgo _wrap_woq_file_open_ex_woqc_d3b545510b09a6bb(_gostring_ _swig_go_0, struct woq_open_options *_swig_go_1, _goslice_ _swig_go_2) {
+intgo _wrap_woq_file_open_ex_woqc_c9f0894d00ba7b8c(_gostring_ _swig_go_0, struct woq_open_options *_swig_go_1, _goslice_ _swig_go_2) {
   char *arg1 = (char *) 0 ;
   woq_open_options *arg2 = (woq_open_options *) 0 ;
   woq_file **arg3 = (woq_file **) 0 ;
@@ -1742,7 +1781,7 @@ intgo _wrap_woq_file_open_ex_woqc_d3b545510b09a6bb(_gostring_ _swig_go_0, struct
 }
 
 
-void _wrap_woq_file_close_woqc_d3b545510b09a6bb(woq_file *_swig_go_0) {
+void _wrap_woq_file_close_woqc_c9f0894d00ba7b8c(woq_file *_swig_go_0) {
   woq_file *arg1 = (woq_file *) 0 ;
   
   arg1 = (woq_file *)_swig_go_0; 
@@ -1752,7 +1791,7 @@ void _wrap_woq_file_close_woqc_d3b545510b09a6bb(woq_file *_swig_go_0) {
 }
 
 
-intgo _wrap_woq_file_verify_woqc_d3b545510b09a6bb(woq_file *_swig_go_0) {
+intgo _wrap_woq_file_verify_woqc_c9f0894d00ba7b8c(woq_file *_swig_go_0) {
   woq_file *arg1 = (woq_file *) 0 ;
   woq_status result;
   intgo _swig_go_result;
@@ -1765,7 +1804,7 @@ intgo _wrap_woq_file_verify_woqc_d3b545510b09a6bb(woq_file *_swig_go_0) {
 }
 
 
-intgo _wrap_woq_file_format_version_woqc_d3b545510b09a6bb(woq_file *_swig_go_0, _goslice_ _swig_go_1, _goslice_ _swig_go_2) {
+intgo _wrap_woq_file_format_version_woqc_c9f0894d00ba7b8c(woq_file *_swig_go_0, _goslice_ _swig_go_1, _goslice_ _swig_go_2) {
   woq_file *arg1 = (woq_file *) 0 ;
   uint32_t *arg2 = (uint32_t *) 0 ;
   uint32_t *arg3 = (uint32_t *) 0 ;
@@ -1804,7 +1843,7 @@ intgo _wrap_woq_file_format_version_woqc_d3b545510b09a6bb(woq_file *_swig_go_0, 
 }
 
 
-intgo _wrap_woq_file_tensor_count_woqc_d3b545510b09a6bb(woq_file *_swig_go_0, _goslice_ _swig_go_1) {
+intgo _wrap_woq_file_tensor_count_woqc_c9f0894d00ba7b8c(woq_file *_swig_go_0, _goslice_ _swig_go_1) {
   woq_file *arg1 = (woq_file *) 0 ;
   uint64_t *arg2 = (uint64_t *) 0 ;
   uint64_t temp2 ;
@@ -1830,7 +1869,7 @@ intgo _wrap_woq_file_tensor_count_woqc_d3b545510b09a6bb(woq_file *_swig_go_0, _g
 }
 
 
-void _wrap_woq_tensor_info_struct_size_set_woqc_d3b545510b09a6bb(struct woq_tensor_info *_swig_go_0, long long _swig_go_1) {
+void _wrap_woq_tensor_info_struct_size_set_woqc_c9f0894d00ba7b8c(struct woq_tensor_info *_swig_go_0, long long _swig_go_1) {
   struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
   size_t arg2 ;
   
@@ -1842,7 +1881,7 @@ void _wrap_woq_tensor_info_struct_size_set_woqc_d3b545510b09a6bb(struct woq_tens
 }
 
 
-long long _wrap_woq_tensor_info_struct_size_get_woqc_d3b545510b09a6bb(struct woq_tensor_info *_swig_go_0) {
+long long _wrap_woq_tensor_info_struct_size_get_woqc_c9f0894d00ba7b8c(struct woq_tensor_info *_swig_go_0) {
   struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
   size_t result;
   long long _swig_go_result;
@@ -1855,7 +1894,7 @@ long long _wrap_woq_tensor_info_struct_size_get_woqc_d3b545510b09a6bb(struct woq
 }
 
 
-void _wrap_woq_tensor_info_rows_set_woqc_d3b545510b09a6bb(struct woq_tensor_info *_swig_go_0, long long _swig_go_1) {
+void _wrap_woq_tensor_info_rows_set_woqc_c9f0894d00ba7b8c(struct woq_tensor_info *_swig_go_0, long long _swig_go_1) {
   struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
   uint64_t arg2 ;
   
@@ -1867,7 +1906,7 @@ void _wrap_woq_tensor_info_rows_set_woqc_d3b545510b09a6bb(struct woq_tensor_info
 }
 
 
-long long _wrap_woq_tensor_info_rows_get_woqc_d3b545510b09a6bb(struct woq_tensor_info *_swig_go_0) {
+long long _wrap_woq_tensor_info_rows_get_woqc_c9f0894d00ba7b8c(struct woq_tensor_info *_swig_go_0) {
   struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
   uint64_t result;
   long long _swig_go_result;
@@ -1880,7 +1919,7 @@ long long _wrap_woq_tensor_info_rows_get_woqc_d3b545510b09a6bb(struct woq_tensor
 }
 
 
-void _wrap_woq_tensor_info_cols_set_woqc_d3b545510b09a6bb(struct woq_tensor_info *_swig_go_0, long long _swig_go_1) {
+void _wrap_woq_tensor_info_cols_set_woqc_c9f0894d00ba7b8c(struct woq_tensor_info *_swig_go_0, long long _swig_go_1) {
   struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
   uint64_t arg2 ;
   
@@ -1892,7 +1931,7 @@ void _wrap_woq_tensor_info_cols_set_woqc_d3b545510b09a6bb(struct woq_tensor_info
 }
 
 
-long long _wrap_woq_tensor_info_cols_get_woqc_d3b545510b09a6bb(struct woq_tensor_info *_swig_go_0) {
+long long _wrap_woq_tensor_info_cols_get_woqc_c9f0894d00ba7b8c(struct woq_tensor_info *_swig_go_0) {
   struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
   uint64_t result;
   long long _swig_go_result;
@@ -1905,7 +1944,7 @@ long long _wrap_woq_tensor_info_cols_get_woqc_d3b545510b09a6bb(struct woq_tensor
 }
 
 
-void _wrap_woq_tensor_info_bits_set_woqc_d3b545510b09a6bb(struct woq_tensor_info *_swig_go_0, intgo _swig_go_1) {
+void _wrap_woq_tensor_info_bits_set_woqc_c9f0894d00ba7b8c(struct woq_tensor_info *_swig_go_0, intgo _swig_go_1) {
   struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
   uint32_t arg2 ;
   
@@ -1917,7 +1956,7 @@ void _wrap_woq_tensor_info_bits_set_woqc_d3b545510b09a6bb(struct woq_tensor_info
 }
 
 
-intgo _wrap_woq_tensor_info_bits_get_woqc_d3b545510b09a6bb(struct woq_tensor_info *_swig_go_0) {
+intgo _wrap_woq_tensor_info_bits_get_woqc_c9f0894d00ba7b8c(struct woq_tensor_info *_swig_go_0) {
   struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
   uint32_t result;
   intgo _swig_go_result;
@@ -1930,7 +1969,7 @@ intgo _wrap_woq_tensor_info_bits_get_woqc_d3b545510b09a6bb(struct woq_tensor_inf
 }
 
 
-void _wrap_woq_tensor_info_group_size_set_woqc_d3b545510b09a6bb(struct woq_tensor_info *_swig_go_0, intgo _swig_go_1) {
+void _wrap_woq_tensor_info_group_size_set_woqc_c9f0894d00ba7b8c(struct woq_tensor_info *_swig_go_0, intgo _swig_go_1) {
   struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
   uint32_t arg2 ;
   
@@ -1942,7 +1981,7 @@ void _wrap_woq_tensor_info_group_size_set_woqc_d3b545510b09a6bb(struct woq_tenso
 }
 
 
-intgo _wrap_woq_tensor_info_group_size_get_woqc_d3b545510b09a6bb(struct woq_tensor_info *_swig_go_0) {
+intgo _wrap_woq_tensor_info_group_size_get_woqc_c9f0894d00ba7b8c(struct woq_tensor_info *_swig_go_0) {
   struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
   uint32_t result;
   intgo _swig_go_result;
@@ -1955,7 +1994,7 @@ intgo _wrap_woq_tensor_info_group_size_get_woqc_d3b545510b09a6bb(struct woq_tens
 }
 
 
-void _wrap_woq_tensor_info_scheme_set_woqc_d3b545510b09a6bb(struct woq_tensor_info *_swig_go_0, intgo _swig_go_1) {
+void _wrap_woq_tensor_info_scheme_set_woqc_c9f0894d00ba7b8c(struct woq_tensor_info *_swig_go_0, intgo _swig_go_1) {
   struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
   woq_scheme arg2 ;
   
@@ -1967,7 +2006,7 @@ void _wrap_woq_tensor_info_scheme_set_woqc_d3b545510b09a6bb(struct woq_tensor_in
 }
 
 
-intgo _wrap_woq_tensor_info_scheme_get_woqc_d3b545510b09a6bb(struct woq_tensor_info *_swig_go_0) {
+intgo _wrap_woq_tensor_info_scheme_get_woqc_c9f0894d00ba7b8c(struct woq_tensor_info *_swig_go_0) {
   struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
   woq_scheme result;
   intgo _swig_go_result;
@@ -1980,7 +2019,7 @@ intgo _wrap_woq_tensor_info_scheme_get_woqc_d3b545510b09a6bb(struct woq_tensor_i
 }
 
 
-void _wrap_woq_tensor_info_method_set_woqc_d3b545510b09a6bb(struct woq_tensor_info *_swig_go_0, intgo _swig_go_1) {
+void _wrap_woq_tensor_info_method_set_woqc_c9f0894d00ba7b8c(struct woq_tensor_info *_swig_go_0, intgo _swig_go_1) {
   struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
   woq_method arg2 ;
   
@@ -1992,7 +2031,7 @@ void _wrap_woq_tensor_info_method_set_woqc_d3b545510b09a6bb(struct woq_tensor_in
 }
 
 
-intgo _wrap_woq_tensor_info_method_get_woqc_d3b545510b09a6bb(struct woq_tensor_info *_swig_go_0) {
+intgo _wrap_woq_tensor_info_method_get_woqc_c9f0894d00ba7b8c(struct woq_tensor_info *_swig_go_0) {
   struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
   woq_method result;
   intgo _swig_go_result;
@@ -2005,7 +2044,7 @@ intgo _wrap_woq_tensor_info_method_get_woqc_d3b545510b09a6bb(struct woq_tensor_i
 }
 
 
-void _wrap_woq_tensor_info_source_dtype_set_woqc_d3b545510b09a6bb(struct woq_tensor_info *_swig_go_0, intgo _swig_go_1) {
+void _wrap_woq_tensor_info_source_dtype_set_woqc_c9f0894d00ba7b8c(struct woq_tensor_info *_swig_go_0, intgo _swig_go_1) {
   struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
   woq_dtype arg2 ;
   
@@ -2017,7 +2056,7 @@ void _wrap_woq_tensor_info_source_dtype_set_woqc_d3b545510b09a6bb(struct woq_ten
 }
 
 
-intgo _wrap_woq_tensor_info_source_dtype_get_woqc_d3b545510b09a6bb(struct woq_tensor_info *_swig_go_0) {
+intgo _wrap_woq_tensor_info_source_dtype_get_woqc_c9f0894d00ba7b8c(struct woq_tensor_info *_swig_go_0) {
   struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
   woq_dtype result;
   intgo _swig_go_result;
@@ -2030,7 +2069,7 @@ intgo _wrap_woq_tensor_info_source_dtype_get_woqc_d3b545510b09a6bb(struct woq_te
 }
 
 
-void _wrap_woq_tensor_info_has_bias_set_woqc_d3b545510b09a6bb(struct woq_tensor_info *_swig_go_0, intgo _swig_go_1) {
+void _wrap_woq_tensor_info_has_bias_set_woqc_c9f0894d00ba7b8c(struct woq_tensor_info *_swig_go_0, intgo _swig_go_1) {
   struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
   int32_t arg2 ;
   
@@ -2042,7 +2081,7 @@ void _wrap_woq_tensor_info_has_bias_set_woqc_d3b545510b09a6bb(struct woq_tensor_
 }
 
 
-intgo _wrap_woq_tensor_info_has_bias_get_woqc_d3b545510b09a6bb(struct woq_tensor_info *_swig_go_0) {
+intgo _wrap_woq_tensor_info_has_bias_get_woqc_c9f0894d00ba7b8c(struct woq_tensor_info *_swig_go_0) {
   struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
   int32_t result;
   intgo _swig_go_result;
@@ -2055,7 +2094,7 @@ intgo _wrap_woq_tensor_info_has_bias_get_woqc_d3b545510b09a6bb(struct woq_tensor
 }
 
 
-void _wrap_woq_tensor_info_stored_bytes_set_woqc_d3b545510b09a6bb(struct woq_tensor_info *_swig_go_0, long long _swig_go_1) {
+void _wrap_woq_tensor_info_stored_bytes_set_woqc_c9f0894d00ba7b8c(struct woq_tensor_info *_swig_go_0, long long _swig_go_1) {
   struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
   uint64_t arg2 ;
   
@@ -2067,7 +2106,7 @@ void _wrap_woq_tensor_info_stored_bytes_set_woqc_d3b545510b09a6bb(struct woq_ten
 }
 
 
-long long _wrap_woq_tensor_info_stored_bytes_get_woqc_d3b545510b09a6bb(struct woq_tensor_info *_swig_go_0) {
+long long _wrap_woq_tensor_info_stored_bytes_get_woqc_c9f0894d00ba7b8c(struct woq_tensor_info *_swig_go_0) {
   struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
   uint64_t result;
   long long _swig_go_result;
@@ -2080,7 +2119,7 @@ long long _wrap_woq_tensor_info_stored_bytes_get_woqc_d3b545510b09a6bb(struct wo
 }
 
 
-void _wrap_woq_tensor_info_raw_bytes_set_woqc_d3b545510b09a6bb(struct woq_tensor_info *_swig_go_0, long long _swig_go_1) {
+void _wrap_woq_tensor_info_raw_bytes_set_woqc_c9f0894d00ba7b8c(struct woq_tensor_info *_swig_go_0, long long _swig_go_1) {
   struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
   uint64_t arg2 ;
   
@@ -2092,7 +2131,7 @@ void _wrap_woq_tensor_info_raw_bytes_set_woqc_d3b545510b09a6bb(struct woq_tensor
 }
 
 
-long long _wrap_woq_tensor_info_raw_bytes_get_woqc_d3b545510b09a6bb(struct woq_tensor_info *_swig_go_0) {
+long long _wrap_woq_tensor_info_raw_bytes_get_woqc_c9f0894d00ba7b8c(struct woq_tensor_info *_swig_go_0) {
   struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
   uint64_t result;
   long long _swig_go_result;
@@ -2105,7 +2144,7 @@ long long _wrap_woq_tensor_info_raw_bytes_get_woqc_d3b545510b09a6bb(struct woq_t
 }
 
 
-void _wrap_woq_tensor_info_bits_per_weight_set_woqc_d3b545510b09a6bb(struct woq_tensor_info *_swig_go_0, double _swig_go_1) {
+void _wrap_woq_tensor_info_bits_per_weight_set_woqc_c9f0894d00ba7b8c(struct woq_tensor_info *_swig_go_0, double _swig_go_1) {
   struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
   double arg2 ;
   
@@ -2117,7 +2156,7 @@ void _wrap_woq_tensor_info_bits_per_weight_set_woqc_d3b545510b09a6bb(struct woq_
 }
 
 
-double _wrap_woq_tensor_info_bits_per_weight_get_woqc_d3b545510b09a6bb(struct woq_tensor_info *_swig_go_0) {
+double _wrap_woq_tensor_info_bits_per_weight_get_woqc_c9f0894d00ba7b8c(struct woq_tensor_info *_swig_go_0) {
   struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
   double result;
   double _swig_go_result;
@@ -2130,7 +2169,7 @@ double _wrap_woq_tensor_info_bits_per_weight_get_woqc_d3b545510b09a6bb(struct wo
 }
 
 
-void _wrap_woq_tensor_info_max_abs_error_set_woqc_d3b545510b09a6bb(struct woq_tensor_info *_swig_go_0, double _swig_go_1) {
+void _wrap_woq_tensor_info_max_abs_error_set_woqc_c9f0894d00ba7b8c(struct woq_tensor_info *_swig_go_0, double _swig_go_1) {
   struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
   double arg2 ;
   
@@ -2142,7 +2181,7 @@ void _wrap_woq_tensor_info_max_abs_error_set_woqc_d3b545510b09a6bb(struct woq_te
 }
 
 
-double _wrap_woq_tensor_info_max_abs_error_get_woqc_d3b545510b09a6bb(struct woq_tensor_info *_swig_go_0) {
+double _wrap_woq_tensor_info_max_abs_error_get_woqc_c9f0894d00ba7b8c(struct woq_tensor_info *_swig_go_0) {
   struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
   double result;
   double _swig_go_result;
@@ -2155,7 +2194,7 @@ double _wrap_woq_tensor_info_max_abs_error_get_woqc_d3b545510b09a6bb(struct woq_
 }
 
 
-void _wrap_woq_tensor_info_rel_frobenius_error_set_woqc_d3b545510b09a6bb(struct woq_tensor_info *_swig_go_0, double _swig_go_1) {
+void _wrap_woq_tensor_info_rel_frobenius_error_set_woqc_c9f0894d00ba7b8c(struct woq_tensor_info *_swig_go_0, double _swig_go_1) {
   struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
   double arg2 ;
   
@@ -2167,7 +2206,7 @@ void _wrap_woq_tensor_info_rel_frobenius_error_set_woqc_d3b545510b09a6bb(struct 
 }
 
 
-double _wrap_woq_tensor_info_rel_frobenius_error_get_woqc_d3b545510b09a6bb(struct woq_tensor_info *_swig_go_0) {
+double _wrap_woq_tensor_info_rel_frobenius_error_get_woqc_c9f0894d00ba7b8c(struct woq_tensor_info *_swig_go_0) {
   struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
   double result;
   double _swig_go_result;
@@ -2180,7 +2219,7 @@ double _wrap_woq_tensor_info_rel_frobenius_error_get_woqc_d3b545510b09a6bb(struc
 }
 
 
-void _wrap_woq_tensor_info_sqnr_db_set_woqc_d3b545510b09a6bb(struct woq_tensor_info *_swig_go_0, double _swig_go_1) {
+void _wrap_woq_tensor_info_sqnr_db_set_woqc_c9f0894d00ba7b8c(struct woq_tensor_info *_swig_go_0, double _swig_go_1) {
   struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
   double arg2 ;
   
@@ -2192,7 +2231,7 @@ void _wrap_woq_tensor_info_sqnr_db_set_woqc_d3b545510b09a6bb(struct woq_tensor_i
 }
 
 
-double _wrap_woq_tensor_info_sqnr_db_get_woqc_d3b545510b09a6bb(struct woq_tensor_info *_swig_go_0) {
+double _wrap_woq_tensor_info_sqnr_db_get_woqc_c9f0894d00ba7b8c(struct woq_tensor_info *_swig_go_0) {
   struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
   double result;
   double _swig_go_result;
@@ -2205,7 +2244,7 @@ double _wrap_woq_tensor_info_sqnr_db_get_woqc_d3b545510b09a6bb(struct woq_tensor
 }
 
 
-void _wrap_woq_tensor_info_has_input_scales_set_woqc_d3b545510b09a6bb(struct woq_tensor_info *_swig_go_0, intgo _swig_go_1) {
+void _wrap_woq_tensor_info_has_input_scales_set_woqc_c9f0894d00ba7b8c(struct woq_tensor_info *_swig_go_0, intgo _swig_go_1) {
   struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
   int32_t arg2 ;
   
@@ -2217,7 +2256,7 @@ void _wrap_woq_tensor_info_has_input_scales_set_woqc_d3b545510b09a6bb(struct woq
 }
 
 
-intgo _wrap_woq_tensor_info_has_input_scales_get_woqc_d3b545510b09a6bb(struct woq_tensor_info *_swig_go_0) {
+intgo _wrap_woq_tensor_info_has_input_scales_get_woqc_c9f0894d00ba7b8c(struct woq_tensor_info *_swig_go_0) {
   struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
   int32_t result;
   intgo _swig_go_result;
@@ -2230,7 +2269,7 @@ intgo _wrap_woq_tensor_info_has_input_scales_get_woqc_d3b545510b09a6bb(struct wo
 }
 
 
-struct woq_tensor_info *_wrap_new_woq_tensor_info_woqc_d3b545510b09a6bb() {
+struct woq_tensor_info *_wrap_new_woq_tensor_info_woqc_c9f0894d00ba7b8c() {
   struct woq_tensor_info *result = 0 ;
   struct woq_tensor_info *_swig_go_result;
   
@@ -2241,7 +2280,7 @@ struct woq_tensor_info *_wrap_new_woq_tensor_info_woqc_d3b545510b09a6bb() {
 }
 
 
-void _wrap_delete_woq_tensor_info_woqc_d3b545510b09a6bb(struct woq_tensor_info *_swig_go_0) {
+void _wrap_delete_woq_tensor_info_woqc_c9f0894d00ba7b8c(struct woq_tensor_info *_swig_go_0) {
   struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
   
   arg1 = *(struct woq_tensor_info **)&_swig_go_0; 
@@ -2251,7 +2290,7 @@ void _wrap_delete_woq_tensor_info_woqc_d3b545510b09a6bb(struct woq_tensor_info *
 }
 
 
-_gostring_ _wrap_woq_tensor_info_name_utf8_woqc_d3b545510b09a6bb(struct woq_tensor_info *_swig_go_0) {
+_gostring_ _wrap_woq_tensor_info_name_utf8_woqc_c9f0894d00ba7b8c(struct woq_tensor_info *_swig_go_0) {
   struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
   char *result = 0 ;
   _gostring_ _swig_go_result;
@@ -2264,7 +2303,7 @@ _gostring_ _wrap_woq_tensor_info_name_utf8_woqc_d3b545510b09a6bb(struct woq_tens
 }
 
 
-intgo _wrap_woq_file_tensor_info_woqc_d3b545510b09a6bb(woq_file *_swig_go_0, long long _swig_go_1, struct woq_tensor_info *_swig_go_2) {
+intgo _wrap_woq_file_tensor_info_woqc_c9f0894d00ba7b8c(woq_file *_swig_go_0, long long _swig_go_1, struct woq_tensor_info *_swig_go_2) {
   woq_file *arg1 = (woq_file *) 0 ;
   uint64_t arg2 ;
   woq_tensor_info *arg3 = (woq_tensor_info *) 0 ;
@@ -2281,7 +2320,7 @@ intgo _wrap_woq_file_tensor_info_woqc_d3b545510b09a6bb(woq_file *_swig_go_0, lon
 }
 
 
-intgo _wrap_woq_file_tensor_info_by_name_woqc_d3b545510b09a6bb(woq_file *_swig_go_0, _gostring_ _swig_go_1, struct woq_tensor_info *_swig_go_2) {
+intgo _wrap_woq_file_tensor_info_by_name_woqc_c9f0894d00ba7b8c(woq_file *_swig_go_0, _gostring_ _swig_go_1, struct woq_tensor_info *_swig_go_2) {
   woq_file *arg1 = (woq_file *) 0 ;
   char *arg2 = (char *) 0 ;
   woq_tensor_info *arg3 = (woq_tensor_info *) 0 ;
@@ -2303,7 +2342,7 @@ intgo _wrap_woq_file_tensor_info_by_name_woqc_d3b545510b09a6bb(woq_file *_swig_g
 }
 
 
-intgo _wrap_WOQ_METADATA_STRING_woqc_d3b545510b09a6bb() {
+intgo _wrap_WOQ_METADATA_STRING_woqc_c9f0894d00ba7b8c() {
   enum woq_metadata_type result;
   intgo _swig_go_result;
   
@@ -2315,7 +2354,7 @@ intgo _wrap_WOQ_METADATA_STRING_woqc_d3b545510b09a6bb() {
 }
 
 
-intgo _wrap_WOQ_METADATA_INT_woqc_d3b545510b09a6bb() {
+intgo _wrap_WOQ_METADATA_INT_woqc_c9f0894d00ba7b8c() {
   enum woq_metadata_type result;
   intgo _swig_go_result;
   
@@ -2327,7 +2366,7 @@ intgo _wrap_WOQ_METADATA_INT_woqc_d3b545510b09a6bb() {
 }
 
 
-intgo _wrap_WOQ_METADATA_FLOAT_woqc_d3b545510b09a6bb() {
+intgo _wrap_WOQ_METADATA_FLOAT_woqc_c9f0894d00ba7b8c() {
   enum woq_metadata_type result;
   intgo _swig_go_result;
   
@@ -2339,7 +2378,7 @@ intgo _wrap_WOQ_METADATA_FLOAT_woqc_d3b545510b09a6bb() {
 }
 
 
-intgo _wrap_WOQ_METADATA_MAX_ENUM_woqc_d3b545510b09a6bb() {
+intgo _wrap_WOQ_METADATA_MAX_ENUM_woqc_c9f0894d00ba7b8c() {
   enum woq_metadata_type result;
   intgo _swig_go_result;
   
@@ -2351,7 +2390,7 @@ intgo _wrap_WOQ_METADATA_MAX_ENUM_woqc_d3b545510b09a6bb() {
 }
 
 
-intgo _wrap_woq_file_metadata_count_woqc_d3b545510b09a6bb(woq_file *_swig_go_0, _goslice_ _swig_go_1) {
+intgo _wrap_woq_file_metadata_count_woqc_c9f0894d00ba7b8c(woq_file *_swig_go_0, _goslice_ _swig_go_1) {
   woq_file *arg1 = (woq_file *) 0 ;
   uint64_t *arg2 = (uint64_t *) 0 ;
   uint64_t temp2 ;
@@ -2377,7 +2416,7 @@ intgo _wrap_woq_file_metadata_count_woqc_d3b545510b09a6bb(woq_file *_swig_go_0, 
 }
 
 
-intgo _wrap_woq_file_metadata_key_woqc_d3b545510b09a6bb(woq_file *_swig_go_0, long long _swig_go_1, _gostring_* _swig_go_2, _goslice_ _swig_go_3) {
+intgo _wrap_woq_file_metadata_key_woqc_c9f0894d00ba7b8c(woq_file *_swig_go_0, long long _swig_go_1, _gostring_* _swig_go_2, _goslice_ _swig_go_3) {
   woq_file *arg1 = (woq_file *) 0 ;
   uint64_t arg2 ;
   char **arg3 = (char **) 0 ;
@@ -2403,7 +2442,7 @@ intgo _wrap_woq_file_metadata_key_woqc_d3b545510b09a6bb(woq_file *_swig_go_0, lo
 }
 
 
-intgo _wrap_woq_file_metadata_string_woqc_d3b545510b09a6bb(woq_file *_swig_go_0, _gostring_ _swig_go_1, _gostring_* _swig_go_2, _goslice_ _swig_go_3) {
+intgo _wrap_woq_file_metadata_string_woqc_c9f0894d00ba7b8c(woq_file *_swig_go_0, _gostring_ _swig_go_1, _gostring_* _swig_go_2, _goslice_ _swig_go_3) {
   woq_file *arg1 = (woq_file *) 0 ;
   char *arg2 = (char *) 0 ;
   char **arg3 = (char **) 0 ;
@@ -2442,7 +2481,7 @@ intgo _wrap_woq_file_metadata_string_woqc_d3b545510b09a6bb(woq_file *_swig_go_0,
 }
 
 
-intgo _wrap_woq_file_metadata_int_woqc_d3b545510b09a6bb(woq_file *_swig_go_0, _gostring_ _swig_go_1, _goslice_ _swig_go_2) {
+intgo _wrap_woq_file_metadata_int_woqc_c9f0894d00ba7b8c(woq_file *_swig_go_0, _gostring_ _swig_go_1, _goslice_ _swig_go_2) {
   woq_file *arg1 = (woq_file *) 0 ;
   char *arg2 = (char *) 0 ;
   int64_t *arg3 = (int64_t *) 0 ;
@@ -2475,7 +2514,7 @@ intgo _wrap_woq_file_metadata_int_woqc_d3b545510b09a6bb(woq_file *_swig_go_0, _g
 }
 
 
-intgo _wrap_woq_file_metadata_float_woqc_d3b545510b09a6bb(woq_file *_swig_go_0, _gostring_ _swig_go_1, _goslice_ _swig_go_2) {
+intgo _wrap_woq_file_metadata_float_woqc_c9f0894d00ba7b8c(woq_file *_swig_go_0, _gostring_ _swig_go_1, _goslice_ _swig_go_2) {
   woq_file *arg1 = (woq_file *) 0 ;
   char *arg2 = (char *) 0 ;
   double *arg3 = (double *) 0 ;
@@ -2508,7 +2547,7 @@ intgo _wrap_woq_file_metadata_float_woqc_d3b545510b09a6bb(woq_file *_swig_go_0, 
 }
 
 
-intgo _wrap_woq_tensor_load_woqc_d3b545510b09a6bb(woq_context *_swig_go_0, woq_file *_swig_go_1, _gostring_ _swig_go_2, _goslice_ _swig_go_3) {
+intgo _wrap_woq_tensor_load_woqc_c9f0894d00ba7b8c(woq_context *_swig_go_0, woq_file *_swig_go_1, _gostring_ _swig_go_2, _goslice_ _swig_go_3) {
   woq_context *arg1 = (woq_context *) 0 ;
   woq_file *arg2 = (woq_file *) 0 ;
   char *arg3 = (char *) 0 ;
@@ -2535,7 +2574,7 @@ intgo _wrap_woq_tensor_load_woqc_d3b545510b09a6bb(woq_context *_swig_go_0, woq_f
 }
 
 
-intgo _wrap_woq_tensor_load_rows_woqc_d3b545510b09a6bb(woq_context *_swig_go_0, woq_file *_swig_go_1, _gostring_ _swig_go_2, long long _swig_go_3, long long _swig_go_4, _goslice_ _swig_go_5) {
+intgo _wrap_woq_tensor_load_rows_woqc_c9f0894d00ba7b8c(woq_context *_swig_go_0, woq_file *_swig_go_1, _gostring_ _swig_go_2, long long _swig_go_3, long long _swig_go_4, _goslice_ _swig_go_5) {
   woq_context *arg1 = (woq_context *) 0 ;
   woq_file *arg2 = (woq_file *) 0 ;
   char *arg3 = (char *) 0 ;
@@ -2566,7 +2605,7 @@ intgo _wrap_woq_tensor_load_rows_woqc_d3b545510b09a6bb(woq_context *_swig_go_0, 
 }
 
 
-intgo _wrap_woq_tensor_from_qmatrix_woqc_d3b545510b09a6bb(woq_context *_swig_go_0, woq_qmatrix *_swig_go_1, _goslice_ _swig_go_2, _goslice_ _swig_go_3) {
+intgo _wrap_woq_tensor_from_qmatrix_woqc_c9f0894d00ba7b8c(woq_context *_swig_go_0, woq_qmatrix *_swig_go_1, _goslice_ _swig_go_2, _goslice_ _swig_go_3) {
   woq_context *arg1 = (woq_context *) 0 ;
   woq_qmatrix *arg2 = (woq_qmatrix *) 0 ;
   float *arg3 = (float *) 0 ;
@@ -2590,7 +2629,7 @@ intgo _wrap_woq_tensor_from_qmatrix_woqc_d3b545510b09a6bb(woq_context *_swig_go_
 }
 
 
-void _wrap_woq_tensor_destroy_woqc_d3b545510b09a6bb(woq_tensor *_swig_go_0) {
+void _wrap_woq_tensor_destroy_woqc_c9f0894d00ba7b8c(woq_tensor *_swig_go_0) {
   woq_tensor *arg1 = (woq_tensor *) 0 ;
   
   arg1 = (woq_tensor *)_swig_go_0; 
@@ -2600,7 +2639,7 @@ void _wrap_woq_tensor_destroy_woqc_d3b545510b09a6bb(woq_tensor *_swig_go_0) {
 }
 
 
-intgo _wrap_woq_tensor_shape_woqc_d3b545510b09a6bb(woq_tensor *_swig_go_0, _goslice_ _swig_go_1, _goslice_ _swig_go_2) {
+intgo _wrap_woq_tensor_shape_woqc_c9f0894d00ba7b8c(woq_tensor *_swig_go_0, _goslice_ _swig_go_1, _goslice_ _swig_go_2) {
   woq_tensor *arg1 = (woq_tensor *) 0 ;
   uint64_t *arg2 = (uint64_t *) 0 ;
   uint64_t *arg3 = (uint64_t *) 0 ;
@@ -2639,7 +2678,7 @@ intgo _wrap_woq_tensor_shape_woqc_d3b545510b09a6bb(woq_tensor *_swig_go_0, _gosl
 }
 
 
-intgo _wrap_woq_tensor_bias_woqc_d3b545510b09a6bb(woq_context *_swig_go_0, woq_tensor *_swig_go_1, _goslice_ _swig_go_2, long long _swig_go_3, _goslice_ _swig_go_4) {
+intgo _wrap_woq_tensor_bias_woqc_c9f0894d00ba7b8c(woq_context *_swig_go_0, woq_tensor *_swig_go_1, _goslice_ _swig_go_2, long long _swig_go_3, _goslice_ _swig_go_4) {
   woq_context *arg1 = (woq_context *) 0 ;
   woq_tensor *arg2 = (woq_tensor *) 0 ;
   float *arg3 = (float *) 0 ;
@@ -2673,7 +2712,7 @@ intgo _wrap_woq_tensor_bias_woqc_d3b545510b09a6bb(woq_context *_swig_go_0, woq_t
 }
 
 
-intgo _wrap_woq_tensor_group_woqc_d3b545510b09a6bb(woq_context *_swig_go_0, woq_tensor *_swig_go_1, long long _swig_go_2, long long _swig_go_3, _goslice_ _swig_go_4, _goslice_ _swig_go_5) {
+intgo _wrap_woq_tensor_group_woqc_c9f0894d00ba7b8c(woq_context *_swig_go_0, woq_tensor *_swig_go_1, long long _swig_go_2, long long _swig_go_3, _goslice_ _swig_go_4, _goslice_ _swig_go_5) {
   woq_context *arg1 = (woq_context *) 0 ;
   woq_tensor *arg2 = (woq_tensor *) 0 ;
   uint64_t arg3 ;
@@ -2718,7 +2757,7 @@ intgo _wrap_woq_tensor_group_woqc_d3b545510b09a6bb(woq_context *_swig_go_0, woq_
 }
 
 
-intgo _wrap_woq_matmul_woqc_d3b545510b09a6bb(woq_context *_swig_go_0, woq_tensor *_swig_go_1, _goslice_ _swig_go_2, intgo _swig_go_3, long long _swig_go_4, _goslice_ _swig_go_5, intgo _swig_go_6) {
+intgo _wrap_woq_matmul_woqc_c9f0894d00ba7b8c(woq_context *_swig_go_0, woq_tensor *_swig_go_1, _goslice_ _swig_go_2, intgo _swig_go_3, long long _swig_go_4, _goslice_ _swig_go_5, intgo _swig_go_6) {
   woq_context *arg1 = (woq_context *) 0 ;
   woq_tensor *arg2 = (woq_tensor *) 0 ;
   void *arg3 = (void *) 0 ;
@@ -2747,7 +2786,7 @@ intgo _wrap_woq_matmul_woqc_d3b545510b09a6bb(woq_context *_swig_go_0, woq_tensor
 }
 
 
-intgo _wrap_woq_dequantize_woqc_d3b545510b09a6bb(woq_context *_swig_go_0, woq_tensor *_swig_go_1, _goslice_ _swig_go_2, intgo _swig_go_3, long long _swig_go_4) {
+intgo _wrap_woq_dequantize_woqc_c9f0894d00ba7b8c(woq_context *_swig_go_0, woq_tensor *_swig_go_1, _goslice_ _swig_go_2, intgo _swig_go_3, long long _swig_go_4) {
   woq_context *arg1 = (woq_context *) 0 ;
   woq_tensor *arg2 = (woq_tensor *) 0 ;
   void *arg3 = (void *) 0 ;
@@ -2770,7 +2809,7 @@ intgo _wrap_woq_dequantize_woqc_d3b545510b09a6bb(woq_context *_swig_go_0, woq_te
 }
 
 
-intgo _wrap_woq_buffer_create_woqc_d3b545510b09a6bb(woq_context *_swig_go_0, long long _swig_go_1, _goslice_ _swig_go_2) {
+intgo _wrap_woq_buffer_create_woqc_c9f0894d00ba7b8c(woq_context *_swig_go_0, long long _swig_go_1, _goslice_ _swig_go_2) {
   woq_context *arg1 = (woq_context *) 0 ;
   uint64_t arg2 ;
   woq_buffer **arg3 = (woq_buffer **) 0 ;
@@ -2790,7 +2829,7 @@ intgo _wrap_woq_buffer_create_woqc_d3b545510b09a6bb(woq_context *_swig_go_0, lon
 }
 
 
-void _wrap_woq_buffer_destroy_woqc_d3b545510b09a6bb(woq_buffer *_swig_go_0) {
+void _wrap_woq_buffer_destroy_woqc_c9f0894d00ba7b8c(woq_buffer *_swig_go_0) {
   woq_buffer *arg1 = (woq_buffer *) 0 ;
   
   arg1 = (woq_buffer *)_swig_go_0; 
@@ -2800,7 +2839,7 @@ void _wrap_woq_buffer_destroy_woqc_d3b545510b09a6bb(woq_buffer *_swig_go_0) {
 }
 
 
-intgo _wrap_woq_buffer_size_woqc_d3b545510b09a6bb(woq_buffer *_swig_go_0, _goslice_ _swig_go_1) {
+intgo _wrap_woq_buffer_size_woqc_c9f0894d00ba7b8c(woq_buffer *_swig_go_0, _goslice_ _swig_go_1) {
   woq_buffer *arg1 = (woq_buffer *) 0 ;
   uint64_t *arg2 = (uint64_t *) 0 ;
   uint64_t temp2 ;
@@ -2826,7 +2865,7 @@ intgo _wrap_woq_buffer_size_woqc_d3b545510b09a6bb(woq_buffer *_swig_go_0, _gosli
 }
 
 
-intgo _wrap_woq_buffer_write_woqc_d3b545510b09a6bb(woq_buffer *_swig_go_0, long long _swig_go_1, _goslice_ _swig_go_2, long long _swig_go_3) {
+intgo _wrap_woq_buffer_write_woqc_c9f0894d00ba7b8c(woq_buffer *_swig_go_0, long long _swig_go_1, _goslice_ _swig_go_2, long long _swig_go_3) {
   woq_buffer *arg1 = (woq_buffer *) 0 ;
   uint64_t arg2 ;
   void *arg3 = (void *) 0 ;
@@ -2847,7 +2886,7 @@ intgo _wrap_woq_buffer_write_woqc_d3b545510b09a6bb(woq_buffer *_swig_go_0, long 
 }
 
 
-intgo _wrap_woq_buffer_read_woqc_d3b545510b09a6bb(woq_buffer *_swig_go_0, long long _swig_go_1, _goslice_ _swig_go_2, long long _swig_go_3) {
+intgo _wrap_woq_buffer_read_woqc_c9f0894d00ba7b8c(woq_buffer *_swig_go_0, long long _swig_go_1, _goslice_ _swig_go_2, long long _swig_go_3) {
   woq_buffer *arg1 = (woq_buffer *) 0 ;
   uint64_t arg2 ;
   void *arg3 = (void *) 0 ;
@@ -2868,7 +2907,7 @@ intgo _wrap_woq_buffer_read_woqc_d3b545510b09a6bb(woq_buffer *_swig_go_0, long l
 }
 
 
-intgo _wrap_woq_matmul_buffers_woqc_d3b545510b09a6bb(woq_context *_swig_go_0, woq_tensor *_swig_go_1, woq_buffer *_swig_go_2, intgo _swig_go_3, long long _swig_go_4, woq_buffer *_swig_go_5, intgo _swig_go_6) {
+intgo _wrap_woq_matmul_buffers_woqc_c9f0894d00ba7b8c(woq_context *_swig_go_0, woq_tensor *_swig_go_1, woq_buffer *_swig_go_2, intgo _swig_go_3, long long _swig_go_4, woq_buffer *_swig_go_5, intgo _swig_go_6) {
   woq_context *arg1 = (woq_context *) 0 ;
   woq_tensor *arg2 = (woq_tensor *) 0 ;
   woq_buffer *arg3 = (woq_buffer *) 0 ;

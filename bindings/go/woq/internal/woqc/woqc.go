@@ -45,38 +45,38 @@ typedef long long swig_type_11;
 typedef _goslice_ swig_type_12;
 typedef _goslice_ swig_type_13;
 typedef _goslice_ swig_type_14;
-typedef long long swig_type_15;
-typedef long long swig_type_16;
+typedef _goslice_ swig_type_15;
+typedef _goslice_ swig_type_16;
 typedef long long swig_type_17;
 typedef long long swig_type_18;
-typedef _goslice_ swig_type_19;
+typedef long long swig_type_19;
 typedef long long swig_type_20;
-typedef long long swig_type_21;
-typedef _goslice_ swig_type_22;
-typedef _goslice_ swig_type_23;
-typedef long long swig_type_24;
+typedef _goslice_ swig_type_21;
+typedef long long swig_type_22;
+typedef long long swig_type_23;
+typedef _goslice_ swig_type_24;
 typedef _goslice_ swig_type_25;
-typedef _goslice_ swig_type_26;
+typedef long long swig_type_26;
 typedef _goslice_ swig_type_27;
 typedef _goslice_ swig_type_28;
 typedef _goslice_ swig_type_29;
 typedef _goslice_ swig_type_30;
-typedef _gostring_ swig_type_31;
-typedef _gostring_ swig_type_32;
+typedef _goslice_ swig_type_31;
+typedef _goslice_ swig_type_32;
 typedef _gostring_ swig_type_33;
 typedef _gostring_ swig_type_34;
-typedef _goslice_ swig_type_35;
+typedef _gostring_ swig_type_35;
 typedef _gostring_ swig_type_36;
 typedef _goslice_ swig_type_37;
 typedef _gostring_ swig_type_38;
-typedef _gostring_ swig_type_39;
+typedef _goslice_ swig_type_39;
 typedef _gostring_ swig_type_40;
-typedef long long swig_type_41;
+typedef _gostring_ swig_type_41;
 typedef _gostring_ swig_type_42;
-typedef _gostring_ swig_type_43;
-typedef _goslice_ swig_type_44;
-typedef long long swig_type_45;
-typedef long long swig_type_46;
+typedef long long swig_type_43;
+typedef _gostring_ swig_type_44;
+typedef _gostring_ swig_type_45;
+typedef _goslice_ swig_type_46;
 typedef long long swig_type_47;
 typedef long long swig_type_48;
 typedef long long swig_type_49;
@@ -85,13 +85,13 @@ typedef long long swig_type_51;
 typedef long long swig_type_52;
 typedef long long swig_type_53;
 typedef long long swig_type_54;
-typedef _gostring_ swig_type_55;
-typedef _goslice_ swig_type_56;
-typedef _goslice_ swig_type_57;
+typedef long long swig_type_55;
+typedef long long swig_type_56;
+typedef _gostring_ swig_type_57;
 typedef _goslice_ swig_type_58;
 typedef _goslice_ swig_type_59;
-typedef long long swig_type_60;
-typedef long long swig_type_61;
+typedef _goslice_ swig_type_60;
+typedef _goslice_ swig_type_61;
 typedef long long swig_type_62;
 typedef long long swig_type_63;
 typedef long long swig_type_64;
@@ -100,13 +100,13 @@ typedef long long swig_type_66;
 typedef long long swig_type_67;
 typedef long long swig_type_68;
 typedef long long swig_type_69;
-typedef _gostring_ swig_type_70;
+typedef long long swig_type_70;
 typedef long long swig_type_71;
 typedef _gostring_ swig_type_72;
-typedef _goslice_ swig_type_73;
-typedef long long swig_type_74;
+typedef long long swig_type_73;
+typedef _gostring_ swig_type_74;
 typedef _goslice_ swig_type_75;
-typedef _gostring_ swig_type_76;
+typedef long long swig_type_76;
 typedef _goslice_ swig_type_77;
 typedef _gostring_ swig_type_78;
 typedef _goslice_ swig_type_79;
@@ -115,204 +115,207 @@ typedef _goslice_ swig_type_81;
 typedef _gostring_ swig_type_82;
 typedef _goslice_ swig_type_83;
 typedef _gostring_ swig_type_84;
-typedef long long swig_type_85;
-typedef long long swig_type_86;
-typedef _goslice_ swig_type_87;
-typedef _goslice_ swig_type_88;
+typedef _goslice_ swig_type_85;
+typedef _gostring_ swig_type_86;
+typedef long long swig_type_87;
+typedef long long swig_type_88;
 typedef _goslice_ swig_type_89;
 typedef _goslice_ swig_type_90;
 typedef _goslice_ swig_type_91;
 typedef _goslice_ swig_type_92;
-typedef long long swig_type_93;
+typedef _goslice_ swig_type_93;
 typedef _goslice_ swig_type_94;
 typedef long long swig_type_95;
-typedef long long swig_type_96;
-typedef _goslice_ swig_type_97;
-typedef _goslice_ swig_type_98;
+typedef _goslice_ swig_type_96;
+typedef long long swig_type_97;
+typedef long long swig_type_98;
 typedef _goslice_ swig_type_99;
-typedef long long swig_type_100;
+typedef _goslice_ swig_type_100;
 typedef _goslice_ swig_type_101;
-typedef _goslice_ swig_type_102;
-typedef long long swig_type_103;
-typedef long long swig_type_104;
-typedef _goslice_ swig_type_105;
-typedef _goslice_ swig_type_106;
-typedef long long swig_type_107;
+typedef long long swig_type_102;
+typedef _goslice_ swig_type_103;
+typedef _goslice_ swig_type_104;
+typedef long long swig_type_105;
+typedef long long swig_type_106;
+typedef _goslice_ swig_type_107;
 typedef _goslice_ swig_type_108;
 typedef long long swig_type_109;
-typedef long long swig_type_110;
-typedef _goslice_ swig_type_111;
+typedef _goslice_ swig_type_110;
+typedef long long swig_type_111;
 typedef long long swig_type_112;
-typedef long long swig_type_113;
-extern void _wrap_Swig_free_woqc_d3b545510b09a6bb(uintptr_t arg1);
-extern uintptr_t _wrap_Swig_malloc_woqc_d3b545510b09a6bb(swig_intgo arg1);
-extern swig_intgo _wrap_WOQ_BINDINGS_VERSION_MAJOR_woqc_d3b545510b09a6bb(void);
-extern swig_intgo _wrap_woq_quantize_calibrated_woqc_d3b545510b09a6bb(swig_type_1 arg1, swig_intgo arg2, swig_type_2 arg3, swig_type_3 arg4, uintptr_t arg5, swig_type_4 arg6, swig_intgo arg7, swig_type_5 arg8, swig_type_6 arg9);
-extern swig_intgo _wrap_WOQ_VERSION_NUMBER_woqc_d3b545510b09a6bb(void);
-extern swig_intgo _wrap_woq_version_woqc_d3b545510b09a6bb(void);
-extern swig_type_7 _wrap_woq_version_string_woqc_d3b545510b09a6bb(void);
-extern swig_intgo _wrap_WOQ_OK_woqc_d3b545510b09a6bb(void);
-extern swig_intgo _wrap_WOQ_ERR_INVALID_ARGUMENT_woqc_d3b545510b09a6bb(void);
-extern swig_intgo _wrap_WOQ_ERR_SHAPE_woqc_d3b545510b09a6bb(void);
-extern swig_intgo _wrap_WOQ_ERR_OUT_OF_MEMORY_woqc_d3b545510b09a6bb(void);
-extern swig_intgo _wrap_WOQ_ERR_IO_woqc_d3b545510b09a6bb(void);
-extern swig_intgo _wrap_WOQ_ERR_FORMAT_woqc_d3b545510b09a6bb(void);
-extern swig_intgo _wrap_WOQ_ERR_CHECKSUM_woqc_d3b545510b09a6bb(void);
-extern swig_intgo _wrap_WOQ_ERR_VERSION_woqc_d3b545510b09a6bb(void);
-extern swig_intgo _wrap_WOQ_ERR_NOT_FOUND_woqc_d3b545510b09a6bb(void);
-extern swig_intgo _wrap_WOQ_ERR_UNSUPPORTED_woqc_d3b545510b09a6bb(void);
-extern swig_intgo _wrap_WOQ_ERR_LIMIT_woqc_d3b545510b09a6bb(void);
-extern swig_intgo _wrap_WOQ_ERR_INTERNAL_woqc_d3b545510b09a6bb(void);
-extern swig_intgo _wrap_WOQ_STATUS_MAX_ENUM_woqc_d3b545510b09a6bb(void);
-extern swig_type_8 _wrap_woq_status_string_woqc_d3b545510b09a6bb(swig_intgo arg1);
-extern swig_type_9 _wrap_woq_last_error_woqc_d3b545510b09a6bb(void);
-extern swig_intgo _wrap_WOQ_DTYPE_F32_woqc_d3b545510b09a6bb(void);
-extern swig_intgo _wrap_WOQ_DTYPE_F16_woqc_d3b545510b09a6bb(void);
-extern swig_intgo _wrap_WOQ_DTYPE_BF16_woqc_d3b545510b09a6bb(void);
-extern swig_intgo _wrap_WOQ_DTYPE_MAX_ENUM_woqc_d3b545510b09a6bb(void);
-extern swig_intgo _wrap_WOQ_BACKEND_CPU_REFERENCE_woqc_d3b545510b09a6bb(void);
-extern swig_intgo _wrap_WOQ_BACKEND_CPU_woqc_d3b545510b09a6bb(void);
-extern swig_intgo _wrap_WOQ_BACKEND_CUDA_woqc_d3b545510b09a6bb(void);
-extern swig_intgo _wrap_WOQ_BACKEND_MAX_ENUM_woqc_d3b545510b09a6bb(void);
-extern swig_intgo _wrap_WOQ_SCHEME_ASYMMETRIC_woqc_d3b545510b09a6bb(void);
-extern swig_intgo _wrap_WOQ_SCHEME_SYMMETRIC_woqc_d3b545510b09a6bb(void);
-extern swig_intgo _wrap_WOQ_SCHEME_MAX_ENUM_woqc_d3b545510b09a6bb(void);
-extern swig_intgo _wrap_WOQ_METHOD_RTN_woqc_d3b545510b09a6bb(void);
-extern swig_intgo _wrap_WOQ_METHOD_MSE_woqc_d3b545510b09a6bb(void);
-extern swig_intgo _wrap_WOQ_METHOD_HQQ_woqc_d3b545510b09a6bb(void);
-extern swig_intgo _wrap_WOQ_METHOD_GPTQ_woqc_d3b545510b09a6bb(void);
-extern swig_intgo _wrap_WOQ_METHOD_AWQ_woqc_d3b545510b09a6bb(void);
-extern swig_intgo _wrap_WOQ_METHOD_MAX_ENUM_woqc_d3b545510b09a6bb(void);
-extern void _wrap_woq_context_options_struct_size_set_woqc_d3b545510b09a6bb(uintptr_t arg1, swig_type_10 arg2);
-extern swig_type_11 _wrap_woq_context_options_struct_size_get_woqc_d3b545510b09a6bb(uintptr_t arg1);
-extern void _wrap_woq_context_options_backend_set_woqc_d3b545510b09a6bb(uintptr_t arg1, swig_intgo arg2);
-extern swig_intgo _wrap_woq_context_options_backend_get_woqc_d3b545510b09a6bb(uintptr_t arg1);
-extern void _wrap_woq_context_options_threads_set_woqc_d3b545510b09a6bb(uintptr_t arg1, swig_intgo arg2);
-extern swig_intgo _wrap_woq_context_options_threads_get_woqc_d3b545510b09a6bb(uintptr_t arg1);
-extern void _wrap_woq_context_options_device_index_set_woqc_d3b545510b09a6bb(uintptr_t arg1, swig_intgo arg2);
-extern swig_intgo _wrap_woq_context_options_device_index_get_woqc_d3b545510b09a6bb(uintptr_t arg1);
-extern uintptr_t _wrap_new_woq_context_options_woqc_d3b545510b09a6bb(void);
-extern void _wrap_delete_woq_context_options_woqc_d3b545510b09a6bb(uintptr_t arg1);
-extern swig_intgo _wrap_woq_context_options_init_woqc_d3b545510b09a6bb(uintptr_t arg1);
-extern swig_intgo _wrap_woq_context_create_woqc_d3b545510b09a6bb(uintptr_t arg1, swig_type_12 arg2);
-extern void _wrap_woq_context_destroy_woqc_d3b545510b09a6bb(uintptr_t arg1);
-extern swig_intgo _wrap_woq_context_info_woqc_d3b545510b09a6bb(uintptr_t arg1, swig_type_13 arg2, swig_type_14 arg3);
-extern swig_intgo _wrap_woq_context_kernel_woqc_d3b545510b09a6bb(uintptr_t arg1, swig_voidp arg2);
-extern swig_intgo _wrap_woq_context_synchronize_woqc_d3b545510b09a6bb(uintptr_t arg1);
-extern void _wrap_woq_quant_options_struct_size_set_woqc_d3b545510b09a6bb(uintptr_t arg1, swig_type_15 arg2);
-extern swig_type_16 _wrap_woq_quant_options_struct_size_get_woqc_d3b545510b09a6bb(uintptr_t arg1);
-extern void _wrap_woq_quant_options_bits_set_woqc_d3b545510b09a6bb(uintptr_t arg1, swig_intgo arg2);
-extern swig_intgo _wrap_woq_quant_options_bits_get_woqc_d3b545510b09a6bb(uintptr_t arg1);
-extern void _wrap_woq_quant_options_group_size_set_woqc_d3b545510b09a6bb(uintptr_t arg1, swig_intgo arg2);
-extern swig_intgo _wrap_woq_quant_options_group_size_get_woqc_d3b545510b09a6bb(uintptr_t arg1);
-extern void _wrap_woq_quant_options_scheme_set_woqc_d3b545510b09a6bb(uintptr_t arg1, swig_intgo arg2);
-extern swig_intgo _wrap_woq_quant_options_scheme_get_woqc_d3b545510b09a6bb(uintptr_t arg1);
-extern void _wrap_woq_quant_options_method_set_woqc_d3b545510b09a6bb(uintptr_t arg1, swig_intgo arg2);
-extern swig_intgo _wrap_woq_quant_options_method_get_woqc_d3b545510b09a6bb(uintptr_t arg1);
-extern void _wrap_woq_quant_options_calibration_dtype_set_woqc_d3b545510b09a6bb(uintptr_t arg1, swig_intgo arg2);
-extern swig_intgo _wrap_woq_quant_options_calibration_dtype_get_woqc_d3b545510b09a6bb(uintptr_t arg1);
-extern void _wrap_woq_quant_options_calibration_rows_set_woqc_d3b545510b09a6bb(uintptr_t arg1, swig_type_17 arg2);
-extern swig_type_18 _wrap_woq_quant_options_calibration_rows_get_woqc_d3b545510b09a6bb(uintptr_t arg1);
-extern void _wrap_woq_quant_options_act_order_set_woqc_d3b545510b09a6bb(uintptr_t arg1, swig_intgo arg2);
-extern swig_intgo _wrap_woq_quant_options_act_order_get_woqc_d3b545510b09a6bb(uintptr_t arg1);
-extern void _wrap_woq_quant_options_fold_input_scales_set_woqc_d3b545510b09a6bb(uintptr_t arg1, swig_intgo arg2);
-extern swig_intgo _wrap_woq_quant_options_fold_input_scales_get_woqc_d3b545510b09a6bb(uintptr_t arg1);
-extern uintptr_t _wrap_new_woq_quant_options_woqc_d3b545510b09a6bb(void);
-extern void _wrap_delete_woq_quant_options_woqc_d3b545510b09a6bb(uintptr_t arg1);
-extern swig_intgo _wrap_woq_quant_options_init_woqc_d3b545510b09a6bb(uintptr_t arg1);
-extern swig_intgo _wrap_woq_quantize_woqc_d3b545510b09a6bb(swig_type_19 arg1, swig_intgo arg2, swig_type_20 arg3, swig_type_21 arg4, uintptr_t arg5, swig_type_22 arg6);
-extern swig_intgo _wrap_woq_qmatrix_input_scales_woqc_d3b545510b09a6bb(uintptr_t arg1, swig_type_23 arg2, swig_type_24 arg3, swig_type_25 arg4);
-extern void _wrap_woq_qmatrix_destroy_woqc_d3b545510b09a6bb(uintptr_t arg1);
-extern swig_intgo _wrap_woq_qmatrix_shape_woqc_d3b545510b09a6bb(uintptr_t arg1, swig_type_26 arg2, swig_type_27 arg3);
-extern swig_intgo _wrap_woq_qmatrix_stats_woqc_d3b545510b09a6bb(uintptr_t arg1, swig_type_28 arg2, swig_type_29 arg3, swig_type_30 arg4);
-extern swig_intgo _wrap_woq_import_checkpoint_woqc_d3b545510b09a6bb(swig_type_31 arg1, swig_type_32 arg2, swig_type_33 arg3, swig_voidp arg4);
-extern swig_intgo _wrap_woq_writer_create_woqc_d3b545510b09a6bb(swig_type_34 arg1, swig_type_35 arg2);
-extern swig_intgo _wrap_woq_writer_add_tensor_woqc_d3b545510b09a6bb(uintptr_t arg1, swig_type_36 arg2, uintptr_t arg3, swig_type_37 arg4);
-extern swig_intgo _wrap_woq_writer_set_metadata_string_woqc_d3b545510b09a6bb(uintptr_t arg1, swig_type_38 arg2, swig_type_39 arg3);
-extern swig_intgo _wrap_woq_writer_set_metadata_int_woqc_d3b545510b09a6bb(uintptr_t arg1, swig_type_40 arg2, swig_type_41 arg3);
-extern swig_intgo _wrap_woq_writer_set_metadata_float_woqc_d3b545510b09a6bb(uintptr_t arg1, swig_type_42 arg2, double arg3);
-extern swig_intgo _wrap_woq_writer_finish_woqc_d3b545510b09a6bb(uintptr_t arg1);
-extern void _wrap_woq_writer_destroy_woqc_d3b545510b09a6bb(uintptr_t arg1);
-extern swig_intgo _wrap_woq_file_open_woqc_d3b545510b09a6bb(swig_type_43 arg1, swig_type_44 arg2);
-extern void _wrap_woq_open_options_struct_size_set_woqc_d3b545510b09a6bb(uintptr_t arg1, swig_type_45 arg2);
-extern swig_type_46 _wrap_woq_open_options_struct_size_get_woqc_d3b545510b09a6bb(uintptr_t arg1);
-extern void _wrap_woq_open_options_max_directory_bytes_set_woqc_d3b545510b09a6bb(uintptr_t arg1, swig_type_47 arg2);
-extern swig_type_48 _wrap_woq_open_options_max_directory_bytes_get_woqc_d3b545510b09a6bb(uintptr_t arg1);
-extern void _wrap_woq_open_options_max_tensors_set_woqc_d3b545510b09a6bb(uintptr_t arg1, swig_type_49 arg2);
-extern swig_type_50 _wrap_woq_open_options_max_tensors_get_woqc_d3b545510b09a6bb(uintptr_t arg1);
-extern void _wrap_woq_open_options_max_metadata_set_woqc_d3b545510b09a6bb(uintptr_t arg1, swig_type_51 arg2);
-extern swig_type_52 _wrap_woq_open_options_max_metadata_get_woqc_d3b545510b09a6bb(uintptr_t arg1);
-extern void _wrap_woq_open_options_max_tensor_bytes_set_woqc_d3b545510b09a6bb(uintptr_t arg1, swig_type_53 arg2);
-extern swig_type_54 _wrap_woq_open_options_max_tensor_bytes_get_woqc_d3b545510b09a6bb(uintptr_t arg1);
-extern uintptr_t _wrap_new_woq_open_options_woqc_d3b545510b09a6bb(void);
-extern void _wrap_delete_woq_open_options_woqc_d3b545510b09a6bb(uintptr_t arg1);
-extern swig_intgo _wrap_woq_open_options_init_woqc_d3b545510b09a6bb(uintptr_t arg1);
-extern swig_intgo _wrap_woq_file_open_ex_woqc_d3b545510b09a6bb(swig_type_55 arg1, uintptr_t arg2, swig_type_56 arg3);
-extern void _wrap_woq_file_close_woqc_d3b545510b09a6bb(uintptr_t arg1);
-extern swig_intgo _wrap_woq_file_verify_woqc_d3b545510b09a6bb(uintptr_t arg1);
-extern swig_intgo _wrap_woq_file_format_version_woqc_d3b545510b09a6bb(uintptr_t arg1, swig_type_57 arg2, swig_type_58 arg3);
-extern swig_intgo _wrap_woq_file_tensor_count_woqc_d3b545510b09a6bb(uintptr_t arg1, swig_type_59 arg2);
-extern void _wrap_woq_tensor_info_struct_size_set_woqc_d3b545510b09a6bb(uintptr_t arg1, swig_type_60 arg2);
-extern swig_type_61 _wrap_woq_tensor_info_struct_size_get_woqc_d3b545510b09a6bb(uintptr_t arg1);
-extern void _wrap_woq_tensor_info_rows_set_woqc_d3b545510b09a6bb(uintptr_t arg1, swig_type_62 arg2);
-extern swig_type_63 _wrap_woq_tensor_info_rows_get_woqc_d3b545510b09a6bb(uintptr_t arg1);
-extern void _wrap_woq_tensor_info_cols_set_woqc_d3b545510b09a6bb(uintptr_t arg1, swig_type_64 arg2);
-extern swig_type_65 _wrap_woq_tensor_info_cols_get_woqc_d3b545510b09a6bb(uintptr_t arg1);
-extern void _wrap_woq_tensor_info_bits_set_woqc_d3b545510b09a6bb(uintptr_t arg1, swig_intgo arg2);
-extern swig_intgo _wrap_woq_tensor_info_bits_get_woqc_d3b545510b09a6bb(uintptr_t arg1);
-extern void _wrap_woq_tensor_info_group_size_set_woqc_d3b545510b09a6bb(uintptr_t arg1, swig_intgo arg2);
-extern swig_intgo _wrap_woq_tensor_info_group_size_get_woqc_d3b545510b09a6bb(uintptr_t arg1);
-extern void _wrap_woq_tensor_info_scheme_set_woqc_d3b545510b09a6bb(uintptr_t arg1, swig_intgo arg2);
-extern swig_intgo _wrap_woq_tensor_info_scheme_get_woqc_d3b545510b09a6bb(uintptr_t arg1);
-extern void _wrap_woq_tensor_info_method_set_woqc_d3b545510b09a6bb(uintptr_t arg1, swig_intgo arg2);
-extern swig_intgo _wrap_woq_tensor_info_method_get_woqc_d3b545510b09a6bb(uintptr_t arg1);
-extern void _wrap_woq_tensor_info_source_dtype_set_woqc_d3b545510b09a6bb(uintptr_t arg1, swig_intgo arg2);
-extern swig_intgo _wrap_woq_tensor_info_source_dtype_get_woqc_d3b545510b09a6bb(uintptr_t arg1);
-extern void _wrap_woq_tensor_info_has_bias_set_woqc_d3b545510b09a6bb(uintptr_t arg1, swig_intgo arg2);
-extern swig_intgo _wrap_woq_tensor_info_has_bias_get_woqc_d3b545510b09a6bb(uintptr_t arg1);
-extern void _wrap_woq_tensor_info_stored_bytes_set_woqc_d3b545510b09a6bb(uintptr_t arg1, swig_type_66 arg2);
-extern swig_type_67 _wrap_woq_tensor_info_stored_bytes_get_woqc_d3b545510b09a6bb(uintptr_t arg1);
-extern void _wrap_woq_tensor_info_raw_bytes_set_woqc_d3b545510b09a6bb(uintptr_t arg1, swig_type_68 arg2);
-extern swig_type_69 _wrap_woq_tensor_info_raw_bytes_get_woqc_d3b545510b09a6bb(uintptr_t arg1);
-extern void _wrap_woq_tensor_info_bits_per_weight_set_woqc_d3b545510b09a6bb(uintptr_t arg1, double arg2);
-extern double _wrap_woq_tensor_info_bits_per_weight_get_woqc_d3b545510b09a6bb(uintptr_t arg1);
-extern void _wrap_woq_tensor_info_max_abs_error_set_woqc_d3b545510b09a6bb(uintptr_t arg1, double arg2);
-extern double _wrap_woq_tensor_info_max_abs_error_get_woqc_d3b545510b09a6bb(uintptr_t arg1);
-extern void _wrap_woq_tensor_info_rel_frobenius_error_set_woqc_d3b545510b09a6bb(uintptr_t arg1, double arg2);
-extern double _wrap_woq_tensor_info_rel_frobenius_error_get_woqc_d3b545510b09a6bb(uintptr_t arg1);
-extern void _wrap_woq_tensor_info_sqnr_db_set_woqc_d3b545510b09a6bb(uintptr_t arg1, double arg2);
-extern double _wrap_woq_tensor_info_sqnr_db_get_woqc_d3b545510b09a6bb(uintptr_t arg1);
-extern void _wrap_woq_tensor_info_has_input_scales_set_woqc_d3b545510b09a6bb(uintptr_t arg1, swig_intgo arg2);
-extern swig_intgo _wrap_woq_tensor_info_has_input_scales_get_woqc_d3b545510b09a6bb(uintptr_t arg1);
-extern uintptr_t _wrap_new_woq_tensor_info_woqc_d3b545510b09a6bb(void);
-extern void _wrap_delete_woq_tensor_info_woqc_d3b545510b09a6bb(uintptr_t arg1);
-extern swig_type_70 _wrap_woq_tensor_info_name_utf8_woqc_d3b545510b09a6bb(uintptr_t arg1);
-extern swig_intgo _wrap_woq_file_tensor_info_woqc_d3b545510b09a6bb(uintptr_t arg1, swig_type_71 arg2, uintptr_t arg3);
-extern swig_intgo _wrap_woq_file_tensor_info_by_name_woqc_d3b545510b09a6bb(uintptr_t arg1, swig_type_72 arg2, uintptr_t arg3);
-extern swig_intgo _wrap_WOQ_METADATA_STRING_woqc_d3b545510b09a6bb(void);
-extern swig_intgo _wrap_WOQ_METADATA_INT_woqc_d3b545510b09a6bb(void);
-extern swig_intgo _wrap_WOQ_METADATA_FLOAT_woqc_d3b545510b09a6bb(void);
-extern swig_intgo _wrap_WOQ_METADATA_MAX_ENUM_woqc_d3b545510b09a6bb(void);
-extern swig_intgo _wrap_woq_file_metadata_count_woqc_d3b545510b09a6bb(uintptr_t arg1, swig_type_73 arg2);
-extern swig_intgo _wrap_woq_file_metadata_key_woqc_d3b545510b09a6bb(uintptr_t arg1, swig_type_74 arg2, swig_voidp arg3, swig_type_75 arg4);
-extern swig_intgo _wrap_woq_file_metadata_string_woqc_d3b545510b09a6bb(uintptr_t arg1, swig_type_76 arg2, swig_voidp arg3, swig_type_77 arg4);
-extern swig_intgo _wrap_woq_file_metadata_int_woqc_d3b545510b09a6bb(uintptr_t arg1, swig_type_78 arg2, swig_type_79 arg3);
-extern swig_intgo _wrap_woq_file_metadata_float_woqc_d3b545510b09a6bb(uintptr_t arg1, swig_type_80 arg2, swig_type_81 arg3);
-extern swig_intgo _wrap_woq_tensor_load_woqc_d3b545510b09a6bb(uintptr_t arg1, uintptr_t arg2, swig_type_82 arg3, swig_type_83 arg4);
-extern swig_intgo _wrap_woq_tensor_load_rows_woqc_d3b545510b09a6bb(uintptr_t arg1, uintptr_t arg2, swig_type_84 arg3, swig_type_85 arg4, swig_type_86 arg5, swig_type_87 arg6);
-extern swig_intgo _wrap_woq_tensor_from_qmatrix_woqc_d3b545510b09a6bb(uintptr_t arg1, uintptr_t arg2, swig_type_88 arg3, swig_type_89 arg4);
-extern void _wrap_woq_tensor_destroy_woqc_d3b545510b09a6bb(uintptr_t arg1);
-extern swig_intgo _wrap_woq_tensor_shape_woqc_d3b545510b09a6bb(uintptr_t arg1, swig_type_90 arg2, swig_type_91 arg3);
-extern swig_intgo _wrap_woq_tensor_bias_woqc_d3b545510b09a6bb(uintptr_t arg1, uintptr_t arg2, swig_type_92 arg3, swig_type_93 arg4, swig_type_94 arg5);
-extern swig_intgo _wrap_woq_tensor_group_woqc_d3b545510b09a6bb(uintptr_t arg1, uintptr_t arg2, swig_type_95 arg3, swig_type_96 arg4, swig_type_97 arg5, swig_type_98 arg6);
-extern swig_intgo _wrap_woq_matmul_woqc_d3b545510b09a6bb(uintptr_t arg1, uintptr_t arg2, swig_type_99 arg3, swig_intgo arg4, swig_type_100 arg5, swig_type_101 arg6, swig_intgo arg7);
-extern swig_intgo _wrap_woq_dequantize_woqc_d3b545510b09a6bb(uintptr_t arg1, uintptr_t arg2, swig_type_102 arg3, swig_intgo arg4, swig_type_103 arg5);
-extern swig_intgo _wrap_woq_buffer_create_woqc_d3b545510b09a6bb(uintptr_t arg1, swig_type_104 arg2, swig_type_105 arg3);
-extern void _wrap_woq_buffer_destroy_woqc_d3b545510b09a6bb(uintptr_t arg1);
-extern swig_intgo _wrap_woq_buffer_size_woqc_d3b545510b09a6bb(uintptr_t arg1, swig_type_106 arg2);
-extern swig_intgo _wrap_woq_buffer_write_woqc_d3b545510b09a6bb(uintptr_t arg1, swig_type_107 arg2, swig_type_108 arg3, swig_type_109 arg4);
-extern swig_intgo _wrap_woq_buffer_read_woqc_d3b545510b09a6bb(uintptr_t arg1, swig_type_110 arg2, swig_type_111 arg3, swig_type_112 arg4);
-extern swig_intgo _wrap_woq_matmul_buffers_woqc_d3b545510b09a6bb(uintptr_t arg1, uintptr_t arg2, uintptr_t arg3, swig_intgo arg4, swig_type_113 arg5, uintptr_t arg6, swig_intgo arg7);
+typedef _goslice_ swig_type_113;
+typedef long long swig_type_114;
+typedef long long swig_type_115;
+extern void _wrap_Swig_free_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
+extern uintptr_t _wrap_Swig_malloc_woqc_c9f0894d00ba7b8c(swig_intgo arg1);
+extern swig_intgo _wrap_WOQ_BINDINGS_VERSION_MAJOR_woqc_c9f0894d00ba7b8c(void);
+extern swig_intgo _wrap_woq_quantize_calibrated_woqc_c9f0894d00ba7b8c(swig_type_1 arg1, swig_intgo arg2, swig_type_2 arg3, swig_type_3 arg4, uintptr_t arg5, swig_type_4 arg6, swig_intgo arg7, swig_type_5 arg8, swig_type_6 arg9);
+extern swig_intgo _wrap_WOQ_VERSION_NUMBER_woqc_c9f0894d00ba7b8c(void);
+extern swig_intgo _wrap_woq_version_woqc_c9f0894d00ba7b8c(void);
+extern swig_type_7 _wrap_woq_version_string_woqc_c9f0894d00ba7b8c(void);
+extern swig_intgo _wrap_WOQ_OK_woqc_c9f0894d00ba7b8c(void);
+extern swig_intgo _wrap_WOQ_ERR_INVALID_ARGUMENT_woqc_c9f0894d00ba7b8c(void);
+extern swig_intgo _wrap_WOQ_ERR_SHAPE_woqc_c9f0894d00ba7b8c(void);
+extern swig_intgo _wrap_WOQ_ERR_OUT_OF_MEMORY_woqc_c9f0894d00ba7b8c(void);
+extern swig_intgo _wrap_WOQ_ERR_IO_woqc_c9f0894d00ba7b8c(void);
+extern swig_intgo _wrap_WOQ_ERR_FORMAT_woqc_c9f0894d00ba7b8c(void);
+extern swig_intgo _wrap_WOQ_ERR_CHECKSUM_woqc_c9f0894d00ba7b8c(void);
+extern swig_intgo _wrap_WOQ_ERR_VERSION_woqc_c9f0894d00ba7b8c(void);
+extern swig_intgo _wrap_WOQ_ERR_NOT_FOUND_woqc_c9f0894d00ba7b8c(void);
+extern swig_intgo _wrap_WOQ_ERR_UNSUPPORTED_woqc_c9f0894d00ba7b8c(void);
+extern swig_intgo _wrap_WOQ_ERR_LIMIT_woqc_c9f0894d00ba7b8c(void);
+extern swig_intgo _wrap_WOQ_ERR_INTERNAL_woqc_c9f0894d00ba7b8c(void);
+extern swig_intgo _wrap_WOQ_STATUS_MAX_ENUM_woqc_c9f0894d00ba7b8c(void);
+extern swig_type_8 _wrap_woq_status_string_woqc_c9f0894d00ba7b8c(swig_intgo arg1);
+extern swig_type_9 _wrap_woq_last_error_woqc_c9f0894d00ba7b8c(void);
+extern swig_intgo _wrap_WOQ_DTYPE_F32_woqc_c9f0894d00ba7b8c(void);
+extern swig_intgo _wrap_WOQ_DTYPE_F16_woqc_c9f0894d00ba7b8c(void);
+extern swig_intgo _wrap_WOQ_DTYPE_BF16_woqc_c9f0894d00ba7b8c(void);
+extern swig_intgo _wrap_WOQ_DTYPE_MAX_ENUM_woqc_c9f0894d00ba7b8c(void);
+extern swig_intgo _wrap_WOQ_BACKEND_CPU_REFERENCE_woqc_c9f0894d00ba7b8c(void);
+extern swig_intgo _wrap_WOQ_BACKEND_CPU_woqc_c9f0894d00ba7b8c(void);
+extern swig_intgo _wrap_WOQ_BACKEND_CUDA_woqc_c9f0894d00ba7b8c(void);
+extern swig_intgo _wrap_WOQ_BACKEND_MAX_ENUM_woqc_c9f0894d00ba7b8c(void);
+extern swig_intgo _wrap_WOQ_SCHEME_ASYMMETRIC_woqc_c9f0894d00ba7b8c(void);
+extern swig_intgo _wrap_WOQ_SCHEME_SYMMETRIC_woqc_c9f0894d00ba7b8c(void);
+extern swig_intgo _wrap_WOQ_SCHEME_MAX_ENUM_woqc_c9f0894d00ba7b8c(void);
+extern swig_intgo _wrap_WOQ_METHOD_RTN_woqc_c9f0894d00ba7b8c(void);
+extern swig_intgo _wrap_WOQ_METHOD_MSE_woqc_c9f0894d00ba7b8c(void);
+extern swig_intgo _wrap_WOQ_METHOD_HQQ_woqc_c9f0894d00ba7b8c(void);
+extern swig_intgo _wrap_WOQ_METHOD_GPTQ_woqc_c9f0894d00ba7b8c(void);
+extern swig_intgo _wrap_WOQ_METHOD_AWQ_woqc_c9f0894d00ba7b8c(void);
+extern swig_intgo _wrap_WOQ_METHOD_MAX_ENUM_woqc_c9f0894d00ba7b8c(void);
+extern void _wrap_woq_context_options_struct_size_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_10 arg2);
+extern swig_type_11 _wrap_woq_context_options_struct_size_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
+extern void _wrap_woq_context_options_backend_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_intgo arg2);
+extern swig_intgo _wrap_woq_context_options_backend_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
+extern void _wrap_woq_context_options_threads_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_intgo arg2);
+extern swig_intgo _wrap_woq_context_options_threads_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
+extern void _wrap_woq_context_options_device_index_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_intgo arg2);
+extern swig_intgo _wrap_woq_context_options_device_index_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
+extern uintptr_t _wrap_new_woq_context_options_woqc_c9f0894d00ba7b8c(void);
+extern void _wrap_delete_woq_context_options_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
+extern swig_intgo _wrap_woq_context_options_init_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
+extern swig_intgo _wrap_woq_context_create_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_12 arg2);
+extern void _wrap_woq_context_destroy_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
+extern swig_intgo _wrap_woq_context_info_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_13 arg2, swig_type_14 arg3);
+extern swig_intgo _wrap_woq_context_kernel_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_voidp arg2);
+extern swig_intgo _wrap_woq_context_synchronize_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
+extern swig_intgo _wrap_woq_context_memory_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_15 arg2, swig_type_16 arg3);
+extern void _wrap_woq_quant_options_struct_size_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_17 arg2);
+extern swig_type_18 _wrap_woq_quant_options_struct_size_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
+extern void _wrap_woq_quant_options_bits_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_intgo arg2);
+extern swig_intgo _wrap_woq_quant_options_bits_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
+extern void _wrap_woq_quant_options_group_size_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_intgo arg2);
+extern swig_intgo _wrap_woq_quant_options_group_size_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
+extern void _wrap_woq_quant_options_scheme_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_intgo arg2);
+extern swig_intgo _wrap_woq_quant_options_scheme_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
+extern void _wrap_woq_quant_options_method_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_intgo arg2);
+extern swig_intgo _wrap_woq_quant_options_method_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
+extern void _wrap_woq_quant_options_calibration_dtype_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_intgo arg2);
+extern swig_intgo _wrap_woq_quant_options_calibration_dtype_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
+extern void _wrap_woq_quant_options_calibration_rows_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_19 arg2);
+extern swig_type_20 _wrap_woq_quant_options_calibration_rows_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
+extern void _wrap_woq_quant_options_act_order_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_intgo arg2);
+extern swig_intgo _wrap_woq_quant_options_act_order_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
+extern void _wrap_woq_quant_options_fold_input_scales_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_intgo arg2);
+extern swig_intgo _wrap_woq_quant_options_fold_input_scales_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
+extern uintptr_t _wrap_new_woq_quant_options_woqc_c9f0894d00ba7b8c(void);
+extern void _wrap_delete_woq_quant_options_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
+extern swig_intgo _wrap_woq_quant_options_init_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
+extern swig_intgo _wrap_woq_quantize_woqc_c9f0894d00ba7b8c(swig_type_21 arg1, swig_intgo arg2, swig_type_22 arg3, swig_type_23 arg4, uintptr_t arg5, swig_type_24 arg6);
+extern swig_intgo _wrap_woq_qmatrix_input_scales_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_25 arg2, swig_type_26 arg3, swig_type_27 arg4);
+extern void _wrap_woq_qmatrix_destroy_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
+extern swig_intgo _wrap_woq_qmatrix_shape_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_28 arg2, swig_type_29 arg3);
+extern swig_intgo _wrap_woq_qmatrix_stats_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_30 arg2, swig_type_31 arg3, swig_type_32 arg4);
+extern swig_intgo _wrap_woq_import_checkpoint_woqc_c9f0894d00ba7b8c(swig_type_33 arg1, swig_type_34 arg2, swig_type_35 arg3, swig_voidp arg4);
+extern swig_intgo _wrap_woq_writer_create_woqc_c9f0894d00ba7b8c(swig_type_36 arg1, swig_type_37 arg2);
+extern swig_intgo _wrap_woq_writer_add_tensor_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_38 arg2, uintptr_t arg3, swig_type_39 arg4);
+extern swig_intgo _wrap_woq_writer_set_metadata_string_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_40 arg2, swig_type_41 arg3);
+extern swig_intgo _wrap_woq_writer_set_metadata_int_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_42 arg2, swig_type_43 arg3);
+extern swig_intgo _wrap_woq_writer_set_metadata_float_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_44 arg2, double arg3);
+extern swig_intgo _wrap_woq_writer_finish_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
+extern void _wrap_woq_writer_destroy_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
+extern swig_intgo _wrap_woq_file_open_woqc_c9f0894d00ba7b8c(swig_type_45 arg1, swig_type_46 arg2);
+extern void _wrap_woq_open_options_struct_size_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_47 arg2);
+extern swig_type_48 _wrap_woq_open_options_struct_size_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
+extern void _wrap_woq_open_options_max_directory_bytes_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_49 arg2);
+extern swig_type_50 _wrap_woq_open_options_max_directory_bytes_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
+extern void _wrap_woq_open_options_max_tensors_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_51 arg2);
+extern swig_type_52 _wrap_woq_open_options_max_tensors_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
+extern void _wrap_woq_open_options_max_metadata_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_53 arg2);
+extern swig_type_54 _wrap_woq_open_options_max_metadata_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
+extern void _wrap_woq_open_options_max_tensor_bytes_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_55 arg2);
+extern swig_type_56 _wrap_woq_open_options_max_tensor_bytes_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
+extern uintptr_t _wrap_new_woq_open_options_woqc_c9f0894d00ba7b8c(void);
+extern void _wrap_delete_woq_open_options_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
+extern swig_intgo _wrap_woq_open_options_init_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
+extern swig_intgo _wrap_woq_file_open_ex_woqc_c9f0894d00ba7b8c(swig_type_57 arg1, uintptr_t arg2, swig_type_58 arg3);
+extern void _wrap_woq_file_close_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
+extern swig_intgo _wrap_woq_file_verify_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
+extern swig_intgo _wrap_woq_file_format_version_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_59 arg2, swig_type_60 arg3);
+extern swig_intgo _wrap_woq_file_tensor_count_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_61 arg2);
+extern void _wrap_woq_tensor_info_struct_size_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_62 arg2);
+extern swig_type_63 _wrap_woq_tensor_info_struct_size_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
+extern void _wrap_woq_tensor_info_rows_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_64 arg2);
+extern swig_type_65 _wrap_woq_tensor_info_rows_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
+extern void _wrap_woq_tensor_info_cols_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_66 arg2);
+extern swig_type_67 _wrap_woq_tensor_info_cols_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
+extern void _wrap_woq_tensor_info_bits_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_intgo arg2);
+extern swig_intgo _wrap_woq_tensor_info_bits_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
+extern void _wrap_woq_tensor_info_group_size_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_intgo arg2);
+extern swig_intgo _wrap_woq_tensor_info_group_size_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
+extern void _wrap_woq_tensor_info_scheme_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_intgo arg2);
+extern swig_intgo _wrap_woq_tensor_info_scheme_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
+extern void _wrap_woq_tensor_info_method_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_intgo arg2);
+extern swig_intgo _wrap_woq_tensor_info_method_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
+extern void _wrap_woq_tensor_info_source_dtype_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_intgo arg2);
+extern swig_intgo _wrap_woq_tensor_info_source_dtype_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
+extern void _wrap_woq_tensor_info_has_bias_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_intgo arg2);
+extern swig_intgo _wrap_woq_tensor_info_has_bias_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
+extern void _wrap_woq_tensor_info_stored_bytes_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_68 arg2);
+extern swig_type_69 _wrap_woq_tensor_info_stored_bytes_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
+extern void _wrap_woq_tensor_info_raw_bytes_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_70 arg2);
+extern swig_type_71 _wrap_woq_tensor_info_raw_bytes_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
+extern void _wrap_woq_tensor_info_bits_per_weight_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, double arg2);
+extern double _wrap_woq_tensor_info_bits_per_weight_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
+extern void _wrap_woq_tensor_info_max_abs_error_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, double arg2);
+extern double _wrap_woq_tensor_info_max_abs_error_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
+extern void _wrap_woq_tensor_info_rel_frobenius_error_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, double arg2);
+extern double _wrap_woq_tensor_info_rel_frobenius_error_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
+extern void _wrap_woq_tensor_info_sqnr_db_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, double arg2);
+extern double _wrap_woq_tensor_info_sqnr_db_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
+extern void _wrap_woq_tensor_info_has_input_scales_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_intgo arg2);
+extern swig_intgo _wrap_woq_tensor_info_has_input_scales_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
+extern uintptr_t _wrap_new_woq_tensor_info_woqc_c9f0894d00ba7b8c(void);
+extern void _wrap_delete_woq_tensor_info_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
+extern swig_type_72 _wrap_woq_tensor_info_name_utf8_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
+extern swig_intgo _wrap_woq_file_tensor_info_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_73 arg2, uintptr_t arg3);
+extern swig_intgo _wrap_woq_file_tensor_info_by_name_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_74 arg2, uintptr_t arg3);
+extern swig_intgo _wrap_WOQ_METADATA_STRING_woqc_c9f0894d00ba7b8c(void);
+extern swig_intgo _wrap_WOQ_METADATA_INT_woqc_c9f0894d00ba7b8c(void);
+extern swig_intgo _wrap_WOQ_METADATA_FLOAT_woqc_c9f0894d00ba7b8c(void);
+extern swig_intgo _wrap_WOQ_METADATA_MAX_ENUM_woqc_c9f0894d00ba7b8c(void);
+extern swig_intgo _wrap_woq_file_metadata_count_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_75 arg2);
+extern swig_intgo _wrap_woq_file_metadata_key_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_76 arg2, swig_voidp arg3, swig_type_77 arg4);
+extern swig_intgo _wrap_woq_file_metadata_string_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_78 arg2, swig_voidp arg3, swig_type_79 arg4);
+extern swig_intgo _wrap_woq_file_metadata_int_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_80 arg2, swig_type_81 arg3);
+extern swig_intgo _wrap_woq_file_metadata_float_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_82 arg2, swig_type_83 arg3);
+extern swig_intgo _wrap_woq_tensor_load_woqc_c9f0894d00ba7b8c(uintptr_t arg1, uintptr_t arg2, swig_type_84 arg3, swig_type_85 arg4);
+extern swig_intgo _wrap_woq_tensor_load_rows_woqc_c9f0894d00ba7b8c(uintptr_t arg1, uintptr_t arg2, swig_type_86 arg3, swig_type_87 arg4, swig_type_88 arg5, swig_type_89 arg6);
+extern swig_intgo _wrap_woq_tensor_from_qmatrix_woqc_c9f0894d00ba7b8c(uintptr_t arg1, uintptr_t arg2, swig_type_90 arg3, swig_type_91 arg4);
+extern void _wrap_woq_tensor_destroy_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
+extern swig_intgo _wrap_woq_tensor_shape_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_92 arg2, swig_type_93 arg3);
+extern swig_intgo _wrap_woq_tensor_bias_woqc_c9f0894d00ba7b8c(uintptr_t arg1, uintptr_t arg2, swig_type_94 arg3, swig_type_95 arg4, swig_type_96 arg5);
+extern swig_intgo _wrap_woq_tensor_group_woqc_c9f0894d00ba7b8c(uintptr_t arg1, uintptr_t arg2, swig_type_97 arg3, swig_type_98 arg4, swig_type_99 arg5, swig_type_100 arg6);
+extern swig_intgo _wrap_woq_matmul_woqc_c9f0894d00ba7b8c(uintptr_t arg1, uintptr_t arg2, swig_type_101 arg3, swig_intgo arg4, swig_type_102 arg5, swig_type_103 arg6, swig_intgo arg7);
+extern swig_intgo _wrap_woq_dequantize_woqc_c9f0894d00ba7b8c(uintptr_t arg1, uintptr_t arg2, swig_type_104 arg3, swig_intgo arg4, swig_type_105 arg5);
+extern swig_intgo _wrap_woq_buffer_create_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_106 arg2, swig_type_107 arg3);
+extern void _wrap_woq_buffer_destroy_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
+extern swig_intgo _wrap_woq_buffer_size_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_108 arg2);
+extern swig_intgo _wrap_woq_buffer_write_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_109 arg2, swig_type_110 arg3, swig_type_111 arg4);
+extern swig_intgo _wrap_woq_buffer_read_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_112 arg2, swig_type_113 arg3, swig_type_114 arg4);
+extern swig_intgo _wrap_woq_matmul_buffers_woqc_c9f0894d00ba7b8c(uintptr_t arg1, uintptr_t arg2, uintptr_t arg3, swig_intgo arg4, swig_type_115 arg5, uintptr_t arg6, swig_intgo arg7);
 #undef intgo
 */
 import "C"
@@ -344,8 +347,8 @@ func getSwigcptr(v interface { Swigcptr() uintptr }) uintptr {
 
 type _ sync.Mutex
 
-//export cgo_panic__woqc_d3b545510b09a6bb
-func cgo_panic__woqc_d3b545510b09a6bb(p *byte) {
+//export cgo_panic__woqc_c9f0894d00ba7b8c
+func cgo_panic__woqc_c9f0894d00ba7b8c(p *byte) {
 	s := (*[1024]byte)(unsafe.Pointer(p))[:]
 	for i, b := range s {
 		if b == 0 {
@@ -366,19 +369,19 @@ func swigCopyString(s string) string {
 
 func Swig_free(arg1 uintptr) {
 	_swig_i_0 := arg1
-	C._wrap_Swig_free_woqc_d3b545510b09a6bb(C.uintptr_t(_swig_i_0))
+	C._wrap_Swig_free_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0))
 }
 
 func Swig_malloc(arg1 int) (_swig_ret uintptr) {
 	var swig_r uintptr
 	_swig_i_0 := arg1
-	swig_r = (uintptr)(C._wrap_Swig_malloc_woqc_d3b545510b09a6bb(C.swig_intgo(_swig_i_0)))
+	swig_r = (uintptr)(C._wrap_Swig_malloc_woqc_c9f0894d00ba7b8c(C.swig_intgo(_swig_i_0)))
 	return swig_r
 }
 
 func _swig_getWOQ_BINDINGS_VERSION_MAJOR() (_swig_ret uint) {
 	var swig_r uint
-	swig_r = (uint)(C._wrap_WOQ_BINDINGS_VERSION_MAJOR_woqc_d3b545510b09a6bb())
+	swig_r = (uint)(C._wrap_WOQ_BINDINGS_VERSION_MAJOR_woqc_c9f0894d00ba7b8c())
 	return swig_r
 }
 
@@ -394,7 +397,7 @@ func Woq_quantize_calibrated(arg1 []byte, arg2 Enum_SS_woq_dtype, arg3 uint64, a
 	_swig_i_6 := arg7
 	_swig_i_7 := arg8
 	_swig_i_8 := arg9
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_quantize_calibrated_woqc_d3b545510b09a6bb(*(*C.swig_type_1)(unsafe.Pointer(&_swig_i_0)), C.swig_intgo(_swig_i_1), C.swig_type_2(_swig_i_2), C.swig_type_3(_swig_i_3), C.uintptr_t(_swig_i_4), *(*C.swig_type_4)(unsafe.Pointer(&_swig_i_5)), C.swig_intgo(_swig_i_6), C.swig_type_5(_swig_i_7), *(*C.swig_type_6)(unsafe.Pointer(&_swig_i_8))))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_quantize_calibrated_woqc_c9f0894d00ba7b8c(*(*C.swig_type_1)(unsafe.Pointer(&_swig_i_0)), C.swig_intgo(_swig_i_1), C.swig_type_2(_swig_i_2), C.swig_type_3(_swig_i_3), C.uintptr_t(_swig_i_4), *(*C.swig_type_4)(unsafe.Pointer(&_swig_i_5)), C.swig_intgo(_swig_i_6), C.swig_type_5(_swig_i_7), *(*C.swig_type_6)(unsafe.Pointer(&_swig_i_8))))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg1
 	}
@@ -412,20 +415,20 @@ const WOQ_VERSION_MINOR int = 0
 const WOQ_VERSION_PATCH int = 0
 func _swig_getWOQ_VERSION_NUMBER() (_swig_ret int) {
 	var swig_r int
-	swig_r = (int)(C._wrap_WOQ_VERSION_NUMBER_woqc_d3b545510b09a6bb())
+	swig_r = (int)(C._wrap_WOQ_VERSION_NUMBER_woqc_c9f0894d00ba7b8c())
 	return swig_r
 }
 
 var WOQ_VERSION_NUMBER int = _swig_getWOQ_VERSION_NUMBER()
 func Woq_version() (_swig_ret uint) {
 	var swig_r uint
-	swig_r = (uint)(C._wrap_woq_version_woqc_d3b545510b09a6bb())
+	swig_r = (uint)(C._wrap_woq_version_woqc_c9f0894d00ba7b8c())
 	return swig_r
 }
 
 func Woq_version_string() (_swig_ret string) {
 	var swig_r string
-	swig_r_p := C._wrap_woq_version_string_woqc_d3b545510b09a6bb()
+	swig_r_p := C._wrap_woq_version_string_woqc_c9f0894d00ba7b8c()
 	swig_r = *(*string)(unsafe.Pointer(&swig_r_p))
 	var swig_r_1 string
  swig_r_1 = swigCopyString(swig_r) 
@@ -435,91 +438,91 @@ func Woq_version_string() (_swig_ret string) {
 type Enum_SS_woq_status int
 func _swig_getWOQ_OK() (_swig_ret Enum_SS_woq_status) {
 	var swig_r Enum_SS_woq_status
-	swig_r = (Enum_SS_woq_status)(C._wrap_WOQ_OK_woqc_d3b545510b09a6bb())
+	swig_r = (Enum_SS_woq_status)(C._wrap_WOQ_OK_woqc_c9f0894d00ba7b8c())
 	return swig_r
 }
 
 var WOQ_OK Enum_SS_woq_status = _swig_getWOQ_OK()
 func _swig_getWOQ_ERR_INVALID_ARGUMENT() (_swig_ret Enum_SS_woq_status) {
 	var swig_r Enum_SS_woq_status
-	swig_r = (Enum_SS_woq_status)(C._wrap_WOQ_ERR_INVALID_ARGUMENT_woqc_d3b545510b09a6bb())
+	swig_r = (Enum_SS_woq_status)(C._wrap_WOQ_ERR_INVALID_ARGUMENT_woqc_c9f0894d00ba7b8c())
 	return swig_r
 }
 
 var WOQ_ERR_INVALID_ARGUMENT Enum_SS_woq_status = _swig_getWOQ_ERR_INVALID_ARGUMENT()
 func _swig_getWOQ_ERR_SHAPE() (_swig_ret Enum_SS_woq_status) {
 	var swig_r Enum_SS_woq_status
-	swig_r = (Enum_SS_woq_status)(C._wrap_WOQ_ERR_SHAPE_woqc_d3b545510b09a6bb())
+	swig_r = (Enum_SS_woq_status)(C._wrap_WOQ_ERR_SHAPE_woqc_c9f0894d00ba7b8c())
 	return swig_r
 }
 
 var WOQ_ERR_SHAPE Enum_SS_woq_status = _swig_getWOQ_ERR_SHAPE()
 func _swig_getWOQ_ERR_OUT_OF_MEMORY() (_swig_ret Enum_SS_woq_status) {
 	var swig_r Enum_SS_woq_status
-	swig_r = (Enum_SS_woq_status)(C._wrap_WOQ_ERR_OUT_OF_MEMORY_woqc_d3b545510b09a6bb())
+	swig_r = (Enum_SS_woq_status)(C._wrap_WOQ_ERR_OUT_OF_MEMORY_woqc_c9f0894d00ba7b8c())
 	return swig_r
 }
 
 var WOQ_ERR_OUT_OF_MEMORY Enum_SS_woq_status = _swig_getWOQ_ERR_OUT_OF_MEMORY()
 func _swig_getWOQ_ERR_IO() (_swig_ret Enum_SS_woq_status) {
 	var swig_r Enum_SS_woq_status
-	swig_r = (Enum_SS_woq_status)(C._wrap_WOQ_ERR_IO_woqc_d3b545510b09a6bb())
+	swig_r = (Enum_SS_woq_status)(C._wrap_WOQ_ERR_IO_woqc_c9f0894d00ba7b8c())
 	return swig_r
 }
 
 var WOQ_ERR_IO Enum_SS_woq_status = _swig_getWOQ_ERR_IO()
 func _swig_getWOQ_ERR_FORMAT() (_swig_ret Enum_SS_woq_status) {
 	var swig_r Enum_SS_woq_status
-	swig_r = (Enum_SS_woq_status)(C._wrap_WOQ_ERR_FORMAT_woqc_d3b545510b09a6bb())
+	swig_r = (Enum_SS_woq_status)(C._wrap_WOQ_ERR_FORMAT_woqc_c9f0894d00ba7b8c())
 	return swig_r
 }
 
 var WOQ_ERR_FORMAT Enum_SS_woq_status = _swig_getWOQ_ERR_FORMAT()
 func _swig_getWOQ_ERR_CHECKSUM() (_swig_ret Enum_SS_woq_status) {
 	var swig_r Enum_SS_woq_status
-	swig_r = (Enum_SS_woq_status)(C._wrap_WOQ_ERR_CHECKSUM_woqc_d3b545510b09a6bb())
+	swig_r = (Enum_SS_woq_status)(C._wrap_WOQ_ERR_CHECKSUM_woqc_c9f0894d00ba7b8c())
 	return swig_r
 }
 
 var WOQ_ERR_CHECKSUM Enum_SS_woq_status = _swig_getWOQ_ERR_CHECKSUM()
 func _swig_getWOQ_ERR_VERSION() (_swig_ret Enum_SS_woq_status) {
 	var swig_r Enum_SS_woq_status
-	swig_r = (Enum_SS_woq_status)(C._wrap_WOQ_ERR_VERSION_woqc_d3b545510b09a6bb())
+	swig_r = (Enum_SS_woq_status)(C._wrap_WOQ_ERR_VERSION_woqc_c9f0894d00ba7b8c())
 	return swig_r
 }
 
 var WOQ_ERR_VERSION Enum_SS_woq_status = _swig_getWOQ_ERR_VERSION()
 func _swig_getWOQ_ERR_NOT_FOUND() (_swig_ret Enum_SS_woq_status) {
 	var swig_r Enum_SS_woq_status
-	swig_r = (Enum_SS_woq_status)(C._wrap_WOQ_ERR_NOT_FOUND_woqc_d3b545510b09a6bb())
+	swig_r = (Enum_SS_woq_status)(C._wrap_WOQ_ERR_NOT_FOUND_woqc_c9f0894d00ba7b8c())
 	return swig_r
 }
 
 var WOQ_ERR_NOT_FOUND Enum_SS_woq_status = _swig_getWOQ_ERR_NOT_FOUND()
 func _swig_getWOQ_ERR_UNSUPPORTED() (_swig_ret Enum_SS_woq_status) {
 	var swig_r Enum_SS_woq_status
-	swig_r = (Enum_SS_woq_status)(C._wrap_WOQ_ERR_UNSUPPORTED_woqc_d3b545510b09a6bb())
+	swig_r = (Enum_SS_woq_status)(C._wrap_WOQ_ERR_UNSUPPORTED_woqc_c9f0894d00ba7b8c())
 	return swig_r
 }
 
 var WOQ_ERR_UNSUPPORTED Enum_SS_woq_status = _swig_getWOQ_ERR_UNSUPPORTED()
 func _swig_getWOQ_ERR_LIMIT() (_swig_ret Enum_SS_woq_status) {
 	var swig_r Enum_SS_woq_status
-	swig_r = (Enum_SS_woq_status)(C._wrap_WOQ_ERR_LIMIT_woqc_d3b545510b09a6bb())
+	swig_r = (Enum_SS_woq_status)(C._wrap_WOQ_ERR_LIMIT_woqc_c9f0894d00ba7b8c())
 	return swig_r
 }
 
 var WOQ_ERR_LIMIT Enum_SS_woq_status = _swig_getWOQ_ERR_LIMIT()
 func _swig_getWOQ_ERR_INTERNAL() (_swig_ret Enum_SS_woq_status) {
 	var swig_r Enum_SS_woq_status
-	swig_r = (Enum_SS_woq_status)(C._wrap_WOQ_ERR_INTERNAL_woqc_d3b545510b09a6bb())
+	swig_r = (Enum_SS_woq_status)(C._wrap_WOQ_ERR_INTERNAL_woqc_c9f0894d00ba7b8c())
 	return swig_r
 }
 
 var WOQ_ERR_INTERNAL Enum_SS_woq_status = _swig_getWOQ_ERR_INTERNAL()
 func _swig_getWOQ_STATUS_MAX_ENUM() (_swig_ret Enum_SS_woq_status) {
 	var swig_r Enum_SS_woq_status
-	swig_r = (Enum_SS_woq_status)(C._wrap_WOQ_STATUS_MAX_ENUM_woqc_d3b545510b09a6bb())
+	swig_r = (Enum_SS_woq_status)(C._wrap_WOQ_STATUS_MAX_ENUM_woqc_c9f0894d00ba7b8c())
 	return swig_r
 }
 
@@ -527,7 +530,7 @@ var WOQ_STATUS_MAX_ENUM Enum_SS_woq_status = _swig_getWOQ_STATUS_MAX_ENUM()
 func Woq_status_string(arg1 Enum_SS_woq_status) (_swig_ret string) {
 	var swig_r string
 	_swig_i_0 := arg1
-	swig_r_p := C._wrap_woq_status_string_woqc_d3b545510b09a6bb(C.swig_intgo(_swig_i_0))
+	swig_r_p := C._wrap_woq_status_string_woqc_c9f0894d00ba7b8c(C.swig_intgo(_swig_i_0))
 	swig_r = *(*string)(unsafe.Pointer(&swig_r_p))
 	var swig_r_1 string
  swig_r_1 = swigCopyString(swig_r) 
@@ -536,7 +539,7 @@ func Woq_status_string(arg1 Enum_SS_woq_status) (_swig_ret string) {
 
 func Woq_last_error() (_swig_ret string) {
 	var swig_r string
-	swig_r_p := C._wrap_woq_last_error_woqc_d3b545510b09a6bb()
+	swig_r_p := C._wrap_woq_last_error_woqc_c9f0894d00ba7b8c()
 	swig_r = *(*string)(unsafe.Pointer(&swig_r_p))
 	var swig_r_1 string
  swig_r_1 = swigCopyString(swig_r) 
@@ -546,28 +549,28 @@ func Woq_last_error() (_swig_ret string) {
 type Enum_SS_woq_dtype int
 func _swig_getWOQ_DTYPE_F32() (_swig_ret Enum_SS_woq_dtype) {
 	var swig_r Enum_SS_woq_dtype
-	swig_r = (Enum_SS_woq_dtype)(C._wrap_WOQ_DTYPE_F32_woqc_d3b545510b09a6bb())
+	swig_r = (Enum_SS_woq_dtype)(C._wrap_WOQ_DTYPE_F32_woqc_c9f0894d00ba7b8c())
 	return swig_r
 }
 
 var WOQ_DTYPE_F32 Enum_SS_woq_dtype = _swig_getWOQ_DTYPE_F32()
 func _swig_getWOQ_DTYPE_F16() (_swig_ret Enum_SS_woq_dtype) {
 	var swig_r Enum_SS_woq_dtype
-	swig_r = (Enum_SS_woq_dtype)(C._wrap_WOQ_DTYPE_F16_woqc_d3b545510b09a6bb())
+	swig_r = (Enum_SS_woq_dtype)(C._wrap_WOQ_DTYPE_F16_woqc_c9f0894d00ba7b8c())
 	return swig_r
 }
 
 var WOQ_DTYPE_F16 Enum_SS_woq_dtype = _swig_getWOQ_DTYPE_F16()
 func _swig_getWOQ_DTYPE_BF16() (_swig_ret Enum_SS_woq_dtype) {
 	var swig_r Enum_SS_woq_dtype
-	swig_r = (Enum_SS_woq_dtype)(C._wrap_WOQ_DTYPE_BF16_woqc_d3b545510b09a6bb())
+	swig_r = (Enum_SS_woq_dtype)(C._wrap_WOQ_DTYPE_BF16_woqc_c9f0894d00ba7b8c())
 	return swig_r
 }
 
 var WOQ_DTYPE_BF16 Enum_SS_woq_dtype = _swig_getWOQ_DTYPE_BF16()
 func _swig_getWOQ_DTYPE_MAX_ENUM() (_swig_ret Enum_SS_woq_dtype) {
 	var swig_r Enum_SS_woq_dtype
-	swig_r = (Enum_SS_woq_dtype)(C._wrap_WOQ_DTYPE_MAX_ENUM_woqc_d3b545510b09a6bb())
+	swig_r = (Enum_SS_woq_dtype)(C._wrap_WOQ_DTYPE_MAX_ENUM_woqc_c9f0894d00ba7b8c())
 	return swig_r
 }
 
@@ -575,28 +578,28 @@ var WOQ_DTYPE_MAX_ENUM Enum_SS_woq_dtype = _swig_getWOQ_DTYPE_MAX_ENUM()
 type Enum_SS_woq_backend int
 func _swig_getWOQ_BACKEND_CPU_REFERENCE() (_swig_ret Enum_SS_woq_backend) {
 	var swig_r Enum_SS_woq_backend
-	swig_r = (Enum_SS_woq_backend)(C._wrap_WOQ_BACKEND_CPU_REFERENCE_woqc_d3b545510b09a6bb())
+	swig_r = (Enum_SS_woq_backend)(C._wrap_WOQ_BACKEND_CPU_REFERENCE_woqc_c9f0894d00ba7b8c())
 	return swig_r
 }
 
 var WOQ_BACKEND_CPU_REFERENCE Enum_SS_woq_backend = _swig_getWOQ_BACKEND_CPU_REFERENCE()
 func _swig_getWOQ_BACKEND_CPU() (_swig_ret Enum_SS_woq_backend) {
 	var swig_r Enum_SS_woq_backend
-	swig_r = (Enum_SS_woq_backend)(C._wrap_WOQ_BACKEND_CPU_woqc_d3b545510b09a6bb())
+	swig_r = (Enum_SS_woq_backend)(C._wrap_WOQ_BACKEND_CPU_woqc_c9f0894d00ba7b8c())
 	return swig_r
 }
 
 var WOQ_BACKEND_CPU Enum_SS_woq_backend = _swig_getWOQ_BACKEND_CPU()
 func _swig_getWOQ_BACKEND_CUDA() (_swig_ret Enum_SS_woq_backend) {
 	var swig_r Enum_SS_woq_backend
-	swig_r = (Enum_SS_woq_backend)(C._wrap_WOQ_BACKEND_CUDA_woqc_d3b545510b09a6bb())
+	swig_r = (Enum_SS_woq_backend)(C._wrap_WOQ_BACKEND_CUDA_woqc_c9f0894d00ba7b8c())
 	return swig_r
 }
 
 var WOQ_BACKEND_CUDA Enum_SS_woq_backend = _swig_getWOQ_BACKEND_CUDA()
 func _swig_getWOQ_BACKEND_MAX_ENUM() (_swig_ret Enum_SS_woq_backend) {
 	var swig_r Enum_SS_woq_backend
-	swig_r = (Enum_SS_woq_backend)(C._wrap_WOQ_BACKEND_MAX_ENUM_woqc_d3b545510b09a6bb())
+	swig_r = (Enum_SS_woq_backend)(C._wrap_WOQ_BACKEND_MAX_ENUM_woqc_c9f0894d00ba7b8c())
 	return swig_r
 }
 
@@ -604,21 +607,21 @@ var WOQ_BACKEND_MAX_ENUM Enum_SS_woq_backend = _swig_getWOQ_BACKEND_MAX_ENUM()
 type Enum_SS_woq_scheme int
 func _swig_getWOQ_SCHEME_ASYMMETRIC() (_swig_ret Enum_SS_woq_scheme) {
 	var swig_r Enum_SS_woq_scheme
-	swig_r = (Enum_SS_woq_scheme)(C._wrap_WOQ_SCHEME_ASYMMETRIC_woqc_d3b545510b09a6bb())
+	swig_r = (Enum_SS_woq_scheme)(C._wrap_WOQ_SCHEME_ASYMMETRIC_woqc_c9f0894d00ba7b8c())
 	return swig_r
 }
 
 var WOQ_SCHEME_ASYMMETRIC Enum_SS_woq_scheme = _swig_getWOQ_SCHEME_ASYMMETRIC()
 func _swig_getWOQ_SCHEME_SYMMETRIC() (_swig_ret Enum_SS_woq_scheme) {
 	var swig_r Enum_SS_woq_scheme
-	swig_r = (Enum_SS_woq_scheme)(C._wrap_WOQ_SCHEME_SYMMETRIC_woqc_d3b545510b09a6bb())
+	swig_r = (Enum_SS_woq_scheme)(C._wrap_WOQ_SCHEME_SYMMETRIC_woqc_c9f0894d00ba7b8c())
 	return swig_r
 }
 
 var WOQ_SCHEME_SYMMETRIC Enum_SS_woq_scheme = _swig_getWOQ_SCHEME_SYMMETRIC()
 func _swig_getWOQ_SCHEME_MAX_ENUM() (_swig_ret Enum_SS_woq_scheme) {
 	var swig_r Enum_SS_woq_scheme
-	swig_r = (Enum_SS_woq_scheme)(C._wrap_WOQ_SCHEME_MAX_ENUM_woqc_d3b545510b09a6bb())
+	swig_r = (Enum_SS_woq_scheme)(C._wrap_WOQ_SCHEME_MAX_ENUM_woqc_c9f0894d00ba7b8c())
 	return swig_r
 }
 
@@ -626,42 +629,42 @@ var WOQ_SCHEME_MAX_ENUM Enum_SS_woq_scheme = _swig_getWOQ_SCHEME_MAX_ENUM()
 type Enum_SS_woq_method int
 func _swig_getWOQ_METHOD_RTN() (_swig_ret Enum_SS_woq_method) {
 	var swig_r Enum_SS_woq_method
-	swig_r = (Enum_SS_woq_method)(C._wrap_WOQ_METHOD_RTN_woqc_d3b545510b09a6bb())
+	swig_r = (Enum_SS_woq_method)(C._wrap_WOQ_METHOD_RTN_woqc_c9f0894d00ba7b8c())
 	return swig_r
 }
 
 var WOQ_METHOD_RTN Enum_SS_woq_method = _swig_getWOQ_METHOD_RTN()
 func _swig_getWOQ_METHOD_MSE() (_swig_ret Enum_SS_woq_method) {
 	var swig_r Enum_SS_woq_method
-	swig_r = (Enum_SS_woq_method)(C._wrap_WOQ_METHOD_MSE_woqc_d3b545510b09a6bb())
+	swig_r = (Enum_SS_woq_method)(C._wrap_WOQ_METHOD_MSE_woqc_c9f0894d00ba7b8c())
 	return swig_r
 }
 
 var WOQ_METHOD_MSE Enum_SS_woq_method = _swig_getWOQ_METHOD_MSE()
 func _swig_getWOQ_METHOD_HQQ() (_swig_ret Enum_SS_woq_method) {
 	var swig_r Enum_SS_woq_method
-	swig_r = (Enum_SS_woq_method)(C._wrap_WOQ_METHOD_HQQ_woqc_d3b545510b09a6bb())
+	swig_r = (Enum_SS_woq_method)(C._wrap_WOQ_METHOD_HQQ_woqc_c9f0894d00ba7b8c())
 	return swig_r
 }
 
 var WOQ_METHOD_HQQ Enum_SS_woq_method = _swig_getWOQ_METHOD_HQQ()
 func _swig_getWOQ_METHOD_GPTQ() (_swig_ret Enum_SS_woq_method) {
 	var swig_r Enum_SS_woq_method
-	swig_r = (Enum_SS_woq_method)(C._wrap_WOQ_METHOD_GPTQ_woqc_d3b545510b09a6bb())
+	swig_r = (Enum_SS_woq_method)(C._wrap_WOQ_METHOD_GPTQ_woqc_c9f0894d00ba7b8c())
 	return swig_r
 }
 
 var WOQ_METHOD_GPTQ Enum_SS_woq_method = _swig_getWOQ_METHOD_GPTQ()
 func _swig_getWOQ_METHOD_AWQ() (_swig_ret Enum_SS_woq_method) {
 	var swig_r Enum_SS_woq_method
-	swig_r = (Enum_SS_woq_method)(C._wrap_WOQ_METHOD_AWQ_woqc_d3b545510b09a6bb())
+	swig_r = (Enum_SS_woq_method)(C._wrap_WOQ_METHOD_AWQ_woqc_c9f0894d00ba7b8c())
 	return swig_r
 }
 
 var WOQ_METHOD_AWQ Enum_SS_woq_method = _swig_getWOQ_METHOD_AWQ()
 func _swig_getWOQ_METHOD_MAX_ENUM() (_swig_ret Enum_SS_woq_method) {
 	var swig_r Enum_SS_woq_method
-	swig_r = (Enum_SS_woq_method)(C._wrap_WOQ_METHOD_MAX_ENUM_woqc_d3b545510b09a6bb())
+	swig_r = (Enum_SS_woq_method)(C._wrap_WOQ_METHOD_MAX_ENUM_woqc_c9f0894d00ba7b8c())
 	return swig_r
 }
 
@@ -678,64 +681,64 @@ func (p SwigcptrWoq_context_options) SwigIsWoq_context_options() {
 func (arg1 SwigcptrWoq_context_options) SetStruct_size(arg2 uint64) {
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
-	C._wrap_woq_context_options_struct_size_set_woqc_d3b545510b09a6bb(C.uintptr_t(_swig_i_0), C.swig_type_10(_swig_i_1))
+	C._wrap_woq_context_options_struct_size_set_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_type_10(_swig_i_1))
 }
 
 func (arg1 SwigcptrWoq_context_options) GetStruct_size() (_swig_ret uint64) {
 	var swig_r uint64
 	_swig_i_0 := arg1
-	swig_r = (uint64)(C._wrap_woq_context_options_struct_size_get_woqc_d3b545510b09a6bb(C.uintptr_t(_swig_i_0)))
+	swig_r = (uint64)(C._wrap_woq_context_options_struct_size_get_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0)))
 	return swig_r
 }
 
 func (arg1 SwigcptrWoq_context_options) SetBackend(arg2 Enum_SS_woq_backend) {
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
-	C._wrap_woq_context_options_backend_set_woqc_d3b545510b09a6bb(C.uintptr_t(_swig_i_0), C.swig_intgo(_swig_i_1))
+	C._wrap_woq_context_options_backend_set_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_intgo(_swig_i_1))
 }
 
 func (arg1 SwigcptrWoq_context_options) GetBackend() (_swig_ret Enum_SS_woq_backend) {
 	var swig_r Enum_SS_woq_backend
 	_swig_i_0 := arg1
-	swig_r = (Enum_SS_woq_backend)(C._wrap_woq_context_options_backend_get_woqc_d3b545510b09a6bb(C.uintptr_t(_swig_i_0)))
+	swig_r = (Enum_SS_woq_backend)(C._wrap_woq_context_options_backend_get_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0)))
 	return swig_r
 }
 
 func (arg1 SwigcptrWoq_context_options) SetThreads(arg2 int) {
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
-	C._wrap_woq_context_options_threads_set_woqc_d3b545510b09a6bb(C.uintptr_t(_swig_i_0), C.swig_intgo(_swig_i_1))
+	C._wrap_woq_context_options_threads_set_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_intgo(_swig_i_1))
 }
 
 func (arg1 SwigcptrWoq_context_options) GetThreads() (_swig_ret int) {
 	var swig_r int
 	_swig_i_0 := arg1
-	swig_r = (int)(C._wrap_woq_context_options_threads_get_woqc_d3b545510b09a6bb(C.uintptr_t(_swig_i_0)))
+	swig_r = (int)(C._wrap_woq_context_options_threads_get_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0)))
 	return swig_r
 }
 
 func (arg1 SwigcptrWoq_context_options) SetDevice_index(arg2 int) {
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
-	C._wrap_woq_context_options_device_index_set_woqc_d3b545510b09a6bb(C.uintptr_t(_swig_i_0), C.swig_intgo(_swig_i_1))
+	C._wrap_woq_context_options_device_index_set_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_intgo(_swig_i_1))
 }
 
 func (arg1 SwigcptrWoq_context_options) GetDevice_index() (_swig_ret int) {
 	var swig_r int
 	_swig_i_0 := arg1
-	swig_r = (int)(C._wrap_woq_context_options_device_index_get_woqc_d3b545510b09a6bb(C.uintptr_t(_swig_i_0)))
+	swig_r = (int)(C._wrap_woq_context_options_device_index_get_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0)))
 	return swig_r
 }
 
 func NewWoq_context_options() (_swig_ret Woq_context_options) {
 	var swig_r Woq_context_options
-	swig_r = (Woq_context_options)(SwigcptrWoq_context_options(C._wrap_new_woq_context_options_woqc_d3b545510b09a6bb()))
+	swig_r = (Woq_context_options)(SwigcptrWoq_context_options(C._wrap_new_woq_context_options_woqc_c9f0894d00ba7b8c()))
 	return swig_r
 }
 
 func DeleteWoq_context_options(arg1 Woq_context_options) {
 	_swig_i_0 := getSwigcptr(arg1)
-	C._wrap_delete_woq_context_options_woqc_d3b545510b09a6bb(C.uintptr_t(_swig_i_0))
+	C._wrap_delete_woq_context_options_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0))
 }
 
 type Woq_context_options interface {
@@ -754,7 +757,7 @@ type Woq_context_options interface {
 func Woq_context_options_init(arg1 Woq_context_options) (_swig_ret Enum_SS_woq_status) {
 	var swig_r Enum_SS_woq_status
 	_swig_i_0 := getSwigcptr(arg1)
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_context_options_init_woqc_d3b545510b09a6bb(C.uintptr_t(_swig_i_0)))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_context_options_init_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0)))
 	return swig_r
 }
 
@@ -762,7 +765,7 @@ func Woq_context_create(arg1 Woq_context_options, arg2 []uintptr) (_swig_ret Enu
 	var swig_r Enum_SS_woq_status
 	_swig_i_0 := getSwigcptr(arg1)
 	_swig_i_1 := arg2
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_context_create_woqc_d3b545510b09a6bb(C.uintptr_t(_swig_i_0), *(*C.swig_type_12)(unsafe.Pointer(&_swig_i_1))))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_context_create_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), *(*C.swig_type_12)(unsafe.Pointer(&_swig_i_1))))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg2
 	}
@@ -771,7 +774,7 @@ func Woq_context_create(arg1 Woq_context_options, arg2 []uintptr) (_swig_ret Enu
 
 func Woq_context_destroy(arg1 uintptr) {
 	_swig_i_0 := arg1
-	C._wrap_woq_context_destroy_woqc_d3b545510b09a6bb(C.uintptr_t(_swig_i_0))
+	C._wrap_woq_context_destroy_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0))
 }
 
 func Woq_context_info(arg1 uintptr, arg2 []int32, arg3 []int) (_swig_ret Enum_SS_woq_status) {
@@ -779,7 +782,7 @@ func Woq_context_info(arg1 uintptr, arg2 []int32, arg3 []int) (_swig_ret Enum_SS
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
 	_swig_i_2 := arg3
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_context_info_woqc_d3b545510b09a6bb(C.uintptr_t(_swig_i_0), *(*C.swig_type_13)(unsafe.Pointer(&_swig_i_1)), *(*C.swig_type_14)(unsafe.Pointer(&_swig_i_2))))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_context_info_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), *(*C.swig_type_13)(unsafe.Pointer(&_swig_i_1)), *(*C.swig_type_14)(unsafe.Pointer(&_swig_i_2))))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg2
 	}
@@ -793,7 +796,7 @@ func Woq_context_kernel(arg1 uintptr, arg2 *string) (_swig_ret Enum_SS_woq_statu
 	var swig_r Enum_SS_woq_status
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_context_kernel_woqc_d3b545510b09a6bb(C.uintptr_t(_swig_i_0), C.swig_voidp(_swig_i_1)))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_context_kernel_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_voidp(_swig_i_1)))
 
   *arg2 = swigCopyString(*arg2)
 
@@ -803,7 +806,22 @@ func Woq_context_kernel(arg1 uintptr, arg2 *string) (_swig_ret Enum_SS_woq_statu
 func Woq_context_synchronize(arg1 uintptr) (_swig_ret Enum_SS_woq_status) {
 	var swig_r Enum_SS_woq_status
 	_swig_i_0 := arg1
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_context_synchronize_woqc_d3b545510b09a6bb(C.uintptr_t(_swig_i_0)))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_context_synchronize_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0)))
+	return swig_r
+}
+
+func Woq_context_memory(arg1 uintptr, arg2 []uint64, arg3 []uint64) (_swig_ret Enum_SS_woq_status) {
+	var swig_r Enum_SS_woq_status
+	_swig_i_0 := arg1
+	_swig_i_1 := arg2
+	_swig_i_2 := arg3
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_context_memory_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), *(*C.swig_type_15)(unsafe.Pointer(&_swig_i_1)), *(*C.swig_type_16)(unsafe.Pointer(&_swig_i_2))))
+	if Swig_escape_always_false {
+		Swig_escape_val = arg2
+	}
+	if Swig_escape_always_false {
+		Swig_escape_val = arg3
+	}
 	return swig_r
 }
 
@@ -819,129 +837,129 @@ func (p SwigcptrWoq_quant_options) SwigIsWoq_quant_options() {
 func (arg1 SwigcptrWoq_quant_options) SetStruct_size(arg2 uint64) {
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
-	C._wrap_woq_quant_options_struct_size_set_woqc_d3b545510b09a6bb(C.uintptr_t(_swig_i_0), C.swig_type_15(_swig_i_1))
+	C._wrap_woq_quant_options_struct_size_set_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_type_17(_swig_i_1))
 }
 
 func (arg1 SwigcptrWoq_quant_options) GetStruct_size() (_swig_ret uint64) {
 	var swig_r uint64
 	_swig_i_0 := arg1
-	swig_r = (uint64)(C._wrap_woq_quant_options_struct_size_get_woqc_d3b545510b09a6bb(C.uintptr_t(_swig_i_0)))
+	swig_r = (uint64)(C._wrap_woq_quant_options_struct_size_get_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0)))
 	return swig_r
 }
 
 func (arg1 SwigcptrWoq_quant_options) SetBits(arg2 uint) {
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
-	C._wrap_woq_quant_options_bits_set_woqc_d3b545510b09a6bb(C.uintptr_t(_swig_i_0), C.swig_intgo(_swig_i_1))
+	C._wrap_woq_quant_options_bits_set_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_intgo(_swig_i_1))
 }
 
 func (arg1 SwigcptrWoq_quant_options) GetBits() (_swig_ret uint) {
 	var swig_r uint
 	_swig_i_0 := arg1
-	swig_r = (uint)(C._wrap_woq_quant_options_bits_get_woqc_d3b545510b09a6bb(C.uintptr_t(_swig_i_0)))
+	swig_r = (uint)(C._wrap_woq_quant_options_bits_get_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0)))
 	return swig_r
 }
 
 func (arg1 SwigcptrWoq_quant_options) SetGroup_size(arg2 uint) {
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
-	C._wrap_woq_quant_options_group_size_set_woqc_d3b545510b09a6bb(C.uintptr_t(_swig_i_0), C.swig_intgo(_swig_i_1))
+	C._wrap_woq_quant_options_group_size_set_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_intgo(_swig_i_1))
 }
 
 func (arg1 SwigcptrWoq_quant_options) GetGroup_size() (_swig_ret uint) {
 	var swig_r uint
 	_swig_i_0 := arg1
-	swig_r = (uint)(C._wrap_woq_quant_options_group_size_get_woqc_d3b545510b09a6bb(C.uintptr_t(_swig_i_0)))
+	swig_r = (uint)(C._wrap_woq_quant_options_group_size_get_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0)))
 	return swig_r
 }
 
 func (arg1 SwigcptrWoq_quant_options) SetScheme(arg2 Enum_SS_woq_scheme) {
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
-	C._wrap_woq_quant_options_scheme_set_woqc_d3b545510b09a6bb(C.uintptr_t(_swig_i_0), C.swig_intgo(_swig_i_1))
+	C._wrap_woq_quant_options_scheme_set_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_intgo(_swig_i_1))
 }
 
 func (arg1 SwigcptrWoq_quant_options) GetScheme() (_swig_ret Enum_SS_woq_scheme) {
 	var swig_r Enum_SS_woq_scheme
 	_swig_i_0 := arg1
-	swig_r = (Enum_SS_woq_scheme)(C._wrap_woq_quant_options_scheme_get_woqc_d3b545510b09a6bb(C.uintptr_t(_swig_i_0)))
+	swig_r = (Enum_SS_woq_scheme)(C._wrap_woq_quant_options_scheme_get_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0)))
 	return swig_r
 }
 
 func (arg1 SwigcptrWoq_quant_options) SetMethod(arg2 Enum_SS_woq_method) {
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
-	C._wrap_woq_quant_options_method_set_woqc_d3b545510b09a6bb(C.uintptr_t(_swig_i_0), C.swig_intgo(_swig_i_1))
+	C._wrap_woq_quant_options_method_set_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_intgo(_swig_i_1))
 }
 
 func (arg1 SwigcptrWoq_quant_options) GetMethod() (_swig_ret Enum_SS_woq_method) {
 	var swig_r Enum_SS_woq_method
 	_swig_i_0 := arg1
-	swig_r = (Enum_SS_woq_method)(C._wrap_woq_quant_options_method_get_woqc_d3b545510b09a6bb(C.uintptr_t(_swig_i_0)))
+	swig_r = (Enum_SS_woq_method)(C._wrap_woq_quant_options_method_get_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0)))
 	return swig_r
 }
 
 func (arg1 SwigcptrWoq_quant_options) SetCalibration_dtype(arg2 Enum_SS_woq_dtype) {
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
-	C._wrap_woq_quant_options_calibration_dtype_set_woqc_d3b545510b09a6bb(C.uintptr_t(_swig_i_0), C.swig_intgo(_swig_i_1))
+	C._wrap_woq_quant_options_calibration_dtype_set_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_intgo(_swig_i_1))
 }
 
 func (arg1 SwigcptrWoq_quant_options) GetCalibration_dtype() (_swig_ret Enum_SS_woq_dtype) {
 	var swig_r Enum_SS_woq_dtype
 	_swig_i_0 := arg1
-	swig_r = (Enum_SS_woq_dtype)(C._wrap_woq_quant_options_calibration_dtype_get_woqc_d3b545510b09a6bb(C.uintptr_t(_swig_i_0)))
+	swig_r = (Enum_SS_woq_dtype)(C._wrap_woq_quant_options_calibration_dtype_get_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0)))
 	return swig_r
 }
 
 func (arg1 SwigcptrWoq_quant_options) SetCalibration_rows(arg2 uint64) {
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
-	C._wrap_woq_quant_options_calibration_rows_set_woqc_d3b545510b09a6bb(C.uintptr_t(_swig_i_0), C.swig_type_17(_swig_i_1))
+	C._wrap_woq_quant_options_calibration_rows_set_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_type_19(_swig_i_1))
 }
 
 func (arg1 SwigcptrWoq_quant_options) GetCalibration_rows() (_swig_ret uint64) {
 	var swig_r uint64
 	_swig_i_0 := arg1
-	swig_r = (uint64)(C._wrap_woq_quant_options_calibration_rows_get_woqc_d3b545510b09a6bb(C.uintptr_t(_swig_i_0)))
+	swig_r = (uint64)(C._wrap_woq_quant_options_calibration_rows_get_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0)))
 	return swig_r
 }
 
 func (arg1 SwigcptrWoq_quant_options) SetAct_order(arg2 int) {
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
-	C._wrap_woq_quant_options_act_order_set_woqc_d3b545510b09a6bb(C.uintptr_t(_swig_i_0), C.swig_intgo(_swig_i_1))
+	C._wrap_woq_quant_options_act_order_set_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_intgo(_swig_i_1))
 }
 
 func (arg1 SwigcptrWoq_quant_options) GetAct_order() (_swig_ret int) {
 	var swig_r int
 	_swig_i_0 := arg1
-	swig_r = (int)(C._wrap_woq_quant_options_act_order_get_woqc_d3b545510b09a6bb(C.uintptr_t(_swig_i_0)))
+	swig_r = (int)(C._wrap_woq_quant_options_act_order_get_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0)))
 	return swig_r
 }
 
 func (arg1 SwigcptrWoq_quant_options) SetFold_input_scales(arg2 int) {
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
-	C._wrap_woq_quant_options_fold_input_scales_set_woqc_d3b545510b09a6bb(C.uintptr_t(_swig_i_0), C.swig_intgo(_swig_i_1))
+	C._wrap_woq_quant_options_fold_input_scales_set_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_intgo(_swig_i_1))
 }
 
 func (arg1 SwigcptrWoq_quant_options) GetFold_input_scales() (_swig_ret int) {
 	var swig_r int
 	_swig_i_0 := arg1
-	swig_r = (int)(C._wrap_woq_quant_options_fold_input_scales_get_woqc_d3b545510b09a6bb(C.uintptr_t(_swig_i_0)))
+	swig_r = (int)(C._wrap_woq_quant_options_fold_input_scales_get_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0)))
 	return swig_r
 }
 
 func NewWoq_quant_options() (_swig_ret Woq_quant_options) {
 	var swig_r Woq_quant_options
-	swig_r = (Woq_quant_options)(SwigcptrWoq_quant_options(C._wrap_new_woq_quant_options_woqc_d3b545510b09a6bb()))
+	swig_r = (Woq_quant_options)(SwigcptrWoq_quant_options(C._wrap_new_woq_quant_options_woqc_c9f0894d00ba7b8c()))
 	return swig_r
 }
 
 func DeleteWoq_quant_options(arg1 Woq_quant_options) {
 	_swig_i_0 := getSwigcptr(arg1)
-	C._wrap_delete_woq_quant_options_woqc_d3b545510b09a6bb(C.uintptr_t(_swig_i_0))
+	C._wrap_delete_woq_quant_options_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0))
 }
 
 type Woq_quant_options interface {
@@ -970,7 +988,7 @@ type Woq_quant_options interface {
 func Woq_quant_options_init(arg1 Woq_quant_options) (_swig_ret Enum_SS_woq_status) {
 	var swig_r Enum_SS_woq_status
 	_swig_i_0 := getSwigcptr(arg1)
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_quant_options_init_woqc_d3b545510b09a6bb(C.uintptr_t(_swig_i_0)))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_quant_options_init_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0)))
 	return swig_r
 }
 
@@ -982,7 +1000,7 @@ func Woq_quantize(arg1 []byte, arg2 Enum_SS_woq_dtype, arg3 uint64, arg4 uint64,
 	_swig_i_3 := arg4
 	_swig_i_4 := getSwigcptr(arg5)
 	_swig_i_5 := arg6
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_quantize_woqc_d3b545510b09a6bb(*(*C.swig_type_19)(unsafe.Pointer(&_swig_i_0)), C.swig_intgo(_swig_i_1), C.swig_type_20(_swig_i_2), C.swig_type_21(_swig_i_3), C.uintptr_t(_swig_i_4), *(*C.swig_type_22)(unsafe.Pointer(&_swig_i_5))))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_quantize_woqc_c9f0894d00ba7b8c(*(*C.swig_type_21)(unsafe.Pointer(&_swig_i_0)), C.swig_intgo(_swig_i_1), C.swig_type_22(_swig_i_2), C.swig_type_23(_swig_i_3), C.uintptr_t(_swig_i_4), *(*C.swig_type_24)(unsafe.Pointer(&_swig_i_5))))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg1
 	}
@@ -998,7 +1016,7 @@ func Woq_qmatrix_input_scales(arg1 uintptr, arg2 []byte, arg3 uint64, arg4 []uin
 	_swig_i_1 := arg2
 	_swig_i_2 := arg3
 	_swig_i_3 := arg4
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_qmatrix_input_scales_woqc_d3b545510b09a6bb(C.uintptr_t(_swig_i_0), *(*C.swig_type_23)(unsafe.Pointer(&_swig_i_1)), C.swig_type_24(_swig_i_2), *(*C.swig_type_25)(unsafe.Pointer(&_swig_i_3))))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_qmatrix_input_scales_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), *(*C.swig_type_25)(unsafe.Pointer(&_swig_i_1)), C.swig_type_26(_swig_i_2), *(*C.swig_type_27)(unsafe.Pointer(&_swig_i_3))))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg2
 	}
@@ -1010,7 +1028,7 @@ func Woq_qmatrix_input_scales(arg1 uintptr, arg2 []byte, arg3 uint64, arg4 []uin
 
 func Woq_qmatrix_destroy(arg1 uintptr) {
 	_swig_i_0 := arg1
-	C._wrap_woq_qmatrix_destroy_woqc_d3b545510b09a6bb(C.uintptr_t(_swig_i_0))
+	C._wrap_woq_qmatrix_destroy_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0))
 }
 
 func Woq_qmatrix_shape(arg1 uintptr, arg2 []uint64, arg3 []uint64) (_swig_ret Enum_SS_woq_status) {
@@ -1018,7 +1036,7 @@ func Woq_qmatrix_shape(arg1 uintptr, arg2 []uint64, arg3 []uint64) (_swig_ret En
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
 	_swig_i_2 := arg3
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_qmatrix_shape_woqc_d3b545510b09a6bb(C.uintptr_t(_swig_i_0), *(*C.swig_type_26)(unsafe.Pointer(&_swig_i_1)), *(*C.swig_type_27)(unsafe.Pointer(&_swig_i_2))))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_qmatrix_shape_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), *(*C.swig_type_28)(unsafe.Pointer(&_swig_i_1)), *(*C.swig_type_29)(unsafe.Pointer(&_swig_i_2))))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg2
 	}
@@ -1034,7 +1052,7 @@ func Woq_qmatrix_stats(arg1 uintptr, arg2 []float64, arg3 []float64, arg4 []floa
 	_swig_i_1 := arg2
 	_swig_i_2 := arg3
 	_swig_i_3 := arg4
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_qmatrix_stats_woqc_d3b545510b09a6bb(C.uintptr_t(_swig_i_0), *(*C.swig_type_28)(unsafe.Pointer(&_swig_i_1)), *(*C.swig_type_29)(unsafe.Pointer(&_swig_i_2)), *(*C.swig_type_30)(unsafe.Pointer(&_swig_i_3))))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_qmatrix_stats_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), *(*C.swig_type_30)(unsafe.Pointer(&_swig_i_1)), *(*C.swig_type_31)(unsafe.Pointer(&_swig_i_2)), *(*C.swig_type_32)(unsafe.Pointer(&_swig_i_3))))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg2
 	}
@@ -1053,7 +1071,7 @@ func Woq_import_checkpoint(arg1 string, arg2 string, arg3 string, arg4 *string) 
 	_swig_i_1 := arg2
 	_swig_i_2 := arg3
 	_swig_i_3 := arg4
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_import_checkpoint_woqc_d3b545510b09a6bb(*(*C.swig_type_31)(unsafe.Pointer(&_swig_i_0)), *(*C.swig_type_32)(unsafe.Pointer(&_swig_i_1)), *(*C.swig_type_33)(unsafe.Pointer(&_swig_i_2)), C.swig_voidp(_swig_i_3)))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_import_checkpoint_woqc_c9f0894d00ba7b8c(*(*C.swig_type_33)(unsafe.Pointer(&_swig_i_0)), *(*C.swig_type_34)(unsafe.Pointer(&_swig_i_1)), *(*C.swig_type_35)(unsafe.Pointer(&_swig_i_2)), C.swig_voidp(_swig_i_3)))
 
   *arg4 = swigCopyString(*arg4)
 
@@ -1073,7 +1091,7 @@ func Woq_writer_create(arg1 string, arg2 []uintptr) (_swig_ret Enum_SS_woq_statu
 	var swig_r Enum_SS_woq_status
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_writer_create_woqc_d3b545510b09a6bb(*(*C.swig_type_34)(unsafe.Pointer(&_swig_i_0)), *(*C.swig_type_35)(unsafe.Pointer(&_swig_i_1))))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_writer_create_woqc_c9f0894d00ba7b8c(*(*C.swig_type_36)(unsafe.Pointer(&_swig_i_0)), *(*C.swig_type_37)(unsafe.Pointer(&_swig_i_1))))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg1
 	}
@@ -1089,7 +1107,7 @@ func Woq_writer_add_tensor(arg1 uintptr, arg2 string, arg3 uintptr, arg4 []byte)
 	_swig_i_1 := arg2
 	_swig_i_2 := arg3
 	_swig_i_3 := arg4
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_writer_add_tensor_woqc_d3b545510b09a6bb(C.uintptr_t(_swig_i_0), *(*C.swig_type_36)(unsafe.Pointer(&_swig_i_1)), C.uintptr_t(_swig_i_2), *(*C.swig_type_37)(unsafe.Pointer(&_swig_i_3))))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_writer_add_tensor_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), *(*C.swig_type_38)(unsafe.Pointer(&_swig_i_1)), C.uintptr_t(_swig_i_2), *(*C.swig_type_39)(unsafe.Pointer(&_swig_i_3))))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg2
 	}
@@ -1104,7 +1122,7 @@ func Woq_writer_set_metadata_string(arg1 uintptr, arg2 string, arg3 string) (_sw
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
 	_swig_i_2 := arg3
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_writer_set_metadata_string_woqc_d3b545510b09a6bb(C.uintptr_t(_swig_i_0), *(*C.swig_type_38)(unsafe.Pointer(&_swig_i_1)), *(*C.swig_type_39)(unsafe.Pointer(&_swig_i_2))))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_writer_set_metadata_string_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), *(*C.swig_type_40)(unsafe.Pointer(&_swig_i_1)), *(*C.swig_type_41)(unsafe.Pointer(&_swig_i_2))))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg2
 	}
@@ -1119,7 +1137,7 @@ func Woq_writer_set_metadata_int(arg1 uintptr, arg2 string, arg3 int64) (_swig_r
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
 	_swig_i_2 := arg3
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_writer_set_metadata_int_woqc_d3b545510b09a6bb(C.uintptr_t(_swig_i_0), *(*C.swig_type_40)(unsafe.Pointer(&_swig_i_1)), C.swig_type_41(_swig_i_2)))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_writer_set_metadata_int_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), *(*C.swig_type_42)(unsafe.Pointer(&_swig_i_1)), C.swig_type_43(_swig_i_2)))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg2
 	}
@@ -1131,7 +1149,7 @@ func Woq_writer_set_metadata_float(arg1 uintptr, arg2 string, arg3 float64) (_sw
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
 	_swig_i_2 := arg3
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_writer_set_metadata_float_woqc_d3b545510b09a6bb(C.uintptr_t(_swig_i_0), *(*C.swig_type_42)(unsafe.Pointer(&_swig_i_1)), C.double(_swig_i_2)))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_writer_set_metadata_float_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), *(*C.swig_type_44)(unsafe.Pointer(&_swig_i_1)), C.double(_swig_i_2)))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg2
 	}
@@ -1141,20 +1159,20 @@ func Woq_writer_set_metadata_float(arg1 uintptr, arg2 string, arg3 float64) (_sw
 func Woq_writer_finish(arg1 uintptr) (_swig_ret Enum_SS_woq_status) {
 	var swig_r Enum_SS_woq_status
 	_swig_i_0 := arg1
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_writer_finish_woqc_d3b545510b09a6bb(C.uintptr_t(_swig_i_0)))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_writer_finish_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0)))
 	return swig_r
 }
 
 func Woq_writer_destroy(arg1 uintptr) {
 	_swig_i_0 := arg1
-	C._wrap_woq_writer_destroy_woqc_d3b545510b09a6bb(C.uintptr_t(_swig_i_0))
+	C._wrap_woq_writer_destroy_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0))
 }
 
 func Woq_file_open(arg1 string, arg2 []uintptr) (_swig_ret Enum_SS_woq_status) {
 	var swig_r Enum_SS_woq_status
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_file_open_woqc_d3b545510b09a6bb(*(*C.swig_type_43)(unsafe.Pointer(&_swig_i_0)), *(*C.swig_type_44)(unsafe.Pointer(&_swig_i_1))))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_file_open_woqc_c9f0894d00ba7b8c(*(*C.swig_type_45)(unsafe.Pointer(&_swig_i_0)), *(*C.swig_type_46)(unsafe.Pointer(&_swig_i_1))))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg1
 	}
@@ -1176,77 +1194,77 @@ func (p SwigcptrWoq_open_options) SwigIsWoq_open_options() {
 func (arg1 SwigcptrWoq_open_options) SetStruct_size(arg2 uint64) {
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
-	C._wrap_woq_open_options_struct_size_set_woqc_d3b545510b09a6bb(C.uintptr_t(_swig_i_0), C.swig_type_45(_swig_i_1))
+	C._wrap_woq_open_options_struct_size_set_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_type_47(_swig_i_1))
 }
 
 func (arg1 SwigcptrWoq_open_options) GetStruct_size() (_swig_ret uint64) {
 	var swig_r uint64
 	_swig_i_0 := arg1
-	swig_r = (uint64)(C._wrap_woq_open_options_struct_size_get_woqc_d3b545510b09a6bb(C.uintptr_t(_swig_i_0)))
+	swig_r = (uint64)(C._wrap_woq_open_options_struct_size_get_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0)))
 	return swig_r
 }
 
 func (arg1 SwigcptrWoq_open_options) SetMax_directory_bytes(arg2 uint64) {
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
-	C._wrap_woq_open_options_max_directory_bytes_set_woqc_d3b545510b09a6bb(C.uintptr_t(_swig_i_0), C.swig_type_47(_swig_i_1))
+	C._wrap_woq_open_options_max_directory_bytes_set_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_type_49(_swig_i_1))
 }
 
 func (arg1 SwigcptrWoq_open_options) GetMax_directory_bytes() (_swig_ret uint64) {
 	var swig_r uint64
 	_swig_i_0 := arg1
-	swig_r = (uint64)(C._wrap_woq_open_options_max_directory_bytes_get_woqc_d3b545510b09a6bb(C.uintptr_t(_swig_i_0)))
+	swig_r = (uint64)(C._wrap_woq_open_options_max_directory_bytes_get_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0)))
 	return swig_r
 }
 
 func (arg1 SwigcptrWoq_open_options) SetMax_tensors(arg2 uint64) {
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
-	C._wrap_woq_open_options_max_tensors_set_woqc_d3b545510b09a6bb(C.uintptr_t(_swig_i_0), C.swig_type_49(_swig_i_1))
+	C._wrap_woq_open_options_max_tensors_set_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_type_51(_swig_i_1))
 }
 
 func (arg1 SwigcptrWoq_open_options) GetMax_tensors() (_swig_ret uint64) {
 	var swig_r uint64
 	_swig_i_0 := arg1
-	swig_r = (uint64)(C._wrap_woq_open_options_max_tensors_get_woqc_d3b545510b09a6bb(C.uintptr_t(_swig_i_0)))
+	swig_r = (uint64)(C._wrap_woq_open_options_max_tensors_get_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0)))
 	return swig_r
 }
 
 func (arg1 SwigcptrWoq_open_options) SetMax_metadata(arg2 uint64) {
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
-	C._wrap_woq_open_options_max_metadata_set_woqc_d3b545510b09a6bb(C.uintptr_t(_swig_i_0), C.swig_type_51(_swig_i_1))
+	C._wrap_woq_open_options_max_metadata_set_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_type_53(_swig_i_1))
 }
 
 func (arg1 SwigcptrWoq_open_options) GetMax_metadata() (_swig_ret uint64) {
 	var swig_r uint64
 	_swig_i_0 := arg1
-	swig_r = (uint64)(C._wrap_woq_open_options_max_metadata_get_woqc_d3b545510b09a6bb(C.uintptr_t(_swig_i_0)))
+	swig_r = (uint64)(C._wrap_woq_open_options_max_metadata_get_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0)))
 	return swig_r
 }
 
 func (arg1 SwigcptrWoq_open_options) SetMax_tensor_bytes(arg2 uint64) {
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
-	C._wrap_woq_open_options_max_tensor_bytes_set_woqc_d3b545510b09a6bb(C.uintptr_t(_swig_i_0), C.swig_type_53(_swig_i_1))
+	C._wrap_woq_open_options_max_tensor_bytes_set_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_type_55(_swig_i_1))
 }
 
 func (arg1 SwigcptrWoq_open_options) GetMax_tensor_bytes() (_swig_ret uint64) {
 	var swig_r uint64
 	_swig_i_0 := arg1
-	swig_r = (uint64)(C._wrap_woq_open_options_max_tensor_bytes_get_woqc_d3b545510b09a6bb(C.uintptr_t(_swig_i_0)))
+	swig_r = (uint64)(C._wrap_woq_open_options_max_tensor_bytes_get_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0)))
 	return swig_r
 }
 
 func NewWoq_open_options() (_swig_ret Woq_open_options) {
 	var swig_r Woq_open_options
-	swig_r = (Woq_open_options)(SwigcptrWoq_open_options(C._wrap_new_woq_open_options_woqc_d3b545510b09a6bb()))
+	swig_r = (Woq_open_options)(SwigcptrWoq_open_options(C._wrap_new_woq_open_options_woqc_c9f0894d00ba7b8c()))
 	return swig_r
 }
 
 func DeleteWoq_open_options(arg1 Woq_open_options) {
 	_swig_i_0 := getSwigcptr(arg1)
-	C._wrap_delete_woq_open_options_woqc_d3b545510b09a6bb(C.uintptr_t(_swig_i_0))
+	C._wrap_delete_woq_open_options_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0))
 }
 
 type Woq_open_options interface {
@@ -1267,7 +1285,7 @@ type Woq_open_options interface {
 func Woq_open_options_init(arg1 Woq_open_options) (_swig_ret Enum_SS_woq_status) {
 	var swig_r Enum_SS_woq_status
 	_swig_i_0 := getSwigcptr(arg1)
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_open_options_init_woqc_d3b545510b09a6bb(C.uintptr_t(_swig_i_0)))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_open_options_init_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0)))
 	return swig_r
 }
 
@@ -1276,7 +1294,7 @@ func Woq_file_open_ex(arg1 string, arg2 Woq_open_options, arg3 []uintptr) (_swig
 	_swig_i_0 := arg1
 	_swig_i_1 := getSwigcptr(arg2)
 	_swig_i_2 := arg3
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_file_open_ex_woqc_d3b545510b09a6bb(*(*C.swig_type_55)(unsafe.Pointer(&_swig_i_0)), C.uintptr_t(_swig_i_1), *(*C.swig_type_56)(unsafe.Pointer(&_swig_i_2))))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_file_open_ex_woqc_c9f0894d00ba7b8c(*(*C.swig_type_57)(unsafe.Pointer(&_swig_i_0)), C.uintptr_t(_swig_i_1), *(*C.swig_type_58)(unsafe.Pointer(&_swig_i_2))))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg1
 	}
@@ -1288,13 +1306,13 @@ func Woq_file_open_ex(arg1 string, arg2 Woq_open_options, arg3 []uintptr) (_swig
 
 func Woq_file_close(arg1 uintptr) {
 	_swig_i_0 := arg1
-	C._wrap_woq_file_close_woqc_d3b545510b09a6bb(C.uintptr_t(_swig_i_0))
+	C._wrap_woq_file_close_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0))
 }
 
 func Woq_file_verify(arg1 uintptr) (_swig_ret Enum_SS_woq_status) {
 	var swig_r Enum_SS_woq_status
 	_swig_i_0 := arg1
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_file_verify_woqc_d3b545510b09a6bb(C.uintptr_t(_swig_i_0)))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_file_verify_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0)))
 	return swig_r
 }
 
@@ -1303,7 +1321,7 @@ func Woq_file_format_version(arg1 uintptr, arg2 []uint, arg3 []uint) (_swig_ret 
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
 	_swig_i_2 := arg3
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_file_format_version_woqc_d3b545510b09a6bb(C.uintptr_t(_swig_i_0), *(*C.swig_type_57)(unsafe.Pointer(&_swig_i_1)), *(*C.swig_type_58)(unsafe.Pointer(&_swig_i_2))))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_file_format_version_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), *(*C.swig_type_59)(unsafe.Pointer(&_swig_i_1)), *(*C.swig_type_60)(unsafe.Pointer(&_swig_i_2))))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg2
 	}
@@ -1317,7 +1335,7 @@ func Woq_file_tensor_count(arg1 uintptr, arg2 []uint64) (_swig_ret Enum_SS_woq_s
 	var swig_r Enum_SS_woq_status
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_file_tensor_count_woqc_d3b545510b09a6bb(C.uintptr_t(_swig_i_0), *(*C.swig_type_59)(unsafe.Pointer(&_swig_i_1))))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_file_tensor_count_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), *(*C.swig_type_61)(unsafe.Pointer(&_swig_i_1))))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg2
 	}
@@ -1336,226 +1354,226 @@ func (p SwigcptrWoq_tensor_info) SwigIsWoq_tensor_info() {
 func (arg1 SwigcptrWoq_tensor_info) SetStruct_size(arg2 uint64) {
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
-	C._wrap_woq_tensor_info_struct_size_set_woqc_d3b545510b09a6bb(C.uintptr_t(_swig_i_0), C.swig_type_60(_swig_i_1))
+	C._wrap_woq_tensor_info_struct_size_set_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_type_62(_swig_i_1))
 }
 
 func (arg1 SwigcptrWoq_tensor_info) GetStruct_size() (_swig_ret uint64) {
 	var swig_r uint64
 	_swig_i_0 := arg1
-	swig_r = (uint64)(C._wrap_woq_tensor_info_struct_size_get_woqc_d3b545510b09a6bb(C.uintptr_t(_swig_i_0)))
+	swig_r = (uint64)(C._wrap_woq_tensor_info_struct_size_get_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0)))
 	return swig_r
 }
 
 func (arg1 SwigcptrWoq_tensor_info) SetRows(arg2 uint64) {
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
-	C._wrap_woq_tensor_info_rows_set_woqc_d3b545510b09a6bb(C.uintptr_t(_swig_i_0), C.swig_type_62(_swig_i_1))
+	C._wrap_woq_tensor_info_rows_set_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_type_64(_swig_i_1))
 }
 
 func (arg1 SwigcptrWoq_tensor_info) GetRows() (_swig_ret uint64) {
 	var swig_r uint64
 	_swig_i_0 := arg1
-	swig_r = (uint64)(C._wrap_woq_tensor_info_rows_get_woqc_d3b545510b09a6bb(C.uintptr_t(_swig_i_0)))
+	swig_r = (uint64)(C._wrap_woq_tensor_info_rows_get_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0)))
 	return swig_r
 }
 
 func (arg1 SwigcptrWoq_tensor_info) SetCols(arg2 uint64) {
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
-	C._wrap_woq_tensor_info_cols_set_woqc_d3b545510b09a6bb(C.uintptr_t(_swig_i_0), C.swig_type_64(_swig_i_1))
+	C._wrap_woq_tensor_info_cols_set_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_type_66(_swig_i_1))
 }
 
 func (arg1 SwigcptrWoq_tensor_info) GetCols() (_swig_ret uint64) {
 	var swig_r uint64
 	_swig_i_0 := arg1
-	swig_r = (uint64)(C._wrap_woq_tensor_info_cols_get_woqc_d3b545510b09a6bb(C.uintptr_t(_swig_i_0)))
+	swig_r = (uint64)(C._wrap_woq_tensor_info_cols_get_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0)))
 	return swig_r
 }
 
 func (arg1 SwigcptrWoq_tensor_info) SetBits(arg2 uint) {
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
-	C._wrap_woq_tensor_info_bits_set_woqc_d3b545510b09a6bb(C.uintptr_t(_swig_i_0), C.swig_intgo(_swig_i_1))
+	C._wrap_woq_tensor_info_bits_set_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_intgo(_swig_i_1))
 }
 
 func (arg1 SwigcptrWoq_tensor_info) GetBits() (_swig_ret uint) {
 	var swig_r uint
 	_swig_i_0 := arg1
-	swig_r = (uint)(C._wrap_woq_tensor_info_bits_get_woqc_d3b545510b09a6bb(C.uintptr_t(_swig_i_0)))
+	swig_r = (uint)(C._wrap_woq_tensor_info_bits_get_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0)))
 	return swig_r
 }
 
 func (arg1 SwigcptrWoq_tensor_info) SetGroup_size(arg2 uint) {
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
-	C._wrap_woq_tensor_info_group_size_set_woqc_d3b545510b09a6bb(C.uintptr_t(_swig_i_0), C.swig_intgo(_swig_i_1))
+	C._wrap_woq_tensor_info_group_size_set_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_intgo(_swig_i_1))
 }
 
 func (arg1 SwigcptrWoq_tensor_info) GetGroup_size() (_swig_ret uint) {
 	var swig_r uint
 	_swig_i_0 := arg1
-	swig_r = (uint)(C._wrap_woq_tensor_info_group_size_get_woqc_d3b545510b09a6bb(C.uintptr_t(_swig_i_0)))
+	swig_r = (uint)(C._wrap_woq_tensor_info_group_size_get_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0)))
 	return swig_r
 }
 
 func (arg1 SwigcptrWoq_tensor_info) SetScheme(arg2 Enum_SS_woq_scheme) {
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
-	C._wrap_woq_tensor_info_scheme_set_woqc_d3b545510b09a6bb(C.uintptr_t(_swig_i_0), C.swig_intgo(_swig_i_1))
+	C._wrap_woq_tensor_info_scheme_set_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_intgo(_swig_i_1))
 }
 
 func (arg1 SwigcptrWoq_tensor_info) GetScheme() (_swig_ret Enum_SS_woq_scheme) {
 	var swig_r Enum_SS_woq_scheme
 	_swig_i_0 := arg1
-	swig_r = (Enum_SS_woq_scheme)(C._wrap_woq_tensor_info_scheme_get_woqc_d3b545510b09a6bb(C.uintptr_t(_swig_i_0)))
+	swig_r = (Enum_SS_woq_scheme)(C._wrap_woq_tensor_info_scheme_get_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0)))
 	return swig_r
 }
 
 func (arg1 SwigcptrWoq_tensor_info) SetMethod(arg2 Enum_SS_woq_method) {
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
-	C._wrap_woq_tensor_info_method_set_woqc_d3b545510b09a6bb(C.uintptr_t(_swig_i_0), C.swig_intgo(_swig_i_1))
+	C._wrap_woq_tensor_info_method_set_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_intgo(_swig_i_1))
 }
 
 func (arg1 SwigcptrWoq_tensor_info) GetMethod() (_swig_ret Enum_SS_woq_method) {
 	var swig_r Enum_SS_woq_method
 	_swig_i_0 := arg1
-	swig_r = (Enum_SS_woq_method)(C._wrap_woq_tensor_info_method_get_woqc_d3b545510b09a6bb(C.uintptr_t(_swig_i_0)))
+	swig_r = (Enum_SS_woq_method)(C._wrap_woq_tensor_info_method_get_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0)))
 	return swig_r
 }
 
 func (arg1 SwigcptrWoq_tensor_info) SetSource_dtype(arg2 Enum_SS_woq_dtype) {
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
-	C._wrap_woq_tensor_info_source_dtype_set_woqc_d3b545510b09a6bb(C.uintptr_t(_swig_i_0), C.swig_intgo(_swig_i_1))
+	C._wrap_woq_tensor_info_source_dtype_set_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_intgo(_swig_i_1))
 }
 
 func (arg1 SwigcptrWoq_tensor_info) GetSource_dtype() (_swig_ret Enum_SS_woq_dtype) {
 	var swig_r Enum_SS_woq_dtype
 	_swig_i_0 := arg1
-	swig_r = (Enum_SS_woq_dtype)(C._wrap_woq_tensor_info_source_dtype_get_woqc_d3b545510b09a6bb(C.uintptr_t(_swig_i_0)))
+	swig_r = (Enum_SS_woq_dtype)(C._wrap_woq_tensor_info_source_dtype_get_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0)))
 	return swig_r
 }
 
 func (arg1 SwigcptrWoq_tensor_info) SetHas_bias(arg2 int) {
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
-	C._wrap_woq_tensor_info_has_bias_set_woqc_d3b545510b09a6bb(C.uintptr_t(_swig_i_0), C.swig_intgo(_swig_i_1))
+	C._wrap_woq_tensor_info_has_bias_set_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_intgo(_swig_i_1))
 }
 
 func (arg1 SwigcptrWoq_tensor_info) GetHas_bias() (_swig_ret int) {
 	var swig_r int
 	_swig_i_0 := arg1
-	swig_r = (int)(C._wrap_woq_tensor_info_has_bias_get_woqc_d3b545510b09a6bb(C.uintptr_t(_swig_i_0)))
+	swig_r = (int)(C._wrap_woq_tensor_info_has_bias_get_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0)))
 	return swig_r
 }
 
 func (arg1 SwigcptrWoq_tensor_info) SetStored_bytes(arg2 uint64) {
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
-	C._wrap_woq_tensor_info_stored_bytes_set_woqc_d3b545510b09a6bb(C.uintptr_t(_swig_i_0), C.swig_type_66(_swig_i_1))
+	C._wrap_woq_tensor_info_stored_bytes_set_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_type_68(_swig_i_1))
 }
 
 func (arg1 SwigcptrWoq_tensor_info) GetStored_bytes() (_swig_ret uint64) {
 	var swig_r uint64
 	_swig_i_0 := arg1
-	swig_r = (uint64)(C._wrap_woq_tensor_info_stored_bytes_get_woqc_d3b545510b09a6bb(C.uintptr_t(_swig_i_0)))
+	swig_r = (uint64)(C._wrap_woq_tensor_info_stored_bytes_get_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0)))
 	return swig_r
 }
 
 func (arg1 SwigcptrWoq_tensor_info) SetRaw_bytes(arg2 uint64) {
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
-	C._wrap_woq_tensor_info_raw_bytes_set_woqc_d3b545510b09a6bb(C.uintptr_t(_swig_i_0), C.swig_type_68(_swig_i_1))
+	C._wrap_woq_tensor_info_raw_bytes_set_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_type_70(_swig_i_1))
 }
 
 func (arg1 SwigcptrWoq_tensor_info) GetRaw_bytes() (_swig_ret uint64) {
 	var swig_r uint64
 	_swig_i_0 := arg1
-	swig_r = (uint64)(C._wrap_woq_tensor_info_raw_bytes_get_woqc_d3b545510b09a6bb(C.uintptr_t(_swig_i_0)))
+	swig_r = (uint64)(C._wrap_woq_tensor_info_raw_bytes_get_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0)))
 	return swig_r
 }
 
 func (arg1 SwigcptrWoq_tensor_info) SetBits_per_weight(arg2 float64) {
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
-	C._wrap_woq_tensor_info_bits_per_weight_set_woqc_d3b545510b09a6bb(C.uintptr_t(_swig_i_0), C.double(_swig_i_1))
+	C._wrap_woq_tensor_info_bits_per_weight_set_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.double(_swig_i_1))
 }
 
 func (arg1 SwigcptrWoq_tensor_info) GetBits_per_weight() (_swig_ret float64) {
 	var swig_r float64
 	_swig_i_0 := arg1
-	swig_r = (float64)(C._wrap_woq_tensor_info_bits_per_weight_get_woqc_d3b545510b09a6bb(C.uintptr_t(_swig_i_0)))
+	swig_r = (float64)(C._wrap_woq_tensor_info_bits_per_weight_get_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0)))
 	return swig_r
 }
 
 func (arg1 SwigcptrWoq_tensor_info) SetMax_abs_error(arg2 float64) {
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
-	C._wrap_woq_tensor_info_max_abs_error_set_woqc_d3b545510b09a6bb(C.uintptr_t(_swig_i_0), C.double(_swig_i_1))
+	C._wrap_woq_tensor_info_max_abs_error_set_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.double(_swig_i_1))
 }
 
 func (arg1 SwigcptrWoq_tensor_info) GetMax_abs_error() (_swig_ret float64) {
 	var swig_r float64
 	_swig_i_0 := arg1
-	swig_r = (float64)(C._wrap_woq_tensor_info_max_abs_error_get_woqc_d3b545510b09a6bb(C.uintptr_t(_swig_i_0)))
+	swig_r = (float64)(C._wrap_woq_tensor_info_max_abs_error_get_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0)))
 	return swig_r
 }
 
 func (arg1 SwigcptrWoq_tensor_info) SetRel_frobenius_error(arg2 float64) {
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
-	C._wrap_woq_tensor_info_rel_frobenius_error_set_woqc_d3b545510b09a6bb(C.uintptr_t(_swig_i_0), C.double(_swig_i_1))
+	C._wrap_woq_tensor_info_rel_frobenius_error_set_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.double(_swig_i_1))
 }
 
 func (arg1 SwigcptrWoq_tensor_info) GetRel_frobenius_error() (_swig_ret float64) {
 	var swig_r float64
 	_swig_i_0 := arg1
-	swig_r = (float64)(C._wrap_woq_tensor_info_rel_frobenius_error_get_woqc_d3b545510b09a6bb(C.uintptr_t(_swig_i_0)))
+	swig_r = (float64)(C._wrap_woq_tensor_info_rel_frobenius_error_get_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0)))
 	return swig_r
 }
 
 func (arg1 SwigcptrWoq_tensor_info) SetSqnr_db(arg2 float64) {
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
-	C._wrap_woq_tensor_info_sqnr_db_set_woqc_d3b545510b09a6bb(C.uintptr_t(_swig_i_0), C.double(_swig_i_1))
+	C._wrap_woq_tensor_info_sqnr_db_set_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.double(_swig_i_1))
 }
 
 func (arg1 SwigcptrWoq_tensor_info) GetSqnr_db() (_swig_ret float64) {
 	var swig_r float64
 	_swig_i_0 := arg1
-	swig_r = (float64)(C._wrap_woq_tensor_info_sqnr_db_get_woqc_d3b545510b09a6bb(C.uintptr_t(_swig_i_0)))
+	swig_r = (float64)(C._wrap_woq_tensor_info_sqnr_db_get_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0)))
 	return swig_r
 }
 
 func (arg1 SwigcptrWoq_tensor_info) SetHas_input_scales(arg2 int) {
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
-	C._wrap_woq_tensor_info_has_input_scales_set_woqc_d3b545510b09a6bb(C.uintptr_t(_swig_i_0), C.swig_intgo(_swig_i_1))
+	C._wrap_woq_tensor_info_has_input_scales_set_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_intgo(_swig_i_1))
 }
 
 func (arg1 SwigcptrWoq_tensor_info) GetHas_input_scales() (_swig_ret int) {
 	var swig_r int
 	_swig_i_0 := arg1
-	swig_r = (int)(C._wrap_woq_tensor_info_has_input_scales_get_woqc_d3b545510b09a6bb(C.uintptr_t(_swig_i_0)))
+	swig_r = (int)(C._wrap_woq_tensor_info_has_input_scales_get_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0)))
 	return swig_r
 }
 
 func NewWoq_tensor_info() (_swig_ret Woq_tensor_info) {
 	var swig_r Woq_tensor_info
-	swig_r = (Woq_tensor_info)(SwigcptrWoq_tensor_info(C._wrap_new_woq_tensor_info_woqc_d3b545510b09a6bb()))
+	swig_r = (Woq_tensor_info)(SwigcptrWoq_tensor_info(C._wrap_new_woq_tensor_info_woqc_c9f0894d00ba7b8c()))
 	return swig_r
 }
 
 func DeleteWoq_tensor_info(arg1 Woq_tensor_info) {
 	_swig_i_0 := getSwigcptr(arg1)
-	C._wrap_delete_woq_tensor_info_woqc_d3b545510b09a6bb(C.uintptr_t(_swig_i_0))
+	C._wrap_delete_woq_tensor_info_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0))
 }
 
 func (arg1 SwigcptrWoq_tensor_info) Name_utf8() (_swig_ret string) {
 	var swig_r string
 	_swig_i_0 := arg1
-	swig_r_p := C._wrap_woq_tensor_info_name_utf8_woqc_d3b545510b09a6bb(C.uintptr_t(_swig_i_0))
+	swig_r_p := C._wrap_woq_tensor_info_name_utf8_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0))
 	swig_r = *(*string)(unsafe.Pointer(&swig_r_p))
 	var swig_r_1 string
  swig_r_1 = swigCopyString(swig_r) 
@@ -1605,7 +1623,7 @@ func Woq_file_tensor_info(arg1 uintptr, arg2 uint64, arg3 Woq_tensor_info) (_swi
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
 	_swig_i_2 := getSwigcptr(arg3)
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_file_tensor_info_woqc_d3b545510b09a6bb(C.uintptr_t(_swig_i_0), C.swig_type_71(_swig_i_1), C.uintptr_t(_swig_i_2)))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_file_tensor_info_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_type_73(_swig_i_1), C.uintptr_t(_swig_i_2)))
 	return swig_r
 }
 
@@ -1614,7 +1632,7 @@ func Woq_file_tensor_info_by_name(arg1 uintptr, arg2 string, arg3 Woq_tensor_inf
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
 	_swig_i_2 := getSwigcptr(arg3)
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_file_tensor_info_by_name_woqc_d3b545510b09a6bb(C.uintptr_t(_swig_i_0), *(*C.swig_type_72)(unsafe.Pointer(&_swig_i_1)), C.uintptr_t(_swig_i_2)))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_file_tensor_info_by_name_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), *(*C.swig_type_74)(unsafe.Pointer(&_swig_i_1)), C.uintptr_t(_swig_i_2)))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg2
 	}
@@ -1624,28 +1642,28 @@ func Woq_file_tensor_info_by_name(arg1 uintptr, arg2 string, arg3 Woq_tensor_inf
 type Enum_SS_woq_metadata_type int
 func _swig_getWOQ_METADATA_STRING() (_swig_ret Enum_SS_woq_metadata_type) {
 	var swig_r Enum_SS_woq_metadata_type
-	swig_r = (Enum_SS_woq_metadata_type)(C._wrap_WOQ_METADATA_STRING_woqc_d3b545510b09a6bb())
+	swig_r = (Enum_SS_woq_metadata_type)(C._wrap_WOQ_METADATA_STRING_woqc_c9f0894d00ba7b8c())
 	return swig_r
 }
 
 var WOQ_METADATA_STRING Enum_SS_woq_metadata_type = _swig_getWOQ_METADATA_STRING()
 func _swig_getWOQ_METADATA_INT() (_swig_ret Enum_SS_woq_metadata_type) {
 	var swig_r Enum_SS_woq_metadata_type
-	swig_r = (Enum_SS_woq_metadata_type)(C._wrap_WOQ_METADATA_INT_woqc_d3b545510b09a6bb())
+	swig_r = (Enum_SS_woq_metadata_type)(C._wrap_WOQ_METADATA_INT_woqc_c9f0894d00ba7b8c())
 	return swig_r
 }
 
 var WOQ_METADATA_INT Enum_SS_woq_metadata_type = _swig_getWOQ_METADATA_INT()
 func _swig_getWOQ_METADATA_FLOAT() (_swig_ret Enum_SS_woq_metadata_type) {
 	var swig_r Enum_SS_woq_metadata_type
-	swig_r = (Enum_SS_woq_metadata_type)(C._wrap_WOQ_METADATA_FLOAT_woqc_d3b545510b09a6bb())
+	swig_r = (Enum_SS_woq_metadata_type)(C._wrap_WOQ_METADATA_FLOAT_woqc_c9f0894d00ba7b8c())
 	return swig_r
 }
 
 var WOQ_METADATA_FLOAT Enum_SS_woq_metadata_type = _swig_getWOQ_METADATA_FLOAT()
 func _swig_getWOQ_METADATA_MAX_ENUM() (_swig_ret Enum_SS_woq_metadata_type) {
 	var swig_r Enum_SS_woq_metadata_type
-	swig_r = (Enum_SS_woq_metadata_type)(C._wrap_WOQ_METADATA_MAX_ENUM_woqc_d3b545510b09a6bb())
+	swig_r = (Enum_SS_woq_metadata_type)(C._wrap_WOQ_METADATA_MAX_ENUM_woqc_c9f0894d00ba7b8c())
 	return swig_r
 }
 
@@ -1654,7 +1672,7 @@ func Woq_file_metadata_count(arg1 uintptr, arg2 []uint64) (_swig_ret Enum_SS_woq
 	var swig_r Enum_SS_woq_status
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_file_metadata_count_woqc_d3b545510b09a6bb(C.uintptr_t(_swig_i_0), *(*C.swig_type_73)(unsafe.Pointer(&_swig_i_1))))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_file_metadata_count_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), *(*C.swig_type_75)(unsafe.Pointer(&_swig_i_1))))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg2
 	}
@@ -1667,7 +1685,7 @@ func Woq_file_metadata_key(arg1 uintptr, arg2 uint64, arg3 *string, arg4 []int32
 	_swig_i_1 := arg2
 	_swig_i_2 := arg3
 	_swig_i_3 := arg4
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_file_metadata_key_woqc_d3b545510b09a6bb(C.uintptr_t(_swig_i_0), C.swig_type_74(_swig_i_1), C.swig_voidp(_swig_i_2), *(*C.swig_type_75)(unsafe.Pointer(&_swig_i_3))))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_file_metadata_key_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_type_76(_swig_i_1), C.swig_voidp(_swig_i_2), *(*C.swig_type_77)(unsafe.Pointer(&_swig_i_3))))
 
   *arg3 = swigCopyString(*arg3)
 
@@ -1683,7 +1701,7 @@ func Woq_file_metadata_string(arg1 uintptr, arg2 string, arg3 *string, arg4 []ui
 	_swig_i_1 := arg2
 	_swig_i_2 := arg3
 	_swig_i_3 := arg4
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_file_metadata_string_woqc_d3b545510b09a6bb(C.uintptr_t(_swig_i_0), *(*C.swig_type_76)(unsafe.Pointer(&_swig_i_1)), C.swig_voidp(_swig_i_2), *(*C.swig_type_77)(unsafe.Pointer(&_swig_i_3))))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_file_metadata_string_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), *(*C.swig_type_78)(unsafe.Pointer(&_swig_i_1)), C.swig_voidp(_swig_i_2), *(*C.swig_type_79)(unsafe.Pointer(&_swig_i_3))))
 
   *arg3 = swigCopyString(*arg3)
 
@@ -1701,7 +1719,7 @@ func Woq_file_metadata_int(arg1 uintptr, arg2 string, arg3 []int64) (_swig_ret E
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
 	_swig_i_2 := arg3
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_file_metadata_int_woqc_d3b545510b09a6bb(C.uintptr_t(_swig_i_0), *(*C.swig_type_78)(unsafe.Pointer(&_swig_i_1)), *(*C.swig_type_79)(unsafe.Pointer(&_swig_i_2))))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_file_metadata_int_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), *(*C.swig_type_80)(unsafe.Pointer(&_swig_i_1)), *(*C.swig_type_81)(unsafe.Pointer(&_swig_i_2))))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg2
 	}
@@ -1716,7 +1734,7 @@ func Woq_file_metadata_float(arg1 uintptr, arg2 string, arg3 []float64) (_swig_r
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
 	_swig_i_2 := arg3
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_file_metadata_float_woqc_d3b545510b09a6bb(C.uintptr_t(_swig_i_0), *(*C.swig_type_80)(unsafe.Pointer(&_swig_i_1)), *(*C.swig_type_81)(unsafe.Pointer(&_swig_i_2))))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_file_metadata_float_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), *(*C.swig_type_82)(unsafe.Pointer(&_swig_i_1)), *(*C.swig_type_83)(unsafe.Pointer(&_swig_i_2))))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg2
 	}
@@ -1732,7 +1750,7 @@ func Woq_tensor_load(arg1 uintptr, arg2 uintptr, arg3 string, arg4 []uintptr) (_
 	_swig_i_1 := arg2
 	_swig_i_2 := arg3
 	_swig_i_3 := arg4
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_tensor_load_woqc_d3b545510b09a6bb(C.uintptr_t(_swig_i_0), C.uintptr_t(_swig_i_1), *(*C.swig_type_82)(unsafe.Pointer(&_swig_i_2)), *(*C.swig_type_83)(unsafe.Pointer(&_swig_i_3))))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_tensor_load_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.uintptr_t(_swig_i_1), *(*C.swig_type_84)(unsafe.Pointer(&_swig_i_2)), *(*C.swig_type_85)(unsafe.Pointer(&_swig_i_3))))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg3
 	}
@@ -1750,7 +1768,7 @@ func Woq_tensor_load_rows(arg1 uintptr, arg2 uintptr, arg3 string, arg4 uint64, 
 	_swig_i_3 := arg4
 	_swig_i_4 := arg5
 	_swig_i_5 := arg6
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_tensor_load_rows_woqc_d3b545510b09a6bb(C.uintptr_t(_swig_i_0), C.uintptr_t(_swig_i_1), *(*C.swig_type_84)(unsafe.Pointer(&_swig_i_2)), C.swig_type_85(_swig_i_3), C.swig_type_86(_swig_i_4), *(*C.swig_type_87)(unsafe.Pointer(&_swig_i_5))))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_tensor_load_rows_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.uintptr_t(_swig_i_1), *(*C.swig_type_86)(unsafe.Pointer(&_swig_i_2)), C.swig_type_87(_swig_i_3), C.swig_type_88(_swig_i_4), *(*C.swig_type_89)(unsafe.Pointer(&_swig_i_5))))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg3
 	}
@@ -1766,7 +1784,7 @@ func Woq_tensor_from_qmatrix(arg1 uintptr, arg2 uintptr, arg3 []byte, arg4 []uin
 	_swig_i_1 := arg2
 	_swig_i_2 := arg3
 	_swig_i_3 := arg4
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_tensor_from_qmatrix_woqc_d3b545510b09a6bb(C.uintptr_t(_swig_i_0), C.uintptr_t(_swig_i_1), *(*C.swig_type_88)(unsafe.Pointer(&_swig_i_2)), *(*C.swig_type_89)(unsafe.Pointer(&_swig_i_3))))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_tensor_from_qmatrix_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.uintptr_t(_swig_i_1), *(*C.swig_type_90)(unsafe.Pointer(&_swig_i_2)), *(*C.swig_type_91)(unsafe.Pointer(&_swig_i_3))))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg3
 	}
@@ -1778,7 +1796,7 @@ func Woq_tensor_from_qmatrix(arg1 uintptr, arg2 uintptr, arg3 []byte, arg4 []uin
 
 func Woq_tensor_destroy(arg1 uintptr) {
 	_swig_i_0 := arg1
-	C._wrap_woq_tensor_destroy_woqc_d3b545510b09a6bb(C.uintptr_t(_swig_i_0))
+	C._wrap_woq_tensor_destroy_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0))
 }
 
 func Woq_tensor_shape(arg1 uintptr, arg2 []uint64, arg3 []uint64) (_swig_ret Enum_SS_woq_status) {
@@ -1786,7 +1804,7 @@ func Woq_tensor_shape(arg1 uintptr, arg2 []uint64, arg3 []uint64) (_swig_ret Enu
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
 	_swig_i_2 := arg3
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_tensor_shape_woqc_d3b545510b09a6bb(C.uintptr_t(_swig_i_0), *(*C.swig_type_90)(unsafe.Pointer(&_swig_i_1)), *(*C.swig_type_91)(unsafe.Pointer(&_swig_i_2))))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_tensor_shape_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), *(*C.swig_type_92)(unsafe.Pointer(&_swig_i_1)), *(*C.swig_type_93)(unsafe.Pointer(&_swig_i_2))))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg2
 	}
@@ -1803,7 +1821,7 @@ func Woq_tensor_bias(arg1 uintptr, arg2 uintptr, arg3 []byte, arg4 uint64, arg5 
 	_swig_i_2 := arg3
 	_swig_i_3 := arg4
 	_swig_i_4 := arg5
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_tensor_bias_woqc_d3b545510b09a6bb(C.uintptr_t(_swig_i_0), C.uintptr_t(_swig_i_1), *(*C.swig_type_92)(unsafe.Pointer(&_swig_i_2)), C.swig_type_93(_swig_i_3), *(*C.swig_type_94)(unsafe.Pointer(&_swig_i_4))))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_tensor_bias_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.uintptr_t(_swig_i_1), *(*C.swig_type_94)(unsafe.Pointer(&_swig_i_2)), C.swig_type_95(_swig_i_3), *(*C.swig_type_96)(unsafe.Pointer(&_swig_i_4))))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg3
 	}
@@ -1821,7 +1839,7 @@ func Woq_tensor_group(arg1 uintptr, arg2 uintptr, arg3 uint64, arg4 uint64, arg5
 	_swig_i_3 := arg4
 	_swig_i_4 := arg5
 	_swig_i_5 := arg6
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_tensor_group_woqc_d3b545510b09a6bb(C.uintptr_t(_swig_i_0), C.uintptr_t(_swig_i_1), C.swig_type_95(_swig_i_2), C.swig_type_96(_swig_i_3), *(*C.swig_type_97)(unsafe.Pointer(&_swig_i_4)), *(*C.swig_type_98)(unsafe.Pointer(&_swig_i_5))))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_tensor_group_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.uintptr_t(_swig_i_1), C.swig_type_97(_swig_i_2), C.swig_type_98(_swig_i_3), *(*C.swig_type_99)(unsafe.Pointer(&_swig_i_4)), *(*C.swig_type_100)(unsafe.Pointer(&_swig_i_5))))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg5
 	}
@@ -1840,7 +1858,7 @@ func Woq_matmul(arg1 uintptr, arg2 uintptr, arg3 []byte, arg4 Enum_SS_woq_dtype,
 	_swig_i_4 := arg5
 	_swig_i_5 := arg6
 	_swig_i_6 := arg7
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_matmul_woqc_d3b545510b09a6bb(C.uintptr_t(_swig_i_0), C.uintptr_t(_swig_i_1), *(*C.swig_type_99)(unsafe.Pointer(&_swig_i_2)), C.swig_intgo(_swig_i_3), C.swig_type_100(_swig_i_4), *(*C.swig_type_101)(unsafe.Pointer(&_swig_i_5)), C.swig_intgo(_swig_i_6)))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_matmul_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.uintptr_t(_swig_i_1), *(*C.swig_type_101)(unsafe.Pointer(&_swig_i_2)), C.swig_intgo(_swig_i_3), C.swig_type_102(_swig_i_4), *(*C.swig_type_103)(unsafe.Pointer(&_swig_i_5)), C.swig_intgo(_swig_i_6)))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg3
 	}
@@ -1857,7 +1875,7 @@ func Woq_dequantize(arg1 uintptr, arg2 uintptr, arg3 []byte, arg4 Enum_SS_woq_dt
 	_swig_i_2 := arg3
 	_swig_i_3 := arg4
 	_swig_i_4 := arg5
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_dequantize_woqc_d3b545510b09a6bb(C.uintptr_t(_swig_i_0), C.uintptr_t(_swig_i_1), *(*C.swig_type_102)(unsafe.Pointer(&_swig_i_2)), C.swig_intgo(_swig_i_3), C.swig_type_103(_swig_i_4)))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_dequantize_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.uintptr_t(_swig_i_1), *(*C.swig_type_104)(unsafe.Pointer(&_swig_i_2)), C.swig_intgo(_swig_i_3), C.swig_type_105(_swig_i_4)))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg3
 	}
@@ -1869,7 +1887,7 @@ func Woq_buffer_create(arg1 uintptr, arg2 uint64, arg3 []uintptr) (_swig_ret Enu
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
 	_swig_i_2 := arg3
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_buffer_create_woqc_d3b545510b09a6bb(C.uintptr_t(_swig_i_0), C.swig_type_104(_swig_i_1), *(*C.swig_type_105)(unsafe.Pointer(&_swig_i_2))))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_buffer_create_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_type_106(_swig_i_1), *(*C.swig_type_107)(unsafe.Pointer(&_swig_i_2))))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg3
 	}
@@ -1878,14 +1896,14 @@ func Woq_buffer_create(arg1 uintptr, arg2 uint64, arg3 []uintptr) (_swig_ret Enu
 
 func Woq_buffer_destroy(arg1 uintptr) {
 	_swig_i_0 := arg1
-	C._wrap_woq_buffer_destroy_woqc_d3b545510b09a6bb(C.uintptr_t(_swig_i_0))
+	C._wrap_woq_buffer_destroy_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0))
 }
 
 func Woq_buffer_size(arg1 uintptr, arg2 []uint64) (_swig_ret Enum_SS_woq_status) {
 	var swig_r Enum_SS_woq_status
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_buffer_size_woqc_d3b545510b09a6bb(C.uintptr_t(_swig_i_0), *(*C.swig_type_106)(unsafe.Pointer(&_swig_i_1))))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_buffer_size_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), *(*C.swig_type_108)(unsafe.Pointer(&_swig_i_1))))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg2
 	}
@@ -1898,7 +1916,7 @@ func Woq_buffer_write(arg1 uintptr, arg2 uint64, arg3 []byte, arg4 uint64) (_swi
 	_swig_i_1 := arg2
 	_swig_i_2 := arg3
 	_swig_i_3 := arg4
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_buffer_write_woqc_d3b545510b09a6bb(C.uintptr_t(_swig_i_0), C.swig_type_107(_swig_i_1), *(*C.swig_type_108)(unsafe.Pointer(&_swig_i_2)), C.swig_type_109(_swig_i_3)))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_buffer_write_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_type_109(_swig_i_1), *(*C.swig_type_110)(unsafe.Pointer(&_swig_i_2)), C.swig_type_111(_swig_i_3)))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg3
 	}
@@ -1911,7 +1929,7 @@ func Woq_buffer_read(arg1 uintptr, arg2 uint64, arg3 []byte, arg4 uint64) (_swig
 	_swig_i_1 := arg2
 	_swig_i_2 := arg3
 	_swig_i_3 := arg4
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_buffer_read_woqc_d3b545510b09a6bb(C.uintptr_t(_swig_i_0), C.swig_type_110(_swig_i_1), *(*C.swig_type_111)(unsafe.Pointer(&_swig_i_2)), C.swig_type_112(_swig_i_3)))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_buffer_read_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_type_112(_swig_i_1), *(*C.swig_type_113)(unsafe.Pointer(&_swig_i_2)), C.swig_type_114(_swig_i_3)))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg3
 	}
@@ -1927,7 +1945,7 @@ func Woq_matmul_buffers(arg1 uintptr, arg2 uintptr, arg3 uintptr, arg4 Enum_SS_w
 	_swig_i_4 := arg5
 	_swig_i_5 := arg6
 	_swig_i_6 := arg7
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_matmul_buffers_woqc_d3b545510b09a6bb(C.uintptr_t(_swig_i_0), C.uintptr_t(_swig_i_1), C.uintptr_t(_swig_i_2), C.swig_intgo(_swig_i_3), C.swig_type_113(_swig_i_4), C.uintptr_t(_swig_i_5), C.swig_intgo(_swig_i_6)))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_matmul_buffers_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.uintptr_t(_swig_i_1), C.uintptr_t(_swig_i_2), C.swig_intgo(_swig_i_3), C.swig_type_115(_swig_i_4), C.uintptr_t(_swig_i_5), C.swig_intgo(_swig_i_6)))
 	return swig_r
 }
 
