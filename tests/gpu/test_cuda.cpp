@@ -149,14 +149,41 @@ TEST(Cuda, MatchesFloat64AcrossShapesDtypesAndBatchSizes) {
 
 TEST(Cuda, HostPointersAreRefused) {
   NEED_CUDA(ctx);
-  std::vector<float> w = woq::test::random_weights(16, 64, 1), x(64, 1.0f), y(16);
+  std::vector<float> w = woq::test::random_weights(16, 128, 1), x(128, 1.0f), y(16);
   woq_qmatrix* q = nullptr;
-  ASSERT_EQ(woq_quantize(w.data(), WOQ_DTYPE_F32, 16, 64, nullptr, &q), WOQ_OK);
+  ASSERT_EQ(woq_quantize(w.data(), WOQ_DTYPE_F32, 16, 128, nullptr, &q), WOQ_OK) << woq_last_error();
   woq_tensor* t = nullptr;
   ASSERT_EQ(woq_tensor_from_qmatrix(ctx, q, nullptr, &t), WOQ_OK);
   EXPECT_EQ(woq_matmul(ctx, t, x.data(), WOQ_DTYPE_F32, 1, y.data(), WOQ_DTYPE_F32), WOQ_ERR_UNSUPPORTED);
   EXPECT_NE(std::string(woq_last_error()).find("woq_matmul_buffers"), std::string::npos);
   woq_tensor_destroy(t);
+  woq_qmatrix_destroy(q);
+  woq_context_destroy(ctx);
+}
+
+TEST(Cuda, MemoryAccountingCountsDeviceBytes) {
+  NEED_CUDA(ctx);
+  // Per-channel 4-bit rows of 40 codes: 5 words, padded to 8 (whole 16-byte
+  // chunks, docs/CUDA.md); fp16 scale + u8 zero-point per row; fp32 bias.
+  const uint64_t n = 16, k = 40, expected = n * (8 * 4 + 3 + 4);
+  std::vector<float> w = woq::test::random_weights(n, k, 2), bias = woq::test::random_activations(n, 4);
+  woq_quant_options qo;
+  woq_quant_options_init(&qo);
+  qo.group_size = 0;
+  woq_qmatrix* q = nullptr;
+  ASSERT_EQ(woq_quantize(w.data(), WOQ_DTYPE_F32, n, k, &qo, &q), WOQ_OK) << woq_last_error();
+  woq_tensor* t = nullptr;
+  ASSERT_EQ(woq_tensor_from_qmatrix(ctx, q, bias.data(), &t), WOQ_OK) << woq_last_error();
+  woq_buffer* b = nullptr;
+  ASSERT_EQ(woq_buffer_create(ctx, 4096, &b), WOQ_OK) << woq_last_error();
+  uint64_t in_use = 0, peak = 0;
+  ASSERT_EQ(woq_context_memory(ctx, &in_use, &peak), WOQ_OK);
+  EXPECT_EQ(in_use, expected + 4096);
+  woq_tensor_destroy(t);
+  woq_buffer_destroy(b);
+  ASSERT_EQ(woq_context_memory(ctx, &in_use, &peak), WOQ_OK);
+  EXPECT_EQ(in_use, 0u);
+  EXPECT_EQ(peak, expected + 4096);
   woq_qmatrix_destroy(q);
   woq_context_destroy(ctx);
 }
