@@ -90,9 +90,7 @@ class CpuBackend : public Backend {
       t->bytes = t->packed.bytes() + t->input_scales.size() * sizeof(float);
     } else {
       t->canonical = std::move(matrix);
-      const QuantizedMatrix& c = t->canonical;
-      t->bytes = c.codes.size() * sizeof(uint32_t) + c.scales.size() * sizeof(uint16_t) + c.zeros.size() +
-                 (c.bias.size() + c.input_scales.size()) * sizeof(float);
+      t->bytes = t->canonical.bytes();
     }
     return t;
   }

@@ -42,6 +42,10 @@ struct QuantizedMatrix {
 
   uint64_t groups_per_row() const { return cols / group_size; }
   uint64_t words_per_row() const { return (cols * bits + 31) / 32; }
+  uint64_t bytes() const {
+    return codes.size() * sizeof(uint32_t) + scales.size() * sizeof(uint16_t) + zeros.size() +
+           (bias.size() + input_scales.size()) * sizeof(float);
+  }
   kernels::QuantView view() const {
     return {codes.data(), scales.data(), zeros.data(), bias.empty() ? nullptr : bias.data(),
             rows, cols, bits, group_size, words_per_row(), input_scales.empty() ? nullptr : input_scales.data()};
