@@ -12,25 +12,26 @@ namespace woq::kernels::cuda {
 // Same values as woq_dtype.
 enum class Dtype : int { F32 = 0, F16 = 1, BF16 = 2 };
 
-// A tensor in device memory, in the GPU layout made at upload: row-major
-// codes of 4 or 8 bits (other widths widened to 8-bit fields), field t of a
-// word holding input k + t, each row padded to whole 16-byte chunks (zero
-// codes past cols); per (row, group) an fp16 scale and a u8 zero-point;
-// optional fp32 bias.
+// A tensor in device memory in the fragment layout (layout.h): units of
+// 16 rows x step_cols(field) codes, scales and zero-points group-major over
+// padded rows; optional fp32 bias.
 struct DeviceMatrix {
   uint64_t rows = 0, cols = 0;
-  uint32_t group_size = 0;
-  uint32_t code_bits = 0;  // 4 or 8
-  uint64_t row_words = 0;  // u32 words per row, a multiple of 4
-  const uint32_t* codes = nullptr;
-  const uint16_t* scales = nullptr;  // rows x groups, fp16 bits
-  const uint8_t* zeros = nullptr;    // rows x groups
+  uint32_t group_size = 0;           // a multiple of 32, or cols
+  uint32_t group_shift = 64;         // column >> group_shift is its group; 64: divide instead
+  uint32_t field = 0;                // 4 or 8 bits per code
+  uint64_t slices = 0, steps = 0;    // units per column of slices, per slice
+  const uint32_t* units = nullptr;   // slices x steps units of 512 bytes
+  const uint16_t* scales = nullptr;  // groups x (slices * 16), fp16 bits
+  const uint8_t* zeros = nullptr;    // groups x (slices * 16)
   const float* bias = nullptr;       // rows, or null
 };
 
 // Y[m][n] = sum_k X[m][k] W_hat[n][k] (+ bias[n]), fp32 accumulation; X is
-// m x cols of x_type, Y m x rows of y_type, both device memory. Each row of
-// Y is computed the same way whatever m is. Asynchronous on `stream`.
+// m x cols of x_type, Y m x rows of y_type, both device memory. fp16 / bf16
+// X run on tensor cores (mma.m16n8k16 with the exact integers q - z as B,
+// the group scale applied in fp32), fp32 X on fp32 FMAs. Each row of Y is
+// computed the same way whatever m is. Asynchronous on `stream`.
 cudaError_t matmul(const DeviceMatrix& w, const void* x, Dtype x_type, uint64_t m, void* y, Dtype y_type,
                    cudaStream_t stream);
 

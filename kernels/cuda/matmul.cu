@@ -1,29 +1,41 @@
-// Fused dequantize + matmul on CUDA: a warp per output row streams the row's
-// codes in 16-byte chunks (coalesced: a warp reads 512 contiguous bytes),
-// turns each field into (q - z) in registers, multiplies it with up to
-// kRowsOfX rows of X and accumulates in fp32; the group scale is applied
-// once per 32-bit word. Rows of X beyond kRowsOfX take further passes over
-// the weights. First version, written without a GPU at hand: correctness
-// first (tests/gpu), speed to be measured on one (docs/BENCHMARKS.md).
+// Fused dequantize + matmul on CUDA over the fragment layout (layout.h).
+//
+// A block of kWarps warps owns one slice of 16 output rows; its warps take
+// the slice's units (512 bytes, one 16-byte load per lane) in turn, so the
+// block streams the slice's codes front to back, each warp with its next
+// unit already in flight. A lane turns its codes into pairs of exact
+// integers (q - z) with one shift, one LOP3 and one fused subtract per pair
+// (the code is OR-ed into the mantissa of a 16-bit float whose exponent
+// makes it 1024 + q (fp16) or 128 + q (bf16)), and:
+// - fp16 / bf16 X: feeds them as B to mma.m16n8k16 with X as A, into a
+//   per-group fp32 accumulator that the group's scale then adds into the
+//   result (MT tiles of 16 rows of X share each dequantized B);
+// - fp32 X: multiplies them with X in fp32 FMAs (kSimtRows rows at a time)
+//   and sums the four lanes of a row with shuffles.
+// The warps' sums are added in a fixed order through shared memory, so
+// each row of Y is computed the same way whatever M is. Written without a
+// GPU at hand; tests/gpu checks it, docs/BENCHMARKS.md has what it measured.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
 #include "kernels/cuda/launch.h"
+#include "kernels/cuda/layout.h"
 
 namespace woq::kernels::cuda {
 namespace {
 
-constexpr int kWarpsPerBlock = 8;
-constexpr int kRowsOfX = 8;
+constexpr int kWarps = 8;
+constexpr int kThreads = kWarps * 32;
+constexpr int kSimtRows = 8;
+constexpr unsigned kMaxGridY = 65535;
 
-template <class T>
-__device__ __forceinline__ float to_float(T v);
-template <>
-__device__ __forceinline__ float to_float<float>(float v) { return v; }
-template <>
-__device__ __forceinline__ float to_float<__half>(__half v) { return __half2float(v); }
-template <>
-__device__ __forceinline__ float to_float<__nv_bfloat16>(__nv_bfloat16 v) { return __bfloat162float(v); }
+__device__ __forceinline__ uint4 load_stream(const uint4* p) {
+  uint4 v;  // read-only for the kernel's life: not volatile, the compiler may schedule it early
+  asm("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+               : "l"(p));
+  return v;
+}
 
 __device__ __forceinline__ void store(void* y, Dtype t, uint64_t i, float v) {
   if (t == Dtype::F32) static_cast<float*>(y)[i] = v;
@@ -31,88 +43,414 @@ __device__ __forceinline__ void store(void* y, Dtype t, uint64_t i, float v) {
   else static_cast<__nv_bfloat16*>(y)[i] = __float2bfloat16_rn(v);
 }
 
-// Rows [m0, m0 + mt) of X (mt <= kRowsOfX) times row blockIdx.x * warps +
-// warp of W.
-template <class XT, int BITS>
-__global__ void __launch_bounds__(kWarpsPerBlock * 32)
-    matmul_kernel(DeviceMatrix w, const XT* __restrict__ x, uint64_t m0, int mt, void* y, Dtype y_type) {
-  constexpr int kFields = 32 / BITS;  // codes per word
-  constexpr uint32_t kMask = (1u << BITS) - 1u;
-  const int lane = threadIdx.x % 32;
-  const uint64_t n = uint64_t(blockIdx.x) * kWarpsPerBlock + threadIdx.x / 32;
-  if (n >= w.rows) return;
-  const uint64_t K = w.cols, groups = w.cols / w.group_size;
-  const uint4* row = reinterpret_cast<const uint4*>(w.codes + n * w.row_words);
-  const uint64_t chunks = w.row_words / 4;
-  float acc[kRowsOfX];
-#pragma unroll
-  for (int r = 0; r < kRowsOfX; ++r) acc[r] = 0.0f;
-  for (uint64_t c = lane; c < chunks; c += 32) {
-    const uint4 chunk = __ldg(row + c);
-    const uint32_t words[4] = {chunk.x, chunk.y, chunk.z, chunk.w};
-#pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      const uint64_t k0 = (c * 4 + j) * kFields;
-      if (k0 >= K) break;
-      // A word lies in one group (group sizes are multiples of 8, or K).
-      const uint64_t g = n * groups + k0 / w.group_size;
-      const float s = __half2float(__ushort_as_half(__ldg(w.scales + g)));
-      const float z = float(__ldg(w.zeros + g));
-      float part[kRowsOfX];
-#pragma unroll
-      for (int r = 0; r < kRowsOfX; ++r) part[r] = 0.0f;
-#pragma unroll
-      for (int t = 0; t < kFields; ++t) {
-        const uint64_t k = k0 + t;
-        if (k >= K) break;
-        const float q = float((words[j] >> (BITS * t)) & kMask) - z;  // exact
-#pragma unroll
-        for (int r = 0; r < kRowsOfX; ++r)
-          if (r < mt) part[r] = fmaf(q, to_float(x[(m0 + r) * K + k]), part[r]);
-      }
-#pragma unroll
-      for (int r = 0; r < kRowsOfX; ++r) acc[r] = fmaf(s, part[r], acc[r]);
-    }
+// The 16-bit operand types of the tensor-core path.
+struct F16 {
+  static constexpr uint32_t kMagic = 0x64006400u;  // 1024.0 in both halves
+  static constexpr float kOffset = 1024.0f;
+  // a * 1 - b, exact for the small integers it sees.
+  static __device__ __forceinline__ uint32_t sub(uint32_t a, uint32_t b) {
+    uint32_t d;
+    asm("fma.rn.f16x2 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(0x3C003C00u), "r"(b ^ 0x80008000u));
+    return d;
   }
-#pragma unroll
-  for (int r = 0; r < kRowsOfX; ++r)
-    for (int offset = 16; offset > 0; offset /= 2) acc[r] += __shfl_xor_sync(0xffffffffu, acc[r], offset);
-  if (lane == 0) {
-    const float b = w.bias ? w.bias[n] : 0.0f;
-    for (int r = 0; r < mt; ++r) store(y, y_type, (m0 + r) * w.rows + n, acc[r] + b);
+  static __device__ __forceinline__ uint32_t pair(float lo, float hi) {
+    const __half2 h = __floats2half2_rn(lo, hi);
+    return *reinterpret_cast<const uint32_t*>(&h);
+  }
+  static __device__ __forceinline__ void mma(float (&c)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+    asm(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+        "{%0, %1, %2, %3};"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+  }
+};
+
+struct BF16 {
+  static constexpr uint32_t kMagic = 0x43004300u;  // 128.0 in both halves: exact for q < 128
+  static constexpr float kOffset = 128.0f;
+  static __device__ __forceinline__ uint32_t sub(uint32_t a, uint32_t b) {
+    uint32_t d;
+    asm("fma.rn.bf16x2 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(0x3F803F80u), "r"(b ^ 0x80008000u));
+    return d;
+  }
+  static __device__ __forceinline__ uint32_t pair(float lo, float hi) {
+    const __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
+    return *reinterpret_cast<const uint32_t*>(&h);
+  }
+  static __device__ __forceinline__ void mma(float (&c)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+    asm(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+        "{%0, %1, %2, %3};"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+  }
+};
+
+// The exact integers q - z of register `reg` of tile `tile` in k16 block
+// `block` of a unit's four words (layout.h), as a pair of Op's 16-bit
+// floats; offset_z is the pair (kOffset + z, kOffset + z).
+template <class Op, int FIELD>
+__device__ __forceinline__ uint32_t b_pair(const uint32_t (&words)[4], int block, int tile, int reg,
+                                           uint32_t offset_z, float z) {
+  if constexpr (FIELD == 4) {
+    const uint32_t v = ((words[block] >> (4 * (2 * tile + reg))) & 0x000F000Fu) | Op::kMagic;
+    return Op::sub(v, offset_z);
+  } else if constexpr (Op::kOffset == 1024.0f) {  // fp16 holds 1024 + q exactly for q < 1024
+    const uint32_t v = ((words[2 * block + tile] >> (8 * reg)) & 0x00FF00FFu) | Op::kMagic;
+    return Op::sub(v, offset_z);
+  } else {  // bf16 cannot hold 128 + q for q >= 128: through fp32 (2^23 + q)
+    const uint32_t v = words[2 * block + tile] >> (8 * reg);
+    const float lo = __uint_as_float(0x4B000000u | (v & 0xFFu)) - (8388608.0f + z);
+    const float hi = __uint_as_float(0x4B000000u | ((v >> 16) & 0xFFu)) - (8388608.0f + z);
+    return Op::pair(lo, hi);  // |q - z| <= 255: exact in bf16
   }
 }
 
-template <class XT>
-cudaError_t matmul_typed(const DeviceMatrix& w, const XT* x, uint64_t m, void* y, Dtype y_type, cudaStream_t stream) {
-  const dim3 block(kWarpsPerBlock * 32);
-  const dim3 grid(unsigned((w.rows + kWarpsPerBlock - 1) / kWarpsPerBlock));
-  for (uint64_t m0 = 0; m0 < m; m0 += kRowsOfX) {
-    const int mt = int(m - m0 < kRowsOfX ? m - m0 : kRowsOfX);
-    if (w.code_bits == 4) matmul_kernel<XT, 4><<<grid, block, 0, stream>>>(w, x, m0, mt, y, y_type);
-    else matmul_kernel<XT, 8><<<grid, block, 0, stream>>>(w, x, m0, mt, y, y_type);
+// The 8 columns [k, k + 8) of row `row` of X (k a multiple of 8): one
+// 16-byte load where rows are 16-byte aligned, else element by element;
+// zero past m and K. 16-bit X: four pairs; fp32 X: two float4.
+template <class T>
+struct XRun;
+template <>
+struct XRun<uint16_t> {
+  uint4 v;
+  __device__ __forceinline__ void load(const uint16_t* x, uint64_t row, uint64_t k, uint64_t m, uint64_t K,
+                                       bool vector) {
+    v = make_uint4(0, 0, 0, 0);
+    if (row >= m || k >= K) return;
+    const uint16_t* p = x + row * K + k;
+    if (vector) {
+      v = __ldg(reinterpret_cast<const uint4*>(p));
+      return;
+    }
+    uint32_t w[4];
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const uint32_t lo = k + 2 * i < K ? __ldg(p + 2 * i) : 0u, hi = k + 2 * i + 1 < K ? __ldg(p + 2 * i + 1) : 0u;
+      w[i] = lo | hi << 16;
+    }
+    v = make_uint4(w[0], w[1], w[2], w[3]);
+  }
+  __device__ __forceinline__ uint32_t word(int i) const { return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w; }
+};
+template <>
+struct XRun<float> {
+  float4 lo, hi;
+  __device__ __forceinline__ void load(const float* x, uint64_t row, uint64_t k, uint64_t m, uint64_t K,
+                                       bool vector) {
+    lo = hi = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    if (row >= m || k >= K) return;
+    const float* p = x + row * K + k;
+    if (vector) {
+      lo = __ldg(reinterpret_cast<const float4*>(p));
+      hi = __ldg(reinterpret_cast<const float4*>(p) + 1);
+      return;
+    }
+    float f[8];
+#pragma unroll
+    for (int i = 0; i < 8; ++i) f[i] = k + i < K ? __ldg(p + i) : 0.0f;
+    lo = make_float4(f[0], f[1], f[2], f[3]);
+    hi = make_float4(f[4], f[5], f[6], f[7]);
+  }
+  // Columns 4 q .. 4 q + 3 of the run.
+  __device__ __forceinline__ float4 quad(int q) const { return q == 0 ? lo : hi; }
+};
+
+// Adds the COUNT values per lane of warps 1 .. kWarps - 1 into warp 0's, in
+// warp order; true in warp 0.
+template <int COUNT>
+__device__ __forceinline__ bool reduce_warps(float (&v)[COUNT], float (*shared)[COUNT][32]) {
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  if (warp > 0) {
+#pragma unroll
+    for (int i = 0; i < COUNT; ++i) shared[warp - 1][i][lane] = v[i];
+  }
+  __syncthreads();
+  if (warp > 0) return false;
+  for (int w = 0; w < kWarps - 1; ++w)
+#pragma unroll
+    for (int i = 0; i < COUNT; ++i) v[i] += shared[w][i][lane];
+  return true;
+}
+
+// The slice's units in turn for this warp (steps warp, warp + kWarps, ...),
+// kAhead loads in flight beyond the one being used.
+constexpr int kAhead = 2;
+struct UnitStream {
+  const uint4* lane_units;
+  uint64_t steps;
+  uint4 ahead[kAhead];
+  __device__ __forceinline__ UnitStream(const DeviceMatrix& w, uint64_t first) {
+    lane_units = reinterpret_cast<const uint4*>(w.units) + blockIdx.x * w.steps * 32 + threadIdx.x % 32;
+    steps = w.steps;
+#pragma unroll
+    for (int a = 0; a < kAhead; ++a) {
+      const uint64_t s = first + uint64_t(a) * kWarps;
+      ahead[a] = s < steps ? load_stream(lane_units + s * 32) : make_uint4(0, 0, 0, 0);
+    }
+  }
+  // The unit of `step`, which must follow the previous call's by kWarps.
+  __device__ __forceinline__ void next(uint64_t step, uint32_t (&words)[4]) {
+    words[0] = ahead[0].x;
+    words[1] = ahead[0].y;
+    words[2] = ahead[0].z;
+    words[3] = ahead[0].w;
+#pragma unroll
+    for (int a = 0; a + 1 < kAhead; ++a) ahead[a] = ahead[a + 1];
+    const uint64_t s = step + uint64_t(kAhead) * kWarps;
+    if (s < steps) ahead[kAhead - 1] = load_stream(lane_units + s * 32);
+  }
+};
+
+// The group of columns starting at `span` (a multiple of 32).
+__device__ __forceinline__ uint64_t group_of(const DeviceMatrix& w, uint64_t span) {
+  return w.group_shift < 64 ? span >> w.group_shift : span / w.group_size;
+}
+
+// Zero-points of the lane's two B columns (n0 + 8 tile + g) for `group`.
+template <class Op>
+__device__ __forceinline__ void load_zeros(const DeviceMatrix& w, uint64_t group, uint64_t n, float (&z)[2],
+                                           uint32_t (&offset_z)[2]) {
+  const uint64_t stride = w.slices * kSliceRows;
+#pragma unroll
+  for (int tile = 0; tile < 2; ++tile) {
+    z[tile] = float(__ldg(w.zeros + group * stride + n + 8 * tile));
+    offset_z[tile] = Op::pair(Op::kOffset + z[tile], Op::kOffset + z[tile]);
+  }
+}
+
+// fp16 / bf16 X: rows [m0, m0 + 16 MT) of Y for slice blockIdx.x.
+template <class Op, int FIELD, int MT>
+__global__ void __launch_bounds__(kThreads)
+    mma_kernel(DeviceMatrix w, const uint16_t* __restrict__ x, uint64_t m, uint64_t m_first, void* y, Dtype y_type) {
+  constexpr int kCols = FIELD == 4 ? 64 : 32, kPairs = kCols / 32, kCount = MT * 2 * 4;
+  __shared__ float shared[kWarps - 1][kCount][32];
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+  const uint64_t n0 = uint64_t(blockIdx.x) * kSliceRows, m0 = m_first + uint64_t(blockIdx.y) * 16 * MT;
+  const uint64_t K = w.cols, stride = w.slices * kSliceRows;
+  const bool vector = K % 8 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0;
+
+  float acc[MT][2][4], part[MT][2][4];
+#pragma unroll
+  for (int i = 0; i < MT; ++i)
+#pragma unroll
+    for (int j = 0; j < 2; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[i][j][e] = part[i][j][e] = 0.0f;
+  uint64_t group = ~uint64_t(0);
+  uint32_t offset_z[2] = {0, 0};
+  float z[2] = {0.0f, 0.0f};
+  auto flush = [&]() {  // acc += s * part for the current group, per output column
+#pragma unroll
+    for (int tile = 0; tile < 2; ++tile) {
+      const float2 s =
+          __half22float2(*reinterpret_cast<const __half2*>(w.scales + group * stride + n0 + 8 * tile + 2 * t));
+#pragma unroll
+      for (int i = 0; i < MT; ++i) {
+        acc[i][tile][0] = fmaf(s.x, part[i][tile][0], acc[i][tile][0]);
+        acc[i][tile][1] = fmaf(s.y, part[i][tile][1], acc[i][tile][1]);
+        acc[i][tile][2] = fmaf(s.x, part[i][tile][2], acc[i][tile][2]);
+        acc[i][tile][3] = fmaf(s.y, part[i][tile][3], acc[i][tile][3]);
+#pragma unroll
+        for (int e = 0; e < 4; ++e) part[i][tile][e] = 0.0f;
+      }
+    }
+  };
+
+  UnitStream units(w, warp);
+  for (uint64_t step = warp; step < w.steps; step += kWarps) {
+    uint32_t words[4];
+    units.next(step, words);
+#pragma unroll
+    for (int pair = 0; pair < kPairs; ++pair) {
+      const uint64_t span = step * kCols + 32 * pair;  // blocks 2 pair, 2 pair + 1: one group
+      if (span >= K) break;
+      if (group_of(w, span) != group) {
+        if (group != ~uint64_t(0)) flush();
+        group = group_of(w, span);
+        load_zeros<Op>(w, group, n0 + g, z, offset_z);
+      }
+      XRun<uint16_t> run[MT][2];  // rows g, g + 8 of each tile; columns span + 8 t ..
+#pragma unroll
+      for (int i = 0; i < MT; ++i)
+#pragma unroll
+        for (int half = 0; half < 2; ++half)
+          run[i][half].load(x, m0 + 16 * i + 8 * half + g, span + 8 * t, m, K, vector);
+#pragma unroll
+      for (int q = 0; q < 2; ++q) {
+        const int block = 2 * pair + q;
+        uint32_t b[2][2];
+#pragma unroll
+        for (int tile = 0; tile < 2; ++tile)
+#pragma unroll
+          for (int reg = 0; reg < 2; ++reg)
+            b[tile][reg] = b_pair<Op, FIELD>(words, block, tile, reg, offset_z[tile], z[tile]);
+#pragma unroll
+        for (int i = 0; i < MT; ++i) {
+          const uint32_t a[4] = {run[i][0].word(2 * q), run[i][1].word(2 * q), run[i][0].word(2 * q + 1),
+                                 run[i][1].word(2 * q + 1)};
+          Op::mma(part[i][0], a, b[0]);
+          Op::mma(part[i][1], a, b[1]);
+        }
+      }
+    }
+  }
+  if (group != ~uint64_t(0)) flush();
+
+  float flat[kCount];
+#pragma unroll
+  for (int i = 0; i < kCount; ++i) flat[i] = acc[i / 8][(i / 4) % 2][i % 4];
+  if (!reduce_warps<kCount>(flat, shared)) return;
+#pragma unroll
+  for (int i = 0; i < kCount; ++i) {  // C fragment: rows g, g + 8; columns 2t, 2t + 1
+    const int tile = (i / 4) % 2, e = i % 4;
+    const uint64_t row = m0 + 16 * (i / 8) + g + 8 * (e / 2), n = n0 + 8 * tile + 2 * t + (e % 2);
+    if (row < m && n < w.rows) store(y, y_type, row * w.rows + n, flat[i] + (w.bias ? w.bias[n] : 0.0f));
+  }
+}
+
+// fp32 X: rows [m0, m0 + kSimtRows) of Y for slice blockIdx.x. Lane (g, t)
+// keeps partial sums for outputs n0 + 8 tile + g over its columns.
+template <int FIELD>
+__global__ void __launch_bounds__(kThreads)
+    simt_kernel(DeviceMatrix w, const float* __restrict__ x, uint64_t m, uint64_t m_first, void* y, Dtype y_type) {
+  constexpr int kCols = FIELD == 4 ? 64 : 32, kPairs = kCols / 32, kCount = kSimtRows * 2;
+  __shared__ float shared[kWarps - 1][kCount][32];
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+  const uint64_t n0 = uint64_t(blockIdx.x) * kSliceRows, m0 = m_first + uint64_t(blockIdx.y) * kSimtRows;
+  const int rows = int(m - m0 < kSimtRows ? m - m0 : kSimtRows);
+  const uint64_t K = w.cols, stride = w.slices * kSliceRows;
+  const bool vector = K % 8 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0;
+
+  float acc[kSimtRows][2], part[kSimtRows][2];
+#pragma unroll
+  for (int r = 0; r < kSimtRows; ++r) acc[r][0] = acc[r][1] = part[r][0] = part[r][1] = 0.0f;
+  uint64_t group = ~uint64_t(0);
+  uint32_t offset_z[2] = {0, 0};
+  float z[2] = {0.0f, 0.0f};
+  auto flush = [&]() {
+#pragma unroll
+    for (int tile = 0; tile < 2; ++tile) {
+      const float s = __half2float(__ushort_as_half(__ldg(w.scales + group * stride + n0 + 8 * tile + g)));
+#pragma unroll
+      for (int r = 0; r < kSimtRows; ++r) {
+        acc[r][tile] = fmaf(s, part[r][tile], acc[r][tile]);
+        part[r][tile] = 0.0f;
+      }
+    }
+  };
+
+  UnitStream units(w, warp);
+  for (uint64_t step = warp; step < w.steps; step += kWarps) {
+    uint32_t words[4];
+    units.next(step, words);
+#pragma unroll
+    for (int pair = 0; pair < kPairs; ++pair) {
+      const uint64_t span = step * kCols + 32 * pair;
+      if (span >= K) break;
+      if (group_of(w, span) != group) {
+        if (group != ~uint64_t(0)) flush();
+        group = group_of(w, span);
+        load_zeros<F16>(w, group, n0 + g, z, offset_z);
+      }
+      float2 dq[2][2][2];  // [block q][tile][reg]: (q - z) at columns 4 q + 2 reg (+1) of the run: exact
+#pragma unroll
+      for (int q = 0; q < 2; ++q)
+#pragma unroll
+        for (int tile = 0; tile < 2; ++tile)
+#pragma unroll
+          for (int reg = 0; reg < 2; ++reg) {
+            const uint32_t h = b_pair<F16, FIELD>(words, 2 * pair + q, tile, reg, offset_z[tile], z[tile]);
+            dq[q][tile][reg] = __half22float2(*reinterpret_cast<const __half2*>(&h));
+          }
+#pragma unroll
+      for (int r = 0; r < kSimtRows; ++r) {
+        if (r >= rows) break;
+        XRun<float> run;
+        run.load(x, m0 + r, span + 8 * t, m, K, vector);
+#pragma unroll
+        for (int tile = 0; tile < 2; ++tile) {
+          float p = part[r][tile];
+#pragma unroll
+          for (int q = 0; q < 2; ++q) {
+            const float4 v = run.quad(q);
+            p = fmaf(dq[q][tile][0].x, v.x, p);
+            p = fmaf(dq[q][tile][0].y, v.y, p);
+            p = fmaf(dq[q][tile][1].x, v.z, p);
+            p = fmaf(dq[q][tile][1].y, v.w, p);
+          }
+          part[r][tile] = p;
+        }
+      }
+    }
+  }
+  if (group != ~uint64_t(0)) flush();
+
+  float flat[kCount];
+#pragma unroll
+  for (int r = 0; r < kSimtRows; ++r)
+#pragma unroll
+    for (int tile = 0; tile < 2; ++tile) {
+      float v = acc[r][tile];
+      v += __shfl_xor_sync(0xffffffffu, v, 1);
+      v += __shfl_xor_sync(0xffffffffu, v, 2);
+      flat[r * 2 + tile] = v;
+    }
+  if (!reduce_warps<kCount>(flat, shared) || t != 0) return;
+  for (int r = 0; r < rows; ++r)
+#pragma unroll
+    for (int tile = 0; tile < 2; ++tile) {
+      const uint64_t n = n0 + 8 * tile + g;
+      if (n < w.rows) store(y, y_type, (m0 + r) * w.rows + n, flat[r * 2 + tile] + (w.bias ? w.bias[n] : 0.0f));
+    }
+}
+
+// Launches `kernel` over every slice and the row blocks of `rows_per_block`
+// rows of X, in launches of at most kMaxGridY row blocks.
+template <class Kernel, class XT>
+cudaError_t launch_rows(Kernel kernel, uint64_t rows_per_block, const DeviceMatrix& w, const XT* x, uint64_t m,
+                        void* y, Dtype y_type, cudaStream_t stream) {
+  const uint64_t row_blocks = (m + rows_per_block - 1) / rows_per_block;
+  for (uint64_t first = 0; first < row_blocks; first += kMaxGridY) {
+    const uint64_t count = row_blocks - first < kMaxGridY ? row_blocks - first : kMaxGridY;
+    kernel<<<dim3(unsigned(w.slices), unsigned(count)), kThreads, 0, stream>>>(w, x, m, first * rows_per_block, y,
+                                                                               y_type);
     const cudaError_t e = cudaGetLastError();
     if (e != cudaSuccess) return e;
   }
   return cudaSuccess;
 }
 
+template <class Op>
+cudaError_t matmul_16bit(const DeviceMatrix& w, const void* x, uint64_t m, void* y, Dtype y_type,
+                         cudaStream_t stream) {
+  const auto* xt = static_cast<const uint16_t*>(x);
+  // One 16-row tile per block up to M = 16 (GEMV-like: the weights are the
+  // traffic); two beyond, so each dequantized B feeds two mma.
+  if (m <= 16)
+    return w.field == 4 ? launch_rows(mma_kernel<Op, 4, 1>, 16, w, xt, m, y, y_type, stream)
+                        : launch_rows(mma_kernel<Op, 8, 1>, 16, w, xt, m, y, y_type, stream);
+  return w.field == 4 ? launch_rows(mma_kernel<Op, 4, 2>, 32, w, xt, m, y, y_type, stream)
+                      : launch_rows(mma_kernel<Op, 8, 2>, 32, w, xt, m, y, y_type, stream);
+}
+
 template <class XT>
 __global__ void scale_inputs_kernel(const XT* __restrict__ x, uint64_t total, uint64_t k, const float* scales,
                                     float* out) {
   for (uint64_t i = uint64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += uint64_t(gridDim.x) * blockDim.x)
-    out[i] = to_float(x[i]) * scales[i % k];
+    out[i] = float(x[i]) * scales[i % k];
 }
 
 __global__ void dequantize_kernel(DeviceMatrix w, float* out) {
-  const uint64_t total = w.rows * w.cols, groups = w.cols / w.group_size;
-  const int fields = 32 / int(w.code_bits);
-  const uint32_t mask = (1u << w.code_bits) - 1u;
+  const uint64_t total = w.rows * w.cols, stride = w.slices * kSliceRows;
+  const uint32_t width = step_cols(w.field), mask = (1u << w.field) - 1u;
   for (uint64_t i = uint64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += uint64_t(gridDim.x) * blockDim.x) {
     const uint64_t n = i / w.cols, k = i % w.cols;
-    const uint32_t word = w.codes[n * w.row_words + k / fields];
-    const float q = float((word >> (w.code_bits * (k % fields))) & mask);
-    const uint64_t g = n * groups + k / w.group_size;
+    const CodePlace p = code_place(w.field, uint32_t(n % kSliceRows), uint32_t(k % width));
+    const uint32_t word = w.units[((n / kSliceRows) * w.steps + k / width) * kUnitWords + p.word];
+    const float q = float((word >> p.shift) & mask);
+    const uint64_t g = (k / w.group_size) * stride + n;
     const float s = __half2float(__ushort_as_half(w.scales[g]));
     out[i] = s * (q - float(w.zeros[g]));  // as the CPU reference: exact product
   }
@@ -128,9 +466,13 @@ unsigned grid_for(uint64_t total, unsigned block) {
 cudaError_t matmul(const DeviceMatrix& w, const void* x, Dtype x_type, uint64_t m, void* y, Dtype y_type,
                    cudaStream_t stream) {
   switch (x_type) {
-    case Dtype::F32: return matmul_typed(w, static_cast<const float*>(x), m, y, y_type, stream);
-    case Dtype::F16: return matmul_typed(w, static_cast<const __half*>(x), m, y, y_type, stream);
-    case Dtype::BF16: return matmul_typed(w, static_cast<const __nv_bfloat16*>(x), m, y, y_type, stream);
+    case Dtype::F32: {
+      const auto* xf = static_cast<const float*>(x);
+      return w.field == 4 ? launch_rows(simt_kernel<4>, kSimtRows, w, xf, m, y, y_type, stream)
+                          : launch_rows(simt_kernel<8>, kSimtRows, w, xf, m, y, y_type, stream);
+    }
+    case Dtype::F16: return matmul_16bit<F16>(w, x, m, y, y_type, stream);
+    case Dtype::BF16: return matmul_16bit<BF16>(w, x, m, y, y_type, stream);
   }
   return cudaErrorInvalidValue;
 }

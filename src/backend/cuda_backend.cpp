@@ -14,6 +14,7 @@
 #include "kernels/cpu/numeric.h"
 #include "kernels/cpu/reference.h"
 #include "kernels/cuda/launch.h"
+#include "kernels/cuda/layout.h"
 #include "runtime/error.h"
 
 namespace woq {
@@ -145,33 +146,27 @@ class CudaBackend : public Backend {
     t->cols = matrix.cols;
     t->group_size = matrix.group_size;
     const kernels::QuantView v = matrix.view();
-    // GPU layout (kernels/cuda/launch.h): 4- and 8-bit rows as stored, other
-    // widths widened to 8-bit fields; rows padded to 16-byte chunks.
-    const uint32_t code_bits = v.bits == 4 ? 4 : 8;
-    const uint64_t fields = 32 / code_bits;
-    const uint64_t row_words = ((v.cols + fields - 1) / fields + 3) / 4 * 4;
-    std::vector<uint32_t> codes(v.rows * row_words, 0);
-    for (uint64_t n = 0; n < v.rows; ++n) {
-      const uint32_t* src = v.codes + n * v.words_per_row;
-      uint32_t* dst = codes.data() + n * row_words;
-      if (v.bits == code_bits) {
-        std::copy(src, src + v.words_per_row, dst);
-      } else {
-        for (uint64_t k = 0; k < v.cols; ++k)
-          dst[k / fields] |= kernels::unpack_code(src, k, v.bits) << (code_bits * (k % fields));
-      }
-    }
-    t->codes = upload_vector(codes, stream_, "upload of codes");
-    t->scales = upload_vector(matrix.scales, stream_, "upload of scales");
-    t->zeros = upload_vector(matrix.zeros, stream_, "upload of zero-points");
+    if (v.group_size % 32 != 0 && v.group_size != v.cols)
+      fail(Status::Unsupported, "the CUDA backend needs groups of a multiple of 32 inputs or one group per row; "
+                                "this tensor has groups of " + std::to_string(v.group_size) + " (cols " +
+                                std::to_string(v.cols) + ")");
+    // GPU layout: kernels/cuda/layout.h (codes widened to 4- or 8-bit fields,
+    // repacked into mma fragments; scales and zero-points group-major).
+    const cu::FragmentMatrix f = cu::repack_fragments(v.codes, v.words_per_row, v.scales, v.zeros, v.rows, v.cols,
+                                                      v.bits, v.group_size);
+    t->codes = upload_vector(f.units, stream_, "upload of codes");
+    t->scales = upload_vector(f.scales, stream_, "upload of scales");
+    t->zeros = upload_vector(f.zeros, stream_, "upload of zero-points");
     if (!matrix.bias.empty()) t->bias = upload_vector(matrix.bias, stream_, "upload of bias");
     if (!matrix.input_scales.empty()) t->input_scales = upload_vector(matrix.input_scales, stream_, "upload of input scales");
     t->view.rows = v.rows;
     t->view.cols = v.cols;
     t->view.group_size = v.group_size;
-    t->view.code_bits = code_bits;
-    t->view.row_words = row_words;
-    t->view.codes = static_cast<const uint32_t*>(t->codes.get());
+    t->view.group_shift = f.shape.group_shift;
+    t->view.field = f.shape.field;
+    t->view.slices = f.shape.slices;
+    t->view.steps = f.shape.steps;
+    t->view.units = static_cast<const uint32_t*>(t->codes.get());
     t->view.scales = static_cast<const uint16_t*>(t->scales.get());
     t->view.zeros = static_cast<const uint8_t*>(t->zeros.get());
     t->view.bias = matrix.bias.empty() ? nullptr : static_cast<const float*>(t->bias.get());
