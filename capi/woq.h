@@ -145,6 +145,11 @@ typedef struct woq_context_options {
   woq_backend backend;  /* default WOQ_BACKEND_CPU */
   int32_t threads;      /* threads, the caller's included; 0 = one per online CPU (default) */
   int32_t device_index; /* GPU ordinal for WOQ_BACKEND_CUDA; default 0 */
+  /* WOQ_BACKEND_CUDA only: a cudaStream_t of device_index on which the
+   * context queues all its work (cudaStreamLegacy and cudaStreamPerThread
+   * work too). The caller keeps it alive until woq_context_destroy returns.
+   * NULL (default): the context creates and owns a non-blocking stream. */
+  void* cuda_stream;
 } woq_context_options;
 
 /** Fill *options with defaults (sets struct_size). Thread-safe. */
@@ -524,9 +529,12 @@ WOQ_API woq_status woq_tensor_group(woq_context* context, const woq_tensor* tens
 
 /**
  * Y[M, N] = X[M, K] . W_hat^T (+ bias), fp32 accumulation. x and y are
- * row-major, host memory for CPU contexts; they must not overlap. M >= 1.
- * The tensor must come from the same context. Thread-safe: a tensor may be
- * used by many threads at once (each with its own y).
+ * row-major and must not overlap: host memory for CPU contexts; device (or
+ * managed) memory of the context's GPU for CUDA contexts, where the call is
+ * asynchronous as woq_matmul_buffers is (host memory is refused with
+ * WOQ_ERR_INVALID_ARGUMENT). M >= 1. The tensor must come from the same
+ * context. Thread-safe: a tensor may be used by many threads at once (each
+ * with its own y).
  * @return WOQ_ERR_SHAPE / WOQ_ERR_INVALID_ARGUMENT on misuse.
  */
 WOQ_API woq_status woq_matmul(woq_context* context, const woq_tensor* tensor,

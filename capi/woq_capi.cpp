@@ -268,8 +268,11 @@ WOQ_API woq_status woq_context_create(const woq_context_options* options, woq_co
     if (o.threads < 0 || o.threads > 4096)
       fail(Status::InvalidArgument, "options->threads = " + std::to_string(o.threads) + " is not in 0..4096");
     if (o.device_index < 0) fail(Status::InvalidArgument, "options->device_index is negative");
+    if (o.cuda_stream && o.backend != WOQ_BACKEND_CUDA)
+      fail(Status::InvalidArgument, "options->cuda_stream is set, but it applies to WOQ_BACKEND_CUDA only");
     auto c = std::make_unique<woq_context>();
-    c->impl = std::make_unique<woq::Context>(static_cast<woq::BackendKind>(o.backend), o.threads, o.device_index);
+    c->impl = std::make_unique<woq::Context>(static_cast<woq::BackendKind>(o.backend), o.threads, o.device_index,
+                                             o.cuda_stream);
     *out_context = c.release();
   });
 }
@@ -699,10 +702,8 @@ WOQ_API woq_status woq_matmul(woq_context* context, const woq_tensor* tensor, co
     need_handle(tensor, kTensorTag, "tensor");
     need(x, "x");
     need(y, "y");
-    if (context->impl->kind() == woq::BackendKind::Cuda)
-      fail(Status::Unsupported, "woq_matmul with host pointers on a CUDA context: use woq_matmul_buffers");
     woq::checked_matmul(*context->impl, *tensor->impl, x, need_dtype(x_dtype, "x_dtype"), m, y,
-                        need_dtype(y_dtype, "y_dtype"));
+                        need_dtype(y_dtype, "y_dtype"), /*caller_memory=*/true);
   });
 }
 
@@ -825,7 +826,8 @@ WOQ_API woq_status woq_matmul_buffers(woq_context* context, const woq_tensor* te
     if (y_buffer->impl->impl().size() < y_need)
       fail(Status::Shape, "y_buffer holds " + std::to_string(y_buffer->impl->impl().size()) + " bytes; Y[" +
                               std::to_string(m) + ", " + std::to_string(t.rows()) + "] needs " + std::to_string(y_need));
-    woq::checked_matmul(*context->impl, t, x_buffer->impl->impl().data(), xt, m, y_buffer->impl->impl().data(), yt);
+    woq::checked_matmul(*context->impl, t, x_buffer->impl->impl().data(), xt, m, y_buffer->impl->impl().data(), yt,
+                        /*caller_memory=*/false);
   });
 }
 

@@ -55,12 +55,16 @@ class Backend {
   virtual bool bias(const BackendTensor& w, float* out) = 0;
   // Waits for queued work (asynchronous backends); throws its first failure.
   virtual void synchronize() {}
+  // Throws Error(InvalidArgument) unless the kernels can read x and write y
+  // where a caller of woq_matmul passed them (CPU: any host memory).
+  virtual void check_caller_memory(const void* /*x*/, const void* /*y*/) {}
 };
 
 // The scalar oracle (single-threaded) or the multithreaded CPU backend.
 std::unique_ptr<Backend> make_cpu_backend(BackendKind kind, ThreadPool& pool);
-// GPU `device_index` (builds with WOQ_HAVE_CUDA only); throws
+// GPU `device_index` (builds with WOQ_HAVE_CUDA only), on `stream` (a
+// cudaStream_t the caller owns) or, when null, a stream of its own; throws
 // Error(Unsupported) when no CUDA device is usable.
-std::unique_ptr<Backend> make_cuda_backend(int device_index);
+std::unique_ptr<Backend> make_cuda_backend(int device_index, void* stream);
 
 }  // namespace woq

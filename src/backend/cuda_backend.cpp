@@ -113,7 +113,7 @@ class CudaBuffer : public BackendBuffer {
 
 class CudaBackend : public Backend {
  public:
-  explicit CudaBackend(int device) : device_(device) {
+  CudaBackend(int device, cudaStream_t host_stream) : device_(device), owns_stream_(!host_stream) {
     int count = 0;
     const cudaError_t e = cudaGetDeviceCount(&count);
     if (e != cudaSuccess || count == 0)
@@ -129,9 +129,11 @@ class CudaBackend : public Backend {
     cudaDeviceProp prop{};
     check(cudaGetDeviceProperties(&prop, device_), "cudaGetDeviceProperties");
     name_ = "cuda-sm" + std::to_string(prop.major) + std::to_string(prop.minor);
-    check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "stream creation");
+    if (owns_stream_) check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "stream creation");
+    else stream_ = host_stream;
   }
   ~CudaBackend() override {
+    if (!owns_stream_) return;
     cudaSetDevice(device_);
     cudaStreamDestroy(stream_);
   }
@@ -202,6 +204,22 @@ class CudaBackend : public Backend {
     check(launched, "matmul kernel launch");
   }
 
+  void check_caller_memory(const void* x, const void* y) override {
+    for (const auto& [name, p] : {std::pair<const char*, const void*>{"x", x}, {"y", y}}) {
+      cudaPointerAttributes a{};
+      const cudaError_t e = cudaPointerGetAttributes(&a, p);
+      const bool device = e == cudaSuccess &&
+                          (a.type == cudaMemoryTypeDevice || a.type == cudaMemoryTypeManaged) && a.device == device_;
+      if (e != cudaSuccess) cudaGetLastError();  // clear the sticky-free error state of this thread
+      if (!device)
+        fail(Status::InvalidArgument,
+             std::string(name) + " is not device memory of CUDA device " + std::to_string(device_) +
+                 (e == cudaSuccess && a.type == cudaMemoryTypeDevice ? " (it belongs to device " + std::to_string(a.device) + ")"
+                                                                     : " (host or unknown memory)") +
+                 ": on a CUDA context woq_matmul takes device pointers; or use woq_buffer_create + woq_matmul_buffers");
+    }
+  }
+
   void synchronize() override {
     check(cudaSetDevice(device_), "cudaSetDevice");
     check(cudaStreamSynchronize(stream_), "queued work");
@@ -240,12 +258,15 @@ class CudaBackend : public Backend {
 
  private:
   int device_;
+  bool owns_stream_;
   std::string name_;
   cudaStream_t stream_ = nullptr;
 };
 
 }  // namespace
 
-std::unique_ptr<Backend> make_cuda_backend(int device_index) { return std::make_unique<CudaBackend>(device_index); }
+std::unique_ptr<Backend> make_cuda_backend(int device_index, void* stream) {
+  return std::make_unique<CudaBackend>(device_index, static_cast<cudaStream_t>(stream));
+}
 
 }  // namespace woq

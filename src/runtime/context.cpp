@@ -4,7 +4,7 @@
 
 namespace woq {
 
-Context::Context(BackendKind kind, int threads, int device_index)
+Context::Context(BackendKind kind, int threads, int device_index, void* cuda_stream)
     : pool_(kind == BackendKind::CpuReference ? 1 : (threads > 0 ? threads : hardware_threads())) {
   switch (kind) {
     case BackendKind::CpuReference:
@@ -13,8 +13,9 @@ Context::Context(BackendKind kind, int threads, int device_index)
       break;
     case BackendKind::Cuda:
 #if defined(WOQ_HAVE_CUDA)
-      backend_ = make_cuda_backend(device_index);
+      backend_ = make_cuda_backend(device_index, cuda_stream);
 #else
+      (void)cuda_stream;
       fail(Status::Unsupported, "the CUDA backend is not part of this build of libwoq (device " +
                                     std::to_string(device_index) + " requested); use WOQ_BACKEND_CPU");
 #endif
@@ -86,7 +87,8 @@ QuantizedMatrix read_quantized(const format::Reader& file, const format::TensorR
   return m;
 }
 
-void checked_matmul(Context& ctx, const Tensor& w, const void* x, DType x_dtype, uint64_t m, void* y, DType y_dtype) {
+void checked_matmul(Context& ctx, const Tensor& w, const void* x, DType x_dtype, uint64_t m, void* y, DType y_dtype,
+                    bool caller_memory) {
   if (w.owner() != &ctx) fail(Status::InvalidArgument, "tensor was loaded into a different context");
   if (m == 0) fail(Status::Shape, "m = 0: X needs at least one row");
   uint64_t x_bytes, y_bytes;
@@ -96,6 +98,7 @@ void checked_matmul(Context& ctx, const Tensor& w, const void* x, DType x_dtype,
   const auto* xb = static_cast<const uint8_t*>(x);
   const auto* yb = static_cast<const uint8_t*>(y);
   if (xb < yb + y_bytes && yb < xb + x_bytes) fail(Status::InvalidArgument, "x and y overlap");
+  if (caller_memory) ctx.backend().check_caller_memory(x, y);
   ctx.backend().matmul(w.impl(), x, x_dtype, m, y, y_dtype);
 }
 

@@ -44,9 +44,10 @@ class MemoryCharge {
 
 class Context {
  public:
-  // threads <= 0 picks one per online CPU. Throws Error(Unsupported) for a
-  // backend this build lacks.
-  Context(BackendKind kind, int threads, int device_index);
+  // threads <= 0 picks one per online CPU; cuda_stream: a host-supplied
+  // cudaStream_t for the CUDA backend, or null. Throws Error(Unsupported)
+  // for a backend this build lacks.
+  Context(BackendKind kind, int threads, int device_index, void* cuda_stream = nullptr);
 
   BackendKind kind() const { return backend_->kind(); }
   int threads() const { return pool_.threads(); }
@@ -94,8 +95,11 @@ class Buffer {
 QuantizedMatrix read_quantized(const format::Reader& file, const format::TensorRecord& record, uint64_t row_begin,
                                uint64_t row_end, const format::ParallelFor& parallel);
 
-// Y = X . W_hat^T with every shape and dtype checked first.
-void checked_matmul(Context& ctx, const Tensor& w, const void* x, DType x_dtype, uint64_t m, void* y, DType y_dtype);
+// Y = X . W_hat^T with every shape and dtype checked first; caller_memory:
+// x and y come from the caller (woq_matmul), not from woq_buffers, so the
+// backend checks they are memory its kernels can use.
+void checked_matmul(Context& ctx, const Tensor& w, const void* x, DType x_dtype, uint64_t m, void* y, DType y_dtype,
+                    bool caller_memory);
 
 // Maps a fileformat error onto the core's Error.
 [[noreturn]] void rethrow_format_error(const format::Error& e);

@@ -78,7 +78,7 @@ def main():
         w_hat = ref.dequantize(codes, scales, zeros, group)
         x = r.standard_normal((m, k)).astype(np.float32)
         bias = r.standard_normal(n).astype(np.float32)
-        y = x.astype(np.float64) @ w_hat.T + bias.astype(np.float64)
+        y = ref.matmul_exact(x, w_hat, bias)
         tensors[name + ".w"] = ("BF16" if dtype == "BF16" else dtype, stored)
         tensors[name + ".codes"] = ("U8", codes)
         tensors[name + ".packed"] = ("U32", ref.pack(codes, bits))

@@ -159,6 +159,20 @@ def dequantize(codes, scales, zeros, group):
     return s * (codes.astype(np.float64) - z)
 
 
+def matmul_exact(x, w_hat, bias):
+    """Y = X W_hat^T + bias in float64, each element the correctly rounded sum
+    (math.fsum) of exact products: an fp32 x times an fp16 s (q - z) fits in
+    53 bits. The same bytes on every machine, which a BLAS-backed `@` (its
+    kernel and summation order chosen per CPU) does not give."""
+    x64, b = x.astype(np.float64), bias.astype(np.float64)
+    y = np.empty((x.shape[0], w_hat.shape[0]))
+    for i in range(x.shape[0]):
+        products = x64[i][None, :] * w_hat  # elementwise, exact
+        for j in range(w_hat.shape[0]):
+            y[i, j] = math.fsum(list(products[j]) + [b[j]])
+    return y
+
+
 def pack(codes, bits):
     """SPEC 5.1: each row a little-endian bitstream in u32 words."""
     n, k = codes.shape

@@ -13,6 +13,10 @@
 #include <string>
 #include <vector>
 
+#if defined(WOQ_TEST_CUDART)
+#include <cuda_runtime_api.h>
+#endif
+
 #include "../unit/test_util.h"
 #include "kernels/cpu/numeric.h"
 
@@ -164,7 +168,7 @@ TEST(Cuda, HostPointersAreRefused) {
   ASSERT_EQ(woq_quantize(w.data(), WOQ_DTYPE_F32, 16, 128, nullptr, &q), WOQ_OK) << woq_last_error();
   woq_tensor* t = nullptr;
   ASSERT_EQ(woq_tensor_from_qmatrix(ctx, q, nullptr, &t), WOQ_OK);
-  EXPECT_EQ(woq_matmul(ctx, t, x.data(), WOQ_DTYPE_F32, 1, y.data(), WOQ_DTYPE_F32), WOQ_ERR_UNSUPPORTED);
+  EXPECT_EQ(woq_matmul(ctx, t, x.data(), WOQ_DTYPE_F32, 1, y.data(), WOQ_DTYPE_F32), WOQ_ERR_INVALID_ARGUMENT);
   EXPECT_NE(std::string(woq_last_error()).find("woq_matmul_buffers"), std::string::npos);
   woq_tensor_destroy(t);
   woq_qmatrix_destroy(q);
@@ -198,3 +202,55 @@ TEST(Cuda, MemoryAccountingCountsDeviceBytes) {
   woq_qmatrix_destroy(q);
   woq_context_destroy(ctx);
 }
+
+#if defined(WOQ_TEST_CUDART)
+// woq_matmul on device pointers, queued on a stream the host owns: the same
+// bits as through woq_buffers, and only after that stream is synchronized.
+TEST(Cuda, DevicePointersOnAHostStream) {
+  NEED_CUDA(probe);
+  woq_context_destroy(probe);
+  cudaStream_t stream = nullptr;
+  ASSERT_EQ(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), cudaSuccess);
+  woq_context_options o;
+  woq_context_options_init(&o);
+  o.backend = WOQ_BACKEND_CUDA;
+  o.cuda_stream = stream;
+  woq_context* ctx = nullptr;
+  ASSERT_EQ(woq_context_create(&o, &ctx), WOQ_OK) << woq_last_error();
+
+  const uint64_t n = 200, k = 256, m = 3;
+  std::vector<float> w = woq::test::random_weights(n, k, 5);
+  woq_qmatrix* q = nullptr;
+  ASSERT_EQ(woq_quantize(w.data(), WOQ_DTYPE_F32, n, k, nullptr, &q), WOQ_OK) << woq_last_error();
+  woq_tensor* t = nullptr;
+  ASSERT_EQ(woq_tensor_from_qmatrix(ctx, q, nullptr, &t), WOQ_OK) << woq_last_error();
+  std::vector<float> exact;
+  const std::vector<uint16_t> x = to_16bit(woq::test::random_activations(m * k, 6), WOQ_DTYPE_F16, exact);
+
+  void *dx = nullptr, *dy = nullptr;
+  ASSERT_EQ(cudaMalloc(&dx, x.size() * 2), cudaSuccess);
+  ASSERT_EQ(cudaMalloc(&dy, m * n * 4), cudaSuccess);
+  ASSERT_EQ(cudaMemcpy(dx, x.data(), x.size() * 2, cudaMemcpyHostToDevice), cudaSuccess);
+  ASSERT_EQ(cudaMemset(dy, 0xff, m * n * 4), cudaSuccess);  // poison
+  ASSERT_EQ(woq_matmul(ctx, t, dx, WOQ_DTYPE_F16, m, dy, WOQ_DTYPE_F32), WOQ_OK) << woq_last_error();
+  ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+  std::vector<float> y(m * n);
+  ASSERT_EQ(cudaMemcpy(y.data(), dy, y.size() * 4, cudaMemcpyDeviceToHost), cudaSuccess);
+
+  std::vector<float> w_ref(n * k);
+  ASSERT_EQ(woq_dequantize(ctx, t, w_ref.data(), WOQ_DTYPE_F32, w_ref.size() * 4), WOQ_OK);
+  EXPECT_LT(woq::test::rel_error(y, woq::test::matmul_f64(exact, w_ref, nullptr, m, n, k)), 1e-4);
+  EXPECT_EQ(y, gpu_matmul(ctx, t, x.data(), x.size() * 2, WOQ_DTYPE_F16, m, n));
+
+  std::vector<float> host_y(m * n);  // a host pointer among device ones is refused by name
+  EXPECT_EQ(woq_matmul(ctx, t, dx, WOQ_DTYPE_F16, m, host_y.data(), WOQ_DTYPE_F32), WOQ_ERR_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(woq_last_error()).find("y is not device memory"), std::string::npos) << woq_last_error();
+
+  cudaFree(dx);
+  cudaFree(dy);
+  woq_tensor_destroy(t);
+  woq_qmatrix_destroy(q);
+  woq_context_destroy(ctx);
+  EXPECT_EQ(cudaStreamDestroy(stream), cudaSuccess);  // still the caller's after the context is gone
+}
+#endif

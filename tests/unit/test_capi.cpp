@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <woq.h>
 
+#include <cstddef>
 #include <cstring>
 #include <thread>
 
@@ -217,6 +218,19 @@ TEST(CApi, OptionsAreSizePrefixed) {
   woq_context_options_init(&o);
   o.backend = static_cast<woq_backend>(42);
   EXPECT_EQ(woq_context_create(&o, &ctx), WOQ_ERR_INVALID_ARGUMENT);
+  woq_context_options_init(&o);
+  int not_a_stream = 0;
+  o.cuda_stream = &not_a_stream;  // a stream is for CUDA contexts only
+  ctx = nullptr;
+  EXPECT_EQ(woq_context_create(&o, &ctx), WOQ_ERR_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(woq_last_error()).find("cuda_stream"), std::string::npos);
+  EXPECT_EQ(ctx, nullptr);
+  // A caller built against the header before cuda_stream existed.
+  woq_context_options_init(&o);
+  o.struct_size = offsetof(woq_context_options, cuda_stream);
+  o.cuda_stream = &not_a_stream;  // past its struct_size: never read
+  ASSERT_EQ(woq_context_create(&o, &ctx), WOQ_OK) << woq_last_error();
+  woq_context_destroy(ctx);
   woq_quant_options q;
   woq_quant_options_init(&q);
   EXPECT_EQ(q.bits, 4u);

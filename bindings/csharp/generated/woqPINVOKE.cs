@@ -48,6 +48,12 @@ class woqPINVOKE {
   [global::System.Runtime.InteropServices.DllImport("woq_csharp", EntryPoint="CSharp_WoqfNative_woq_context_options_device_index_get___")]
   public static extern int woq_context_options_device_index_get(global::System.Runtime.InteropServices.HandleRef jarg1);
 
+  [global::System.Runtime.InteropServices.DllImport("woq_csharp", EntryPoint="CSharp_WoqfNative_woq_context_options_cuda_stream_set___")]
+  public static extern void woq_context_options_cuda_stream_set(global::System.Runtime.InteropServices.HandleRef jarg1, global::System.IntPtr jarg2);
+
+  [global::System.Runtime.InteropServices.DllImport("woq_csharp", EntryPoint="CSharp_WoqfNative_woq_context_options_cuda_stream_get___")]
+  public static extern global::System.IntPtr woq_context_options_cuda_stream_get(global::System.Runtime.InteropServices.HandleRef jarg1);
+
   [global::System.Runtime.InteropServices.DllImport("woq_csharp", EntryPoint="CSharp_WoqfNative_new_woq_context_options___")]
   public static extern global::System.IntPtr new_woq_context_options();
 

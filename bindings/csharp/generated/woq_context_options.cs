@@ -97,6 +97,12 @@ public class woq_context_options : global::System.IDisposable {
     } 
   }
 
+  public global::System.IntPtr cuda_stream {
+    set {
+      woqPINVOKE.woq_context_options_cuda_stream_set(swigCPtr, value);
+    }  get { global::System.IntPtr ret = woqPINVOKE.woq_context_options_cuda_stream_get(swigCPtr); return ret; } 
+  }
+
   public woq_context_options() : this(woqPINVOKE.new_woq_context_options(), true) {
   }
 

@@ -292,6 +292,28 @@ SWIGEXPORT int SWIGSTDCALL CSharp_WoqfNative_woq_context_options_device_index_ge
 }
 
 
+SWIGEXPORT void SWIGSTDCALL CSharp_WoqfNative_woq_context_options_cuda_stream_set___(void * jarg1, void* jarg2) {
+  struct woq_context_options *arg1 = (struct woq_context_options *) 0 ;
+  void *arg2 = (void *) 0 ;
+  
+  arg1 = (struct woq_context_options *)jarg1; 
+  arg2 = (void *)jarg2; 
+  if (arg1) (arg1)->cuda_stream = arg2;
+}
+
+
+SWIGEXPORT void* SWIGSTDCALL CSharp_WoqfNative_woq_context_options_cuda_stream_get___(void * jarg1) {
+  void* jresult ;
+  struct woq_context_options *arg1 = (struct woq_context_options *) 0 ;
+  void *result = 0 ;
+  
+  arg1 = (struct woq_context_options *)jarg1; 
+  result = (void *) ((arg1)->cuda_stream);
+  jresult = (void*)result; 
+  return jresult;
+}
+
+
 SWIGEXPORT void * SWIGSTDCALL CSharp_WoqfNative_new_woq_context_options___() {
   void * jresult ;
   struct woq_context_options *result = 0 ;

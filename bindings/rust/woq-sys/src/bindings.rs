@@ -70,6 +70,7 @@ pub struct woq_context_options {
     pub backend: woq_backend,
     pub threads: i32,
     pub device_index: i32,
+    pub cuda_stream: *mut core::ffi::c_void,
 }
 extern "C" {
     pub fn woq_context_options_init(options: *mut woq_context_options) -> woq_status;

@@ -809,6 +809,33 @@ intgo _wrap_woq_context_options_device_index_get_woqc_c9f0894d00ba7b8c(struct wo
 }
 
 
+void _wrap_woq_context_options_cuda_stream_set_woqc_c9f0894d00ba7b8c(struct woq_context_options *_swig_go_0, _goslice_ _swig_go_1) {
+  struct woq_context_options *arg1 = (struct woq_context_options *) 0 ;
+  void *arg2 = (void *) 0 ;
+  
+  arg1 = *(struct woq_context_options **)&_swig_go_0; 
+  
+  arg2 = (void *)(_swig_go_1.len ? _swig_go_1.array : 0);
+  
+  
+  if (arg1) (arg1)->cuda_stream = arg2;
+  
+}
+
+
+_goslice_ _wrap_woq_context_options_cuda_stream_get_woqc_c9f0894d00ba7b8c(struct woq_context_options *_swig_go_0) {
+  struct woq_context_options *arg1 = (struct woq_context_options *) 0 ;
+  void *result = 0 ;
+  _goslice_ _swig_go_result;
+  
+  arg1 = *(struct woq_context_options **)&_swig_go_0; 
+  
+  result = (void *) ((arg1)->cuda_stream);
+  *(void **)&_swig_go_result = (void *)result; 
+  return _swig_go_result;
+}
+
+
 struct woq_context_options *_wrap_new_woq_context_options_woqc_c9f0894d00ba7b8c() {
   struct woq_context_options *result = 0 ;
   struct woq_context_options *_swig_go_result;

@@ -47,38 +47,38 @@ typedef _goslice_ swig_type_13;
 typedef _goslice_ swig_type_14;
 typedef _goslice_ swig_type_15;
 typedef _goslice_ swig_type_16;
-typedef long long swig_type_17;
-typedef long long swig_type_18;
+typedef _goslice_ swig_type_17;
+typedef _goslice_ swig_type_18;
 typedef long long swig_type_19;
 typedef long long swig_type_20;
-typedef _goslice_ swig_type_21;
+typedef long long swig_type_21;
 typedef long long swig_type_22;
-typedef long long swig_type_23;
-typedef _goslice_ swig_type_24;
-typedef _goslice_ swig_type_25;
-typedef long long swig_type_26;
+typedef _goslice_ swig_type_23;
+typedef long long swig_type_24;
+typedef long long swig_type_25;
+typedef _goslice_ swig_type_26;
 typedef _goslice_ swig_type_27;
-typedef _goslice_ swig_type_28;
+typedef long long swig_type_28;
 typedef _goslice_ swig_type_29;
 typedef _goslice_ swig_type_30;
 typedef _goslice_ swig_type_31;
 typedef _goslice_ swig_type_32;
-typedef _gostring_ swig_type_33;
-typedef _gostring_ swig_type_34;
+typedef _goslice_ swig_type_33;
+typedef _goslice_ swig_type_34;
 typedef _gostring_ swig_type_35;
 typedef _gostring_ swig_type_36;
-typedef _goslice_ swig_type_37;
+typedef _gostring_ swig_type_37;
 typedef _gostring_ swig_type_38;
 typedef _goslice_ swig_type_39;
 typedef _gostring_ swig_type_40;
-typedef _gostring_ swig_type_41;
+typedef _goslice_ swig_type_41;
 typedef _gostring_ swig_type_42;
-typedef long long swig_type_43;
+typedef _gostring_ swig_type_43;
 typedef _gostring_ swig_type_44;
-typedef _gostring_ swig_type_45;
-typedef _goslice_ swig_type_46;
-typedef long long swig_type_47;
-typedef long long swig_type_48;
+typedef long long swig_type_45;
+typedef _gostring_ swig_type_46;
+typedef _gostring_ swig_type_47;
+typedef _goslice_ swig_type_48;
 typedef long long swig_type_49;
 typedef long long swig_type_50;
 typedef long long swig_type_51;
@@ -87,13 +87,13 @@ typedef long long swig_type_53;
 typedef long long swig_type_54;
 typedef long long swig_type_55;
 typedef long long swig_type_56;
-typedef _gostring_ swig_type_57;
-typedef _goslice_ swig_type_58;
-typedef _goslice_ swig_type_59;
+typedef long long swig_type_57;
+typedef long long swig_type_58;
+typedef _gostring_ swig_type_59;
 typedef _goslice_ swig_type_60;
 typedef _goslice_ swig_type_61;
-typedef long long swig_type_62;
-typedef long long swig_type_63;
+typedef _goslice_ swig_type_62;
+typedef _goslice_ swig_type_63;
 typedef long long swig_type_64;
 typedef long long swig_type_65;
 typedef long long swig_type_66;
@@ -102,13 +102,13 @@ typedef long long swig_type_68;
 typedef long long swig_type_69;
 typedef long long swig_type_70;
 typedef long long swig_type_71;
-typedef _gostring_ swig_type_72;
+typedef long long swig_type_72;
 typedef long long swig_type_73;
 typedef _gostring_ swig_type_74;
-typedef _goslice_ swig_type_75;
-typedef long long swig_type_76;
+typedef long long swig_type_75;
+typedef _gostring_ swig_type_76;
 typedef _goslice_ swig_type_77;
-typedef _gostring_ swig_type_78;
+typedef long long swig_type_78;
 typedef _goslice_ swig_type_79;
 typedef _gostring_ swig_type_80;
 typedef _goslice_ swig_type_81;
@@ -117,35 +117,37 @@ typedef _goslice_ swig_type_83;
 typedef _gostring_ swig_type_84;
 typedef _goslice_ swig_type_85;
 typedef _gostring_ swig_type_86;
-typedef long long swig_type_87;
-typedef long long swig_type_88;
-typedef _goslice_ swig_type_89;
-typedef _goslice_ swig_type_90;
+typedef _goslice_ swig_type_87;
+typedef _gostring_ swig_type_88;
+typedef long long swig_type_89;
+typedef long long swig_type_90;
 typedef _goslice_ swig_type_91;
 typedef _goslice_ swig_type_92;
 typedef _goslice_ swig_type_93;
 typedef _goslice_ swig_type_94;
-typedef long long swig_type_95;
+typedef _goslice_ swig_type_95;
 typedef _goslice_ swig_type_96;
 typedef long long swig_type_97;
-typedef long long swig_type_98;
-typedef _goslice_ swig_type_99;
-typedef _goslice_ swig_type_100;
+typedef _goslice_ swig_type_98;
+typedef long long swig_type_99;
+typedef long long swig_type_100;
 typedef _goslice_ swig_type_101;
-typedef long long swig_type_102;
+typedef _goslice_ swig_type_102;
 typedef _goslice_ swig_type_103;
-typedef _goslice_ swig_type_104;
-typedef long long swig_type_105;
-typedef long long swig_type_106;
-typedef _goslice_ swig_type_107;
-typedef _goslice_ swig_type_108;
-typedef long long swig_type_109;
+typedef long long swig_type_104;
+typedef _goslice_ swig_type_105;
+typedef _goslice_ swig_type_106;
+typedef long long swig_type_107;
+typedef long long swig_type_108;
+typedef _goslice_ swig_type_109;
 typedef _goslice_ swig_type_110;
 typedef long long swig_type_111;
-typedef long long swig_type_112;
-typedef _goslice_ swig_type_113;
+typedef _goslice_ swig_type_112;
+typedef long long swig_type_113;
 typedef long long swig_type_114;
-typedef long long swig_type_115;
+typedef _goslice_ swig_type_115;
+typedef long long swig_type_116;
+typedef long long swig_type_117;
 extern void _wrap_Swig_free_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
 extern uintptr_t _wrap_Swig_malloc_woqc_c9f0894d00ba7b8c(swig_intgo arg1);
 extern swig_intgo _wrap_WOQ_BINDINGS_VERSION_MAJOR_woqc_c9f0894d00ba7b8c(void);
@@ -193,17 +195,19 @@ extern void _wrap_woq_context_options_threads_set_woqc_c9f0894d00ba7b8c(uintptr_
 extern swig_intgo _wrap_woq_context_options_threads_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
 extern void _wrap_woq_context_options_device_index_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_intgo arg2);
 extern swig_intgo _wrap_woq_context_options_device_index_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
+extern void _wrap_woq_context_options_cuda_stream_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_12 arg2);
+extern swig_type_13 _wrap_woq_context_options_cuda_stream_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
 extern uintptr_t _wrap_new_woq_context_options_woqc_c9f0894d00ba7b8c(void);
 extern void _wrap_delete_woq_context_options_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
 extern swig_intgo _wrap_woq_context_options_init_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
-extern swig_intgo _wrap_woq_context_create_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_12 arg2);
+extern swig_intgo _wrap_woq_context_create_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_14 arg2);
 extern void _wrap_woq_context_destroy_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
-extern swig_intgo _wrap_woq_context_info_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_13 arg2, swig_type_14 arg3);
+extern swig_intgo _wrap_woq_context_info_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_15 arg2, swig_type_16 arg3);
 extern swig_intgo _wrap_woq_context_kernel_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_voidp arg2);
 extern swig_intgo _wrap_woq_context_synchronize_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
-extern swig_intgo _wrap_woq_context_memory_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_15 arg2, swig_type_16 arg3);
-extern void _wrap_woq_quant_options_struct_size_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_17 arg2);
-extern swig_type_18 _wrap_woq_quant_options_struct_size_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
+extern swig_intgo _wrap_woq_context_memory_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_17 arg2, swig_type_18 arg3);
+extern void _wrap_woq_quant_options_struct_size_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_19 arg2);
+extern swig_type_20 _wrap_woq_quant_options_struct_size_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
 extern void _wrap_woq_quant_options_bits_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_intgo arg2);
 extern swig_intgo _wrap_woq_quant_options_bits_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
 extern void _wrap_woq_quant_options_group_size_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_intgo arg2);
@@ -214,8 +218,8 @@ extern void _wrap_woq_quant_options_method_set_woqc_c9f0894d00ba7b8c(uintptr_t a
 extern swig_intgo _wrap_woq_quant_options_method_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
 extern void _wrap_woq_quant_options_calibration_dtype_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_intgo arg2);
 extern swig_intgo _wrap_woq_quant_options_calibration_dtype_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
-extern void _wrap_woq_quant_options_calibration_rows_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_19 arg2);
-extern swig_type_20 _wrap_woq_quant_options_calibration_rows_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
+extern void _wrap_woq_quant_options_calibration_rows_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_21 arg2);
+extern swig_type_22 _wrap_woq_quant_options_calibration_rows_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
 extern void _wrap_woq_quant_options_act_order_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_intgo arg2);
 extern swig_intgo _wrap_woq_quant_options_act_order_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
 extern void _wrap_woq_quant_options_fold_input_scales_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_intgo arg2);
@@ -223,44 +227,44 @@ extern swig_intgo _wrap_woq_quant_options_fold_input_scales_get_woqc_c9f0894d00b
 extern uintptr_t _wrap_new_woq_quant_options_woqc_c9f0894d00ba7b8c(void);
 extern void _wrap_delete_woq_quant_options_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
 extern swig_intgo _wrap_woq_quant_options_init_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
-extern swig_intgo _wrap_woq_quantize_woqc_c9f0894d00ba7b8c(swig_type_21 arg1, swig_intgo arg2, swig_type_22 arg3, swig_type_23 arg4, uintptr_t arg5, swig_type_24 arg6);
-extern swig_intgo _wrap_woq_qmatrix_input_scales_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_25 arg2, swig_type_26 arg3, swig_type_27 arg4);
+extern swig_intgo _wrap_woq_quantize_woqc_c9f0894d00ba7b8c(swig_type_23 arg1, swig_intgo arg2, swig_type_24 arg3, swig_type_25 arg4, uintptr_t arg5, swig_type_26 arg6);
+extern swig_intgo _wrap_woq_qmatrix_input_scales_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_27 arg2, swig_type_28 arg3, swig_type_29 arg4);
 extern void _wrap_woq_qmatrix_destroy_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
-extern swig_intgo _wrap_woq_qmatrix_shape_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_28 arg2, swig_type_29 arg3);
-extern swig_intgo _wrap_woq_qmatrix_stats_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_30 arg2, swig_type_31 arg3, swig_type_32 arg4);
-extern swig_intgo _wrap_woq_import_checkpoint_woqc_c9f0894d00ba7b8c(swig_type_33 arg1, swig_type_34 arg2, swig_type_35 arg3, swig_voidp arg4);
-extern swig_intgo _wrap_woq_writer_create_woqc_c9f0894d00ba7b8c(swig_type_36 arg1, swig_type_37 arg2);
-extern swig_intgo _wrap_woq_writer_add_tensor_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_38 arg2, uintptr_t arg3, swig_type_39 arg4);
-extern swig_intgo _wrap_woq_writer_set_metadata_string_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_40 arg2, swig_type_41 arg3);
-extern swig_intgo _wrap_woq_writer_set_metadata_int_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_42 arg2, swig_type_43 arg3);
-extern swig_intgo _wrap_woq_writer_set_metadata_float_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_44 arg2, double arg3);
+extern swig_intgo _wrap_woq_qmatrix_shape_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_30 arg2, swig_type_31 arg3);
+extern swig_intgo _wrap_woq_qmatrix_stats_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_32 arg2, swig_type_33 arg3, swig_type_34 arg4);
+extern swig_intgo _wrap_woq_import_checkpoint_woqc_c9f0894d00ba7b8c(swig_type_35 arg1, swig_type_36 arg2, swig_type_37 arg3, swig_voidp arg4);
+extern swig_intgo _wrap_woq_writer_create_woqc_c9f0894d00ba7b8c(swig_type_38 arg1, swig_type_39 arg2);
+extern swig_intgo _wrap_woq_writer_add_tensor_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_40 arg2, uintptr_t arg3, swig_type_41 arg4);
+extern swig_intgo _wrap_woq_writer_set_metadata_string_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_42 arg2, swig_type_43 arg3);
+extern swig_intgo _wrap_woq_writer_set_metadata_int_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_44 arg2, swig_type_45 arg3);
+extern swig_intgo _wrap_woq_writer_set_metadata_float_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_46 arg2, double arg3);
 extern swig_intgo _wrap_woq_writer_finish_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
 extern void _wrap_woq_writer_destroy_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
-extern swig_intgo _wrap_woq_file_open_woqc_c9f0894d00ba7b8c(swig_type_45 arg1, swig_type_46 arg2);
-extern void _wrap_woq_open_options_struct_size_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_47 arg2);
-extern swig_type_48 _wrap_woq_open_options_struct_size_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
-extern void _wrap_woq_open_options_max_directory_bytes_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_49 arg2);
-extern swig_type_50 _wrap_woq_open_options_max_directory_bytes_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
-extern void _wrap_woq_open_options_max_tensors_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_51 arg2);
-extern swig_type_52 _wrap_woq_open_options_max_tensors_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
-extern void _wrap_woq_open_options_max_metadata_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_53 arg2);
-extern swig_type_54 _wrap_woq_open_options_max_metadata_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
-extern void _wrap_woq_open_options_max_tensor_bytes_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_55 arg2);
-extern swig_type_56 _wrap_woq_open_options_max_tensor_bytes_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
+extern swig_intgo _wrap_woq_file_open_woqc_c9f0894d00ba7b8c(swig_type_47 arg1, swig_type_48 arg2);
+extern void _wrap_woq_open_options_struct_size_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_49 arg2);
+extern swig_type_50 _wrap_woq_open_options_struct_size_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
+extern void _wrap_woq_open_options_max_directory_bytes_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_51 arg2);
+extern swig_type_52 _wrap_woq_open_options_max_directory_bytes_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
+extern void _wrap_woq_open_options_max_tensors_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_53 arg2);
+extern swig_type_54 _wrap_woq_open_options_max_tensors_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
+extern void _wrap_woq_open_options_max_metadata_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_55 arg2);
+extern swig_type_56 _wrap_woq_open_options_max_metadata_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
+extern void _wrap_woq_open_options_max_tensor_bytes_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_57 arg2);
+extern swig_type_58 _wrap_woq_open_options_max_tensor_bytes_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
 extern uintptr_t _wrap_new_woq_open_options_woqc_c9f0894d00ba7b8c(void);
 extern void _wrap_delete_woq_open_options_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
 extern swig_intgo _wrap_woq_open_options_init_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
-extern swig_intgo _wrap_woq_file_open_ex_woqc_c9f0894d00ba7b8c(swig_type_57 arg1, uintptr_t arg2, swig_type_58 arg3);
+extern swig_intgo _wrap_woq_file_open_ex_woqc_c9f0894d00ba7b8c(swig_type_59 arg1, uintptr_t arg2, swig_type_60 arg3);
 extern void _wrap_woq_file_close_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
 extern swig_intgo _wrap_woq_file_verify_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
-extern swig_intgo _wrap_woq_file_format_version_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_59 arg2, swig_type_60 arg3);
-extern swig_intgo _wrap_woq_file_tensor_count_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_61 arg2);
-extern void _wrap_woq_tensor_info_struct_size_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_62 arg2);
-extern swig_type_63 _wrap_woq_tensor_info_struct_size_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
-extern void _wrap_woq_tensor_info_rows_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_64 arg2);
-extern swig_type_65 _wrap_woq_tensor_info_rows_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
-extern void _wrap_woq_tensor_info_cols_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_66 arg2);
-extern swig_type_67 _wrap_woq_tensor_info_cols_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
+extern swig_intgo _wrap_woq_file_format_version_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_61 arg2, swig_type_62 arg3);
+extern swig_intgo _wrap_woq_file_tensor_count_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_63 arg2);
+extern void _wrap_woq_tensor_info_struct_size_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_64 arg2);
+extern swig_type_65 _wrap_woq_tensor_info_struct_size_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
+extern void _wrap_woq_tensor_info_rows_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_66 arg2);
+extern swig_type_67 _wrap_woq_tensor_info_rows_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
+extern void _wrap_woq_tensor_info_cols_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_68 arg2);
+extern swig_type_69 _wrap_woq_tensor_info_cols_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
 extern void _wrap_woq_tensor_info_bits_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_intgo arg2);
 extern swig_intgo _wrap_woq_tensor_info_bits_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
 extern void _wrap_woq_tensor_info_group_size_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_intgo arg2);
@@ -273,10 +277,10 @@ extern void _wrap_woq_tensor_info_source_dtype_set_woqc_c9f0894d00ba7b8c(uintptr
 extern swig_intgo _wrap_woq_tensor_info_source_dtype_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
 extern void _wrap_woq_tensor_info_has_bias_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_intgo arg2);
 extern swig_intgo _wrap_woq_tensor_info_has_bias_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
-extern void _wrap_woq_tensor_info_stored_bytes_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_68 arg2);
-extern swig_type_69 _wrap_woq_tensor_info_stored_bytes_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
-extern void _wrap_woq_tensor_info_raw_bytes_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_70 arg2);
-extern swig_type_71 _wrap_woq_tensor_info_raw_bytes_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
+extern void _wrap_woq_tensor_info_stored_bytes_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_70 arg2);
+extern swig_type_71 _wrap_woq_tensor_info_stored_bytes_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
+extern void _wrap_woq_tensor_info_raw_bytes_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_72 arg2);
+extern swig_type_73 _wrap_woq_tensor_info_raw_bytes_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
 extern void _wrap_woq_tensor_info_bits_per_weight_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, double arg2);
 extern double _wrap_woq_tensor_info_bits_per_weight_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
 extern void _wrap_woq_tensor_info_max_abs_error_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, double arg2);
@@ -289,33 +293,33 @@ extern void _wrap_woq_tensor_info_has_input_scales_set_woqc_c9f0894d00ba7b8c(uin
 extern swig_intgo _wrap_woq_tensor_info_has_input_scales_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
 extern uintptr_t _wrap_new_woq_tensor_info_woqc_c9f0894d00ba7b8c(void);
 extern void _wrap_delete_woq_tensor_info_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
-extern swig_type_72 _wrap_woq_tensor_info_name_utf8_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
-extern swig_intgo _wrap_woq_file_tensor_info_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_73 arg2, uintptr_t arg3);
-extern swig_intgo _wrap_woq_file_tensor_info_by_name_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_74 arg2, uintptr_t arg3);
+extern swig_type_74 _wrap_woq_tensor_info_name_utf8_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
+extern swig_intgo _wrap_woq_file_tensor_info_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_75 arg2, uintptr_t arg3);
+extern swig_intgo _wrap_woq_file_tensor_info_by_name_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_76 arg2, uintptr_t arg3);
 extern swig_intgo _wrap_WOQ_METADATA_STRING_woqc_c9f0894d00ba7b8c(void);
 extern swig_intgo _wrap_WOQ_METADATA_INT_woqc_c9f0894d00ba7b8c(void);
 extern swig_intgo _wrap_WOQ_METADATA_FLOAT_woqc_c9f0894d00ba7b8c(void);
 extern swig_intgo _wrap_WOQ_METADATA_MAX_ENUM_woqc_c9f0894d00ba7b8c(void);
-extern swig_intgo _wrap_woq_file_metadata_count_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_75 arg2);
-extern swig_intgo _wrap_woq_file_metadata_key_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_76 arg2, swig_voidp arg3, swig_type_77 arg4);
-extern swig_intgo _wrap_woq_file_metadata_string_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_78 arg2, swig_voidp arg3, swig_type_79 arg4);
-extern swig_intgo _wrap_woq_file_metadata_int_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_80 arg2, swig_type_81 arg3);
-extern swig_intgo _wrap_woq_file_metadata_float_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_82 arg2, swig_type_83 arg3);
-extern swig_intgo _wrap_woq_tensor_load_woqc_c9f0894d00ba7b8c(uintptr_t arg1, uintptr_t arg2, swig_type_84 arg3, swig_type_85 arg4);
-extern swig_intgo _wrap_woq_tensor_load_rows_woqc_c9f0894d00ba7b8c(uintptr_t arg1, uintptr_t arg2, swig_type_86 arg3, swig_type_87 arg4, swig_type_88 arg5, swig_type_89 arg6);
-extern swig_intgo _wrap_woq_tensor_from_qmatrix_woqc_c9f0894d00ba7b8c(uintptr_t arg1, uintptr_t arg2, swig_type_90 arg3, swig_type_91 arg4);
+extern swig_intgo _wrap_woq_file_metadata_count_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_77 arg2);
+extern swig_intgo _wrap_woq_file_metadata_key_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_78 arg2, swig_voidp arg3, swig_type_79 arg4);
+extern swig_intgo _wrap_woq_file_metadata_string_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_80 arg2, swig_voidp arg3, swig_type_81 arg4);
+extern swig_intgo _wrap_woq_file_metadata_int_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_82 arg2, swig_type_83 arg3);
+extern swig_intgo _wrap_woq_file_metadata_float_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_84 arg2, swig_type_85 arg3);
+extern swig_intgo _wrap_woq_tensor_load_woqc_c9f0894d00ba7b8c(uintptr_t arg1, uintptr_t arg2, swig_type_86 arg3, swig_type_87 arg4);
+extern swig_intgo _wrap_woq_tensor_load_rows_woqc_c9f0894d00ba7b8c(uintptr_t arg1, uintptr_t arg2, swig_type_88 arg3, swig_type_89 arg4, swig_type_90 arg5, swig_type_91 arg6);
+extern swig_intgo _wrap_woq_tensor_from_qmatrix_woqc_c9f0894d00ba7b8c(uintptr_t arg1, uintptr_t arg2, swig_type_92 arg3, swig_type_93 arg4);
 extern void _wrap_woq_tensor_destroy_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
-extern swig_intgo _wrap_woq_tensor_shape_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_92 arg2, swig_type_93 arg3);
-extern swig_intgo _wrap_woq_tensor_bias_woqc_c9f0894d00ba7b8c(uintptr_t arg1, uintptr_t arg2, swig_type_94 arg3, swig_type_95 arg4, swig_type_96 arg5);
-extern swig_intgo _wrap_woq_tensor_group_woqc_c9f0894d00ba7b8c(uintptr_t arg1, uintptr_t arg2, swig_type_97 arg3, swig_type_98 arg4, swig_type_99 arg5, swig_type_100 arg6);
-extern swig_intgo _wrap_woq_matmul_woqc_c9f0894d00ba7b8c(uintptr_t arg1, uintptr_t arg2, swig_type_101 arg3, swig_intgo arg4, swig_type_102 arg5, swig_type_103 arg6, swig_intgo arg7);
-extern swig_intgo _wrap_woq_dequantize_woqc_c9f0894d00ba7b8c(uintptr_t arg1, uintptr_t arg2, swig_type_104 arg3, swig_intgo arg4, swig_type_105 arg5);
-extern swig_intgo _wrap_woq_buffer_create_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_106 arg2, swig_type_107 arg3);
+extern swig_intgo _wrap_woq_tensor_shape_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_94 arg2, swig_type_95 arg3);
+extern swig_intgo _wrap_woq_tensor_bias_woqc_c9f0894d00ba7b8c(uintptr_t arg1, uintptr_t arg2, swig_type_96 arg3, swig_type_97 arg4, swig_type_98 arg5);
+extern swig_intgo _wrap_woq_tensor_group_woqc_c9f0894d00ba7b8c(uintptr_t arg1, uintptr_t arg2, swig_type_99 arg3, swig_type_100 arg4, swig_type_101 arg5, swig_type_102 arg6);
+extern swig_intgo _wrap_woq_matmul_woqc_c9f0894d00ba7b8c(uintptr_t arg1, uintptr_t arg2, swig_type_103 arg3, swig_intgo arg4, swig_type_104 arg5, swig_type_105 arg6, swig_intgo arg7);
+extern swig_intgo _wrap_woq_dequantize_woqc_c9f0894d00ba7b8c(uintptr_t arg1, uintptr_t arg2, swig_type_106 arg3, swig_intgo arg4, swig_type_107 arg5);
+extern swig_intgo _wrap_woq_buffer_create_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_108 arg2, swig_type_109 arg3);
 extern void _wrap_woq_buffer_destroy_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
-extern swig_intgo _wrap_woq_buffer_size_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_108 arg2);
-extern swig_intgo _wrap_woq_buffer_write_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_109 arg2, swig_type_110 arg3, swig_type_111 arg4);
-extern swig_intgo _wrap_woq_buffer_read_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_112 arg2, swig_type_113 arg3, swig_type_114 arg4);
-extern swig_intgo _wrap_woq_matmul_buffers_woqc_c9f0894d00ba7b8c(uintptr_t arg1, uintptr_t arg2, uintptr_t arg3, swig_intgo arg4, swig_type_115 arg5, uintptr_t arg6, swig_intgo arg7);
+extern swig_intgo _wrap_woq_buffer_size_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_110 arg2);
+extern swig_intgo _wrap_woq_buffer_write_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_111 arg2, swig_type_112 arg3, swig_type_113 arg4);
+extern swig_intgo _wrap_woq_buffer_read_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_114 arg2, swig_type_115 arg3, swig_type_116 arg4);
+extern swig_intgo _wrap_woq_matmul_buffers_woqc_c9f0894d00ba7b8c(uintptr_t arg1, uintptr_t arg2, uintptr_t arg3, swig_intgo arg4, swig_type_117 arg5, uintptr_t arg6, swig_intgo arg7);
 #undef intgo
 */
 import "C"
@@ -730,6 +734,23 @@ func (arg1 SwigcptrWoq_context_options) GetDevice_index() (_swig_ret int) {
 	return swig_r
 }
 
+func (arg1 SwigcptrWoq_context_options) SetCuda_stream(arg2 []byte) {
+	_swig_i_0 := arg1
+	_swig_i_1 := arg2
+	C._wrap_woq_context_options_cuda_stream_set_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), *(*C.swig_type_12)(unsafe.Pointer(&_swig_i_1)))
+	if Swig_escape_always_false {
+		Swig_escape_val = arg2
+	}
+}
+
+func (arg1 SwigcptrWoq_context_options) GetCuda_stream() (_swig_ret []byte) {
+	var swig_r []byte
+	_swig_i_0 := arg1
+	swig_r_p := C._wrap_woq_context_options_cuda_stream_get_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0))
+	swig_r = *(*[]byte)(unsafe.Pointer(&swig_r_p))
+	return swig_r
+}
+
 func NewWoq_context_options() (_swig_ret Woq_context_options) {
 	var swig_r Woq_context_options
 	swig_r = (Woq_context_options)(SwigcptrWoq_context_options(C._wrap_new_woq_context_options_woqc_c9f0894d00ba7b8c()))
@@ -752,6 +773,8 @@ type Woq_context_options interface {
 	GetThreads() (_swig_ret int)
 	SetDevice_index(arg2 int)
 	GetDevice_index() (_swig_ret int)
+	SetCuda_stream(arg2 []byte)
+	GetCuda_stream() (_swig_ret []byte)
 }
 
 func Woq_context_options_init(arg1 Woq_context_options) (_swig_ret Enum_SS_woq_status) {
@@ -765,7 +788,7 @@ func Woq_context_create(arg1 Woq_context_options, arg2 []uintptr) (_swig_ret Enu
 	var swig_r Enum_SS_woq_status
 	_swig_i_0 := getSwigcptr(arg1)
 	_swig_i_1 := arg2
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_context_create_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), *(*C.swig_type_12)(unsafe.Pointer(&_swig_i_1))))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_context_create_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), *(*C.swig_type_14)(unsafe.Pointer(&_swig_i_1))))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg2
 	}
@@ -782,7 +805,7 @@ func Woq_context_info(arg1 uintptr, arg2 []int32, arg3 []int) (_swig_ret Enum_SS
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
 	_swig_i_2 := arg3
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_context_info_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), *(*C.swig_type_13)(unsafe.Pointer(&_swig_i_1)), *(*C.swig_type_14)(unsafe.Pointer(&_swig_i_2))))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_context_info_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), *(*C.swig_type_15)(unsafe.Pointer(&_swig_i_1)), *(*C.swig_type_16)(unsafe.Pointer(&_swig_i_2))))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg2
 	}
@@ -815,7 +838,7 @@ func Woq_context_memory(arg1 uintptr, arg2 []uint64, arg3 []uint64) (_swig_ret E
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
 	_swig_i_2 := arg3
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_context_memory_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), *(*C.swig_type_15)(unsafe.Pointer(&_swig_i_1)), *(*C.swig_type_16)(unsafe.Pointer(&_swig_i_2))))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_context_memory_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), *(*C.swig_type_17)(unsafe.Pointer(&_swig_i_1)), *(*C.swig_type_18)(unsafe.Pointer(&_swig_i_2))))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg2
 	}
@@ -837,7 +860,7 @@ func (p SwigcptrWoq_quant_options) SwigIsWoq_quant_options() {
 func (arg1 SwigcptrWoq_quant_options) SetStruct_size(arg2 uint64) {
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
-	C._wrap_woq_quant_options_struct_size_set_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_type_17(_swig_i_1))
+	C._wrap_woq_quant_options_struct_size_set_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_type_19(_swig_i_1))
 }
 
 func (arg1 SwigcptrWoq_quant_options) GetStruct_size() (_swig_ret uint64) {
@@ -915,7 +938,7 @@ func (arg1 SwigcptrWoq_quant_options) GetCalibration_dtype() (_swig_ret Enum_SS_
 func (arg1 SwigcptrWoq_quant_options) SetCalibration_rows(arg2 uint64) {
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
-	C._wrap_woq_quant_options_calibration_rows_set_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_type_19(_swig_i_1))
+	C._wrap_woq_quant_options_calibration_rows_set_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_type_21(_swig_i_1))
 }
 
 func (arg1 SwigcptrWoq_quant_options) GetCalibration_rows() (_swig_ret uint64) {
@@ -1000,7 +1023,7 @@ func Woq_quantize(arg1 []byte, arg2 Enum_SS_woq_dtype, arg3 uint64, arg4 uint64,
 	_swig_i_3 := arg4
 	_swig_i_4 := getSwigcptr(arg5)
 	_swig_i_5 := arg6
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_quantize_woqc_c9f0894d00ba7b8c(*(*C.swig_type_21)(unsafe.Pointer(&_swig_i_0)), C.swig_intgo(_swig_i_1), C.swig_type_22(_swig_i_2), C.swig_type_23(_swig_i_3), C.uintptr_t(_swig_i_4), *(*C.swig_type_24)(unsafe.Pointer(&_swig_i_5))))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_quantize_woqc_c9f0894d00ba7b8c(*(*C.swig_type_23)(unsafe.Pointer(&_swig_i_0)), C.swig_intgo(_swig_i_1), C.swig_type_24(_swig_i_2), C.swig_type_25(_swig_i_3), C.uintptr_t(_swig_i_4), *(*C.swig_type_26)(unsafe.Pointer(&_swig_i_5))))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg1
 	}
@@ -1016,7 +1039,7 @@ func Woq_qmatrix_input_scales(arg1 uintptr, arg2 []byte, arg3 uint64, arg4 []uin
 	_swig_i_1 := arg2
 	_swig_i_2 := arg3
 	_swig_i_3 := arg4
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_qmatrix_input_scales_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), *(*C.swig_type_25)(unsafe.Pointer(&_swig_i_1)), C.swig_type_26(_swig_i_2), *(*C.swig_type_27)(unsafe.Pointer(&_swig_i_3))))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_qmatrix_input_scales_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), *(*C.swig_type_27)(unsafe.Pointer(&_swig_i_1)), C.swig_type_28(_swig_i_2), *(*C.swig_type_29)(unsafe.Pointer(&_swig_i_3))))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg2
 	}
@@ -1036,7 +1059,7 @@ func Woq_qmatrix_shape(arg1 uintptr, arg2 []uint64, arg3 []uint64) (_swig_ret En
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
 	_swig_i_2 := arg3
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_qmatrix_shape_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), *(*C.swig_type_28)(unsafe.Pointer(&_swig_i_1)), *(*C.swig_type_29)(unsafe.Pointer(&_swig_i_2))))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_qmatrix_shape_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), *(*C.swig_type_30)(unsafe.Pointer(&_swig_i_1)), *(*C.swig_type_31)(unsafe.Pointer(&_swig_i_2))))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg2
 	}
@@ -1052,7 +1075,7 @@ func Woq_qmatrix_stats(arg1 uintptr, arg2 []float64, arg3 []float64, arg4 []floa
 	_swig_i_1 := arg2
 	_swig_i_2 := arg3
 	_swig_i_3 := arg4
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_qmatrix_stats_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), *(*C.swig_type_30)(unsafe.Pointer(&_swig_i_1)), *(*C.swig_type_31)(unsafe.Pointer(&_swig_i_2)), *(*C.swig_type_32)(unsafe.Pointer(&_swig_i_3))))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_qmatrix_stats_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), *(*C.swig_type_32)(unsafe.Pointer(&_swig_i_1)), *(*C.swig_type_33)(unsafe.Pointer(&_swig_i_2)), *(*C.swig_type_34)(unsafe.Pointer(&_swig_i_3))))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg2
 	}
@@ -1071,7 +1094,7 @@ func Woq_import_checkpoint(arg1 string, arg2 string, arg3 string, arg4 *string) 
 	_swig_i_1 := arg2
 	_swig_i_2 := arg3
 	_swig_i_3 := arg4
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_import_checkpoint_woqc_c9f0894d00ba7b8c(*(*C.swig_type_33)(unsafe.Pointer(&_swig_i_0)), *(*C.swig_type_34)(unsafe.Pointer(&_swig_i_1)), *(*C.swig_type_35)(unsafe.Pointer(&_swig_i_2)), C.swig_voidp(_swig_i_3)))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_import_checkpoint_woqc_c9f0894d00ba7b8c(*(*C.swig_type_35)(unsafe.Pointer(&_swig_i_0)), *(*C.swig_type_36)(unsafe.Pointer(&_swig_i_1)), *(*C.swig_type_37)(unsafe.Pointer(&_swig_i_2)), C.swig_voidp(_swig_i_3)))
 
   *arg4 = swigCopyString(*arg4)
 
@@ -1091,7 +1114,7 @@ func Woq_writer_create(arg1 string, arg2 []uintptr) (_swig_ret Enum_SS_woq_statu
 	var swig_r Enum_SS_woq_status
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_writer_create_woqc_c9f0894d00ba7b8c(*(*C.swig_type_36)(unsafe.Pointer(&_swig_i_0)), *(*C.swig_type_37)(unsafe.Pointer(&_swig_i_1))))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_writer_create_woqc_c9f0894d00ba7b8c(*(*C.swig_type_38)(unsafe.Pointer(&_swig_i_0)), *(*C.swig_type_39)(unsafe.Pointer(&_swig_i_1))))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg1
 	}
@@ -1107,7 +1130,7 @@ func Woq_writer_add_tensor(arg1 uintptr, arg2 string, arg3 uintptr, arg4 []byte)
 	_swig_i_1 := arg2
 	_swig_i_2 := arg3
 	_swig_i_3 := arg4
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_writer_add_tensor_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), *(*C.swig_type_38)(unsafe.Pointer(&_swig_i_1)), C.uintptr_t(_swig_i_2), *(*C.swig_type_39)(unsafe.Pointer(&_swig_i_3))))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_writer_add_tensor_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), *(*C.swig_type_40)(unsafe.Pointer(&_swig_i_1)), C.uintptr_t(_swig_i_2), *(*C.swig_type_41)(unsafe.Pointer(&_swig_i_3))))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg2
 	}
@@ -1122,7 +1145,7 @@ func Woq_writer_set_metadata_string(arg1 uintptr, arg2 string, arg3 string) (_sw
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
 	_swig_i_2 := arg3
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_writer_set_metadata_string_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), *(*C.swig_type_40)(unsafe.Pointer(&_swig_i_1)), *(*C.swig_type_41)(unsafe.Pointer(&_swig_i_2))))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_writer_set_metadata_string_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), *(*C.swig_type_42)(unsafe.Pointer(&_swig_i_1)), *(*C.swig_type_43)(unsafe.Pointer(&_swig_i_2))))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg2
 	}
@@ -1137,7 +1160,7 @@ func Woq_writer_set_metadata_int(arg1 uintptr, arg2 string, arg3 int64) (_swig_r
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
 	_swig_i_2 := arg3
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_writer_set_metadata_int_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), *(*C.swig_type_42)(unsafe.Pointer(&_swig_i_1)), C.swig_type_43(_swig_i_2)))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_writer_set_metadata_int_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), *(*C.swig_type_44)(unsafe.Pointer(&_swig_i_1)), C.swig_type_45(_swig_i_2)))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg2
 	}
@@ -1149,7 +1172,7 @@ func Woq_writer_set_metadata_float(arg1 uintptr, arg2 string, arg3 float64) (_sw
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
 	_swig_i_2 := arg3
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_writer_set_metadata_float_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), *(*C.swig_type_44)(unsafe.Pointer(&_swig_i_1)), C.double(_swig_i_2)))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_writer_set_metadata_float_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), *(*C.swig_type_46)(unsafe.Pointer(&_swig_i_1)), C.double(_swig_i_2)))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg2
 	}
@@ -1172,7 +1195,7 @@ func Woq_file_open(arg1 string, arg2 []uintptr) (_swig_ret Enum_SS_woq_status) {
 	var swig_r Enum_SS_woq_status
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_file_open_woqc_c9f0894d00ba7b8c(*(*C.swig_type_45)(unsafe.Pointer(&_swig_i_0)), *(*C.swig_type_46)(unsafe.Pointer(&_swig_i_1))))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_file_open_woqc_c9f0894d00ba7b8c(*(*C.swig_type_47)(unsafe.Pointer(&_swig_i_0)), *(*C.swig_type_48)(unsafe.Pointer(&_swig_i_1))))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg1
 	}
@@ -1194,7 +1217,7 @@ func (p SwigcptrWoq_open_options) SwigIsWoq_open_options() {
 func (arg1 SwigcptrWoq_open_options) SetStruct_size(arg2 uint64) {
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
-	C._wrap_woq_open_options_struct_size_set_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_type_47(_swig_i_1))
+	C._wrap_woq_open_options_struct_size_set_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_type_49(_swig_i_1))
 }
 
 func (arg1 SwigcptrWoq_open_options) GetStruct_size() (_swig_ret uint64) {
@@ -1207,7 +1230,7 @@ func (arg1 SwigcptrWoq_open_options) GetStruct_size() (_swig_ret uint64) {
 func (arg1 SwigcptrWoq_open_options) SetMax_directory_bytes(arg2 uint64) {
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
-	C._wrap_woq_open_options_max_directory_bytes_set_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_type_49(_swig_i_1))
+	C._wrap_woq_open_options_max_directory_bytes_set_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_type_51(_swig_i_1))
 }
 
 func (arg1 SwigcptrWoq_open_options) GetMax_directory_bytes() (_swig_ret uint64) {
@@ -1220,7 +1243,7 @@ func (arg1 SwigcptrWoq_open_options) GetMax_directory_bytes() (_swig_ret uint64)
 func (arg1 SwigcptrWoq_open_options) SetMax_tensors(arg2 uint64) {
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
-	C._wrap_woq_open_options_max_tensors_set_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_type_51(_swig_i_1))
+	C._wrap_woq_open_options_max_tensors_set_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_type_53(_swig_i_1))
 }
 
 func (arg1 SwigcptrWoq_open_options) GetMax_tensors() (_swig_ret uint64) {
@@ -1233,7 +1256,7 @@ func (arg1 SwigcptrWoq_open_options) GetMax_tensors() (_swig_ret uint64) {
 func (arg1 SwigcptrWoq_open_options) SetMax_metadata(arg2 uint64) {
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
-	C._wrap_woq_open_options_max_metadata_set_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_type_53(_swig_i_1))
+	C._wrap_woq_open_options_max_metadata_set_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_type_55(_swig_i_1))
 }
 
 func (arg1 SwigcptrWoq_open_options) GetMax_metadata() (_swig_ret uint64) {
@@ -1246,7 +1269,7 @@ func (arg1 SwigcptrWoq_open_options) GetMax_metadata() (_swig_ret uint64) {
 func (arg1 SwigcptrWoq_open_options) SetMax_tensor_bytes(arg2 uint64) {
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
-	C._wrap_woq_open_options_max_tensor_bytes_set_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_type_55(_swig_i_1))
+	C._wrap_woq_open_options_max_tensor_bytes_set_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_type_57(_swig_i_1))
 }
 
 func (arg1 SwigcptrWoq_open_options) GetMax_tensor_bytes() (_swig_ret uint64) {
@@ -1294,7 +1317,7 @@ func Woq_file_open_ex(arg1 string, arg2 Woq_open_options, arg3 []uintptr) (_swig
 	_swig_i_0 := arg1
 	_swig_i_1 := getSwigcptr(arg2)
 	_swig_i_2 := arg3
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_file_open_ex_woqc_c9f0894d00ba7b8c(*(*C.swig_type_57)(unsafe.Pointer(&_swig_i_0)), C.uintptr_t(_swig_i_1), *(*C.swig_type_58)(unsafe.Pointer(&_swig_i_2))))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_file_open_ex_woqc_c9f0894d00ba7b8c(*(*C.swig_type_59)(unsafe.Pointer(&_swig_i_0)), C.uintptr_t(_swig_i_1), *(*C.swig_type_60)(unsafe.Pointer(&_swig_i_2))))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg1
 	}
@@ -1321,7 +1344,7 @@ func Woq_file_format_version(arg1 uintptr, arg2 []uint, arg3 []uint) (_swig_ret 
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
 	_swig_i_2 := arg3
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_file_format_version_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), *(*C.swig_type_59)(unsafe.Pointer(&_swig_i_1)), *(*C.swig_type_60)(unsafe.Pointer(&_swig_i_2))))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_file_format_version_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), *(*C.swig_type_61)(unsafe.Pointer(&_swig_i_1)), *(*C.swig_type_62)(unsafe.Pointer(&_swig_i_2))))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg2
 	}
@@ -1335,7 +1358,7 @@ func Woq_file_tensor_count(arg1 uintptr, arg2 []uint64) (_swig_ret Enum_SS_woq_s
 	var swig_r Enum_SS_woq_status
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_file_tensor_count_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), *(*C.swig_type_61)(unsafe.Pointer(&_swig_i_1))))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_file_tensor_count_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), *(*C.swig_type_63)(unsafe.Pointer(&_swig_i_1))))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg2
 	}
@@ -1354,7 +1377,7 @@ func (p SwigcptrWoq_tensor_info) SwigIsWoq_tensor_info() {
 func (arg1 SwigcptrWoq_tensor_info) SetStruct_size(arg2 uint64) {
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
-	C._wrap_woq_tensor_info_struct_size_set_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_type_62(_swig_i_1))
+	C._wrap_woq_tensor_info_struct_size_set_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_type_64(_swig_i_1))
 }
 
 func (arg1 SwigcptrWoq_tensor_info) GetStruct_size() (_swig_ret uint64) {
@@ -1367,7 +1390,7 @@ func (arg1 SwigcptrWoq_tensor_info) GetStruct_size() (_swig_ret uint64) {
 func (arg1 SwigcptrWoq_tensor_info) SetRows(arg2 uint64) {
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
-	C._wrap_woq_tensor_info_rows_set_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_type_64(_swig_i_1))
+	C._wrap_woq_tensor_info_rows_set_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_type_66(_swig_i_1))
 }
 
 func (arg1 SwigcptrWoq_tensor_info) GetRows() (_swig_ret uint64) {
@@ -1380,7 +1403,7 @@ func (arg1 SwigcptrWoq_tensor_info) GetRows() (_swig_ret uint64) {
 func (arg1 SwigcptrWoq_tensor_info) SetCols(arg2 uint64) {
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
-	C._wrap_woq_tensor_info_cols_set_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_type_66(_swig_i_1))
+	C._wrap_woq_tensor_info_cols_set_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_type_68(_swig_i_1))
 }
 
 func (arg1 SwigcptrWoq_tensor_info) GetCols() (_swig_ret uint64) {
@@ -1471,7 +1494,7 @@ func (arg1 SwigcptrWoq_tensor_info) GetHas_bias() (_swig_ret int) {
 func (arg1 SwigcptrWoq_tensor_info) SetStored_bytes(arg2 uint64) {
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
-	C._wrap_woq_tensor_info_stored_bytes_set_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_type_68(_swig_i_1))
+	C._wrap_woq_tensor_info_stored_bytes_set_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_type_70(_swig_i_1))
 }
 
 func (arg1 SwigcptrWoq_tensor_info) GetStored_bytes() (_swig_ret uint64) {
@@ -1484,7 +1507,7 @@ func (arg1 SwigcptrWoq_tensor_info) GetStored_bytes() (_swig_ret uint64) {
 func (arg1 SwigcptrWoq_tensor_info) SetRaw_bytes(arg2 uint64) {
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
-	C._wrap_woq_tensor_info_raw_bytes_set_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_type_70(_swig_i_1))
+	C._wrap_woq_tensor_info_raw_bytes_set_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_type_72(_swig_i_1))
 }
 
 func (arg1 SwigcptrWoq_tensor_info) GetRaw_bytes() (_swig_ret uint64) {
@@ -1623,7 +1646,7 @@ func Woq_file_tensor_info(arg1 uintptr, arg2 uint64, arg3 Woq_tensor_info) (_swi
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
 	_swig_i_2 := getSwigcptr(arg3)
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_file_tensor_info_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_type_73(_swig_i_1), C.uintptr_t(_swig_i_2)))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_file_tensor_info_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_type_75(_swig_i_1), C.uintptr_t(_swig_i_2)))
 	return swig_r
 }
 
@@ -1632,7 +1655,7 @@ func Woq_file_tensor_info_by_name(arg1 uintptr, arg2 string, arg3 Woq_tensor_inf
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
 	_swig_i_2 := getSwigcptr(arg3)
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_file_tensor_info_by_name_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), *(*C.swig_type_74)(unsafe.Pointer(&_swig_i_1)), C.uintptr_t(_swig_i_2)))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_file_tensor_info_by_name_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), *(*C.swig_type_76)(unsafe.Pointer(&_swig_i_1)), C.uintptr_t(_swig_i_2)))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg2
 	}
@@ -1672,7 +1695,7 @@ func Woq_file_metadata_count(arg1 uintptr, arg2 []uint64) (_swig_ret Enum_SS_woq
 	var swig_r Enum_SS_woq_status
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_file_metadata_count_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), *(*C.swig_type_75)(unsafe.Pointer(&_swig_i_1))))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_file_metadata_count_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), *(*C.swig_type_77)(unsafe.Pointer(&_swig_i_1))))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg2
 	}
@@ -1685,7 +1708,7 @@ func Woq_file_metadata_key(arg1 uintptr, arg2 uint64, arg3 *string, arg4 []int32
 	_swig_i_1 := arg2
 	_swig_i_2 := arg3
 	_swig_i_3 := arg4
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_file_metadata_key_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_type_76(_swig_i_1), C.swig_voidp(_swig_i_2), *(*C.swig_type_77)(unsafe.Pointer(&_swig_i_3))))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_file_metadata_key_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_type_78(_swig_i_1), C.swig_voidp(_swig_i_2), *(*C.swig_type_79)(unsafe.Pointer(&_swig_i_3))))
 
   *arg3 = swigCopyString(*arg3)
 
@@ -1701,7 +1724,7 @@ func Woq_file_metadata_string(arg1 uintptr, arg2 string, arg3 *string, arg4 []ui
 	_swig_i_1 := arg2
 	_swig_i_2 := arg3
 	_swig_i_3 := arg4
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_file_metadata_string_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), *(*C.swig_type_78)(unsafe.Pointer(&_swig_i_1)), C.swig_voidp(_swig_i_2), *(*C.swig_type_79)(unsafe.Pointer(&_swig_i_3))))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_file_metadata_string_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), *(*C.swig_type_80)(unsafe.Pointer(&_swig_i_1)), C.swig_voidp(_swig_i_2), *(*C.swig_type_81)(unsafe.Pointer(&_swig_i_3))))
 
   *arg3 = swigCopyString(*arg3)
 
@@ -1719,7 +1742,7 @@ func Woq_file_metadata_int(arg1 uintptr, arg2 string, arg3 []int64) (_swig_ret E
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
 	_swig_i_2 := arg3
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_file_metadata_int_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), *(*C.swig_type_80)(unsafe.Pointer(&_swig_i_1)), *(*C.swig_type_81)(unsafe.Pointer(&_swig_i_2))))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_file_metadata_int_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), *(*C.swig_type_82)(unsafe.Pointer(&_swig_i_1)), *(*C.swig_type_83)(unsafe.Pointer(&_swig_i_2))))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg2
 	}
@@ -1734,7 +1757,7 @@ func Woq_file_metadata_float(arg1 uintptr, arg2 string, arg3 []float64) (_swig_r
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
 	_swig_i_2 := arg3
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_file_metadata_float_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), *(*C.swig_type_82)(unsafe.Pointer(&_swig_i_1)), *(*C.swig_type_83)(unsafe.Pointer(&_swig_i_2))))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_file_metadata_float_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), *(*C.swig_type_84)(unsafe.Pointer(&_swig_i_1)), *(*C.swig_type_85)(unsafe.Pointer(&_swig_i_2))))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg2
 	}
@@ -1750,7 +1773,7 @@ func Woq_tensor_load(arg1 uintptr, arg2 uintptr, arg3 string, arg4 []uintptr) (_
 	_swig_i_1 := arg2
 	_swig_i_2 := arg3
 	_swig_i_3 := arg4
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_tensor_load_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.uintptr_t(_swig_i_1), *(*C.swig_type_84)(unsafe.Pointer(&_swig_i_2)), *(*C.swig_type_85)(unsafe.Pointer(&_swig_i_3))))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_tensor_load_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.uintptr_t(_swig_i_1), *(*C.swig_type_86)(unsafe.Pointer(&_swig_i_2)), *(*C.swig_type_87)(unsafe.Pointer(&_swig_i_3))))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg3
 	}
@@ -1768,7 +1791,7 @@ func Woq_tensor_load_rows(arg1 uintptr, arg2 uintptr, arg3 string, arg4 uint64, 
 	_swig_i_3 := arg4
 	_swig_i_4 := arg5
 	_swig_i_5 := arg6
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_tensor_load_rows_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.uintptr_t(_swig_i_1), *(*C.swig_type_86)(unsafe.Pointer(&_swig_i_2)), C.swig_type_87(_swig_i_3), C.swig_type_88(_swig_i_4), *(*C.swig_type_89)(unsafe.Pointer(&_swig_i_5))))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_tensor_load_rows_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.uintptr_t(_swig_i_1), *(*C.swig_type_88)(unsafe.Pointer(&_swig_i_2)), C.swig_type_89(_swig_i_3), C.swig_type_90(_swig_i_4), *(*C.swig_type_91)(unsafe.Pointer(&_swig_i_5))))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg3
 	}
@@ -1784,7 +1807,7 @@ func Woq_tensor_from_qmatrix(arg1 uintptr, arg2 uintptr, arg3 []byte, arg4 []uin
 	_swig_i_1 := arg2
 	_swig_i_2 := arg3
 	_swig_i_3 := arg4
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_tensor_from_qmatrix_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.uintptr_t(_swig_i_1), *(*C.swig_type_90)(unsafe.Pointer(&_swig_i_2)), *(*C.swig_type_91)(unsafe.Pointer(&_swig_i_3))))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_tensor_from_qmatrix_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.uintptr_t(_swig_i_1), *(*C.swig_type_92)(unsafe.Pointer(&_swig_i_2)), *(*C.swig_type_93)(unsafe.Pointer(&_swig_i_3))))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg3
 	}
@@ -1804,7 +1827,7 @@ func Woq_tensor_shape(arg1 uintptr, arg2 []uint64, arg3 []uint64) (_swig_ret Enu
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
 	_swig_i_2 := arg3
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_tensor_shape_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), *(*C.swig_type_92)(unsafe.Pointer(&_swig_i_1)), *(*C.swig_type_93)(unsafe.Pointer(&_swig_i_2))))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_tensor_shape_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), *(*C.swig_type_94)(unsafe.Pointer(&_swig_i_1)), *(*C.swig_type_95)(unsafe.Pointer(&_swig_i_2))))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg2
 	}
@@ -1821,7 +1844,7 @@ func Woq_tensor_bias(arg1 uintptr, arg2 uintptr, arg3 []byte, arg4 uint64, arg5 
 	_swig_i_2 := arg3
 	_swig_i_3 := arg4
 	_swig_i_4 := arg5
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_tensor_bias_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.uintptr_t(_swig_i_1), *(*C.swig_type_94)(unsafe.Pointer(&_swig_i_2)), C.swig_type_95(_swig_i_3), *(*C.swig_type_96)(unsafe.Pointer(&_swig_i_4))))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_tensor_bias_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.uintptr_t(_swig_i_1), *(*C.swig_type_96)(unsafe.Pointer(&_swig_i_2)), C.swig_type_97(_swig_i_3), *(*C.swig_type_98)(unsafe.Pointer(&_swig_i_4))))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg3
 	}
@@ -1839,7 +1862,7 @@ func Woq_tensor_group(arg1 uintptr, arg2 uintptr, arg3 uint64, arg4 uint64, arg5
 	_swig_i_3 := arg4
 	_swig_i_4 := arg5
 	_swig_i_5 := arg6
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_tensor_group_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.uintptr_t(_swig_i_1), C.swig_type_97(_swig_i_2), C.swig_type_98(_swig_i_3), *(*C.swig_type_99)(unsafe.Pointer(&_swig_i_4)), *(*C.swig_type_100)(unsafe.Pointer(&_swig_i_5))))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_tensor_group_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.uintptr_t(_swig_i_1), C.swig_type_99(_swig_i_2), C.swig_type_100(_swig_i_3), *(*C.swig_type_101)(unsafe.Pointer(&_swig_i_4)), *(*C.swig_type_102)(unsafe.Pointer(&_swig_i_5))))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg5
 	}
@@ -1858,7 +1881,7 @@ func Woq_matmul(arg1 uintptr, arg2 uintptr, arg3 []byte, arg4 Enum_SS_woq_dtype,
 	_swig_i_4 := arg5
 	_swig_i_5 := arg6
 	_swig_i_6 := arg7
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_matmul_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.uintptr_t(_swig_i_1), *(*C.swig_type_101)(unsafe.Pointer(&_swig_i_2)), C.swig_intgo(_swig_i_3), C.swig_type_102(_swig_i_4), *(*C.swig_type_103)(unsafe.Pointer(&_swig_i_5)), C.swig_intgo(_swig_i_6)))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_matmul_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.uintptr_t(_swig_i_1), *(*C.swig_type_103)(unsafe.Pointer(&_swig_i_2)), C.swig_intgo(_swig_i_3), C.swig_type_104(_swig_i_4), *(*C.swig_type_105)(unsafe.Pointer(&_swig_i_5)), C.swig_intgo(_swig_i_6)))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg3
 	}
@@ -1875,7 +1898,7 @@ func Woq_dequantize(arg1 uintptr, arg2 uintptr, arg3 []byte, arg4 Enum_SS_woq_dt
 	_swig_i_2 := arg3
 	_swig_i_3 := arg4
 	_swig_i_4 := arg5
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_dequantize_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.uintptr_t(_swig_i_1), *(*C.swig_type_104)(unsafe.Pointer(&_swig_i_2)), C.swig_intgo(_swig_i_3), C.swig_type_105(_swig_i_4)))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_dequantize_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.uintptr_t(_swig_i_1), *(*C.swig_type_106)(unsafe.Pointer(&_swig_i_2)), C.swig_intgo(_swig_i_3), C.swig_type_107(_swig_i_4)))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg3
 	}
@@ -1887,7 +1910,7 @@ func Woq_buffer_create(arg1 uintptr, arg2 uint64, arg3 []uintptr) (_swig_ret Enu
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
 	_swig_i_2 := arg3
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_buffer_create_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_type_106(_swig_i_1), *(*C.swig_type_107)(unsafe.Pointer(&_swig_i_2))))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_buffer_create_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_type_108(_swig_i_1), *(*C.swig_type_109)(unsafe.Pointer(&_swig_i_2))))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg3
 	}
@@ -1903,7 +1926,7 @@ func Woq_buffer_size(arg1 uintptr, arg2 []uint64) (_swig_ret Enum_SS_woq_status)
 	var swig_r Enum_SS_woq_status
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_buffer_size_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), *(*C.swig_type_108)(unsafe.Pointer(&_swig_i_1))))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_buffer_size_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), *(*C.swig_type_110)(unsafe.Pointer(&_swig_i_1))))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg2
 	}
@@ -1916,7 +1939,7 @@ func Woq_buffer_write(arg1 uintptr, arg2 uint64, arg3 []byte, arg4 uint64) (_swi
 	_swig_i_1 := arg2
 	_swig_i_2 := arg3
 	_swig_i_3 := arg4
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_buffer_write_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_type_109(_swig_i_1), *(*C.swig_type_110)(unsafe.Pointer(&_swig_i_2)), C.swig_type_111(_swig_i_3)))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_buffer_write_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_type_111(_swig_i_1), *(*C.swig_type_112)(unsafe.Pointer(&_swig_i_2)), C.swig_type_113(_swig_i_3)))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg3
 	}
@@ -1929,7 +1952,7 @@ func Woq_buffer_read(arg1 uintptr, arg2 uint64, arg3 []byte, arg4 uint64) (_swig
 	_swig_i_1 := arg2
 	_swig_i_2 := arg3
 	_swig_i_3 := arg4
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_buffer_read_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_type_112(_swig_i_1), *(*C.swig_type_113)(unsafe.Pointer(&_swig_i_2)), C.swig_type_114(_swig_i_3)))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_buffer_read_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_type_114(_swig_i_1), *(*C.swig_type_115)(unsafe.Pointer(&_swig_i_2)), C.swig_type_116(_swig_i_3)))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg3
 	}
@@ -1945,7 +1968,7 @@ func Woq_matmul_buffers(arg1 uintptr, arg2 uintptr, arg3 uintptr, arg4 Enum_SS_w
 	_swig_i_4 := arg5
 	_swig_i_5 := arg6
 	_swig_i_6 := arg7
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_matmul_buffers_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.uintptr_t(_swig_i_1), C.uintptr_t(_swig_i_2), C.swig_intgo(_swig_i_3), C.swig_type_115(_swig_i_4), C.uintptr_t(_swig_i_5), C.swig_intgo(_swig_i_6)))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_matmul_buffers_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.uintptr_t(_swig_i_1), C.uintptr_t(_swig_i_2), C.swig_intgo(_swig_i_3), C.swig_type_117(_swig_i_4), C.uintptr_t(_swig_i_5), C.swig_intgo(_swig_i_6)))
 	return swig_r
 }
 
