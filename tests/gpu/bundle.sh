@@ -3,9 +3,9 @@
 # carry to the device machine (which has CUDA, cuBLAS and PyTorch but not
 # Debian's zstd / xxhash / GoogleTest):
 #   tests/gpu/bundle.sh [BUILD_DIR]        (default build-gpu; sm_90 only)
-# gives BUILD_DIR/bundle/ with libwoq.so, woq_gpu_tests, woq_cuda_bench, the
-# two shared libraries they need besides CUDA's, and run.sh, which runs the
-# gpu tests and the benchmark there:
+# gives BUILD_DIR/bundle/ with libwoq.so, woq_gpu_tests, woq_cuda_bench,
+# cuda_torch_compare.py, the two shared libraries they need besides CUDA's,
+# and run.sh, which runs the gpu tests and the benchmarks there:
 #   device: BUILD_DIR/bundle/run.sh  (logs under $OUT, summary last)
 set -eu
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -20,5 +20,5 @@ cp -L "$BUILD/libwoq.so.1" "$BUILD/tests/woq_gpu_tests" "$BUILD/tests/woq_cuda_b
 for lib in libzstd.so.1 libxxhash.so.0; do
   cp -L "$(ldd "$BUILD/libwoq.so.1" | awk -v l="$lib" '$1 == l { print $3 }')" "$B/"
 done
-cp "$ROOT/tests/gpu/run.sh" "$B/"
+cp "$ROOT/tests/gpu/run.sh" "$ROOT/tests/benchmarks/cuda_torch_compare.py" "$B/"
 du -sh "$B"

@@ -1,7 +1,8 @@
 #!/bin/sh
 # Runs on the GPU machine from a bundle made by tests/gpu/bundle.sh: the gpu
-# tests, then the CUDA benchmark; full logs under $OUT (or ./gpu-out), the
-# test summary and the benchmark table last.
+# tests, the CUDA benchmark (4-bit, then 8-bit at a few M) and the
+# comparison with PyTorch's int4 kernel; full logs under $OUT (or
+# ./gpu-out), the test summary and the tables last.
 set -u
 HERE=$(cd "$(dirname "$0")" && pwd)
 OUT=${OUT:-$HERE/gpu-out}
@@ -13,12 +14,19 @@ for d in $(python3 -c 'import glob, os, nvidia; print(" ".join(glob.glob(os.path
 done
 export LD_LIBRARY_PATH="$HERE:$CUDA_LIBS:${LD_LIBRARY_PATH:-}"
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --format=csv > "$OUT/gpu.txt" 2>&1
-WOQ_REQUIRE_GPU=1 "$HERE/woq_gpu_tests" > "$OUT/gpu_tests.txt" 2>&1
+# Each step is bounded, so a hung kernel cannot eat the lease.
+WOQ_REQUIRE_GPU=1 timeout 300 "$HERE/woq_gpu_tests" > "$OUT/gpu_tests.txt" 2>&1
 tests=$?
-"$HERE/woq_cuda_bench" "$@" > "$OUT/cuda_bench.txt" 2>&1
+timeout 240 "$HERE/woq_cuda_bench" "$@" > "$OUT/cuda_bench.txt" 2>&1
 bench=$?
+timeout 120 "$HERE/woq_cuda_bench" --bits 8 --m 1 --m 16 --m 256 > "$OUT/cuda_bench_int8.txt" 2>&1
+bench8=$?
+timeout 300 python3 "$HERE/cuda_torch_compare.py" "$HERE/libwoq.so.1" > "$OUT/torch_compare.txt" 2>&1
+torch=$?
 cat "$OUT/gpu.txt"
 grep -E "^\[  (PASSED|FAILED|SKIPPED) |^\[==========\]|Failure|skipped:" "$OUT/gpu_tests.txt" | tail -20
-tail -60 "$OUT/cuda_bench.txt"
-echo "woq_gpu_tests exit $tests, woq_cuda_bench exit $bench"
-[ "$tests" = 0 ] && [ "$bench" = 0 ]
+tail -50 "$OUT/cuda_bench.txt"
+tail -20 "$OUT/cuda_bench_int8.txt"
+tail -50 "$OUT/torch_compare.txt"
+echo "woq_gpu_tests exit $tests, woq_cuda_bench exit $bench (int8: $bench8), cuda_torch_compare exit $torch"
+[ "$tests" = 0 ] && [ "$bench" = 0 ] && [ "$bench8" = 0 ] && [ "$torch" = 0 ]
