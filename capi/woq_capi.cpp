@@ -200,9 +200,9 @@ const woq::format::MetadataEntry& need_metadata(const woq_file* file, const char
   return *m;
 }
 
-woq_tensor* wrap_tensor(woq::Context* ctx, woq::QuantizedMatrix&& m) {
+woq_tensor* wrap_tensor(woq::Context* ctx, std::unique_ptr<woq::BackendTensor> uploaded) {
   auto t = std::make_unique<woq_tensor>();
-  t->impl = std::make_unique<woq::Tensor>(ctx, ctx->backend().upload(std::move(m)));
+  t->impl = std::make_unique<woq::Tensor>(ctx, std::move(uploaded));
   return t.release();
 }
 
@@ -657,8 +657,19 @@ static void load_rows(woq_context* context, const woq_file* file, const char* na
   const auto& rec = need_tensor_record(file, name);
   if (whole) row_begin = 0, row_end = rec.rows;
   woq::Context* ctx = context->impl.get();
-  woq::QuantizedMatrix m = woq::read_quantized(*file->impl, rec, row_begin, row_end, ctx->parallel_for());
-  *out_tensor = wrap_tensor(ctx, std::move(m));
+  woq::check_row_range(rec, row_begin, row_end);  // before the backend asks for any block
+  const woq::format::Reader& reader = *file->impl;
+  const woq::format::ParallelFor parallel = ctx->parallel_for();
+  woq::RowSource source;
+  source.rows = row_end - row_begin;
+  source.cols = rec.cols;
+  source.bits = rec.bits;
+  source.group_size = rec.group_size;
+  source.rows_per_chunk = rec.rows_per_chunk;
+  source.read = [&](uint64_t b, uint64_t e) {
+    return woq::read_quantized(reader, rec, row_begin + b, row_begin + e, parallel);
+  };
+  *out_tensor = wrap_tensor(ctx, ctx->backend().upload_rows(source));
 }
 
 WOQ_API woq_status woq_tensor_load_rows(woq_context* context, const woq_file* file, const char* name,
@@ -679,7 +690,7 @@ WOQ_API woq_status woq_tensor_from_qmatrix(woq_context* context, const woq_qmatr
     need(out_tensor, "out_tensor");
     woq::QuantizedMatrix copy = qmatrix->impl;
     if (bias) copy.bias.assign(bias, bias + copy.rows);
-    *out_tensor = wrap_tensor(context->impl.get(), std::move(copy));
+    *out_tensor = wrap_tensor(context->impl.get(), context->impl->backend().upload(std::move(copy)));
   });
 }
 

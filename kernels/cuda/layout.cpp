@@ -1,5 +1,7 @@
 #include "kernels/cuda/layout.h"
 
+#include <algorithm>
+
 #include "kernels/cpu/reference.h"
 
 namespace woq::kernels::cuda {
@@ -17,30 +19,41 @@ FragmentShape fragment_shape(uint64_t rows, uint64_t cols, uint32_t code_bits, u
   return s;
 }
 
-FragmentMatrix repack_fragments(const uint32_t* codes, uint64_t words_per_row, const uint16_t* scales,
-                                const uint8_t* zeros, uint64_t rows, uint64_t cols, uint32_t code_bits,
-                                uint32_t group_size) {
-  FragmentMatrix f;
-  f.shape = fragment_shape(rows, cols, code_bits, group_size);
-  const FragmentShape& s = f.shape;
+void repack_fragments_into(const uint32_t* codes, uint64_t words_per_row, const uint16_t* scales,
+                           const uint8_t* zeros, uint64_t rows, uint64_t cols, uint32_t code_bits,
+                           uint32_t group_size, uint32_t* units_out, uint16_t* scales_out, uint8_t* zeros_out,
+                           uint64_t stride) {
+  const FragmentShape s = fragment_shape(rows, cols, code_bits, group_size);
   const uint32_t width = step_cols(s.field);
-  f.units.assign(s.unit_count() * kUnitWords, 0);
+  std::fill(units_out, units_out + s.unit_count() * kUnitWords, 0u);
   for (uint64_t n = 0; n < rows; ++n) {
     const uint32_t* row = codes + n * words_per_row;
-    uint32_t* slice = f.units.data() + (n / kSliceRows) * s.steps * kUnitWords;
+    uint32_t* slice = units_out + (n / kSliceRows) * s.steps * kUnitWords;
     for (uint64_t k = 0; k < cols; ++k) {
       const CodePlace p = code_place(s.field, uint32_t(n % kSliceRows), uint32_t(k % width));
       slice[(k / width) * kUnitWords + p.word] |= unpack_code(row, k, code_bits) << p.shift;
     }
   }
-  const uint64_t stride = s.padded_rows();
-  f.scales.assign(s.groups * stride, 0);
-  f.zeros.assign(s.groups * stride, 0);
+  std::fill(scales_out, scales_out + s.groups * stride, uint16_t(0));
+  std::fill(zeros_out, zeros_out + s.groups * stride, uint8_t(0));
   for (uint64_t n = 0; n < rows; ++n)
     for (uint64_t j = 0; j < s.groups; ++j) {
-      f.scales[j * stride + n] = scales[n * s.groups + j];
-      f.zeros[j * stride + n] = zeros[n * s.groups + j];
+      scales_out[j * stride + n] = scales[n * s.groups + j];
+      zeros_out[j * stride + n] = zeros[n * s.groups + j];
     }
+}
+
+FragmentMatrix repack_fragments(const uint32_t* codes, uint64_t words_per_row, const uint16_t* scales,
+                                const uint8_t* zeros, uint64_t rows, uint64_t cols, uint32_t code_bits,
+                                uint32_t group_size) {
+  FragmentMatrix f;
+  f.shape = fragment_shape(rows, cols, code_bits, group_size);
+  const uint64_t stride = f.shape.padded_rows();
+  f.units.resize(f.shape.unit_count() * kUnitWords);
+  f.scales.resize(f.shape.groups * stride);
+  f.zeros.resize(f.shape.groups * stride);
+  repack_fragments_into(codes, words_per_row, scales, zeros, rows, cols, code_bits, group_size, f.units.data(),
+                        f.scales.data(), f.zeros.data(), stride);
   return f;
 }
 

@@ -105,4 +105,14 @@ FragmentMatrix repack_fragments(const uint32_t* codes, uint64_t words_per_row, c
                                 const uint8_t* zeros, uint64_t rows, uint64_t cols, uint32_t code_bits,
                                 uint32_t group_size);
 
+// The same into caller memory (a block of rows of a larger tensor, e.g. a
+// pinned staging buffer): units_out holds fragment_shape(rows, ...)
+// .unit_count() units, scales_out and zeros_out hold groups rows of
+// `stride` (>= padded_rows()) entries. Everything is overwritten, padding
+// with zeros.
+void repack_fragments_into(const uint32_t* codes, uint64_t words_per_row, const uint16_t* scales,
+                           const uint8_t* zeros, uint64_t rows, uint64_t cols, uint32_t code_bits,
+                           uint32_t group_size, uint32_t* units_out, uint16_t* scales_out, uint8_t* zeros_out,
+                           uint64_t stride);
+
 }  // namespace woq::kernels::cuda

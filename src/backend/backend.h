@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 
 #include "quant/quantized_matrix.h"
@@ -12,6 +13,15 @@
 namespace woq {
 
 class ThreadPool;
+
+// The rows of a stored tensor, readable in blocks.
+struct RowSource {
+  uint64_t rows = 0, cols = 0;
+  uint32_t bits = 0, group_size = 0;
+  uint64_t rows_per_chunk = 0;  // blocks of a multiple of it decode each chunk once
+  // Rows [row_begin, row_end) in the canonical layout, validated.
+  std::function<QuantizedMatrix(uint64_t row_begin, uint64_t row_end)> read;
+};
 
 enum class BackendKind { CpuReference = 0, Cpu = 1, Cuda = 2 };
 
@@ -42,6 +52,12 @@ class Backend {
   // Which kernels run: "reference", "portable", "avx2", "avx512", ...
   virtual const char* kernel_name() const = 0;
   virtual std::unique_ptr<BackendTensor> upload(QuantizedMatrix&& matrix) = 0;
+  // A tensor that can be read in blocks of rows (a file's chunks decode
+  // per block). By default read whole and uploaded; the CUDA backend copies
+  // one block to the device while the next one is read.
+  virtual std::unique_ptr<BackendTensor> upload_rows(const RowSource& source) {
+    return upload(source.read(0, source.rows));
+  }
   virtual std::unique_ptr<BackendBuffer> allocate(uint64_t bytes) = 0;
   // Shapes are already validated by the caller; x and y are backend memory.
   virtual void matmul(const BackendTensor& w, const void* x, DType x_dtype, uint64_t m, void* y,

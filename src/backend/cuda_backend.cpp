@@ -7,6 +7,9 @@
 // creating a CUDA context there fails with WOQ_ERR_UNSUPPORTED.
 #include <cuda_runtime_api.h>
 
+#include <algorithm>
+#include <mutex>
+#include <numeric>
 #include <string>
 #include <vector>
 
@@ -68,6 +71,31 @@ DeviceMemory upload_vector(const std::vector<T>& v, cudaStream_t stream, const c
   }
   return d;
 }
+
+// Page-locked host memory (so copies from it run asynchronously), or
+// ordinary memory where the driver refuses to pin more.
+class PinnedBuffer {
+ public:
+  explicit PinnedBuffer(uint64_t bytes) : bytes_(bytes) {
+    if (cudaHostAlloc(&pinned_, bytes, cudaHostAllocDefault) != cudaSuccess) {
+      cudaGetLastError();
+      pinned_ = nullptr;
+      pageable_.resize(bytes);
+    }
+  }
+  ~PinnedBuffer() {
+    if (pinned_) cudaFreeHost(pinned_);
+  }
+  PinnedBuffer(const PinnedBuffer&) = delete;
+  PinnedBuffer& operator=(const PinnedBuffer&) = delete;
+  uint8_t* data() { return pinned_ ? static_cast<uint8_t*>(pinned_) : pageable_.data(); }
+  uint64_t size() const { return bytes_; }
+
+ private:
+  uint64_t bytes_;
+  void* pinned_ = nullptr;
+  std::vector<uint8_t> pageable_;
+};
 
 class CudaTensor : public BackendTensor {
  public:
@@ -142,40 +170,88 @@ class CudaBackend : public Backend {
   const char* kernel_name() const override { return name_.c_str(); }
 
   std::unique_ptr<BackendTensor> upload(QuantizedMatrix&& matrix) override {
+    RowSource source;
+    source.rows = matrix.rows;
+    source.cols = matrix.cols;
+    source.bits = matrix.bits;
+    source.group_size = matrix.group_size;
+    source.read = [&](uint64_t b, uint64_t e) { return row_block(matrix, b, e); };
+    return upload_rows(source);
+  }
+
+  // Blocks of rows go through two pinned staging buffers: while block i is
+  // copied to the device, block i + 1 is read (its chunks decompressed on
+  // the context's threads) and repacked into the other buffer.
+  std::unique_ptr<BackendTensor> upload_rows(const RowSource& source) override {
     check(cudaSetDevice(device_), "cudaSetDevice");
-    auto t = std::make_unique<CudaTensor>();
-    t->rows = matrix.rows;
-    t->cols = matrix.cols;
-    t->group_size = matrix.group_size;
-    const kernels::QuantView v = matrix.view();
-    if (v.group_size % 32 != 0 && v.group_size != v.cols)
+    if (source.group_size % 32 != 0 && source.group_size != source.cols)
       fail(Status::Unsupported, "the CUDA backend needs groups of a multiple of 32 inputs or one group per row; "
-                                "this tensor has groups of " + std::to_string(v.group_size) + " (cols " +
-                                std::to_string(v.cols) + ")");
-    // GPU layout: kernels/cuda/layout.h (codes widened to 4- or 8-bit fields,
-    // repacked into mma fragments; scales and zero-points group-major).
-    const cu::FragmentMatrix f = cu::repack_fragments(v.codes, v.words_per_row, v.scales, v.zeros, v.rows, v.cols,
-                                                      v.bits, v.group_size);
-    t->codes = upload_vector(f.units, stream_, "upload of codes");
-    t->scales = upload_vector(f.scales, stream_, "upload of scales");
-    t->zeros = upload_vector(f.zeros, stream_, "upload of zero-points");
-    if (!matrix.bias.empty()) t->bias = upload_vector(matrix.bias, stream_, "upload of bias");
-    if (!matrix.input_scales.empty()) t->input_scales = upload_vector(matrix.input_scales, stream_, "upload of input scales");
-    t->view.rows = v.rows;
-    t->view.cols = v.cols;
-    t->view.group_size = v.group_size;
-    t->view.group_shift = f.shape.group_shift;
-    t->view.field = f.shape.field;
-    t->view.slices = f.shape.slices;
-    t->view.steps = f.shape.steps;
+                                "this tensor has groups of " + std::to_string(source.group_size) + " (cols " +
+                                std::to_string(source.cols) + ")");
+    const cu::FragmentShape shape = cu::fragment_shape(source.rows, source.cols, source.bits, source.group_size);
+    const uint64_t stride = shape.padded_rows(), groups = shape.groups;
+    const uint64_t slice_bytes = shape.steps * cu::kUnitBytes;
+    auto t = std::make_unique<CudaTensor>();
+    t->rows = source.rows;
+    t->cols = source.cols;
+    t->group_size = source.group_size;
+    t->codes = DeviceMemory(shape.unit_count() * cu::kUnitBytes);
+    t->scales = DeviceMemory(groups * stride * sizeof(uint16_t));
+    t->zeros = DeviceMemory(groups * stride);
+    t->host_scales.resize(source.rows * groups);
+    t->host_zeros.resize(source.rows * groups);
+
+    const uint64_t block_rows = upload_block_rows(shape, source.rows_per_chunk);
+    const uint64_t staging_bytes = block_rows / cu::kSliceRows * slice_bytes + groups * block_rows * 3;
+    Staging staging(*this, staging_bytes);
+    auto* d_codes = static_cast<uint8_t*>(t->codes.get());
+    auto* d_scales = static_cast<uint16_t*>(t->scales.get());
+    auto* d_zeros = static_cast<uint8_t*>(t->zeros.get());
+    for (uint64_t b = 0, i = 0; b < source.rows; b += block_rows, ++i) {
+      const uint64_t e = std::min(b + block_rows, source.rows), slices = (e - b + cu::kSliceRows - 1) / cu::kSliceRows;
+      const QuantizedMatrix m = source.read(b, e);
+      if (m.rows != e - b || m.cols != source.cols || m.bits != source.bits || m.group_size != source.group_size)
+        fail(Status::Internal, "a block of rows read for upload does not match its tensor's shape");
+      uint8_t* host = staging.wait(i % 2);  // its previous copy is done
+      auto* units = reinterpret_cast<uint32_t*>(host);
+      auto* scales = reinterpret_cast<uint16_t*>(host + slices * slice_bytes);
+      auto* zeros = host + slices * slice_bytes + groups * slices * cu::kSliceRows * sizeof(uint16_t);
+      const uint64_t block_stride = slices * cu::kSliceRows;
+      cu::repack_fragments_into(m.codes.data(), m.words_per_row(), m.scales.data(), m.zeros.data(), m.rows, m.cols,
+                                m.bits, m.group_size, units, scales, zeros, block_stride);
+      check(cudaMemcpyAsync(d_codes + b / cu::kSliceRows * slice_bytes, units, slices * slice_bytes,
+                            cudaMemcpyHostToDevice, stream_),
+            "upload of codes");
+      check(cudaMemcpy2DAsync(d_scales + b, stride * sizeof(uint16_t), scales, block_stride * sizeof(uint16_t),
+                              block_stride * sizeof(uint16_t), groups, cudaMemcpyHostToDevice, stream_),
+            "upload of scales");
+      check(cudaMemcpy2DAsync(d_zeros + b, stride, zeros, block_stride, block_stride, groups, cudaMemcpyHostToDevice,
+                              stream_),
+            "upload of zero-points");
+      staging.record(i % 2);
+      std::copy(m.scales.begin(), m.scales.end(), t->host_scales.begin() + b * groups);
+      std::copy(m.zeros.begin(), m.zeros.end(), t->host_zeros.begin() + b * groups);
+      if (!m.bias.empty()) {
+        t->host_bias.resize(source.rows);
+        std::copy(m.bias.begin(), m.bias.end(), t->host_bias.begin() + b);
+      }
+      if (i == 0) t->host_input_scales = m.input_scales;
+    }
+    staging.finish();  // every copy done before the staging memory goes back to the pool
+    if (!t->host_bias.empty()) t->bias = upload_vector(t->host_bias, stream_, "upload of bias");
+    if (!t->host_input_scales.empty())
+      t->input_scales = upload_vector(t->host_input_scales, stream_, "upload of input scales");
+    t->view.rows = source.rows;
+    t->view.cols = source.cols;
+    t->view.group_size = source.group_size;
+    t->view.group_shift = shape.group_shift;
+    t->view.field = shape.field;
+    t->view.slices = shape.slices;
+    t->view.steps = shape.steps;
     t->view.units = static_cast<const uint32_t*>(t->codes.get());
     t->view.scales = static_cast<const uint16_t*>(t->scales.get());
     t->view.zeros = static_cast<const uint8_t*>(t->zeros.get());
-    t->view.bias = matrix.bias.empty() ? nullptr : static_cast<const float*>(t->bias.get());
-    t->host_scales = std::move(matrix.scales);
-    t->host_zeros = std::move(matrix.zeros);
-    t->host_bias = std::move(matrix.bias);
-    t->host_input_scales = std::move(matrix.input_scales);
+    t->view.bias = t->host_bias.empty() ? nullptr : static_cast<const float*>(t->bias.get());
     t->bytes = t->codes.bytes() + t->scales.bytes() + t->zeros.bytes() + t->bias.bytes() + t->input_scales.bytes();
     return t;
   }
@@ -257,10 +333,77 @@ class CudaBackend : public Backend {
   }
 
  private:
+  // Rows per upload block: about kStagingBytes of repacked data, whole
+  // slices, and whole file chunks where that at most doubles the block.
+  static uint64_t upload_block_rows(const cu::FragmentShape& s, uint64_t rows_per_chunk) {
+    const uint64_t per_slice = s.steps * cu::kUnitBytes + s.groups * cu::kSliceRows * 3;
+    uint64_t rows = std::max<uint64_t>(1, kStagingBytes / per_slice) * cu::kSliceRows;
+    if (rows_per_chunk) {
+      const uint64_t whole = std::lcm<uint64_t>(cu::kSliceRows, rows_per_chunk);
+      if (whole <= 2 * rows) rows = std::max(whole, rows / whole * whole);
+    }
+    return std::min(rows, s.padded_rows());
+  }
+
+  // Two pinned buffers of the pool and an event each; finish() (or the
+  // destructor, when a read throws) waits for the copies before they return.
+  class Staging {
+   public:
+    Staging(CudaBackend& owner, uint64_t bytes) : owner_(owner) {
+      for (int i = 0; i < 2; ++i) {
+        buffers_[i] = owner_.acquire_pinned(bytes);
+        check(cudaEventCreateWithFlags(&done_[i], cudaEventDisableTiming), "upload event");
+      }
+    }
+    ~Staging() {
+      cudaStreamSynchronize(owner_.stream_);
+      for (int i = 0; i < 2; ++i) {
+        if (done_[i]) cudaEventDestroy(done_[i]);
+        owner_.release_pinned(std::move(buffers_[i]));
+      }
+    }
+    uint8_t* wait(int i) {
+      if (used_[i]) check(cudaEventSynchronize(done_[i]), "upload copy");
+      return buffers_[i]->data();
+    }
+    void record(int i) {
+      check(cudaEventRecord(done_[i], owner_.stream_), "upload event");
+      used_[i] = true;
+    }
+    void finish() { check(cudaStreamSynchronize(owner_.stream_), "upload"); }
+
+   private:
+    CudaBackend& owner_;
+    std::unique_ptr<PinnedBuffer> buffers_[2];
+    cudaEvent_t done_[2] = {nullptr, nullptr};
+    bool used_[2] = {false, false};
+  };
+
+  std::unique_ptr<PinnedBuffer> acquire_pinned(uint64_t bytes) {
+    {
+      std::lock_guard<std::mutex> lock(pinned_mutex_);
+      for (auto it = pinned_.begin(); it != pinned_.end(); ++it)
+        if ((*it)->size() >= bytes) {
+          std::unique_ptr<PinnedBuffer> b = std::move(*it);
+          pinned_.erase(it);
+          return b;
+        }
+    }
+    return std::make_unique<PinnedBuffer>(std::max(bytes, kStagingBytes));
+  }
+  void release_pinned(std::unique_ptr<PinnedBuffer> b) {
+    std::lock_guard<std::mutex> lock(pinned_mutex_);
+    if (b && b->size() <= 4 * kStagingBytes && pinned_.size() < kPinnedKept) pinned_.push_back(std::move(b));
+  }
+
+  static constexpr uint64_t kStagingBytes = 8ull << 20;
+  static constexpr size_t kPinnedKept = 4;  // two concurrent uploads
   int device_;
   bool owns_stream_;
   std::string name_;
   cudaStream_t stream_ = nullptr;
+  std::mutex pinned_mutex_;
+  std::vector<std::unique_ptr<PinnedBuffer>> pinned_;
 };
 
 }  // namespace

@@ -30,4 +30,23 @@ void validate_quantized(const QuantizedMatrix& m, const char* name) {
                                std::to_string(m.input_scales[k]) + " is not finite and > 0");
 }
 
+QuantizedMatrix row_block(const QuantizedMatrix& m, uint64_t row_begin, uint64_t row_end) {
+  QuantizedMatrix b;
+  b.rows = row_end - row_begin;
+  b.cols = m.cols;
+  b.bits = m.bits;
+  b.group_size = m.group_size;
+  b.scheme = m.scheme;
+  b.method = m.method;
+  b.source_dtype = m.source_dtype;
+  b.stats = m.stats;
+  const uint64_t words = m.words_per_row(), groups = m.groups_per_row();
+  b.codes.assign(m.codes.begin() + row_begin * words, m.codes.begin() + row_end * words);
+  b.scales.assign(m.scales.begin() + row_begin * groups, m.scales.begin() + row_end * groups);
+  b.zeros.assign(m.zeros.begin() + row_begin * groups, m.zeros.begin() + row_end * groups);
+  if (!m.bias.empty()) b.bias.assign(m.bias.begin() + row_begin, m.bias.begin() + row_end);
+  b.input_scales = m.input_scales;
+  return b;
+}
+
 }  // namespace woq

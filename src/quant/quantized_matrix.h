@@ -52,6 +52,10 @@ struct QuantizedMatrix {
   }
 };
 
+// Rows [row_begin, row_end) of m as a matrix of their own (with their bias
+// and all of m's input scales).
+QuantizedMatrix row_block(const QuantizedMatrix& m, uint64_t row_begin, uint64_t row_end);
+
 // Checks that decoded data obeys SPEC.md 5.3 (finite non-negative scales,
 // zero-points <= 2^bits - 1, symmetric zero-points == 2^(bits-1), input
 // scales finite and > 0).

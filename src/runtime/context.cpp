@@ -49,11 +49,15 @@ format::ParallelFor Context::parallel_for() {
   throw Error(s, e.what());
 }
 
-QuantizedMatrix read_quantized(const format::Reader& file, const format::TensorRecord& rec, uint64_t row_begin,
-                               uint64_t row_end, const format::ParallelFor& parallel) {
+void check_row_range(const format::TensorRecord& rec, uint64_t row_begin, uint64_t row_end) {
   if (!(row_begin < row_end && row_end <= rec.rows))
     fail(Status::Shape, "row range [" + std::to_string(row_begin) + ", " + std::to_string(row_end) +
                             ") is empty or outside tensor '" + rec.name + "' with " + std::to_string(rec.rows) + " rows");
+}
+
+QuantizedMatrix read_quantized(const format::Reader& file, const format::TensorRecord& rec, uint64_t row_begin,
+                               uint64_t row_end, const format::ParallelFor& parallel) {
+  check_row_range(rec, row_begin, row_end);
   if (rec.scheme > 1 || rec.source_dtype > 2)
     fail(Status::Format, "tensor '" + rec.name + "' has an unknown scheme or source dtype");
   QuantizedMatrix m;

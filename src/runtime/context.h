@@ -90,6 +90,9 @@ class Buffer {
   MemoryCharge charge_;
 };
 
+// Throws Error(Shape) unless row_begin < row_end <= the tensor's rows.
+void check_row_range(const format::TensorRecord& record, uint64_t row_begin, uint64_t row_end);
+
 // Reads rows [row_begin, row_end) of a stored tensor into the canonical
 // layout (chunks decode in parallel) and validates the decoded data.
 QuantizedMatrix read_quantized(const format::Reader& file, const format::TensorRecord& record, uint64_t row_begin,

@@ -203,6 +203,50 @@ TEST(Cuda, MemoryAccountingCountsDeviceBytes) {
   woq_context_destroy(ctx);
 }
 
+// A tensor larger than one upload block (8 MiB of repacked codes) loaded
+// from a file, whole and as a shard starting mid-slice: the same weights,
+// bias and products as the reference backend loads.
+TEST(Cuda, FileLoadsInBlocksMatchTheReference) {
+  NEED_CUDA(ctx);
+  woq_context* ref = reference_context();
+  const uint64_t n = 3000, k = 8192;
+  std::vector<float> w = woq::test::random_weights(n, k, 8), bias = woq::test::random_activations(n, 9);
+  woq_qmatrix* q = nullptr;
+  ASSERT_EQ(woq_quantize(w.data(), WOQ_DTYPE_F32, n, k, nullptr, &q), WOQ_OK) << woq_last_error();
+  woq::test::TempDir dir;
+  const std::string path = dir.file("big.woq");
+  ASSERT_TRUE(woq::test::write_one_tensor(path, "big", q, bias.data()));
+  woq_qmatrix_destroy(q);
+  woq_file* f = nullptr;
+  ASSERT_EQ(woq_file_open(path.c_str(), &f), WOQ_OK) << woq_last_error();
+  for (const auto& [b, e] : {std::pair<uint64_t, uint64_t>{0, n}, {5, 2900}}) {
+    SCOPED_TRACE("rows " + std::to_string(b) + ".." + std::to_string(e));
+    woq_tensor *t = nullptr, *rt = nullptr;
+    ASSERT_EQ(woq_tensor_load_rows(ctx, f, "big", b, e, &t), WOQ_OK) << woq_last_error();
+    ASSERT_EQ(woq_tensor_load_rows(ref, f, "big", b, e, &rt), WOQ_OK) << woq_last_error();
+    const uint64_t rows = e - b;
+    std::vector<float> w_gpu(rows * k), w_ref(rows * k), b_gpu(rows), b_ref(rows);
+    ASSERT_EQ(woq_dequantize(ctx, t, w_gpu.data(), WOQ_DTYPE_F32, w_gpu.size() * 4), WOQ_OK) << woq_last_error();
+    ASSERT_EQ(woq_dequantize(ref, rt, w_ref.data(), WOQ_DTYPE_F32, w_ref.size() * 4), WOQ_OK);
+    EXPECT_EQ(w_gpu, w_ref);
+    int32_t has_gpu = 0, has_ref = 0;
+    ASSERT_EQ(woq_tensor_bias(ctx, t, b_gpu.data(), rows * 4, &has_gpu), WOQ_OK);
+    ASSERT_EQ(woq_tensor_bias(ref, rt, b_ref.data(), rows * 4, &has_ref), WOQ_OK);
+    EXPECT_TRUE(has_gpu && has_ref);
+    EXPECT_EQ(b_gpu, b_ref);
+    const uint64_t m = 2;
+    std::vector<float> exact;
+    const std::vector<uint16_t> x = to_16bit(woq::test::random_activations(m * k, 10), WOQ_DTYPE_F16, exact);
+    const std::vector<float> y = gpu_matmul(ctx, t, x.data(), x.size() * 2, WOQ_DTYPE_F16, m, rows);
+    EXPECT_LT(woq::test::rel_error(y, woq::test::matmul_f64(exact, w_ref, b_ref.data(), m, rows, k)), 1e-4);
+    woq_tensor_destroy(t);
+    woq_tensor_destroy(rt);
+  }
+  woq_file_close(f);
+  woq_context_destroy(ref);
+  woq_context_destroy(ctx);
+}
+
 #if defined(WOQ_TEST_CUDART)
 // woq_matmul on device pointers, queued on a stream the host owns: the same
 // bits as through woq_buffers, and only after that stream is synchronized.

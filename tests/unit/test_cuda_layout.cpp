@@ -8,6 +8,7 @@
 // documented extraction, the permutation and the PTX table.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <random>
 #include <vector>
 
@@ -93,6 +94,45 @@ INSTANTIATE_TEST_SUITE_P(Shapes, FragmentLayout,
                                            Case{4, 40, 1000, 1000}, Case{3, 30, 3 * 64, 64}, Case{2, 17, 256, 256},
                                            Case{8, 129, 3 * 128, 128}, Case{8, 20, 301, 301}, Case{5, 45, 9 * 32, 32},
                                            Case{6, 33, 96, 32}, Case{4, 8, 192, 96}));
+
+// The CUDA upload repacks a tensor in blocks of whole slices into staging
+// memory and copies each to its place: units at slice offset, scales and
+// zero-points as a 2-D copy (block columns into the tensor's group-major
+// rows). Pieced together that way it must equal the whole repacking.
+TEST(FragmentLayout, BlocksOfSlicesPieceTogether) {
+  const uint64_t rows = 75, cols = 384, group = 128, groups = cols / group;
+  const uint32_t bits = 4;
+  std::mt19937 rng(11);
+  const uint64_t wpr = cols * bits / 32;
+  std::vector<uint32_t> codes(rows * wpr);
+  for (uint32_t& v : codes) v = uint32_t(rng());
+  std::vector<uint16_t> scales(rows * groups);
+  std::vector<uint8_t> zeros(rows * groups);
+  for (size_t i = 0; i < scales.size(); ++i) scales[i] = uint16_t(rng()), zeros[i] = uint8_t(rng() % 16);
+  const cu::FragmentMatrix whole =
+      cu::repack_fragments(codes.data(), wpr, scales.data(), zeros.data(), rows, cols, bits, group);
+  const uint64_t stride = whole.shape.padded_rows(), unit_words = whole.shape.steps * 128;
+  std::vector<uint32_t> units(whole.units.size(), 0xdeadbeefu);
+  std::vector<uint16_t> sc(whole.scales.size(), 0xffff);
+  std::vector<uint8_t> zr(whole.zeros.size(), 0xff);
+  for (uint64_t b = 0; b < rows; b += 32) {  // blocks of two slices; the last one ragged
+    const uint64_t e = std::min(b + 32, rows), block_stride = (e - b + 15) / 16 * 16;
+    std::vector<uint32_t> bu(block_stride / 16 * unit_words);
+    std::vector<uint16_t> bs(groups * block_stride);
+    std::vector<uint8_t> bz(groups * block_stride);
+    cu::repack_fragments_into(codes.data() + b * wpr, wpr, scales.data() + b * groups, zeros.data() + b * groups,
+                              e - b, cols, bits, group, bu.data(), bs.data(), bz.data(), block_stride);
+    std::copy(bu.begin(), bu.end(), units.begin() + b / 16 * unit_words);
+    for (uint64_t j = 0; j < groups; ++j)
+      for (uint64_t c = 0; c < block_stride; ++c) {
+        sc[j * stride + b + c] = bs[j * block_stride + c];
+        zr[j * stride + b + c] = bz[j * block_stride + c];
+      }
+  }
+  EXPECT_EQ(units, whole.units);
+  EXPECT_EQ(sc, whole.scales);
+  EXPECT_EQ(zr, whole.zeros);
+}
 
 // The A operand: a lane loads X in 16-byte runs of 8 columns at 32 p + 8 tid
 // (p: pair of blocks); word 2 (b % 2) + reg of run b / 2 is register reg
