@@ -26,6 +26,7 @@ namespace {
 
 constexpr int kWarps = 8;
 constexpr int kThreads = kWarps * 32;
+constexpr int kParts = 8;  // every output's K is summed as 8 interleaved parts, added in order
 constexpr int kSimtRows = 8;
 constexpr unsigned kMaxGridY = 65535;
 
@@ -174,23 +175,23 @@ __device__ __forceinline__ bool reduce_warps(float (&v)[COUNT], float (*shared)[
   return true;
 }
 
-// The slice's units in turn for this warp (steps warp, warp + kWarps, ...),
-// kAhead loads in flight beyond the one being used.
+// A slice's units for one K-part (steps first, first + kParts, ...) in
+// turn, kAhead loads in flight beyond the one being used.
 constexpr int kAhead = 2;
 struct UnitStream {
   const uint4* lane_units;
   uint64_t steps;
   uint4 ahead[kAhead];
-  __device__ __forceinline__ UnitStream(const DeviceMatrix& w, uint64_t first) {
-    lane_units = reinterpret_cast<const uint4*>(w.units) + blockIdx.x * w.steps * 32 + threadIdx.x % 32;
+  __device__ __forceinline__ UnitStream(const DeviceMatrix& w, uint64_t slice, uint64_t first) {
+    lane_units = reinterpret_cast<const uint4*>(w.units) + slice * w.steps * 32 + threadIdx.x % 32;
     steps = w.steps;
 #pragma unroll
     for (int a = 0; a < kAhead; ++a) {
-      const uint64_t s = first + uint64_t(a) * kWarps;
+      const uint64_t s = first + uint64_t(a) * kParts;
       ahead[a] = s < steps ? load_stream(lane_units + s * 32) : make_uint4(0, 0, 0, 0);
     }
   }
-  // The unit of `step`, which must follow the previous call's by kWarps.
+  // The unit of `step`, which must follow the previous call's by kParts.
   __device__ __forceinline__ void next(uint64_t step, uint32_t (&words)[4]) {
     words[0] = ahead[0].x;
     words[1] = ahead[0].y;
@@ -198,7 +199,7 @@ struct UnitStream {
     words[3] = ahead[0].w;
 #pragma unroll
     for (int a = 0; a + 1 < kAhead; ++a) ahead[a] = ahead[a + 1];
-    const uint64_t s = step + uint64_t(kAhead) * kWarps;
+    const uint64_t s = step + uint64_t(kAhead) * kParts;
     if (s < steps) ahead[kAhead - 1] = load_stream(lane_units + s * 32);
   }
 };
@@ -220,28 +221,36 @@ __device__ __forceinline__ void load_zeros(const DeviceMatrix& w, uint64_t group
   }
 }
 
-// fp16 / bf16 X: rows [m0, m0 + 16 MT) of Y for slice blockIdx.x.
-template <class Op, int FIELD, int MT>
-__global__ void __launch_bounds__(kThreads)
-    mma_kernel(DeviceMatrix w, const uint16_t* __restrict__ x, uint64_t m, uint64_t m_first, void* y, Dtype y_type) {
-  constexpr int kCols = FIELD == 4 ? 64 : 32, kPairs = kCols / 32, kCount = MT * 2 * 4;
-  __shared__ float shared[kWarps - 1][kCount][32];
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
-  const uint64_t n0 = uint64_t(blockIdx.x) * kSliceRows, m0 = m_first + uint64_t(blockIdx.y) * 16 * MT;
-  const uint64_t K = w.cols, stride = w.slices * kSliceRows;
-  const bool vector = K % 8 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0;
+// One K-part of one slice times MT tiles of 16 rows of X (fp16 / bf16):
+// what every tensor-core kernel computes for an output, in this order, so
+// that its bits do not depend on which kernel (hence which M) ran. K-part
+// p is steps p, p + kParts, ...; per group the mma sums go into `part`,
+// which the group's scale then adds into `acc`.
 
+template <class Op, int FIELD, int MT>
+struct PartAccumulator {
+  static constexpr int kCols = FIELD == 4 ? 64 : 32, kPairs = kCols / 32;
   float acc[MT][2][4], part[MT][2][4];
+  uint64_t group;
+  uint32_t offset_z[2];
+  float z[2];
+
+  __device__ __forceinline__ void reset() {
 #pragma unroll
-  for (int i = 0; i < MT; ++i)
+    for (int i = 0; i < MT; ++i)
 #pragma unroll
-    for (int j = 0; j < 2; ++j)
+      for (int j = 0; j < 2; ++j)
 #pragma unroll
-      for (int e = 0; e < 4; ++e) acc[i][j][e] = part[i][j][e] = 0.0f;
-  uint64_t group = ~uint64_t(0);
-  uint32_t offset_z[2] = {0, 0};
-  float z[2] = {0.0f, 0.0f};
-  auto flush = [&]() {  // acc += s * part for the current group, per output column
+        for (int e = 0; e < 4; ++e) acc[i][j][e] = part[i][j][e] = 0.0f;
+    group = ~uint64_t(0);
+    offset_z[0] = offset_z[1] = 0;
+    z[0] = z[1] = 0.0f;
+  }
+
+  // acc += s * part for the current group, per output column 2t, 2t + 1.
+  __device__ __forceinline__ void flush(const DeviceMatrix& w, uint64_t n0, int t) {
+    if (group == ~uint64_t(0)) return;
+    const uint64_t stride = w.slices * kSliceRows;
 #pragma unroll
     for (int tile = 0; tile < 2; ++tile) {
       const float2 s =
@@ -256,18 +265,19 @@ __global__ void __launch_bounds__(kThreads)
         for (int e = 0; e < 4; ++e) part[i][tile][e] = 0.0f;
       }
     }
-  };
+  }
 
-  UnitStream units(w, warp);
-  for (uint64_t step = warp; step < w.steps; step += kWarps) {
-    uint32_t words[4];
-    units.next(step, words);
+  // The unit of `step` (its four words in this lane) against rows m0 ..
+  // m0 + 16 MT of X.
+  __device__ __forceinline__ void step(const DeviceMatrix& w, const uint16_t* x, uint64_t m, uint64_t m0,
+                                       uint64_t n0, uint64_t step, const uint32_t (&words)[4], bool vector, int g,
+                                       int t) {
 #pragma unroll
     for (int pair = 0; pair < kPairs; ++pair) {
       const uint64_t span = step * kCols + 32 * pair;  // blocks 2 pair, 2 pair + 1: one group
-      if (span >= K) break;
+      if (span >= w.cols) break;
       if (group_of(w, span) != group) {
-        if (group != ~uint64_t(0)) flush();
+        flush(w, n0, t);
         group = group_of(w, span);
         load_zeros<Op>(w, group, n0 + g, z, offset_z);
       }
@@ -276,7 +286,7 @@ __global__ void __launch_bounds__(kThreads)
       for (int i = 0; i < MT; ++i)
 #pragma unroll
         for (int half = 0; half < 2; ++half)
-          run[i][half].load(x, m0 + 16 * i + 8 * half + g, span + 8 * t, m, K, vector);
+          run[i][half].load(x, m0 + 16 * i + 8 * half + g, span + 8 * t, m, w.cols, vector);
 #pragma unroll
       for (int q = 0; q < 2; ++q) {
         const int block = 2 * pair + q;
@@ -296,18 +306,81 @@ __global__ void __launch_bounds__(kThreads)
       }
     }
   }
-  if (group != ~uint64_t(0)) flush();
 
-  float flat[kCount];
+  // The whole K-part `p` of slice blockIdx-derived `slice`.
+  __device__ __forceinline__ void run_part(const DeviceMatrix& w, const uint16_t* x, uint64_t m, uint64_t m0,
+                                           uint64_t slice, int p, bool vector, int g, int t) {
+    reset();
+    UnitStream units(w, slice, p);
+    for (uint64_t s = p; s < w.steps; s += kParts) {
+      uint32_t words[4];
+      units.next(s, words);
+      step(w, x, m, m0, slice * kSliceRows, s, words, vector, g, t);
+    }
+    flush(w, slice * kSliceRows, t);
+  }
+};
+
+// C fragment of tile (i, tile), element e: rows g (+ 8 for e >= 2), columns 2t (+ 1 for odd e).
+template <int MT>
+__device__ __forceinline__ void store_tiles(const DeviceMatrix& w, const float (&v)[MT * 8], uint64_t m, uint64_t m0,
+                                            uint64_t n0, void* y, Dtype y_type, int g, int t) {
 #pragma unroll
-  for (int i = 0; i < kCount; ++i) flat[i] = acc[i / 8][(i / 4) % 2][i % 4];
-  if (!reduce_warps<kCount>(flat, shared)) return;
-#pragma unroll
-  for (int i = 0; i < kCount; ++i) {  // C fragment: rows g, g + 8; columns 2t, 2t + 1
+  for (int i = 0; i < MT * 8; ++i) {
     const int tile = (i / 4) % 2, e = i % 4;
     const uint64_t row = m0 + 16 * (i / 8) + g + 8 * (e / 2), n = n0 + 8 * tile + 2 * t + (e % 2);
-    if (row < m && n < w.rows) store(y, y_type, row * w.rows + n, flat[i] + (w.bias ? w.bias[n] : 0.0f));
+    if (row < m && n < w.rows) store(y, y_type, row * w.rows + n, v[i] + (w.bias ? w.bias[n] : 0.0f));
   }
+}
+
+// fp16 / bf16 X, small M: block = one slice x 16 rows of X; warp p computes
+// K-part p, and warp 0 adds the parts in order p = 0 .. 7. Many warps per
+// output row keep many loads in flight when the weights are all the traffic.
+template <class Op, int FIELD>
+__global__ void __launch_bounds__(kThreads)
+    mma_gemv_kernel(DeviceMatrix w, const uint16_t* __restrict__ x, uint64_t m, uint64_t m_first, void* y,
+                    Dtype y_type) {
+  static_assert(kParts == kWarps, "one warp per K-part");
+  constexpr int kCount = 8;
+  __shared__ float shared[kWarps - 1][kCount][32];
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+  const uint64_t m0 = m_first + uint64_t(blockIdx.y) * 16;
+  const bool vector = w.cols % 8 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0;
+  PartAccumulator<Op, FIELD, 1> a;
+  a.run_part(w, x, m, m0, blockIdx.x, warp, vector, g, t);
+  float flat[kCount];
+#pragma unroll
+  for (int i = 0; i < kCount; ++i) flat[i] = a.acc[0][i / 4][i % 4];
+  if (!reduce_warps<kCount>(flat, shared)) return;
+  store_tiles<1>(w, flat, m, m0, uint64_t(blockIdx.x) * kSliceRows, y, y_type, g, t);
+}
+
+// fp16 / bf16 X, larger M: block = kWideSlices slices (a warp each) x 16 MT
+// rows of X; each warp runs its slice's K-parts one after another and adds
+// them in the same order, so it computes the GEMV kernel's bits while its
+// block's warps share each run of X through the L1 (the same columns at
+// the same time) and each dequantized B feeds MT mma.
+constexpr int kWideSlices = 4;
+
+template <class Op, int FIELD, int MT>
+__global__ void __launch_bounds__(kWideSlices * 32)
+    mma_wide_kernel(DeviceMatrix w, const uint16_t* __restrict__ x, uint64_t m, uint64_t m_first, void* y,
+                    Dtype y_type) {
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+  const uint64_t slice = uint64_t(blockIdx.x) * kWideSlices + warp, m0 = m_first + uint64_t(blockIdx.y) * 16 * MT;
+  if (slice >= w.slices) return;  // no barrier below
+  const bool vector = w.cols % 8 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0;
+  float total[MT * 8];
+  PartAccumulator<Op, FIELD, MT> a;
+  for (int p = 0; p < kParts; ++p) {
+    a.run_part(w, x, m, m0, slice, p, vector, g, t);
+#pragma unroll
+    for (int i = 0; i < MT * 8; ++i) {
+      const float v = a.acc[i / 8][(i / 4) % 2][i % 4];
+      total[i] = p == 0 ? v : total[i] + v;
+    }
+  }
+  store_tiles<MT>(w, total, m, m0, slice * kSliceRows, y, y_type, g, t);
 }
 
 // fp32 X: rows [m0, m0 + kSimtRows) of Y for slice blockIdx.x. Lane (g, t)
@@ -341,7 +414,7 @@ __global__ void __launch_bounds__(kThreads)
     }
   };
 
-  UnitStream units(w, warp);
+  UnitStream units(w, blockIdx.x, warp);
   for (uint64_t step = warp; step < w.steps; step += kWarps) {
     uint32_t words[4];
     units.next(step, words);
@@ -406,33 +479,42 @@ __global__ void __launch_bounds__(kThreads)
     }
 }
 
-// Launches `kernel` over every slice and the row blocks of `rows_per_block`
-// rows of X, in launches of at most kMaxGridY row blocks.
+// Launches `kernel` on blocks of `threads` over grid_x blocks of slices and
+// the row blocks of `rows_per_block` rows of X, in launches of at most
+// kMaxGridY row blocks.
 template <class Kernel, class XT>
-cudaError_t launch_rows(Kernel kernel, uint64_t rows_per_block, const DeviceMatrix& w, const XT* x, uint64_t m,
-                        void* y, Dtype y_type, cudaStream_t stream) {
+cudaError_t launch_rows(Kernel kernel, uint64_t grid_x, int threads, uint64_t rows_per_block, const DeviceMatrix& w,
+                        const XT* x, uint64_t m, void* y, Dtype y_type, cudaStream_t stream) {
   const uint64_t row_blocks = (m + rows_per_block - 1) / rows_per_block;
   for (uint64_t first = 0; first < row_blocks; first += kMaxGridY) {
     const uint64_t count = row_blocks - first < kMaxGridY ? row_blocks - first : kMaxGridY;
-    kernel<<<dim3(unsigned(w.slices), unsigned(count)), kThreads, 0, stream>>>(w, x, m, first * rows_per_block, y,
-                                                                               y_type);
+    kernel<<<dim3(unsigned(grid_x), unsigned(count)), threads, 0, stream>>>(w, x, m, first * rows_per_block, y,
+                                                                            y_type);
     const cudaError_t e = cudaGetLastError();
     if (e != cudaSuccess) return e;
   }
   return cudaSuccess;
 }
 
+template <class Op, int FIELD>
+cudaError_t matmul_16bit(const DeviceMatrix& w, const uint16_t* x, uint64_t m, void* y, Dtype y_type,
+                         cudaStream_t stream) {
+  // Up to 16 rows the weights are the traffic: 8 warps per slice. Beyond,
+  // X is: a block's slices share it, and 2 or 4 tiles of 16 rows share each
+  // dequantized B. Both compute the same bits for a row (PartAccumulator).
+  if (m <= 16) return launch_rows(mma_gemv_kernel<Op, FIELD>, w.slices, kThreads, 16, w, x, m, y, y_type, stream);
+  const uint64_t wide_x = (w.slices + kWideSlices - 1) / kWideSlices;
+  if (m <= 64)
+    return launch_rows(mma_wide_kernel<Op, FIELD, 2>, wide_x, kWideSlices * 32, 32, w, x, m, y, y_type, stream);
+  return launch_rows(mma_wide_kernel<Op, FIELD, 4>, wide_x, kWideSlices * 32, 64, w, x, m, y, y_type, stream);
+}
+
 template <class Op>
 cudaError_t matmul_16bit(const DeviceMatrix& w, const void* x, uint64_t m, void* y, Dtype y_type,
                          cudaStream_t stream) {
   const auto* xt = static_cast<const uint16_t*>(x);
-  // One 16-row tile per block up to M = 16 (GEMV-like: the weights are the
-  // traffic); two beyond, so each dequantized B feeds two mma.
-  if (m <= 16)
-    return w.field == 4 ? launch_rows(mma_kernel<Op, 4, 1>, 16, w, xt, m, y, y_type, stream)
-                        : launch_rows(mma_kernel<Op, 8, 1>, 16, w, xt, m, y, y_type, stream);
-  return w.field == 4 ? launch_rows(mma_kernel<Op, 4, 2>, 32, w, xt, m, y, y_type, stream)
-                      : launch_rows(mma_kernel<Op, 8, 2>, 32, w, xt, m, y, y_type, stream);
+  return w.field == 4 ? matmul_16bit<Op, 4>(w, xt, m, y, y_type, stream)
+                      : matmul_16bit<Op, 8>(w, xt, m, y, y_type, stream);
 }
 
 template <class XT>
@@ -468,8 +550,8 @@ cudaError_t matmul(const DeviceMatrix& w, const void* x, Dtype x_type, uint64_t 
   switch (x_type) {
     case Dtype::F32: {
       const auto* xf = static_cast<const float*>(x);
-      return w.field == 4 ? launch_rows(simt_kernel<4>, kSimtRows, w, xf, m, y, y_type, stream)
-                          : launch_rows(simt_kernel<8>, kSimtRows, w, xf, m, y, y_type, stream);
+      return w.field == 4 ? launch_rows(simt_kernel<4>, w.slices, kThreads, kSimtRows, w, xf, m, y, y_type, stream)
+                          : launch_rows(simt_kernel<8>, w.slices, kThreads, kSimtRows, w, xf, m, y, y_type, stream);
     }
     case Dtype::F16: return matmul_16bit<F16>(w, x, m, y, y_type, stream);
     case Dtype::BF16: return matmul_16bit<BF16>(w, x, m, y, y_type, stream);
