@@ -1,20 +1,22 @@
 // Fused dequantize + matmul on CUDA over the fragment layout (layout.h).
 //
-// A block of kWarps warps owns one slice of 16 output rows; its warps take
-// the slice's units (512 bytes, one 16-byte load per lane) in turn, so the
-// block streams the slice's codes front to back, each warp with its next
-// unit already in flight. A lane turns its codes into pairs of exact
-// integers (q - z) with one shift, one LOP3 and one fused subtract per pair
-// (the code is OR-ed into the mantissa of a 16-bit float whose exponent
-// makes it 1024 + q (fp16) or 128 + q (bf16)), and:
+// Every output's K is summed as kParts interleaved K-parts (part p: units
+// p, p + 8, ... of its slice), added in order p = 0 .. 7 then the bias. A
+// lane turns its codes into pairs of exact integers (q - z) with one shift,
+// one LOP3 and one fused subtract per pair (the code is OR-ed into the
+// mantissa of a 16-bit float whose exponent makes it 1024 + q (fp16) or
+// 128 + q (bf16)), and:
 // - fp16 / bf16 X: feeds them as B to mma.m16n8k16 with X as A, into a
 //   per-group fp32 accumulator that the group's scale then adds into the
-//   result (MT tiles of 16 rows of X share each dequantized B);
+//   part's sum. M <= 16: a block of 8 warps per slice, one K-part each, so
+//   many 16-byte loads are in flight per output; M > 16: a warp per slice
+//   runs the 8 parts in turn, 4 slices per block share X through the L1 and
+//   2 or 4 tiles of 16 rows share each dequantized B. The same operations
+//   in the same order: a row's bits do not depend on M.
 // - fp32 X: multiplies them with X in fp32 FMAs (kSimtRows rows at a time)
-//   and sums the four lanes of a row with shuffles.
-// The warps' sums are added in a fixed order through shared memory, so
-// each row of Y is computed the same way whatever M is. Written without a
-// GPU at hand; tests/gpu checks it, docs/BENCHMARKS.md has what it measured.
+//   and sums the four lanes of a row with shuffles, one K-part per warp.
+// Written without a GPU at hand; tests/gpu checks it, docs/BENCHMARKS.md
+// has what it measured.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -226,7 +228,6 @@ __device__ __forceinline__ void load_zeros(const DeviceMatrix& w, uint64_t group
 // that its bits do not depend on which kernel (hence which M) ran. K-part
 // p is steps p, p + kParts, ...; per group the mma sums go into `part`,
 // which the group's scale then adds into `acc`.
-
 template <class Op, int FIELD, int MT>
 struct PartAccumulator {
   static constexpr int kCols = FIELD == 4 ? 64 : 32, kPairs = kCols / 32;
@@ -307,7 +308,7 @@ struct PartAccumulator {
     }
   }
 
-  // The whole K-part `p` of slice blockIdx-derived `slice`.
+  // The whole K-part p of `slice`.
   __device__ __forceinline__ void run_part(const DeviceMatrix& w, const uint16_t* x, uint64_t m, uint64_t m0,
                                            uint64_t slice, int p, bool vector, int g, int t) {
     reset();
