@@ -9,7 +9,9 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <ostream>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "kernels/cpu/numeric.h"
@@ -25,6 +27,11 @@ struct Case {
   uint64_t rows, cols;
   uint32_t group;
 };
+
+// Named for gtest (which would otherwise print the struct's bytes, padding included).
+void PrintTo(const Case& c, std::ostream* os) {
+  *os << c.bits << "-bit " << c.rows << "x" << c.cols << " g" << c.group;
+}
 
 class FragmentLayout : public ::testing::TestWithParam<Case> {};
 
@@ -93,7 +100,12 @@ INSTANTIATE_TEST_SUITE_P(Shapes, FragmentLayout,
                          ::testing::Values(Case{4, 37, 3 * 128, 128}, Case{4, 16, 64, 32}, Case{4, 9, 77, 77},
                                            Case{4, 40, 1000, 1000}, Case{3, 30, 3 * 64, 64}, Case{2, 17, 256, 256},
                                            Case{8, 129, 3 * 128, 128}, Case{8, 20, 301, 301}, Case{5, 45, 9 * 32, 32},
-                                           Case{6, 33, 96, 32}, Case{4, 8, 192, 96}));
+                                           Case{6, 33, 96, 32}, Case{4, 8, 192, 96}),
+                         [](const ::testing::TestParamInfo<Case>& info) {
+                           const Case& c = info.param;
+                           return "b" + std::to_string(c.bits) + "_" + std::to_string(c.rows) + "x" +
+                                  std::to_string(c.cols) + "_g" + std::to_string(c.group);
+                         });
 
 // The CUDA upload repacks a tensor in blocks of whole slices into staging
 // memory and copies each to its place: units at slice offset, scales and
