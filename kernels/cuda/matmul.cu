@@ -32,12 +32,30 @@ constexpr int kParts = 8;  // every output's K is summed as 8 interleaved parts,
 constexpr int kSimtRows = 8;
 constexpr unsigned kMaxGridY = 65535;
 
+// The few PTX instructions used, and how they are launched. With
+// WOQ_CUDA_EMULATE (tests/emulator) the same kernels compile as host C++
+// and run on a CPU emulation of warps: emu:: gives these operations.
 __device__ __forceinline__ uint4 load_stream(const uint4* p) {
+#if defined(WOQ_CUDA_EMULATE)
+  return *p;
+#else
   uint4 v;  // read-only for the kernel's life: not volatile, the compiler may schedule it early
   asm("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
-               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-               : "l"(p));
+      : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+      : "l"(p));
   return v;
+#endif
+}
+
+template <class Kernel, class... Args>
+cudaError_t launch(Kernel kernel, dim3 grid, unsigned threads, cudaStream_t stream, Args... args) {
+#if defined(WOQ_CUDA_EMULATE)
+  (void)stream;
+  return emu::launch(kernel, grid, threads, args...);
+#else
+  kernel<<<grid, threads, 0, stream>>>(args...);
+  return cudaGetLastError();
+#endif
 }
 
 __device__ __forceinline__ void store(void* y, Dtype t, uint64_t i, float v) {
@@ -52,20 +70,28 @@ struct F16 {
   static constexpr float kOffset = 1024.0f;
   // a * 1 - b, exact for the small integers it sees.
   static __device__ __forceinline__ uint32_t sub(uint32_t a, uint32_t b) {
+#if defined(WOQ_CUDA_EMULATE)
+    return emu::fma_f16x2(a, 0x3C003C00u, b ^ 0x80008000u);
+#else
     uint32_t d;
     asm("fma.rn.f16x2 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(0x3C003C00u), "r"(b ^ 0x80008000u));
     return d;
+#endif
   }
   static __device__ __forceinline__ uint32_t pair(float lo, float hi) {
     const __half2 h = __floats2half2_rn(lo, hi);
     return *reinterpret_cast<const uint32_t*>(&h);
   }
   static __device__ __forceinline__ void mma(float (&c)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+#if defined(WOQ_CUDA_EMULATE)
+    emu::mma_m16n8k16(false, c, a, b);
+#else
     asm(
         "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
         "{%0, %1, %2, %3};"
         : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+#endif
   }
 };
 
@@ -73,20 +99,28 @@ struct BF16 {
   static constexpr uint32_t kMagic = 0x43004300u;  // 128.0 in both halves: exact for q < 128
   static constexpr float kOffset = 128.0f;
   static __device__ __forceinline__ uint32_t sub(uint32_t a, uint32_t b) {
+#if defined(WOQ_CUDA_EMULATE)
+    return emu::fma_bf16x2(a, 0x3F803F80u, b ^ 0x80008000u);
+#else
     uint32_t d;
     asm("fma.rn.bf16x2 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(0x3F803F80u), "r"(b ^ 0x80008000u));
     return d;
+#endif
   }
   static __device__ __forceinline__ uint32_t pair(float lo, float hi) {
     const __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
     return *reinterpret_cast<const uint32_t*>(&h);
   }
   static __device__ __forceinline__ void mma(float (&c)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+#if defined(WOQ_CUDA_EMULATE)
+    emu::mma_m16n8k16(true, c, a, b);
+#else
     asm(
         "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
         "{%0, %1, %2, %3};"
         : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+#endif
   }
 };
 
@@ -489,9 +523,8 @@ cudaError_t launch_rows(Kernel kernel, uint64_t grid_x, int threads, uint64_t ro
   const uint64_t row_blocks = (m + rows_per_block - 1) / rows_per_block;
   for (uint64_t first = 0; first < row_blocks; first += kMaxGridY) {
     const uint64_t count = row_blocks - first < kMaxGridY ? row_blocks - first : kMaxGridY;
-    kernel<<<dim3(unsigned(grid_x), unsigned(count)), threads, 0, stream>>>(w, x, m, first * rows_per_block, y,
-                                                                            y_type);
-    const cudaError_t e = cudaGetLastError();
+    const cudaError_t e = launch(kernel, dim3(unsigned(grid_x), unsigned(count)), unsigned(threads), stream, w, x, m,
+                                 first * rows_per_block, y, y_type);
     if (e != cudaSuccess) return e;
   }
   return cudaSuccess;
@@ -564,19 +597,22 @@ cudaError_t scale_inputs(const void* x, Dtype x_type, uint64_t m, uint64_t k, co
                          cudaStream_t stream) {
   const unsigned block = 256, grid = grid_for(m * k, block);
   switch (x_type) {
-    case Dtype::F32: scale_inputs_kernel<<<grid, block, 0, stream>>>(static_cast<const float*>(x), m * k, k, scales, out); break;
-    case Dtype::F16: scale_inputs_kernel<<<grid, block, 0, stream>>>(static_cast<const __half*>(x), m * k, k, scales, out); break;
+    case Dtype::F32:
+      return launch(scale_inputs_kernel<float>, dim3(grid), block, stream, static_cast<const float*>(x), m * k, k,
+                    scales, out);
+    case Dtype::F16:
+      return launch(scale_inputs_kernel<__half>, dim3(grid), block, stream, static_cast<const __half*>(x), m * k, k,
+                    scales, out);
     case Dtype::BF16:
-      scale_inputs_kernel<<<grid, block, 0, stream>>>(static_cast<const __nv_bfloat16*>(x), m * k, k, scales, out);
-      break;
+      return launch(scale_inputs_kernel<__nv_bfloat16>, dim3(grid), block, stream,
+                    static_cast<const __nv_bfloat16*>(x), m * k, k, scales, out);
   }
-  return cudaGetLastError();
+  return cudaErrorInvalidValue;
 }
 
 cudaError_t dequantize(const DeviceMatrix& w, float* out, cudaStream_t stream) {
   const unsigned block = 256;
-  dequantize_kernel<<<grid_for(w.rows * w.cols, block), block, 0, stream>>>(w, out);
-  return cudaGetLastError();
+  return launch(dequantize_kernel, dim3(grid_for(w.rows * w.cols, block)), block, stream, w, out);
 }
 
 }  // namespace woq::kernels::cuda

@@ -1,0 +1,179 @@
+// A CPU emulation of the little of CUDA that kernels/cuda/matmul.cu uses,
+// so that its kernels compile as host C++ (WOQ_CUDA_EMULATE) and run here,
+// where there is no GPU: every thread of a block is a std::thread, blocks
+// run one after another (so `__shared__` can be a static), and the warp
+// collectives (shuffles, mma.m16n8k16) meet at a barrier of the warp's 32
+// threads. The mma is computed from the PTX ISA's fragment tables
+// (9.7.14.5.8, .f16 / .bf16): lane = 4 groupID + tid holds
+//   A: a0,a1 (row g, cols 2t, 2t+1), a2,a3 (row g+8), a4,a5 (row g,
+//      cols +8), a6,a7 (row g+8, cols +8), two per register, low half first;
+//   B: b0,b1 (rows 2t, 2t+1 of column g), b2,b3 (rows +8);
+//   C, D: c0,c1 (row g, cols 2t, 2t+1), c2,c3 (row g+8).
+// Products and sums are formed in double and rounded to float once, so
+// this is at least as exact as the hardware. Include before matmul.cu.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime_api.h>
+
+#include <cmath>
+#include <condition_variable>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "kernels/cpu/numeric.h"
+
+// CUDA's headers define these for host compilers; here they take their
+// emulated meaning.
+#undef __global__
+#define __global__
+#undef __device__
+#define __device__
+#undef __shared__
+#define __shared__ static  // one block at a time, shared by its threads
+#undef __launch_bounds__
+#define __launch_bounds__(...)
+
+inline thread_local uint3 threadIdx, blockIdx;
+inline thread_local dim3 blockDim, gridDim;
+
+namespace emu {
+
+class Barrier {
+ public:
+  explicit Barrier(unsigned count) : count_(count) {}
+  void wait() {
+    std::unique_lock<std::mutex> lock(mutex_);
+    const unsigned generation = generation_;
+    if (++arrived_ == count_) {
+      arrived_ = 0;
+      ++generation_;
+      cv_.notify_all();
+      return;
+    }
+    cv_.wait(lock, [&] { return generation_ != generation; });
+  }
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  unsigned count_, arrived_ = 0, generation_ = 0;
+};
+
+struct Warp {
+  Barrier barrier{32};
+  uint32_t a[32][4], b[32][2];
+  float c[32][4], value[32];
+};
+
+struct Block {
+  explicit Block(unsigned threads) : barrier(threads) {
+    for (unsigned w = 0; w < (threads + 31) / 32; ++w) warps.push_back(std::make_unique<Warp>());
+  }
+  Barrier barrier;
+  std::vector<std::unique_ptr<Warp>> warps;
+};
+
+inline thread_local Block* this_block = nullptr;
+inline thread_local Warp* this_warp = nullptr;
+inline thread_local unsigned this_lane = 0;
+
+// Runs every block of `grid`, one after another, each with `threads`
+// threads (a whole number of warps).
+template <class Kernel, class... Args>
+cudaError_t launch(Kernel kernel, dim3 grid, unsigned threads, Args... args) {
+  if (threads == 0 || threads % 32 != 0 || threads > 1024) return cudaErrorInvalidConfiguration;
+  for (unsigned z = 0; z < grid.z; ++z)
+    for (unsigned y = 0; y < grid.y; ++y)
+      for (unsigned x = 0; x < grid.x; ++x) {
+        Block block(threads);
+        std::vector<std::thread> pool;
+        pool.reserve(threads);
+        for (unsigned t = 0; t < threads; ++t)
+          pool.emplace_back([&, t] {
+            threadIdx = make_uint3(t, 0, 0);
+            blockIdx = make_uint3(x, y, z);
+            blockDim = dim3(threads);
+            gridDim = grid;
+            this_block = &block;
+            this_warp = block.warps[t / 32].get();
+            this_lane = t % 32;
+            kernel(args...);
+          });
+        for (std::thread& th : pool) th.join();
+      }
+  return cudaSuccess;
+}
+
+inline float bits16_to_float(uint32_t bits, bool bf16) {
+  return bf16 ? woq::kernels::bf16_to_float(uint16_t(bits)) : woq::kernels::half_to_float(uint16_t(bits));
+}
+inline uint32_t float_to_bits16(float v, bool bf16) {
+  return bf16 ? woq::kernels::float_to_bf16(v) : woq::kernels::float_to_half(v);
+}
+
+// d = a * b + c on two 16-bit lanes, rounded once (through double: exact
+// products of 16-bit floats, one rounding to the 16-bit result but for
+// double rounding, which cannot matter for the small integers it sees).
+inline uint32_t fma_16x2(uint32_t a, uint32_t b, uint32_t c, bool bf16) {
+  uint32_t d = 0;
+  for (int h = 0; h < 2; ++h) {
+    const auto part = [&](uint32_t v) { return double(bits16_to_float((v >> (16 * h)) & 0xFFFFu, bf16)); };
+    d |= float_to_bits16(float(part(a) * part(b) + part(c)), bf16) << (16 * h);
+  }
+  return d;
+}
+inline uint32_t fma_f16x2(uint32_t a, uint32_t b, uint32_t c) { return fma_16x2(a, b, c, false); }
+inline uint32_t fma_bf16x2(uint32_t a, uint32_t b, uint32_t c) { return fma_16x2(a, b, c, true); }
+
+inline void mma_m16n8k16(bool bf16, float (&c)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+  Warp& w = *this_warp;
+  const unsigned lane = this_lane;
+  std::memcpy(w.a[lane], a, sizeof a);
+  std::memcpy(w.b[lane], b, sizeof b);
+  std::memcpy(w.c[lane], c, sizeof c);
+  w.barrier.wait();
+  const auto element = [&](uint32_t reg, unsigned half) { return double(bits16_to_float(reg >> (16 * half), bf16)); };
+  const auto A = [&](unsigned row, unsigned k) {
+    return element(w.a[4 * (row % 8) + (k % 8) / 2][(row >= 8 ? 1 : 0) + (k >= 8 ? 2 : 0)], k % 2);
+  };
+  const auto B = [&](unsigned k, unsigned col) { return element(w.b[4 * col + (k % 8) / 2][k >= 8 ? 1 : 0], k % 2); };
+  float d[4];
+  for (unsigned e = 0; e < 4; ++e) {
+    const unsigned row = lane / 4 + 8 * (e / 2), col = 2 * (lane % 4) + e % 2;
+    double sum = w.c[lane][e];
+    for (unsigned k = 0; k < 16; ++k) sum += A(row, k) * B(k, col);
+    d[e] = float(sum);
+  }
+  w.barrier.wait();  // every lane has read the fragments
+  std::memcpy(c, d, sizeof d);
+}
+
+}  // namespace emu
+
+inline void __syncthreads() { emu::this_block->barrier.wait(); }
+
+inline float __shfl_xor_sync(unsigned /*mask*/, float v, int lane_mask) {
+  emu::Warp& w = *emu::this_warp;
+  w.value[emu::this_lane] = v;
+  w.barrier.wait();
+  const float r = w.value[emu::this_lane ^ unsigned(lane_mask)];
+  w.barrier.wait();
+  return r;
+}
+
+template <class T>
+T __ldg(const T* p) {
+  return *p;
+}
+
+inline float __uint_as_float(uint32_t u) {
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
