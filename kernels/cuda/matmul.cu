@@ -532,11 +532,12 @@ cudaError_t launch_rows(Kernel kernel, uint64_t grid_x, int threads, uint64_t ro
 
 template <class Op, int FIELD>
 cudaError_t matmul_16bit(const DeviceMatrix& w, const uint16_t* x, uint64_t m, void* y, Dtype y_type,
-                         cudaStream_t stream) {
+                         cudaStream_t stream, Kernel kernel) {
   // Up to 16 rows the weights are the traffic: 8 warps per slice. Beyond,
   // X is: a block's slices share it, and 2 or 4 tiles of 16 rows share each
   // dequantized B. Both compute the same bits for a row (PartAccumulator).
-  if (m <= 16) return launch_rows(mma_gemv_kernel<Op, FIELD>, w.slices, kThreads, 16, w, x, m, y, y_type, stream);
+  if (kernel == Kernel::Gemv || (kernel == Kernel::Auto && m <= 16))
+    return launch_rows(mma_gemv_kernel<Op, FIELD>, w.slices, kThreads, 16, w, x, m, y, y_type, stream);
   const uint64_t wide_x = (w.slices + kWideSlices - 1) / kWideSlices;
   if (m <= 64)
     return launch_rows(mma_wide_kernel<Op, FIELD, 2>, wide_x, kWideSlices * 32, 32, w, x, m, y, y_type, stream);
@@ -545,10 +546,10 @@ cudaError_t matmul_16bit(const DeviceMatrix& w, const uint16_t* x, uint64_t m, v
 
 template <class Op>
 cudaError_t matmul_16bit(const DeviceMatrix& w, const void* x, uint64_t m, void* y, Dtype y_type,
-                         cudaStream_t stream) {
+                         cudaStream_t stream, Kernel kernel) {
   const auto* xt = static_cast<const uint16_t*>(x);
-  return w.field == 4 ? matmul_16bit<Op, 4>(w, xt, m, y, y_type, stream)
-                      : matmul_16bit<Op, 8>(w, xt, m, y, y_type, stream);
+  return w.field == 4 ? matmul_16bit<Op, 4>(w, xt, m, y, y_type, stream, kernel)
+                      : matmul_16bit<Op, 8>(w, xt, m, y, y_type, stream, kernel);
 }
 
 template <class XT>
@@ -580,15 +581,15 @@ unsigned grid_for(uint64_t total, unsigned block) {
 }  // namespace
 
 cudaError_t matmul(const DeviceMatrix& w, const void* x, Dtype x_type, uint64_t m, void* y, Dtype y_type,
-                   cudaStream_t stream) {
+                   cudaStream_t stream, Kernel kernel) {
   switch (x_type) {
     case Dtype::F32: {
       const auto* xf = static_cast<const float*>(x);
       return w.field == 4 ? launch_rows(simt_kernel<4>, w.slices, kThreads, kSimtRows, w, xf, m, y, y_type, stream)
                           : launch_rows(simt_kernel<8>, w.slices, kThreads, kSimtRows, w, xf, m, y, y_type, stream);
     }
-    case Dtype::F16: return matmul_16bit<F16>(w, x, m, y, y_type, stream);
-    case Dtype::BF16: return matmul_16bit<BF16>(w, x, m, y, y_type, stream);
+    case Dtype::F16: return matmul_16bit<F16>(w, x, m, y, y_type, stream, kernel);
+    case Dtype::BF16: return matmul_16bit<BF16>(w, x, m, y, y_type, stream, kernel);
   }
   return cudaErrorInvalidValue;
 }

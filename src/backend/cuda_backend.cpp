@@ -8,6 +8,7 @@
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <mutex>
 #include <numeric>
 #include <string>
@@ -157,6 +158,13 @@ class CudaBackend : public Backend {
     cudaDeviceProp prop{};
     check(cudaGetDeviceProperties(&prop, device_), "cudaGetDeviceProperties");
     name_ = "cuda-sm" + std::to_string(prop.major) + std::to_string(prop.minor);
+    if (const char* forced = std::getenv("WOQ_CUDA_KERNEL")) {  // for benchmarks: one kernel at every M
+      if (std::string(forced) == "gemv") kernel_ = cu::Kernel::Gemv;
+      else if (std::string(forced) == "wide") kernel_ = cu::Kernel::Wide;
+      else if (std::string(forced) != "auto")
+        fail(Status::InvalidArgument, std::string("WOQ_CUDA_KERNEL=") + forced + " is not one of auto, gemv, wide");
+      if (kernel_ != cu::Kernel::Auto) name_ += std::string("-") + forced;
+    }
     if (owns_stream_) check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "stream creation");
     else stream_ = host_stream;
   }
@@ -275,7 +283,7 @@ class CudaBackend : public Backend {
       x_type = cu::Dtype::F32;
     }
     const cudaError_t launched =
-        cu::matmul(t.view, x, x_type, m, y, static_cast<cu::Dtype>(static_cast<int>(y_dtype)), stream_);
+        cu::matmul(t.view, x, x_type, m, y, static_cast<cu::Dtype>(static_cast<int>(y_dtype)), stream_, kernel_);
     if (scaled) cudaFreeAsync(scaled, stream_);
     check(launched, "matmul kernel launch");
   }
@@ -401,6 +409,7 @@ class CudaBackend : public Backend {
   int device_;
   bool owns_stream_;
   std::string name_;
+  cu::Kernel kernel_ = cu::Kernel::Auto;
   cudaStream_t stream_ = nullptr;
   std::mutex pinned_mutex_;
   std::vector<std::unique_ptr<PinnedBuffer>> pinned_;

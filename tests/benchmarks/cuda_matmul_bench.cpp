@@ -2,7 +2,10 @@
 // (cublasGemmEx, fp32 accumulation) and a device-to-device copy measured in
 // the same run.
 //
-//   woq_cuda_bench [--quick] [--bits 4|8] [--m M]...
+//   woq_cuda_bench [--quick] [--bits 4|8] [--m M]... [--shape NxK]...
+//
+// WOQ_CUDA_KERNEL=gemv|wide in the environment times one tensor-core kernel
+// at every M (docs/CUDA.md), to place the switch between them.
 //
 // Shapes (N x K): the Llama-7B block (4096x4096, 11008x4096, 4096x11008),
 // Llama-3-8B up (14336x4096), 8192x8192 and 8192x28672. Each shape's weights
@@ -70,13 +73,20 @@ int main(int argc, char** argv) {
   bool quick = false;
   uint32_t bits = 4;
   std::vector<uint64_t> ms;
+  std::vector<Shape> chosen;
+  std::vector<std::string> names;
+  names.reserve(argc);  // Shape keeps a pointer to its name
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
+    unsigned long long n = 0, k = 0;
     if (a == "--quick") quick = true;
     else if (a == "--bits" && i + 1 < argc) bits = uint32_t(std::atoi(argv[++i]));
     else if (a == "--m" && i + 1 < argc) ms.push_back(uint64_t(std::atoll(argv[++i])));
-    else {
-      std::fprintf(stderr, "usage: woq_cuda_bench [--quick] [--bits 4|8] [--m M]...\n");
+    else if (a == "--shape" && i + 1 < argc && std::sscanf(argv[i + 1], "%llux%llu", &n, &k) == 2 && n && k) {
+      names.push_back(argv[++i]);
+      chosen.push_back({names.back().c_str(), n, k});
+    } else {
+      std::fprintf(stderr, "usage: woq_cuda_bench [--quick] [--bits 4|8] [--m M]... [--shape NxK]...\n");
       return 2;
     }
   }
@@ -84,6 +94,7 @@ int main(int argc, char** argv) {
   std::vector<Shape> shapes = {{"4096x4096", 4096, 4096},   {"11008x4096", 11008, 4096}, {"4096x11008", 4096, 11008},
                                {"14336x4096", 14336, 4096}, {"8192x8192", 8192, 8192},   {"8192x28672", 8192, 28672}};
   if (quick) shapes = {{"4096x4096", 4096, 4096}}, ms = {1, 16, 256};
+  if (!chosen.empty()) shapes = chosen;
 
   woq_context_options o;
   woq_context_options_init(&o);

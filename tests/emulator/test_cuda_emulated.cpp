@@ -116,9 +116,10 @@ double rel_error(const std::vector<float>& y, const Emulated& e, const std::vect
   return std::sqrt(err / ref);
 }
 
-std::vector<float> run(const Emulated& e, const Activations& x, cu::Dtype t, uint64_t m) {
+std::vector<float> run(const Emulated& e, const Activations& x, cu::Dtype t, uint64_t m,
+                       cu::Kernel kernel = cu::Kernel::Auto) {
   std::vector<float> y(m * e.view.rows, std::nanf(""));  // poisoned
-  EXPECT_EQ(cu::matmul(e.view, x.data(t), t, m, y.data(), cu::Dtype::F32, nullptr), cudaSuccess);
+  EXPECT_EQ(cu::matmul(e.view, x.data(t), t, m, y.data(), cu::Dtype::F32, nullptr, kernel), cudaSuccess);
   return y;
 }
 
@@ -144,6 +145,8 @@ TEST_P(EmulatedKernels, MatchFloat64AndDoNotDependOnM) {
       const Activations x = activations(m * c.k, t, uint32_t(m + c.k));
       const std::vector<float> y = run(e, x, t, m);
       EXPECT_LT(rel_error(y, e, x.exact, m), t == cu::Dtype::F32 ? 1e-5 : 1e-4);
+      if (t != cu::Dtype::F32 && (m == 3 || m == 33))  // either tensor-core kernel forced at this M: the same bits
+        for (cu::Kernel forced : {cu::Kernel::Gemv, cu::Kernel::Wide}) ASSERT_EQ(run(e, x, t, m, forced), y);
       if (m < 17) continue;
       // Row 16 of this batch, alone (M = 1): the same bits.
       Activations one;
