@@ -28,9 +28,9 @@ struct DeviceMatrix {
 };
 
 // Which tensor-core kernel runs fp16 / bf16 X: by M (Auto), or one forced
-// for every M (both compute the same bits; forcing one lets a benchmark
+// for every M (all compute the same bits; forcing one lets a benchmark
 // time each at any M).
-enum class Kernel { Auto, Gemv, Wide };
+enum class Kernel { Auto, Gemv, Wide, Tile };
 
 // Y[m][n] = sum_k X[m][k] W_hat[n][k] (+ bias[n]), fp32 accumulation; X is
 // m x cols of x_type, Y m x rows of y_type, both device memory. fp16 / bf16

@@ -9,9 +9,10 @@
 // - fp16 / bf16 X: feeds them as B to mma.m16n8k16 with X as A, into a
 //   per-group fp32 accumulator that the group's scale then adds into the
 //   part's sum. M <= 16: a block of 8 warps per slice, one K-part each, so
-//   many 16-byte loads are in flight per output; M > 16: a warp per slice
+//   many 16-byte loads are in flight per output; M <= 64: a warp per slice
 //   runs the 8 parts in turn, 4 slices per block share X through the L1 and
-//   2 or 4 tiles of 16 rows share each dequantized B. The same operations
+//   2 or 4 tiles of 16 rows share each dequantized B; beyond, 8 slices per
+//   block share 64 rows of X staged in shared memory. The same operations
 //   in the same order: a row's bits do not depend on M.
 // - fp32 X: multiplies them with X in fp32 FMAs (kSimtRows rows at a time)
 //   and sums the four lanes of a row with shuffles, one K-part per warp.
@@ -302,11 +303,12 @@ struct PartAccumulator {
     }
   }
 
-  // The unit of `step` (its four words in this lane) against rows m0 ..
-  // m0 + 16 MT of X.
-  __device__ __forceinline__ void step(const DeviceMatrix& w, const uint16_t* x, uint64_t m, uint64_t m0,
-                                       uint64_t n0, uint64_t step, const uint32_t (&words)[4], bool vector, int g,
-                                       int t) {
+  // The unit of `step` (its four words in this lane) against 16 MT rows of
+  // X; load_x(run, r, c) fills `run` with row r (of the 16 MT) and columns
+  // c .. c + 8 of the step.
+  template <class LoadX>
+  __device__ __forceinline__ void step(const DeviceMatrix& w, uint64_t n0, uint64_t step, const uint32_t (&words)[4],
+                                       int g, int t, LoadX&& load_x) {
 #pragma unroll
     for (int pair = 0; pair < kPairs; ++pair) {
       const uint64_t span = step * kCols + 32 * pair;  // blocks 2 pair, 2 pair + 1: one group
@@ -321,7 +323,7 @@ struct PartAccumulator {
       for (int i = 0; i < MT; ++i)
 #pragma unroll
         for (int half = 0; half < 2; ++half)
-          run[i][half].load(x, m0 + 16 * i + 8 * half + g, span + 8 * t, m, w.cols, vector);
+          load_x(run[i][half], 16 * i + 8 * half + g, 32 * pair + 8 * t);
 #pragma unroll
       for (int q = 0; q < 2; ++q) {
         const int block = 2 * pair + q;
@@ -350,7 +352,9 @@ struct PartAccumulator {
     for (uint64_t s = p; s < w.steps; s += kParts) {
       uint32_t words[4];
       units.next(s, words);
-      step(w, x, m, m0, slice * kSliceRows, s, words, vector, g, t);
+      step(w, slice * kSliceRows, s, words, g, t, [&](XRun<uint16_t>& run, int r, int c) {
+        run.load(x, m0 + r, s * kCols + c, m, w.cols, vector);
+      });
     }
     flush(w, slice * kSliceRows, t);
   }
@@ -514,6 +518,82 @@ __global__ void __launch_bounds__(kThreads)
     }
 }
 
+// fp16 / bf16 X, large M: block = kTileSlices slices (a warp each) x 64
+// rows of X, walking the steps in the K-parts' order. Each step's tile of X
+// (64 rows x step_cols) is staged in shared memory for all the block's
+// warps, double buffered: the next tile's global loads are in flight in
+// registers while this one is used. The same bits as the other kernels.
+constexpr int kTileSlices = 8, kTileMt = 4, kTileRows = 16 * kTileMt;
+
+template <class Op, int FIELD>
+__global__ void __launch_bounds__(kTileSlices * 32)
+    mma_tile_kernel(DeviceMatrix w, const uint16_t* __restrict__ x, uint64_t m, uint64_t m_first, void* y,
+                    Dtype y_type) {
+  constexpr int kCols = FIELD == 4 ? 64 : 32, kThreadsHere = kTileSlices * 32;
+  // Halves per staged row, padded so that a quarter-warp's 16-byte reads
+  // (rows g, g + 1; columns 8t) fall in distinct banks.
+  constexpr int kStride = kCols + (FIELD == 4 ? 32 : 0);
+  constexpr int kRuns = kTileRows * kCols / 8, kRunsPerThread = kRuns / kThreadsHere;
+  static_assert(kRuns % kThreadsHere == 0, "whole runs per thread");
+  __shared__ uint4 staged[2][kTileRows * kStride / 8];
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+  const uint64_t slice = uint64_t(blockIdx.x) * kTileSlices + warp, m0 = m_first + uint64_t(blockIdx.y) * kTileRows;
+  const bool active = slice < w.slices;  // idle warps still stage X and meet every barrier
+  const bool vector = w.cols % 8 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0;
+
+  XRun<uint16_t> pending[kRunsPerThread];
+  auto fetch = [&](uint64_t step) {
+#pragma unroll
+    for (int j = 0; j < kRunsPerThread; ++j) {
+      const int run = int(threadIdx.x) + j * kThreadsHere, r = run / (kCols / 8), c = 8 * (run % (kCols / 8));
+      pending[j].load(x, m0 + r, step * kCols + c, m, w.cols, vector);
+    }
+  };
+  auto put = [&](int buffer) {
+#pragma unroll
+    for (int j = 0; j < kRunsPerThread; ++j) {
+      const int run = int(threadIdx.x) + j * kThreadsHere, r = run / (kCols / 8), c = 8 * (run % (kCols / 8));
+      staged[buffer][(r * kStride + c) / 8] = pending[j].v;
+    }
+  };
+
+  fetch(0);
+  put(0);
+  __syncthreads();
+  int buffer = 0;
+  float total[kTileMt * 8];
+  PartAccumulator<Op, FIELD, kTileMt> a;
+  for (int p = 0; p < kParts; ++p) {
+    a.reset();
+    UnitStream units(w, active ? slice : 0, active ? uint64_t(p) : w.steps);  // idle: no loads
+    for (uint64_t step = p; step < w.steps; step += kParts) {
+      // The step after this one: the next of this part, or the next part's first.
+      const uint64_t next = step + kParts < w.steps ? step + kParts : uint64_t(p + 1);
+      const bool has_next = next < w.steps && (step + kParts < w.steps || p + 1 < kParts);
+      if (has_next) fetch(next);
+      if (active) {
+        uint32_t words[4];
+        units.next(step, words);
+        const uint16_t* tile = reinterpret_cast<const uint16_t*>(staged[buffer]);
+        a.step(w, slice * kSliceRows, step, words, g, t, [&](XRun<uint16_t>& run, int r, int c) {
+          run.v = *reinterpret_cast<const uint4*>(tile + r * kStride + c);
+        });
+      }
+      if (has_next) put(buffer ^ 1);  // its readers finished before the last barrier
+      __syncthreads();
+      buffer ^= 1;
+    }
+    if (!active) continue;
+    a.flush(w, slice * kSliceRows, t);
+#pragma unroll
+    for (int i = 0; i < kTileMt * 8; ++i) {
+      const float v = a.acc[i / 8][(i / 4) % 2][i % 4];
+      total[i] = p == 0 ? v : total[i] + v;
+    }
+  }
+  if (active) store_tiles<kTileMt>(w, total, m, m0, slice * kSliceRows, y, y_type, g, t);
+}
+
 // Launches `kernel` on blocks of `threads` over grid_x blocks of slices and
 // the row blocks of `rows_per_block` rows of X, in launches of at most
 // kMaxGridY row blocks.
@@ -538,8 +618,11 @@ cudaError_t matmul_16bit(const DeviceMatrix& w, const uint16_t* x, uint64_t m, v
   // dequantized B. Both compute the same bits for a row (PartAccumulator).
   if (kernel == Kernel::Gemv || (kernel == Kernel::Auto && m <= 16))
     return launch_rows(mma_gemv_kernel<Op, FIELD>, w.slices, kThreads, 16, w, x, m, y, y_type, stream);
+  if (kernel == Kernel::Tile || (kernel == Kernel::Auto && m > 64))
+    return launch_rows(mma_tile_kernel<Op, FIELD>, (w.slices + kTileSlices - 1) / kTileSlices, kTileSlices * 32,
+                       kTileRows, w, x, m, y, y_type, stream);
   const uint64_t wide_x = (w.slices + kWideSlices - 1) / kWideSlices;
-  if (m <= 64)
+  if (m <= 32)
     return launch_rows(mma_wide_kernel<Op, FIELD, 2>, wide_x, kWideSlices * 32, 32, w, x, m, y, y_type, stream);
   return launch_rows(mma_wide_kernel<Op, FIELD, 4>, wide_x, kWideSlices * 32, 64, w, x, m, y, y_type, stream);
 }

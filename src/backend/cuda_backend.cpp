@@ -161,8 +161,9 @@ class CudaBackend : public Backend {
     if (const char* forced = std::getenv("WOQ_CUDA_KERNEL")) {  // for benchmarks: one kernel at every M
       if (std::string(forced) == "gemv") kernel_ = cu::Kernel::Gemv;
       else if (std::string(forced) == "wide") kernel_ = cu::Kernel::Wide;
+      else if (std::string(forced) == "tile") kernel_ = cu::Kernel::Tile;
       else if (std::string(forced) != "auto")
-        fail(Status::InvalidArgument, std::string("WOQ_CUDA_KERNEL=") + forced + " is not one of auto, gemv, wide");
+        fail(Status::InvalidArgument, std::string("WOQ_CUDA_KERNEL=") + forced + " is not one of auto, gemv, wide, tile");
       if (kernel_ != cu::Kernel::Auto) name_ += std::string("-") + forced;
     }
     if (owns_stream_) check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "stream creation");

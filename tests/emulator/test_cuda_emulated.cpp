@@ -139,14 +139,16 @@ TEST_P(EmulatedKernels, MatchFloat64AndDoNotDependOnM) {
 
   for (cu::Dtype t : {cu::Dtype::F32, cu::Dtype::F16, cu::Dtype::BF16}) {
     // 1, 3: the GEMV kernel (one tile of 16 rows, partly empty); 17, 33: the
-    // wide kernel with 2 tiles per warp; 65: with 4; fp32 X: 8 rows a block.
+    // wide kernel with 2 and 4 tiles per warp; 65: the shared-memory tile
+    // kernel; fp32 X: 8 rows a block.
     for (uint64_t m : {1, 3, 17, 33, 65}) {
       SCOPED_TRACE("x dtype " + std::to_string(int(t)) + ", m " + std::to_string(m));
       const Activations x = activations(m * c.k, t, uint32_t(m + c.k));
       const std::vector<float> y = run(e, x, t, m);
       EXPECT_LT(rel_error(y, e, x.exact, m), t == cu::Dtype::F32 ? 1e-5 : 1e-4);
       if (t != cu::Dtype::F32 && (m == 3 || m == 33))  // either tensor-core kernel forced at this M: the same bits
-        for (cu::Kernel forced : {cu::Kernel::Gemv, cu::Kernel::Wide}) ASSERT_EQ(run(e, x, t, m, forced), y);
+        for (cu::Kernel forced : {cu::Kernel::Gemv, cu::Kernel::Wide, cu::Kernel::Tile})
+          ASSERT_EQ(run(e, x, t, m, forced), y) << "kernel " << int(forced);
       if (m < 17) continue;
       // Row 16 of this batch, alone (M = 1): the same bits.
       Activations one;

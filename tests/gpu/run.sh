@@ -14,19 +14,19 @@ for d in $(python3 -c 'import glob, os, nvidia; print(" ".join(glob.glob(os.path
 done
 export LD_LIBRARY_PATH="$HERE:$CUDA_LIBS:${LD_LIBRARY_PATH:-}"
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --format=csv > "$OUT/gpu.txt" 2>&1
-# Each step is bounded (560 s in all, under the device's 600 s per command),
+# Each step is bounded (580 s in all, under the device's 600 s per command),
 # so a hung kernel cannot eat the lease.
 WOQ_REQUIRE_GPU=1 timeout 150 "$HERE/woq_gpu_tests" > "$OUT/gpu_tests.txt" 2>&1
 tests=$?
-timeout 140 "$HERE/woq_cuda_bench" "$@" > "$OUT/cuda_bench.txt" 2>&1
+timeout 130 "$HERE/woq_cuda_bench" "$@" > "$OUT/cuda_bench.txt" 2>&1
 bench=$?
 timeout 60 "$HERE/woq_cuda_bench" --bits 8 --m 1 --m 16 --m 256 > "$OUT/cuda_bench_int8.txt" 2>&1
 bench8=$?
 timeout 120 python3 "$HERE/cuda_torch_compare.py" "$HERE/libwoq.so.1" > "$OUT/torch_compare.txt" 2>&1
 torch=$?
-# Where the GEMV and the wide kernel cross: each forced at every M.
-for k in gemv wide; do
-  WOQ_CUDA_KERNEL=$k timeout 45 "$HERE/woq_cuda_bench" --shape 8192x8192 --shape 4096x11008 \
+# Where the tensor-core kernels cross: each forced at every M.
+for k in gemv wide tile; do
+  WOQ_CUDA_KERNEL=$k timeout 40 "$HERE/woq_cuda_bench" --shape 8192x8192 --shape 4096x11008 \
     --m 1 --m 4 --m 8 --m 16 --m 32 --m 64 --m 128 > "$OUT/cuda_bench_$k.txt" 2>&1
 done
 cat "$OUT/gpu.txt"
@@ -34,6 +34,6 @@ grep -E "^\[  (PASSED|FAILED|SKIPPED) |^\[==========\]|Failure|skipped:" "$OUT/g
 tail -50 "$OUT/cuda_bench.txt"
 tail -20 "$OUT/cuda_bench_int8.txt"
 tail -50 "$OUT/torch_compare.txt"
-tail -16 "$OUT/cuda_bench_gemv.txt" "$OUT/cuda_bench_wide.txt"
+tail -16 "$OUT/cuda_bench_gemv.txt" "$OUT/cuda_bench_wide.txt" "$OUT/cuda_bench_tile.txt"
 echo "woq_gpu_tests exit $tests, woq_cuda_bench exit $bench (int8: $bench8), cuda_torch_compare exit $torch"
 [ "$tests" = 0 ] && [ "$bench" = 0 ] && [ "$bench8" = 0 ] && [ "$torch" = 0 ]
