@@ -178,7 +178,7 @@ WOQ_API woq_status woq_context_info(const woq_context* context,
  * WOQ_BACKEND_CPU (the best the CPU supports, or the one named by the
  * environment variable WOQ_CPU_ISA when the context was created);
  * "cuda-sm" and the device's compute capability (e.g. "cuda-sm90") for
- * WOQ_BACKEND_CUDA, with "-gemv", "-wide" or "-tile" appended when the
+ * WOQ_BACKEND_CUDA, with "-gemv", "-split" or "-tile" appended when the
  * environment variable WOQ_CUDA_KERNEL forced one tensor-core kernel for
  * every M (benchmarks; all give the same results).
  * Thread-safe.

@@ -30,15 +30,18 @@ struct DeviceMatrix {
 // Which tensor-core kernel runs fp16 / bf16 X: by M (Auto), or one forced
 // for every M (all compute the same bits; forcing one lets a benchmark
 // time each at any M).
-enum class Kernel { Auto, Gemv, Wide, Tile };
+enum class Kernel { Auto, Gemv, Split, Tile };
 
 // Y[m][n] = sum_k X[m][k] W_hat[n][k] (+ bias[n]), fp32 accumulation; X is
 // m x cols of x_type, Y m x rows of y_type, both device memory. fp16 / bf16
 // X run on tensor cores (mma.m16n8k16 with the exact integers q - z as B,
 // the group scale applied in fp32), fp32 X on fp32 FMAs. Each row of Y is
 // computed the same way whatever m is. Asynchronous on `stream`.
+// workspace: device memory of matmul_workspace_floats(...) floats (may be
+// null when that is 0), used by this call until its kernels are done.
 cudaError_t matmul(const DeviceMatrix& w, const void* x, Dtype x_type, uint64_t m, void* y, Dtype y_type,
-                   cudaStream_t stream, Kernel kernel = Kernel::Auto);
+                   cudaStream_t stream, Kernel kernel = Kernel::Auto, float* workspace = nullptr);
+uint64_t matmul_workspace_floats(const DeviceMatrix& w, Dtype x_type, uint64_t m, Kernel kernel = Kernel::Auto);
 
 // out[m][k] = X[m][k] * scales[k] in fp32 (AWQ's input scales), device memory.
 cudaError_t scale_inputs(const void* x, Dtype x_type, uint64_t m, uint64_t k, const float* scales, float* out,

@@ -8,12 +8,12 @@
 // 128 + q (bf16)), and:
 // - fp16 / bf16 X: feeds them as B to mma.m16n8k16 with X as A, into a
 //   per-group fp32 accumulator that the group's scale then adds into the
-//   part's sum. M <= 16: a block of 8 warps per slice, one K-part each, so
-//   many 16-byte loads are in flight per output; M <= 64: a warp per slice
-//   runs the 8 parts in turn, 4 slices per block share X through the L1 and
-//   2 or 4 tiles of 16 rows share each dequantized B; beyond, 8 slices per
-//   block share 64 rows of X staged in shared memory. The same operations
-//   in the same order: a row's bits do not depend on M.
+//   part's sum. M <= 4: a block of 8 warps per slice, one K-part each, so
+//   many 16-byte loads are in flight per output; beyond, 8 slices (a warp
+//   each) per block share up to 64 rows of X staged in shared memory, one
+//   K-part per block with the parts added by a second kernel (M <= 128),
+//   or all 8 in turn. The same operations in the same order: a row's bits
+//   do not depend on M.
 // - fp32 X: multiplies them with X in fp32 FMAs (kSimtRows rows at a time)
 //   and sums the four lanes of a row with shuffles, one K-part per warp.
 // Written without a GPU at hand; tests/gpu checks it, docs/BENCHMARKS.md
@@ -394,34 +394,6 @@ __global__ void __launch_bounds__(kThreads)
   store_tiles<1>(w, flat, m, m0, uint64_t(blockIdx.x) * kSliceRows, y, y_type, g, t);
 }
 
-// fp16 / bf16 X, larger M: block = kWideSlices slices (a warp each) x 16 MT
-// rows of X; each warp runs its slice's K-parts one after another and adds
-// them in the same order, so it computes the GEMV kernel's bits while its
-// block's warps share each run of X through the L1 (the same columns at
-// the same time) and each dequantized B feeds MT mma.
-constexpr int kWideSlices = 4;
-
-template <class Op, int FIELD, int MT>
-__global__ void __launch_bounds__(kWideSlices * 32)
-    mma_wide_kernel(DeviceMatrix w, const uint16_t* __restrict__ x, uint64_t m, uint64_t m_first, void* y,
-                    Dtype y_type) {
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
-  const uint64_t slice = uint64_t(blockIdx.x) * kWideSlices + warp, m0 = m_first + uint64_t(blockIdx.y) * 16 * MT;
-  if (slice >= w.slices) return;  // no barrier below
-  const bool vector = w.cols % 8 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0;
-  float total[MT * 8];
-  PartAccumulator<Op, FIELD, MT> a;
-  for (int p = 0; p < kParts; ++p) {
-    a.run_part(w, x, m, m0, slice, p, vector, g, t);
-#pragma unroll
-    for (int i = 0; i < MT * 8; ++i) {
-      const float v = a.acc[i / 8][(i / 4) % 2][i % 4];
-      total[i] = p == 0 ? v : total[i] + v;
-    }
-  }
-  store_tiles<MT>(w, total, m, m0, slice * kSliceRows, y, y_type, g, t);
-}
-
 // fp32 X: rows [m0, m0 + kSimtRows) of Y for slice blockIdx.x. Lane (g, t)
 // keeps partial sums for outputs n0 + 8 tile + g over its columns.
 template <int FIELD>
@@ -518,58 +490,73 @@ __global__ void __launch_bounds__(kThreads)
     }
 }
 
-// fp16 / bf16 X, large M: block = kTileSlices slices (a warp each) x 64
+// fp16 / bf16 X, M > 4: block = kTileSlices slices (a warp each) x 16 MT
 // rows of X, walking the steps in the K-parts' order. Each step's tile of X
-// (64 rows x step_cols) is staged in shared memory for all the block's
+// (16 MT rows x step_cols) is staged in shared memory for all the block's
 // warps, double buffered: the next tile's global loads are in flight in
-// registers while this one is used. The same bits as the other kernels.
-constexpr int kTileSlices = 8, kTileMt = 4, kTileRows = 16 * kTileMt;
+// registers while this one is used.
+// SPLIT: the block does only K-part blockIdx.y (row blocks on blockIdx.z)
+// and writes that part's sums to workspace[part][row][n]; reduce_parts
+// then adds the parts in order. Without, the block adds all 8 itself. Both
+// give the GEMV kernel's bits.
+constexpr int kTileSlices = 8;
 
-template <class Op, int FIELD>
+template <class Op, int FIELD, int MT, bool SPLIT>
 __global__ void __launch_bounds__(kTileSlices * 32)
     mma_tile_kernel(DeviceMatrix w, const uint16_t* __restrict__ x, uint64_t m, uint64_t m_first, void* y,
-                    Dtype y_type) {
-  constexpr int kCols = FIELD == 4 ? 64 : 32, kThreadsHere = kTileSlices * 32;
+                    Dtype y_type, float* workspace) {
+  constexpr int kCols = FIELD == 4 ? 64 : 32, kThreadsHere = kTileSlices * 32, kRows = 16 * MT;
   // Halves per staged row, padded so that a quarter-warp's 16-byte reads
   // (rows g, g + 1; columns 8t) fall in distinct banks.
   constexpr int kStride = kCols + (FIELD == 4 ? 32 : 0);
-  constexpr int kRuns = kTileRows * kCols / 8, kRunsPerThread = kRuns / kThreadsHere;
-  static_assert(kRuns % kThreadsHere == 0, "whole runs per thread");
-  __shared__ uint4 staged[2][kTileRows * kStride / 8];
+  constexpr int kRuns = kRows * kCols / 8;
+  constexpr int kRunsPerThread = (kRuns + kThreadsHere - 1) / kThreadsHere;
+  __shared__ uint4 staged[2][kRows * kStride / 8];
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
-  const uint64_t slice = uint64_t(blockIdx.x) * kTileSlices + warp, m0 = m_first + uint64_t(blockIdx.y) * kTileRows;
+  const uint64_t slice = uint64_t(blockIdx.x) * kTileSlices + warp;
+  const uint64_t m0 = m_first + uint64_t(SPLIT ? blockIdx.z : blockIdx.y) * kRows;
+  const int first_part = SPLIT ? int(blockIdx.y) : 0, end_part = SPLIT ? first_part + 1 : kParts;
   const bool active = slice < w.slices;  // idle warps still stage X and meet every barrier
   const bool vector = w.cols % 8 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0;
+  if (uint64_t(first_part) >= w.steps) {  // an empty K-part (K < 8 steps): zero sums
+    if (SPLIT && active)
+      for (int i = lane; i < kRows * kSliceRows; i += 32) {
+        const uint64_t row = m0 + i / kSliceRows, n = slice * kSliceRows + i % kSliceRows;
+        if (row < m && n < w.rows) workspace[(uint64_t(first_part) * m + row) * w.rows + n] = 0.0f;
+      }
+    return;  // uniform across the block
+  }
 
   XRun<uint16_t> pending[kRunsPerThread];
   auto fetch = [&](uint64_t step) {
 #pragma unroll
     for (int j = 0; j < kRunsPerThread; ++j) {
       const int run = int(threadIdx.x) + j * kThreadsHere, r = run / (kCols / 8), c = 8 * (run % (kCols / 8));
-      pending[j].load(x, m0 + r, step * kCols + c, m, w.cols, vector);
+      if (run < kRuns) pending[j].load(x, m0 + r, step * kCols + c, m, w.cols, vector);
     }
   };
   auto put = [&](int buffer) {
 #pragma unroll
     for (int j = 0; j < kRunsPerThread; ++j) {
       const int run = int(threadIdx.x) + j * kThreadsHere, r = run / (kCols / 8), c = 8 * (run % (kCols / 8));
-      staged[buffer][(r * kStride + c) / 8] = pending[j].v;
+      if (run < kRuns) staged[buffer][(r * kStride + c) / 8] = pending[j].v;
     }
   };
 
-  fetch(0);
+  fetch(uint64_t(first_part));
   put(0);
   __syncthreads();
   int buffer = 0;
-  float total[kTileMt * 8];
-  PartAccumulator<Op, FIELD, kTileMt> a;
-  for (int p = 0; p < kParts; ++p) {
+  float total[MT * 8];
+  PartAccumulator<Op, FIELD, MT> a;
+  for (int p = first_part; p < end_part; ++p) {
     a.reset();
     UnitStream units(w, active ? slice : 0, active ? uint64_t(p) : w.steps);  // idle: no loads
     for (uint64_t step = p; step < w.steps; step += kParts) {
       // The step after this one: the next of this part, or the next part's first.
-      const uint64_t next = step + kParts < w.steps ? step + kParts : uint64_t(p + 1);
-      const bool has_next = next < w.steps && (step + kParts < w.steps || p + 1 < kParts);
+      const bool in_part = step + kParts < w.steps;
+      const uint64_t next = in_part ? step + kParts : uint64_t(p + 1);
+      const bool has_next = in_part || (p + 1 < end_part && next < w.steps);
       if (has_next) fetch(next);
       if (active) {
         uint32_t words[4];
@@ -586,12 +573,33 @@ __global__ void __launch_bounds__(kTileSlices * 32)
     if (!active) continue;
     a.flush(w, slice * kSliceRows, t);
 #pragma unroll
-    for (int i = 0; i < kTileMt * 8; ++i) {
+    for (int i = 0; i < MT * 8; ++i) {
       const float v = a.acc[i / 8][(i / 4) % 2][i % 4];
-      total[i] = p == 0 ? v : total[i] + v;
+      total[i] = p == first_part ? v : total[i] + v;
     }
   }
-  if (active) store_tiles<kTileMt>(w, total, m, m0, slice * kSliceRows, y, y_type, g, t);
+  if (!active) return;
+  if constexpr (!SPLIT) {
+    store_tiles<MT>(w, total, m, m0, slice * kSliceRows, y, y_type, g, t);
+  } else {
+#pragma unroll
+    for (int i = 0; i < MT * 8; ++i) {  // C fragment positions, as store_tiles
+      const int tile = (i / 4) % 2, e = i % 4;
+      const uint64_t row = m0 + 16 * (i / 8) + g + 8 * (e / 2), n = slice * kSliceRows + 8 * tile + 2 * t + (e % 2);
+      if (row < m && n < w.rows) workspace[(uint64_t(first_part) * m + row) * w.rows + n] = total[i];
+    }
+  }
+}
+
+// Y = ((part 0 + part 1) + ... + part 7) + bias, the order every kernel adds in.
+__global__ void reduce_parts_kernel(const float* __restrict__ workspace, uint64_t m, uint64_t n, const float* bias,
+                                    void* y, Dtype y_type) {
+  const uint64_t total = m * n;
+  for (uint64_t i = uint64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += uint64_t(gridDim.x) * blockDim.x) {
+    float v = workspace[i];
+    for (int p = 1; p < kParts; ++p) v += workspace[uint64_t(p) * total + i];
+    store(y, y_type, i, v + (bias ? bias[i % n] : 0.0f));
+  }
 }
 
 // Launches `kernel` on blocks of `threads` over grid_x blocks of slices and
@@ -610,29 +618,65 @@ cudaError_t launch_rows(Kernel kernel, uint64_t grid_x, int threads, uint64_t ro
   return cudaSuccess;
 }
 
+unsigned grid_for(uint64_t total, unsigned block) {
+  const uint64_t blocks = (total + block - 1) / block;
+  return unsigned(blocks < 65535 * 16 ? (blocks ? blocks : 1) : 65535 * 16);
+}
+
+// The kernel that runs fp16 / bf16 X at M rows: the GEMV kernel while the
+// weights are all the traffic; then X, shared by 8 slices in shared
+// memory: K-parts across blocks (more blocks, a workspace of 8 M x N
+// floats) up to kSplitMaxRows, in-block beyond. Guesses until measured
+// (WOQ_CUDA_KERNEL forces one).
+constexpr uint64_t kGemvMaxRows = 4, kSplitMaxRows = 128;
+
+Kernel resolve(Kernel kernel, uint64_t m) {
+  if (kernel != Kernel::Auto) return kernel;
+  return m <= kGemvMaxRows ? Kernel::Gemv : m <= kSplitMaxRows ? Kernel::Split : Kernel::Tile;
+}
+
+template <int MT, bool SPLIT, class Op, int FIELD>
+cudaError_t launch_tiles(const DeviceMatrix& w, const uint16_t* x, uint64_t m, void* y, Dtype y_type, float* workspace,
+                         cudaStream_t stream) {
+  const auto kernel = mma_tile_kernel<Op, FIELD, MT, SPLIT>;
+  const unsigned grid_x = unsigned((w.slices + kTileSlices - 1) / kTileSlices);
+  const uint64_t row_blocks = (m + 16 * MT - 1) / (16 * MT);
+  for (uint64_t first = 0; first < row_blocks; first += kMaxGridY) {
+    const unsigned count = unsigned(row_blocks - first < kMaxGridY ? row_blocks - first : kMaxGridY);
+    const dim3 grid = SPLIT ? dim3(grid_x, kParts, count) : dim3(grid_x, count);
+    const cudaError_t e =
+        launch(kernel, grid, kTileSlices * 32, stream, w, x, m, first * 16 * MT, y, y_type, workspace);
+    if (e != cudaSuccess) return e;
+  }
+  if (!SPLIT) return cudaSuccess;
+  return launch(reduce_parts_kernel, dim3(grid_for(m * w.rows, 256)), 256u, stream, static_cast<const float*>(workspace),
+                m, w.rows, w.bias, y, y_type);
+}
+
 template <class Op, int FIELD>
 cudaError_t matmul_16bit(const DeviceMatrix& w, const uint16_t* x, uint64_t m, void* y, Dtype y_type,
-                         cudaStream_t stream, Kernel kernel) {
-  // Up to 16 rows the weights are the traffic: 8 warps per slice. Beyond,
-  // X is: a block's slices share it, and 2 or 4 tiles of 16 rows share each
-  // dequantized B. Both compute the same bits for a row (PartAccumulator).
-  if (kernel == Kernel::Gemv || (kernel == Kernel::Auto && m <= 16))
-    return launch_rows(mma_gemv_kernel<Op, FIELD>, w.slices, kThreads, 16, w, x, m, y, y_type, stream);
-  if (kernel == Kernel::Tile || (kernel == Kernel::Auto && m > 64))
-    return launch_rows(mma_tile_kernel<Op, FIELD>, (w.slices + kTileSlices - 1) / kTileSlices, kTileSlices * 32,
-                       kTileRows, w, x, m, y, y_type, stream);
-  const uint64_t wide_x = (w.slices + kWideSlices - 1) / kWideSlices;
-  if (m <= 32)
-    return launch_rows(mma_wide_kernel<Op, FIELD, 2>, wide_x, kWideSlices * 32, 32, w, x, m, y, y_type, stream);
-  return launch_rows(mma_wide_kernel<Op, FIELD, 4>, wide_x, kWideSlices * 32, 64, w, x, m, y, y_type, stream);
+                         cudaStream_t stream, Kernel kernel, float* workspace) {
+  switch (resolve(kernel, m)) {
+    case Kernel::Auto:
+    case Kernel::Gemv:
+      return launch_rows(mma_gemv_kernel<Op, FIELD>, w.slices, kThreads, 16, w, x, m, y, y_type, stream);
+    case Kernel::Split:
+      if (!workspace) return cudaErrorInvalidValue;
+      if (m <= 16) return launch_tiles<1, true, Op, FIELD>(w, x, m, y, y_type, workspace, stream);
+      if (m <= 32) return launch_tiles<2, true, Op, FIELD>(w, x, m, y, y_type, workspace, stream);
+      return launch_tiles<4, true, Op, FIELD>(w, x, m, y, y_type, workspace, stream);
+    case Kernel::Tile:
+      return launch_tiles<4, false, Op, FIELD>(w, x, m, y, y_type, nullptr, stream);
+  }
+  return cudaErrorInvalidValue;
 }
 
 template <class Op>
 cudaError_t matmul_16bit(const DeviceMatrix& w, const void* x, uint64_t m, void* y, Dtype y_type,
-                         cudaStream_t stream, Kernel kernel) {
+                         cudaStream_t stream, Kernel kernel, float* workspace) {
   const auto* xt = static_cast<const uint16_t*>(x);
-  return w.field == 4 ? matmul_16bit<Op, 4>(w, xt, m, y, y_type, stream, kernel)
-                      : matmul_16bit<Op, 8>(w, xt, m, y, y_type, stream, kernel);
+  return w.field == 4 ? matmul_16bit<Op, 4>(w, xt, m, y, y_type, stream, kernel, workspace)
+                      : matmul_16bit<Op, 8>(w, xt, m, y, y_type, stream, kernel, workspace);
 }
 
 template <class XT>
@@ -656,23 +700,22 @@ __global__ void dequantize_kernel(DeviceMatrix w, float* out) {
   }
 }
 
-unsigned grid_for(uint64_t total, unsigned block) {
-  const uint64_t blocks = (total + block - 1) / block;
-  return unsigned(blocks < 65535 * 16 ? (blocks ? blocks : 1) : 65535 * 16);
-}
-
 }  // namespace
 
+uint64_t matmul_workspace_floats(const DeviceMatrix& w, Dtype x_type, uint64_t m, Kernel kernel) {
+  return x_type != Dtype::F32 && resolve(kernel, m) == Kernel::Split ? uint64_t(kParts) * m * w.rows : 0;
+}
+
 cudaError_t matmul(const DeviceMatrix& w, const void* x, Dtype x_type, uint64_t m, void* y, Dtype y_type,
-                   cudaStream_t stream, Kernel kernel) {
+                   cudaStream_t stream, Kernel kernel, float* workspace) {
   switch (x_type) {
     case Dtype::F32: {
       const auto* xf = static_cast<const float*>(x);
       return w.field == 4 ? launch_rows(simt_kernel<4>, w.slices, kThreads, kSimtRows, w, xf, m, y, y_type, stream)
                           : launch_rows(simt_kernel<8>, w.slices, kThreads, kSimtRows, w, xf, m, y, y_type, stream);
     }
-    case Dtype::F16: return matmul_16bit<F16>(w, x, m, y, y_type, stream, kernel);
-    case Dtype::BF16: return matmul_16bit<BF16>(w, x, m, y, y_type, stream, kernel);
+    case Dtype::F16: return matmul_16bit<F16>(w, x, m, y, y_type, stream, kernel, workspace);
+    case Dtype::BF16: return matmul_16bit<BF16>(w, x, m, y, y_type, stream, kernel, workspace);
   }
   return cudaErrorInvalidValue;
 }

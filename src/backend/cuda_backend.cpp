@@ -98,6 +98,24 @@ class PinnedBuffer {
   std::vector<uint8_t> pageable_;
 };
 
+// Stream-ordered device memory for one call (cudaMallocAsync), freed in
+// stream order when the call's scope ends, exception or not.
+class StreamOrdered {
+ public:
+  explicit StreamOrdered(cudaStream_t stream) : stream_(stream) {}
+  ~StreamOrdered() {
+    if (ptr_) cudaFreeAsync(ptr_, stream_);
+  }
+  StreamOrdered(const StreamOrdered&) = delete;
+  StreamOrdered& operator=(const StreamOrdered&) = delete;
+  void allocate(uint64_t bytes, const char* what) { check(cudaMallocAsync(&ptr_, bytes ? bytes : 1, stream_), what); }
+  void* get() const { return ptr_; }
+
+ private:
+  cudaStream_t stream_;
+  void* ptr_ = nullptr;
+};
+
 class CudaTensor : public BackendTensor {
  public:
   cu::DeviceMatrix view;
@@ -160,10 +178,10 @@ class CudaBackend : public Backend {
     name_ = "cuda-sm" + std::to_string(prop.major) + std::to_string(prop.minor);
     if (const char* forced = std::getenv("WOQ_CUDA_KERNEL")) {  // for benchmarks: one kernel at every M
       if (std::string(forced) == "gemv") kernel_ = cu::Kernel::Gemv;
-      else if (std::string(forced) == "wide") kernel_ = cu::Kernel::Wide;
+      else if (std::string(forced) == "split") kernel_ = cu::Kernel::Split;
       else if (std::string(forced) == "tile") kernel_ = cu::Kernel::Tile;
       else if (std::string(forced) != "auto")
-        fail(Status::InvalidArgument, std::string("WOQ_CUDA_KERNEL=") + forced + " is not one of auto, gemv, wide, tile");
+        fail(Status::InvalidArgument, std::string("WOQ_CUDA_KERNEL=") + forced + " is not one of auto, gemv, split, tile");
       if (kernel_ != cu::Kernel::Auto) name_ += std::string("-") + forced;
     }
     if (owns_stream_) check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "stream creation");
@@ -274,19 +292,31 @@ class CudaBackend : public Backend {
     const auto& t = static_cast<const CudaTensor&>(wt);
     check(cudaSetDevice(device_), "cudaSetDevice");
     auto x_type = static_cast<cu::Dtype>(static_cast<int>(x_dtype));
-    void* scaled = nullptr;
-    if (t.input_scales.get()) {  // AWQ: X diag(input scales) in fp32, in stream-ordered memory
-      check(cudaMallocAsync(&scaled, m * t.cols * sizeof(float), stream_), "allocation for AWQ-scaled X");
+    StreamOrdered scaled(stream_);
+    if (t.input_scales.get()) {  // AWQ: X diag(input scales) in fp32
+      scaled.allocate(m * t.cols * sizeof(float), "allocation for AWQ-scaled X");
       check(cu::scale_inputs(x, x_type, m, t.cols, static_cast<const float*>(t.input_scales.get()),
-                             static_cast<float*>(scaled), stream_),
+                             static_cast<float*>(scaled.get()), stream_),
             "input-scale kernel launch");
-      x = scaled;
+      x = scaled.get();
       x_type = cu::Dtype::F32;
     }
-    const cudaError_t launched =
-        cu::matmul(t.view, x, x_type, m, y, static_cast<cu::Dtype>(static_cast<int>(y_dtype)), stream_, kernel_);
-    if (scaled) cudaFreeAsync(scaled, stream_);
-    check(launched, "matmul kernel launch");
+    const auto y_type = static_cast<cu::Dtype>(static_cast<int>(y_dtype));
+    const uint64_t workspace = cu::matmul_workspace_floats(t.view, x_type, m, kernel_);
+    if (!workspace) {
+      check(cu::matmul(t.view, x, x_type, m, y, y_type, stream_, kernel_), "matmul kernel launch");
+      return;
+    }
+    // One workspace per context, reused call after call in stream order; the
+    // lock keeps it from being replaced between getting it and queueing.
+    std::lock_guard<std::mutex> lock(workspace_mutex_);
+    if (workspace_.bytes() < workspace * sizeof(float)) {
+      check(cudaStreamSynchronize(stream_), "queued work");  // kernels still using the old one
+      workspace_ = DeviceMemory();
+      workspace_ = DeviceMemory(workspace * sizeof(float));
+    }
+    check(cu::matmul(t.view, x, x_type, m, y, y_type, stream_, kernel_, static_cast<float*>(workspace_.get())),
+          "matmul kernel launch");
   }
 
   void check_caller_memory(const void* x, const void* y) override {
@@ -411,6 +441,8 @@ class CudaBackend : public Backend {
   bool owns_stream_;
   std::string name_;
   cu::Kernel kernel_ = cu::Kernel::Auto;
+  std::mutex workspace_mutex_;
+  DeviceMemory workspace_;  // the split kernel's per-part sums; not in woq_context_memory
   cudaStream_t stream_ = nullptr;
   std::mutex pinned_mutex_;
   std::vector<std::unique_ptr<PinnedBuffer>> pinned_;

@@ -1,6 +1,6 @@
 // The CUDA kernels of kernels/cuda/matmul.cu, compiled as host C++ and run
 // on the warp emulator (cuda_emulator.h), against a float64 product of the
-// CPU reference's dequantized weights: every kernel (GEMV, wide, fp32),
+// CPU reference's dequantized weights: every kernel (GEMV, split, tile, fp32),
 // 2..8-bit codes, groups and per-channel, ragged N and K, K not a multiple
 // of 8 (the element-wise X path), fp32 / fp16 / bf16 X and Y, batch
 // independence across the kernels, the dequantize and input-scale kernels.
@@ -118,8 +118,11 @@ double rel_error(const std::vector<float>& y, const Emulated& e, const std::vect
 
 std::vector<float> run(const Emulated& e, const Activations& x, cu::Dtype t, uint64_t m,
                        cu::Kernel kernel = cu::Kernel::Auto) {
-  std::vector<float> y(m * e.view.rows, std::nanf(""));  // poisoned
-  EXPECT_EQ(cu::matmul(e.view, x.data(t), t, m, y.data(), cu::Dtype::F32, nullptr, kernel), cudaSuccess);
+  std::vector<float> y(m * e.view.rows, std::nanf(""));  // poisoned, and so is the workspace
+  std::vector<float> workspace(cu::matmul_workspace_floats(e.view, t, m, kernel), std::nanf(""));
+  EXPECT_EQ(cu::matmul(e.view, x.data(t), t, m, y.data(), cu::Dtype::F32, nullptr, kernel,
+                       workspace.empty() ? nullptr : workspace.data()),
+            cudaSuccess);
   return y;
 }
 
@@ -138,16 +141,16 @@ TEST_P(EmulatedKernels, MatchFloat64AndDoNotDependOnM) {
   for (uint64_t i = 0; i < w_gpu.size(); ++i) ASSERT_EQ(double(w_gpu[i]), e.w_hat[i]) << "weight " << i;
 
   for (cu::Dtype t : {cu::Dtype::F32, cu::Dtype::F16, cu::Dtype::BF16}) {
-    // 1, 3: the GEMV kernel (one tile of 16 rows, partly empty); 17, 33: the
-    // wide kernel with 2 and 4 tiles per warp; 65: the shared-memory tile
+    // 1, 3: the GEMV kernel (one tile of 16 rows, partly empty); 5, 17, 33:
+    // the split kernel with 1, 2 and 4 tiles of 16 rows; 130: the tile
     // kernel; fp32 X: 8 rows a block.
-    for (uint64_t m : {1, 3, 17, 33, 65}) {
+    for (uint64_t m : {1, 3, 5, 17, 33, 130}) {
       SCOPED_TRACE("x dtype " + std::to_string(int(t)) + ", m " + std::to_string(m));
       const Activations x = activations(m * c.k, t, uint32_t(m + c.k));
       const std::vector<float> y = run(e, x, t, m);
       EXPECT_LT(rel_error(y, e, x.exact, m), t == cu::Dtype::F32 ? 1e-5 : 1e-4);
       if (t != cu::Dtype::F32 && (m == 3 || m == 33))  // either tensor-core kernel forced at this M: the same bits
-        for (cu::Kernel forced : {cu::Kernel::Gemv, cu::Kernel::Wide, cu::Kernel::Tile})
+        for (cu::Kernel forced : {cu::Kernel::Gemv, cu::Kernel::Split, cu::Kernel::Tile})
           ASSERT_EQ(run(e, x, t, m, forced), y) << "kernel " << int(forced);
       if (m < 17) continue;
       // Row 16 of this batch, alone (M = 1): the same bits.
@@ -181,6 +184,12 @@ TEST(EmulatedKernels, SixteenBitOutputsAreTheRoundedFp32Result) {
   for (cu::Dtype yt : {cu::Dtype::F16, cu::Dtype::BF16}) {
     std::vector<uint16_t> y16(y.size(), 0xFFFF);
     ASSERT_EQ(cu::matmul(e.view, x.data(cu::Dtype::F16), cu::Dtype::F16, 2, y16.data(), yt, nullptr), cudaSuccess);
+    std::vector<uint16_t> split16(y.size(), 0xFFFF);  // and through the split kernel's reduction
+    std::vector<float> workspace(cu::matmul_workspace_floats(e.view, cu::Dtype::F16, 2, cu::Kernel::Split));
+    ASSERT_EQ(cu::matmul(e.view, x.data(cu::Dtype::F16), cu::Dtype::F16, 2, split16.data(), yt, nullptr,
+                         cu::Kernel::Split, workspace.data()),
+              cudaSuccess);
+    EXPECT_EQ(split16, y16);
     for (size_t i = 0; i < y.size(); ++i)
       ASSERT_EQ(y16[i], yt == cu::Dtype::F16 ? k::float_to_half(y[i]) : k::float_to_bf16(y[i])) << i;
   }

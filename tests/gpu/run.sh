@@ -25,7 +25,7 @@ bench8=$?
 timeout 120 python3 "$HERE/cuda_torch_compare.py" "$HERE/libwoq.so.1" > "$OUT/torch_compare.txt" 2>&1
 torch=$?
 # Where the tensor-core kernels cross: each forced at every M.
-for k in gemv wide tile; do
+for k in gemv split tile; do
   WOQ_CUDA_KERNEL=$k timeout 40 "$HERE/woq_cuda_bench" --shape 8192x8192 --shape 4096x11008 \
     --m 1 --m 4 --m 8 --m 16 --m 32 --m 64 --m 128 > "$OUT/cuda_bench_$k.txt" 2>&1
 done
@@ -34,6 +34,6 @@ grep -E "^\[  (PASSED|FAILED|SKIPPED) |^\[==========\]|Failure|skipped:" "$OUT/g
 tail -50 "$OUT/cuda_bench.txt"
 tail -20 "$OUT/cuda_bench_int8.txt"
 tail -50 "$OUT/torch_compare.txt"
-tail -16 "$OUT/cuda_bench_gemv.txt" "$OUT/cuda_bench_wide.txt" "$OUT/cuda_bench_tile.txt"
+tail -16 "$OUT/cuda_bench_gemv.txt" "$OUT/cuda_bench_split.txt" "$OUT/cuda_bench_tile.txt"
 echo "woq_gpu_tests exit $tests, woq_cuda_bench exit $bench (int8: $bench8), cuda_torch_compare exit $torch"
 [ "$tests" = 0 ] && [ "$bench" = 0 ] && [ "$bench8" = 0 ] && [ "$torch" = 0 ]
