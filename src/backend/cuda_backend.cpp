@@ -1,8 +1,9 @@
 // The CUDA backend: tensors and buffers in device memory of one GPU, kernels
-// (kernels/cuda) on a stream of the context's own. Matmuls are queued on the
-// stream and return (woq_context_synchronize waits); buffer writes and reads
-// go through the same stream, so they are ordered with the matmuls, and
-// reads, dequantize and uploads wait for their own work.
+// (kernels/cuda) on one stream, the context's own or one the host supplies.
+// Matmuls are queued on the stream and return (woq_context_synchronize
+// waits); buffer writes and reads go through the same stream, so they are
+// ordered with the matmuls, and reads, dequantize and uploads wait for their
+// own work. Uploads stream through pinned staging (upload_rows).
 // cudart is linked statically, so libwoq.so loads on machines without CUDA;
 // creating a CUDA context there fails with WOQ_ERR_UNSUPPORTED.
 #include <cuda_runtime_api.h>
