@@ -199,10 +199,12 @@ WOQ_API woq_status woq_context_synchronize(woq_context* context);
  * Memory the context's tensors and buffers hold where its kernels read them:
  * device memory for WOQ_BACKEND_CUDA, host memory for the CPU backends
  * (packed codes, scales, zero-points, biases, AWQ input scales and
- * woq_buffers). Not counted: per-call scratch, staging copies made during
- * uploads, thread stacks. out_peak_bytes: the most held at once since the
- * context was created. A tensor or buffer is counted from its creation to
- * its destruction.
+ * woq_buffers) and, on CUDA, the workspace kept for matmuls of 5..128 rows
+ * of 16-bit X (8 * M * N floats for the largest such M * N so far). Not
+ * counted: per-call scratch, staging copies made during uploads, thread
+ * stacks. out_peak_bytes: the most held at once since the context was
+ * created. A tensor or buffer is counted from its creation to its
+ * destruction.
  * Thread-safe.
  */
 WOQ_API woq_status woq_context_memory(const woq_context* context,

@@ -9,6 +9,7 @@
 
 #include "quant/quantized_matrix.h"
 #include "runtime/dtype.h"
+#include "runtime/memory_account.h"
 
 namespace woq {
 
@@ -81,6 +82,8 @@ std::unique_ptr<Backend> make_cpu_backend(BackendKind kind, ThreadPool& pool);
 // GPU `device_index` (builds with WOQ_HAVE_CUDA only), on `stream` (a
 // cudaStream_t the caller owns) or, when null, a stream of its own; throws
 // Error(Unsupported) when no CUDA device is usable.
-std::unique_ptr<Backend> make_cuda_backend(int device_index, void* stream);
+// Memory the backend keeps for itself between calls (the split kernel's
+// workspace) is charged to `account`.
+std::unique_ptr<Backend> make_cuda_backend(int device_index, void* stream, std::shared_ptr<MemoryAccount> account);
 
 }  // namespace woq

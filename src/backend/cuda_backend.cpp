@@ -161,7 +161,8 @@ class CudaBuffer : public BackendBuffer {
 
 class CudaBackend : public Backend {
  public:
-  CudaBackend(int device, cudaStream_t host_stream) : device_(device), owns_stream_(!host_stream) {
+  CudaBackend(int device, cudaStream_t host_stream, std::shared_ptr<MemoryAccount> account)
+      : device_(device), owns_stream_(!host_stream), account_(std::move(account)) {
     int count = 0;
     const cudaError_t e = cudaGetDeviceCount(&count);
     if (e != cudaSuccess || count == 0)
@@ -313,8 +314,10 @@ class CudaBackend : public Backend {
     std::lock_guard<std::mutex> lock(workspace_mutex_);
     if (workspace_.bytes() < workspace * sizeof(float)) {
       check(cudaStreamSynchronize(stream_), "queued work");  // kernels still using the old one
+      workspace_charge_.reset();
       workspace_ = DeviceMemory();
       workspace_ = DeviceMemory(workspace * sizeof(float));
+      workspace_charge_ = std::make_unique<MemoryCharge>(account_, workspace_.bytes());
     }
     check(cu::matmul(t.view, x, x_type, m, y, y_type, stream_, kernel_, static_cast<float*>(workspace_.get())),
           "matmul kernel launch");
@@ -442,8 +445,10 @@ class CudaBackend : public Backend {
   bool owns_stream_;
   std::string name_;
   cu::Kernel kernel_ = cu::Kernel::Auto;
+  std::shared_ptr<MemoryAccount> account_;
   std::mutex workspace_mutex_;
-  DeviceMemory workspace_;  // the split kernel's per-part sums; not in woq_context_memory
+  DeviceMemory workspace_;  // the split kernel's per-part sums, kept for the next call
+  std::unique_ptr<MemoryCharge> workspace_charge_;
   cudaStream_t stream_ = nullptr;
   std::mutex pinned_mutex_;
   std::vector<std::unique_ptr<PinnedBuffer>> pinned_;
@@ -451,8 +456,8 @@ class CudaBackend : public Backend {
 
 }  // namespace
 
-std::unique_ptr<Backend> make_cuda_backend(int device_index, void* stream) {
-  return std::make_unique<CudaBackend>(device_index, static_cast<cudaStream_t>(stream));
+std::unique_ptr<Backend> make_cuda_backend(int device_index, void* stream, std::shared_ptr<MemoryAccount> account) {
+  return std::make_unique<CudaBackend>(device_index, static_cast<cudaStream_t>(stream), std::move(account));
 }
 
 }  // namespace woq

@@ -13,7 +13,7 @@ Context::Context(BackendKind kind, int threads, int device_index, void* cuda_str
       break;
     case BackendKind::Cuda:
 #if defined(WOQ_HAVE_CUDA)
-      backend_ = make_cuda_backend(device_index, cuda_stream);
+      backend_ = make_cuda_backend(device_index, cuda_stream, memory_);
 #else
       (void)cuda_stream;
       fail(Status::Unsupported, "the CUDA backend is not part of this build of libwoq (device " +

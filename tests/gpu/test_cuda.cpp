@@ -194,11 +194,21 @@ TEST(Cuda, MemoryAccountingCountsDeviceBytes) {
   uint64_t in_use = 0, peak = 0;
   ASSERT_EQ(woq_context_memory(ctx, &in_use, &peak), WOQ_OK);
   EXPECT_EQ(in_use, expected + 4096);
+  // M = 5 rows of fp16 X: the split kernel's workspace, 8 x M x N floats
+  // (docs/CUDA.md), stays with the context.
+  const uint64_t m = 5, workspace = 8 * m * n * 4;
+  std::vector<float> exact;
+  const std::vector<uint16_t> x = to_16bit(woq::test::random_activations(m * k, 5), WOQ_DTYPE_F16, exact);
+  const std::vector<float> y = gpu_matmul(ctx, t, x.data(), x.size() * 2, WOQ_DTYPE_F16, m, n);
+  for (float v : y) ASSERT_FALSE(std::isnan(v));  // every output written over the poison
+  ASSERT_EQ(woq_context_memory(ctx, &in_use, &peak), WOQ_OK);
+  EXPECT_EQ(in_use, expected + 4096 + workspace);
   woq_tensor_destroy(t);
   woq_buffer_destroy(b);
   ASSERT_EQ(woq_context_memory(ctx, &in_use, &peak), WOQ_OK);
-  EXPECT_EQ(in_use, 0u);
-  EXPECT_EQ(peak, expected + 4096);
+  EXPECT_EQ(in_use, workspace);
+  // gpu_matmul's two buffers (X, Y) were held with the workspace at once.
+  EXPECT_EQ(peak, expected + 4096 + m * k * 2 + m * n * 4 + workspace);
   woq_qmatrix_destroy(q);
   woq_context_destroy(ctx);
 }
