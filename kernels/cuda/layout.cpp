@@ -1,6 +1,7 @@
 #include "kernels/cuda/layout.h"
 
 #include <algorithm>
+#include <numeric>
 
 #include "kernels/cpu/reference.h"
 
@@ -41,6 +42,16 @@ void repack_fragments_into(const uint32_t* codes, uint64_t words_per_row, const 
       scales_out[j * stride + n] = scales[n * s.groups + j];
       zeros_out[j * stride + n] = zeros[n * s.groups + j];
     }
+}
+
+uint64_t upload_block_rows(const FragmentShape& s, uint64_t rows_per_chunk, uint64_t target_bytes) {
+  const uint64_t per_slice = s.steps * kUnitBytes + s.groups * kSliceRows * 3;
+  uint64_t rows = std::max<uint64_t>(1, target_bytes / per_slice) * kSliceRows;
+  if (rows_per_chunk) {
+    const uint64_t whole = std::lcm<uint64_t>(kSliceRows, rows_per_chunk);
+    if (whole <= 2 * rows) rows = std::max(whole, rows / whole * whole);
+  }
+  return std::min(rows, s.padded_rows());
 }
 
 FragmentMatrix repack_fragments(const uint32_t* codes, uint64_t words_per_row, const uint16_t* scales,

@@ -90,6 +90,12 @@ struct FragmentShape {
 
 FragmentShape fragment_shape(uint64_t rows, uint64_t cols, uint32_t code_bits, uint32_t group_size);
 
+// Rows per block when a tensor is repacked and uploaded in blocks: whole
+// slices holding about `target_bytes` of repacked data (at least one), and
+// whole file chunks of rows_per_chunk rows (0: any) where that at most
+// doubles the block; never more than the padded rows.
+uint64_t upload_block_rows(const FragmentShape& shape, uint64_t rows_per_chunk, uint64_t target_bytes);
+
 // The canonical layout (kernels/cpu/reference.h: rows of packed codes,
 // scales and zero-points row-major per (row, group)) repacked into the
 // fragment layout. units: unit (slice, step) at word (slice * steps + step)

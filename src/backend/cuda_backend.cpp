@@ -11,7 +11,6 @@
 #include <algorithm>
 #include <cstdlib>
 #include <mutex>
-#include <numeric>
 #include <string>
 #include <vector>
 
@@ -230,7 +229,7 @@ class CudaBackend : public Backend {
     t->host_scales.resize(source.rows * groups);
     t->host_zeros.resize(source.rows * groups);
 
-    const uint64_t block_rows = upload_block_rows(shape, source.rows_per_chunk);
+    const uint64_t block_rows = cu::upload_block_rows(shape, source.rows_per_chunk, kStagingBytes);
     const uint64_t staging_bytes = block_rows / cu::kSliceRows * slice_bytes + groups * block_rows * 3;
     Staging staging(*this, staging_bytes);
     auto* d_codes = static_cast<uint8_t*>(t->codes.get());
@@ -376,18 +375,6 @@ class CudaBackend : public Backend {
   }
 
  private:
-  // Rows per upload block: about kStagingBytes of repacked data, whole
-  // slices, and whole file chunks where that at most doubles the block.
-  static uint64_t upload_block_rows(const cu::FragmentShape& s, uint64_t rows_per_chunk) {
-    const uint64_t per_slice = s.steps * cu::kUnitBytes + s.groups * cu::kSliceRows * 3;
-    uint64_t rows = std::max<uint64_t>(1, kStagingBytes / per_slice) * cu::kSliceRows;
-    if (rows_per_chunk) {
-      const uint64_t whole = std::lcm<uint64_t>(cu::kSliceRows, rows_per_chunk);
-      if (whole <= 2 * rows) rows = std::max(whole, rows / whole * whole);
-    }
-    return std::min(rows, s.padded_rows());
-  }
-
   // Two pinned buffers of the pool and an event each; finish() (or the
   // destructor, when a read throws) waits for the copies before they return.
   class Staging {

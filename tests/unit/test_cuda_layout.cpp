@@ -146,6 +146,23 @@ TEST(FragmentLayout, BlocksOfSlicesPieceTogether) {
   EXPECT_EQ(zr, whole.zeros);
 }
 
+// Upload blocks: whole slices near the target size, whole file chunks
+// where that costs at most a doubling, never past the padded rows.
+TEST(FragmentLayout, UploadBlocksAreWholeSlicesAndChunks) {
+  // A slice: 128 units of 512 bytes, 64 groups x 16 rows x 3 bytes = 68 608 bytes.
+  const cu::FragmentShape s = cu::fragment_shape(3000, 8192, 4, 128);
+  const uint64_t target = 8ull << 20;
+  EXPECT_EQ(cu::upload_block_rows(s, 0, target), 122u * 16);    // 122 slices fit in 8 MiB: 1952 rows
+  EXPECT_EQ(cu::upload_block_rows(s, 256, target), 7u * 256);   // whole chunks of 256 rows
+  EXPECT_EQ(cu::upload_block_rows(s, 255, target), 122u * 16);  // lcm(16, 255) = 4080 > 2 x 1952
+  EXPECT_EQ(cu::upload_block_rows(s, 244, target), 1952u);      // lcm(16, 244) = 976: two chunks
+  EXPECT_EQ(cu::upload_block_rows(s, 3000, target), 122u * 16); // lcm 6000: too big
+  EXPECT_EQ(cu::upload_block_rows(s, 0, 1), 16u);               // at least one slice
+  EXPECT_EQ(cu::upload_block_rows(cu::fragment_shape(40, 64, 8, 32), 0, target), 48u);  // the padded rows
+  for (uint64_t rpc : {0u, 1u, 7u, 16u, 100u, 256u, 3000u})
+    EXPECT_EQ(cu::upload_block_rows(s, rpc, target) % 16, 0u) << rpc;
+}
+
 // The A operand: a lane loads X in 16-byte runs of 8 columns at 32 p + 8 tid
 // (p: pair of blocks); word 2 (b % 2) + reg of run b / 2 is register reg
 // (rows g, g + 8 alike) of block b. Those columns must be the ones the B
