@@ -533,10 +533,12 @@ WOQ_API woq_status woq_tensor_group(woq_context* context, const woq_tensor* tens
 
 /**
  * Y[M, N] = X[M, K] . W_hat^T (+ bias), fp32 accumulation. x and y are
- * row-major and must not overlap: host memory for CPU contexts; device (or
- * managed) memory of the context's GPU for CUDA contexts, where the call is
- * asynchronous as woq_matmul_buffers is (host memory is refused with
- * WOQ_ERR_INVALID_ARGUMENT). M >= 1. The tensor must come from the same
+ * row-major and must not overlap: host memory for CPU contexts. On CUDA
+ * contexts both are device (or managed) memory of the context's GPU, and
+ * the call is asynchronous as woq_matmul_buffers is; or both are host
+ * memory, copied to the device and back, and the call returns when y is
+ * written (convenient, slower); a mix is refused with
+ * WOQ_ERR_INVALID_ARGUMENT. M >= 1. The tensor must come from the same
  * context. Thread-safe: a tensor may be used by many threads at once (each
  * with its own y).
  * @return WOQ_ERR_SHAPE / WOQ_ERR_INVALID_ARGUMENT on misuse.

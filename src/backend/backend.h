@@ -72,9 +72,13 @@ class Backend {
   virtual bool bias(const BackendTensor& w, float* out) = 0;
   // Waits for queued work (asynchronous backends); throws its first failure.
   virtual void synchronize() {}
-  // Throws Error(InvalidArgument) unless the kernels can read x and write y
-  // where a caller of woq_matmul passed them (CPU: any host memory).
-  virtual void check_caller_memory(const void* /*x*/, const void* /*y*/) {}
+  // matmul on memory a caller of woq_matmul passed (host memory for the CPU
+  // backends; host or device memory for CUDA, which copies host X and Y
+  // through the device and waits). Shapes are already validated.
+  virtual void matmul_caller_memory(const BackendTensor& w, const void* x, DType x_dtype, uint64_t m, void* y,
+                                    DType y_dtype) {
+    matmul(w, x, x_dtype, m, y, y_dtype);
+  }
 };
 
 // The scalar oracle (single-threaded) or the multithreaded CPU backend.

@@ -322,20 +322,27 @@ class CudaBackend : public Backend {
           "matmul kernel launch");
   }
 
-  void check_caller_memory(const void* x, const void* y) override {
-    for (const auto& [name, p] : {std::pair<const char*, const void*>{"x", x}, {"y", y}}) {
-      cudaPointerAttributes a{};
-      const cudaError_t e = cudaPointerGetAttributes(&a, p);
-      const bool device = e == cudaSuccess &&
-                          (a.type == cudaMemoryTypeDevice || a.type == cudaMemoryTypeManaged) && a.device == device_;
-      if (e != cudaSuccess) cudaGetLastError();  // clear the sticky-free error state of this thread
-      if (!device)
-        fail(Status::InvalidArgument,
-             std::string(name) + " is not device memory of CUDA device " + std::to_string(device_) +
-                 (e == cudaSuccess && a.type == cudaMemoryTypeDevice ? " (it belongs to device " + std::to_string(a.device) + ")"
-                                                                     : " (host or unknown memory)") +
-                 ": on a CUDA context woq_matmul takes device pointers; or use woq_buffer_create + woq_matmul_buffers");
-    }
+  // Device (or managed) pointers of this GPU run as woq_matmul_buffers does;
+  // host X and Y are copied through stream-ordered device memory and the
+  // call waits for Y. Anything else is refused by name.
+  void matmul_caller_memory(const BackendTensor& wt, const void* x, DType x_dtype, uint64_t m, void* y,
+                            DType y_dtype) override {
+    check(cudaSetDevice(device_), "cudaSetDevice");
+    const Where wx = where(x), wy = where(y);
+    if (wx == Where::Device && wy == Where::Device) return matmul(wt, x, x_dtype, m, y, y_dtype);
+    if (wx != Where::Host || wy != Where::Host)
+      fail(Status::InvalidArgument,
+           std::string("x is ") + describe(wx) + " and y is " + describe(wy) + ": on CUDA device " +
+               std::to_string(device_) + " woq_matmul takes both in its device memory (asynchronous) or both in "
+               "host memory (copied, synchronous)");
+    const uint64_t x_bytes = m * wt.cols * dtype_size(x_dtype), y_bytes = m * wt.rows * dtype_size(y_dtype);
+    StreamOrdered dx(stream_), dy(stream_);
+    dx.allocate(x_bytes, "allocation for X");
+    dy.allocate(y_bytes, "allocation for Y");
+    check(cudaMemcpyAsync(dx.get(), x, x_bytes, cudaMemcpyHostToDevice, stream_), "copy of X");
+    matmul(wt, dx.get(), x_dtype, m, dy.get(), y_dtype);
+    check(cudaMemcpyAsync(y, dy.get(), y_bytes, cudaMemcpyDeviceToHost, stream_), "copy of Y");
+    check(cudaStreamSynchronize(stream_), "matmul");
   }
 
   void synchronize() override {
@@ -424,6 +431,21 @@ class CudaBackend : public Backend {
   void release_pinned(std::unique_ptr<PinnedBuffer> b) {
     std::lock_guard<std::mutex> lock(pinned_mutex_);
     if (b && b->size() <= 4 * kStagingBytes && pinned_.size() < kPinnedKept) pinned_.push_back(std::move(b));
+  }
+
+  enum class Where { Device, OtherDevice, Host };
+  Where where(const void* p) const {
+    cudaPointerAttributes a{};
+    if (cudaPointerGetAttributes(&a, p) != cudaSuccess) {
+      cudaGetLastError();  // not CUDA's: ordinary host memory
+      return Where::Host;
+    }
+    if (a.type == cudaMemoryTypeDevice || a.type == cudaMemoryTypeManaged)
+      return a.device == device_ ? Where::Device : Where::OtherDevice;
+    return Where::Host;  // unregistered or page-locked host memory
+  }
+  static const char* describe(Where w) {
+    return w == Where::Device ? "device memory" : w == Where::OtherDevice ? "memory of another GPU" : "host memory";
   }
 
   static constexpr uint64_t kStagingBytes = 8ull << 20;

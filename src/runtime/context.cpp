@@ -102,8 +102,8 @@ void checked_matmul(Context& ctx, const Tensor& w, const void* x, DType x_dtype,
   const auto* xb = static_cast<const uint8_t*>(x);
   const auto* yb = static_cast<const uint8_t*>(y);
   if (xb < yb + y_bytes && yb < xb + x_bytes) fail(Status::InvalidArgument, "x and y overlap");
-  if (caller_memory) ctx.backend().check_caller_memory(x, y);
-  ctx.backend().matmul(w.impl(), x, x_dtype, m, y, y_dtype);
+  if (caller_memory) ctx.backend().matmul_caller_memory(w.impl(), x, x_dtype, m, y, y_dtype);
+  else ctx.backend().matmul(w.impl(), x, x_dtype, m, y, y_dtype);
 }
 
 }  // namespace woq

@@ -71,7 +71,7 @@ QuantizedMatrix read_quantized(const format::Reader& file, const format::TensorR
 
 // Y = X . W_hat^T with every shape and dtype checked first; caller_memory:
 // x and y come from the caller (woq_matmul), not from woq_buffers, so the
-// backend checks they are memory its kernels can use.
+// backend finds out what memory they are.
 void checked_matmul(Context& ctx, const Tensor& w, const void* x, DType x_dtype, uint64_t m, void* y, DType y_dtype,
                     bool caller_memory);
 
