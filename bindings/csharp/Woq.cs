@@ -167,8 +167,9 @@ public sealed class Context : WoqHandle {
   }
 
   /// <summary>
-  /// Waits for the work the context has queued (CUDA: MatMul on buffers
-  /// returns once queued); no-op on CPU contexts.
+  /// Waits for the work the context has queued (CUDA: matmuls on device
+  /// memory return once queued; MatMul on arrays waits by itself); no-op on
+  /// CPU contexts.
   /// </summary>
   public void Synchronize() => Call(p => N.woq_context_synchronize(p));
 
