@@ -200,15 +200,20 @@ def gpu_compare(woq, ms, quick):
             torch.cuda.synchronize()
             ref = (xb.double() @ w_hat.double().T)
             notes = ["woq err %.1e" % (torch.linalg.norm(y.double() - ref) / torch.linalg.norm(ref)).item()]
-            if int4 is not None:
-                y4 = torch._weight_int4pack_mm(xb, int4[0][0], group, int4[0][1])
-                ref4 = xb.double() @ deq4.double().T
-                notes.append("int4 err %.1e" % (torch.linalg.norm(y4.double() - ref4) / torch.linalg.norm(ref4)).item())
             reps = 5 if m >= 1024 else 20
+            t_int4 = float("nan")
+            if int4 is not None:
+                try:  # torch's kernel may refuse some shapes: note it, time the rest
+                    y4 = torch._weight_int4pack_mm(xb, int4[0][0], group, int4[0][1])
+                    ref4 = xb.double() @ deq4.double().T
+                    notes.append("int4 err %.1e" %
+                                 (torch.linalg.norm(y4.double() - ref4) / torch.linalg.norm(ref4)).item())
+                    t_int4 = median_us(torch, lambda i: torch._weight_int4pack_mm(xb, int4[i][0], group, int4[i][1]),
+                                       copies, reps)
+                except Exception as e:
+                    notes.append("torch int4 failed: %s" % str(e).splitlines()[0][:80])
             t_woq = median_us(torch, lambda i: woq.matmul(ctx, tensors[i], xb.data_ptr(), BF16, m, y.data_ptr(),
                                                          BF16), copies, reps)
-            t_int4 = median_us(torch, lambda i: torch._weight_int4pack_mm(xb, int4[i][0], group, int4[i][1]),
-                               copies, reps) if int4 is not None else float("nan")
             t_bf16 = median_us(torch, lambda i: F.linear(xb, wb16[i]), dense_copies, reps)
             t_fp16 = median_us(torch, lambda i: F.linear(xh, w16[i]), dense_copies, reps)
             print("| %dx%d | %d | %.1f | %.1f | %.1f | %.1f | %.2fx | %.2fx |  %s" %
