@@ -162,7 +162,11 @@ def gpu_compare(woq, ms, quick):
     l2 = props.L2_cache_size
     print("woq vs torch on %s (L2 %d MiB), torch %s, libwoq %s" %
           (props.name, l2 >> 20, torch.__version__, woq.lib.woq_version_string().decode()))
-    stream = torch.cuda.current_stream()
+    # A stream of torch's own, current for everything below: its handle is
+    # not NULL (the legacy default stream's is, and woq would then queue on a
+    # stream of its own, outside the events' timing).
+    stream = torch.cuda.Stream()
+    torch.cuda.set_stream(stream)
     ctx = woq.context(BACKEND_CUDA, ctypes.c_void_p(stream.cuda_stream))
     shapes = [(4096, 4096), (11008, 4096), (4096, 11008), (14336, 4096), (8192, 8192), (8192, 28672)]
     if quick:
