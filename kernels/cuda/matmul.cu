@@ -195,6 +195,13 @@ struct XRun<float> {
   __device__ __forceinline__ float4 quad(int q) const { return q == 0 ? lo : hi; }
 };
 
+// Whether every run of X is 16-byte aligned (XRun's `vector`): whole runs
+// per row and an aligned base.
+template <class T>
+__device__ __forceinline__ bool whole_runs(const DeviceMatrix& w, const T* x) {
+  return w.cols % 8 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0;
+}
+
 // Adds the COUNT values per lane of warps 1 .. kWarps - 1 into warp 0's, in
 // warp order; true in warp 0.
 template <int COUNT>
@@ -384,7 +391,7 @@ __global__ void __launch_bounds__(kThreads)
   __shared__ float shared[kWarps - 1][kCount][32];
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
   const uint64_t m0 = m_first + uint64_t(blockIdx.y) * 16;
-  const bool vector = w.cols % 8 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0;
+  const bool vector = whole_runs(w, x);
   PartAccumulator<Op, FIELD, 1> a;
   a.run_part(w, x, m, m0, blockIdx.x, warp, vector, g, t);
   float flat[kCount];
@@ -405,7 +412,7 @@ __global__ void __launch_bounds__(kThreads)
   const uint64_t n0 = uint64_t(blockIdx.x) * kSliceRows, m0 = m_first + uint64_t(blockIdx.y) * kSimtRows;
   const int rows = int(m - m0 < kSimtRows ? m - m0 : kSimtRows);
   const uint64_t K = w.cols, stride = w.slices * kSliceRows;
-  const bool vector = K % 8 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0;
+  const bool vector = whole_runs(w, x);
 
   float acc[kSimtRows][2], part[kSimtRows][2];
 #pragma unroll
@@ -517,7 +524,7 @@ __global__ void __launch_bounds__(kTileSlices * 32)
   const uint64_t m0 = m_first + uint64_t(SPLIT ? blockIdx.z : blockIdx.y) * kRows;
   const int first_part = SPLIT ? int(blockIdx.y) : 0, end_part = SPLIT ? first_part + 1 : kParts;
   const bool active = slice < w.slices;  // idle warps still stage X and meet every barrier
-  const bool vector = w.cols % 8 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0;
+  const bool vector = whole_runs(w, x);
   if (uint64_t(first_part) >= w.steps) {  // an empty K-part (K < 8 steps): zero sums
     if (SPLIT && active)
       for (int i = lane; i < kRows * kSliceRows; i += 32) {
@@ -527,19 +534,27 @@ __global__ void __launch_bounds__(kTileSlices * 32)
     return;  // uniform across the block
   }
 
+  // This thread's j-th run of a tile: its row and column in the tile, or
+  // false past the tile.
+  auto place = [&](int j, int& r, int& c) {
+    const int run = int(threadIdx.x) + j * kThreadsHere;
+    r = run / (kCols / 8);
+    c = 8 * (run % (kCols / 8));
+    return run < kRuns;
+  };
   XRun<uint16_t> pending[kRunsPerThread];
   auto fetch = [&](uint64_t step) {
 #pragma unroll
     for (int j = 0; j < kRunsPerThread; ++j) {
-      const int run = int(threadIdx.x) + j * kThreadsHere, r = run / (kCols / 8), c = 8 * (run % (kCols / 8));
-      if (run < kRuns) pending[j].load(x, m0 + r, step * kCols + c, m, w.cols, vector);
+      int r, c;
+      if (place(j, r, c)) pending[j].load(x, m0 + r, step * kCols + c, m, w.cols, vector);
     }
   };
   auto put = [&](int buffer) {
 #pragma unroll
     for (int j = 0; j < kRunsPerThread; ++j) {
-      const int run = int(threadIdx.x) + j * kThreadsHere, r = run / (kCols / 8), c = 8 * (run % (kCols / 8));
-      if (run < kRuns) staged[buffer][(r * kStride + c) / 8] = pending[j].v;
+      int r, c;
+      if (place(j, r, c)) staged[buffer][(r * kStride + c) / 8] = pending[j].v;
     }
   };
 
