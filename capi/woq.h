@@ -178,9 +178,10 @@ WOQ_API woq_status woq_context_info(const woq_context* context,
  * WOQ_BACKEND_CPU (the best the CPU supports, or the one named by the
  * environment variable WOQ_CPU_ISA when the context was created);
  * "cuda-sm" and the device's compute capability (e.g. "cuda-sm90") for
- * WOQ_BACKEND_CUDA, with "-gemv", "-split" or "-tile" appended when the
- * environment variable WOQ_CUDA_KERNEL forced one tensor-core kernel for
- * every M (benchmarks; all give the same results).
+ * WOQ_BACKEND_CUDA, with "-gemv", "-split", "-tile" or "-wgmma" appended
+ * when the environment variable WOQ_CUDA_KERNEL forced one tensor-core
+ * kernel for every M (benchmarks; all add the same products in the same
+ * order; "wgmma" needs a compute capability 9.0 GPU).
  * Thread-safe.
  */
 WOQ_API woq_status woq_context_kernel(const woq_context* context, const char** out_name);

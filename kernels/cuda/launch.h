@@ -29,8 +29,17 @@ struct DeviceMatrix {
 
 // Which tensor-core kernel runs fp16 / bf16 X: by M (Auto), or one forced
 // for every M (all compute the same bits; forcing one lets a benchmark
-// time each at any M).
-enum class Kernel { Auto, Gemv, Split, Tile };
+// time each at any M). Wgmma needs `wgmma` (wgmma_supported).
+enum class Kernel { Auto, Gemv, Split, Tile, Wgmma };
+struct KernelChoice {
+  KernelChoice(Kernel k = Kernel::Auto, bool hopper = false) : kernel(k), wgmma(hopper) {}
+  Kernel kernel;
+  bool wgmma;  // the device runs the wgmma kernel (Auto takes it for large M)
+};
+
+// Whether `device` runs this binary's wgmma kernel: compute capability 9.0
+// and sm_90a code built in (one tiny kernel finds out). Synchronous.
+cudaError_t wgmma_supported(int device, bool* out);
 
 // Y[m][n] = sum_k X[m][k] W_hat[n][k] (+ bias[n]), fp32 accumulation; X is
 // m x cols of x_type, Y m x rows of y_type, both device memory. fp16 / bf16
@@ -40,8 +49,8 @@ enum class Kernel { Auto, Gemv, Split, Tile };
 // workspace: device memory of matmul_workspace_floats(...) floats (may be
 // null when that is 0), used by this call until its kernels are done.
 cudaError_t matmul(const DeviceMatrix& w, const void* x, Dtype x_type, uint64_t m, void* y, Dtype y_type,
-                   cudaStream_t stream, Kernel kernel = Kernel::Auto, float* workspace = nullptr);
-uint64_t matmul_workspace_floats(const DeviceMatrix& w, Dtype x_type, uint64_t m, Kernel kernel = Kernel::Auto);
+                   cudaStream_t stream, KernelChoice choice = {}, float* workspace = nullptr);
+uint64_t matmul_workspace_floats(const DeviceMatrix& w, Dtype x_type, uint64_t m, KernelChoice choice = {});
 
 // out[m][k] = X[m][k] * scales[k] in fp32 (AWQ's input scales), device memory.
 cudaError_t scale_inputs(const void* x, Dtype x_type, uint64_t m, uint64_t k, const float* scales, float* out,

@@ -606,6 +606,263 @@ __global__ void __launch_bounds__(kTileSlices * 32)
   }
 }
 
+// ---- Hopper (sm_90a): wgmma ------------------------------------------------
+// The tile kernel's sums from warpgroup MMAs: a warpgroup is 4 slices (a
+// warp each, 64 rows of W) and wgmma.m64nNk16 takes W as A from registers
+// (a lane's unit words are exactly its A fragment: rows g, g + 8 of its
+// slice, k 2t, 2t + 1 and + 8, as for mma.m16n8k16) and NB rows of X as B
+// from shared memory, with the accumulators, per k16 block, in the same
+// order as every other kernel: per group into `d`, the group's scale then
+// added into the part's sum, the parts added in order. B is K-major without
+// swizzling: 8 x 8 "core matrices" of 128 contiguous bytes, the two k-halves
+// of a block kCoreBytes apart (LBO), groups of 8 rows of X 2 kCoreBytes
+// apart (SBO). The permuted columns of the layout are undone while staging:
+// word i of a lane's 16-byte run of X (columns 8t' + 2i, + 1 of a 32-column
+// span) holds k 2t' (+ 8 for odd i) of block i / 2 of the span.
+constexpr int kGroupSlices = 4;  // a warpgroup: 4 warps, a slice each
+
+// Where the wgmma kernel has code: sm_90a and the emulator (elsewhere its
+// body is empty, and wgmma_supported says so).
+#if defined(WOQ_CUDA_EMULATE) || defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define WOQ_WGMMA_CODE 1
+constexpr int kCoreBytes = 128;  // 8 rows x 16 bytes
+
+__device__ __forceinline__ uint32_t shared_address(const void* base, uint32_t offset) {
+#if defined(WOQ_CUDA_EMULATE)
+  return emu::shared_address(base, offset);
+#else
+  return uint32_t(__cvta_generic_to_shared(base)) + offset;
+#endif
+}
+
+// A shared-memory matrix descriptor: no swizzle, base offset 0.
+__device__ __forceinline__ uint64_t smem_descriptor(uint32_t address, uint32_t lbo, uint32_t sbo) {
+  return uint64_t((address & 0x3FFFFu) >> 4) | uint64_t((lbo & 0x3FFFFu) >> 4) << 16 |
+         uint64_t((sbo & 0x3FFFFu) >> 4) << 32;
+}
+
+__device__ __forceinline__ void wgmma_fence() {
+#if !defined(WOQ_CUDA_EMULATE)
+  asm volatile("wgmma.fence.sync.aligned;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void wgmma_commit() {
+#if !defined(WOQ_CUDA_EMULATE)
+  asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void wgmma_wait_all() {
+#if !defined(WOQ_CUDA_EMULATE)
+  asm volatile("wgmma.wait_group.sync.aligned 0;" ::: "memory");
+#endif
+}
+// Shared memory written by ordinary stores, read next by the tensor cores.
+__device__ __forceinline__ void fence_shared_for_async() {
+#if !defined(WOQ_CUDA_EMULATE)
+  asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+#endif
+}
+// Keeps the compiler from moving uses of accumulators, or definitions of A
+// registers, across a wait or a fence.
+template <int N>
+__device__ __forceinline__ void pin(float (&d)[N]) {
+#if !defined(WOQ_CUDA_EMULATE)
+#pragma unroll
+  for (int i = 0; i < N; ++i) asm volatile("" : "+f"(d[i])::"memory");
+#endif
+}
+template <int N>
+__device__ __forceinline__ void pin(uint32_t (&a)[N]) {
+#if !defined(WOQ_CUDA_EMULATE)
+#pragma unroll
+  for (int i = 0; i < N; ++i) asm volatile("" : "+r"(a[i])::"memory");
+#endif
+}
+
+// d = A B (+ d when `accumulate`) for one k16 block: m64n64k16, fp32
+// accumulators. A group's first product overwrites d, rather than adding
+// to a zeroed d: the same sums but for the sign of a zero sum, which the
+// scale's fmaf into the part's sum (never -0) cannot see.
+template <bool BF16>
+__device__ __forceinline__ void wgmma_m64n64(float (&d)[32], const uint32_t (&a)[4], uint64_t b, bool accumulate) {
+#if defined(WOQ_CUDA_EMULATE)
+  emu::wgmma(BF16, d, a, b, accumulate);
+#else
+#define WOQ_WGMMA_ASM(TYPE)                                                                                          \
+  asm volatile(                                                                                                      \
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"                                                                   \
+      "wgmma.mma_async.sync.aligned.m64n64k16.f32." TYPE "." TYPE                                                    \
+      " {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, " \
+      "%23, %24, %25, %26, %27, %28, %29, %30, %31}, {%32, %33, %34, %35}, %36, p, 1, 1, 0;\n}\n"                   \
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]),  \
+        "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]),       \
+        "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]),      \
+        "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])                    \
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(uint32_t(accumulate)))
+  if constexpr (BF16) WOQ_WGMMA_ASM("bf16");
+  else WOQ_WGMMA_ASM("f16");
+#undef WOQ_WGMMA_ASM
+#endif
+}
+#endif  // WOQ_WGMMA_CODE
+
+// fp16 / bf16 X on sm_90a: block = WG warpgroups (4 WG slices) x NB rows of
+// X, walking all 8 K-parts in turn; each step's NB x step_cols tile of X is
+// staged in shared memory (double buffered through registers) for all the
+// block's warpgroups. Every warp of a warpgroup takes part in its wgmmas;
+// warps past the last slice compute on zeros and store nothing.
+template <class Op, int FIELD, int WG>
+__global__ void __launch_bounds__(WG * 128, 2)
+    wgmma_kernel(DeviceMatrix w, const uint16_t* __restrict__ x, uint64_t m, uint64_t m_first, void* y,
+                 Dtype y_type) {
+#if defined(WOQ_WGMMA_CODE)
+  constexpr int NB = 64, kCount = NB / 2;
+  constexpr int kCols = FIELD == 4 ? 64 : 32, kSpans = kCols / 32, kThreadsHere = WG * 128;
+  constexpr int kBlockBytes = NB * 32;                   // NB rows x 16 k of 16-bit X
+  constexpr int kBufferBytes = kBlockBytes * kCols / 16;  // one step's tile
+  constexpr int kRuns = NB * kCols / 8;
+  constexpr int kRunsPerThread = (kRuns + kThreadsHere - 1) / kThreadsHere;
+  static_assert(kRuns % kThreadsHere == 0, "whole runs per thread");
+  __shared__ uint4 staged[2 * kBufferBytes / 16];  // 16-byte aligned, as descriptors need
+  // The parts' running sum, thread-fastest: touched once a part, so out of
+  // registers (two blocks fit an SM).
+  __shared__ float total[kCount][kThreadsHere];
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+  const uint64_t slice = uint64_t(blockIdx.x) * (kGroupSlices * WG) + warp, n0 = slice * kSliceRows;
+  const uint64_t m0 = m_first + uint64_t(blockIdx.y) * NB, stride = w.slices * kSliceRows;
+  const bool active = slice < w.slices;
+  const bool vector = whole_runs(w, x);
+  const uint32_t shared_base = shared_address(staged, 0);
+
+  // Run j of this thread: lane-fastest 4 runs of a row, 8 rows a warp (so a
+  // warp's 4-byte stores meet 32 banks), then rows, then spans.
+  auto place = [&](int j, int& span, int& r, int& tr) {
+    const int run = int(threadIdx.x) + j * kThreadsHere;
+    tr = run % 4;
+    r = (run / 4) % NB;
+    span = run / (4 * NB);
+  };
+  XRun<uint16_t> pending[kRunsPerThread];
+  auto fetch = [&](uint64_t step) {
+#pragma unroll
+    for (int j = 0; j < kRunsPerThread; ++j) {
+      int span, r, tr;
+      place(j, span, r, tr);
+      pending[j].load(x, m0 + r, step * kCols + 32 * span + 8 * tr, m, w.cols, vector);
+    }
+  };
+  auto put = [&](int buffer) {
+    uint32_t* base = reinterpret_cast<uint32_t*>(staged) + buffer * (kBufferBytes / 4);
+#pragma unroll
+    for (int j = 0; j < kRunsPerThread; ++j) {
+      int span, r, tr;
+      place(j, span, r, tr);
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const int block = 2 * span + i / 2, half = i % 2;
+        base[(block * kBlockBytes + (r / 8) * 2 * kCoreBytes + half * kCoreBytes + (r % 8) * 16 + 4 * tr) / 4] =
+            pending[j].word(i);
+      }
+    }
+    fence_shared_for_async();
+  };
+
+  float d[kCount], acc[kCount];
+#pragma unroll
+  for (int i = 0; i < kCount; ++i) d[i] = 0.0f;
+  uint64_t group = ~uint64_t(0);
+  bool accumulate = false;  // d holds the current group's sums so far
+  uint32_t offset_z[2] = {0, 0};
+  float z[2] = {0.0f, 0.0f};
+  // acc += s * d for the current group, per output row; d's wgmmas are done.
+  auto flush = [&]() {
+    pin(d);
+    if (accumulate && active) {
+      const float s0 = __half2float(__ushort_as_half(__ldg(w.scales + group * stride + n0 + g)));
+      const float s1 = __half2float(__ushort_as_half(__ldg(w.scales + group * stride + n0 + 8 + g)));
+#pragma unroll
+      for (int i = 0; i < kCount; ++i) acc[i] = fmaf((i / 2) % 2 ? s1 : s0, d[i], acc[i]);
+    }
+    accumulate = false;
+  };
+
+  fetch(0);
+  put(0);
+  __syncthreads();
+  int buffer = 0;
+  for (int p = 0; p < kParts; ++p) {
+#pragma unroll
+    for (int i = 0; i < kCount; ++i) acc[i] = 0.0f;
+    group = ~uint64_t(0);
+    UnitStream units(w, active ? slice : 0, active ? uint64_t(p) : w.steps);  // idle: no loads
+    for (uint64_t step = p; step < w.steps; step += kParts) {
+      const bool in_part = step + kParts < w.steps;
+      const uint64_t next = in_part ? step + kParts : uint64_t(p + 1);
+      const bool has_next = in_part || (p + 1 < kParts && next < w.steps);
+      if (has_next) fetch(next);
+      uint32_t words[4];
+      units.next(step, words);
+      uint32_t a[kSpans][2][4];
+#pragma unroll
+      for (int span = 0; span < kSpans; ++span) {
+        const uint64_t first = step * kCols + 32 * span;
+        if (first >= w.cols) break;  // uniform: the same step for the whole block
+        if (group_of(w, first) != group) {
+          wgmma_commit();
+          wgmma_wait_all();
+          flush();
+          group = group_of(w, first);
+          if (active) load_zeros<Op>(w, group, n0 + g, z, offset_z);
+        }
+#pragma unroll
+        for (int q = 0; q < 2; ++q) {
+          const int block = 2 * span + q;
+          a[span][q][0] = b_pair<Op, FIELD>(words, block, 0, 0, offset_z[0], z[0]);
+          a[span][q][1] = b_pair<Op, FIELD>(words, block, 1, 0, offset_z[1], z[1]);
+          a[span][q][2] = b_pair<Op, FIELD>(words, block, 0, 1, offset_z[0], z[0]);
+          a[span][q][3] = b_pair<Op, FIELD>(words, block, 1, 1, offset_z[1], z[1]);
+          pin(a[span][q]);
+        }
+        wgmma_fence();
+#pragma unroll
+        for (int q = 0; q < 2; ++q) {
+          const uint32_t address = shared_base + uint32_t(buffer * kBufferBytes + (2 * span + q) * kBlockBytes);
+          wgmma_m64n64<Op::kOffset == 128.0f>(d, a[span][q], smem_descriptor(address, kCoreBytes, 2 * kCoreBytes),
+                                              accumulate);
+          accumulate = true;
+        }
+      }
+      wgmma_commit();
+      if (has_next) put(buffer ^ 1);  // its wgmmas were waited for at the end of the last step
+      wgmma_wait_all();               // this step's: its A registers and its buffer are free again
+      __syncthreads();
+      buffer ^= 1;
+    }
+    flush();
+#pragma unroll
+    for (int i = 0; i < kCount; ++i) total[i][threadIdx.x] = p == 0 ? acc[i] : total[i][threadIdx.x] + acc[i];
+  }
+  if (!active) return;
+  // d[i]: row n0 + g (+ 8 for odd i / 2) of W, row m0 + 8 (i / 4) + 2t (+ 1 for odd i) of X.
+#pragma unroll
+  for (int i = 0; i < kCount; ++i) {
+    const uint64_t row = m0 + 8 * (i / 4) + 2 * t + i % 2, n = n0 + g + 8 * ((i / 2) % 2);
+    if (row < m && n < w.rows) store(y, y_type, row * w.rows + n, total[i][threadIdx.x] + (w.bias ? w.bias[n] : 0.0f));
+  }
+#else
+  (void)w, (void)x, (void)m, (void)m_first, (void)y, (void)y_type;
+#endif
+}
+
+// 1 when this binary's code for the device has the wgmma kernel (sm_90a).
+__global__ void wgmma_probe_kernel(int* out) {
+#if defined(WOQ_WGMMA_CODE)
+  *out = 1;
+#else
+  *out = 0;
+#endif
+}
+
 // Y = ((part 0 + part 1) + ... + part 7) + bias, the order every kernel adds in.
 __global__ void reduce_parts_kernel(const float* __restrict__ workspace, uint64_t m, uint64_t n, const float* bias,
                                     void* y, Dtype y_type) {
@@ -643,11 +900,27 @@ unsigned grid_for(uint64_t total, unsigned block) {
 // memory: K-parts across blocks (more blocks, a workspace of 8 M x N
 // floats) up to kSplitMaxRows, in-block beyond. Guesses until measured
 // (WOQ_CUDA_KERNEL forces one).
+// Beyond, on sm_90a, the wgmma kernel instead of the tile kernel.
 constexpr uint64_t kGemvMaxRows = 4, kSplitMaxRows = 128;
+constexpr int kWgmmaGroups = 2;  // warpgroups per block of the wgmma kernel
 
-Kernel resolve(Kernel kernel, uint64_t m) {
-  if (kernel != Kernel::Auto) return kernel;
-  return m <= kGemvMaxRows ? Kernel::Gemv : m <= kSplitMaxRows ? Kernel::Split : Kernel::Tile;
+Kernel resolve(KernelChoice choice, uint64_t m) {
+  if (choice.kernel != Kernel::Auto) return choice.kernel;
+  return m <= kGemvMaxRows ? Kernel::Gemv : m <= kSplitMaxRows ? Kernel::Split : choice.wgmma ? Kernel::Wgmma : Kernel::Tile;
+}
+
+template <class Op, int FIELD>
+cudaError_t launch_wgmma(const DeviceMatrix& w, const uint16_t* x, uint64_t m, void* y, Dtype y_type,
+                         cudaStream_t stream) {
+  constexpr uint64_t kRows = 64, kSlices = kGroupSlices * kWgmmaGroups;
+  const uint64_t grid_x = (w.slices + kSlices - 1) / kSlices, row_blocks = (m + kRows - 1) / kRows;
+  for (uint64_t first = 0; first < row_blocks; first += kMaxGridY) {
+    const unsigned count = unsigned(row_blocks - first < kMaxGridY ? row_blocks - first : kMaxGridY);
+    const cudaError_t e = launch(wgmma_kernel<Op, FIELD, kWgmmaGroups>, dim3(unsigned(grid_x), count),
+                                 unsigned(kWgmmaGroups * 128), stream, w, x, m, first * kRows, y, y_type);
+    if (e != cudaSuccess) return e;
+  }
+  return cudaSuccess;
 }
 
 template <int MT, bool SPLIT, class Op, int FIELD>
@@ -670,8 +943,8 @@ cudaError_t launch_tiles(const DeviceMatrix& w, const uint16_t* x, uint64_t m, v
 
 template <class Op, int FIELD>
 cudaError_t matmul_16bit(const DeviceMatrix& w, const uint16_t* x, uint64_t m, void* y, Dtype y_type,
-                         cudaStream_t stream, Kernel kernel, float* workspace) {
-  switch (resolve(kernel, m)) {
+                         cudaStream_t stream, KernelChoice choice, float* workspace) {
+  switch (resolve(choice, m)) {
     case Kernel::Auto:
     case Kernel::Gemv:
       return launch_rows(mma_gemv_kernel<Op, FIELD>, w.slices, kThreads, 16, w, x, m, y, y_type, stream);
@@ -682,16 +955,19 @@ cudaError_t matmul_16bit(const DeviceMatrix& w, const uint16_t* x, uint64_t m, v
       return launch_tiles<4, true, Op, FIELD>(w, x, m, y, y_type, workspace, stream);
     case Kernel::Tile:
       return launch_tiles<4, false, Op, FIELD>(w, x, m, y, y_type, nullptr, stream);
+    case Kernel::Wgmma:
+      if (!choice.wgmma) return cudaErrorInvalidDeviceFunction;  // no sm_90a code for this device
+      return launch_wgmma<Op, FIELD>(w, x, m, y, y_type, stream);
   }
   return cudaErrorInvalidValue;
 }
 
 template <class Op>
 cudaError_t matmul_16bit(const DeviceMatrix& w, const void* x, uint64_t m, void* y, Dtype y_type,
-                         cudaStream_t stream, Kernel kernel, float* workspace) {
+                         cudaStream_t stream, KernelChoice choice, float* workspace) {
   const auto* xt = static_cast<const uint16_t*>(x);
-  return w.field == 4 ? matmul_16bit<Op, 4>(w, xt, m, y, y_type, stream, kernel, workspace)
-                      : matmul_16bit<Op, 8>(w, xt, m, y, y_type, stream, kernel, workspace);
+  return w.field == 4 ? matmul_16bit<Op, 4>(w, xt, m, y, y_type, stream, choice, workspace)
+                      : matmul_16bit<Op, 8>(w, xt, m, y, y_type, stream, choice, workspace);
 }
 
 template <class XT>
@@ -717,20 +993,42 @@ __global__ void dequantize_kernel(DeviceMatrix w, float* out) {
 
 }  // namespace
 
-uint64_t matmul_workspace_floats(const DeviceMatrix& w, Dtype x_type, uint64_t m, Kernel kernel) {
-  return x_type != Dtype::F32 && resolve(kernel, m) == Kernel::Split ? uint64_t(kParts) * m * w.rows : 0;
+uint64_t matmul_workspace_floats(const DeviceMatrix& w, Dtype x_type, uint64_t m, KernelChoice choice) {
+  return x_type != Dtype::F32 && resolve(choice, m) == Kernel::Split ? uint64_t(kParts) * m * w.rows : 0;
+}
+
+cudaError_t wgmma_supported(int device, bool* out) {
+  *out = false;
+#if defined(WOQ_CUDA_EMULATE)
+  (void)device;
+  *out = true;
+  return cudaSuccess;
+#else
+  cudaDeviceProp prop{};
+  cudaError_t e = cudaGetDeviceProperties(&prop, device);
+  if (e != cudaSuccess || prop.major != 9 || prop.minor != 0) return e;  // sm_90a code runs on 9.0 only
+  int* flag = nullptr;
+  if ((e = cudaMalloc(&flag, sizeof(int))) != cudaSuccess) return e;
+  int host = 0;
+  wgmma_probe_kernel<<<1, 1>>>(flag);
+  e = cudaGetLastError();
+  if (e == cudaSuccess) e = cudaMemcpy(&host, flag, sizeof(int), cudaMemcpyDeviceToHost);
+  cudaFree(flag);
+  *out = e == cudaSuccess && host == 1;
+  return e;
+#endif
 }
 
 cudaError_t matmul(const DeviceMatrix& w, const void* x, Dtype x_type, uint64_t m, void* y, Dtype y_type,
-                   cudaStream_t stream, Kernel kernel, float* workspace) {
+                   cudaStream_t stream, KernelChoice choice, float* workspace) {
   switch (x_type) {
     case Dtype::F32: {
       const auto* xf = static_cast<const float*>(x);
       return w.field == 4 ? launch_rows(simt_kernel<4>, w.slices, kThreads, kSimtRows, w, xf, m, y, y_type, stream)
                           : launch_rows(simt_kernel<8>, w.slices, kThreads, kSimtRows, w, xf, m, y, y_type, stream);
     }
-    case Dtype::F16: return matmul_16bit<F16>(w, x, m, y, y_type, stream, kernel, workspace);
-    case Dtype::BF16: return matmul_16bit<BF16>(w, x, m, y, y_type, stream, kernel, workspace);
+    case Dtype::F16: return matmul_16bit<F16>(w, x, m, y, y_type, stream, choice, workspace);
+    case Dtype::BF16: return matmul_16bit<BF16>(w, x, m, y, y_type, stream, choice, workspace);
   }
   return cudaErrorInvalidValue;
 }

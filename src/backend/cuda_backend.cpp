@@ -177,13 +177,20 @@ class CudaBackend : public Backend {
     cudaDeviceProp prop{};
     check(cudaGetDeviceProperties(&prop, device_), "cudaGetDeviceProperties");
     name_ = "cuda-sm" + std::to_string(prop.major) + std::to_string(prop.minor);
+    check(cu::wgmma_supported(device_, &kernels_.wgmma), "the wgmma probe kernel");
     if (const char* forced = std::getenv("WOQ_CUDA_KERNEL")) {  // for benchmarks: one kernel at every M
-      if (std::string(forced) == "gemv") kernel_ = cu::Kernel::Gemv;
-      else if (std::string(forced) == "split") kernel_ = cu::Kernel::Split;
-      else if (std::string(forced) == "tile") kernel_ = cu::Kernel::Tile;
-      else if (std::string(forced) != "auto")
-        fail(Status::InvalidArgument, std::string("WOQ_CUDA_KERNEL=") + forced + " is not one of auto, gemv, split, tile");
-      if (kernel_ != cu::Kernel::Auto) name_ += std::string("-") + forced;
+      const std::string k = forced;
+      if (k == "gemv") kernels_.kernel = cu::Kernel::Gemv;
+      else if (k == "split") kernels_.kernel = cu::Kernel::Split;
+      else if (k == "tile") kernels_.kernel = cu::Kernel::Tile;
+      else if (k == "wgmma") kernels_.kernel = cu::Kernel::Wgmma;
+      else if (k != "auto")
+        fail(Status::InvalidArgument, "WOQ_CUDA_KERNEL=" + k + " is not one of auto, gemv, split, tile, wgmma");
+      if (kernels_.kernel == cu::Kernel::Wgmma && !kernels_.wgmma)
+        fail(Status::Unsupported, "WOQ_CUDA_KERNEL=wgmma needs a compute capability 9.0 GPU (this one is " +
+                                      std::to_string(prop.major) + "." + std::to_string(prop.minor) +
+                                      ") and a build with sm_90a in CMAKE_CUDA_ARCHITECTURES");
+      if (kernels_.kernel != cu::Kernel::Auto) name_ += "-" + k;
     }
     if (owns_stream_) check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "stream creation");
     else stream_ = host_stream;
@@ -303,9 +310,9 @@ class CudaBackend : public Backend {
       x_type = cu::Dtype::F32;
     }
     const auto y_type = static_cast<cu::Dtype>(static_cast<int>(y_dtype));
-    const uint64_t workspace = cu::matmul_workspace_floats(t.view, x_type, m, kernel_);
+    const uint64_t workspace = cu::matmul_workspace_floats(t.view, x_type, m, kernels_);
     if (!workspace) {
-      check(cu::matmul(t.view, x, x_type, m, y, y_type, stream_, kernel_), "matmul kernel launch");
+      check(cu::matmul(t.view, x, x_type, m, y, y_type, stream_, kernels_), "matmul kernel launch");
       return;
     }
     // One workspace per context, reused call after call in stream order; the
@@ -318,7 +325,7 @@ class CudaBackend : public Backend {
       workspace_ = DeviceMemory(workspace * sizeof(float));
       workspace_charge_ = std::make_unique<MemoryCharge>(account_, workspace_.bytes());
     }
-    check(cu::matmul(t.view, x, x_type, m, y, y_type, stream_, kernel_, static_cast<float*>(workspace_.get())),
+    check(cu::matmul(t.view, x, x_type, m, y, y_type, stream_, kernels_, static_cast<float*>(workspace_.get())),
           "matmul kernel launch");
   }
 
@@ -453,7 +460,7 @@ class CudaBackend : public Backend {
   int device_;
   bool owns_stream_;
   std::string name_;
-  cu::Kernel kernel_ = cu::Kernel::Auto;
+  cu::KernelChoice kernels_;  // the forced kernel, if any, and whether the wgmma kernel runs here
   std::shared_ptr<MemoryAccount> account_;
   std::mutex workspace_mutex_;
   DeviceMemory workspace_;  // the split kernel's per-part sums, kept for the next call

@@ -4,7 +4,7 @@
 //
 //   woq_cuda_bench [--quick] [--bits 4|8] [--m M]... [--shape NxK]...
 //
-// WOQ_CUDA_KERNEL=gemv|split|tile in the environment times one tensor-core kernel
+// WOQ_CUDA_KERNEL=gemv|split|tile|wgmma in the environment times one tensor-core kernel
 // at every M (docs/CUDA.md), to place the switch between them.
 //
 // Shapes (N x K): the Llama-7B block (4096x4096, 11008x4096, 4096x11008),

@@ -3,7 +3,7 @@
 // where there is no GPU: every thread of a block is a std::thread, blocks
 // run one after another (so `__shared__` can be a static), and the warp
 // collectives (shuffles, mma.m16n8k16) meet at a barrier of the warp's 32
-// threads. The mma is computed from the PTX ISA's fragment tables
+// threads (a wgmma at a barrier of its warpgroup's 128). The mma is computed from the PTX ISA's fragment tables
 // (9.7.14.5.8, .f16 / .bf16): lane = 4 groupID + tid holds
 //   A: a0,a1 (row g, cols 2t, 2t+1), a2,a3 (row g+8), a4,a5 (row g,
 //      cols +8), a6,a7 (row g+8, cols +8), two per register, low half first;
@@ -18,7 +18,10 @@
 #include <cuda_runtime_api.h>
 
 #include <cmath>
+#include <atomic>
 #include <condition_variable>
+#include <cstdio>
+#include <cstdlib>
 #include <cstdint>
 #include <cstring>
 #include <memory>
@@ -71,12 +74,24 @@ struct Warp {
   float c[32][4], value[32];
 };
 
+// A warpgroup's wgmma operands: 128 threads' A registers and accumulators.
+struct WarpGroup {
+  static constexpr unsigned kMaxCount = 32;  // m64n64: 32 fp32 accumulators a thread
+  Barrier barrier{128};
+  uint32_t a[128][4];
+  float d[128][kMaxCount];
+  uint64_t descriptor[128];
+};
+
 struct Block {
   explicit Block(unsigned threads) : barrier(threads) {
     for (unsigned w = 0; w < (threads + 31) / 32; ++w) warps.push_back(std::make_unique<Warp>());
+    for (unsigned g = 0; g < threads / 128; ++g) groups.push_back(std::make_unique<WarpGroup>());
   }
   Barrier barrier;
   std::vector<std::unique_ptr<Warp>> warps;
+  std::vector<std::unique_ptr<WarpGroup>> groups;
+  std::atomic<const unsigned char*> shared_base{nullptr};  // what shared addresses count from
 };
 
 inline thread_local Block* this_block = nullptr;
@@ -152,6 +167,68 @@ inline void mma_m16n8k16(bool bf16, float (&c)[4], const uint32_t (&a)[4], const
   }
   w.barrier.wait();  // every lane has read the fragments
   std::memcpy(c, d, sizeof d);
+}
+
+// A shared-memory address as the kernel's descriptors hold it: here, a
+// byte offset from the block's one shared array, `base`.
+inline uint32_t shared_address(const void* base, uint32_t offset) {
+  const auto* b = static_cast<const unsigned char*>(base);
+  const unsigned char* expected = nullptr;
+  if (!this_block->shared_base.compare_exchange_strong(expected, b) && expected != b) {
+    std::fprintf(stderr, "emulator: shared addresses from two arrays\n");
+    std::abort();
+  }
+  return offset;
+}
+
+[[noreturn]] inline void wgmma_fault(const char* what) {
+  std::fprintf(stderr, "emulator: wgmma %s\n", what);
+  std::abort();
+}
+
+// d += A B, wgmma.mma_async.m64n64k16 with A from registers (PTX ISA
+// 9.7.15.5.1.1: warp w of the warpgroup holds rows 16 w .. 16 w + 15 of A
+// as mma.m16n8k16 holds its A; accumulator i of lane 4 g + t is row
+// 16 w + g (+ 8 for odd i / 2), column 8 (i / 4) + 2 t (+ 1 for odd i)) and
+// B (16 x 64, K-major, no swizzle) from shared memory through `descriptor`
+// (9.7.15.5.1.2: start, LBO and SBO in 16-byte units at bits 0, 16 and 32;
+// element (k, n) at start + (n / 8) SBO + (k / 8) LBO + (n % 8) 16 + (k % 8) 2).
+// Without `accumulate` (scale-d false), d = A B. Completes at once: fence,
+// commit and wait are no-ops here.
+inline void wgmma(bool bf16, float (&d)[32], const uint32_t (&a)[4], uint64_t descriptor, bool accumulate) {
+  const unsigned thread = threadIdx.x % 128;
+  WarpGroup& wg = *this_block->groups.at(threadIdx.x / 128);
+  std::memcpy(wg.a[thread], a, sizeof a);
+  std::memcpy(wg.d[thread], d, sizeof d);
+  wg.descriptor[thread] = descriptor;
+  wg.barrier.wait();
+  if (wg.descriptor[0] != descriptor) wgmma_fault("descriptors differ across the warpgroup");
+  if ((descriptor >> 49) & 0x7) wgmma_fault("base offset is not 0");
+  if (descriptor >> 62) wgmma_fault("swizzled layouts are not emulated");
+  const unsigned char* base = this_block->shared_base.load();
+  if (!base) wgmma_fault("no shared array");
+  const uint64_t start = (descriptor & 0x3FFF) << 4, lbo = ((descriptor >> 16) & 0x3FFF) << 4,
+                 sbo = ((descriptor >> 32) & 0x3FFF) << 4;
+  const auto element = [&](uint32_t reg, unsigned half) { return double(bits16_to_float(reg >> (16 * half), bf16)); };
+  const auto A = [&](unsigned row, unsigned k) {
+    const unsigned r = row % 16, lane = 4 * (r % 8) + (k % 8) / 2;
+    return element(wg.a[32 * (row / 16) + lane][(r >= 8 ? 1 : 0) + (k >= 8 ? 2 : 0)], k % 2);
+  };
+  const auto B = [&](unsigned k, unsigned n) {
+    uint16_t bits;
+    std::memcpy(&bits, base + start + (n / 8) * sbo + (k / 8) * lbo + (n % 8) * 16 + (k % 8) * 2, 2);
+    return double(bits16_to_float(bits, bf16));
+  };
+  const unsigned warp = thread / 32, lane = thread % 32;
+  float out[32];
+  for (unsigned i = 0; i < 32; ++i) {
+    const unsigned row = 16 * warp + lane / 4 + 8 * ((i / 2) % 2), col = 8 * (i / 4) + 2 * (lane % 4) + i % 2;
+    double sum = accumulate ? wg.d[thread][i] : 0.0;
+    for (unsigned k = 0; k < 16; ++k) sum += A(row, k) * B(k, col);
+    out[i] = float(sum);
+  }
+  wg.barrier.wait();  // every thread has read the operands
+  std::memcpy(d, out, sizeof out);
 }
 
 }  // namespace emu

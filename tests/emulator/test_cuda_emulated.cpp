@@ -1,9 +1,10 @@
 // The CUDA kernels of kernels/cuda/matmul.cu, compiled as host C++ and run
 // on the warp emulator (cuda_emulator.h), against a float64 product of the
-// CPU reference's dequantized weights: every kernel (GEMV, split, tile, fp32),
-// 2..8-bit codes, groups and per-channel, ragged N and K, K not a multiple
-// of 8 (the element-wise X path), fp32 / fp16 / bf16 X and Y, batch
-// independence across the kernels, the dequantize and input-scale kernels.
+// CPU reference's dequantized weights: every kernel (GEMV, split, tile,
+// wgmma, fp32), 2..8-bit codes, groups and per-channel, ragged N and K, K
+// not a multiple of 8 (the element-wise X path), fp32 / fp16 / bf16 X and
+// Y, batch independence across the kernels, the dequantize and input-scale
+// kernels.
 // Runs wherever CUDA's headers are, GPU or not; what it cannot show is the
 // hardware's own behaviour (tests/gpu does that on a GPU).
 #include "tests/emulator/cuda_emulator.h"
@@ -116,11 +117,13 @@ double rel_error(const std::vector<float>& y, const Emulated& e, const std::vect
   return std::sqrt(err / ref);
 }
 
+// As on a Hopper GPU: Auto takes the wgmma kernel for large M.
 std::vector<float> run(const Emulated& e, const Activations& x, cu::Dtype t, uint64_t m,
                        cu::Kernel kernel = cu::Kernel::Auto) {
+  const cu::KernelChoice choice(kernel, true);
   std::vector<float> y(m * e.view.rows, std::nanf(""));  // poisoned, and so is the workspace
-  std::vector<float> workspace(cu::matmul_workspace_floats(e.view, t, m, kernel), std::nanf(""));
-  EXPECT_EQ(cu::matmul(e.view, x.data(t), t, m, y.data(), cu::Dtype::F32, nullptr, kernel,
+  std::vector<float> workspace(cu::matmul_workspace_floats(e.view, t, m, choice), std::nanf(""));
+  EXPECT_EQ(cu::matmul(e.view, x.data(t), t, m, y.data(), cu::Dtype::F32, nullptr, choice,
                        workspace.empty() ? nullptr : workspace.data()),
             cudaSuccess);
   return y;
@@ -142,16 +145,18 @@ TEST_P(EmulatedKernels, MatchFloat64AndDoNotDependOnM) {
 
   for (cu::Dtype t : {cu::Dtype::F32, cu::Dtype::F16, cu::Dtype::BF16}) {
     // 1, 3: the GEMV kernel (one tile of 16 rows, partly empty); 5, 17, 33:
-    // the split kernel with 1, 2 and 4 tiles of 16 rows; 130: the tile
-    // kernel; fp32 X: 8 rows a block.
+    // the split kernel with 1, 2 and 4 tiles of 16 rows; 130: the wgmma
+    // kernel (3 blocks of 64 rows, the last nearly empty); fp32 X: 8 rows a
+    // block.
     for (uint64_t m : {1, 3, 5, 17, 33, 130}) {
       SCOPED_TRACE("x dtype " + std::to_string(int(t)) + ", m " + std::to_string(m));
       const Activations x = activations(m * c.k, t, uint32_t(m + c.k));
       const std::vector<float> y = run(e, x, t, m);
       EXPECT_LT(rel_error(y, e, x.exact, m), t == cu::Dtype::F32 ? 1e-5 : 1e-4);
-      if (t != cu::Dtype::F32 && (m == 3 || m == 33))  // either tensor-core kernel forced at this M: the same bits
-        for (cu::Kernel forced : {cu::Kernel::Gemv, cu::Kernel::Split, cu::Kernel::Tile})
+      if (t != cu::Dtype::F32 && (m == 3 || m == 33))  // every tensor-core kernel forced at this M: the same bits
+        for (cu::Kernel forced : {cu::Kernel::Gemv, cu::Kernel::Split, cu::Kernel::Tile, cu::Kernel::Wgmma})
           ASSERT_EQ(run(e, x, t, m, forced), y) << "kernel " << int(forced);
+      if (t != cu::Dtype::F32 && m == 130) ASSERT_EQ(run(e, x, t, m, cu::Kernel::Tile), y) << "tile kernel";
       if (m < 17) continue;
       // Row 16 of this batch, alone (M = 1): the same bits.
       Activations one;

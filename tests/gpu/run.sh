@@ -14,26 +14,27 @@ for d in $(python3 -c 'import glob, os, nvidia; print(" ".join(glob.glob(os.path
 done
 export LD_LIBRARY_PATH="$HERE:$CUDA_LIBS:${LD_LIBRARY_PATH:-}"
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --format=csv > "$OUT/gpu.txt" 2>&1
-# Each step is bounded (580 s in all, under the device's 600 s per command),
+# Each step is bounded (550 s in all, under the device's 600 s per command),
 # so a hung kernel cannot eat the lease.
-WOQ_REQUIRE_GPU=1 timeout 150 "$HERE/woq_gpu_tests" > "$OUT/gpu_tests.txt" 2>&1
+WOQ_REQUIRE_GPU=1 timeout 120 "$HERE/woq_gpu_tests" > "$OUT/gpu_tests.txt" 2>&1
 tests=$?
-timeout 130 "$HERE/woq_cuda_bench" "$@" > "$OUT/cuda_bench.txt" 2>&1
+timeout 120 "$HERE/woq_cuda_bench" "$@" > "$OUT/cuda_bench.txt" 2>&1
 bench=$?
-timeout 60 "$HERE/woq_cuda_bench" --bits 8 --m 1 --m 16 --m 256 > "$OUT/cuda_bench_int8.txt" 2>&1
+timeout 50 "$HERE/woq_cuda_bench" --bits 8 --m 1 --m 16 --m 256 > "$OUT/cuda_bench_int8.txt" 2>&1
 bench8=$?
-timeout 120 python3 "$HERE/cuda_torch_compare.py" "$HERE/libwoq.so.1" > "$OUT/torch_compare.txt" 2>&1
+timeout 100 python3 "$HERE/cuda_torch_compare.py" "$HERE/libwoq.so.1" > "$OUT/torch_compare.txt" 2>&1
 torch=$?
-# Where the tensor-core kernels cross: each forced at every M.
-for k in gemv split tile; do
+# Where the tensor-core kernels cross: each forced at every M (wgmma only
+# where the GPU runs it).
+for k in gemv split tile wgmma; do
   WOQ_CUDA_KERNEL=$k timeout 40 "$HERE/woq_cuda_bench" --shape 8192x8192 --shape 4096x11008 \
-    --m 1 --m 4 --m 8 --m 16 --m 32 --m 64 --m 128 > "$OUT/cuda_bench_$k.txt" 2>&1
+    --m 1 --m 4 --m 16 --m 32 --m 64 --m 128 --m 256 --m 1024 > "$OUT/cuda_bench_$k.txt" 2>&1
 done
 cat "$OUT/gpu.txt"
 grep -E "^\[  (PASSED|FAILED|SKIPPED) |^\[==========\]|Failure|skipped:" "$OUT/gpu_tests.txt" | tail -20
 tail -50 "$OUT/cuda_bench.txt"
 tail -20 "$OUT/cuda_bench_int8.txt"
 tail -50 "$OUT/torch_compare.txt"
-tail -16 "$OUT/cuda_bench_gemv.txt" "$OUT/cuda_bench_split.txt" "$OUT/cuda_bench_tile.txt"
+tail -18 "$OUT/cuda_bench_gemv.txt" "$OUT/cuda_bench_split.txt" "$OUT/cuda_bench_tile.txt" "$OUT/cuda_bench_wgmma.txt"
 echo "woq_gpu_tests exit $tests, woq_cuda_bench exit $bench (int8: $bench8), cuda_torch_compare exit $torch"
 [ "$tests" = 0 ] && [ "$bench" = 0 ] && [ "$bench8" = 0 ] && [ "$torch" = 0 ]
