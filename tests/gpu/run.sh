@@ -22,7 +22,7 @@ timeout 120 "$HERE/woq_cuda_bench" "$@" > "$OUT/cuda_bench.txt" 2>&1
 bench=$?
 timeout 50 "$HERE/woq_cuda_bench" --bits 8 --m 1 --m 16 --m 256 > "$OUT/cuda_bench_int8.txt" 2>&1
 bench8=$?
-timeout 100 python3 "$HERE/cuda_torch_compare.py" "$HERE/libwoq.so.1" > "$OUT/torch_compare.txt" 2>&1
+timeout 100 python3 -u "$HERE/cuda_torch_compare.py" "$HERE/libwoq.so.1" > "$OUT/torch_compare.txt" 2>&1
 torch=$?
 # Where the tensor-core kernels cross: each forced at every M (wgmma only
 # where the GPU runs it).
