@@ -37,8 +37,9 @@ struct KernelChoice {
   bool wgmma;  // the device runs the wgmma kernel (Auto takes it for large M)
 };
 
-// Whether `device` runs this binary's wgmma kernel: compute capability 9.0
-// and sm_90a code built in (one tiny kernel finds out). Synchronous.
+// Whether `device` (the current device) runs this binary's wgmma kernel:
+// compute capability 9.0 and sm_90a code built in (one tiny kernel on a
+// stream of its own finds out). Synchronous.
 cudaError_t wgmma_supported(int device, bool* out);
 
 // Y[m][n] = sum_k X[m][k] W_hat[n][k] (+ bias[n]), fp32 accumulation; X is

@@ -1007,13 +1007,23 @@ cudaError_t wgmma_supported(int device, bool* out) {
   cudaDeviceProp prop{};
   cudaError_t e = cudaGetDeviceProperties(&prop, device);
   if (e != cudaSuccess || prop.major != 9 || prop.minor != 0) return e;  // sm_90a code runs on 9.0 only
+  // On a stream of its own, stream-ordered memory: waits for nothing the
+  // host has queued elsewhere.
+  cudaStream_t stream = nullptr;
+  if ((e = cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking)) != cudaSuccess) return e;
   int* flag = nullptr;
-  if ((e = cudaMalloc(&flag, sizeof(int))) != cudaSuccess) return e;
   int host = 0;
-  wgmma_probe_kernel<<<1, 1>>>(flag);
-  e = cudaGetLastError();
-  if (e == cudaSuccess) e = cudaMemcpy(&host, flag, sizeof(int), cudaMemcpyDeviceToHost);
-  cudaFree(flag);
+  e = cudaMallocAsync(&flag, sizeof(int), stream);
+  if (e == cudaSuccess) {
+    wgmma_probe_kernel<<<1, 1, 0, stream>>>(flag);
+    e = cudaGetLastError();
+    if (e == cudaSuccess) e = cudaMemcpyAsync(&host, flag, sizeof(int), cudaMemcpyDeviceToHost, stream);
+    const cudaError_t freed = cudaFreeAsync(flag, stream);
+    if (e == cudaSuccess) e = freed;
+  }
+  const cudaError_t done = cudaStreamSynchronize(stream);
+  if (e == cudaSuccess) e = done;
+  cudaStreamDestroy(stream);
   *out = e == cudaSuccess && host == 1;
   return e;
 #endif
