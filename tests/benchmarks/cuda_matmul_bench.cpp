@@ -126,8 +126,8 @@ int main(int argc, char** argv) {
 
   cublasHandle_t blas;
   check(cublasCreate(&blas), "cublasCreate");
-  std::printf("| shape | M | woq us | woq GB/s eff. | %% of copy BW | cuBLAS fp16 us | woq speedup |\n");
-  std::printf("|---|--:|--:|--:|--:|--:|--:|\n");
+  std::printf("| shape | M | woq us | woq GB/s eff. | %% of copy BW | woq TFLOPS | cuBLAS fp16 us | woq speedup |\n");
+  std::printf("|---|--:|--:|--:|--:|--:|--:|--:|\n");
   std::mt19937 rng(1);
   std::normal_distribution<float> dist(0.0f, 0.02f);
   const uint64_t max_m = *std::max_element(ms.begin(), ms.end());
@@ -186,9 +186,10 @@ int main(int argc, char** argv) {
                                 },
                                 reps) /
                             blas_copies;
-      const double gbs = packed / woq_s / 1e9;
-      std::printf("| %s | %llu | %.1f | %.0f | %.0f%% | %.1f | %.2fx |\n", s.name, static_cast<unsigned long long>(m),
-                  woq_s * 1e6, gbs, 100 * gbs / copy_gbs, blas_s * 1e6, blas_s / woq_s);
+      const double gbs = packed / woq_s / 1e9, tflops = 2.0 * double(m) * s.n * s.k / woq_s / 1e12;
+      std::printf("| %s | %llu | %.1f | %.0f | %.0f%% | %.1f | %.1f | %.2fx |\n", s.name,
+                  static_cast<unsigned long long>(m), woq_s * 1e6, gbs, 100 * gbs / copy_gbs, tflops, blas_s * 1e6,
+                  blas_s / woq_s);
       std::fflush(stdout);
     }
     woq_buffer_destroy(xb);
