@@ -49,14 +49,19 @@ __device__ __forceinline__ uint4 load_stream(const uint4* p) {
 }
 
 template <class Kernel, class... Args>
-cudaError_t launch(Kernel kernel, dim3 grid, unsigned threads, cudaStream_t stream, Args... args) {
+cudaError_t launch_shared(Kernel kernel, dim3 grid, unsigned threads, size_t dynamic_shared_bytes, cudaStream_t stream,
+                          Args... args) {
 #if defined(WOQ_CUDA_EMULATE)
   (void)stream;
-  return emu::launch(kernel, grid, threads, args...);
+  return emu::launch(kernel, grid, threads, dynamic_shared_bytes, args...);
 #else
-  kernel<<<grid, threads, 0, stream>>>(args...);
+  kernel<<<grid, threads, dynamic_shared_bytes, stream>>>(args...);
   return cudaGetLastError();
 #endif
+}
+template <class Kernel, class... Args>
+cudaError_t launch(Kernel kernel, dim3 grid, unsigned threads, cudaStream_t stream, Args... args) {
+  return launch_shared(kernel, grid, threads, 0, stream, args...);
 }
 
 __device__ __forceinline__ void store(void* y, Dtype t, uint64_t i, float v) {
@@ -707,69 +712,113 @@ __device__ __forceinline__ void wgmma_m64n64(float (&d)[32], const uint32_t (&a)
 #endif  // WOQ_WGMMA_CODE
 
 // fp16 / bf16 X on sm_90a: block = WG warpgroups (4 WG slices) x NB rows of
-// X, walking all 8 K-parts in turn; each step's NB x step_cols tile of X is
-// staged in shared memory (double buffered through registers) for all the
-// block's warpgroups. Every warp of a warpgroup takes part in its wgmmas;
-// warps past the last slice compute on zeros and store nothing.
+// X, walking all 8 K-parts in turn. Each step's NB x step_cols tile of X is
+// copied into shared memory by cp.async, 4 bytes at a time, kWgmmaStages - 1
+// steps ahead of the one in use, for all the block's warpgroups; needs X
+// rows of whole 4-byte words (wgmma_fits). Every warp of a warpgroup takes
+// part in its wgmmas; warps past the last slice compute on zeros and store
+// nothing. Dynamic shared memory: the stages, then the parts' running sums.
+constexpr int kWgmmaStages = 4;
+constexpr int kWgmmaRows = 64;  // NB: rows of X a block
+
+template <int FIELD, int WG>
+constexpr size_t wgmma_shared_bytes() {
+  return size_t(kWgmmaStages) * kWgmmaRows * 2 * (FIELD == 4 ? 64 : 32) + size_t(kWgmmaRows / 2) * WG * 128 * sizeof(float);
+}
+
+#if defined(WOQ_WGMMA_CODE)
+__device__ __forceinline__ void cp_async4(uint32_t to, const void* from, uint32_t bytes) {
+#if defined(WOQ_CUDA_EMULATE)
+  emu::cp_async4(to, from, bytes);
+#else
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;" ::"r"(to), "l"(from), "r"(bytes) : "memory");
+#endif
+}
+__device__ __forceinline__ void cp_async_commit() {
+#if !defined(WOQ_CUDA_EMULATE)
+  asm volatile("cp.async.commit_group;" ::: "memory");
+#endif
+}
+template <int PENDING>
+__device__ __forceinline__ void cp_async_wait() {
+#if !defined(WOQ_CUDA_EMULATE)
+  asm volatile("cp.async.wait_group %0;" ::"n"(PENDING) : "memory");
+#endif
+}
+
+template <class T>
+__device__ __forceinline__ T* dynamic_shared() {
+#if defined(WOQ_CUDA_EMULATE)
+  return reinterpret_cast<T*>(emu::dynamic_shared());
+#else
+  extern __shared__ uint4 woq_dynamic_shared[];  // 16-byte aligned, as descriptors need
+  return reinterpret_cast<T*>(woq_dynamic_shared);
+#endif
+}
+
+// The steps of a block in the order its K-parts walk them: part p is steps
+// p, p + kParts, ...; parts past the last step are empty, and so are all
+// after them.
+struct StepCursor {
+  int part;
+  uint64_t step;
+  __device__ __forceinline__ bool valid() const { return part < kParts; }
+  __device__ __forceinline__ void advance(uint64_t steps) {
+    step += kParts;
+    if (step < steps) return;
+    ++part;
+    step = uint64_t(part);
+    if (step >= steps) part = kParts;
+  }
+};
+#endif  // WOQ_WGMMA_CODE
+
 template <class Op, int FIELD, int WG>
 __global__ void __launch_bounds__(WG * 128, 2)
     wgmma_kernel(DeviceMatrix w, const uint16_t* __restrict__ x, uint64_t m, uint64_t m_first, void* y,
                  Dtype y_type) {
 #if defined(WOQ_WGMMA_CODE)
-  constexpr int NB = 64, kCount = NB / 2;
+  constexpr int NB = kWgmmaRows, kCount = NB / 2;
   constexpr int kCols = FIELD == 4 ? 64 : 32, kSpans = kCols / 32, kThreadsHere = WG * 128;
   constexpr int kBlockBytes = NB * 32;                   // NB rows x 16 k of 16-bit X
   constexpr int kBufferBytes = kBlockBytes * kCols / 16;  // one step's tile
-  constexpr int kRuns = NB * kCols / 8;
-  constexpr int kRunsPerThread = (kRuns + kThreadsHere - 1) / kThreadsHere;
+  constexpr int kRuns = NB * kCols / 8;                   // 16-byte runs of X a tile
+  constexpr int kRunsPerThread = kRuns / kThreadsHere;
   static_assert(kRuns % kThreadsHere == 0, "whole runs per thread");
-  __shared__ uint4 staged[2 * kBufferBytes / 16];  // 16-byte aligned, as descriptors need
-  // The parts' running sum, thread-fastest: touched once a part, so out of
-  // registers (two blocks fit an SM).
-  __shared__ float total[kCount][kThreadsHere];
+  unsigned char* shared = dynamic_shared<unsigned char>();
+  // The parts' running sum, [kCount][kThreadsHere]: touched once a part, so
+  // out of registers (two blocks fit an SM).
+  float* total = reinterpret_cast<float*>(shared + kWgmmaStages * kBufferBytes);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
   const uint64_t slice = uint64_t(blockIdx.x) * (kGroupSlices * WG) + warp, n0 = slice * kSliceRows;
-  const uint64_t m0 = m_first + uint64_t(blockIdx.y) * NB, stride = w.slices * kSliceRows;
+  const uint64_t m0 = m_first + uint64_t(blockIdx.y) * NB, stride = w.slices * kSliceRows, K = w.cols;
   const bool active = slice < w.slices;
-  const bool vector = whole_runs(w, x);
-  const uint32_t shared_base = shared_address(staged, 0);
+  const uint32_t shared_base = shared_address(shared, 0);
 
-  // Run j of this thread: lane-fastest 4 runs of a row, 8 rows a warp (so a
-  // warp's 4-byte stores meet 32 banks), then rows, then spans.
-  auto place = [&](int j, int& span, int& r, int& tr) {
-    const int run = int(threadIdx.x) + j * kThreadsHere;
-    tr = run % 4;
-    r = (run / 4) % NB;
-    span = run / (4 * NB);
-  };
-  XRun<uint16_t> pending[kRunsPerThread];
-  auto fetch = [&](uint64_t step) {
+  // Copies step `step`'s tile of X into `stage`: this thread's runs j (4
+  // runs of a row lane-fastest, 8 rows a warp, so that a warp's 4-byte
+  // stores meet 32 banks), word i of each to block 2 span + i / 2, k-half
+  // i % 2, row r, k 2 tr of that half; zeros past m and K.
+  auto fetch = [&](uint64_t step, int stage) {
 #pragma unroll
     for (int j = 0; j < kRunsPerThread; ++j) {
-      int span, r, tr;
-      place(j, span, r, tr);
-      pending[j].load(x, m0 + r, step * kCols + 32 * span + 8 * tr, m, w.cols, vector);
-    }
-  };
-  auto put = [&](int buffer) {
-    uint32_t* base = reinterpret_cast<uint32_t*>(staged) + buffer * (kBufferBytes / 4);
-#pragma unroll
-    for (int j = 0; j < kRunsPerThread; ++j) {
-      int span, r, tr;
-      place(j, span, r, tr);
+      const int run = int(threadIdx.x) + j * kThreadsHere, tr = run % 4, r = (run / 4) % NB, span = run / (4 * NB);
+      const uint64_t row = m0 + r, col = step * kCols + 32 * span + 8 * tr;
 #pragma unroll
       for (int i = 0; i < 4; ++i) {
+        const uint64_t c = col + 2 * i;
+        const uint32_t bytes = row < m && c < K ? 4u : 0u;  // K is even (wgmma_fits)
         const int block = 2 * span + i / 2, half = i % 2;
-        base[(block * kBlockBytes + (r / 8) * 2 * kCoreBytes + half * kCoreBytes + (r % 8) * 16 + 4 * tr) / 4] =
-            pending[j].word(i);
+        const uint32_t to = uint32_t(stage * kBufferBytes + block * kBlockBytes + (r / 8) * 2 * kCoreBytes +
+                                     half * kCoreBytes + (r % 8) * 16 + 4 * tr);
+        cp_async4(shared_base + to, bytes ? x + row * K + c : x, bytes);
       }
     }
-    fence_shared_for_async();
   };
 
   float d[kCount], acc[kCount];
 #pragma unroll
-  for (int i = 0; i < kCount; ++i) d[i] = 0.0f;
+  for (int i = 0; i < kCount; ++i) d[i] = acc[i] = 0.0f;
   uint64_t group = ~uint64_t(0);
   bool accumulate = false;  // d holds the current group's sums so far
   uint32_t offset_z[2] = {0, 0};
@@ -786,68 +835,86 @@ __global__ void __launch_bounds__(WG * 128, 2)
     accumulate = false;
   };
 
-  fetch(0);
-  put(0);
-  __syncthreads();
-  int buffer = 0;
-  for (int p = 0; p < kParts; ++p) {
+  StepCursor issue{0, 0}, compute{0, 0};
 #pragma unroll
-    for (int i = 0; i < kCount; ++i) acc[i] = 0.0f;
-    group = ~uint64_t(0);
-    UnitStream units(w, active ? slice : 0, active ? uint64_t(p) : w.steps);  // idle: no loads
-    for (uint64_t step = p; step < w.steps; step += kParts) {
-      const bool in_part = step + kParts < w.steps;
-      const uint64_t next = in_part ? step + kParts : uint64_t(p + 1);
-      const bool has_next = in_part || (p + 1 < kParts && next < w.steps);
-      if (has_next) fetch(next);
-      uint32_t words[4];
-      units.next(step, words);
-      uint32_t a[kSpans][2][4];
-#pragma unroll
-      for (int span = 0; span < kSpans; ++span) {
-        const uint64_t first = step * kCols + 32 * span;
-        if (first >= w.cols) break;  // uniform: the same step for the whole block
-        if (group_of(w, first) != group) {
-          wgmma_commit();
-          wgmma_wait_all();
-          flush();
-          group = group_of(w, first);
-          if (active) load_zeros<Op>(w, group, n0 + g, z, offset_z);
-        }
-#pragma unroll
-        for (int q = 0; q < 2; ++q) {
-          const int block = 2 * span + q;
-          a[span][q][0] = b_pair<Op, FIELD>(words, block, 0, 0, offset_z[0], z[0]);
-          a[span][q][1] = b_pair<Op, FIELD>(words, block, 1, 0, offset_z[1], z[1]);
-          a[span][q][2] = b_pair<Op, FIELD>(words, block, 0, 1, offset_z[0], z[0]);
-          a[span][q][3] = b_pair<Op, FIELD>(words, block, 1, 1, offset_z[1], z[1]);
-          pin(a[span][q]);
-        }
-        wgmma_fence();
-#pragma unroll
-        for (int q = 0; q < 2; ++q) {
-          const uint32_t address = shared_base + uint32_t(buffer * kBufferBytes + (2 * span + q) * kBlockBytes);
-          wgmma_m64n64<Op::kOffset == 128.0f>(d, a[span][q], smem_descriptor(address, kCoreBytes, 2 * kCoreBytes),
-                                              accumulate);
-          accumulate = true;
-        }
-      }
-      wgmma_commit();
-      if (has_next) put(buffer ^ 1);  // its wgmmas were waited for at the end of the last step
-      wgmma_wait_all();               // this step's: its A registers and its buffer are free again
-      __syncthreads();
-      buffer ^= 1;
+  for (int i = 0; i + 1 < kWgmmaStages; ++i) {  // the first kWgmmaStages - 1 steps' tiles in flight
+    if (issue.valid()) {
+      fetch(issue.step, i);
+      issue.advance(w.steps);
     }
+    cp_async_commit();  // empty groups too: the waits count groups
+  }
+  UnitStream units(w, active ? slice : 0, active ? 0 : w.steps);  // idle warps: no loads
+  int stage = 0;
+  while (compute.valid()) {
+    cp_async_wait<kWgmmaStages - 2>();  // this thread's copies of this step's tile have landed
+    fence_shared_for_async();
+    __syncthreads();  // everyone's; and every warpgroup's wgmmas of the last step are done
+    if (issue.valid()) {  // into the stage the last step used
+      fetch(issue.step, (stage + kWgmmaStages - 1) % kWgmmaStages);
+      issue.advance(w.steps);
+    }
+    cp_async_commit();
+
+    const uint64_t step = compute.step;
+    uint32_t words[4];
+    units.next(step, words);
+    uint32_t a[kSpans][2][4];
+#pragma unroll
+    for (int span = 0; span < kSpans; ++span) {
+      const uint64_t first = step * kCols + 32 * span;
+      if (first >= K) break;  // uniform: the same step for the whole block
+      if (group_of(w, first) != group) {
+        wgmma_commit();
+        wgmma_wait_all();
+        flush();
+        group = group_of(w, first);
+        if (active) load_zeros<Op>(w, group, n0 + g, z, offset_z);
+      }
+#pragma unroll
+      for (int q = 0; q < 2; ++q) {
+        const int block = 2 * span + q;
+        a[span][q][0] = b_pair<Op, FIELD>(words, block, 0, 0, offset_z[0], z[0]);
+        a[span][q][1] = b_pair<Op, FIELD>(words, block, 1, 0, offset_z[1], z[1]);
+        a[span][q][2] = b_pair<Op, FIELD>(words, block, 0, 1, offset_z[0], z[0]);
+        a[span][q][3] = b_pair<Op, FIELD>(words, block, 1, 1, offset_z[1], z[1]);
+        pin(a[span][q]);
+      }
+      wgmma_fence();
+#pragma unroll
+      for (int q = 0; q < 2; ++q) {
+        const uint32_t address = shared_base + uint32_t(stage * kBufferBytes + (2 * span + q) * kBlockBytes);
+        wgmma_m64n64<Op::kOffset == 128.0f>(d, a[span][q], smem_descriptor(address, kCoreBytes, 2 * kCoreBytes),
+                                            accumulate);
+        accumulate = true;
+      }
+    }
+    wgmma_commit();
+    wgmma_wait_all();  // this step's: its A registers and its stage are free again
+    stage = (stage + 1) % kWgmmaStages;
+
+    const int part = compute.part;
+    compute.advance(w.steps);
+    if (compute.valid() && compute.part == part) continue;
+    // The part is done (the parts after the last nonempty one add zeros).
     flush();
 #pragma unroll
-    for (int i = 0; i < kCount; ++i) total[i][threadIdx.x] = p == 0 ? acc[i] : total[i][threadIdx.x] + acc[i];
+    for (int i = 0; i < kCount; ++i) {
+      float& sum = total[i * kThreadsHere + threadIdx.x];
+      sum = part == 0 ? acc[i] : sum + acc[i];
+      acc[i] = 0.0f;
+    }
+    group = ~uint64_t(0);
+    if (compute.valid()) units = UnitStream(w, active ? slice : 0, active ? uint64_t(compute.part) : w.steps);
   }
+  cp_async_wait<0>();  // nothing of this block's in flight at exit
   if (!active) return;
   // d[i]: row n0 + g (+ 8 for odd i / 2) of W, row m0 + 8 (i / 4) + 2t (+ 1 for odd i) of X.
 #pragma unroll
   for (int i = 0; i < kCount; ++i) {
     const uint64_t row = m0 + 8 * (i / 4) + 2 * t + i % 2, n = n0 + g + 8 * ((i / 2) % 2);
-    if (row < m && n < w.rows) store(y, y_type, row * w.rows + n, total[i][threadIdx.x] + (w.bias ? w.bias[n] : 0.0f));
+    if (row < m && n < w.rows)
+      store(y, y_type, row * w.rows + n, total[i * kThreadsHere + threadIdx.x] + (w.bias ? w.bias[n] : 0.0f));
   }
 #else
   (void)w, (void)x, (void)m, (void)m_first, (void)y, (void)y_type;
@@ -909,16 +976,29 @@ Kernel resolve(KernelChoice choice, uint64_t m) {
   return m <= kGemvMaxRows ? Kernel::Gemv : m <= kSplitMaxRows ? Kernel::Split : choice.wgmma ? Kernel::Wgmma : Kernel::Tile;
 }
 
+// Whether the wgmma kernel takes this X: rows of whole 4-byte words (its
+// cp.async pieces); else the tile kernel runs (the same bits).
+bool wgmma_fits(const DeviceMatrix& w, const void* x) {
+  return w.cols % 2 == 0 && reinterpret_cast<uintptr_t>(x) % 4 == 0;
+}
+
 template <class Op, int FIELD>
 cudaError_t launch_wgmma(const DeviceMatrix& w, const uint16_t* x, uint64_t m, void* y, Dtype y_type,
                          cudaStream_t stream) {
-  constexpr uint64_t kRows = 64, kSlices = kGroupSlices * kWgmmaGroups;
-  const uint64_t grid_x = (w.slices + kSlices - 1) / kSlices, row_blocks = (m + kRows - 1) / kRows;
+  constexpr uint64_t kSlices = kGroupSlices * kWgmmaGroups;
+  constexpr size_t kShared = wgmma_shared_bytes<FIELD, kWgmmaGroups>();
+  const auto kernel = wgmma_kernel<Op, FIELD, kWgmmaGroups>;
+#if !defined(WOQ_CUDA_EMULATE)
+  // Beyond 48 KiB only once raised (per function and device; cheap to repeat).
+  cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(kShared));
+  if (e != cudaSuccess) return e;
+#endif
+  const uint64_t grid_x = (w.slices + kSlices - 1) / kSlices, row_blocks = (m + kWgmmaRows - 1) / kWgmmaRows;
   for (uint64_t first = 0; first < row_blocks; first += kMaxGridY) {
     const unsigned count = unsigned(row_blocks - first < kMaxGridY ? row_blocks - first : kMaxGridY);
-    const cudaError_t e = launch(wgmma_kernel<Op, FIELD, kWgmmaGroups>, dim3(unsigned(grid_x), count),
-                                 unsigned(kWgmmaGroups * 128), stream, w, x, m, first * kRows, y, y_type);
-    if (e != cudaSuccess) return e;
+    const cudaError_t le = launch_shared(kernel, dim3(unsigned(grid_x), count), unsigned(kWgmmaGroups * 128), kShared,
+                                         stream, w, x, m, first * kWgmmaRows, y, y_type);
+    if (le != cudaSuccess) return le;
   }
   return cudaSuccess;
 }
@@ -957,6 +1037,7 @@ cudaError_t matmul_16bit(const DeviceMatrix& w, const uint16_t* x, uint64_t m, v
       return launch_tiles<4, false, Op, FIELD>(w, x, m, y, y_type, nullptr, stream);
     case Kernel::Wgmma:
       if (!choice.wgmma) return cudaErrorInvalidDeviceFunction;  // no sm_90a code for this device
+      if (!wgmma_fits(w, x)) return launch_tiles<4, false, Op, FIELD>(w, x, m, y, y_type, nullptr, stream);
       return launch_wgmma<Op, FIELD>(w, x, m, y, y_type, stream);
   }
   return cudaErrorInvalidValue;

@@ -84,13 +84,14 @@ struct WarpGroup {
 };
 
 struct Block {
-  explicit Block(unsigned threads) : barrier(threads) {
+  Block(unsigned threads, size_t dynamic_bytes) : barrier(threads), dynamic((dynamic_bytes + 15) / 16) {
     for (unsigned w = 0; w < (threads + 31) / 32; ++w) warps.push_back(std::make_unique<Warp>());
     for (unsigned g = 0; g < threads / 128; ++g) groups.push_back(std::make_unique<WarpGroup>());
   }
   Barrier barrier;
   std::vector<std::unique_ptr<Warp>> warps;
   std::vector<std::unique_ptr<WarpGroup>> groups;
+  std::vector<uint4> dynamic;  // the launch's dynamic shared memory, poisoned
   std::atomic<const unsigned char*> shared_base{nullptr};  // what shared addresses count from
 };
 
@@ -99,14 +100,16 @@ inline thread_local Warp* this_warp = nullptr;
 inline thread_local unsigned this_lane = 0;
 
 // Runs every block of `grid`, one after another, each with `threads`
-// threads (a whole number of warps).
+// threads (a whole number of warps) and `dynamic_bytes` of dynamic shared
+// memory.
 template <class Kernel, class... Args>
-cudaError_t launch(Kernel kernel, dim3 grid, unsigned threads, Args... args) {
+cudaError_t launch(Kernel kernel, dim3 grid, unsigned threads, size_t dynamic_bytes, Args... args) {
   if (threads == 0 || threads % 32 != 0 || threads > 1024) return cudaErrorInvalidConfiguration;
   for (unsigned z = 0; z < grid.z; ++z)
     for (unsigned y = 0; y < grid.y; ++y)
       for (unsigned x = 0; x < grid.x; ++x) {
-        Block block(threads);
+        Block block(threads, dynamic_bytes);
+        std::memset(static_cast<void*>(block.dynamic.data()), 0xA5, block.dynamic.size() * sizeof(uint4));
         std::vector<std::thread> pool;
         pool.reserve(threads);
         for (unsigned t = 0; t < threads; ++t)
@@ -179,6 +182,21 @@ inline uint32_t shared_address(const void* base, uint32_t offset) {
     std::abort();
   }
   return offset;
+}
+
+inline unsigned char* dynamic_shared() { return reinterpret_cast<unsigned char*>(this_block->dynamic.data()); }
+
+// cp.async of 4 bytes to shared address `to` (as shared_address gives):
+// `bytes` (at most 4) of them from `from`, zeros for the rest; at once.
+inline void cp_async4(uint32_t to, const void* from, uint32_t bytes) {
+  unsigned char* base = const_cast<unsigned char*>(this_block->shared_base.load());
+  if (!base || bytes > 4) {
+    std::fprintf(stderr, "emulator: cp.async without a shared array or of %u bytes\n", bytes);
+    std::abort();
+  }
+  unsigned char word[4] = {0, 0, 0, 0};
+  std::memcpy(word, from, bytes);
+  std::memcpy(base + to, word, 4);
 }
 
 [[noreturn]] inline void wgmma_fault(const char* what) {
