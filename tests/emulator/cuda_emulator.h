@@ -109,7 +109,8 @@ cudaError_t launch(Kernel kernel, dim3 grid, unsigned threads, size_t dynamic_by
     for (unsigned y = 0; y < grid.y; ++y)
       for (unsigned x = 0; x < grid.x; ++x) {
         Block block(threads, dynamic_bytes);
-        std::memset(static_cast<void*>(block.dynamic.data()), 0xA5, block.dynamic.size() * sizeof(uint4));
+        if (!block.dynamic.empty())
+          std::memset(static_cast<void*>(block.dynamic.data()), 0xA5, block.dynamic.size() * sizeof(uint4));
         std::vector<std::thread> pool;
         pool.reserve(threads);
         for (unsigned t = 0; t < threads; ++t)
