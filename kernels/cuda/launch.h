@@ -32,9 +32,11 @@ struct DeviceMatrix {
 // time each at any M). Wgmma needs `wgmma` (wgmma_supported).
 enum class Kernel { Auto, Gemv, Split, Tile, Wgmma };
 struct KernelChoice {
-  KernelChoice(Kernel k = Kernel::Auto, bool hopper = false) : kernel(k), wgmma(hopper) {}
+  KernelChoice(Kernel k = Kernel::Auto, bool hopper = false, int sms = 0)
+      : kernel(k), wgmma(hopper), multiprocessors(sms) {}
   Kernel kernel;
-  bool wgmma;  // the device runs the wgmma kernel (Auto takes it for large M)
+  bool wgmma;           // the device runs the wgmma kernel (Auto takes it for large M)
+  int multiprocessors;  // the device's, to size blocks to (0: unknown)
 };
 
 // Whether `device` (the current device) runs this binary's wgmma kernel:

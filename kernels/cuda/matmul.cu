@@ -774,7 +774,7 @@ struct StepCursor {
 #endif  // WOQ_WGMMA_CODE
 
 template <class Op, int FIELD, int WG>
-__global__ void __launch_bounds__(WG * 128, 2)
+__global__ void __launch_bounds__(WG * 128, WG == 1 ? 3 : 2)
     wgmma_kernel(DeviceMatrix w, const uint16_t* __restrict__ x, uint64_t m, uint64_t m_first, void* y,
                  Dtype y_type) {
 #if defined(WOQ_WGMMA_CODE)
@@ -787,7 +787,7 @@ __global__ void __launch_bounds__(WG * 128, 2)
   static_assert(kRuns % kThreadsHere == 0, "whole runs per thread");
   unsigned char* shared = dynamic_shared<unsigned char>();
   // The parts' running sum, [kCount][kThreadsHere]: touched once a part, so
-  // out of registers (two blocks fit an SM).
+  // out of registers (2 blocks of 2 warpgroups fit an SM, or 3 of 1).
   float* total = reinterpret_cast<float*>(shared + kWgmmaStages * kBufferBytes);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
   const uint64_t slice = uint64_t(blockIdx.x) * (kGroupSlices * WG) + warp, n0 = slice * kSliceRows;
@@ -969,7 +969,6 @@ unsigned grid_for(uint64_t total, unsigned block) {
 // (WOQ_CUDA_KERNEL forces one).
 // Beyond, on sm_90a, the wgmma kernel instead of the tile kernel.
 constexpr uint64_t kGemvMaxRows = 4, kSplitMaxRows = 128;
-constexpr int kWgmmaGroups = 2;  // warpgroups per block of the wgmma kernel
 
 Kernel resolve(KernelChoice choice, uint64_t m) {
   if (choice.kernel != Kernel::Auto) return choice.kernel;
@@ -982,12 +981,12 @@ bool wgmma_fits(const DeviceMatrix& w, const void* x) {
   return w.cols % 2 == 0 && reinterpret_cast<uintptr_t>(x) % 4 == 0;
 }
 
-template <class Op, int FIELD>
+template <class Op, int FIELD, int WG>
 cudaError_t launch_wgmma(const DeviceMatrix& w, const uint16_t* x, uint64_t m, void* y, Dtype y_type,
                          cudaStream_t stream) {
-  constexpr uint64_t kSlices = kGroupSlices * kWgmmaGroups;
-  constexpr size_t kShared = wgmma_shared_bytes<FIELD, kWgmmaGroups>();
-  const auto kernel = wgmma_kernel<Op, FIELD, kWgmmaGroups>;
+  constexpr uint64_t kSlices = kGroupSlices * WG;
+  constexpr size_t kShared = wgmma_shared_bytes<FIELD, WG>();
+  const auto kernel = wgmma_kernel<Op, FIELD, WG>;
 #if !defined(WOQ_CUDA_EMULATE)
   // Beyond 48 KiB only once raised (per function and device; cheap to repeat).
   cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(kShared));
@@ -996,11 +995,22 @@ cudaError_t launch_wgmma(const DeviceMatrix& w, const uint16_t* x, uint64_t m, v
   const uint64_t grid_x = (w.slices + kSlices - 1) / kSlices, row_blocks = (m + kWgmmaRows - 1) / kWgmmaRows;
   for (uint64_t first = 0; first < row_blocks; first += kMaxGridY) {
     const unsigned count = unsigned(row_blocks - first < kMaxGridY ? row_blocks - first : kMaxGridY);
-    const cudaError_t le = launch_shared(kernel, dim3(unsigned(grid_x), count), unsigned(kWgmmaGroups * 128), kShared,
-                                         stream, w, x, m, first * kWgmmaRows, y, y_type);
+    const cudaError_t le = launch_shared(kernel, dim3(unsigned(grid_x), count), unsigned(WG * 128), kShared, stream,
+                                         w, x, m, first * kWgmmaRows, y, y_type);
     if (le != cudaSuccess) return le;
   }
   return cudaSuccess;
+}
+
+// Blocks of two warpgroups (128 rows of W share each tile of X), unless
+// that leaves multiprocessors idle: then one (the same bits either way).
+template <class Op, int FIELD>
+cudaError_t launch_wgmma(const DeviceMatrix& w, const uint16_t* x, uint64_t m, void* y, Dtype y_type,
+                         cudaStream_t stream, int multiprocessors) {
+  const uint64_t pairs = (w.slices + 2 * kGroupSlices - 1) / (2 * kGroupSlices) * ((m + kWgmmaRows - 1) / kWgmmaRows);
+  if (multiprocessors > 0 && pairs < 2 * uint64_t(multiprocessors))
+    return launch_wgmma<Op, FIELD, 1>(w, x, m, y, y_type, stream);
+  return launch_wgmma<Op, FIELD, 2>(w, x, m, y, y_type, stream);
 }
 
 template <int MT, bool SPLIT, class Op, int FIELD>
@@ -1038,7 +1048,7 @@ cudaError_t matmul_16bit(const DeviceMatrix& w, const uint16_t* x, uint64_t m, v
     case Kernel::Wgmma:
       if (!choice.wgmma) return cudaErrorInvalidDeviceFunction;  // no sm_90a code for this device
       if (!wgmma_fits(w, x)) return launch_tiles<4, false, Op, FIELD>(w, x, m, y, y_type, nullptr, stream);
-      return launch_wgmma<Op, FIELD>(w, x, m, y, y_type, stream);
+      return launch_wgmma<Op, FIELD>(w, x, m, y, y_type, stream, choice.multiprocessors);
   }
   return cudaErrorInvalidValue;
 }

@@ -177,6 +177,7 @@ class CudaBackend : public Backend {
     cudaDeviceProp prop{};
     check(cudaGetDeviceProperties(&prop, device_), "cudaGetDeviceProperties");
     name_ = "cuda-sm" + std::to_string(prop.major) + std::to_string(prop.minor);
+    kernels_.multiprocessors = prop.multiProcessorCount;
     // A probe that cannot run (no memory pools, say) only means no wgmma kernel.
     std::string no_wgmma = prop.major == 9 && prop.minor == 0 ? std::string("this build has no sm_90a code")
                                                                : "this GPU is compute capability " +

@@ -118,9 +118,10 @@ double rel_error(const std::vector<float>& y, const Emulated& e, const std::vect
 }
 
 // As on a Hopper GPU: Auto takes the wgmma kernel for large M.
+// (multiprocessors: unknown, so blocks of two warpgroups; many: of one.)
 std::vector<float> run(const Emulated& e, const Activations& x, cu::Dtype t, uint64_t m,
-                       cu::Kernel kernel = cu::Kernel::Auto) {
-  const cu::KernelChoice choice(kernel, true);
+                       cu::Kernel kernel = cu::Kernel::Auto, int multiprocessors = 0) {
+  const cu::KernelChoice choice(kernel, true, multiprocessors);
   std::vector<float> y(m * e.view.rows, std::nanf(""));  // poisoned, and so is the workspace
   std::vector<float> workspace(cu::matmul_workspace_floats(e.view, t, m, choice), std::nanf(""));
   EXPECT_EQ(cu::matmul(e.view, x.data(t), t, m, y.data(), cu::Dtype::F32, nullptr, choice,
@@ -156,7 +157,10 @@ TEST_P(EmulatedKernels, MatchFloat64AndDoNotDependOnM) {
       if (t != cu::Dtype::F32 && (m == 3 || m == 33))  // every tensor-core kernel forced at this M: the same bits
         for (cu::Kernel forced : {cu::Kernel::Gemv, cu::Kernel::Split, cu::Kernel::Tile, cu::Kernel::Wgmma})
           ASSERT_EQ(run(e, x, t, m, forced), y) << "kernel " << int(forced);
-      if (t != cu::Dtype::F32 && m == 130) ASSERT_EQ(run(e, x, t, m, cu::Kernel::Tile), y) << "tile kernel";
+      if (t != cu::Dtype::F32 && m == 130) {
+        ASSERT_EQ(run(e, x, t, m, cu::Kernel::Tile), y) << "tile kernel";
+        ASSERT_EQ(run(e, x, t, m, cu::Kernel::Wgmma, 1000), y) << "wgmma kernel, blocks of one warpgroup";
+      }
       if (m < 17) continue;
       // Row 16 of this batch, alone (M = 1): the same bits.
       Activations one;
