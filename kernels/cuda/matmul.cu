@@ -387,8 +387,10 @@ __device__ __forceinline__ void store_tiles(const DeviceMatrix& w, const float (
 // fp16 / bf16 X, small M: block = one slice x 16 rows of X; warp p computes
 // K-part p, and warp 0 adds the parts in order p = 0 .. 7. Many warps per
 // output row keep many loads in flight when the weights are all the traffic.
+// At most 64 registers (ptxas spills a few bytes at 4-bit): 4 blocks an SM,
+// so an 8192-row layer's 512 blocks are one wave on 132 SMs, not 1.3.
 template <class Op, int FIELD>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, 4)
     mma_gemv_kernel(DeviceMatrix w, const uint16_t* __restrict__ x, uint64_t m, uint64_t m_first, void* y,
                     Dtype y_type) {
   static_assert(kParts == kWarps, "one warp per K-part");
