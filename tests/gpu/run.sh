@@ -15,7 +15,7 @@ done
 export LD_LIBRARY_PATH="$HERE:$CUDA_LIBS:${LD_LIBRARY_PATH:-}"
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --format=csv > "$OUT/gpu.txt" 2>&1
 
-# Every step is bounded (about 570 s in all, under the device's 600 s per
+# Every step is bounded (575 s in all, under the device's 600 s per
 # command), so a hung kernel cannot eat the lease; a kernel fault (which
 # poisons its process's CUDA context) costs only its own step: each gpu
 # test runs in a process of its own, and the benchmark's large M (the
@@ -38,8 +38,12 @@ timeout 90 "$HERE/woq_cuda_bench" --m 256 --m 1024 --m 4096 "$@" > "$OUT/cuda_be
 bench_large=$?
 timeout 40 "$HERE/woq_cuda_bench" --bits 8 --m 1 --m 16 --m 256 > "$OUT/cuda_bench_int8.txt" 2>&1
 bench8=$?
-timeout 90 python3 -u "$HERE/cuda_torch_compare.py" "$HERE/libwoq.so.1" > "$OUT/torch_compare.txt" 2>&1
+timeout 50 python3 -u "$HERE/cuda_torch_compare.py" "$HERE/libwoq.so.1" --m 1 --m 4 --m 16 --m 64 --m 128 \
+  > "$OUT/torch_compare.txt" 2>&1
 torch=$?
+timeout 45 python3 -u "$HERE/cuda_torch_compare.py" "$HERE/libwoq.so.1" --m 256 --m 1024 --m 4096 \
+  > "$OUT/torch_compare_large.txt" 2>&1
+torch_large=$?
 # Where the tensor-core kernels cross: each forced at every M (wgmma only
 # where the GPU runs it).
 for k in gemv split tile wgmma; do
@@ -52,7 +56,10 @@ grep -E "^\[       OK \] |^\[  (FAILED|SKIPPED) +\] .*\(|Failure|skipped:|not co
 tail -n 34 "$OUT/cuda_bench.txt"
 tail -n 20 "$OUT/cuda_bench_large.txt"
 tail -n 20 "$OUT/cuda_bench_int8.txt"
-tail -n 50 "$OUT/torch_compare.txt"
+tail -n 40 "$OUT/torch_compare.txt"
+tail -n 22 "$OUT/torch_compare_large.txt"
 tail -n 18 "$OUT/cuda_bench_gemv.txt" "$OUT/cuda_bench_split.txt" "$OUT/cuda_bench_tile.txt" "$OUT/cuda_bench_wgmma.txt"
-echo "woq_gpu_tests exit $tests, woq_cuda_bench exit $bench (large M: $bench_large, int8: $bench8), cuda_torch_compare exit $torch"
-[ "$tests" = 0 ] && [ "$bench" = 0 ] && [ "$bench_large" = 0 ] && [ "$bench8" = 0 ] && [ "$torch" = 0 ]
+echo "woq_gpu_tests exit $tests, woq_cuda_bench exit $bench (large M: $bench_large, int8: $bench8)," \
+  "cuda_torch_compare exit $torch (large M: $torch_large)"
+[ "$tests" = 0 ] && [ "$bench" = 0 ] && [ "$bench_large" = 0 ] && [ "$bench8" = 0 ] && [ "$torch" = 0 ] &&
+  [ "$torch_large" = 0 ]
