@@ -3,8 +3,9 @@
 // where there is no GPU: every thread of a block is a std::thread, blocks
 // run one after another (so `__shared__` can be a static), and the warp
 // collectives (shuffles, mma.m16n8k16) meet at a barrier of the warp's 32
-// threads (a wgmma at a barrier of its warpgroup's 128). The mma is computed from the PTX ISA's fragment tables
-// (9.7.14.5.8, .f16 / .bf16): lane = 4 groupID + tid holds
+// threads (a wgmma at a barrier of its warpgroup's 128). The mma is
+// computed from the PTX ISA's fragment tables (9.7.14.5.8, .f16 / .bf16):
+// lane = 4 groupID + tid holds
 //   A: a0,a1 (row g, cols 2t, 2t+1), a2,a3 (row g+8), a4,a5 (row g,
 //      cols +8), a6,a7 (row g+8, cols +8), two per register, low half first;
 //   B: b0,b1 (rows 2t, 2t+1 of column g), b2,b3 (rows +8);
@@ -17,12 +18,12 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime_api.h>
 
-#include <cmath>
 #include <atomic>
+#include <cmath>
 #include <condition_variable>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
-#include <cstdint>
 #include <cstring>
 #include <memory>
 #include <mutex>
