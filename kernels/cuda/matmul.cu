@@ -725,7 +725,8 @@ constexpr int kWgmmaRows = 64;  // NB: rows of X a block
 
 template <int FIELD, int WG>
 constexpr size_t wgmma_shared_bytes() {
-  return size_t(kWgmmaStages) * kWgmmaRows * 2 * (FIELD == 4 ? 64 : 32) + size_t(kWgmmaRows / 2) * WG * 128 * sizeof(float);
+  const size_t stages = size_t(kWgmmaStages) * kWgmmaRows * 2 * (FIELD == 4 ? 64 : 32);
+  return stages + size_t(kWgmmaRows / 2) * WG * 128 * sizeof(float);  // + the parts' running sums
 }
 
 #if defined(WOQ_WGMMA_CODE)
@@ -974,7 +975,9 @@ constexpr uint64_t kGemvMaxRows = 4, kSplitMaxRows = 128;
 
 Kernel resolve(KernelChoice choice, uint64_t m) {
   if (choice.kernel != Kernel::Auto) return choice.kernel;
-  return m <= kGemvMaxRows ? Kernel::Gemv : m <= kSplitMaxRows ? Kernel::Split : choice.wgmma ? Kernel::Wgmma : Kernel::Tile;
+  if (m <= kGemvMaxRows) return Kernel::Gemv;
+  if (m <= kSplitMaxRows) return Kernel::Split;
+  return choice.wgmma ? Kernel::Wgmma : Kernel::Tile;
 }
 
 // Whether the wgmma kernel takes this X: rows of whole 4-byte words (its
