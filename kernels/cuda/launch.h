@@ -41,7 +41,7 @@ struct KernelChoice {
 
 // Whether `device` (the current device) runs this binary's wgmma kernel:
 // compute capability 9.0 and sm_90a code built in (one tiny kernel on a
-// stream of its own finds out). Synchronous.
+// stream of its own finds out). Synchronous; *out is false on any error.
 cudaError_t wgmma_supported(int device, bool* out);
 
 // Y[m][n] = sum_k X[m][k] W_hat[n][k] (+ bias[n]), fp32 accumulation; X is

@@ -179,15 +179,8 @@ class CudaBackend : public Backend {
     name_ = "cuda-sm" + std::to_string(prop.major) + std::to_string(prop.minor);
     kernels_.multiprocessors = prop.multiProcessorCount;
     // A probe that cannot run (no memory pools, say) only means no wgmma kernel.
-    std::string no_wgmma = prop.major == 9 && prop.minor == 0 ? std::string("this build has no sm_90a code")
-                                                               : "this GPU is compute capability " +
-                                                                     std::to_string(prop.major) + "." +
-                                                                     std::to_string(prop.minor);
-    if (const cudaError_t probe = cu::wgmma_supported(device_, &kernels_.wgmma); probe != cudaSuccess) {
-      kernels_.wgmma = false;
-      no_wgmma = std::string("the probe kernel failed: ") + cudaGetErrorString(probe);
-      cudaGetLastError();
-    }
+    const cudaError_t probe = cu::wgmma_supported(device_, &kernels_.wgmma);
+    if (probe != cudaSuccess) cudaGetLastError();
     if (const char* forced = std::getenv("WOQ_CUDA_KERNEL")) {  // for benchmarks: one kernel at every M
       const std::string k = forced;
       if (k == "gemv") kernels_.kernel = cu::Kernel::Gemv;
@@ -196,9 +189,14 @@ class CudaBackend : public Backend {
       else if (k == "wgmma") kernels_.kernel = cu::Kernel::Wgmma;
       else if (k != "auto")
         fail(Status::InvalidArgument, "WOQ_CUDA_KERNEL=" + k + " is not one of auto, gemv, split, tile, wgmma");
-      if (kernels_.kernel == cu::Kernel::Wgmma && !kernels_.wgmma)
+      if (kernels_.kernel == cu::Kernel::Wgmma && !kernels_.wgmma) {
+        std::string why = "this GPU is compute capability " + std::to_string(prop.major) + "." +
+                          std::to_string(prop.minor);
+        if (probe != cudaSuccess) why = std::string("the probe kernel failed: ") + cudaGetErrorString(probe);
+        else if (prop.major == 9 && prop.minor == 0) why = "this build has no sm_90a code";
         fail(Status::Unsupported, "WOQ_CUDA_KERNEL=wgmma needs a compute capability 9.0 GPU and a build with 90a in "
-                                  "CMAKE_CUDA_ARCHITECTURES (" + no_wgmma + ")");
+                                  "CMAKE_CUDA_ARCHITECTURES (" + why + ")");
+      }
       if (kernels_.kernel != cu::Kernel::Auto) name_ += "-" + k;
     }
     if (owns_stream_) check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "stream creation");
