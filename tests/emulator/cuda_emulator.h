@@ -151,6 +151,17 @@ inline uint32_t fma_16x2(uint32_t a, uint32_t b, uint32_t c, bool bf16) {
 inline uint32_t fma_f16x2(uint32_t a, uint32_t b, uint32_t c) { return fma_16x2(a, b, c, false); }
 inline uint32_t fma_bf16x2(uint32_t a, uint32_t b, uint32_t c) { return fma_16x2(a, b, c, true); }
 
+// Half `half` of a register of 16-bit floats, exactly.
+inline double element16(uint32_t reg, unsigned half, bool bf16) {
+  return double(bits16_to_float(reg >> (16 * half), bf16));
+}
+
+// A[row][k] of a 16 x 16 A fragment held by a warp's 32 lanes' registers
+// (`lanes[lane]`), as mma.m16n8k16 (and each warp of a wgmma) holds it.
+inline double fragment_a(const uint32_t (*lanes)[4], unsigned row, unsigned k, bool bf16) {
+  return element16(lanes[4 * (row % 8) + (k % 8) / 2][(row >= 8 ? 1 : 0) + (k >= 8 ? 2 : 0)], k % 2, bf16);
+}
+
 inline void mma_m16n8k16(bool bf16, float (&c)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
   Warp& w = *this_warp;
   const unsigned lane = this_lane;
@@ -158,11 +169,10 @@ inline void mma_m16n8k16(bool bf16, float (&c)[4], const uint32_t (&a)[4], const
   std::memcpy(w.b[lane], b, sizeof b);
   std::memcpy(w.c[lane], c, sizeof c);
   w.barrier.wait();
-  const auto element = [&](uint32_t reg, unsigned half) { return double(bits16_to_float(reg >> (16 * half), bf16)); };
-  const auto A = [&](unsigned row, unsigned k) {
-    return element(w.a[4 * (row % 8) + (k % 8) / 2][(row >= 8 ? 1 : 0) + (k >= 8 ? 2 : 0)], k % 2);
+  const auto A = [&](unsigned row, unsigned k) { return fragment_a(w.a, row, k, bf16); };
+  const auto B = [&](unsigned k, unsigned col) {
+    return element16(w.b[4 * col + (k % 8) / 2][k >= 8 ? 1 : 0], k % 2, bf16);
   };
-  const auto B = [&](unsigned k, unsigned col) { return element(w.b[4 * col + (k % 8) / 2][k >= 8 ? 1 : 0], k % 2); };
   float d[4];
   for (unsigned e = 0; e < 4; ++e) {
     const unsigned row = lane / 4 + 8 * (e / 2), col = 2 * (lane % 4) + e % 2;
@@ -229,11 +239,7 @@ inline void wgmma(bool bf16, float (&d)[32], const uint32_t (&a)[4], uint64_t de
   if (!base) wgmma_fault("no shared array");
   const uint64_t start = (descriptor & 0x3FFF) << 4, lbo = ((descriptor >> 16) & 0x3FFF) << 4,
                  sbo = ((descriptor >> 32) & 0x3FFF) << 4;
-  const auto element = [&](uint32_t reg, unsigned half) { return double(bits16_to_float(reg >> (16 * half), bf16)); };
-  const auto A = [&](unsigned row, unsigned k) {
-    const unsigned r = row % 16, lane = 4 * (r % 8) + (k % 8) / 2;
-    return element(wg.a[32 * (row / 16) + lane][(r >= 8 ? 1 : 0) + (k >= 8 ? 2 : 0)], k % 2);
-  };
+  const auto A = [&](unsigned row, unsigned k) { return fragment_a(wg.a + 32 * (row / 16), row % 16, k, bf16); };
   const auto B = [&](unsigned k, unsigned n) {
     uint16_t bits;
     std::memcpy(&bits, base + start + (n / 8) * sbo + (k / 8) * lbo + (n % 8) * 16 + (k % 8) * 2, 2);
