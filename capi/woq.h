@@ -181,7 +181,9 @@ WOQ_API woq_status woq_context_info(const woq_context* context,
  * WOQ_BACKEND_CUDA, with "-gemv", "-split", "-tile" or "-wgmma" appended
  * when the environment variable WOQ_CUDA_KERNEL forced one tensor-core
  * kernel for every M (benchmarks; all add the same products in the same
- * order; "wgmma" needs a compute capability 9.0 GPU).
+ * order; "wgmma" needs a compute capability 9.0 GPU), or "-cublas" when it
+ * forced dequantize + cuBLAS for fp16 / bf16 X (weights rounded to X's
+ * type, so not the same bits; needs libcublas.so.13 or .12 at run time).
  * Thread-safe.
  */
 WOQ_API woq_status woq_context_kernel(const woq_context* context, const char** out_name);

@@ -59,7 +59,15 @@ uint64_t matmul_workspace_floats(const DeviceMatrix& w, Dtype x_type, uint64_t m
 cudaError_t scale_inputs(const void* x, Dtype x_type, uint64_t m, uint64_t k, const float* scales, float* out,
                          cudaStream_t stream);
 
-// out = W_hat (rows x cols, fp32, row-major, no bias), device memory.
-cudaError_t dequantize(const DeviceMatrix& w, float* out, cudaStream_t stream);
+// out = rows [first_row, first_row + rows) of W_hat (row-major, cols a
+// row, no bias) as out_type, device memory: each element s * (q - z) in
+// fp32 (the CPU reference's product), rounded to nearest for 16-bit types.
+// first_row is a multiple of 16 (a slice).
+cudaError_t dequantize_rows(const DeviceMatrix& w, uint64_t first_row, uint64_t rows, Dtype out_type, void* out,
+                            cudaStream_t stream);
+
+// Y[i][j] += bias[j] for an m x n Y of y_type (rounded once more for
+// 16-bit types), device memory.
+cudaError_t add_bias(void* y, Dtype y_type, uint64_t m, uint64_t n, const float* bias, cudaStream_t stream);
 
 }  // namespace woq::kernels::cuda

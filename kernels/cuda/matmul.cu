@@ -1073,18 +1073,48 @@ __global__ void scale_inputs_kernel(const XT* __restrict__ x, uint64_t total, ui
     out[i] = float(x[i]) * scales[i % k];
 }
 
-__global__ void dequantize_kernel(DeviceMatrix w, float* out) {
-  const uint64_t total = w.rows * w.cols, stride = w.slices * kSliceRows;
+// W_hat's rows of `slices` slices from `first_slice` on, row-major from
+// row 16 first_slice, as out_type. A warp takes one unit at a time: one
+// coalesced 16-byte load a lane into shared memory, then the unit's codes in
+// row-major order, a lane a column, so that a warp's writes are contiguous.
+constexpr int kDequantizeWarps = 8;
+__global__ void __launch_bounds__(kDequantizeWarps * 32)
+    dequantize_kernel(DeviceMatrix w, uint64_t first_slice, uint64_t slices, Dtype out_type, void* out) {
+  __shared__ uint32_t unit[kDequantizeWarps][kUnitWords];
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const uint64_t stride = w.slices * kSliceRows, units = slices * w.steps, first_row = first_slice * kSliceRows;
   const uint32_t width = step_cols(w.field), mask = (1u << w.field) - 1u;
-  for (uint64_t i = uint64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += uint64_t(gridDim.x) * blockDim.x) {
-    const uint64_t n = i / w.cols, k = i % w.cols;
-    const CodePlace p = code_place(w.field, uint32_t(n % kSliceRows), uint32_t(k % width));
-    const uint32_t word = w.units[((n / kSliceRows) * w.steps + k / width) * kUnitWords + p.word];
-    const float q = float((word >> p.shift) & mask);
-    const uint64_t g = (k / w.group_size) * stride + n;
-    const float s = __half2float(__ushort_as_half(w.scales[g]));
-    out[i] = s * (q - float(w.zeros[g]));  // as the CPU reference: exact product
+  for (uint64_t u = uint64_t(blockIdx.x) * kDequantizeWarps + warp; u < units;
+       u += uint64_t(gridDim.x) * kDequantizeWarps) {
+    const uint64_t slice = first_slice + u / w.steps, step = u % w.steps;
+    const uint4 v = load_stream(reinterpret_cast<const uint4*>(w.units + (slice * w.steps + step) * kUnitWords) + lane);
+    unit[warp][4 * lane] = v.x, unit[warp][4 * lane + 1] = v.y;
+    unit[warp][4 * lane + 2] = v.z, unit[warp][4 * lane + 3] = v.w;
+    __syncwarp();
+    for (uint32_t e = lane; e < kSliceRows * width; e += 32) {
+      const uint32_t r = e / width, c = e % width;
+      const uint64_t n = slice * kSliceRows + r, k = step * width + c;
+      if (n >= w.rows || k >= w.cols) continue;
+      const CodePlace p = code_place(w.field, r, c);
+      const float q = float((unit[warp][p.word] >> p.shift) & mask);
+      const uint64_t g = group_of(w, k) * stride + n;
+      const float s = __half2float(__ushort_as_half(w.scales[g]));
+      store(out, out_type, (n - first_row) * w.cols + k, s * (q - float(w.zeros[g])));  // the reference's product
+    }
+    __syncwarp();  // the unit's words are read before the next overwrites them
   }
+}
+
+__device__ __forceinline__ float load(const void* y, Dtype t, uint64_t i) {
+  if (t == Dtype::F32) return static_cast<const float*>(y)[i];
+  if (t == Dtype::F16) return __half2float(static_cast<const __half*>(y)[i]);
+  return __bfloat162float(static_cast<const __nv_bfloat16*>(y)[i]);
+}
+
+__global__ void add_bias_kernel(void* y, Dtype y_type, uint64_t m, uint64_t n, const float* __restrict__ bias) {
+  const uint64_t total = m * n;
+  for (uint64_t i = uint64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += uint64_t(gridDim.x) * blockDim.x)
+    store(y, y_type, i, load(y, y_type, i) + bias[i % n]);
 }
 
 }  // namespace
@@ -1156,9 +1186,17 @@ cudaError_t scale_inputs(const void* x, Dtype x_type, uint64_t m, uint64_t k, co
   return cudaErrorInvalidValue;
 }
 
-cudaError_t dequantize(const DeviceMatrix& w, float* out, cudaStream_t stream) {
+cudaError_t dequantize_rows(const DeviceMatrix& w, uint64_t first_row, uint64_t rows, Dtype out_type, void* out,
+                            cudaStream_t stream) {
+  if (first_row % kSliceRows != 0 || first_row + rows > w.rows) return cudaErrorInvalidValue;
+  const uint64_t first_slice = first_row / kSliceRows, slices = (rows + kSliceRows - 1) / kSliceRows;
+  const unsigned grid = grid_for(slices * w.steps, kDequantizeWarps);
+  return launch(dequantize_kernel, dim3(grid), kDequantizeWarps * 32, stream, w, first_slice, slices, out_type, out);
+}
+
+cudaError_t add_bias(void* y, Dtype y_type, uint64_t m, uint64_t n, const float* bias, cudaStream_t stream) {
   const unsigned block = 256;
-  return launch(dequantize_kernel, dim3(grid_for(w.rows * w.cols, block)), block, stream, w, out);
+  return launch(add_bias_kernel, dim3(grid_for(m * n, block)), block, stream, y, y_type, m, n, bias);
 }
 
 }  // namespace woq::kernels::cuda

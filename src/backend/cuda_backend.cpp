@@ -9,12 +9,14 @@
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <mutex>
 #include <string>
 #include <vector>
 
 #include "backend/backend.h"
+#include "backend/cuda_blas.h"
 #include "kernels/cpu/numeric.h"
 #include "kernels/cpu/reference.h"
 #include "kernels/cuda/launch.h"
@@ -126,6 +128,7 @@ class CudaTensor : public BackendTensor {
   std::vector<float> host_bias;
   std::vector<float> host_input_scales;
   uint32_t group_size = 0;
+  float max_abs_weight = 0;  // max |s (q - z)|: whether W_hat fits fp16
 };
 
 // Writes and reads are ordered with the context's matmuls on its stream and
@@ -187,8 +190,10 @@ class CudaBackend : public Backend {
       else if (k == "split") kernels_.kernel = cu::Kernel::Split;
       else if (k == "tile") kernels_.kernel = cu::Kernel::Tile;
       else if (k == "wgmma") kernels_.kernel = cu::Kernel::Wgmma;
+      else if (k == "cublas") blas_forced_ = true;
       else if (k != "auto")
-        fail(Status::InvalidArgument, "WOQ_CUDA_KERNEL=" + k + " is not one of auto, gemv, split, tile, wgmma");
+        fail(Status::InvalidArgument,
+             "WOQ_CUDA_KERNEL=" + k + " is not one of auto, gemv, split, tile, wgmma, cublas");
       if (kernels_.kernel == cu::Kernel::Wgmma && !kernels_.wgmma) {
         std::string why = "this GPU is compute capability " + std::to_string(prop.major) + "." +
                           std::to_string(prop.minor);
@@ -197,15 +202,23 @@ class CudaBackend : public Backend {
         fail(Status::Unsupported, "WOQ_CUDA_KERNEL=wgmma needs a compute capability 9.0 GPU and a build with 90a in "
                                   "CMAKE_CUDA_ARCHITECTURES (" + why + ")");
       }
-      if (kernels_.kernel != cu::Kernel::Auto) name_ += "-" + k;
+      if (kernels_.kernel != cu::Kernel::Auto || blas_forced_) name_ += "-" + k;
     }
     if (owns_stream_) check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "stream creation");
     else stream_ = host_stream;
+    if (blas_forced_) {
+      try {
+        blas_ = std::make_unique<CudaBlas>(stream_);
+      } catch (const Error& error) {
+        if (owns_stream_) cudaStreamDestroy(stream_);
+        fail(error.status(), std::string("WOQ_CUDA_KERNEL=cublas: ") + error.what());
+      }
+    }
   }
   ~CudaBackend() override {
-    if (!owns_stream_) return;
     cudaSetDevice(device_);
-    cudaStreamDestroy(stream_);
+    blas_.reset();  // before its stream goes
+    if (owns_stream_) cudaStreamDestroy(stream_);
   }
 
   BackendKind kind() const override { return BackendKind::Cuda; }
@@ -295,6 +308,12 @@ class CudaBackend : public Backend {
     t->view.zeros = static_cast<const uint8_t*>(t->zeros.get());
     t->view.bias = t->host_bias.empty() ? nullptr : static_cast<const float*>(t->bias.get());
     t->bytes = t->codes.bytes() + t->scales.bytes() + t->zeros.bytes() + t->bias.bytes() + t->input_scales.bytes();
+    const float qmax = float((1u << source.bits) - 1);
+    for (size_t i = 0; i < t->host_scales.size(); ++i) {
+      const float z = float(t->host_zeros[i]);
+      t->max_abs_weight = std::max(t->max_abs_weight,
+                                   std::fabs(kernels::half_to_float(t->host_scales[i])) * std::max(z, qmax - z));
+    }
     return t;
   }
 
@@ -317,23 +336,15 @@ class CudaBackend : public Backend {
       x_type = cu::Dtype::F32;
     }
     const auto y_type = static_cast<cu::Dtype>(static_cast<int>(y_dtype));
+    if (blas_takes(t, x_type, y_type)) return blas_matmul(t, x, x_type, m, y, y_type, dtype_size(y_dtype));
     const uint64_t workspace = cu::matmul_workspace_floats(t.view, x_type, m, kernels_);
     if (!workspace) {
       check(cu::matmul(t.view, x, x_type, m, y, y_type, stream_, kernels_), "matmul kernel launch");
       return;
     }
-    // One workspace per context, reused call after call in stream order; the
-    // lock keeps it from being replaced between getting it and queueing.
     std::lock_guard<std::mutex> lock(workspace_mutex_);
-    if (workspace_.bytes() < workspace * sizeof(float)) {
-      check(cudaStreamSynchronize(stream_), "queued work");  // kernels still using the old one
-      workspace_charge_.reset();
-      workspace_ = DeviceMemory();
-      workspace_ = DeviceMemory(workspace * sizeof(float));
-      workspace_charge_ = std::make_unique<MemoryCharge>(account_, workspace_.bytes());
-    }
-    check(cu::matmul(t.view, x, x_type, m, y, y_type, stream_, kernels_, static_cast<float*>(workspace_.get())),
-          "matmul kernel launch");
+    float* parts = static_cast<float*>(kept(workspace_, workspace_charge_, workspace * sizeof(float)));
+    check(cu::matmul(t.view, x, x_type, m, y, y_type, stream_, kernels_, parts), "matmul kernel launch");
   }
 
   // Device (or managed) pointers of this GPU run as woq_matmul_buffers does;
@@ -369,7 +380,7 @@ class CudaBackend : public Backend {
     check(cudaSetDevice(device_), "cudaSetDevice");
     DeviceMemory d(t.rows * t.cols * sizeof(float));
     std::vector<float> host(t.rows * t.cols);
-    check(cu::dequantize(t.view, static_cast<float*>(d.get()), stream_), "dequantize kernel launch");
+    check(cu::dequantize_rows(t.view, 0, t.rows, cu::Dtype::F32, d.get(), stream_), "dequantize kernel launch");
     check(cudaMemcpyAsync(host.data(), d.get(), d.bytes(), cudaMemcpyDeviceToHost, stream_), "dequantize copy");
     check(cudaStreamSynchronize(stream_), "dequantize");
     const std::vector<float>& is = t.host_input_scales;
@@ -462,6 +473,56 @@ class CudaBackend : public Backend {
     return w == Where::Device ? "device memory" : w == Where::OtherDevice ? "memory of another GPU" : "host memory";
   }
 
+  // Memory kept for the next call (counted): replaced when a call needs
+  // more. Called with workspace_mutex_ held, which keeps it from being
+  // replaced between getting it and queueing the kernels that use it.
+  void* kept(DeviceMemory& memory, std::unique_ptr<MemoryCharge>& charge, uint64_t bytes) {
+    if (memory.bytes() < bytes) {
+      check(cudaStreamSynchronize(stream_), "queued work");  // kernels still using the old one
+      charge.reset();
+      memory = DeviceMemory();
+      memory = DeviceMemory(bytes);
+      charge = std::make_unique<MemoryCharge>(account_, memory.bytes());
+    }
+    return memory.get();
+  }
+
+  // Dequantize + cuBLAS (WOQ_CUDA_KERNEL=cublas) takes 16-bit X whose type
+  // cuBLAS pairs with Y's, and weights that fit that type; AWQ tensors
+  // (fp32 X by then) and the rest run the fused kernels.
+  bool blas_takes(const CudaTensor& t, cu::Dtype x_type, cu::Dtype y_type) const {
+    if (!blas_ || x_type == cu::Dtype::F32 || (y_type != x_type && y_type != cu::Dtype::F32)) return false;
+    return x_type == cu::Dtype::BF16 || t.max_abs_weight <= 65504.0f;
+  }
+
+  // W_hat in X's type, a chunk of rows at a time into memory kept by the
+  // context, each chunk's product by cuBLAS into its columns of Y (in stream
+  // order, so the next chunk's dequantization waits for the product).
+  void blas_matmul(const CudaTensor& t, const void* x, cu::Dtype x_type, uint64_t m, void* y, cu::Dtype y_type,
+                   uint64_t y_size) {
+    if (m == 0) return;
+    const uint64_t chunk = blas_chunk_rows(t.rows, t.cols);
+    std::lock_guard<std::mutex> lock(workspace_mutex_);
+    void* w16 = kept(blas_weights_, blas_charge_, chunk * t.cols * 2);
+    for (uint64_t first = 0; first < t.rows; first += chunk) {
+      const uint64_t rows = std::min(chunk, t.rows - first);
+      check(cu::dequantize_rows(t.view, first, rows, x_type, w16, stream_), "dequantize kernel launch");
+      blas_->gemm(rows, m, t.cols, w16, x, x_type, static_cast<uint8_t*>(y) + first * y_size, y_type, t.rows);
+    }
+    if (t.view.bias) check(cu::add_bias(y, y_type, m, t.rows, t.view.bias, stream_), "bias kernel launch");
+  }
+
+  // Rows of W_hat a chunk: whole slices, at least kBlasChunkBytes' worth
+  // (cache-sized, for small layers) or a quarter of the rows (few products
+  // of cuBLAS's favourite sizes, for large ones).
+  static uint64_t blas_chunk_rows(uint64_t rows, uint64_t cols) {
+    const auto slices = [](uint64_t r) { return (r + cu::kSliceRows - 1) / cu::kSliceRows * cu::kSliceRows; };
+    const uint64_t cached = std::max<uint64_t>(cu::kSliceRows, kBlasChunkBytes / (2 * cols) / cu::kSliceRows *
+                                                                   cu::kSliceRows);
+    return std::min(slices(rows), std::max(cached, slices((rows + 3) / 4)));
+  }
+
+  static constexpr uint64_t kBlasChunkBytes = 32ull << 20;
   static constexpr uint64_t kStagingBytes = 8ull << 20;
   static constexpr size_t kPinnedKept = 4;  // two concurrent uploads
   int device_;
@@ -472,6 +533,10 @@ class CudaBackend : public Backend {
   std::mutex workspace_mutex_;
   DeviceMemory workspace_;  // the split kernel's per-part sums, kept for the next call
   std::unique_ptr<MemoryCharge> workspace_charge_;
+  bool blas_forced_ = false;     // WOQ_CUDA_KERNEL=cublas
+  std::unique_ptr<CudaBlas> blas_;  // loaded when forced
+  DeviceMemory blas_weights_;    // a chunk of W_hat in 16 bits, kept for the next call
+  std::unique_ptr<MemoryCharge> blas_charge_;
   cudaStream_t stream_ = nullptr;
   std::mutex pinned_mutex_;
   std::vector<std::unique_ptr<PinnedBuffer>> pinned_;

@@ -2,10 +2,12 @@
 // (cublasGemmEx, fp32 accumulation) and a device-to-device copy measured in
 // the same run.
 //
-//   woq_cuda_bench [--quick] [--bits 4|8] [--m M]... [--shape NxK]...
+//   woq_cuda_bench [--quick] [--no-cublas] [--bits 4|8] [--m M]... [--shape NxK]...
 //
-// WOQ_CUDA_KERNEL=gemv|split|tile|wgmma in the environment times one tensor-core kernel
-// at every M (docs/CUDA.md), to place the switch between them.
+// WOQ_CUDA_KERNEL=gemv|split|tile|wgmma in the environment times one
+// tensor-core kernel at every M, =cublas dequantize + cuBLAS (docs/CUDA.md),
+// to place the switches between them; --no-cublas leaves out the cuBLAS
+// fp16 baseline (and its fp16 weights) when only those are compared.
 //
 // Shapes (N x K): the Llama-7B block (4096x4096, 11008x4096, 4096x11008),
 // Llama-3-8B up (14336x4096), 8192x8192 and 8192x28672. Each shape's weights
@@ -70,7 +72,7 @@ struct Shape {
 }  // namespace
 
 int main(int argc, char** argv) {
-  bool quick = false;
+  bool quick = false, baseline = true;
   uint32_t bits = 4;
   std::vector<uint64_t> ms;
   std::vector<Shape> chosen;
@@ -80,13 +82,14 @@ int main(int argc, char** argv) {
     const std::string a = argv[i];
     unsigned long long n = 0, k = 0;
     if (a == "--quick") quick = true;
+    else if (a == "--no-cublas") baseline = false;
     else if (a == "--bits" && i + 1 < argc) bits = uint32_t(std::atoi(argv[++i]));
     else if (a == "--m" && i + 1 < argc) ms.push_back(uint64_t(std::atoll(argv[++i])));
     else if (a == "--shape" && i + 1 < argc && std::sscanf(argv[i + 1], "%llux%llu", &n, &k) == 2 && n && k) {
       names.push_back(argv[++i]);
       chosen.push_back({names.back().c_str(), n, k});
     } else {
-      std::fprintf(stderr, "usage: woq_cuda_bench [--quick] [--bits 4|8] [--m M]... [--shape NxK]...\n");
+      std::fprintf(stderr, "usage: woq_cuda_bench [--quick] [--no-cublas] [--bits 4|8] [--m M]... [--shape NxK]...\n");
       return 2;
     }
   }
@@ -148,7 +151,7 @@ int main(int argc, char** argv) {
     std::vector<__half> wh(s.n * s.k), xh(max_m * s.k);
     for (size_t i = 0; i < wh.size(); ++i) wh[i] = __float2half(w[i]);
     for (auto& v : xh) v = __float2half(dist(rng) * 50);
-    const int blas_copies = std::max(1, int(2.0 * prop.l2CacheSize / (wh.size() * 2.0)) + 1);
+    const int blas_copies = baseline ? std::max(1, int(2.0 * prop.l2CacheSize / (wh.size() * 2.0)) + 1) : 0;
     std::vector<__half*> dw(blas_copies);
     __half *dx = nullptr, *dy = nullptr;
     for (auto& p : dw) {
@@ -173,7 +176,7 @@ int main(int argc, char** argv) {
                                reps) /
                            copies;
       const float one = 1.0f, zero = 0.0f;
-      const double blas_s = best_seconds(
+      const double blas_s = !baseline ? 0.0 : best_seconds(
                                 [&] {
                                   // Y^T (N x M, column-major) = W^T' X^T: W row-major N x K is K x N column-major.
                                   for (__half* p : dw)
@@ -185,11 +188,12 @@ int main(int argc, char** argv) {
                                   check(cudaDeviceSynchronize(), "cuBLAS");
                                 },
                                 reps) /
-                            blas_copies;
+                            std::max(1, blas_copies);
       const double gbs = packed / woq_s / 1e9, tflops = 2.0 * double(m) * s.n * s.k / woq_s / 1e12;
-      std::printf("| %s | %llu | %.1f | %.0f | %.0f%% | %.1f | %.1f | %.2fx |\n", s.name,
-                  static_cast<unsigned long long>(m), woq_s * 1e6, gbs, 100 * gbs / copy_gbs, tflops, blas_s * 1e6,
-                  blas_s / woq_s);
+      std::printf("| %s | %llu | %.1f | %.0f | %.0f%% | %.1f | ", s.name, static_cast<unsigned long long>(m),
+                  woq_s * 1e6, gbs, 100 * gbs / copy_gbs, tflops);
+      if (baseline) std::printf("%.1f | %.2fx |\n", blas_s * 1e6, blas_s / woq_s);
+      else std::printf("- | - |\n");
       std::fflush(stdout);
     }
     woq_buffer_destroy(xb);

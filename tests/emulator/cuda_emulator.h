@@ -260,6 +260,7 @@ inline void wgmma(bool bf16, float (&d)[32], const uint32_t (&a)[4], uint64_t de
 }  // namespace emu
 
 inline void __syncthreads() { emu::this_block->barrier.wait(); }
+inline void __syncwarp(unsigned /*mask*/ = 0xFFFFFFFFu) { emu::this_warp->barrier.wait(); }
 
 inline float __shfl_xor_sync(unsigned /*mask*/, float v, int lane_mask) {
   emu::Warp& w = *emu::this_warp;

@@ -139,10 +139,22 @@ class EmulatedKernels : public ::testing::TestWithParam<Config> {};
 TEST_P(EmulatedKernels, MatchFloat64AndDoNotDependOnM) {
   const Config c = GetParam();
   const Emulated e = make(c, uint32_t(c.n * 31 + c.k));
-  // The dequantize kernel writes the reference's exact products.
+  // The dequantize kernel writes the reference's exact products, and in
+  // 16 bits those rounded to nearest; here all rows, and rows from the
+  // second slice on (the ranges dequantize + cuBLAS takes).
   std::vector<float> w_gpu(c.n * c.k, std::nanf(""));
-  ASSERT_EQ(cu::dequantize(e.view, w_gpu.data(), nullptr), cudaSuccess);
+  ASSERT_EQ(cu::dequantize_rows(e.view, 0, c.n, cu::Dtype::F32, w_gpu.data(), nullptr), cudaSuccess);
   for (uint64_t i = 0; i < w_gpu.size(); ++i) ASSERT_EQ(double(w_gpu[i]), e.w_hat[i]) << "weight " << i;
+  for (cu::Dtype t : {cu::Dtype::F16, cu::Dtype::BF16}) {
+    const uint64_t first = c.n > 16 ? 16 : 0, rows = c.n - first;
+    std::vector<uint16_t> w16(rows * c.k + 1, 0xFFFF);  // one past the end, untouched
+    ASSERT_EQ(cu::dequantize_rows(e.view, first, rows, t, w16.data(), nullptr), cudaSuccess);
+    for (uint64_t i = 0; i < rows * c.k; ++i) {
+      const float w = float(e.w_hat[first * c.k + i]);
+      ASSERT_EQ(w16[i], t == cu::Dtype::F16 ? k::float_to_half(w) : k::float_to_bf16(w)) << "weight " << i;
+    }
+    ASSERT_EQ(w16.back(), 0xFFFF);
+  }
 
   for (cu::Dtype t : {cu::Dtype::F32, cu::Dtype::F16, cu::Dtype::BF16}) {
     // 1, 3: the GEMV kernel (one tile of 16 rows, partly empty); 5, 17, 33:
@@ -201,6 +213,35 @@ TEST(EmulatedKernels, SixteenBitOutputsAreTheRoundedFp32Result) {
     EXPECT_EQ(split16, y16);
     for (size_t i = 0; i < y.size(); ++i)
       ASSERT_EQ(y16[i], yt == cu::Dtype::F16 ? k::float_to_half(y[i]) : k::float_to_bf16(y[i])) << i;
+  }
+}
+
+// Row ranges must start on a slice and end inside the matrix.
+TEST(EmulatedKernels, DequantizeRowsRefusesRangesOffTheSlices) {
+  const Emulated e = make({4, 32, woq::Scheme::Asymmetric, 40, 64}, 6);
+  std::vector<float> out(40 * 64);
+  EXPECT_EQ(cu::dequantize_rows(e.view, 8, 16, cu::Dtype::F32, out.data(), nullptr), cudaErrorInvalidValue);
+  EXPECT_EQ(cu::dequantize_rows(e.view, 32, 16, cu::Dtype::F32, out.data(), nullptr), cudaErrorInvalidValue);
+  EXPECT_EQ(cu::dequantize_rows(e.view, 32, 8, cu::Dtype::F32, out.data(), nullptr), cudaSuccess);
+}
+
+// Y += bias in every Y dtype: the sum rounded once to Y's type.
+TEST(EmulatedKernels, AddBiasAddsPerColumn) {
+  const uint64_t m = 3, n = 37;
+  std::vector<float> bias(n), y(m * n);
+  for (uint64_t j = 0; j < n; ++j) bias[j] = 0.25f * float(j) - 3.0f;
+  for (uint64_t i = 0; i < m * n; ++i) y[i] = float(i % 11) / 8 - 0.6f;
+  std::vector<float> y32 = y;
+  ASSERT_EQ(cu::add_bias(y32.data(), cu::Dtype::F32, m, n, bias.data(), nullptr), cudaSuccess);
+  for (uint64_t i = 0; i < m * n; ++i) ASSERT_EQ(y32[i], y[i] + bias[i % n]) << i;
+  for (cu::Dtype t : {cu::Dtype::F16, cu::Dtype::BF16}) {
+    const auto to16 = [t](float v) { return t == cu::Dtype::F16 ? k::float_to_half(v) : k::float_to_bf16(v); };
+    const auto from16 = [t](uint16_t v) { return t == cu::Dtype::F16 ? k::half_to_float(v) : k::bf16_to_float(v); };
+    std::vector<uint16_t> y16(m * n);
+    for (uint64_t i = 0; i < m * n; ++i) y16[i] = to16(y[i]);
+    const std::vector<uint16_t> before = y16;
+    ASSERT_EQ(cu::add_bias(y16.data(), t, m, n, bias.data(), nullptr), cudaSuccess);
+    for (uint64_t i = 0; i < m * n; ++i) ASSERT_EQ(y16[i], to16(from16(before[i]) + bias[i % n])) << i;
   }
 }
 

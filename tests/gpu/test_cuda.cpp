@@ -209,6 +209,90 @@ TEST(Cuda, EveryForcedKernelGivesTheSameBits) {
   woq_context_destroy(ctx);
 }
 
+// Dequantize + cuBLAS (WOQ_CUDA_KERNEL=cublas): W_hat rounded to X's type,
+// so within the contract's 2e-3 rather than bit-equal: fp16 keeps 11 bits
+// of each weight (about 1.5e-4 here), bf16 8 (about 1.2e-3). fp32 X runs
+// the fused kernel. 10000 x 4096 takes three chunks of rows (the last one
+// partial); ragged N and K, 8-bit codes, bias, Y in 16 bits too.
+TEST(Cuda, DequantizeAndCublasMatchesFloat64) {
+  NEED_CUDA(ctx);
+  woq_context_destroy(ctx);
+  const char* saved = std::getenv("WOQ_CUDA_KERNEL");
+  const std::string restore = saved ? saved : "";
+  setenv("WOQ_CUDA_KERNEL", "cublas", 1);
+  woq_context_options o;
+  woq_context_options_init(&o);
+  o.backend = WOQ_BACKEND_CUDA;
+  woq_context* blas = nullptr;
+  const woq_status st = woq_context_create(&o, &blas);
+  if (saved) setenv("WOQ_CUDA_KERNEL", restore.c_str(), 1);
+  else unsetenv("WOQ_CUDA_KERNEL");
+  ASSERT_EQ(st, WOQ_OK) << woq_last_error();
+  const char* name = "";
+  ASSERT_EQ(woq_context_kernel(blas, &name), WOQ_OK);
+  EXPECT_NE(std::string(name).find("-cublas"), std::string::npos) << name;
+  woq_context* ref = reference_context();
+  const std::vector<Config> configs = {
+      {4, 128, WOQ_SCHEME_ASYMMETRIC, 3 * 128 + 5, 3 * 128},
+      {8, 32, WOQ_SCHEME_SYMMETRIC, 45, 9 * 32},
+      {4, 0, WOQ_SCHEME_ASYMMETRIC, 9, 77},  // odd K: rows of X and W_hat not 4-byte aligned
+      {4, 128, WOQ_SCHEME_ASYMMETRIC, 10000, 4096},
+  };
+  for (const Config& c : configs) {
+    SCOPED_TRACE("bits " + std::to_string(c.bits) + " " + std::to_string(c.n) + "x" + std::to_string(c.k));
+    std::vector<float> w = woq::test::random_weights(c.n, c.k, uint32_t(c.n + 5 * c.k));
+    woq_quant_options qo;
+    woq_quant_options_init(&qo);
+    qo.bits = c.bits;
+    qo.group_size = c.group;
+    qo.scheme = c.scheme;
+    woq_qmatrix* q = nullptr;
+    ASSERT_EQ(woq_quantize(w.data(), WOQ_DTYPE_F32, c.n, c.k, &qo, &q), WOQ_OK) << woq_last_error();
+    std::vector<float> bias = woq::test::random_activations(c.n, 4);
+    woq_tensor *t = nullptr, *rt = nullptr;
+    ASSERT_EQ(woq_tensor_from_qmatrix(blas, q, bias.data(), &t), WOQ_OK) << woq_last_error();
+    ASSERT_EQ(woq_tensor_from_qmatrix(ref, q, bias.data(), &rt), WOQ_OK);
+    std::vector<float> w_ref(c.n * c.k);
+    ASSERT_EQ(woq_dequantize(ref, rt, w_ref.data(), WOQ_DTYPE_F32, w_ref.size() * 4), WOQ_OK);
+    const std::vector<uint64_t> ms = c.n > 1000 ? std::vector<uint64_t>{33} : std::vector<uint64_t>{1, 33, 300};
+    for (uint64_t m : ms) {
+      const std::vector<float> x = woq::test::random_activations(m * c.k, uint32_t(3 * m + c.k));
+      const std::vector<float> y = gpu_matmul(blas, t, x.data(), x.size() * 4, WOQ_DTYPE_F32, m, c.n);
+      EXPECT_LT(woq::test::rel_error(y, woq::test::matmul_f64(x, w_ref, bias.data(), m, c.n, c.k)), 1e-5)
+          << "fp32 x (the fused kernel), m=" << m;
+      for (woq_dtype xt : {WOQ_DTYPE_F16, WOQ_DTYPE_BF16}) {
+        std::vector<float> exact;
+        const std::vector<uint16_t> x16 = to_16bit(x, xt, exact);
+        const std::vector<double> want = woq::test::matmul_f64(exact, w_ref, bias.data(), m, c.n, c.k);
+        const double bound = xt == WOQ_DTYPE_F16 ? 5e-4 : 2e-3;
+        const std::vector<float> y32 = gpu_matmul(blas, t, x16.data(), x16.size() * 2, xt, m, c.n);
+        EXPECT_LT(woq::test::rel_error(y32, want), bound) << "x dtype " << xt << ", y fp32, m=" << m;
+        // Y in X's type: cuBLAS rounds, then the bias is added and rounded again.
+        woq_buffer *xb = nullptr, *yb = nullptr;
+        ASSERT_EQ(woq_buffer_create(blas, x16.size() * 2, &xb), WOQ_OK) << woq_last_error();
+        ASSERT_EQ(woq_buffer_create(blas, m * c.n * 2, &yb), WOQ_OK) << woq_last_error();
+        ASSERT_EQ(woq_buffer_write(xb, 0, x16.data(), x16.size() * 2), WOQ_OK);
+        std::vector<uint16_t> y16(m * c.n, 0xFFFF);  // poisoned: NaN in both types
+        ASSERT_EQ(woq_buffer_write(yb, 0, y16.data(), y16.size() * 2), WOQ_OK);
+        ASSERT_EQ(woq_matmul_buffers(blas, t, xb, xt, m, yb, xt), WOQ_OK) << woq_last_error();
+        ASSERT_EQ(woq_buffer_read(yb, 0, y16.data(), y16.size() * 2), WOQ_OK);
+        std::vector<float> y16f(y16.size());
+        for (size_t i = 0; i < y16.size(); ++i)
+          y16f[i] = xt == WOQ_DTYPE_F16 ? woq::kernels::half_to_float(y16[i]) : woq::kernels::bf16_to_float(y16[i]);
+        EXPECT_LT(woq::test::rel_error(y16f, want), xt == WOQ_DTYPE_F16 ? 2e-3 : 8e-3)
+            << "x dtype " << xt << ", y in its type, m=" << m;
+        woq_buffer_destroy(xb);
+        woq_buffer_destroy(yb);
+      }
+    }
+    woq_tensor_destroy(t);
+    woq_tensor_destroy(rt);
+    woq_qmatrix_destroy(q);
+  }
+  woq_context_destroy(ref);
+  woq_context_destroy(blas);
+}
+
 // woq_matmul with host X and Y on a CUDA context: copied through the
 // device, Y written when the call returns, the bits of the buffer path.
 TEST(Cuda, HostMemoryIsCopiedThroughAndWaitedFor) {
