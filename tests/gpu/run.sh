@@ -7,11 +7,11 @@
 # $OUT (or ./gpu-out), the test summary and the tables last.
 #
 # The device lends 15 minutes a session, starts included, so the first call
-# should be `run.sh tests bench torch` (about 7 minutes at most) and leave
-# room for a second (a rerun after a fix, or the sweeps). RUN_BUDGET (s,
-# default 570) bounds the whole script: each step's timeout is cut to what
-# is left, so a hung kernel cannot eat the lease and the summary still
-# prints. A kernel fault (which poisons its process's CUDA context) costs
+# should be `RUN_BUDGET=420 run.sh tests bench torch` (timeout_s 450), which
+# leaves room for a second (a rerun after a fix, or the sweeps). RUN_BUDGET
+# (s, default 570) bounds the whole script: each step's timeout is cut to
+# what is left, in the order above, so a hung kernel cannot eat the lease
+# and the summary still prints. A kernel fault (which poisons its process's CUDA context) costs
 # only its own step: each gpu test runs in a process of its own, and the
 # benchmark's large M (the wgmma kernel on Hopper) apart from its small M.
 set -u
@@ -21,6 +21,11 @@ mkdir -p "$OUT"
 PHASES=${*:-tests bench torch sweeps}
 wants() { case " $PHASES " in *" $1 "*) return 0 ;; esac; return 1; }
 END=$(($(date +%s) + ${RUN_BUDGET:-570}))
+# Logs of the steps this call runs start empty (steps append).
+wants tests && rm -f "$OUT/gpu_tests.txt"
+wants bench && rm -f "$OUT/cuda_bench.txt"
+wants torch && rm -f "$OUT/torch_compare.txt"
+wants sweeps && rm -f "$OUT/cuda_bench_sweeps.txt"
 # The timeout for a step of at most $1 s: what is left of the budget, less
 # 15 s for the summary; 0 when nothing is.
 cap() {
