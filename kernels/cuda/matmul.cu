@@ -21,6 +21,8 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include <type_traits>
+
 #include "kernels/cuda/launch.h"
 #include "kernels/cuda/layout.h"
 
@@ -1073,36 +1075,89 @@ __global__ void scale_inputs_kernel(const XT* __restrict__ x, uint64_t total, ui
     out[i] = float(x[i]) * scales[i % k];
 }
 
-// W_hat's rows of `slices` slices from `first_slice` on, row-major from
-// row 16 first_slice, as out_type. A warp takes one unit at a time: one
-// coalesced 16-byte load a lane into shared memory, then the unit's codes in
-// row-major order, a lane a column, so that a warp's writes are contiguous.
+// W_hat's rows [16 first_slice, end_row), row-major from row 16
+// first_slice, as OUT (float, __half, __nv_bfloat16). A warp takes
+// one unit at a time, one coalesced 16-byte load a lane; a lane then holds
+// 8-column runs (columns 32 p + 8 t.. of rows g and g + 8, layout.h) and
+// writes each with one 16-byte store (32 for fp32) where `vectors` (rows
+// of whole 16-byte pieces), a warp's stores covering 64-byte pieces of 8
+// rows. Where a code sits within its lane's words is the same for every
+// lane, so code_place of lane 0 gives it, at compile time.
 constexpr int kDequantizeWarps = 8;
+
+template <class OUT>
+__device__ __forceinline__ void store_run(OUT* out, const float (&v)[8], bool vector, int count) {
+  if constexpr (sizeof(OUT) == 4) {
+    if (vector) {
+      reinterpret_cast<float4*>(out)[0] = make_float4(v[0], v[1], v[2], v[3]);
+      reinterpret_cast<float4*>(out)[1] = make_float4(v[4], v[5], v[6], v[7]);
+      return;
+    }
+    for (int j = 0; j < count; ++j) out[j] = v[j];
+  } else {
+    uint16_t h[8];
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+      if constexpr (std::is_same_v<OUT, __half>) h[j] = __half_as_ushort(__float2half_rn(v[j]));
+      else h[j] = __bfloat16_as_ushort(__float2bfloat16_rn(v[j]));
+    }
+    if (vector) {
+      uint4 packed;
+      packed.x = h[0] | uint32_t(h[1]) << 16, packed.y = h[2] | uint32_t(h[3]) << 16;
+      packed.z = h[4] | uint32_t(h[5]) << 16, packed.w = h[6] | uint32_t(h[7]) << 16;
+      *reinterpret_cast<uint4*>(out) = packed;
+      return;
+    }
+    for (int j = 0; j < count; ++j) reinterpret_cast<uint16_t*>(out)[j] = h[j];
+  }
+}
+
+template <int FIELD, class OUT>
 __global__ void __launch_bounds__(kDequantizeWarps * 32)
-    dequantize_kernel(DeviceMatrix w, uint64_t first_slice, uint64_t slices, Dtype out_type, void* out) {
-  __shared__ uint32_t unit[kDequantizeWarps][kUnitWords];
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    dequantize_kernel(DeviceMatrix w, uint64_t first_slice, uint64_t slices, uint64_t end_row, OUT* out,
+                      bool vectors) {
+  constexpr int kSpans = FIELD == 4 ? 2 : 1;
+  constexpr uint32_t kCols = FIELD == 4 ? 64 : 32, kMask = (1u << FIELD) - 1u;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
   const uint64_t stride = w.slices * kSliceRows, units = slices * w.steps, first_row = first_slice * kSliceRows;
-  const uint32_t width = step_cols(w.field), mask = (1u << w.field) - 1u;
   for (uint64_t u = uint64_t(blockIdx.x) * kDequantizeWarps + warp; u < units;
        u += uint64_t(gridDim.x) * kDequantizeWarps) {
     const uint64_t slice = first_slice + u / w.steps, step = u % w.steps;
     const uint4 v = load_stream(reinterpret_cast<const uint4*>(w.units + (slice * w.steps + step) * kUnitWords) + lane);
-    unit[warp][4 * lane] = v.x, unit[warp][4 * lane + 1] = v.y;
-    unit[warp][4 * lane + 2] = v.z, unit[warp][4 * lane + 3] = v.w;
-    __syncwarp();
-    for (uint32_t e = lane; e < kSliceRows * width; e += 32) {
-      const uint32_t r = e / width, c = e % width;
-      const uint64_t n = slice * kSliceRows + r, k = step * width + c;
-      if (n >= w.rows || k >= w.cols) continue;
-      const CodePlace p = code_place(w.field, r, c);
-      const float q = float((unit[warp][p.word] >> p.shift) & mask);
-      const uint64_t g = group_of(w, k) * stride + n;
-      const float s = __half2float(__ushort_as_half(w.scales[g]));
-      store(out, out_type, (n - first_row) * w.cols + k, s * (q - float(w.zeros[g])));  // the reference's product
+    const uint32_t words[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+    for (int tile = 0; tile < 2; ++tile) {
+      const uint64_t n = slice * kSliceRows + 8 * tile + g;
+#pragma unroll
+      for (int p = 0; p < kSpans; ++p) {
+        const uint64_t col = step * kCols + 32 * p + 8 * t;
+        if (n >= end_row || col >= w.cols) continue;
+        const uint64_t at = group_of(w, col) * stride + n;  // 8 columns of one group
+        const float s = __half2float(__ushort_as_half(w.scales[at])), offset = 8388608.0f + float(w.zeros[at]);
+        float run[8];
+#pragma unroll
+        for (int j = 0; j < 8; ++j) {
+          const CodePlace place = code_place(FIELD, 8 * tile, 32 * p + j);
+          const uint32_t q = (words[place.word] >> place.shift) & kMask;
+          run[j] = s * (__uint_as_float(0x4B000000u | q) - offset);  // s (q - z): the reference's exact product
+        }
+        const uint64_t left = w.cols - col;
+        store_run(out + (n - first_row) * w.cols + col, run, vectors && left >= 8, left < 8 ? int(left) : 8);
+      }
     }
-    __syncwarp();  // the unit's words are read before the next overwrites them
   }
+}
+
+template <class OUT>
+cudaError_t launch_dequantize(const DeviceMatrix& w, uint64_t first_row, uint64_t rows, void* out,
+                              cudaStream_t stream) {
+  const uint64_t first_slice = first_row / kSliceRows, slices = (rows + kSliceRows - 1) / kSliceRows;
+  // 16-byte pieces: rows of whole pieces from a 16-byte aligned start.
+  const bool vectors = (w.cols * sizeof(OUT)) % 16 == 0 && reinterpret_cast<uintptr_t>(out) % 16 == 0;
+  const dim3 grid(grid_for(slices * w.steps, kDequantizeWarps));
+  const auto kernel = w.field == 4 ? dequantize_kernel<4, OUT> : dequantize_kernel<8, OUT>;
+  return launch(kernel, grid, kDequantizeWarps * 32, stream, w, first_slice, slices, first_row + rows,
+                static_cast<OUT*>(out), vectors);
 }
 
 __device__ __forceinline__ float load(const void* y, Dtype t, uint64_t i) {
@@ -1189,9 +1244,12 @@ cudaError_t scale_inputs(const void* x, Dtype x_type, uint64_t m, uint64_t k, co
 cudaError_t dequantize_rows(const DeviceMatrix& w, uint64_t first_row, uint64_t rows, Dtype out_type, void* out,
                             cudaStream_t stream) {
   if (first_row % kSliceRows != 0 || first_row + rows > w.rows) return cudaErrorInvalidValue;
-  const uint64_t first_slice = first_row / kSliceRows, slices = (rows + kSliceRows - 1) / kSliceRows;
-  const unsigned grid = grid_for(slices * w.steps, kDequantizeWarps);
-  return launch(dequantize_kernel, dim3(grid), kDequantizeWarps * 32, stream, w, first_slice, slices, out_type, out);
+  switch (out_type) {
+    case Dtype::F32: return launch_dequantize<float>(w, first_row, rows, out, stream);
+    case Dtype::F16: return launch_dequantize<__half>(w, first_row, rows, out, stream);
+    case Dtype::BF16: return launch_dequantize<__nv_bfloat16>(w, first_row, rows, out, stream);
+  }
+  return cudaErrorInvalidValue;
 }
 
 cudaError_t add_bias(void* y, Dtype y_type, uint64_t m, uint64_t n, const float* bias, cudaStream_t stream) {

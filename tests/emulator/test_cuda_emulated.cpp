@@ -16,6 +16,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <ostream>
 #include <random>
 #include <string>
@@ -145,15 +146,27 @@ TEST_P(EmulatedKernels, MatchFloat64AndDoNotDependOnM) {
   std::vector<float> w_gpu(c.n * c.k, std::nanf(""));
   ASSERT_EQ(cu::dequantize_rows(e.view, 0, c.n, cu::Dtype::F32, w_gpu.data(), nullptr), cudaSuccess);
   for (uint64_t i = 0; i < w_gpu.size(); ++i) ASSERT_EQ(double(w_gpu[i]), e.w_hat[i]) << "weight " << i;
-  for (cu::Dtype t : {cu::Dtype::F16, cu::Dtype::BF16}) {
-    const uint64_t first = c.n > 16 ? 16 : 0, rows = c.n - first;
-    std::vector<uint16_t> w16(rows * c.k + 1, 0xFFFF);  // one past the end, untouched
-    ASSERT_EQ(cu::dequantize_rows(e.view, first, rows, t, w16.data(), nullptr), cudaSuccess);
+  for (cu::Dtype t : {cu::Dtype::F32, cu::Dtype::F16, cu::Dtype::BF16}) {
+    // From the second slice on, ending 3 rows short of the end where there
+    // are rows enough: a partial last slice with rows after it.
+    const uint64_t first = c.n > 16 ? 16 : 0, rows = c.n - first - (c.n > 20 ? 3 : 0);
+    const size_t size = t == cu::Dtype::F32 ? 4 : 2;
+    std::vector<uint32_t> words((rows * c.k * size + 3) / 4 + 4, 0xFFFFFFFFu);  // 16 bytes past the end, untouched
+    ASSERT_EQ(cu::dequantize_rows(e.view, first, rows, t, words.data(), nullptr), cudaSuccess);
+    const auto* bytes = reinterpret_cast<const unsigned char*>(words.data());
     for (uint64_t i = 0; i < rows * c.k; ++i) {
       const float w = float(e.w_hat[first * c.k + i]);
-      ASSERT_EQ(w16[i], t == cu::Dtype::F16 ? k::float_to_half(w) : k::float_to_bf16(w)) << "weight " << i;
+      if (t == cu::Dtype::F32) {
+        float got;
+        std::memcpy(&got, bytes + 4 * i, 4);
+        ASSERT_EQ(got, w) << "weight " << i;
+      } else {
+        uint16_t got;
+        std::memcpy(&got, bytes + 2 * i, 2);
+        ASSERT_EQ(got, t == cu::Dtype::F16 ? k::float_to_half(w) : k::float_to_bf16(w)) << "weight " << i;
+      }
     }
-    ASSERT_EQ(w16.back(), 0xFFFF);
+    for (size_t i = rows * c.k * size; i < words.size() * 4; ++i) ASSERT_EQ(bytes[i], 0xFF) << "byte " << i;
   }
 
   for (cu::Dtype t : {cu::Dtype::F32, cu::Dtype::F16, cu::Dtype::BF16}) {
