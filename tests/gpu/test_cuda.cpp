@@ -88,6 +88,35 @@ struct Config {
   uint64_t n, k;
 };
 
+// Random n x k weights (seeded) quantized as the config says; null (with a
+// failure recorded) if woq_quantize refuses.
+woq_qmatrix* quantize(const Config& c, uint32_t seed) {
+  const std::vector<float> w = woq::test::random_weights(c.n, c.k, seed);
+  woq_quant_options qo;
+  woq_quant_options_init(&qo);
+  qo.bits = c.bits;
+  qo.group_size = c.group;
+  qo.scheme = c.scheme;
+  woq_qmatrix* q = nullptr;
+  EXPECT_EQ(woq_quantize(w.data(), WOQ_DTYPE_F32, c.n, c.k, &qo, &q), WOQ_OK) << woq_last_error();
+  return q;
+}
+
+// A CUDA context created with WOQ_CUDA_KERNEL=kernel (read only at
+// creation), the variable restored afterwards.
+woq_status forced_context(const char* kernel, woq_context** out) {
+  const char* saved = std::getenv("WOQ_CUDA_KERNEL");
+  const std::string restore = saved ? saved : "";
+  setenv("WOQ_CUDA_KERNEL", kernel, 1);
+  woq_context_options o;
+  woq_context_options_init(&o);
+  o.backend = WOQ_BACKEND_CUDA;
+  const woq_status st = woq_context_create(&o, out);
+  if (saved) setenv("WOQ_CUDA_KERNEL", restore.c_str(), 1);
+  else unsetenv("WOQ_CUDA_KERNEL");
+  return st;
+}
+
 }  // namespace
 
 TEST(Cuda, MatchesFloat64AcrossShapesDtypesAndBatchSizes) {
@@ -111,14 +140,8 @@ TEST(Cuda, MatchesFloat64AcrossShapesDtypesAndBatchSizes) {
   for (const Config& c : configs) {
     SCOPED_TRACE("bits " + std::to_string(c.bits) + " group " + std::to_string(c.group) + " " +
                  std::to_string(c.n) + "x" + std::to_string(c.k));
-    std::vector<float> w = woq::test::random_weights(c.n, c.k, uint32_t(c.n * 7 + c.k));
-    woq_quant_options qo;
-    woq_quant_options_init(&qo);
-    qo.bits = c.bits;
-    qo.group_size = c.group;
-    qo.scheme = c.scheme;
-    woq_qmatrix* q = nullptr;
-    ASSERT_EQ(woq_quantize(w.data(), WOQ_DTYPE_F32, c.n, c.k, &qo, &q), WOQ_OK) << woq_last_error();
+    woq_qmatrix* q = quantize(c, uint32_t(c.n * 7 + c.k));
+    ASSERT_NE(q, nullptr);
     std::vector<float> bias = woq::test::random_activations(c.n, 3);
     woq_tensor *t = nullptr, *rt = nullptr;
     ASSERT_EQ(woq_tensor_from_qmatrix(ctx, q, bias.data(), &t), WOQ_OK) << woq_last_error();
@@ -174,8 +197,6 @@ TEST(Cuda, EveryForcedKernelGivesTheSameBits) {
   std::vector<float> bias = woq::test::random_activations(n, 12);
   woq_tensor* t = nullptr;
   ASSERT_EQ(woq_tensor_from_qmatrix(ctx, q, bias.data(), &t), WOQ_OK) << woq_last_error();
-  const char* saved = std::getenv("WOQ_CUDA_KERNEL");
-  const std::string restore = saved ? saved : "";
   for (woq_dtype xt : {WOQ_DTYPE_F16, WOQ_DTYPE_BF16})
     for (uint64_t m : {1, 5, 33, 130, 300}) {
       std::vector<float> exact;
@@ -183,12 +204,8 @@ TEST(Cuda, EveryForcedKernelGivesTheSameBits) {
       const std::vector<float> want = gpu_matmul(ctx, t, x.data(), x.size() * 2, xt, m, n);
       for (const char* kernel : {"gemv", "split", "tile", "wgmma"}) {
         SCOPED_TRACE(std::string(kernel) + " x dtype " + std::to_string(xt) + " m " + std::to_string(m));
-        setenv("WOQ_CUDA_KERNEL", kernel, 1);
-        woq_context_options o;
-        woq_context_options_init(&o);
-        o.backend = WOQ_BACKEND_CUDA;
         woq_context* forced = nullptr;
-        const woq_status st = woq_context_create(&o, &forced);
+        const woq_status st = forced_context(kernel, &forced);
         if (st == WOQ_ERR_UNSUPPORTED && std::string(kernel) == "wgmma") {
           if (m == 1 && xt == WOQ_DTYPE_F16) std::printf("wgmma not compared: %s\n", woq_last_error());
           continue;
@@ -202,8 +219,6 @@ TEST(Cuda, EveryForcedKernelGivesTheSameBits) {
         woq_context_destroy(forced);
       }
     }
-  if (saved) setenv("WOQ_CUDA_KERNEL", restore.c_str(), 1);
-  else unsetenv("WOQ_CUDA_KERNEL");
   woq_tensor_destroy(t);
   woq_qmatrix_destroy(q);
   woq_context_destroy(ctx);
@@ -218,17 +233,8 @@ TEST(Cuda, EveryForcedKernelGivesTheSameBits) {
 TEST(Cuda, DequantizeAndCublasMatchesFloat64) {
   NEED_CUDA(ctx);
   woq_context_destroy(ctx);
-  const char* saved = std::getenv("WOQ_CUDA_KERNEL");
-  const std::string restore = saved ? saved : "";
-  setenv("WOQ_CUDA_KERNEL", "cublas", 1);
-  woq_context_options o;
-  woq_context_options_init(&o);
-  o.backend = WOQ_BACKEND_CUDA;
   woq_context* blas = nullptr;
-  const woq_status st = woq_context_create(&o, &blas);
-  if (saved) setenv("WOQ_CUDA_KERNEL", restore.c_str(), 1);
-  else unsetenv("WOQ_CUDA_KERNEL");
-  ASSERT_EQ(st, WOQ_OK) << woq_last_error();
+  ASSERT_EQ(forced_context("cublas", &blas), WOQ_OK) << woq_last_error();
   const char* name = "";
   ASSERT_EQ(woq_context_kernel(blas, &name), WOQ_OK);
   EXPECT_NE(std::string(name).find("-cublas"), std::string::npos) << name;
@@ -241,14 +247,8 @@ TEST(Cuda, DequantizeAndCublasMatchesFloat64) {
   };
   for (const Config& c : configs) {
     SCOPED_TRACE("bits " + std::to_string(c.bits) + " " + std::to_string(c.n) + "x" + std::to_string(c.k));
-    std::vector<float> w = woq::test::random_weights(c.n, c.k, uint32_t(c.n + 5 * c.k));
-    woq_quant_options qo;
-    woq_quant_options_init(&qo);
-    qo.bits = c.bits;
-    qo.group_size = c.group;
-    qo.scheme = c.scheme;
-    woq_qmatrix* q = nullptr;
-    ASSERT_EQ(woq_quantize(w.data(), WOQ_DTYPE_F32, c.n, c.k, &qo, &q), WOQ_OK) << woq_last_error();
+    woq_qmatrix* q = quantize(c, uint32_t(c.n + 5 * c.k));
+    ASSERT_NE(q, nullptr);
     std::vector<float> bias = woq::test::random_activations(c.n, 4);
     woq_tensor *t = nullptr, *rt = nullptr;
     ASSERT_EQ(woq_tensor_from_qmatrix(blas, q, bias.data(), &t), WOQ_OK) << woq_last_error();
