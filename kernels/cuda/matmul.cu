@@ -277,9 +277,14 @@ __device__ __forceinline__ void load_zeros(const DeviceMatrix& w, uint64_t group
 // that its bits do not depend on which kernel (hence which M) ran. K-part
 // p is steps p, p + kParts, ...; per group the mma sums go into `part`,
 // which the group's scale then adds into `acc`.
-template <class Op, int FIELD, int MT>
+// TOP: only rows 0 .. 7 of each 16-row tile of X. The mma's A rows 8 .. 15
+// are zeros and its C rows 8 .. 15 zeros in, discarded out (an output's
+// bits depend on its own row alone), which saves the GEMV kernel the
+// registers of those rows: no spills at 64.
+template <class Op, int FIELD, int MT, bool TOP = false>
 struct PartAccumulator {
   static constexpr int kCols = FIELD == 4 ? 64 : 32, kPairs = kCols / 32;
+  static constexpr int kHalves = TOP ? 1 : 2, kElements = 2 * kHalves;  // of a C fragment: rows g (, g + 8)
   float acc[MT][2][4], part[MT][2][4];
   uint64_t group;
   uint32_t offset_z[2];
@@ -306,14 +311,12 @@ struct PartAccumulator {
       const float2 s =
           __half22float2(*reinterpret_cast<const __half2*>(w.scales + group * stride + n0 + 8 * tile + 2 * t));
 #pragma unroll
-      for (int i = 0; i < MT; ++i) {
-        acc[i][tile][0] = fmaf(s.x, part[i][tile][0], acc[i][tile][0]);
-        acc[i][tile][1] = fmaf(s.y, part[i][tile][1], acc[i][tile][1]);
-        acc[i][tile][2] = fmaf(s.x, part[i][tile][2], acc[i][tile][2]);
-        acc[i][tile][3] = fmaf(s.y, part[i][tile][3], acc[i][tile][3]);
+      for (int i = 0; i < MT; ++i)
 #pragma unroll
-        for (int e = 0; e < 4; ++e) part[i][tile][e] = 0.0f;
-      }
+        for (int e = 0; e < kElements; ++e) {  // columns 2t (even e), 2t + 1 (odd e)
+          acc[i][tile][e] = fmaf(e % 2 ? s.y : s.x, part[i][tile][e], acc[i][tile][e]);
+          part[i][tile][e] = 0.0f;
+        }
     }
   }
 
@@ -332,11 +335,11 @@ struct PartAccumulator {
         group = group_of(w, span);
         load_zeros<Op>(w, group, n0 + g, z, offset_z);
       }
-      XRun<uint16_t> run[MT][2];  // rows g, g + 8 of each tile; columns span + 8 t ..
+      XRun<uint16_t> run[MT][kHalves];  // rows g (, g + 8) of each tile; columns span + 8 t ..
 #pragma unroll
       for (int i = 0; i < MT; ++i)
 #pragma unroll
-        for (int half = 0; half < 2; ++half)
+        for (int half = 0; half < kHalves; ++half)
           load_x(run[i][half], 16 * i + 8 * half + g, 32 * pair + 8 * t);
 #pragma unroll
       for (int q = 0; q < 2; ++q) {
@@ -349,10 +352,21 @@ struct PartAccumulator {
             b[tile][reg] = b_pair<Op, FIELD>(words, block, tile, reg, offset_z[tile], z[tile]);
 #pragma unroll
         for (int i = 0; i < MT; ++i) {
-          const uint32_t a[4] = {run[i][0].word(2 * q), run[i][1].word(2 * q), run[i][0].word(2 * q + 1),
-                                 run[i][1].word(2 * q + 1)};
-          Op::mma(part[i][0], a, b[0]);
-          Op::mma(part[i][1], a, b[1]);
+          if constexpr (TOP) {
+            const uint32_t a[4] = {run[i][0].word(2 * q), 0u, run[i][0].word(2 * q + 1), 0u};
+#pragma unroll
+            for (int tile = 0; tile < 2; ++tile) {
+              float c[4] = {part[i][tile][0], part[i][tile][1], 0.0f, 0.0f};
+              Op::mma(c, a, b[tile]);
+              part[i][tile][0] = c[0];
+              part[i][tile][1] = c[1];
+            }
+          } else {
+            const uint32_t a[4] = {run[i][0].word(2 * q), run[i][1].word(2 * q), run[i][0].word(2 * q + 1),
+                                   run[i][1].word(2 * q + 1)};
+            Op::mma(part[i][0], a, b[0]);
+            Op::mma(part[i][1], a, b[1]);
+          }
         }
       }
     }
@@ -386,28 +400,36 @@ __device__ __forceinline__ void store_tiles(const DeviceMatrix& w, const float (
   }
 }
 
-// fp16 / bf16 X, small M: block = one slice x 16 rows of X; warp p computes
-// K-part p, and warp 0 adds the parts in order p = 0 .. 7. Many warps per
-// output row keep many loads in flight when the weights are all the traffic.
-// At most 64 registers (ptxas spills a few bytes at 4-bit): 4 blocks an SM,
-// so an 8192-row layer's 512 blocks are one wave on 132 SMs, not 1.3.
+// fp16 / bf16 X, small M: block = one slice x 8 rows of X (the top half
+// of an mma tile); warp p computes K-part p, and warp 0 adds the parts in
+// order p = 0 .. 7. Many warps per output row keep many loads in flight
+// when the weights are all the traffic. At most 64 registers: 4 blocks an
+// SM, so an 8192-row layer's 512 blocks are one wave on 132 SMs, not 1.3.
+constexpr int kGemvRows = 8;
+
 template <class Op, int FIELD>
 __global__ void __launch_bounds__(kThreads, 4)
     mma_gemv_kernel(DeviceMatrix w, const uint16_t* __restrict__ x, uint64_t m, uint64_t m_first, void* y,
                     Dtype y_type) {
   static_assert(kParts == kWarps, "one warp per K-part");
-  constexpr int kCount = 8;
+  constexpr int kCount = 4;  // [tile][e]: row g, columns 8 tile + 2t + e
   __shared__ float shared[kWarps - 1][kCount][32];
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
-  const uint64_t m0 = m_first + uint64_t(blockIdx.y) * 16;
+  const uint64_t m0 = m_first + uint64_t(blockIdx.y) * kGemvRows, n0 = uint64_t(blockIdx.x) * kSliceRows;
   const bool vector = whole_runs(w, x);
-  PartAccumulator<Op, FIELD, 1> a;
+  PartAccumulator<Op, FIELD, 1, true> a;
   a.run_part(w, x, m, m0, blockIdx.x, warp, vector, g, t);
   float flat[kCount];
 #pragma unroll
-  for (int i = 0; i < kCount; ++i) flat[i] = a.acc[0][i / 4][i % 4];
+  for (int i = 0; i < kCount; ++i) flat[i] = a.acc[0][i / 2][i % 2];
   if (!reduce_warps<kCount>(flat, shared)) return;
-  store_tiles<1>(w, flat, m, m0, uint64_t(blockIdx.x) * kSliceRows, y, y_type, g, t);
+  const uint64_t row = m0 + g;
+  if (row >= m) return;
+#pragma unroll
+  for (int i = 0; i < kCount; ++i) {
+    const uint64_t n = n0 + 8 * (i / 2) + 2 * t + i % 2;
+    if (n < w.rows) store(y, y_type, row * w.rows + n, flat[i] + (w.bias ? w.bias[n] : 0.0f));
+  }
 }
 
 // fp32 X: rows [m0, m0 + kSimtRows) of Y for slice blockIdx.x. Lane (g, t)
@@ -1044,7 +1066,7 @@ cudaError_t matmul_16bit(const DeviceMatrix& w, const uint16_t* x, uint64_t m, v
   switch (resolve(choice, m)) {
     case Kernel::Auto:
     case Kernel::Gemv:
-      return launch_rows(mma_gemv_kernel<Op, FIELD>, w.slices, kThreads, 16, w, x, m, y, y_type, stream);
+      return launch_rows(mma_gemv_kernel<Op, FIELD>, w.slices, kThreads, kGemvRows, w, x, m, y, y_type, stream);
     case Kernel::Split:
       if (!workspace) return cudaErrorInvalidValue;
       if (m <= 16) return launch_tiles<1, true, Op, FIELD>(w, x, m, y, y_type, workspace, stream);

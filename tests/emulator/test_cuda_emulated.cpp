@@ -170,7 +170,7 @@ TEST_P(EmulatedKernels, MatchFloat64AndDoNotDependOnM) {
   }
 
   for (cu::Dtype t : {cu::Dtype::F32, cu::Dtype::F16, cu::Dtype::BF16}) {
-    // 1, 3: the GEMV kernel (one tile of 16 rows, partly empty); 5, 17, 33:
+    // 1, 3: the GEMV kernel (one block of 8 rows, partly empty); 5, 17, 33:
     // the split kernel with 1, 2 and 4 tiles of 16 rows; 130: the wgmma
     // kernel (3 blocks of 64 rows, the last nearly empty); fp32 X: 8 rows a
     // block.
