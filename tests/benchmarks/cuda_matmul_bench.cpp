@@ -12,17 +12,19 @@
 // Shapes (N x K): the Llama-7B block (4096x4096, 11008x4096, 4096x11008),
 // Llama-3-8B up (14336x4096), 8192x8192 and 8192x28672. Each shape's weights
 // are rotated through enough copies to exceed twice the L2 cache, so that
-// they come from HBM. Times are the best of repeated passes, host clock
-// around back-to-back calls and one synchronize; woq GB/s = packed bytes
-// (codes + fp16 scale + u8 zero per group) / time, copy GB/s = 2 x bytes
-// (read + write) / time.
+// they come from HBM. woq and cuBLAS queue on one stream of the benchmark's
+// (woq_context_options.cuda_stream, cublasSetStream); a time is the median
+// over passes of CUDA events around a pass, divided by its calls, a pass
+// being as many rounds over the copies as make it last >= 1 ms, so that
+// neither the events nor a host wake-up are in the number. woq GB/s =
+// packed bytes (codes + fp16 scale + u8 zero per group) / time, copy GB/s
+// = 2 x bytes (read + write) / time.
 #include <cublas_v2.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #include <woq.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <random>
@@ -30,8 +32,6 @@
 #include <vector>
 
 namespace {
-
-using Clock = std::chrono::steady_clock;
 
 void check(woq_status s, const char* what) {
   if (s != WOQ_OK) {
@@ -52,17 +52,50 @@ void check(cublasStatus_t s, const char* what) {
   }
 }
 
-template <class Pass>
-double best_seconds(Pass&& pass, int reps) {
-  pass();
-  double best = 1e30;
-  for (int i = 0; i < reps; ++i) {
-    const auto t0 = Clock::now();
-    pass();
-    best = std::min(best, std::chrono::duration<double>(Clock::now() - t0).count());
+// Seconds of one call of `call(i)` (i: which copy), as the header says:
+// the median of `reps` passes of CUDA events on `stream`.
+class Timer {
+ public:
+  explicit Timer(cudaStream_t stream) : stream_(stream) {
+    check(cudaEventCreate(&start_), "event");
+    check(cudaEventCreate(&stop_), "event");
   }
-  return best;
-}
+  ~Timer() {
+    cudaEventDestroy(start_);
+    cudaEventDestroy(stop_);
+  }
+  Timer(const Timer&) = delete;
+  Timer& operator=(const Timer&) = delete;
+
+  template <class Call>
+  double seconds_per_call(Call&& call, int copies, int reps) {
+    pass(call, copies, 1);  // warm-up: first-call work (workspaces, cuBLAS's choice) stays out
+    const double first = pass(call, copies, 1) / copies;  // how long a call takes
+    const int rounds = std::clamp(int(1e-3 / (first * copies)) + 1, 1, 64);
+    reps = std::clamp(int(0.5 / (first * copies * rounds)), 3, reps);  // <= ~0.5 s a measurement
+    std::vector<double> times;
+    for (int r = 0; r < reps; ++r) times.push_back(pass(call, copies, rounds) / (double(copies) * rounds));
+    std::nth_element(times.begin(), times.begin() + reps / 2, times.end());
+    return times[reps / 2];
+  }
+
+ private:
+  template <class Call>
+  double pass(Call& call, int copies, int rounds) {
+    check(cudaEventRecord(start_, stream_), "event record");
+    for (int round = 0; round < rounds; ++round)
+      for (int i = 0; i < copies; ++i) call(i);
+    check(cudaEventRecord(stop_, stream_), "event record");
+    check(cudaEventSynchronize(stop_), "event synchronize");
+    check(cudaGetLastError(), "a kernel of the pass");
+    float ms = 0;
+    check(cudaEventElapsedTime(&ms, start_, stop_), "event time");
+    return ms * 1e-3;
+  }
+
+  cudaStream_t stream_;
+  cudaEvent_t start_ = nullptr, stop_ = nullptr;
+};
 
 struct Shape {
   const char* name;
@@ -99,9 +132,12 @@ int main(int argc, char** argv) {
   if (quick) shapes = {{"4096x4096", 4096, 4096}}, ms = {1, 16, 256};
   if (!chosen.empty()) shapes = chosen;
 
+  cudaStream_t stream = nullptr;
+  check(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "stream");
   woq_context_options o;
   woq_context_options_init(&o);
   o.backend = WOQ_BACKEND_CUDA;
+  o.cuda_stream = stream;
   woq_context* ctx = nullptr;
   check(woq_context_create(&o, &ctx), "CUDA context");
   const char* kernel = "";
@@ -111,17 +147,15 @@ int main(int argc, char** argv) {
   std::printf("woq CUDA benchmark: %s (%s), %u-bit group 128, fp16 activations, L2 %d MiB, libwoq %s\n", prop.name,
               kernel, bits, prop.l2CacheSize >> 20, woq_version_string());
 
-  // Device-to-device copy bandwidth: 1 GiB, best of 10.
+  Timer timer(stream);
+  // Device-to-device copy bandwidth: 1 GiB, median of 10.
   const size_t copy_bytes = size_t(1) << 30;
   void *src = nullptr, *dst = nullptr;
   check(cudaMalloc(&src, copy_bytes), "copy source");
   check(cudaMalloc(&dst, copy_bytes), "copy destination");
-  const double copy_s = best_seconds(
-      [&] {
-        check(cudaMemcpy(dst, src, copy_bytes, cudaMemcpyDeviceToDevice), "copy");
-        check(cudaDeviceSynchronize(), "copy");
-      },
-      10);
+  check(cudaMemset(src, 0x5A, copy_bytes), "copy source fill");
+  const double copy_s = timer.seconds_per_call(
+      [&](int) { check(cudaMemcpyAsync(dst, src, copy_bytes, cudaMemcpyDeviceToDevice, stream), "copy"); }, 1, 10);
   cudaFree(src);
   cudaFree(dst);
   const double copy_gbs = 2.0 * copy_bytes / copy_s / 1e9;
@@ -129,6 +163,7 @@ int main(int argc, char** argv) {
 
   cublasHandle_t blas;
   check(cublasCreate(&blas), "cublasCreate");
+  check(cublasSetStream(blas, stream), "cublasSetStream");
   std::printf("| shape | M | woq us | woq GB/s eff. | %% of copy BW | woq TFLOPS | cuBLAS fp16 us | woq speedup |\n");
   std::printf("|---|--:|--:|--:|--:|--:|--:|--:|\n");
   std::mt19937 rng(1);
@@ -167,28 +202,23 @@ int main(int argc, char** argv) {
     check(woq_buffer_write(xb, 0, xh.data(), xh.size() * 2), "X write");
     for (uint64_t m : ms) {
       const int reps = m >= 1024 ? 5 : 20;
-      const double woq_s = best_seconds(
-                               [&] {
-                                 for (woq_tensor* t : tensors)
-                                   check(woq_matmul_buffers(ctx, t, xb, WOQ_DTYPE_F16, m, yb, WOQ_DTYPE_F16), "matmul");
-                                 check(woq_context_synchronize(ctx), "synchronize");
-                               },
-                               reps) /
-                           copies;
+      const double woq_s = timer.seconds_per_call(
+          [&](int i) {
+            check(woq_matmul_buffers(ctx, tensors[i], xb, WOQ_DTYPE_F16, m, yb, WOQ_DTYPE_F16), "matmul");
+          },
+          copies, reps);
       const float one = 1.0f, zero = 0.0f;
-      const double blas_s = !baseline ? 0.0 : best_seconds(
-                                [&] {
-                                  // Y^T (N x M, column-major) = W^T' X^T: W row-major N x K is K x N column-major.
-                                  for (__half* p : dw)
-                                    check(cublasGemmEx(blas, CUBLAS_OP_T, CUBLAS_OP_N, int(s.n), int(m), int(s.k),
-                                                       &one, p, CUDA_R_16F, int(s.k), dx, CUDA_R_16F, int(s.k), &zero,
-                                                       dy, CUDA_R_16F, int(s.n), CUBLAS_COMPUTE_32F,
-                                                       CUBLAS_GEMM_DEFAULT),
-                                          "cublasGemmEx");
-                                  check(cudaDeviceSynchronize(), "cuBLAS");
-                                },
-                                reps) /
-                            std::max(1, blas_copies);
+      // Y^T (N x M, column-major) = W^T' X^T: W row-major N x K is K x N column-major.
+      const double blas_s = !baseline ? 0.0 : timer.seconds_per_call(
+                                                  [&](int i) {
+                                                    check(cublasGemmEx(blas, CUBLAS_OP_T, CUBLAS_OP_N, int(s.n), int(m),
+                                                                       int(s.k), &one, dw[i], CUDA_R_16F, int(s.k), dx,
+                                                                       CUDA_R_16F, int(s.k), &zero, dy, CUDA_R_16F,
+                                                                       int(s.n), CUBLAS_COMPUTE_32F,
+                                                                       CUBLAS_GEMM_DEFAULT),
+                                                          "cublasGemmEx");
+                                                  },
+                                                  blas_copies, reps);
       const double gbs = packed / woq_s / 1e9, tflops = 2.0 * double(m) * s.n * s.k / woq_s / 1e12;
       std::printf("| %s | %llu | %.1f | %.0f | %.0f%% | %.1f | ", s.name, static_cast<unsigned long long>(m),
                   woq_s * 1e6, gbs, 100 * gbs / copy_gbs, tflops);
@@ -204,6 +234,8 @@ int main(int argc, char** argv) {
     cudaFree(dy);
   }
   cublasDestroy(blas);
+  check(woq_context_synchronize(ctx), "synchronize");
   woq_context_destroy(ctx);
+  cudaStreamDestroy(stream);
   return 0;
 }
