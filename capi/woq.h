@@ -203,8 +203,9 @@ WOQ_API woq_status woq_context_synchronize(woq_context* context);
  * device memory for WOQ_BACKEND_CUDA, host memory for the CPU backends
  * (packed codes, scales, zero-points, biases, AWQ input scales and
  * woq_buffers) and, on CUDA, the workspace kept for matmuls of 5..128 rows
- * of 16-bit X (8 * M * N floats for the largest such M * N so far). Not
- * counted: per-call scratch, staging copies made during uploads, thread
+ * of 16-bit X (8 * M * N floats for the largest such M * N so far; one a
+ * CUDA graph captured stays until the context is destroyed, also once a
+ * larger one replaces it). Not counted: per-call scratch, staging copies made during uploads, thread
  * stacks. out_peak_bytes: the most held at once since the context was
  * created. A tensor or buffer is counted from its creation to its
  * destruction.
@@ -544,6 +545,13 @@ WOQ_API woq_status woq_tensor_group(woq_context* context, const woq_tensor* tens
  * WOQ_ERR_INVALID_ARGUMENT. M >= 1. The tensor must come from the same
  * context. Thread-safe: a tensor may be used by many threads at once (each
  * with its own y).
+ * CUDA graphs: with a caller's stream (woq_context_options.cuda_stream),
+ * calls on device memory (and woq_matmul_buffers) may be captured into a
+ * graph on that stream once a call of the same tensor and M has run
+ * outside the capture, which sizes the workspace the context keeps; during
+ * a capture, a call that would grow it and one on host memory are refused
+ * with WOQ_ERR_UNSUPPORTED (nothing queued, the capture intact). Launch the
+ * graph on that stream, and destroy it before the tensor and the context.
  * @return WOQ_ERR_SHAPE / WOQ_ERR_INVALID_ARGUMENT on misuse.
  */
 WOQ_API woq_status woq_matmul(woq_context* context, const woq_tensor* tensor,

@@ -118,6 +118,14 @@ class StreamOrdered {
   void* ptr_ = nullptr;
 };
 
+// Device memory a context keeps from one call to the next, counted in its
+// memory account; `captured`: a CUDA graph's kernels may point to it.
+struct KeptMemory {
+  DeviceMemory memory;
+  std::unique_ptr<MemoryCharge> charge;
+  bool captured = false;
+};
+
 class CudaTensor : public BackendTensor {
  public:
   cu::DeviceMatrix view;
@@ -343,7 +351,7 @@ class CudaBackend : public Backend {
       return;
     }
     std::lock_guard<std::mutex> lock(workspace_mutex_);
-    float* parts = static_cast<float*>(kept(workspace_, workspace_charge_, workspace * sizeof(float)));
+    float* parts = static_cast<float*>(kept(workspace_, workspace * sizeof(float), "the split kernel's workspace"));
     check(cu::matmul(t.view, x, x_type, m, y, y_type, stream_, kernels_, parts), "matmul kernel launch");
   }
 
@@ -355,6 +363,9 @@ class CudaBackend : public Backend {
     check(cudaSetDevice(device_), "cudaSetDevice");
     const Where wx = where(x), wy = where(y);
     if (wx == Where::Device && wy == Where::Device) return matmul(wt, x, x_dtype, m, y, y_dtype);
+    if (wx == Where::Host && wy == Where::Host && capturing())
+      fail(Status::Unsupported, "x and y are host memory, which woq_matmul copies and waits for: that cannot be "
+                                "captured into a CUDA graph; pass device memory of the context's GPU");
     if (wx != Where::Host || wy != Where::Host)
       fail(Status::InvalidArgument,
            std::string("x is ") + describe(wx) + " and y is " + describe(wy) + ": on CUDA device " +
@@ -473,18 +484,39 @@ class CudaBackend : public Backend {
     return w == Where::Device ? "device memory" : w == Where::OtherDevice ? "memory of another GPU" : "host memory";
   }
 
+  // Whether the context's stream is capturing work into a CUDA graph (or
+  // cannot say, which only a capture elsewhere in another mode causes).
+  bool capturing() const {
+    cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+    if (cudaStreamIsCapturing(stream_, &status) != cudaSuccess) {
+      cudaGetLastError();
+      return true;
+    }
+    return status != cudaStreamCaptureStatusNone;
+  }
+
   // Memory kept for the next call (counted): replaced when a call needs
   // more. Called with workspace_mutex_ held, which keeps it from being
   // replaced between getting it and queueing the kernels that use it.
-  void* kept(DeviceMemory& memory, std::unique_ptr<MemoryCharge>& charge, uint64_t bytes) {
-    if (memory.bytes() < bytes) {
+  // Memory that a captured graph's kernels point to is never freed before
+  // the context: replaced, it is retired (and still counted). It cannot
+  // grow during a capture (that needs a synchronize and an allocation).
+  void* kept(KeptMemory& held, uint64_t bytes, const char* what) {
+    const bool in_capture = capturing();
+    if (held.memory.bytes() < bytes) {
+      if (in_capture)
+        fail(Status::Unsupported,
+             std::string(what) + " must grow to " + std::to_string(bytes) + " bytes (it has " +
+                 std::to_string(held.memory.bytes()) + "), which cannot happen while the stream is captured into "
+                 "a CUDA graph: run one woq_matmul of this tensor and M outside the capture first");
       check(cudaStreamSynchronize(stream_), "queued work");  // kernels still using the old one
-      charge.reset();
-      memory = DeviceMemory();
-      memory = DeviceMemory(bytes);
-      charge = std::make_unique<MemoryCharge>(account_, memory.bytes());
+      if (held.captured) retired_.push_back(std::move(held));
+      held = KeptMemory();
+      held.memory = DeviceMemory(bytes);
+      held.charge = std::make_unique<MemoryCharge>(account_, held.memory.bytes());
     }
-    return memory.get();
+    held.captured = held.captured || in_capture;
+    return held.memory.get();
   }
 
   // Dequantize + cuBLAS (WOQ_CUDA_KERNEL=cublas) takes 16-bit X whose type
@@ -503,7 +535,7 @@ class CudaBackend : public Backend {
     if (m == 0) return;
     const uint64_t chunk = blas_chunk_rows(t.rows, t.cols);
     std::lock_guard<std::mutex> lock(workspace_mutex_);
-    void* w16 = kept(blas_weights_, blas_charge_, chunk * t.cols * 2);
+    void* w16 = kept(blas_weights_, chunk * t.cols * 2, "dequantize + cuBLAS's weights");
     for (uint64_t first = 0; first < t.rows; first += chunk) {
       const uint64_t rows = std::min(chunk, t.rows - first);
       check(cu::dequantize_rows(t.view, first, rows, x_type, w16, stream_), "dequantize kernel launch");
@@ -531,12 +563,11 @@ class CudaBackend : public Backend {
   cu::KernelChoice kernels_;  // the forced kernel, if any, and whether the wgmma kernel runs here
   std::shared_ptr<MemoryAccount> account_;
   std::mutex workspace_mutex_;
-  DeviceMemory workspace_;  // the split kernel's per-part sums, kept for the next call
-  std::unique_ptr<MemoryCharge> workspace_charge_;
+  KeptMemory workspace_;  // the split kernel's per-part sums
   bool blas_forced_ = false;     // WOQ_CUDA_KERNEL=cublas
   std::unique_ptr<CudaBlas> blas_;  // loaded when forced
-  DeviceMemory blas_weights_;    // a chunk of W_hat in 16 bits, kept for the next call
-  std::unique_ptr<MemoryCharge> blas_charge_;
+  KeptMemory blas_weights_;      // a chunk of W_hat in 16 bits
+  std::vector<KeptMemory> retired_;  // replaced, but a captured graph may still use it
   cudaStream_t stream_ = nullptr;
   std::mutex pinned_mutex_;
   std::vector<std::unique_ptr<PinnedBuffer>> pinned_;

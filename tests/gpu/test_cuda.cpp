@@ -450,4 +450,101 @@ TEST(Cuda, DevicePointersOnAHostStream) {
   woq_context_destroy(ctx);
   EXPECT_EQ(cudaStreamDestroy(stream), cudaSuccess);  // still the caller's after the context is gone
 }
+// Matmuls on device pointers captured into a CUDA graph on the context's
+// stream (a decode loop's way) replay to the bits of direct calls, at the
+// GEMV, split and large-M kernels' M, once a direct call of each M has
+// sized the kept workspace; under capture, a workspace that must grow and
+// host memory are refused by name, and a workspace a graph uses stays
+// (counted) when a later call replaces it.
+TEST(Cuda, MatmulsReplayFromACudaGraph) {
+  NEED_CUDA(probe);
+  woq_context_destroy(probe);
+  cudaStream_t stream = nullptr;
+  ASSERT_EQ(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), cudaSuccess);
+  woq_context_options o;
+  woq_context_options_init(&o);
+  o.backend = WOQ_BACKEND_CUDA;
+  o.cuda_stream = stream;
+  woq_context* ctx = nullptr;
+  ASSERT_EQ(woq_context_create(&o, &ctx), WOQ_OK) << woq_last_error();
+  const Config c{4, 128, WOQ_SCHEME_ASYMMETRIC, 300, 1024};
+  woq_qmatrix* q = quantize(c, 21);
+  ASSERT_NE(q, nullptr);
+  woq_tensor* t = nullptr;
+  ASSERT_EQ(woq_tensor_from_qmatrix(ctx, q, nullptr, &t), WOQ_OK) << woq_last_error();
+
+  const std::vector<uint64_t> ms = {1, 64, 300};  // GEMV, split (workspace), tile / wgmma
+  std::vector<float> exact;
+  const std::vector<uint16_t> x = to_16bit(woq::test::random_activations(300 * c.k, 22), WOQ_DTYPE_F16, exact);
+  void* dx = nullptr;
+  ASSERT_EQ(cudaMalloc(&dx, x.size() * 2), cudaSuccess);
+  ASSERT_EQ(cudaMemcpy(dx, x.data(), x.size() * 2, cudaMemcpyHostToDevice), cudaSuccess);
+  std::vector<void*> dy(ms.size());
+  for (void*& p : dy) ASSERT_EQ(cudaMalloc(&p, 300 * c.n * 4), cudaSuccess);
+  const auto poison_and = [&](auto&& queue) {
+    for (size_t i = 0; i < ms.size(); ++i)
+      ASSERT_EQ(cudaMemsetAsync(dy[i], 0xff, ms[i] * c.n * 4, stream), cudaSuccess);
+    queue();
+    ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+  };
+  const auto results = [&]() {
+    std::vector<std::vector<float>> y(ms.size());
+    for (size_t i = 0; i < ms.size(); ++i) {
+      y[i].resize(ms[i] * c.n);
+      EXPECT_EQ(cudaMemcpy(y[i].data(), dy[i], y[i].size() * 4, cudaMemcpyDeviceToHost), cudaSuccess);
+    }
+    return y;
+  };
+  const auto queue_all = [&]() {
+    for (size_t i = 0; i < ms.size(); ++i)
+      ASSERT_EQ(woq_matmul(ctx, t, dx, WOQ_DTYPE_F16, ms[i], dy[i], WOQ_DTYPE_F32), WOQ_OK) << woq_last_error();
+  };
+  poison_and(queue_all);
+  const std::vector<std::vector<float>> direct = results();
+  std::vector<float> w_hat(c.n * c.k);
+  ASSERT_EQ(woq_dequantize(ctx, t, w_hat.data(), WOQ_DTYPE_F32, w_hat.size() * 4), WOQ_OK);
+  for (size_t i = 0; i < ms.size(); ++i) {
+    const std::vector<float> x_rows(exact.begin(), exact.begin() + ms[i] * c.k);
+    EXPECT_LT(woq::test::rel_error(direct[i], woq::test::matmul_f64(x_rows, w_hat, nullptr, ms[i], c.n, c.k)), 1e-4)
+        << "M " << ms[i];
+  }
+
+  cudaGraph_t graph = nullptr;
+  ASSERT_EQ(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal), cudaSuccess);
+  queue_all();
+  // Refused, with nothing queued (the capture stays valid): a larger split
+  // workspace, and host memory.
+  EXPECT_EQ(woq_matmul(ctx, t, dx, WOQ_DTYPE_F16, 100, dy[2], WOQ_DTYPE_F32), WOQ_ERR_UNSUPPORTED);
+  EXPECT_NE(std::string(woq_last_error()).find("captured into a CUDA graph"), std::string::npos) << woq_last_error();
+  std::vector<float> host_y(c.n);
+  EXPECT_EQ(woq_matmul(ctx, t, x.data(), WOQ_DTYPE_F16, 1, host_y.data(), WOQ_DTYPE_F32), WOQ_ERR_UNSUPPORTED);
+  EXPECT_NE(std::string(woq_last_error()).find("host memory"), std::string::npos) << woq_last_error();
+  ASSERT_EQ(cudaStreamEndCapture(stream, &graph), cudaSuccess);
+  cudaGraphExec_t exec = nullptr;
+  ASSERT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
+  for (int replay = 0; replay < 2; ++replay) {
+    poison_and([&] { ASSERT_EQ(cudaGraphLaunch(exec, stream), cudaSuccess); });
+    EXPECT_EQ(results(), direct) << "replay " << replay;
+  }
+
+  // A direct call that grows the workspace (M = 100 after 64) keeps the
+  // graph's: in use grows by the whole new one, 8 x M x N floats.
+  uint64_t before = 0, after = 0, peak = 0;
+  ASSERT_EQ(woq_context_memory(ctx, &before, &peak), WOQ_OK);
+  ASSERT_EQ(woq_matmul(ctx, t, dx, WOQ_DTYPE_F16, 100, dy[2], WOQ_DTYPE_F32), WOQ_OK) << woq_last_error();
+  ASSERT_EQ(woq_context_memory(ctx, &after, &peak), WOQ_OK);
+  EXPECT_EQ(after - before, 8 * 100 * c.n * 4);
+  poison_and([&] { ASSERT_EQ(cudaGraphLaunch(exec, stream), cudaSuccess); });
+  EXPECT_EQ(results(), direct) << "replay after the workspace was replaced";
+
+  EXPECT_EQ(cudaGraphExecDestroy(exec), cudaSuccess);
+  EXPECT_EQ(cudaGraphDestroy(graph), cudaSuccess);
+  cudaFree(dx);
+  for (void* p : dy) cudaFree(p);
+  woq_tensor_destroy(t);
+  woq_qmatrix_destroy(q);
+  woq_context_destroy(ctx);
+  EXPECT_EQ(cudaStreamDestroy(stream), cudaSuccess);
+}
+
 #endif
