@@ -227,17 +227,17 @@ __device__ __forceinline__ bool reduce_warps(float (&v)[COUNT], float (*shared)[
 }
 
 // A slice's units for one K-part (steps first, first + kParts, ...) in
-// turn, kAhead loads in flight beyond the one being used.
-constexpr int kAhead = 2;
-struct UnitStream {
+// turn, AHEAD loads in flight beyond the one being used.
+template <int AHEAD>
+struct UnitStreamOf {
   const uint4* lane_units;
   uint64_t steps;
-  uint4 ahead[kAhead];
-  __device__ __forceinline__ UnitStream(const DeviceMatrix& w, uint64_t slice, uint64_t first) {
+  uint4 ahead[AHEAD];
+  __device__ __forceinline__ UnitStreamOf(const DeviceMatrix& w, uint64_t slice, uint64_t first) {
     lane_units = reinterpret_cast<const uint4*>(w.units) + slice * w.steps * 32 + threadIdx.x % 32;
     steps = w.steps;
 #pragma unroll
-    for (int a = 0; a < kAhead; ++a) {
+    for (int a = 0; a < AHEAD; ++a) {
       const uint64_t s = first + uint64_t(a) * kParts;
       ahead[a] = s < steps ? load_stream(lane_units + s * 32) : make_uint4(0, 0, 0, 0);
     }
@@ -249,11 +249,12 @@ struct UnitStream {
     words[2] = ahead[0].z;
     words[3] = ahead[0].w;
 #pragma unroll
-    for (int a = 0; a + 1 < kAhead; ++a) ahead[a] = ahead[a + 1];
-    const uint64_t s = step + uint64_t(kAhead) * kParts;
-    if (s < steps) ahead[kAhead - 1] = load_stream(lane_units + s * 32);
+    for (int a = 0; a + 1 < AHEAD; ++a) ahead[a] = ahead[a + 1];
+    const uint64_t s = step + uint64_t(AHEAD) * kParts;
+    if (s < steps) ahead[AHEAD - 1] = load_stream(lane_units + s * 32);
   }
 };
+using UnitStream = UnitStreamOf<2>;
 
 // The group of columns starting at `span` (a multiple of 32).
 __device__ __forceinline__ uint64_t group_of(const DeviceMatrix& w, uint64_t span) {
@@ -372,11 +373,12 @@ struct PartAccumulator {
     }
   }
 
-  // The whole K-part p of `slice`.
+  // The whole K-part p of `slice`, AHEAD units in flight.
+  template <int AHEAD>
   __device__ __forceinline__ void run_part(const DeviceMatrix& w, const uint16_t* x, uint64_t m, uint64_t m0,
                                            uint64_t slice, int p, bool vector, int g, int t) {
     reset();
-    UnitStream units(w, slice, p);
+    UnitStreamOf<AHEAD> units(w, slice, p);
     for (uint64_t s = p; s < w.steps; s += kParts) {
       uint32_t words[4];
       units.next(s, words);
@@ -403,12 +405,16 @@ __device__ __forceinline__ void store_tiles(const DeviceMatrix& w, const float (
 // fp16 / bf16 X, small M: block = one slice x 8 rows of X (the top half
 // of an mma tile); warp p computes K-part p, and warp 0 adds the parts in
 // order p = 0 .. 7. Many warps per output row keep many loads in flight
-// when the weights are all the traffic. At most 64 registers: 4 blocks an
-// SM, so an 8192-row layer's 512 blocks are one wave on 132 SMs, not 1.3.
+// when the weights are all the traffic: at most 64 registers, so that 4
+// blocks fit an SM (an 8192-row layer's 512 blocks are one wave on 132
+// SMs, not 1.3), each warp with 2 units in flight beyond the one in use.
+// DEEP, for grids of at most 2 blocks an SM (N <= 4224 rows on 132 SMs at
+// M <= 8), where 4 could never meet: 128 registers and 6 units in flight,
+// three times the bytes a warp waits for at once, the same bits.
 constexpr int kGemvRows = 8;
 
-template <class Op, int FIELD>
-__global__ void __launch_bounds__(kThreads, 4)
+template <class Op, int FIELD, bool DEEP>
+__global__ void __launch_bounds__(kThreads, DEEP ? 2 : 4)
     mma_gemv_kernel(DeviceMatrix w, const uint16_t* __restrict__ x, uint64_t m, uint64_t m_first, void* y,
                     Dtype y_type) {
   static_assert(kParts == kWarps, "one warp per K-part");
@@ -418,7 +424,7 @@ __global__ void __launch_bounds__(kThreads, 4)
   const uint64_t m0 = m_first + uint64_t(blockIdx.y) * kGemvRows, n0 = uint64_t(blockIdx.x) * kSliceRows;
   const bool vector = whole_runs(w, x);
   PartAccumulator<Op, FIELD, 1, true> a;
-  a.run_part(w, x, m, m0, blockIdx.x, warp, vector, g, t);
+  a.template run_part<DEEP ? 6 : 2>(w, x, m, m0, blockIdx.x, warp, vector, g, t);
   float flat[kCount];
 #pragma unroll
   for (int i = 0; i < kCount; ++i) flat[i] = a.acc[0][i / 2][i % 2];
@@ -1066,7 +1072,9 @@ cudaError_t matmul_16bit(const DeviceMatrix& w, const uint16_t* x, uint64_t m, v
   switch (resolve(choice, m)) {
     case Kernel::Auto:
     case Kernel::Gemv:
-      return launch_rows(mma_gemv_kernel<Op, FIELD>, w.slices, kThreads, kGemvRows, w, x, m, y, y_type, stream);
+      if (choice.multiprocessors > 0 && w.slices * ((m + kGemvRows - 1) / kGemvRows) <= 2 * uint64_t(choice.multiprocessors))
+        return launch_rows(mma_gemv_kernel<Op, FIELD, true>, w.slices, kThreads, kGemvRows, w, x, m, y, y_type, stream);
+      return launch_rows(mma_gemv_kernel<Op, FIELD, false>, w.slices, kThreads, kGemvRows, w, x, m, y, y_type, stream);
     case Kernel::Split:
       if (!workspace) return cudaErrorInvalidValue;
       if (m <= 16) return launch_tiles<1, true, Op, FIELD>(w, x, m, y, y_type, workspace, stream);

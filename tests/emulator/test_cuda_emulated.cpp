@@ -119,7 +119,8 @@ double rel_error(const std::vector<float>& y, const Emulated& e, const std::vect
 }
 
 // As on a Hopper GPU: Auto takes the wgmma kernel for large M.
-// (multiprocessors: unknown, so blocks of two warpgroups; many: of one.)
+// (multiprocessors: unknown, so blocks of two warpgroups and the GEMV
+// kernel with 2 units in flight; many: of one, and with 6.)
 std::vector<float> run(const Emulated& e, const Activations& x, cu::Dtype t, uint64_t m,
                        cu::Kernel kernel = cu::Kernel::Auto, int multiprocessors = 0) {
   const cu::KernelChoice choice(kernel, true, multiprocessors);
@@ -179,9 +180,12 @@ TEST_P(EmulatedKernels, MatchFloat64AndDoNotDependOnM) {
       const Activations x = activations(m * c.k, t, uint32_t(m + c.k));
       const std::vector<float> y = run(e, x, t, m);
       EXPECT_LT(rel_error(y, e, x.exact, m), t == cu::Dtype::F32 ? 1e-5 : 1e-4);
-      if (t != cu::Dtype::F32 && (m == 3 || m == 33))  // every tensor-core kernel forced at this M: the same bits
+      if (t != cu::Dtype::F32 && (m == 3 || m == 33)) {  // every tensor-core kernel forced at this M: the same bits
         for (cu::Kernel forced : {cu::Kernel::Gemv, cu::Kernel::Split, cu::Kernel::Tile, cu::Kernel::Wgmma})
           ASSERT_EQ(run(e, x, t, m, forced), y) << "kernel " << int(forced);
+        // Many multiprocessors for few blocks: the GEMV kernel with 6 units in flight.
+        ASSERT_EQ(run(e, x, t, m, cu::Kernel::Gemv, 1000), y) << "deep GEMV kernel";
+      }
       if (t != cu::Dtype::F32 && m == 130) {
         ASSERT_EQ(run(e, x, t, m, cu::Kernel::Tile), y) << "tile kernel";
         ASSERT_EQ(run(e, x, t, m, cu::Kernel::Wgmma, 1000), y) << "wgmma kernel, blocks of one warpgroup";
