@@ -545,8 +545,11 @@ __global__ void __launch_bounds__(kThreads)
 // give the GEMV kernel's bits.
 constexpr int kTileSlices = 8;
 
+template <int FIELD, int MT, bool SPLIT>
+constexpr int kTileAhead = !SPLIT ? 2 : MT != 2 ? 6 : FIELD == 4 ? 4 : 2;
+
 template <class Op, int FIELD, int MT, bool SPLIT>
-__global__ void __launch_bounds__(kTileSlices * 32)
+__global__ void __launch_bounds__(kTileSlices * 32, SPLIT && MT <= 2 ? 2 : 1)
     mma_tile_kernel(DeviceMatrix w, const uint16_t* __restrict__ x, uint64_t m, uint64_t m_first, void* y,
                     Dtype y_type, float* workspace) {
   constexpr int kCols = FIELD == 4 ? 64 : 32, kThreadsHere = kTileSlices * 32, kRows = 16 * MT;
@@ -603,7 +606,7 @@ __global__ void __launch_bounds__(kTileSlices * 32)
   PartAccumulator<Op, FIELD, MT> a;
   for (int p = first_part; p < end_part; ++p) {
     a.reset();
-    UnitStream units(w, active ? slice : 0, active ? uint64_t(p) : w.steps);  // idle: no loads
+    UnitStreamOf<kTileAhead<FIELD, MT, SPLIT>> units(w, active ? slice : 0, active ? uint64_t(p) : w.steps);  // idle: no loads
     for (uint64_t step = p; step < w.steps; step += kParts) {
       // The step after this one: the next of this part, or the next part's first.
       const bool in_part = step + kParts < w.steps;

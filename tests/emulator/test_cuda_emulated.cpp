@@ -207,7 +207,9 @@ INSTANTIATE_TEST_SUITE_P(
                       Config{4, 0, woq::Scheme::Asymmetric, 9, 77}, Config{4, 64, woq::Scheme::Asymmetric, 16, 1088},
                       Config{8, 128, woq::Scheme::Asymmetric, 20, 256}, Config{8, 32, woq::Scheme::Symmetric, 24, 288},
                       Config{8, 0, woq::Scheme::Asymmetric, 5, 301}, Config{3, 64, woq::Scheme::Asymmetric, 30, 192},
-                      Config{6, 32, woq::Scheme::Asymmetric, 24, 160}),
+                      Config{6, 32, woq::Scheme::Asymmetric, 24, 160},
+                      // 8 steps a K-part: past the deepest streams' 6 units ahead
+                      Config{4, 128, woq::Scheme::Asymmetric, 16, 4096}),
     [](const ::testing::TestParamInfo<Config>& info) {
       const Config& c = info.param;
       return "b" + std::to_string(c.bits) + "_g" + std::to_string(c.group) + "_" + std::to_string(c.n) + "x" +

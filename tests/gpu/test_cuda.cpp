@@ -135,6 +135,7 @@ TEST(Cuda, MatchesFloat64AcrossShapesDtypesAndBatchSizes) {
       {3, 64, WOQ_SCHEME_ASYMMETRIC, 30, 3 * 64},  // widened to 4-bit fields at upload
       {6, 32, WOQ_SCHEME_ASYMMETRIC, 24, 5 * 32},  // widened to 8-bit fields at upload
       {4, 128, WOQ_SCHEME_ASYMMETRIC, 272, 2048},  // many units per warp (loads in flight)
+      {4, 128, WOQ_SCHEME_ASYMMETRIC, 64, 8192},   // 16 steps a K-part: the deepest streams' steady state
       {8, 64, WOQ_SCHEME_SYMMETRIC, 100, 1536},
   };
   for (const Config& c : configs) {
