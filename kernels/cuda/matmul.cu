@@ -606,7 +606,8 @@ __global__ void __launch_bounds__(kTileSlices * 32, SPLIT && MT <= 2 ? 2 : 1)
   PartAccumulator<Op, FIELD, MT> a;
   for (int p = first_part; p < end_part; ++p) {
     a.reset();
-    UnitStreamOf<kTileAhead<FIELD, MT, SPLIT>> units(w, active ? slice : 0, active ? uint64_t(p) : w.steps);  // idle: no loads
+    // Idle warps: no loads.
+    UnitStreamOf<kTileAhead<FIELD, MT, SPLIT>> units(w, active ? slice : 0, active ? uint64_t(p) : w.steps);
     for (uint64_t step = p; step < w.steps; step += kParts) {
       // The step after this one: the next of this part, or the next part's first.
       const bool in_part = step + kParts < w.steps;
@@ -1013,6 +1014,13 @@ Kernel resolve(KernelChoice choice, uint64_t m) {
   return choice.wgmma ? Kernel::Wgmma : Kernel::Tile;
 }
 
+// Whether the GEMV kernel's grid is at most 2 blocks an SM: then its DEEP
+// variant (more loads in flight, fewer blocks an SM) loses nothing.
+bool gemv_is_deep(const DeviceMatrix& w, uint64_t m, KernelChoice choice) {
+  const uint64_t blocks = w.slices * ((m + kGemvRows - 1) / kGemvRows);
+  return choice.multiprocessors > 0 && blocks <= 2 * uint64_t(choice.multiprocessors);
+}
+
 // Whether the wgmma kernel takes this X: rows of whole 4-byte words (its
 // cp.async pieces); else the tile kernel runs (the same bits).
 bool wgmma_fits(const DeviceMatrix& w, const void* x) {
@@ -1075,7 +1083,7 @@ cudaError_t matmul_16bit(const DeviceMatrix& w, const uint16_t* x, uint64_t m, v
   switch (resolve(choice, m)) {
     case Kernel::Auto:
     case Kernel::Gemv:
-      if (choice.multiprocessors > 0 && w.slices * ((m + kGemvRows - 1) / kGemvRows) <= 2 * uint64_t(choice.multiprocessors))
+      if (gemv_is_deep(w, m, choice))
         return launch_rows(mma_gemv_kernel<Op, FIELD, true>, w.slices, kThreads, kGemvRows, w, x, m, y, y_type, stream);
       return launch_rows(mma_gemv_kernel<Op, FIELD, false>, w.slices, kThreads, kGemvRows, w, x, m, y, y_type, stream);
     case Kernel::Split:
