@@ -212,14 +212,26 @@ class CudaBackend : public Backend {
       }
       if (kernels_.kernel != cu::Kernel::Auto || blas_forced_) name_ += "-" + k;
     }
+    const char* from = std::getenv("WOQ_CUDA_BLAS_MIN_ROWS");  // for benchmarks: Auto's switch to cuBLAS
+    if (from) {
+      if (kernels_.kernel != cu::Kernel::Auto || blas_forced_)
+        fail(Status::InvalidArgument, std::string("WOQ_CUDA_BLAS_MIN_ROWS=") + from + " moves the automatic choice, "
+                                      "but WOQ_CUDA_KERNEL=" + std::getenv("WOQ_CUDA_KERNEL") + " forces one path");
+      blas_min_rows_ = parse_rows(from);
+      if (blas_min_rows_) name_ += "-cublas-from-" + std::to_string(blas_min_rows_);
+    }
     if (owns_stream_) check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "stream creation");
     else stream_ = host_stream;
-    if (blas_forced_) {
+    if (blas_forced_ || blas_min_rows_) {
       try {
         blas_ = std::make_unique<CudaBlas>(stream_);
       } catch (const Error& error) {
-        if (owns_stream_) cudaStreamDestroy(stream_);
-        fail(error.status(), std::string("WOQ_CUDA_KERNEL=cublas: ") + error.what());
+        if (blas_forced_ || from) {
+          if (owns_stream_) cudaStreamDestroy(stream_);
+          fail(error.status(), std::string(blas_forced_ ? "WOQ_CUDA_KERNEL=cublas: " : "WOQ_CUDA_BLAS_MIN_ROWS: ") +
+                                   error.what());
+        }
+        blas_min_rows_ = 0;  // the built-in switch without cuBLAS here: the fused kernels at every M
       }
     }
   }
@@ -344,7 +356,7 @@ class CudaBackend : public Backend {
       x_type = cu::Dtype::F32;
     }
     const auto y_type = static_cast<cu::Dtype>(static_cast<int>(y_dtype));
-    if (blas_takes(t, x_type, y_type)) return blas_matmul(t, x, x_type, m, y, y_type, dtype_size(y_dtype));
+    if (blas_takes(t, x_type, m, y_type)) return blas_matmul(t, x, x_type, m, y, y_type, dtype_size(y_dtype));
     const uint64_t workspace = cu::matmul_workspace_floats(t.view, x_type, m, kernels_);
     if (!workspace) {
       check(cu::matmul(t.view, x, x_type, m, y, y_type, stream_, kernels_), "matmul kernel launch");
@@ -519,11 +531,24 @@ class CudaBackend : public Backend {
     return held.memory.get();
   }
 
-  // Dequantize + cuBLAS (WOQ_CUDA_KERNEL=cublas) takes 16-bit X whose type
-  // cuBLAS pairs with Y's, and weights that fit that type; AWQ tensors
-  // (fp32 X by then) and the rest run the fused kernels.
-  bool blas_takes(const CudaTensor& t, cu::Dtype x_type, cu::Dtype y_type) const {
-    if (!blas_ || x_type == cu::Dtype::F32 || (y_type != x_type && y_type != cu::Dtype::F32)) return false;
+  // WOQ_CUDA_BLAS_MIN_ROWS: a row count >= 1, or 0 for never.
+  static uint64_t parse_rows(const std::string& text) {
+    uint64_t rows = 0;
+    const bool digits = !text.empty() && text.size() <= 9 &&
+                        std::all_of(text.begin(), text.end(), [](char c) { return c >= '0' && c <= '9'; });
+    if (!digits)
+      fail(Status::InvalidArgument, "WOQ_CUDA_BLAS_MIN_ROWS=" + text + " is not a row count (0 .. 999999999)");
+    for (char c : text) rows = rows * 10 + uint64_t(c - '0');
+    return rows;
+  }
+
+  // Dequantize + cuBLAS (WOQ_CUDA_KERNEL=cublas, or Auto from
+  // blas_min_rows_ rows) takes 16-bit X whose type cuBLAS pairs with Y's,
+  // and weights that fit that type; AWQ tensors (fp32 X by then) and the
+  // rest run the fused kernels.
+  bool blas_takes(const CudaTensor& t, cu::Dtype x_type, uint64_t m, cu::Dtype y_type) const {
+    if (!blas_ || (!blas_forced_ && m < blas_min_rows_)) return false;
+    if (x_type == cu::Dtype::F32 || (y_type != x_type && y_type != cu::Dtype::F32)) return false;
     return x_type == cu::Dtype::BF16 || t.max_abs_weight <= 65504.0f;
   }
 
@@ -565,7 +590,13 @@ class CudaBackend : public Backend {
   std::mutex workspace_mutex_;
   KeptMemory workspace_;  // the split kernel's per-part sums
   bool blas_forced_ = false;     // WOQ_CUDA_KERNEL=cublas
-  std::unique_ptr<CudaBlas> blas_;  // loaded when forced
+  // Auto hands 16-bit X of at least this many rows to dequantize + cuBLAS
+  // (0: never). Not the fused kernels' bits: rows then depend on the batch
+  // across this M. 0 until a GPU's numbers show cuBLAS winning there
+  // (docs/CUDA.md); WOQ_CUDA_BLAS_MIN_ROWS sets it for a context.
+  static constexpr uint64_t kAutoBlasMinRows = 0;
+  uint64_t blas_min_rows_ = kAutoBlasMinRows;
+  std::unique_ptr<CudaBlas> blas_;  // loaded when forced or from a row count
   KeptMemory blas_weights_;      // a chunk of W_hat in 16 bits
   std::vector<KeptMemory> retired_;  // replaced, but a captured graph may still use it
   cudaStream_t stream_ = nullptr;

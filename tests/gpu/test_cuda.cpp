@@ -102,19 +102,22 @@ woq_qmatrix* quantize(const Config& c, uint32_t seed) {
   return q;
 }
 
-// A CUDA context created with WOQ_CUDA_KERNEL=kernel (read only at
-// creation), the variable restored afterwards.
-woq_status forced_context(const char* kernel, woq_context** out) {
-  const char* saved = std::getenv("WOQ_CUDA_KERNEL");
+// A CUDA context created with the environment variable `name` set to
+// `value` (read only at creation), the variable restored afterwards.
+woq_status context_with(const char* name, const char* value, woq_context** out) {
+  const char* saved = std::getenv(name);
   const std::string restore = saved ? saved : "";
-  setenv("WOQ_CUDA_KERNEL", kernel, 1);
+  setenv(name, value, 1);
   woq_context_options o;
   woq_context_options_init(&o);
   o.backend = WOQ_BACKEND_CUDA;
   const woq_status st = woq_context_create(&o, out);
-  if (saved) setenv("WOQ_CUDA_KERNEL", restore.c_str(), 1);
-  else unsetenv("WOQ_CUDA_KERNEL");
+  if (saved) setenv(name, restore.c_str(), 1);
+  else unsetenv(name);
   return st;
+}
+woq_status forced_context(const char* kernel, woq_context** out) {
+  return context_with("WOQ_CUDA_KERNEL", kernel, out);
 }
 
 }  // namespace
@@ -297,6 +300,62 @@ TEST(Cuda, DequantizeAndCublasMatchesFloat64) {
 
 // woq_matmul with host X and Y on a CUDA context: copied through the
 // device, Y written when the call returns, the bits of the buffer path.
+// WOQ_CUDA_BLAS_MIN_ROWS=64: Auto gives the fused kernels' bits below 64
+// rows and dequantize + cuBLAS's from 64 on; bad values and a forced
+// kernel with it are refused by name.
+TEST(Cuda, AutoTakesCublasFromTheRowsItIsGiven) {
+  NEED_CUDA(ctx);
+  woq_context *switched = nullptr, *blas = nullptr;
+  const woq_status st = context_with("WOQ_CUDA_BLAS_MIN_ROWS", "64", &switched);
+  if (st == WOQ_ERR_UNSUPPORTED) {  // no cuBLAS on this machine: said, not hidden
+    std::printf("skipped: %s\n", woq_last_error());
+    woq_context_destroy(ctx);
+    GTEST_SKIP() << woq_last_error();
+  }
+  ASSERT_EQ(st, WOQ_OK) << woq_last_error();
+  ASSERT_EQ(forced_context("cublas", &blas), WOQ_OK) << woq_last_error();
+  const char* name = "";
+  ASSERT_EQ(woq_context_kernel(switched, &name), WOQ_OK);
+  EXPECT_NE(std::string(name).find("-cublas-from-64"), std::string::npos) << name;
+
+  const Config c{4, 128, WOQ_SCHEME_ASYMMETRIC, 150, 512};
+  woq_qmatrix* q = quantize(c, 31);
+  ASSERT_NE(q, nullptr);
+  woq_tensor *t_auto = nullptr, *t_switched = nullptr, *t_blas = nullptr;
+  ASSERT_EQ(woq_tensor_from_qmatrix(ctx, q, nullptr, &t_auto), WOQ_OK) << woq_last_error();
+  ASSERT_EQ(woq_tensor_from_qmatrix(switched, q, nullptr, &t_switched), WOQ_OK) << woq_last_error();
+  ASSERT_EQ(woq_tensor_from_qmatrix(blas, q, nullptr, &t_blas), WOQ_OK) << woq_last_error();
+  for (uint64_t m : {1, 63, 64, 200}) {
+    SCOPED_TRACE("m " + std::to_string(m));
+    std::vector<float> exact;
+    const std::vector<uint16_t> x = to_16bit(woq::test::random_activations(m * c.k, uint32_t(m)), WOQ_DTYPE_F16, exact);
+    const std::vector<float> got = gpu_matmul(switched, t_switched, x.data(), x.size() * 2, WOQ_DTYPE_F16, m, c.n);
+    woq_context* same = m < 64 ? ctx : blas;
+    woq_tensor* same_t = m < 64 ? t_auto : t_blas;
+    EXPECT_EQ(got, gpu_matmul(same, same_t, x.data(), x.size() * 2, WOQ_DTYPE_F16, m, c.n))
+        << (m < 64 ? "not the fused kernels' bits" : "not dequantize + cuBLAS's bits");
+  }
+  woq_tensor_destroy(t_auto);
+  woq_tensor_destroy(t_switched);
+  woq_tensor_destroy(t_blas);
+  woq_qmatrix_destroy(q);
+  woq_context_destroy(switched);
+  woq_context_destroy(blas);
+
+  for (const char* bad : {"", "abc", "-1", "12x", "1000000000"}) {
+    woq_context* refused = nullptr;
+    EXPECT_EQ(context_with("WOQ_CUDA_BLAS_MIN_ROWS", bad, &refused), WOQ_ERR_INVALID_ARGUMENT) << "'" << bad << "'";
+    EXPECT_NE(std::string(woq_last_error()).find("WOQ_CUDA_BLAS_MIN_ROWS"), std::string::npos) << woq_last_error();
+    EXPECT_EQ(refused, nullptr);
+  }
+  setenv("WOQ_CUDA_BLAS_MIN_ROWS", "256", 1);
+  woq_context* both = nullptr;
+  EXPECT_EQ(forced_context("gemv", &both), WOQ_ERR_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(woq_last_error()).find("forces one path"), std::string::npos) << woq_last_error();
+  unsetenv("WOQ_CUDA_BLAS_MIN_ROWS");
+  woq_context_destroy(ctx);
+}
+
 TEST(Cuda, HostMemoryIsCopiedThroughAndWaitedFor) {
   NEED_CUDA(ctx);
   const uint64_t n = 48, k = 256, m = 3;
