@@ -184,8 +184,9 @@ WOQ_API woq_status woq_context_info(const woq_context* context,
  * order; "wgmma" needs a compute capability 9.0 GPU), or "-cublas" when it
  * forced dequantize + cuBLAS for fp16 / bf16 X (weights rounded to X's
  * type, so not the same bits; needs libcublas.so.13 or .12 at run time),
- * or "-cublas-from-" and a row count when WOQ_CUDA_BLAS_MIN_ROWS made the
- * automatic choice take that path from that many rows of X on.
+ * or "-cublas-from-" and a row count where the automatic choice takes that
+ * path from that many rows of X on (the environment variable
+ * WOQ_CUDA_BLAS_MIN_ROWS sets the count; by default it never does).
  * Thread-safe.
  */
 WOQ_API woq_status woq_context_kernel(const woq_context* context, const char** out_name);

@@ -218,7 +218,6 @@ class CudaBackend : public Backend {
         fail(Status::InvalidArgument, std::string("WOQ_CUDA_BLAS_MIN_ROWS=") + from + " moves the automatic choice, "
                                       "but WOQ_CUDA_KERNEL=" + std::getenv("WOQ_CUDA_KERNEL") + " forces one path");
       blas_min_rows_ = parse_rows(from);
-      if (blas_min_rows_) name_ += "-cublas-from-" + std::to_string(blas_min_rows_);
     }
     if (owns_stream_) check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "stream creation");
     else stream_ = host_stream;
@@ -234,6 +233,7 @@ class CudaBackend : public Backend {
         blas_min_rows_ = 0;  // the built-in switch without cuBLAS here: the fused kernels at every M
       }
     }
+    if (blas_min_rows_ && !blas_forced_) name_ += "-cublas-from-" + std::to_string(blas_min_rows_);
   }
   ~CudaBackend() override {
     cudaSetDevice(device_);
