@@ -688,12 +688,16 @@ __device__ __forceinline__ void wgmma_fence() {
 #endif
 }
 __device__ __forceinline__ void wgmma_commit() {
-#if !defined(WOQ_CUDA_EMULATE)
+#if defined(WOQ_CUDA_EMULATE)
+  emu::wgmma_commit();
+#else
   asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory");
 #endif
 }
 __device__ __forceinline__ void wgmma_wait_all() {
-#if !defined(WOQ_CUDA_EMULATE)
+#if defined(WOQ_CUDA_EMULATE)
+  emu::wgmma_wait(0);
+#else
   asm volatile("wgmma.wait_group.sync.aligned 0;" ::: "memory");
 #endif
 }
@@ -772,13 +776,17 @@ __device__ __forceinline__ void cp_async4(uint32_t to, const void* from, uint32_
 #endif
 }
 __device__ __forceinline__ void cp_async_commit() {
-#if !defined(WOQ_CUDA_EMULATE)
+#if defined(WOQ_CUDA_EMULATE)
+  emu::cp_async_commit();
+#else
   asm volatile("cp.async.commit_group;" ::: "memory");
 #endif
 }
 template <int PENDING>
 __device__ __forceinline__ void cp_async_wait() {
-#if !defined(WOQ_CUDA_EMULATE)
+#if defined(WOQ_CUDA_EMULATE)
+  emu::cp_async_wait(PENDING);
+#else
   asm volatile("cp.async.wait_group %0;" ::"n"(PENDING) : "memory");
 #endif
 }

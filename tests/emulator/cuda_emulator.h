@@ -25,6 +25,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <memory>
 #include <mutex>
 #include <thread>
@@ -198,17 +199,42 @@ inline uint32_t shared_address(const void* base, uint32_t offset) {
 
 inline unsigned char* dynamic_shared() { return reinterpret_cast<unsigned char*>(this_block->dynamic.data()); }
 
-// cp.async of 4 bytes to shared address `to` (as shared_address gives):
-// `bytes` (at most 4) of them from `from`, zeros for the rest; at once.
+// The asynchronous operations (cp.async, wgmma) take effect as late as
+// PTX allows: at the wait that covers them, not at issue. So a kernel that
+// reads a stage before its copies are waited for, or reads accumulators,
+// or changes A registers or a stage a pending wgmma reads, before that
+// wgmma is waited for, computes wrong numbers here as it could on a GPU.
+// Each thread keeps its own groups, as the hardware does.
+
+// A cp.async of 4 bytes to shared address `to` (as shared_address gives):
+// `bytes` (at most 4) of them from `from`, zeros for the rest.
+struct CopyToShared {
+  uint32_t to;
+  unsigned char word[4];
+};
+inline thread_local std::vector<CopyToShared> copies_open;  // issued, not committed
+inline thread_local std::deque<std::vector<CopyToShared>> copy_groups;  // committed, oldest first
+
 inline void cp_async4(uint32_t to, const void* from, uint32_t bytes) {
-  unsigned char* base = const_cast<unsigned char*>(this_block->shared_base.load());
-  if (!base || bytes > 4) {
+  if (!this_block->shared_base.load() || bytes > 4) {
     std::fprintf(stderr, "emulator: cp.async without a shared array or of %u bytes\n", bytes);
     std::abort();
   }
-  unsigned char word[4] = {0, 0, 0, 0};
-  std::memcpy(word, from, bytes);
-  std::memcpy(base + to, word, 4);
+  CopyToShared c{to, {0, 0, 0, 0}};
+  std::memcpy(c.word, from, bytes);  // the kernel's global inputs do not change while it runs
+  copies_open.push_back(c);
+}
+inline void cp_async_commit() {
+  copy_groups.push_back(std::move(copies_open));
+  copies_open.clear();
+}
+// cp.async.wait_group: all but the `pending` most recent groups land.
+inline void cp_async_wait(unsigned pending) {
+  unsigned char* base = const_cast<unsigned char*>(this_block->shared_base.load());
+  while (copy_groups.size() > pending) {
+    for (const CopyToShared& c : copy_groups.front()) std::memcpy(base + c.to, c.word, 4);
+    copy_groups.pop_front();
+  }
 }
 
 [[noreturn]] inline void wgmma_fault(const char* what) {
@@ -223,15 +249,36 @@ inline void cp_async4(uint32_t to, const void* from, uint32_t bytes) {
 // B (16 x 64, K-major, no swizzle) from shared memory through `descriptor`
 // (9.7.15.5.1.2: start, LBO and SBO in 16-byte units at bits 0, 16 and 32;
 // element (k, n) at start + (n / 8) SBO + (k / 8) LBO + (n % 8) 16 + (k % 8) 2).
-// Without `accumulate` (scale-d false), d = A B. Completes at once: fence,
-// commit and wait are no-ops here.
+// Without `accumulate` (scale-d false), d = A B. Issue records it; the
+// wait that covers its group computes it, reading A, d and B then (so the
+// kernel must leave them alone until then), with the warpgroup's 128
+// threads, which issue and wait alike.
+struct PendingWgmma {
+  bool bf16, accumulate;
+  float* d;
+  const uint32_t* a;
+  uint64_t descriptor;
+};
+inline thread_local std::vector<PendingWgmma> wgmmas_open;
+inline thread_local std::deque<std::vector<PendingWgmma>> wgmma_groups;
+
 inline void wgmma(bool bf16, float (&d)[32], const uint32_t (&a)[4], uint64_t descriptor, bool accumulate) {
+  wgmmas_open.push_back({bf16, accumulate, d, a, descriptor});
+}
+inline void wgmma_commit() {
+  wgmma_groups.push_back(std::move(wgmmas_open));
+  wgmmas_open.clear();
+}
+
+inline void wgmma_compute(const PendingWgmma& op) {
   const unsigned thread = threadIdx.x % 128;
   WarpGroup& wg = *this_block->groups.at(threadIdx.x / 128);
-  std::memcpy(wg.a[thread], a, sizeof a);
-  std::memcpy(wg.d[thread], d, sizeof d);
-  wg.descriptor[thread] = descriptor;
+  std::memcpy(wg.a[thread], op.a, sizeof wg.a[thread]);
+  std::memcpy(wg.d[thread], op.d, sizeof wg.d[thread]);
+  wg.descriptor[thread] = op.descriptor;
   wg.barrier.wait();
+  const uint64_t descriptor = op.descriptor;
+  const bool bf16 = op.bf16;
   if (wg.descriptor[0] != descriptor) wgmma_fault("descriptors differ across the warpgroup");
   if ((descriptor >> 49) & 0x7) wgmma_fault("base offset is not 0");
   if (descriptor >> 62) wgmma_fault("swizzled layouts are not emulated");
@@ -249,12 +296,20 @@ inline void wgmma(bool bf16, float (&d)[32], const uint32_t (&a)[4], uint64_t de
   float out[32];
   for (unsigned i = 0; i < 32; ++i) {
     const unsigned row = 16 * warp + lane / 4 + 8 * ((i / 2) % 2), col = 8 * (i / 4) + 2 * (lane % 4) + i % 2;
-    double sum = accumulate ? wg.d[thread][i] : 0.0;
+    double sum = op.accumulate ? wg.d[thread][i] : 0.0;
     for (unsigned k = 0; k < 16; ++k) sum += A(row, k) * B(k, col);
     out[i] = float(sum);
   }
   wg.barrier.wait();  // every thread has read the operands
-  std::memcpy(d, out, sizeof out);
+  std::memcpy(op.d, out, sizeof out);
+}
+
+// wgmma.wait_group: all but the `pending` most recent groups complete.
+inline void wgmma_wait(unsigned pending) {
+  while (wgmma_groups.size() > pending) {
+    for (const PendingWgmma& op : wgmma_groups.front()) wgmma_compute(op);
+    wgmma_groups.pop_front();
+  }
 }
 
 }  // namespace emu
