@@ -753,26 +753,38 @@ __device__ __forceinline__ void wgmma_m64n64(float (&d)[32], const uint32_t (&a)
 
 // fp16 / bf16 X on sm_90a: block = WG warpgroups (4 WG slices) x NB rows of
 // X, walking all 8 K-parts in turn. Each step's NB x step_cols tile of X is
-// copied into shared memory by cp.async, 4 bytes at a time, kWgmmaStages - 1
-// steps ahead of the one in use, for all the block's warpgroups; needs X
-// rows of whole 4-byte words (wgmma_fits). Every warp of a warpgroup takes
-// part in its wgmmas; warps past the last slice compute on zeros and store
-// nothing. Dynamic shared memory: the stages, then the parts' running sums.
-constexpr int kWgmmaStages = 4;
+// copied as it is, 16 bytes a cp.async, kRawStages steps ahead into a ring
+// of raw tiles (rows of 128 or 64 bytes); each thread then scatters the
+// words it copied itself (no barrier between its wait and its reads) into
+// the permuted B layout of one of two B tiles, for the next step while
+// this step's wgmmas run. A 4-byte cp.async per word straight into the B
+// layout cost 4x the instructions, each touching 8 rows' cache lines.
+// Needs rows of whole 16-byte runs (wgmma_fits). Every warp of a warpgroup
+// takes part in its wgmmas; warps past the last slice compute on zeros and
+// store nothing. Dynamic shared memory: the raw ring, the two B tiles, the
+// parts' running sums.
+constexpr int kRawStages = 3;
 constexpr int kWgmmaRows = 64;  // NB: rows of X a block
+// A B tile's k16 blocks, kBlockPad bytes apart beyond their size: the two
+// spans' blocks of a word then fall in different bank halves.
+constexpr int kBlockPad = 32;
 
+template <int FIELD>
+constexpr int kWgmmaRawBytes = kWgmmaRows * 2 * (FIELD == 4 ? 64 : 32);  // a raw tile
+template <int FIELD>
+constexpr int kWgmmaBBytes = (FIELD == 4 ? 4 : 2) * (kWgmmaRows * 32 + kBlockPad);  // a B tile
 template <int FIELD, int WG>
-constexpr size_t wgmma_shared_bytes() {
-  const size_t stages = size_t(kWgmmaStages) * kWgmmaRows * 2 * (FIELD == 4 ? 64 : 32);
-  return stages + size_t(kWgmmaRows / 2) * WG * 128 * sizeof(float);  // + the parts' running sums
-}
+constexpr size_t kWgmmaSharedBytes = size_t(kRawStages) * kWgmmaRawBytes<FIELD> + 2 * size_t(kWgmmaBBytes<FIELD>) +
+                                     size_t(kWgmmaRows / 2) * WG * 128 * sizeof(float);  // + the parts' running sums
 
 #if defined(WOQ_WGMMA_CODE)
-__device__ __forceinline__ void cp_async4(uint32_t to, const void* from, uint32_t bytes) {
+// 16 bytes to shared address `to`: `bytes` (0 or 16) of them from `from`,
+// zeros for the rest.
+__device__ __forceinline__ void cp_async16(uint32_t to, const void* from, uint32_t bytes) {
 #if defined(WOQ_CUDA_EMULATE)
-  emu::cp_async4(to, from, bytes);
+  emu::cp_async16(to, from, bytes);
 #else
-  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;" ::"r"(to), "l"(from), "r"(bytes) : "memory");
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(to), "l"(from), "r"(bytes) : "memory");
 #endif
 }
 __device__ __forceinline__ void cp_async_commit() {
@@ -825,40 +837,57 @@ __global__ void __launch_bounds__(WG * 128, WG == 1 ? 3 : 2)
 #if defined(WOQ_WGMMA_CODE)
   constexpr int NB = kWgmmaRows, kCount = NB / 2;
   constexpr int kCols = FIELD == 4 ? 64 : 32, kSpans = kCols / 32, kThreadsHere = WG * 128;
-  constexpr int kBlockBytes = NB * 32;                   // NB rows x 16 k of 16-bit X
-  constexpr int kBufferBytes = kBlockBytes * kCols / 16;  // one step's tile
-  constexpr int kRuns = NB * kCols / 8;                   // 16-byte runs of X a tile
+  constexpr int kBlockBytes = NB * 32 + kBlockPad;  // NB rows x 16 k of 16-bit X, and the pad
+  constexpr int kRawBytes = kWgmmaRawBytes<FIELD>, kBBytes = kWgmmaBBytes<FIELD>;
+  constexpr int kRowRuns = kCols / 8;                   // 16-byte runs of X a row of a tile
+  constexpr int kRuns = NB * kRowRuns;                  // a tile's
   constexpr int kRunsPerThread = kRuns / kThreadsHere;
   static_assert(kRuns % kThreadsHere == 0, "whole runs per thread");
   unsigned char* shared = dynamic_shared<unsigned char>();
+  unsigned char* raw = shared;                             // [kRawStages][NB][kCols] halves
+  const uint32_t b_offset = kRawStages * kRawBytes;        // two B tiles from here
   // The parts' running sum, [kCount][kThreadsHere]: touched once a part, so
   // out of registers (2 blocks of 2 warpgroups fit an SM, or 3 of 1).
-  float* total = reinterpret_cast<float*>(shared + kWgmmaStages * kBufferBytes);
+  float* total = reinterpret_cast<float*>(shared + b_offset + 2 * kBBytes);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
   const uint64_t slice = uint64_t(blockIdx.x) * (kGroupSlices * WG) + warp, n0 = slice * kSliceRows;
   const uint64_t m0 = m_first + uint64_t(blockIdx.y) * NB, stride = w.slices * kSliceRows, K = w.cols;
   const bool active = slice < w.slices;
   const uint32_t shared_base = shared_address(shared, 0);
 
-  // Copies step `step`'s tile of X into `stage`: this thread's runs j (4
-  // runs of a row lane-fastest, 8 rows a warp, so that a warp's 4-byte
-  // stores meet 32 banks), word i of each to block 2 span + i / 2, k-half
-  // i % 2, row r, k 2 tr of that half; zeros past m and K.
-  auto fetch = [&](uint64_t step, int stage) {
+  // This thread's runs j of a tile: consecutive threads along a row (a
+  // row's 128 or 64 bytes coalesced, and conflict-free in shared memory).
+  auto run_row = [&](int j) { return (int(threadIdx.x) + j * kThreadsHere) / kRowRuns; };
+  auto run_col = [&](int j) { return 8 * ((int(threadIdx.x) + j * kThreadsHere) % kRowRuns); };
+  // Copies step `step`'s tile of X as it is into raw tile `slot`: zeros
+  // past m and K (K a multiple of 8: whole runs, wgmma_fits).
+  auto fetch = [&](uint64_t step, int slot) {
 #pragma unroll
     for (int j = 0; j < kRunsPerThread; ++j) {
-      const int run = int(threadIdx.x) + j * kThreadsHere, tr = run % 4, r = (run / 4) % NB, span = run / (4 * NB);
-      const uint64_t row = m0 + r, col = step * kCols + 32 * span + 8 * tr;
+      const int r = run_row(j), c = run_col(j);
+      const uint64_t row = m0 + r, col = step * kCols + c;
+      const uint32_t bytes = row < m && col < K ? 16u : 0u;
+      cp_async16(shared_base + uint32_t(slot * kRawBytes + (r * kCols + c) * 2), bytes ? x + row * K + col : x, bytes);
+    }
+  };
+  // Scatters this thread's runs of raw tile `slot` (its own copies, landed)
+  // into B tile `tile`: word i of a run (columns c + 2i, + 1 of a 32-column
+  // span) is k 2 (c / 8 % 4) (+ 8 for odd i) of block 2 span + i / 2, row r.
+  auto scatter = [&](int slot, int tile) {
+#pragma unroll
+    for (int j = 0; j < kRunsPerThread; ++j) {
+      const int r = run_row(j), c = run_col(j), span = c / 32, tr = (c / 8) % 4;
+      const uint4 v = *reinterpret_cast<const uint4*>(raw + slot * kRawBytes + (r * kCols + c) * 2);
+      const uint32_t word[4] = {v.x, v.y, v.z, v.w};
 #pragma unroll
       for (int i = 0; i < 4; ++i) {
-        const uint64_t c = col + 2 * i;
-        const uint32_t bytes = row < m && c < K ? 4u : 0u;  // K is even (wgmma_fits)
         const int block = 2 * span + i / 2, half = i % 2;
-        const uint32_t to = uint32_t(stage * kBufferBytes + block * kBlockBytes + (r / 8) * 2 * kCoreBytes +
-                                     half * kCoreBytes + (r % 8) * 16 + 4 * tr);
-        cp_async4(shared_base + to, bytes ? x + row * K + c : x, bytes);
+        const uint32_t at = b_offset + uint32_t(tile * kBBytes + block * kBlockBytes + (r / 8) * 2 * kCoreBytes +
+                                                half * kCoreBytes + (r % 8) * 16 + 4 * tr);
+        *reinterpret_cast<uint32_t*>(shared + at) = word[i];
       }
     }
+    fence_shared_for_async();  // for the wgmmas that read it after the next barrier
   };
 
   float d[kCount], acc[kCount];
@@ -882,21 +911,23 @@ __global__ void __launch_bounds__(WG * 128, WG == 1 ? 3 : 2)
 
   StepCursor issue{0, 0}, compute{0, 0};
 #pragma unroll
-  for (int i = 0; i + 1 < kWgmmaStages; ++i) {  // the first kWgmmaStages - 1 steps' tiles in flight
+  for (int i = 0; i < kRawStages; ++i) {  // the first kRawStages steps' tiles in flight
     if (issue.valid()) {
       fetch(issue.step, i);
       issue.advance(w.steps);
     }
     cp_async_commit();  // empty groups too: the waits count groups
   }
+  cp_async_wait<kRawStages - 1>();  // this thread's copies of the first step's tile have landed
+  scatter(0, 0);
   UnitStream units(w, active ? slice : 0, active ? 0 : w.steps);  // idle warps: no loads
-  int stage = 0;
-  while (compute.valid()) {
-    cp_async_wait<kWgmmaStages - 2>();  // this thread's copies of this step's tile have landed
-    fence_shared_for_async();
-    __syncthreads();  // everyone's; and every warpgroup's wgmmas of the last step are done
-    if (issue.valid()) {  // into the stage the last step used
-      fetch(issue.step, (stage + kWgmmaStages - 1) % kWgmmaStages);
+  int tile = 0;
+  for (uint64_t i = 0; compute.valid(); ++i) {
+    // Everyone's B tile for this step is written; every warpgroup's
+    // wgmmas of the last step (on the other tile) are done.
+    __syncthreads();
+    if (issue.valid()) {  // into the raw slot this step's tile came through (its owner scattered it)
+      fetch(issue.step, int(i % kRawStages));
       issue.advance(w.steps);
     }
     cp_async_commit();
@@ -928,15 +959,20 @@ __global__ void __launch_bounds__(WG * 128, WG == 1 ? 3 : 2)
       wgmma_fence();
 #pragma unroll
       for (int q = 0; q < 2; ++q) {
-        const uint32_t address = shared_base + uint32_t(stage * kBufferBytes + (2 * span + q) * kBlockBytes);
+        const uint32_t address = shared_base + b_offset + uint32_t(tile * kBBytes + (2 * span + q) * kBlockBytes);
         wgmma_m64n64<Op::kOffset == 128.0f>(d, a[span][q], smem_descriptor(address, kCoreBytes, 2 * kCoreBytes),
                                             accumulate);
         accumulate = true;
       }
     }
     wgmma_commit();
-    wgmma_wait_all();  // this step's: its A registers and its stage are free again
-    stage = (stage + 1) % kWgmmaStages;
+    // While they run: the next step's tile, from this thread's own copies
+    // (that step's group, the oldest but kRawStages - 1), into the other B
+    // tile, which the last step's wgmmas are done with.
+    cp_async_wait<kRawStages - 1>();
+    scatter(int((i + 1) % kRawStages), tile ^ 1);
+    wgmma_wait_all();  // this step's: its A registers are free again
+    tile ^= 1;
 
     const int part = compute.part;
     compute.advance(w.steps);
@@ -1029,17 +1065,17 @@ bool gemv_is_deep(const DeviceMatrix& w, uint64_t m, KernelChoice choice) {
   return choice.multiprocessors > 0 && blocks <= 2 * uint64_t(choice.multiprocessors);
 }
 
-// Whether the wgmma kernel takes this X: rows of whole 4-byte words (its
+// Whether the wgmma kernel takes this X: rows of whole 16-byte runs (its
 // cp.async pieces); else the tile kernel runs (the same bits).
 bool wgmma_fits(const DeviceMatrix& w, const void* x) {
-  return w.cols % 2 == 0 && reinterpret_cast<uintptr_t>(x) % 4 == 0;
+  return w.cols % 8 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0;
 }
 
 template <class Op, int FIELD, int WG>
 cudaError_t launch_wgmma(const DeviceMatrix& w, const uint16_t* x, uint64_t m, void* y, Dtype y_type,
                          cudaStream_t stream) {
   constexpr uint64_t kSlices = kGroupSlices * WG;
-  constexpr size_t kShared = wgmma_shared_bytes<FIELD, WG>();
+  constexpr size_t kShared = kWgmmaSharedBytes<FIELD, WG>;
   const auto kernel = wgmma_kernel<Op, FIELD, WG>;
 #if !defined(WOQ_CUDA_EMULATE)
   // Beyond 48 KiB only once raised (per function and device; cheap to repeat).

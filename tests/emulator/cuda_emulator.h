@@ -206,22 +206,23 @@ inline unsigned char* dynamic_shared() { return reinterpret_cast<unsigned char*>
 // wgmma is waited for, computes wrong numbers here as it could on a GPU.
 // Each thread keeps its own groups, as the hardware does.
 
-// A cp.async of 4 bytes to shared address `to` (as shared_address gives):
-// `bytes` (at most 4) of them from `from`, zeros for the rest.
+// A cp.async of 16 bytes to shared address `to` (as shared_address
+// gives): `bytes` (0 or 16) of them from `from`, zeros for the rest.
 struct CopyToShared {
   uint32_t to;
-  unsigned char word[4];
+  unsigned char bytes[16];
 };
 inline thread_local std::vector<CopyToShared> copies_open;  // issued, not committed
 inline thread_local std::deque<std::vector<CopyToShared>> copy_groups;  // committed, oldest first
 
-inline void cp_async4(uint32_t to, const void* from, uint32_t bytes) {
-  if (!this_block->shared_base.load() || bytes > 4) {
-    std::fprintf(stderr, "emulator: cp.async without a shared array or of %u bytes\n", bytes);
+inline void cp_async16(uint32_t to, const void* from, uint32_t bytes) {
+  if (!this_block->shared_base.load() || (bytes != 0 && bytes != 16) || to % 16 != 0 ||
+      reinterpret_cast<uintptr_t>(from) % 16 != 0) {
+    std::fprintf(stderr, "emulator: cp.async without a shared array, of %u bytes or misaligned\n", bytes);
     std::abort();
   }
-  CopyToShared c{to, {0, 0, 0, 0}};
-  std::memcpy(c.word, from, bytes);  // the kernel's global inputs do not change while it runs
+  CopyToShared c{to, {}};
+  std::memcpy(c.bytes, from, bytes);  // the kernel's global inputs do not change while it runs
   copies_open.push_back(c);
 }
 inline void cp_async_commit() {
@@ -232,7 +233,7 @@ inline void cp_async_commit() {
 inline void cp_async_wait(unsigned pending) {
   unsigned char* base = const_cast<unsigned char*>(this_block->shared_base.load());
   while (copy_groups.size() > pending) {
-    for (const CopyToShared& c : copy_groups.front()) std::memcpy(base + c.to, c.word, 4);
+    for (const CopyToShared& c : copy_groups.front()) std::memcpy(base + c.to, c.bytes, 16);
     copy_groups.pop_front();
   }
 }
