@@ -22,13 +22,19 @@
 
 namespace {
 
-// A CUDA context on device 0, or null with the reason in `why`.
-woq_context* cuda_context(std::string& why) {
+// A CUDA context on device 0, queueing on `stream` (null: its own).
+woq_status create_cuda_context(woq_context** out, void* stream = nullptr) {
   woq_context_options o;
   woq_context_options_init(&o);
   o.backend = WOQ_BACKEND_CUDA;
+  o.cuda_stream = stream;
+  return woq_context_create(&o, out);
+}
+
+// A CUDA context on device 0, or null with the reason in `why`.
+woq_context* cuda_context(std::string& why) {
   woq_context* ctx = nullptr;
-  if (woq_context_create(&o, &ctx) != WOQ_OK) {
+  if (create_cuda_context(&ctx) != WOQ_OK) {
     why = std::string("no CUDA context: ") + woq_last_error();
     return nullptr;
   }
@@ -108,10 +114,7 @@ woq_status context_with(const char* name, const char* value, woq_context** out) 
   const char* saved = std::getenv(name);
   const std::string restore = saved ? saved : "";
   setenv(name, value, 1);
-  woq_context_options o;
-  woq_context_options_init(&o);
-  o.backend = WOQ_BACKEND_CUDA;
-  const woq_status st = woq_context_create(&o, out);
+  const woq_status st = create_cuda_context(out);
   if (saved) setenv(name, restore.c_str(), 1);
   else unsetenv(name);
   return st;
@@ -468,12 +471,8 @@ TEST(Cuda, DevicePointersOnAHostStream) {
   woq_context_destroy(probe);
   cudaStream_t stream = nullptr;
   ASSERT_EQ(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), cudaSuccess);
-  woq_context_options o;
-  woq_context_options_init(&o);
-  o.backend = WOQ_BACKEND_CUDA;
-  o.cuda_stream = stream;
   woq_context* ctx = nullptr;
-  ASSERT_EQ(woq_context_create(&o, &ctx), WOQ_OK) << woq_last_error();
+  ASSERT_EQ(create_cuda_context(&ctx, stream), WOQ_OK) << woq_last_error();
 
   const uint64_t n = 200, k = 256, m = 3;
   std::vector<float> w = woq::test::random_weights(n, k, 5);
@@ -510,6 +509,7 @@ TEST(Cuda, DevicePointersOnAHostStream) {
   woq_context_destroy(ctx);
   EXPECT_EQ(cudaStreamDestroy(stream), cudaSuccess);  // still the caller's after the context is gone
 }
+
 // Matmuls on device pointers captured into a CUDA graph on the context's
 // stream (a decode loop's way) replay to the bits of direct calls, at the
 // GEMV, split and large-M kernels' M, once a direct call of each M has
@@ -521,12 +521,8 @@ TEST(Cuda, MatmulsReplayFromACudaGraph) {
   woq_context_destroy(probe);
   cudaStream_t stream = nullptr;
   ASSERT_EQ(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), cudaSuccess);
-  woq_context_options o;
-  woq_context_options_init(&o);
-  o.backend = WOQ_BACKEND_CUDA;
-  o.cuda_stream = stream;
   woq_context* ctx = nullptr;
-  ASSERT_EQ(woq_context_create(&o, &ctx), WOQ_OK) << woq_last_error();
+  ASSERT_EQ(create_cuda_context(&ctx, stream), WOQ_OK) << woq_last_error();
   const Config c{4, 128, WOQ_SCHEME_ASYMMETRIC, 300, 1024};
   woq_qmatrix* q = quantize(c, 21);
   ASSERT_NE(q, nullptr);
