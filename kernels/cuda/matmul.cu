@@ -54,8 +54,7 @@ template <class Kernel, class... Args>
 cudaError_t launch_shared(Kernel kernel, dim3 grid, unsigned threads, size_t dynamic_shared_bytes, cudaStream_t stream,
                           Args... args) {
 #if defined(WOQ_CUDA_EMULATE)
-  (void)stream;
-  return emu::launch(kernel, grid, threads, dynamic_shared_bytes, args...);
+  return emu::launch_on(stream, kernel, grid, threads, dynamic_shared_bytes, args...);
 #else
   kernel<<<grid, threads, dynamic_shared_bytes, stream>>>(args...);
   return cudaGetLastError();
@@ -340,8 +339,7 @@ struct PartAccumulator {
 #pragma unroll
       for (int i = 0; i < MT; ++i)
 #pragma unroll
-        for (int half = 0; half < kHalves; ++half)
-          load_x(run[i][half], 16 * i + 8 * half + g, 32 * pair + 8 * t);
+        for (int h = 0; h < kHalves; ++h) load_x(run[i][h], 16 * i + 8 * h + g, 32 * pair + 8 * t);
 #pragma unroll
       for (int q = 0; q < 2; ++q) {
         const int block = 2 * pair + q;
@@ -567,7 +565,7 @@ __global__ void __launch_bounds__(kTileSlices * 32, SPLIT && MT <= 2 ? 2 : 1)
   const bool vector = whole_runs(w, x);
   if (uint64_t(first_part) >= w.steps) {  // an empty K-part (K < 8 steps): zero sums
     if (SPLIT && active)
-      for (int i = lane; i < kRows * kSliceRows; i += 32) {
+      for (int i = lane; i < kRows * int(kSliceRows); i += 32) {
         const uint64_t row = m0 + i / kSliceRows, n = slice * kSliceRows + i % kSliceRows;
         if (row < m && n < w.rows) workspace[(uint64_t(first_part) * m + row) * w.rows + n] = 0.0f;
       }
@@ -711,14 +709,18 @@ __device__ __forceinline__ void fence_shared_for_async() {
 // registers, across a wait or a fence.
 template <int N>
 __device__ __forceinline__ void pin(float (&d)[N]) {
-#if !defined(WOQ_CUDA_EMULATE)
+#if defined(WOQ_CUDA_EMULATE)
+  (void)d;
+#else
 #pragma unroll
   for (int i = 0; i < N; ++i) asm volatile("" : "+f"(d[i])::"memory");
 #endif
 }
 template <int N>
 __device__ __forceinline__ void pin(uint32_t (&a)[N]) {
-#if !defined(WOQ_CUDA_EMULATE)
+#if defined(WOQ_CUDA_EMULATE)
+  (void)a;
+#else
 #pragma unroll
   for (int i = 0; i < N; ++i) asm volatile("" : "+r"(a[i])::"memory");
 #endif
@@ -881,9 +883,9 @@ __global__ void __launch_bounds__(WG * 128, WG == 1 ? 3 : 2)
       const uint32_t word[4] = {v.x, v.y, v.z, v.w};
 #pragma unroll
       for (int i = 0; i < 4; ++i) {
-        const int block = 2 * span + i / 2, half = i % 2;
+        const int block = 2 * span + i / 2, k_half = i % 2;
         const uint32_t at = b_offset + uint32_t(tile * kBBytes + block * kBlockBytes + (r / 8) * 2 * kCoreBytes +
-                                                half * kCoreBytes + (r % 8) * 16 + 4 * tr);
+                                                k_half * kCoreBytes + (r % 8) * 16 + 4 * tr);
         *reinterpret_cast<uint32_t*>(shared + at) = word[i];
       }
     }
@@ -922,12 +924,12 @@ __global__ void __launch_bounds__(WG * 128, WG == 1 ? 3 : 2)
   scatter(0, 0);
   UnitStream units(w, active ? slice : 0, active ? 0 : w.steps);  // idle warps: no loads
   int tile = 0;
-  for (uint64_t i = 0; compute.valid(); ++i) {
+  for (uint64_t step_index = 0; compute.valid(); ++step_index) {
     // Everyone's B tile for this step is written; every warpgroup's
     // wgmmas of the last step (on the other tile) are done.
     __syncthreads();
     if (issue.valid()) {  // into the raw slot this step's tile came through (its owner scattered it)
-      fetch(issue.step, int(i % kRawStages));
+      fetch(issue.step, int(step_index % kRawStages));
       issue.advance(w.steps);
     }
     cp_async_commit();
@@ -970,7 +972,7 @@ __global__ void __launch_bounds__(WG * 128, WG == 1 ? 3 : 2)
     // (that step's group, the oldest but kRawStages - 1), into the other B
     // tile, which the last step's wgmmas are done with.
     cp_async_wait<kRawStages - 1>();
-    scatter(int((i + 1) % kRawStages), tile ^ 1);
+    scatter(int((step_index + 1) % kRawStages), tile ^ 1);
     wgmma_wait_all();  // this step's: its A registers are free again
     tile ^= 1;
 
@@ -1003,7 +1005,7 @@ __global__ void __launch_bounds__(WG * 128, WG == 1 ? 3 : 2)
 }
 
 // 1 when this binary's code for the device has the wgmma kernel (sm_90a).
-__global__ void wgmma_probe_kernel(int* out) {
+[[maybe_unused]] __global__ void wgmma_probe_kernel(int* out) {
 #if defined(WOQ_WGMMA_CODE)
   *out = 1;
 #else

@@ -11,6 +11,11 @@
 
 #include "runtime/error.h"
 
+// What dlopen tries, in order (the emulated tests name an emulated cuBLAS).
+#ifndef WOQ_CUBLAS_LIBRARIES
+#define WOQ_CUBLAS_LIBRARIES "libcublas.so.13", "libcublas.so.12"
+#endif
+
 namespace woq {
 namespace {
 
@@ -46,7 +51,7 @@ const Library& library() {
   std::call_once(once, [] {
     void* so = nullptr;
     std::string tried;
-    for (const char* name : {"libcublas.so.13", "libcublas.so.12"}) {
+    for (const char* name : {WOQ_CUBLAS_LIBRARIES}) {
       if ((so = dlopen(name, RTLD_NOW | RTLD_LOCAL))) break;
       const char* why = dlerror();
       tried += std::string(tried.empty() ? "" : "; ") + (why ? why : name);

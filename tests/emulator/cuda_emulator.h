@@ -1,9 +1,13 @@
 // A CPU emulation of the little of CUDA that kernels/cuda/matmul.cu uses,
 // so that its kernels compile as host C++ (WOQ_CUDA_EMULATE) and run here,
-// where there is no GPU: every thread of a block is a std::thread, blocks
-// run one after another (so `__shared__` can be a static), and the warp
+// where there is no GPU: every thread of a block is a fiber (its own stack,
+// switched to and from at barriers on the launching thread; under the
+// sanitizers, which follow OS threads only, a std::thread), blocks run one
+// after another (so `__shared__` can be a static), and the warp
 // collectives (shuffles, mma.m16n8k16) meet at a barrier of the warp's 32
-// threads (a wgmma at a barrier of its warpgroup's 128). The mma is
+// threads (a wgmma at a barrier of its warpgroup's 128). A block whose
+// threads all wait at barriers that cannot complete (a __syncthreads not
+// every thread reaches) aborts with a message rather than hanging. The mma is
 // computed from the PTX ISA's fragment tables (9.7.14.5.8, .f16 / .bf16):
 // lane = 4 groupID + tid holds
 //   A: a0,a1 (row g, cols 2t, 2t+1), a2,a3 (row g+8), a4,a5 (row g,
@@ -26,10 +30,17 @@
 #include <cstdlib>
 #include <cstring>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <thread>
 #include <vector>
+
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define WOQ_EMULATE_WITH_THREADS 1
+#else
+#include <ucontext.h>
+#endif
 
 #include "kernels/cpu/numeric.h"
 
@@ -49,10 +60,27 @@ inline thread_local dim3 blockDim, gridDim;
 
 namespace emu {
 
+// Fibers (defined below): whether this thread is running a block's, and a
+// switch back to the block's scheduler.
+inline thread_local bool in_fibers = false;
+inline void yield_fiber();
+inline void fiber_event();
+
 class Barrier {
  public:
   explicit Barrier(unsigned count) : count_(count) {}
   void wait() {
+    if (in_fibers) {  // one OS thread: no lock
+      const unsigned generation = generation_;
+      fiber_event();
+      if (++arrived_ == count_) {
+        arrived_ = 0;
+        ++generation_;
+        return;
+      }
+      while (generation_ == generation) yield_fiber();
+      return;
+    }
     std::unique_lock<std::mutex> lock(mutex_);
     const unsigned generation = generation_;
     if (++arrived_ == count_) {
@@ -101,34 +129,54 @@ inline thread_local Block* this_block = nullptr;
 inline thread_local Warp* this_warp = nullptr;
 inline thread_local unsigned this_lane = 0;
 
+inline bool valid_block(unsigned threads) { return threads != 0 && threads % 32 == 0 && threads <= 1024; }
+
+// Runs job(t) for every thread t of a block (defined below).
+inline void run_block(unsigned threads, const std::function<void(unsigned)>& job);
+
 // Runs every block of `grid`, one after another, each with `threads`
 // threads (a whole number of warps) and `dynamic_bytes` of dynamic shared
-// memory.
+// memory. One launch at a time in the process: `__shared__` is static.
+inline std::mutex launches;
 template <class Kernel, class... Args>
 cudaError_t launch(Kernel kernel, dim3 grid, unsigned threads, size_t dynamic_bytes, Args... args) {
-  if (threads == 0 || threads % 32 != 0 || threads > 1024) return cudaErrorInvalidConfiguration;
+  if (!valid_block(threads)) return cudaErrorInvalidConfiguration;
+  std::lock_guard<std::mutex> one_at_a_time(launches);
   for (unsigned z = 0; z < grid.z; ++z)
     for (unsigned y = 0; y < grid.y; ++y)
       for (unsigned x = 0; x < grid.x; ++x) {
         Block block(threads, dynamic_bytes);
         if (!block.dynamic.empty())
           std::memset(static_cast<void*>(block.dynamic.data()), 0xA5, block.dynamic.size() * sizeof(uint4));
-        std::vector<std::thread> pool;
-        pool.reserve(threads);
-        for (unsigned t = 0; t < threads; ++t)
-          pool.emplace_back([&, t] {
-            threadIdx = make_uint3(t, 0, 0);
-            blockIdx = make_uint3(x, y, z);
-            blockDim = dim3(threads);
-            gridDim = grid;
-            this_block = &block;
-            this_warp = block.warps[t / 32].get();
-            this_lane = t % 32;
-            kernel(args...);
-          });
-        for (std::thread& th : pool) th.join();
+        run_block(threads, [&](unsigned t) {
+          threadIdx = make_uint3(t, 0, 0);
+          blockIdx = make_uint3(x, y, z);
+          blockDim = dim3(threads);
+          gridDim = grid;
+          this_block = &block;
+          this_warp = block.warps[t / 32].get();
+          this_lane = t % 32;
+          kernel(args...);
+        });
       }
   return cudaSuccess;
+}
+
+// Set by the emulated CUDA runtime (cuda_runtime_emulated.cpp) where it is
+// linked: given a launch on `stream`, it records it into the graph that
+// stream is capturing, or refuses it as the runtime would, and returns
+// true with the launch's status in `status`; false: run it now.
+inline bool (*record_launch)(cudaStream_t stream, std::function<void()>& launch, cudaError_t& status) = nullptr;
+
+// A launch on `stream`: now, unless the emulated runtime records it.
+template <class Kernel, class... Args>
+cudaError_t launch_on(cudaStream_t stream, Kernel kernel, dim3 grid, unsigned threads, size_t dynamic_bytes,
+                      Args... args) {
+  if (!valid_block(threads)) return cudaErrorInvalidConfiguration;
+  std::function<void()> deferred = [=] { launch(kernel, grid, threads, dynamic_bytes, args...); };
+  cudaError_t status = cudaSuccess;
+  if (record_launch && record_launch(stream, deferred, status)) return status;
+  return launch(kernel, grid, threads, dynamic_bytes, args...);
 }
 
 inline float bits16_to_float(uint32_t bits, bool bf16) {
@@ -262,6 +310,106 @@ struct PendingWgmma {
 };
 inline thread_local std::vector<PendingWgmma> wgmmas_open;
 inline thread_local std::deque<std::vector<PendingWgmma>> wgmma_groups;
+
+#if defined(WOQ_EMULATE_WITH_THREADS)
+inline void yield_fiber() {}
+inline void fiber_event() {}
+inline void run_block(unsigned threads, const std::function<void(unsigned)>& job) {
+  std::vector<std::thread> pool;
+  pool.reserve(threads);
+  for (unsigned t = 0; t < threads; ++t) pool.emplace_back([&job, t] { job(t); });
+  for (std::thread& th : pool) th.join();
+}
+#else
+// A block's threads as fibers on the launching thread, run in turn until
+// each reaches a barrier (or its end). What CUDA keeps per thread and this
+// emulation keeps in thread_locals is swapped in and out with the fiber.
+struct Fiber {
+  ucontext_t context;
+  std::unique_ptr<char[]> stack;
+  bool done = false;
+  uint3 thread_idx;
+  Warp* warp = nullptr;
+  unsigned lane = 0;
+  std::vector<CopyToShared> copies_open;
+  std::deque<std::vector<CopyToShared>> copy_groups;
+  std::vector<PendingWgmma> wgmmas_open;
+  std::deque<std::vector<PendingWgmma>> wgmma_groups;
+
+  void swap_state() {
+    std::swap(threadIdx, thread_idx);
+    std::swap(this_warp, warp);
+    std::swap(this_lane, lane);
+    copies_open.swap(emu::copies_open);
+    copy_groups.swap(emu::copy_groups);
+    wgmmas_open.swap(emu::wgmmas_open);
+    wgmma_groups.swap(emu::wgmma_groups);
+  }
+};
+
+struct FiberBlock {
+  static constexpr size_t kStackBytes = 256 << 10;
+  ucontext_t scheduler;
+  std::vector<std::unique_ptr<Fiber>> fibers;  // kept from block to block (their stacks)
+  const std::function<void(unsigned)>* job = nullptr;
+  unsigned current = 0;
+  uint64_t events = 0;  // barrier arrivals and thread ends: progress
+};
+inline thread_local FiberBlock fiber_block;
+
+inline void fiber_event() { ++fiber_block.events; }
+inline void yield_fiber() {
+  FiberBlock& b = fiber_block;
+  swapcontext(&b.fibers[b.current]->context, &b.scheduler);
+}
+inline void fiber_entry() {
+  FiberBlock& b = fiber_block;
+  (*b.job)(b.current);
+  b.fibers[b.current]->done = true;
+  ++b.events;
+}  // returns to the scheduler (uc_link)
+
+inline void run_block(unsigned threads, const std::function<void(unsigned)>& job) {
+  FiberBlock& b = fiber_block;
+  while (b.fibers.size() < threads) {
+    b.fibers.push_back(std::make_unique<Fiber>());
+    b.fibers.back()->stack.reset(new char[FiberBlock::kStackBytes]);
+  }
+  for (unsigned t = 0; t < threads; ++t) {
+    Fiber& f = *b.fibers[t];
+    f.done = false;
+    getcontext(&f.context);
+    f.context.uc_stack.ss_sp = f.stack.get();
+    f.context.uc_stack.ss_size = FiberBlock::kStackBytes;
+    f.context.uc_link = &b.scheduler;
+    makecontext(&f.context, fiber_entry, 0);
+    f.copies_open.clear();
+    f.copy_groups.clear();
+    f.wgmmas_open.clear();
+    f.wgmma_groups.clear();
+  }
+  b.job = &job;
+  in_fibers = true;
+  for (unsigned left = threads; left > 0;) {
+    const uint64_t before = b.events;
+    for (unsigned t = 0; t < threads; ++t) {
+      Fiber& f = *b.fibers[t];
+      if (f.done) continue;
+      b.current = t;
+      f.swap_state();
+      swapcontext(&b.scheduler, &f.context);
+      f.swap_state();
+      if (f.done) --left;
+    }
+    if (left > 0 && b.events == before) {
+      std::fprintf(stderr, "emulator: %u threads of a block wait at barriers no other thread will reach\n", left);
+      std::abort();
+    }
+  }
+  in_fibers = false;
+  b.job = nullptr;
+}
+#endif
 
 inline void wgmma(bool bf16, float (&d)[32], const uint32_t (&a)[4], uint64_t descriptor, bool accumulate) {
   wgmmas_open.push_back({bf16, accumulate, d, a, descriptor});

@@ -197,10 +197,14 @@ TEST(Cuda, MatchesFloat64AcrossShapesDtypesAndBatchSizes) {
 // is left out, with a note, on GPUs that cannot run it.
 TEST(Cuda, EveryForcedKernelGivesTheSameBits) {
   NEED_CUDA(ctx);
-  const uint64_t n = 200, k = 3 * 128 + 64;  // slices past the last block's; a step past the last part
+  // Slices past the last block's; 7 steps of 64 columns, so K-part 7 is empty.
+  const uint64_t n = 200, k = 7 * 64;
   std::vector<float> w = woq::test::random_weights(n, k, 11);
+  woq_quant_options qo;
+  woq_quant_options_init(&qo);
+  qo.group_size = 64;
   woq_qmatrix* q = nullptr;
-  ASSERT_EQ(woq_quantize(w.data(), WOQ_DTYPE_F32, n, k, nullptr, &q), WOQ_OK) << woq_last_error();
+  ASSERT_EQ(woq_quantize(w.data(), WOQ_DTYPE_F32, n, k, &qo, &q), WOQ_OK) << woq_last_error();
   std::vector<float> bias = woq::test::random_activations(n, 12);
   woq_tensor* t = nullptr;
   ASSERT_EQ(woq_tensor_from_qmatrix(ctx, q, bias.data(), &t), WOQ_OK) << woq_last_error();
