@@ -6,14 +6,15 @@
 // contract and not from the backend's call: C (m x n, ldc) = alpha op(A)
 // op(B) + beta C, op(A) m x k, op(B) k x n, with the leading dimensions
 // checked as cuBLAS checks them. Sums in double, rounded once into C's
-// type (at least as exact as CUBLAS_COMPUTE_32F). It runs at once: the
-// emulated runtime's streams run work in order as it is queued (a product
-// queued during a graph capture is refused, as not emulated).
+// type (at least as exact as CUBLAS_COMPUTE_32F). The product is queued on
+// the handle's stream (cudaLaunchHostFunc) and runs in its order; one
+// queued during a graph capture is refused, as not emulated.
 #include <cublas_api.h>
 #include <cuda_runtime_api.h>
 
 #include <cstdint>
 #include <cstring>
+#include <memory>
 #include <vector>
 
 #include "kernels/cpu/numeric.h"
@@ -37,6 +38,47 @@ void put(void* p, cudaDataType t, uint64_t i, double v) {
 }
 
 bool known(cudaDataType t) { return t == CUDA_R_32F || t == CUDA_R_16F || t == CUDA_R_16BF; }
+
+// One cublasGemmEx, C = alpha op(A) op(B) + beta C, column-major.
+struct Product {
+  int m, n, k;
+  bool ta, tb;
+  const void* A;
+  cudaDataType Atype;
+  int lda;
+  const void* B;
+  cudaDataType Btype;
+  int ldb;
+  void* C;
+  cudaDataType Ctype;
+  int ldc;
+  double alpha, beta;
+};
+
+void CUDART_CB run_product(void* data) {
+  const std::unique_ptr<Product> p(static_cast<Product*>(data));
+  const int m = p->m, n = p->n, k = p->k;
+  // op(A) as m rows and op(B) as n columns of k exact doubles, then the sums.
+  std::vector<double> a(uint64_t(m) * k), b(uint64_t(n) * k);
+  for (int i = 0; i < m; ++i)
+    for (int l = 0; l < k; ++l)
+      a[uint64_t(i) * k + l] =
+          element(p->A, p->Atype, p->ta ? uint64_t(l) + uint64_t(i) * p->lda : uint64_t(i) + uint64_t(l) * p->lda);
+  for (int j = 0; j < n; ++j)
+    for (int l = 0; l < k; ++l)
+      b[uint64_t(j) * k + l] =
+          element(p->B, p->Btype, p->tb ? uint64_t(j) + uint64_t(l) * p->ldb : uint64_t(l) + uint64_t(j) * p->ldb);
+  for (int j = 0; j < n; ++j)
+    for (int i = 0; i < m; ++i) {
+      const double* row = a.data() + uint64_t(i) * k;
+      const double* col = b.data() + uint64_t(j) * k;
+      double sum = 0;
+      for (int l = 0; l < k; ++l) sum += row[l] * col[l];
+      const uint64_t c_at = uint64_t(i) + uint64_t(j) * p->ldc;
+      // beta 0: C is not read (it may hold NaNs), as cuBLAS documents.
+      put(p->C, p->Ctype, c_at, p->alpha * sum + (p->beta != 0 ? p->beta * element(p->C, p->Ctype, c_at) : 0.0));
+    }
+}
 
 }  // namespace
 
@@ -87,25 +129,14 @@ __attribute__((visibility("default"))) cublasStatus_t cublasGemmEx(
   if (handle->stream && cudaStreamIsCapturing(handle->stream, &capture) == cudaSuccess &&
       capture != cudaStreamCaptureStatusNone)
     return CUBLAS_STATUS_NOT_SUPPORTED;
-  const double a_scale = *static_cast<const float*>(alpha), b_scale = *static_cast<const float*>(beta);
-  // op(A) as m rows and op(B) as n columns of k exact doubles, then the sums.
-  std::vector<double> a(uint64_t(m) * k), b(uint64_t(n) * k);
-  for (int i = 0; i < m; ++i)
-    for (int l = 0; l < k; ++l)
-      a[uint64_t(i) * k + l] = element(A, Atype, ta ? uint64_t(l) + uint64_t(i) * lda : uint64_t(i) + uint64_t(l) * lda);
-  for (int j = 0; j < n; ++j)
-    for (int l = 0; l < k; ++l)
-      b[uint64_t(j) * k + l] = element(B, Btype, tb ? uint64_t(j) + uint64_t(l) * ldb : uint64_t(l) + uint64_t(j) * ldb);
-  for (int j = 0; j < n; ++j)
-    for (int i = 0; i < m; ++i) {
-      const double* row = a.data() + uint64_t(i) * k;
-      const double* col = b.data() + uint64_t(j) * k;
-      double sum = 0;
-      for (int l = 0; l < k; ++l) sum += row[l] * col[l];
-      const uint64_t c_at = uint64_t(i) + uint64_t(j) * ldc;
-      // beta 0: C is not read (it may hold NaNs), as cuBLAS documents.
-      put(C, Ctype, c_at, a_scale * sum + (b_scale != 0 ? b_scale * element(C, Ctype, c_at) : 0.0));
-    }
+  // alpha and beta are read now (host pointer mode); the product runs in
+  // stream order, when the emulated runtime runs the stream's work.
+  auto* product = new Product{m, n, k, ta, tb, A, Atype, lda, B, Btype, ldb, C, Ctype, ldc,
+                              *static_cast<const float*>(alpha), *static_cast<const float*>(beta)};
+  if (cudaLaunchHostFunc(handle->stream, run_product, product) != cudaSuccess) {
+    delete product;
+    return CUBLAS_STATUS_EXECUTION_FAILED;
+  }
   return CUBLAS_STATUS_SUCCESS;
 }
 

@@ -7,25 +7,35 @@
 // checked against the allocation they land in, and cudaPointerGetAttributes
 // tells device from host memory as the driver does.
 //
-// Work on a stream runs at once, in order (a stream's order is all CUDA
-// promises); on a stream being captured (cudaStreamBeginCapture) it is
-// recorded instead, and a graph launch runs the records. Calls the
-// runtime forbids during a global-mode capture (synchronizing the stream,
-// allocating, synchronous copies) fail and invalidate the capture, as they
-// do on a GPU. What is not emulated (stream-ordered allocation during a
+// Work queued on a stream runs in order but as late as CUDA allows: when
+// the host waits for it (cudaStreamSynchronize, an event recorded after
+// it, a synchronous copy to pageable memory, cudaFree's implicit device
+// synchronization, the stream's destruction). So a host that reuses or
+// reads memory a queued copy or kernel still uses, or frees it early,
+// computes wrong numbers here as it could on a GPU. Copies from pageable
+// host memory read it at the call (CUDA stages them), into pageable host
+// memory they wait for the stream; pinned memory (cudaHostAlloc) is read
+// and written when the copy runs. On a stream being captured
+// (cudaStreamBeginCapture) work is recorded instead, and a graph launch
+// queues the records. Calls the runtime forbids during a global-mode
+// capture (synchronizing the stream, allocating, synchronous copies) fail
+// and invalidate the capture, as they do on a GPU. What is not emulated
+// (stream-ordered allocation during a capture, pageable copies in a
 // capture, other capture modes' relaxations) fails with
 // cudaErrorNotSupported rather than passing unnoticed. Not emulated at
-// all: concurrency between streams and the host, and timing.
+// all: concurrency (one thing runs at a time) and timing.
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <vector>
 
 #include "tests/emulator/cuda_emulator.h"
@@ -33,8 +43,13 @@
 struct CUstream_st {
   cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
   std::vector<std::function<void()>> recorded;  // the capture's work, in order
+  std::deque<std::function<void()>> queued;     // not run yet, oldest first
+  uint64_t submitted = 0, completed = 0;        // counts of work queued, run
 };
-struct CUevent_st {};
+struct CUevent_st {
+  cudaStream_t stream = nullptr;  // where it was last recorded, and after how much work
+  uint64_t after = 0;
+};
 struct CUgraph_st {
   std::vector<std::function<void()>> work;
 };
@@ -54,6 +69,7 @@ struct Allocation {
 struct Runtime {
   std::recursive_mutex mutex;
   std::map<uintptr_t, Allocation> allocations;  // by start
+  std::set<cudaStream_t> streams;               // created, not destroyed
   int global_captures = 0;                      // streams capturing in global mode
 };
 Runtime& runtime() {
@@ -100,20 +116,59 @@ cudaError_t check_kind(cudaMemcpyKind kind, void* dst, const void* src, size_t b
   return e;
 }
 
-// Runs `work` on `stream` now, or records it when the stream is capturing.
-cudaError_t submit(cudaStream_t stream, std::function<void()> work) {
-  if (!is_legacy(stream)) {
-    std::lock_guard<std::recursive_mutex> lock(runtime().mutex);
-    if (stream->capture == cudaStreamCaptureStatusInvalidated) return failed(cudaErrorStreamCaptureInvalidated);
-    if (stream->capture == cudaStreamCaptureStatusActive) {
-      stream->recorded.push_back(std::move(work));
-      return cudaSuccess;
-    }
-  } else if (runtime().global_captures > 0) {
-    return failed(cudaErrorStreamCaptureImplicit);  // the legacy stream would wait for a capturing one
+bool pinned(const void* p, size_t bytes) {
+  std::lock_guard<std::recursive_mutex> lock(runtime().mutex);
+  const Allocation* a = find(p, std::max<size_t>(bytes, 1));
+  return a && a->type == cudaMemoryTypeHost;
+}
+
+// Runs `stream`'s queued work until `count` items have run.
+void run_until(cudaStream_t stream, uint64_t count) {
+  std::lock_guard<std::recursive_mutex> lock(runtime().mutex);
+  while (stream->completed < count && !stream->queued.empty()) {
+    std::function<void()> work = std::move(stream->queued.front());
+    stream->queued.pop_front();
+    work();
+    ++stream->completed;
   }
-  work();
+}
+void run_all(cudaStream_t stream) { run_until(stream, stream->submitted); }
+void run_every_stream() {
+  std::lock_guard<std::recursive_mutex> lock(runtime().mutex);
+  for (cudaStream_t s : runtime().streams) run_all(s);
+}
+
+// Queues `work` on `stream`, or records it when the stream is capturing.
+// The legacy stream (which the backend never uses) runs it at once.
+cudaError_t submit(cudaStream_t stream, std::function<void()> work) {
+  std::lock_guard<std::recursive_mutex> lock(runtime().mutex);
+  if (is_legacy(stream)) {
+    if (runtime().global_captures > 0)
+      return failed(cudaErrorStreamCaptureImplicit);  // the legacy stream would wait for a capturing one
+    work();
+    return cudaSuccess;
+  }
+  if (stream->capture == cudaStreamCaptureStatusInvalidated) return failed(cudaErrorStreamCaptureInvalidated);
+  if (stream->capture == cudaStreamCaptureStatusActive) {
+    stream->recorded.push_back(std::move(work));
+    return cudaSuccess;
+  }
+  stream->queued.push_back(std::move(work));
+  ++stream->submitted;
   return cudaSuccess;
+}
+
+bool capturing(cudaStream_t stream) {
+  std::lock_guard<std::recursive_mutex> lock(runtime().mutex);
+  return !is_legacy(stream) && stream->capture != cudaStreamCaptureStatusNone;
+}
+
+// A host-to-device copy's source: pageable memory is read now (CUDA
+// stages it before the call returns), pinned memory when the copy runs.
+std::shared_ptr<const std::vector<char>> staged(const void* src, size_t bytes) {
+  if (pinned(src, bytes)) return nullptr;
+  const auto* p = static_cast<const char*>(src);
+  return std::make_shared<const std::vector<char>>(p, p + bytes);
 }
 
 // Potentially unsafe calls while any stream captures in global mode: they
@@ -125,14 +180,8 @@ bool refuse_during_capture() {
   return true;
 }
 
-// Launches of the emulated kernels on a capturing stream (or on the legacy
-// stream during a capture) go through submit; others run at once.
+// Launches of the emulated kernels: queued like all stream work.
 bool record_kernel(cudaStream_t stream, std::function<void()>& launch, cudaError_t& status) {
-  {
-    std::lock_guard<std::recursive_mutex> lock(runtime().mutex);
-    if (is_legacy(stream) ? runtime().global_captures == 0 : stream->capture == cudaStreamCaptureStatusNone)
-      return false;
-  }
   status = submit(stream, std::move(launch));
   return true;
 }
@@ -218,6 +267,7 @@ cudaError_t CUDARTAPI cudaMalloc(void** p, size_t bytes) {
 }
 cudaError_t CUDARTAPI cudaFree(void* p) {
   if (refuse_during_capture()) return cudaErrorStreamCaptureUnsupported;
+  run_every_stream();  // cudaFree synchronizes the device
   return release(p, cudaMemoryTypeDevice);
 }
 cudaError_t CUDARTAPI cudaHostAlloc(void** p, size_t bytes, unsigned int /*flags*/) {
@@ -228,17 +278,24 @@ cudaError_t CUDARTAPI cudaHostAlloc(void** p, size_t bytes, unsigned int /*flags
 }
 cudaError_t CUDARTAPI cudaFreeHost(void* p) {
   if (refuse_during_capture()) return cudaErrorStreamCaptureUnsupported;
+  run_every_stream();  // as cudaFree
   return release(p, cudaMemoryTypeHost);
 }
 cudaError_t CUDARTAPI cudaMallocAsync(void** p, size_t bytes, cudaStream_t stream) {
   *p = nullptr;
-  if (!is_legacy(stream) && stream->capture != cudaStreamCaptureStatusNone) return failed(cudaErrorNotSupported);
+  if (capturing(stream)) return failed(cudaErrorNotSupported);
   *p = allocate(bytes, cudaMemoryTypeDevice);
   return *p ? cudaSuccess : failed(cudaErrorMemoryAllocation);
 }
 cudaError_t CUDARTAPI cudaFreeAsync(void* p, cudaStream_t stream) {
-  if (!is_legacy(stream) && stream->capture != cudaStreamCaptureStatusNone) return failed(cudaErrorNotSupported);
-  return release(p, cudaMemoryTypeDevice);
+  if (capturing(stream)) return failed(cudaErrorNotSupported);
+  if (!p) return cudaSuccess;
+  {
+    std::lock_guard<std::recursive_mutex> lock(runtime().mutex);
+    const Allocation* a = find(p, 1);
+    if (!a || a->type != cudaMemoryTypeDevice) return failed(cudaErrorInvalidValue);
+  }
+  return submit(stream, [p] { release(p, cudaMemoryTypeDevice); });  // after the work queued before it
 }
 
 cudaError_t CUDARTAPI cudaPointerGetAttributes(cudaPointerAttributes* a, const void* p) {
@@ -255,20 +312,32 @@ cudaError_t CUDARTAPI cudaPointerGetAttributes(cudaPointerAttributes* a, const v
 cudaError_t CUDARTAPI cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind,
                                       cudaStream_t stream) {
   if (const cudaError_t e = check_kind(kind, dst, src, bytes); e != cudaSuccess) return failed(e);
+  if (bytes == 0) return cudaSuccess;
+  if (kind == cudaMemcpyHostToDevice) {
+    const auto from = staged(src, bytes);
+    if (from && capturing(stream)) return failed(cudaErrorNotSupported);
+    return submit(stream, [=] { std::memcpy(dst, from ? from->data() : src, bytes); });
+  }
+  if (kind == cudaMemcpyDeviceToHost && !pinned(dst, bytes)) {  // synchronous: waits for the stream
+    if (capturing(stream)) return failed(cudaErrorNotSupported);
+    if (!is_legacy(stream)) run_all(stream);
+    std::memcpy(dst, src, bytes);
+    return cudaSuccess;
+  }
   return submit(stream, [=] { std::memcpy(dst, src, bytes); });
 }
 cudaError_t CUDARTAPI cudaMemcpy2DAsync(void* dst, size_t dpitch, const void* src, size_t spitch, size_t width,
                                         size_t height, cudaMemcpyKind kind, cudaStream_t stream) {
   if (width > dpitch || width > spitch) return failed(cudaErrorInvalidPitchValue);
   if (height == 0 || width == 0) return cudaSuccess;
+  if (kind != cudaMemcpyHostToDevice) return failed(cudaErrorNotSupported);  // the one kind the backend uses
   const size_t dst_span = (height - 1) * dpitch + width, src_span = (height - 1) * spitch + width;
-  if (kind == cudaMemcpyHostToDevice || kind == cudaMemcpyDeviceToDevice)
-    if (const cudaError_t e = check_device_range(dst, dst_span, "2D copy to"); e != cudaSuccess) return failed(e);
-  if (kind == cudaMemcpyDeviceToHost || kind == cudaMemcpyDeviceToDevice)
-    if (const cudaError_t e = check_device_range(src, src_span, "2D copy from"); e != cudaSuccess) return failed(e);
+  if (const cudaError_t e = check_device_range(dst, dst_span, "2D copy to"); e != cudaSuccess) return failed(e);
+  const auto from = staged(src, src_span);
+  if (from && capturing(stream)) return failed(cudaErrorNotSupported);
   return submit(stream, [=] {
-    for (size_t r = 0; r < height; ++r)
-      std::memcpy(static_cast<char*>(dst) + r * dpitch, static_cast<const char*>(src) + r * spitch, width);
+    const char* base = from ? from->data() : static_cast<const char*>(src);
+    for (size_t r = 0; r < height; ++r) std::memcpy(static_cast<char*>(dst) + r * dpitch, base + r * spitch, width);
   });
 }
 cudaError_t CUDARTAPI cudaMemsetAsync(void* p, int value, size_t bytes, cudaStream_t stream) {
@@ -285,12 +354,17 @@ cudaError_t CUDARTAPI cudaMemset(void* p, int value, size_t bytes) {
 }
 
 cudaError_t CUDARTAPI cudaStreamCreateWithFlags(cudaStream_t* stream, unsigned int /*flags*/) {
+  std::lock_guard<std::recursive_mutex> lock(runtime().mutex);
   *stream = new CUstream_st;
+  runtime().streams.insert(*stream);
   return cudaSuccess;
 }
 cudaError_t CUDARTAPI cudaStreamDestroy(cudaStream_t stream) {
-  if (is_legacy(stream)) return failed(cudaErrorInvalidResourceHandle);
+  std::lock_guard<std::recursive_mutex> lock(runtime().mutex);
+  if (is_legacy(stream) || !runtime().streams.count(stream)) return failed(cudaErrorInvalidResourceHandle);
   if (stream->capture != cudaStreamCaptureStatusNone) return failed(cudaErrorStreamCaptureUnsupported);
+  run_all(stream);  // its work still completes
+  runtime().streams.erase(stream);
   delete stream;
   return cudaSuccess;
 }
@@ -301,8 +375,12 @@ cudaError_t CUDARTAPI cudaStreamSynchronize(cudaStream_t stream) {
     stream->capture = cudaStreamCaptureStatusInvalidated;
     return failed(cudaErrorStreamCaptureUnsupported);
   }
-  if (is_legacy(stream) && runtime().global_captures > 0) return failed(cudaErrorStreamCaptureImplicit);
-  return cudaSuccess;  // its work has run already
+  if (is_legacy(stream)) return runtime().global_captures > 0 ? failed(cudaErrorStreamCaptureImplicit) : cudaSuccess;
+  run_all(stream);
+  return cudaSuccess;
+}
+cudaError_t CUDARTAPI cudaLaunchHostFunc(cudaStream_t stream, cudaHostFn_t fn, void* data) {
+  return submit(stream, [fn, data] { fn(data); });
 }
 cudaError_t CUDARTAPI cudaStreamIsCapturing(cudaStream_t stream, cudaStreamCaptureStatus* status) {
   std::lock_guard<std::recursive_mutex> lock(runtime().mutex);
@@ -337,9 +415,11 @@ cudaError_t CUDARTAPI cudaGraphInstantiate(cudaGraphExec_t* exec, cudaGraph_t gr
   return cudaSuccess;
 }
 cudaError_t CUDARTAPI cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t stream) {
-  if (!is_legacy(stream) && stream->capture != cudaStreamCaptureStatusNone) return failed(cudaErrorNotSupported);
-  for (const auto& work : exec->work) work();
-  return cudaSuccess;
+  if (capturing(stream)) return failed(cudaErrorNotSupported);
+  const std::vector<std::function<void()>> work = exec->work;  // the exec may be destroyed before it runs
+  return submit(stream, [work] {
+    for (const auto& w : work) w();
+  });
 }
 cudaError_t CUDARTAPI cudaGraphExecDestroy(cudaGraphExec_t exec) {
   delete exec;
@@ -354,11 +434,17 @@ cudaError_t CUDARTAPI cudaEventCreateWithFlags(cudaEvent_t* event, unsigned int 
   *event = new CUevent_st;
   return cudaSuccess;
 }
-cudaError_t CUDARTAPI cudaEventRecord(cudaEvent_t /*event*/, cudaStream_t stream) {
-  return submit(stream, [] {});  // what came before it on the stream has run
+cudaError_t CUDARTAPI cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
+  std::lock_guard<std::recursive_mutex> lock(runtime().mutex);
+  if (capturing(stream)) return failed(cudaErrorNotSupported);
+  event->stream = is_legacy(stream) ? nullptr : stream;
+  event->after = is_legacy(stream) ? 0 : stream->submitted;
+  return cudaSuccess;
 }
-cudaError_t CUDARTAPI cudaEventSynchronize(cudaEvent_t /*event*/) {
+cudaError_t CUDARTAPI cudaEventSynchronize(cudaEvent_t event) {
   if (refuse_during_capture()) return cudaErrorStreamCaptureUnsupported;
+  std::lock_guard<std::recursive_mutex> lock(runtime().mutex);
+  if (event->stream && runtime().streams.count(event->stream)) run_until(event->stream, event->after);
   return cudaSuccess;
 }
 cudaError_t CUDARTAPI cudaEventDestroy(cudaEvent_t event) {

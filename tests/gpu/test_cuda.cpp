@@ -423,13 +423,14 @@ TEST(Cuda, MemoryAccountingCountsDeviceBytes) {
   woq_context_destroy(ctx);
 }
 
-// A tensor larger than one upload block (8 MiB of repacked codes) loaded
+// A tensor of three upload blocks (8 MiB of repacked codes each, 1952 rows
+// of 8192 columns), so the third reuses the first's staging buffer, loaded
 // from a file, whole and as a shard starting mid-slice: the same weights,
 // bias and products as the reference backend loads.
 TEST(Cuda, FileLoadsInBlocksMatchTheReference) {
   NEED_CUDA(ctx);
   woq_context* ref = reference_context();
-  const uint64_t n = 3000, k = 8192;
+  const uint64_t n = 4100, k = 8192;
   std::vector<float> w = woq::test::random_weights(n, k, 8), bias = woq::test::random_activations(n, 9);
   woq_qmatrix* q = nullptr;
   ASSERT_EQ(woq_quantize(w.data(), WOQ_DTYPE_F32, n, k, nullptr, &q), WOQ_OK) << woq_last_error();
@@ -439,7 +440,7 @@ TEST(Cuda, FileLoadsInBlocksMatchTheReference) {
   woq_qmatrix_destroy(q);
   woq_file* f = nullptr;
   ASSERT_EQ(woq_file_open(path.c_str(), &f), WOQ_OK) << woq_last_error();
-  for (const auto& [b, e] : {std::pair<uint64_t, uint64_t>{0, n}, {5, 2900}}) {
+  for (const auto& [b, e] : {std::pair<uint64_t, uint64_t>{0, n}, {5, 4000}}) {
     SCOPED_TRACE("rows " + std::to_string(b) + ".." + std::to_string(e));
     woq_tensor *t = nullptr, *rt = nullptr;
     ASSERT_EQ(woq_tensor_load_rows(ctx, f, "big", b, e, &t), WOQ_OK) << woq_last_error();
