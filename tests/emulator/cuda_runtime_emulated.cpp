@@ -77,7 +77,6 @@ Runtime& runtime() {
   return r;
 }
 thread_local cudaError_t last_error = cudaSuccess;
-thread_local int current_device = 0;
 
 cudaError_t failed(cudaError_t e) {
   if (e != cudaSuccess) last_error = e;
@@ -100,6 +99,7 @@ const Allocation* find(const void* p, size_t bytes) {
 // A copy's or fill's device side must lie in one live device allocation:
 // the check the hardware makes only by faulting.
 cudaError_t check_device_range(const void* p, size_t bytes, const char* what) {
+  std::lock_guard<std::recursive_mutex> lock(runtime().mutex);
   const Allocation* a = find(p, bytes);
   if (a && (a->type == cudaMemoryTypeDevice || a->type == cudaMemoryTypeManaged)) return cudaSuccess;
   std::fprintf(stderr, "emulated CUDA: %s of %zu bytes at %p is not within a device allocation\n", what, bytes, p);
@@ -240,9 +240,7 @@ cudaError_t CUDARTAPI cudaGetDeviceCount(int* count) {
   return cudaSuccess;
 }
 cudaError_t CUDARTAPI cudaSetDevice(int device) {
-  if (device != 0) return failed(cudaErrorInvalidDevice);
-  current_device = device;
-  return cudaSuccess;
+  return device == 0 ? cudaSuccess : failed(cudaErrorInvalidDevice);
 }
 cudaError_t CUDARTAPI cudaGetDeviceProperties(cudaDeviceProp* prop, int device) {
   if (device != 0) return failed(cudaErrorInvalidDevice);
