@@ -27,6 +27,7 @@
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -46,9 +47,16 @@ struct CUstream_st {
   std::deque<std::function<void()>> queued;     // not run yet, oldest first
   uint64_t submitted = 0, completed = 0;        // counts of work queued, run
 };
+// When an event's place in its stream was reached (host time, for
+// cudaEventElapsedTime); shared with the queued work that stamps it.
+struct EventStamp {
+  bool reached = false;
+  std::chrono::steady_clock::time_point at;
+};
 struct CUevent_st {
   cudaStream_t stream = nullptr;  // where it was last recorded, and after how much work
   uint64_t after = 0;
+  std::shared_ptr<EventStamp> stamp;
 };
 struct CUgraph_st {
   std::vector<std::function<void()>> work;
@@ -253,7 +261,7 @@ cudaError_t CUDARTAPI cudaGetDeviceProperties(cudaDeviceProp* prop, int device) 
   prop->warpSize = 32;
   prop->maxThreadsPerBlock = 1024;
   prop->sharedMemPerBlockOptin = 227 * 1024;
-  prop->l2CacheSize = 1 << 20;
+  prop->l2CacheSize = 256 << 10;  // small: few copies of a small tensor exceed it
   return cudaSuccess;
 }
 
@@ -432,11 +440,25 @@ cudaError_t CUDARTAPI cudaEventCreateWithFlags(cudaEvent_t* event, unsigned int 
   *event = new CUevent_st;
   return cudaSuccess;
 }
+cudaError_t CUDARTAPI cudaEventCreate(cudaEvent_t* event) { return cudaEventCreateWithFlags(event, 0); }
 cudaError_t CUDARTAPI cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
   std::lock_guard<std::recursive_mutex> lock(runtime().mutex);
   if (capturing(stream)) return failed(cudaErrorNotSupported);
+  event->stamp = std::make_shared<EventStamp>();
+  std::shared_ptr<EventStamp> stamp = event->stamp;
+  const cudaError_t e = submit(stream, [stamp] {
+    stamp->reached = true;
+    stamp->at = std::chrono::steady_clock::now();
+  });
   event->stream = is_legacy(stream) ? nullptr : stream;
   event->after = is_legacy(stream) ? 0 : stream->submitted;
+  return e;
+}
+cudaError_t CUDARTAPI cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end) {
+  std::lock_guard<std::recursive_mutex> lock(runtime().mutex);
+  if (!start->stamp || !end->stamp) return failed(cudaErrorInvalidResourceHandle);
+  if (!start->stamp->reached || !end->stamp->reached) return failed(cudaErrorNotReady);
+  *ms = std::chrono::duration<float, std::milli>(end->stamp->at - start->stamp->at).count();
   return cudaSuccess;
 }
 cudaError_t CUDARTAPI cudaEventSynchronize(cudaEvent_t event) {
