@@ -43,6 +43,7 @@
 #endif
 
 #include "kernels/cpu/numeric.h"
+#include "kernels/cuda/launch.h"
 
 // CUDA's headers define these for host compilers; here they take their
 // emulated meaning.
@@ -168,11 +169,38 @@ cudaError_t launch(Kernel kernel, dim3 grid, unsigned threads, size_t dynamic_by
 // true with the launch's status in `status`; false: run it now.
 inline bool (*record_launch)(cudaStream_t stream, std::function<void()>& launch, cudaError_t& status) = nullptr;
 
+// Set by the emulated CUDA runtime where it is linked: whether `p` points
+// into one of its device allocations. A kernel handed any other pointer
+// (host memory, say) would fault on a GPU; here its launch fails, naming
+// the argument. Without the runtime (the emulator's own tests, on host
+// vectors) nothing is checked.
+inline bool (*device_pointer)(const void* p) = nullptr;
+
+inline bool device_argument(const void* p, int index, const char* what) {
+  if (!p || !device_pointer || device_pointer(p)) return true;
+  std::fprintf(stderr, "emulator: kernel argument %d (%s) %p is not device memory\n", index, what, p);
+  return false;
+}
+template <class T>
+bool check_argument(const T&, int) {
+  return true;
+}
+template <class T>
+bool check_argument(T* p, int index) {
+  return device_argument(p, index, "a pointer");
+}
+inline bool check_argument(const woq::kernels::cuda::DeviceMatrix& w, int index) {
+  return device_argument(w.units, index, "the matrix's units") && device_argument(w.scales, index, "its scales") &&
+         device_argument(w.zeros, index, "its zero-points") && device_argument(w.bias, index, "its bias");
+}
+
 // A launch on `stream`: now, unless the emulated runtime records it.
 template <class Kernel, class... Args>
 cudaError_t launch_on(cudaStream_t stream, Kernel kernel, dim3 grid, unsigned threads, size_t dynamic_bytes,
                       Args... args) {
   if (!valid_block(threads)) return cudaErrorInvalidConfiguration;
+  int index = 0;
+  if (!(check_argument(args, index++) && ...)) return cudaErrorIllegalAddress;
   std::function<void()> deferred = [=] { launch(kernel, grid, threads, dynamic_bytes, args...); };
   cudaError_t status = cudaSuccess;
   if (record_launch && record_launch(stream, deferred, status)) return status;

@@ -193,7 +193,12 @@ bool record_kernel(cudaStream_t stream, std::function<void()>& launch, cudaError
   status = submit(stream, std::move(launch));
   return true;
 }
-[[maybe_unused]] const bool hooked = (emu::record_launch = record_kernel, true);
+bool is_device_pointer(const void* p) {
+  std::lock_guard<std::recursive_mutex> lock(runtime().mutex);
+  const Allocation* a = find(p, 1);
+  return a && (a->type == cudaMemoryTypeDevice || a->type == cudaMemoryTypeManaged);
+}
+[[maybe_unused]] const bool hooked = (emu::record_launch = record_kernel, emu::device_pointer = is_device_pointer, true);
 
 void* allocate(size_t bytes, cudaMemoryType type) {
   void* p = std::aligned_alloc(256, (std::max<size_t>(bytes, 1) + 255) / 256 * 256);
@@ -228,6 +233,8 @@ const char* CUDARTAPI cudaGetErrorName(cudaError_t e) {
     case cudaErrorInvalidDeviceFunction: return "cudaErrorInvalidDeviceFunction";
     case cudaErrorInvalidResourceHandle: return "cudaErrorInvalidResourceHandle";
     case cudaErrorNotSupported: return "cudaErrorNotSupported";
+    case cudaErrorIllegalAddress: return "cudaErrorIllegalAddress";
+    case cudaErrorNotReady: return "cudaErrorNotReady";
     case cudaErrorStreamCaptureUnsupported: return "cudaErrorStreamCaptureUnsupported";
     case cudaErrorStreamCaptureInvalidated: return "cudaErrorStreamCaptureInvalidated";
     case cudaErrorStreamCaptureImplicit: return "cudaErrorStreamCaptureImplicit";
