@@ -164,10 +164,10 @@ cudaError_t launch(Kernel kernel, dim3 grid, unsigned threads, size_t dynamic_by
 }
 
 // Set by the emulated CUDA runtime (cuda_runtime_emulated.cpp) where it is
-// linked: given a launch on `stream`, it records it into the graph that
-// stream is capturing, or refuses it as the runtime would, and returns
-// true with the launch's status in `status`; false: run it now.
-inline bool (*record_launch)(cudaStream_t stream, std::function<void()>& launch, cudaError_t& status) = nullptr;
+// linked: queues a launch on `stream` (or records it into the graph that
+// stream is capturing, or refuses it as the runtime would) and returns its
+// status. Without the runtime, launches run at once.
+inline cudaError_t (*queue_launch)(cudaStream_t stream, std::function<void()> launch) = nullptr;
 
 // Set by the emulated CUDA runtime where it is linked: whether `p` points
 // into one of its device allocations. A kernel handed any other pointer
@@ -194,16 +194,14 @@ inline bool check_argument(const woq::kernels::cuda::DeviceMatrix& w, int index)
          device_argument(w.zeros, index, "its zero-points") && device_argument(w.bias, index, "its bias");
 }
 
-// A launch on `stream`: now, unless the emulated runtime records it.
+// A launch on `stream`: now, unless the emulated runtime queues it.
 template <class Kernel, class... Args>
 cudaError_t launch_on(cudaStream_t stream, Kernel kernel, dim3 grid, unsigned threads, size_t dynamic_bytes,
                       Args... args) {
   if (!valid_block(threads)) return cudaErrorInvalidConfiguration;
   int index = 0;
   if (!(check_argument(args, index++) && ...)) return cudaErrorIllegalAddress;
-  std::function<void()> deferred = [=] { launch(kernel, grid, threads, dynamic_bytes, args...); };
-  cudaError_t status = cudaSuccess;
-  if (record_launch && record_launch(stream, deferred, status)) return status;
+  if (queue_launch) return queue_launch(stream, [=] { launch(kernel, grid, threads, dynamic_bytes, args...); });
   return launch(kernel, grid, threads, dynamic_bytes, args...);
 }
 

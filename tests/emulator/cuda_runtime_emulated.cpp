@@ -188,17 +188,14 @@ bool refuse_during_capture() {
   return true;
 }
 
-// Launches of the emulated kernels: queued like all stream work.
-bool record_kernel(cudaStream_t stream, std::function<void()>& launch, cudaError_t& status) {
-  status = submit(stream, std::move(launch));
-  return true;
-}
+// Launches of the emulated kernels are queued like all stream work (submit),
+// with their pointers checked.
 bool is_device_pointer(const void* p) {
   std::lock_guard<std::recursive_mutex> lock(runtime().mutex);
   const Allocation* a = find(p, 1);
   return a && (a->type == cudaMemoryTypeDevice || a->type == cudaMemoryTypeManaged);
 }
-[[maybe_unused]] const bool hooked = (emu::record_launch = record_kernel, emu::device_pointer = is_device_pointer, true);
+[[maybe_unused]] const bool hooked = (emu::queue_launch = submit, emu::device_pointer = is_device_pointer, true);
 
 void* allocate(size_t bytes, cudaMemoryType type) {
   void* p = std::aligned_alloc(256, (std::max<size_t>(bytes, 1) + 255) / 256 * 256);
