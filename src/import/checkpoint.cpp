@@ -1,10 +1,10 @@
 #include "import/checkpoint.h"
 
-#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <fstream>
 #include <limits>
+#include <set>
 #include <nlohmann/json.hpp>
 
 #include "import/safetensors.h"
@@ -21,7 +21,7 @@ using nlohmann::json;
 struct Config {
   Flavor flavor = Flavor::Auto;
   int bits = 0;
-  int group = 0;
+  int group = 0;  // -1: per channel
   bool act_order = false;
   std::string source;
 };
@@ -40,45 +40,92 @@ json read_json(const std::string& path) {
   }
 }
 
-int int_or(const json& j, const char* key, int fallback) {
-  return j.contains(key) && j[key].is_number_integer() ? j[key].get<int>() : fallback;
-}
+// The typed fields of one JSON object of a config file: a missing or null
+// field takes the fallback, one of another type is an error naming the
+// file and the key.
+class Fields {
+ public:
+  Fields(const json& object, std::string where) : object_(object), where_(std::move(where)) {
+    if (!object_.is_object()) fail(Status::Format, where_ + " is not a JSON object");
+  }
+  const json* find(const char* key) const {
+    const auto it = object_.find(key);
+    return it == object_.end() || it->is_null() ? nullptr : &*it;
+  }
+  std::string text(const char* key, const std::string& fallback) const {
+    const json* v = find(key);
+    if (!v) return fallback;
+    if (!v->is_string()) wrong(key, "a string");
+    return v->get<std::string>();
+  }
+  bool flag(const char* key, bool fallback) const {
+    const json* v = find(key);
+    if (!v) return fallback;
+    if (!v->is_boolean()) wrong(key, "true or false");
+    return v->get<bool>();
+  }
+  int integer(const char* key, int fallback) const {
+    const json* v = find(key);
+    if (!v) return fallback;
+    if (!v->is_number_integer() || v->get<int64_t>() < -1 || v->get<int64_t>() > 65536) wrong(key, "an integer");
+    return int(v->get<int64_t>());
+  }
+
+ private:
+  [[noreturn]] void wrong(const char* key, const char* what) const {
+    fail(Status::Format, where_ + ": \"" + key + "\" is " + object_.at(key).dump() + ", expected " + what);
+  }
+  const json& object_;
+  std::string where_;
+};
 
 Config read_config(const std::string& checkpoint) {
   const std::string dir = checkpoint.find('/') == std::string::npos ? "." : checkpoint.substr(0, checkpoint.rfind('/'));
   Config c;
-  json q = read_json(dir + "/quantize_config.json");
-  if (q.is_object()) {
+  const std::string quantize_config = dir + "/quantize_config.json";
+  const json q = read_json(quantize_config);
+  if (!q.is_null()) {
+    const Fields f(q, "'" + quantize_config + "'");
     c.source = "quantize_config.json";
-    const std::string fmt = q.value("checkpoint_format", std::string("gptq"));
-    c.flavor = fmt == "gptq_v2" ? Flavor::GptqV2 : Flavor::GptqV1;
-    c.bits = int_or(q, "bits", 0);
-    c.group = int_or(q, "group_size", 0);
-    c.act_order = q.value("desc_act", false);
+    c.flavor = f.text("checkpoint_format", "gptq") == "gptq_v2" ? Flavor::GptqV2 : Flavor::GptqV1;
+    c.bits = f.integer("bits", 0);
+    c.group = f.integer("group_size", 0);
+    c.act_order = f.flag("desc_act", false);
     return c;
   }
-  json cfg = read_json(dir + "/config.json");
+  const std::string config = dir + "/config.json";
+  const json cfg = read_json(config);
   if (!cfg.is_object() || !cfg.contains("quantization_config")) return c;
-  const json& qc = cfg["quantization_config"];
+  const Fields f(cfg["quantization_config"], "'" + config + "' quantization_config");
   c.source = "config.json quantization_config";
-  const std::string method = qc.value("quant_method", std::string());
+  const std::string method = f.text("quant_method", "");
   if (method == "gptq") {
-    c.flavor = qc.value("checkpoint_format", std::string("gptq")) == "gptq_v2" ? Flavor::GptqV2 : Flavor::GptqV1;
-    c.bits = int_or(qc, "bits", 0);
-    c.group = int_or(qc, "group_size", 0);
-    c.act_order = qc.value("desc_act", false);
+    c.flavor = f.text("checkpoint_format", "gptq") == "gptq_v2" ? Flavor::GptqV2 : Flavor::GptqV1;
+    c.bits = f.integer("bits", 0);
+    c.group = f.integer("group_size", 0);
+    c.act_order = f.flag("desc_act", false);
   } else if (method == "awq") {
     c.flavor = Flavor::Awq;
-    c.bits = int_or(qc, "bits", int_or(qc, "w_bit", 0));
-    c.group = int_or(qc, "group_size", int_or(qc, "q_group_size", 0));
+    c.bits = f.integer("bits", f.integer("w_bit", 0));
+    c.group = f.integer("group_size", f.integer("q_group_size", 0));
   } else if (method == "compressed-tensors") {
     c.flavor = Flavor::CompressedTensors;
   }
   return c;
 }
 
+// The config's group size (-1: one group per row, 0: not given) against
+// the one the scales' shape gives.
+void check_group(const std::string& layer, const Config& c, uint64_t group, uint64_t k) {
+  const uint64_t expected = c.group == -1 ? k : uint64_t(c.group);
+  if (c.group != 0 && group != expected)
+    fail(Status::Format, "layer '" + layer + "': its scales make groups of " + std::to_string(group) + " inputs, but " +
+                             c.source + " says group_size " + std::to_string(c.group));
+}
+
 // Element i of an integer tensor of any width, as int64 (mmap: unaligned).
 int64_t int_at(const SafeTensor& t, uint64_t i) {
+  t.check_index(i);
   if (t.dtype == "I32" || t.dtype == "U32") {
     int32_t v;
     std::memcpy(&v, t.data + 4 * i, 4);
@@ -189,13 +236,18 @@ QuantizedMatrix import_gptq(const SafetensorsFile& f, const std::string& p, cons
   if (bits != 2 && bits != 4 && bits != 8)
     fail(Status::Unsupported, "layer '" + p + "': " + std::to_string(bits) +
                                   "-bit GPTQ packing is not supported (2, 4 and 8 are)");
-  const uint64_t per_word = 32 / bits, k = k_cols ? k_cols : qw.shape[0] * per_word;
+  const uint64_t per_word = 32 / bits, k = gi ? k_cols : qw.shape[0] * per_word;
+  if (k == 0 || k % per_word != 0)
+    fail(Status::Format, "layer '" + p + "': " + std::to_string(k) + " inputs" + (gi ? " (g_idx's length)" : "") +
+                             " do not fill whole int32 words of " + std::to_string(bits) + "-bit codes");
+  if (gi) need_shape(*gi, {k});
   need_shape(qw, {k / per_word, n_rows});
   const uint64_t groups = sc.shape[0];
   if (groups == 0 || k % groups != 0) fail(Status::Format, "layer '" + p + "': scales has no whole number of groups");
   need_shape(sc, {groups, n_rows});
   need_shape(qz, {groups, (n_rows + per_word - 1) / per_word});
   const uint32_t group = uint32_t(k / groups);
+  check_group(p, c, group, k);
   if (gi)
     for (uint64_t i = 0; i < k; ++i)
       if (int_at(*gi, i) != int64_t(i / group))
@@ -225,6 +277,7 @@ QuantizedMatrix import_awq(const SafetensorsFile& f, const std::string& p, const
     fail(Status::Format, "layer '" + p + "': scales has no whole number of groups");
   need_shape(qw, {k, (n_rows + 7) / 8});
   need_shape(qz, {groups, (n_rows + 7) / 8});
+  check_group(p, c, k / groups, k);
   // Output n sits in nibble position kPosition[n % 8] of its word.
   static constexpr uint32_t kPosition[8] = {0, 4, 1, 5, 2, 6, 3, 7};
   const uint64_t words = qw.shape[1];
@@ -320,7 +373,7 @@ ImportResult import_checkpoint(const std::string& path, Flavor flavor) {
   if (config.act_order && (r.flavor == Flavor::GptqV1 || r.flavor == Flavor::GptqV2))
     r.how += "; desc_act is set, g_idx will be checked";
   const char* marker = r.flavor == Flavor::CompressedTensors ? ".weight_packed" : ".qweight";
-  std::vector<std::string> used;
+  std::set<std::string> used;
   for (const SafeTensor& t : file->tensors()) {
     if (!ends_with(t.name, marker)) continue;
     const std::string prefix = t.name.substr(0, t.name.size() - std::strlen(marker));
@@ -335,12 +388,12 @@ ImportResult import_checkpoint(const std::string& path, Flavor flavor) {
     }
     for (const char* part : {".qweight", ".qzeros", ".scales", ".g_idx", ".bias", ".weight_packed", ".weight_scale",
                              ".weight_zero_point", ".weight_shape"})
-      used.push_back(prefix + part);
+      used.insert(prefix + part);
     r.layers.push_back(std::move(layer));
   }
   if (r.layers.empty()) fail(Status::Format, "'" + path + "' has no quantized layers of format " + flavor_name(r.flavor));
   for (const SafeTensor& t : file->tensors())
-    if (std::find(used.begin(), used.end(), t.name) == used.end()) r.skipped.push_back(t.name);
+    if (!used.count(t.name)) r.skipped.push_back(t.name);
   return r;
 }
 

@@ -24,13 +24,16 @@ uint64_t safetensors_dtype_size(const std::string& d) {
   return 0;
 }
 
-uint64_t SafeTensor::elements() const {
-  uint64_t n = 1;
-  for (uint64_t d : shape) n *= d;
-  return n;
+void SafeTensor::check_index(uint64_t i) const {
+  // An importer that computed an index past the tensor has a bug; an error
+  // rather than a read beyond it (the mapping hides such reads from ASan).
+  if (i >= elements())
+    fail(Status::Internal, "index " + std::to_string(i) + " is past the end of tensor '" + name + "' (" +
+                               std::to_string(elements()) + " elements)");
 }
 
 float SafeTensor::float_at(uint64_t i) const {
+  check_index(i);
   if (dtype == "F32") {
     float v;
     std::memcpy(&v, data + 4 * i, 4);
@@ -123,11 +126,13 @@ std::unique_ptr<SafetensorsFile> SafetensorsFile::open(const std::string& path) 
                                std::to_string(bytes_needed));
     t.data = data + begin;
     t.bytes = bytes_needed;
+    t.count = count;
     f->tensors_.push_back(std::move(t));
   }
   // Order by data offset: the order the tensors were written in.
   std::sort(f->tensors_.begin(), f->tensors_.end(),
             [](const SafeTensor& a, const SafeTensor& b) { return a.data < b.data; });
+  for (size_t i = 0; i < f->tensors_.size(); ++i) f->by_name_[f->tensors_[i].name] = i;
   return f;
 }
 
@@ -136,9 +141,8 @@ SafetensorsFile::~SafetensorsFile() {
 }
 
 const SafeTensor* SafetensorsFile::find(const std::string& name) const {
-  for (const SafeTensor& t : tensors_)
-    if (t.name == name) return &t;
-  return nullptr;
+  const auto it = by_name_.find(name);
+  return it == by_name_.end() ? nullptr : &tensors_[it->second];
 }
 
 void write_safetensors(const std::string& path, const std::vector<SafeTensorOut>& tensors,

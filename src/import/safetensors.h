@@ -17,10 +17,14 @@ struct SafeTensor {
   std::vector<uint64_t> shape;
   const uint8_t* data = nullptr;
   uint64_t bytes = 0;
+  uint64_t count = 0;  // the product of shape
 
-  uint64_t elements() const;
+  uint64_t elements() const { return count; }
+  // Throws Error(Internal) naming the tensor unless i < elements().
+  void check_index(uint64_t i) const;
   // Element i of an F32 / F16 / BF16 tensor as fp32 (exact; the mapping
-  // may be unaligned). Throws Error(Format) naming the tensor otherwise.
+  // may be unaligned). Throws Error(Format) naming the tensor for another
+  // dtype, Error(Internal) for an index past its end.
   float float_at(uint64_t i) const;
   // All elements as fp32 (same rules).
   std::vector<float> to_f32() const;
@@ -46,6 +50,7 @@ class SafetensorsFile {
   void* mapping_ = nullptr;
   uint64_t size_ = 0;
   std::vector<SafeTensor> tensors_;
+  std::map<std::string, size_t> by_name_;  // index into tensors_
   std::map<std::string, std::string> metadata_;
 };
 

@@ -1,0 +1,77 @@
+#!/usr/bin/env python3
+"""Write the seed inputs of fuzz_import (tests/fuzz/fuzz_import.cpp) into
+OUT_DIR: small checkpoints of every flavour that tests/golden's numpy
+packers make, each with the config file that flavour ships with (or none),
+in the target's input layout.
+
+  make_import_seeds.py OUT_DIR
+"""
+import json
+import os
+import struct
+import sys
+import tempfile
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "golden"))
+import make_checkpoints as mk  # noqa: E402
+import woq_reference as ref  # noqa: E402
+
+FORMATS = ["auto", "gptq", "gptq_v2", "awq", "compressed-tensors"]
+CONFIGS = {None: 0, "quantize_config.json": 1, "config.json": 2}
+
+
+def seed(tensors, fmt="auto", config_name=None, config=None):
+    """The fuzz input: selector byte, config length and text, safetensors."""
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "m.safetensors")
+        ref.write_safetensors(path, tensors)
+        with open(path, "rb") as f:
+            body = f.read()
+    head = bytes([FORMATS.index(fmt) | CONFIGS[config_name] << 3])
+    if config_name:
+        text = json.dumps(config, separators=(",", ":")).encode()
+        head += struct.pack("<H", len(text)) + text
+    return head + body
+
+
+def layer(prefix, t):
+    return {prefix + "." + key: value for key, value in t.items()}
+
+
+def main():
+    out = sys.argv[1]
+    os.makedirs(out, exist_ok=True)
+    rng = np.random.default_rng(5)
+    w = mk.layer_weights(rng, 16, 64)
+    bias = rng.standard_normal(16) * 0.1
+    gptq_sym, _ = mk.gptq(w, 4, 32, True, False, bias)
+    gptq_asym, _ = mk.gptq(w, 4, 32, False, True)
+    gptq_8, _ = mk.gptq(w, 8, 64, True, False)
+    awq, _ = mk.awq(w, 32, bias)
+    comp_4, _ = mk.compressed(w, 4, 32, True)
+    comp_8, _ = mk.compressed(w, 8, 64, False)
+    seeds = {
+        "gptq_quantize_config": seed(layer("l", gptq_sym), "auto", "quantize_config.json",
+                                     {"bits": 4, "group_size": 32, "desc_act": False, "sym": True}),
+        "gptq_v2_config_json": seed(layer("l", gptq_asym), "auto", "config.json",
+                                    {"quantization_config": {"quant_method": "gptq", "bits": 4, "group_size": 32,
+                                                             "checkpoint_format": "gptq_v2"}}),
+        "gptq_8bit_noconfig": seed(layer("a.b", gptq_8)),
+        "gptq_v2_given": seed(layer("l", gptq_asym), "gptq_v2"),
+        "awq_config_json": seed(layer("l", awq), "auto", "config.json",
+                                {"quantization_config": {"quant_method": "awq", "bits": 4, "group_size": 32}}),
+        "awq_given": seed(layer("l", awq), "awq"),
+        "compressed_two_layers": seed({**layer("x", comp_4), **layer("y", comp_8)}, "auto", "config.json",
+                                      {"quantization_config": {"quant_method": "compressed-tensors"}}),
+    }
+    for name, data in seeds.items():
+        with open(os.path.join(out, name), "wb") as f:
+            f.write(data)
+    print("wrote", len(seeds), "seeds to", out)
+
+
+if __name__ == "__main__":
+    main()
