@@ -89,3 +89,60 @@ TEST(Import, MalformedCheckpointsAreRefusedWithAMessage) {
   }
   EXPECT_EQ(woq_import_checkpoint(nullptr, "auto", "x.woq", nullptr), WOQ_ERR_INVALID_ARGUMENT);
 }
+
+// The config next to a checkpoint: fields of the wrong type and a group
+// size that the scales contradict are refused naming the file and key;
+// null fields count as absent. And a GPTQ K that does not fill whole
+// int32 words (or an empty g_idx) is refused before any code is unpacked.
+TEST(Import, ConfigFieldsAndPackedLengthsAreChecked) {
+  woq::test::TempDir dir;
+  std::string msg;
+  auto g_idx = [](uint64_t k, int32_t group) {
+    std::vector<int32_t> g(k);
+    for (uint64_t i = 0; i < k; ++i) g[i] = int32_t(i / group);
+    SafeTensorOut t{"l.g_idx", "I32", {k}, std::vector<uint8_t>(4 * k)};
+    if (k) std::memcpy(t.bytes.data(), g.data(), t.bytes.size());
+    return t;
+  };
+  auto with_config = [&](const char* name, const char* text) {
+    std::remove(dir.file("quantize_config.json").c_str());
+    std::remove(dir.file("config.json").c_str());
+    const std::string s = text;
+    woq::test::write_file(dir.file(name), std::vector<uint8_t>(s.begin(), s.end()));
+  };
+  const std::vector<SafeTensorOut> gptq = {i32("l.qweight", {8, 16}), i32("l.qzeros", {2, 2}, 0x77777777),
+                                           f16("l.scales", {2, 16}), g_idx(64, 32)};
+  struct Case {
+    const char* file;
+    const char* config;
+    std::vector<SafeTensorOut> tensors;
+    woq_status status;
+    const char* word;
+  };
+  const std::vector<Case> cases = {
+      {"quantize_config.json", R"({"bits": 4, "group_size": 32, "desc_act": false})", gptq, WOQ_OK, ""},
+      {"quantize_config.json", R"({"bits": null, "group_size": null, "desc_act": null})", gptq, WOQ_OK, ""},
+      {"quantize_config.json", R"({"bits": 4, "group_size": 64})", gptq, WOQ_ERR_FORMAT, "group_size 64"},
+      {"quantize_config.json", R"({"bits": 4, "group_size": -1})", gptq, WOQ_ERR_FORMAT, "group_size -1"},
+      {"quantize_config.json", R"({"bits": 4, "desc_act": "no"})", gptq, WOQ_ERR_FORMAT, "\"desc_act\" is \"no\""},
+      {"quantize_config.json", R"({"bits": "4"})", gptq, WOQ_ERR_FORMAT, "\"bits\""},
+      {"quantize_config.json", R"({"checkpoint_format": 2})", gptq, WOQ_ERR_FORMAT, "checkpoint_format"},
+      {"quantize_config.json", "[4, 32]", gptq, WOQ_ERR_FORMAT, "not a JSON object"},
+      {"config.json", R"({"quantization_config": 7})", gptq, WOQ_ERR_FORMAT, "quantization_config is not a JSON object"},
+      {"config.json", R"({"quantization_config": {"quant_method": "awq", "group_size": 128}})",
+       {i32("l.qweight", {64, 2}), i32("l.qzeros", {2, 2}), f16("l.scales", {2, 16})}, WOQ_ERR_FORMAT,
+       "groups of 32 inputs"},
+      // 9 inputs of 4 bits: qweight's one word a column holds 8 of them.
+      {"quantize_config.json", R"({"bits": 4})",
+       {i32("l.qweight", {1, 16}), i32("l.qzeros", {1, 2}), f16("l.scales", {1, 16}), g_idx(9, 9)}, WOQ_ERR_FORMAT,
+       "9 inputs (g_idx's length) do not fill whole int32 words"},
+      {"quantize_config.json", R"({"bits": 4})",
+       {i32("l.qweight", {8, 16}), i32("l.qzeros", {1, 2}), f16("l.scales", {1, 16}), g_idx(0, 1)}, WOQ_ERR_FORMAT,
+       "0 inputs"},
+  };
+  for (const Case& c : cases) {
+    with_config(c.file, c.config);
+    EXPECT_EQ(import(dir, c.tensors, "auto", &msg), c.status) << c.config << ": " << msg;
+    EXPECT_NE(msg.find(c.word), std::string::npos) << c.config << ": " << msg;
+  }
+}
