@@ -67,7 +67,10 @@ class Fields {
   int integer(const char* key, int fallback) const {
     const json* v = find(key);
     if (!v) return fallback;
-    if (!v->is_number_integer() || v->get<int64_t>() < -1 || v->get<int64_t>() > 65536) wrong(key, "an integer");
+    const bool in_range = v->is_number_unsigned() ? v->get<uint64_t>() <= 65536
+                                                  : v->is_number_integer() && v->get<int64_t>() >= -1 &&
+                                                        v->get<int64_t>() <= 65536;
+    if (!in_range) wrong(key, "an integer from -1 to 65536");
     return int(v->get<int64_t>());
   }
 

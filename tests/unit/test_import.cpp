@@ -126,6 +126,7 @@ TEST(Import, ConfigFieldsAndPackedLengthsAreChecked) {
       {"quantize_config.json", R"({"bits": 4, "group_size": -1})", gptq, WOQ_ERR_FORMAT, "group_size -1"},
       {"quantize_config.json", R"({"bits": 4, "desc_act": "no"})", gptq, WOQ_ERR_FORMAT, "\"desc_act\" is \"no\""},
       {"quantize_config.json", R"({"bits": "4"})", gptq, WOQ_ERR_FORMAT, "\"bits\""},
+      {"quantize_config.json", R"({"bits": 18446744073709551615})", gptq, WOQ_ERR_FORMAT, "from -1 to 65536"},
       {"quantize_config.json", R"({"checkpoint_format": 2})", gptq, WOQ_ERR_FORMAT, "checkpoint_format"},
       {"quantize_config.json", "[4, 32]", gptq, WOQ_ERR_FORMAT, "not a JSON object"},
       {"config.json", R"({"quantization_config": 7})", gptq, WOQ_ERR_FORMAT, "quantization_config is not a JSON object"},
