@@ -1,7 +1,8 @@
 // Fuzz target: a checkpoint of another tool (safetensors, plus the config
 // file next to it) through woq_import_checkpoint, as `woq import` runs it.
 // Hostile input must come back as an error code other than
-// WOQ_ERR_INTERNAL ("a bug in woq") with a message; an import that
+// WOQ_ERR_INTERNAL ("a bug in woq") with a message, leaving no file
+// behind (neither the output nor a temporary one); an import that
 // succeeds must have written a .woq file that opens and verifies. The
 // safetensors reader alone is exercised too: any exception but woq::Error
 // escapes, and libFuzzer reports it.
@@ -11,6 +12,7 @@
 // quantize_config.json, config.json, both); with a config, bytes 1-2 are
 // its length L (little-endian, cut to what is there) and L bytes of JSON
 // follow; the rest is the .safetensors file.
+#include <dirent.h>
 #include <unistd.h>
 
 #include <cstddef>
@@ -70,6 +72,21 @@ void read_safetensors(const std::string& path) {
   }
 }
 
+// Whether the directory holds anything but the input's files (and the
+// output, when `output` is allowed).
+bool leftover(const Scratch& scratch, bool output) {
+  DIR* d = opendir(scratch.dir.c_str());
+  if (!d) return false;
+  bool found = false;
+  while (const dirent* e = readdir(d)) {
+    const std::string name = e->d_name;
+    found = found || !(name == "." || name == ".." || name == "m.safetensors" || name == "quantize_config.json" ||
+                       name == "config.json" || (output && name == "out.woq"));
+  }
+  closedir(d);
+  return found;
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -99,10 +116,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (status == WOQ_ERR_INTERNAL) defect("import", status);
   if (status != WOQ_OK) {
     if (!woq_last_error()[0]) defect("import failed without a message", status);
-    if (access(out.c_str(), F_OK) == 0) defect("a failed import left its output", status);
+    if (leftover(scratch, false)) defect("a failed import left its output or a temporary file", status);
     return 0;
   }
   if (!report || !report[0]) defect("import succeeded without a report", status);
+  if (leftover(scratch, true)) defect("import left a temporary file", status);
   woq_file* file = nullptr;
   woq_status s = woq_file_open(out.c_str(), &file);
   if (s != WOQ_OK) defect("the imported file does not open", s);
