@@ -21,7 +21,6 @@ using nlohmann::json;
 struct Config {
   Flavor flavor = Flavor::Auto;
   int bits = 0;
-  int group = 0;  // -1: per channel
   bool act_order = false;
   std::string source;
 };
@@ -92,7 +91,6 @@ Config read_config(const std::string& checkpoint) {
     c.source = "quantize_config.json";
     c.flavor = f.text("checkpoint_format", "gptq") == "gptq_v2" ? Flavor::GptqV2 : Flavor::GptqV1;
     c.bits = f.integer("bits", 0);
-    c.group = f.integer("group_size", 0);
     c.act_order = f.flag("desc_act", false);
     return c;
   }
@@ -105,25 +103,14 @@ Config read_config(const std::string& checkpoint) {
   if (method == "gptq") {
     c.flavor = f.text("checkpoint_format", "gptq") == "gptq_v2" ? Flavor::GptqV2 : Flavor::GptqV1;
     c.bits = f.integer("bits", 0);
-    c.group = f.integer("group_size", 0);
     c.act_order = f.flag("desc_act", false);
   } else if (method == "awq") {
     c.flavor = Flavor::Awq;
     c.bits = f.integer("bits", f.integer("w_bit", 0));
-    c.group = f.integer("group_size", f.integer("q_group_size", 0));
   } else if (method == "compressed-tensors") {
     c.flavor = Flavor::CompressedTensors;
   }
   return c;
-}
-
-// The config's group size (-1: one group per row, 0: not given) against
-// the one the scales' shape gives.
-void check_group(const std::string& layer, const Config& c, uint64_t group, uint64_t k) {
-  const uint64_t expected = c.group == -1 ? k : uint64_t(c.group);
-  if (c.group != 0 && group != expected)
-    fail(Status::Format, "layer '" + layer + "': its scales make groups of " + std::to_string(group) + " inputs, but " +
-                             c.source + " says group_size " + std::to_string(c.group));
 }
 
 // Element i of an integer tensor of any width, as int64 (mmap: unaligned).
@@ -250,7 +237,6 @@ QuantizedMatrix import_gptq(const SafetensorsFile& f, const std::string& p, cons
   need_shape(sc, {groups, n_rows});
   need_shape(qz, {groups, (n_rows + per_word - 1) / per_word});
   const uint32_t group = uint32_t(k / groups);
-  check_group(p, c, group, k);
   if (gi)
     for (uint64_t i = 0; i < k; ++i)
       if (int_at(*gi, i) != int64_t(i / group))
@@ -280,7 +266,6 @@ QuantizedMatrix import_awq(const SafetensorsFile& f, const std::string& p, const
     fail(Status::Format, "layer '" + p + "': scales has no whole number of groups");
   need_shape(qw, {k, (n_rows + 7) / 8});
   need_shape(qz, {groups, (n_rows + 7) / 8});
-  check_group(p, c, k / groups, k);
   // Output n sits in nibble position kPosition[n % 8] of its word.
   static constexpr uint32_t kPosition[8] = {0, 4, 1, 5, 2, 6, 3, 7};
   const uint64_t words = qw.shape[1];
