@@ -227,7 +227,8 @@ QuantizedMatrix import_gptq(const SafetensorsFile& f, const std::string& p, cons
     fail(Status::Unsupported, "layer '" + p + "': " + std::to_string(bits) +
                                   "-bit GPTQ packing is not supported (2, 4 and 8 are)");
   const uint64_t per_word = 32 / bits, k = gi ? k_cols : qw.shape[0] * per_word;
-  if (k == 0 || k % per_word != 0)
+  if (k == 0) fail(Status::Format, "layer '" + p + "' has no inputs: " + (gi ? "g_idx is empty" : "qweight has no rows"));
+  if (k % per_word != 0)
     fail(Status::Format, "layer '" + p + "': " + std::to_string(k) + " inputs" + (gi ? " (g_idx's length)" : "") +
                              " do not fill whole int32 words of " + std::to_string(bits) + "-bit codes");
   if (gi) need_shape(*gi, {k});

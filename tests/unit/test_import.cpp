@@ -138,7 +138,7 @@ TEST(Import, ConfigFieldsAndPackedLengthsAreChecked) {
        "9 inputs (g_idx's length) do not fill whole int32 words"},
       {"quantize_config.json", R"({"bits": 4})",
        {i32("l.qweight", {8, 16}), i32("l.qzeros", {1, 2}), f16("l.scales", {1, 16}), g_idx(0, 1)}, WOQ_ERR_FORMAT,
-       "0 inputs"},
+       "no inputs: g_idx is empty"},
   };
   for (const Case& c : cases) {
     with_config(c.file, c.config);
