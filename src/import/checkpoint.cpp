@@ -63,14 +63,11 @@ class Fields {
     if (!v->is_boolean()) wrong(key, "true or false");
     return v->get<bool>();
   }
-  int integer(const char* key, int fallback) const {
+  int count(const char* key, int fallback) const {  // (JSON parses non-negative integers as unsigned)
     const json* v = find(key);
     if (!v) return fallback;
-    const bool in_range = v->is_number_unsigned() ? v->get<uint64_t>() <= 65536
-                                                  : v->is_number_integer() && v->get<int64_t>() >= -1 &&
-                                                        v->get<int64_t>() <= 65536;
-    if (!in_range) wrong(key, "an integer from -1 to 65536");
-    return int(v->get<int64_t>());
+    if (!v->is_number_unsigned() || v->get<uint64_t>() > 65536) wrong(key, "an integer from 0 to 65536");
+    return int(v->get<uint64_t>());
   }
 
  private:
@@ -81,6 +78,13 @@ class Fields {
   std::string where_;
 };
 
+// AutoGPTQ's fields, in quantize_config.json or config.json alike.
+void read_gptq_fields(const Fields& f, Config& c) {
+  c.flavor = f.text("checkpoint_format", "gptq") == "gptq_v2" ? Flavor::GptqV2 : Flavor::GptqV1;
+  c.bits = f.count("bits", 0);
+  c.act_order = f.flag("desc_act", false);
+}
+
 Config read_config(const std::string& checkpoint) {
   const std::string dir = checkpoint.find('/') == std::string::npos ? "." : checkpoint.substr(0, checkpoint.rfind('/'));
   Config c;
@@ -89,9 +93,7 @@ Config read_config(const std::string& checkpoint) {
   if (!q.is_null()) {
     const Fields f(q, "'" + quantize_config + "'");
     c.source = "quantize_config.json";
-    c.flavor = f.text("checkpoint_format", "gptq") == "gptq_v2" ? Flavor::GptqV2 : Flavor::GptqV1;
-    c.bits = f.integer("bits", 0);
-    c.act_order = f.flag("desc_act", false);
+    read_gptq_fields(f, c);
     return c;
   }
   const std::string config = dir + "/config.json";
@@ -101,12 +103,10 @@ Config read_config(const std::string& checkpoint) {
   c.source = "config.json quantization_config";
   const std::string method = f.text("quant_method", "");
   if (method == "gptq") {
-    c.flavor = f.text("checkpoint_format", "gptq") == "gptq_v2" ? Flavor::GptqV2 : Flavor::GptqV1;
-    c.bits = f.integer("bits", 0);
-    c.act_order = f.flag("desc_act", false);
+    read_gptq_fields(f, c);
   } else if (method == "awq") {
     c.flavor = Flavor::Awq;
-    c.bits = f.integer("bits", f.integer("w_bit", 0));
+    c.bits = f.count("bits", f.count("w_bit", 0));
   } else if (method == "compressed-tensors") {
     c.flavor = Flavor::CompressedTensors;
   }

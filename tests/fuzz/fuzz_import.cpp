@@ -27,6 +27,10 @@
 
 namespace {
 
+// The files an input becomes, and the import's output.
+constexpr const char* kInputFiles[] = {"m.safetensors", "quantize_config.json", "config.json"};
+constexpr const char* kOutputFile = "out.woq";
+
 // A private directory for the files of one input, removed at exit.
 struct Scratch {
   std::string dir;
@@ -42,8 +46,8 @@ struct Scratch {
     dir = made;
   }
   ~Scratch() {
-    for (const char* name : {"m.safetensors", "quantize_config.json", "config.json", "out.woq"})
-      std::remove(file(name).c_str());
+    for (const char* name : kInputFiles) std::remove(file(name).c_str());
+    std::remove(file(kOutputFile).c_str());
     rmdir(dir.c_str());
   }
   std::string file(const char* name) const { return dir + "/" + name; }
@@ -80,8 +84,9 @@ bool leftover(const Scratch& scratch, bool output) {
   bool found = false;
   while (const dirent* e = readdir(d)) {
     const std::string name = e->d_name;
-    found = found || !(name == "." || name == ".." || name == "m.safetensors" || name == "quantize_config.json" ||
-                       name == "config.json" || (output && name == "out.woq"));
+    bool expected = name == "." || name == ".." || (output && name == kOutputFile);
+    for (const char* input : kInputFiles) expected = expected || name == input;
+    found = found || !expected;
   }
   closedir(d);
   return found;
@@ -106,7 +111,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (configs & 2) write_file(scratch.file("config.json"), data + at, length);
     at += length;
   }
-  const std::string checkpoint = scratch.file("m.safetensors"), out = scratch.file("out.woq");
+  const std::string checkpoint = scratch.file(kInputFiles[0]), out = scratch.file(kOutputFile);
   write_file(checkpoint, data + at, size - at);
   read_safetensors(checkpoint);
 

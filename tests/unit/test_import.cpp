@@ -32,6 +32,15 @@ SafeTensorOut f16(const std::string& name, std::vector<uint64_t> shape, uint16_t
   return filled(name, "F16", shape, fill);
 }
 
+// The plain g_idx of k inputs in groups of `group`: k / group.
+SafeTensorOut g_idx(uint64_t k, int32_t group) {
+  std::vector<int32_t> g(k);
+  for (uint64_t i = 0; i < k; ++i) g[i] = int32_t(i / group);
+  SafeTensorOut t{"l.g_idx", "I32", {k}, std::vector<uint8_t>(4 * k)};
+  if (k) std::memcpy(t.bytes.data(), g.data(), t.bytes.size());
+  return t;
+}
+
 woq_status import(const woq::test::TempDir& dir, const std::vector<SafeTensorOut>& tensors, const char* format,
                   std::string* message) {
   woq::import::write_safetensors(dir.file("m.safetensors"), tensors, {});
@@ -51,10 +60,7 @@ TEST(Import, MalformedCheckpointsAreRefusedWithAMessage) {
                    "gptq_v2", &msg),
             WOQ_ERR_UNSUPPORTED);  // g_idx all 0 is not k / group: act-order style
   EXPECT_NE(msg.find("act-order"), std::string::npos) << msg;
-  std::vector<int32_t> g(64);
-  for (int k = 0; k < 64; ++k) g[k] = k / 32;
-  SafeTensorOut gidx{"l.g_idx", "I32", {64}, std::vector<uint8_t>(256)};
-  std::memcpy(gidx.bytes.data(), g.data(), 256);
+  const SafeTensorOut gidx = g_idx(64, 32);
   EXPECT_EQ(import(dir, {i32("l.qweight", {8, 16}), i32("l.qzeros", {2, 2}, 0x77777777), f16("l.scales", {2, 16}), gidx},
                    "gptq_v2", &msg),
             WOQ_OK)
@@ -96,13 +102,6 @@ TEST(Import, MalformedCheckpointsAreRefusedWithAMessage) {
 TEST(Import, ConfigFieldsAndPackedLengthsAreChecked) {
   woq::test::TempDir dir;
   std::string msg;
-  auto g_idx = [](uint64_t k, int32_t group) {
-    std::vector<int32_t> g(k);
-    for (uint64_t i = 0; i < k; ++i) g[i] = int32_t(i / group);
-    SafeTensorOut t{"l.g_idx", "I32", {k}, std::vector<uint8_t>(4 * k)};
-    if (k) std::memcpy(t.bytes.data(), g.data(), t.bytes.size());
-    return t;
-  };
   auto with_config = [&](const char* name, const char* text) {
     std::remove(dir.file("quantize_config.json").c_str());
     std::remove(dir.file("config.json").c_str());
@@ -125,7 +124,8 @@ TEST(Import, ConfigFieldsAndPackedLengthsAreChecked) {
       {"quantize_config.json", R"({"bits": 4, "group_size": 64})", gptq, WOQ_OK, ""},
       {"quantize_config.json", R"({"bits": 4, "desc_act": "no"})", gptq, WOQ_ERR_FORMAT, "\"desc_act\" is \"no\""},
       {"quantize_config.json", R"({"bits": "4"})", gptq, WOQ_ERR_FORMAT, "\"bits\""},
-      {"quantize_config.json", R"({"bits": 18446744073709551615})", gptq, WOQ_ERR_FORMAT, "from -1 to 65536"},
+      {"quantize_config.json", R"({"bits": -1})", gptq, WOQ_ERR_FORMAT, "from 0 to 65536"},
+      {"quantize_config.json", R"({"bits": 18446744073709551615})", gptq, WOQ_ERR_FORMAT, "from 0 to 65536"},
       {"quantize_config.json", R"({"checkpoint_format": 2})", gptq, WOQ_ERR_FORMAT, "checkpoint_format"},
       {"quantize_config.json", "[4, 32]", gptq, WOQ_ERR_FORMAT, "not a JSON object"},
       {"config.json", R"({"quantization_config": 7})", gptq, WOQ_ERR_FORMAT, "quantization_config is not a JSON object"},
