@@ -941,10 +941,12 @@ __global__ void __launch_bounds__(WG * 128, WG == 1 ? 3 : 2)
 #pragma unroll
     for (int span = 0; span < kSpans; ++span) {
       const uint64_t first = step * kCols + 32 * span;
-      if (first >= K) break;  // uniform: the same step for the whole block
+      if (span > 0 && first >= K) break;  // uniform: the same step for the whole block
       if (group_of(w, first) != group) {
-        wgmma_commit();
-        wgmma_wait_all();
+        if (span > 0) {  // span 0's: the last step's wgmmas were waited for at its end
+          wgmma_commit();
+          wgmma_wait_all();
+        }
         flush();
         group = group_of(w, first);
         if (active) load_zeros<Op>(w, group, n0 + g, z, offset_z);
