@@ -62,7 +62,19 @@ nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --f
 if wants tests; then
   tests=0
   deadline=$(($(date +%s) + $(cap 120)))
-  for t in $("$HERE/woq_gpu_tests" --gtest_list_tests | awk '/^[^ ]/ { suite = $1 } /^  / { print suite $1 }'); do
+  # A binary that does not load here (other system libraries than where it
+  # was built) lists nothing: that fails, with the loader's words, rather
+  # than passing with no tests run.
+  listing=$(mktemp)
+  names=$("$HERE/woq_gpu_tests" --gtest_list_tests 2>"$listing" |
+    awk '/^[^ ]/ { suite = $1 } /^  / { print suite $1 }')
+  if [ -z "$names" ]; then
+    { echo "[  FAILED  ] woq_gpu_tests (lists no tests here)"; cat "$listing"; ldd "$HERE/woq_gpu_tests"; } \
+      >> "$OUT/gpu_tests.txt" 2>&1
+    tests=1
+  fi
+  rm -f "$listing"
+  for t in $names; do
     left=$((deadline - $(date +%s)))
     [ "$left" -gt 40 ] && left=40
     if [ "$left" -le 0 ]; then
@@ -103,7 +115,7 @@ fi
 cat "$OUT/gpu.txt"
 if wants tests; then
   # One line a test (its result and time), each failure's place, the notes.
-  grep -E "^\[       OK \] |^\[  (FAILED|SKIPPED) +\] .*\(|Failure|skipped:|not compared|not run" \
+  grep -E "^\[       OK \] |^\[  (FAILED|SKIPPED) +\] .*\(|Failure|skipped:|not compared|not run|error while loading|not found" \
     "$OUT/gpu_tests.txt" | tail -n 40
 fi
 for f in cuda_bench torch_compare cuda_bench_sweeps; do
