@@ -33,6 +33,7 @@
 #include <vector>
 
 extern "C" void openblas_set_num_threads(int);
+extern "C" char* openblas_get_corename(void);  // the kernels it runs here (OPENBLAS_CORETYPE overrides)
 
 namespace {
 
@@ -189,6 +190,10 @@ int main(int argc, char** argv) {
   if (!a.ms.empty()) ms = a.ms;
   std::printf("woq CPU benchmark: %u-bit, group %u, %s activations, libwoq %s, %u hardware threads\n", a.bits,
               a.group, a.bf16_x ? "bf16" : a.fp16_x ? "fp16" : "fp32", woq_version_string(), std::thread::hardware_concurrency());
+  // OpenBLAS picks its kernels by CPU model: one it does not know gets
+  // older ones (0.3.21 runs Haswell's AVX2 kernels on Zen 5), a weaker
+  // baseline than the machine allows.
+  std::printf("baseline: OpenBLAS %s kernels\n", openblas_get_corename());
 
   // Quantize one matrix per distinct shape; every block entry gets its own copy.
   std::mt19937 rng(7);
