@@ -7,18 +7,34 @@
 # cuda_torch_compare.py, the two shared libraries they need besides CUDA's,
 # and run.sh, which runs the gpu tests and the benchmarks there:
 #   device: BUILD_DIR/bundle/run.sh  (logs under $OUT, summary last)
+# It also exports the build's dependencies to bundle/deps/ (headers, static
+# zstd and xxhash, GoogleTest's source), so that run.sh can build the bundle
+# again on the device if these binaries do not load there; that build runs
+# this script with WOQ_DEPS_PREFIX, the prefix to build against.
 set -eu
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 BUILD=${1:-$ROOT/build-gpu}
+PREFIX=${WOQ_DEPS_PREFIX:-}
 cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90a \
-  -DWOQ_BUILD_CLI=OFF -DWOQ_BUILD_EXAMPLES=OFF >/dev/null
+  -DWOQ_BUILD_CLI=OFF -DWOQ_BUILD_EXAMPLES=OFF ${PREFIX:+"-DCMAKE_PREFIX_PATH=$PREFIX"} >/dev/null
 cmake --build "$BUILD" -j "$(nproc)" --target woq woq_gpu_tests woq_cuda_bench
 B=$BUILD/bundle
 rm -rf "$B"
 mkdir -p "$B"
 cp -L "$BUILD/libwoq.so.1" "$BUILD/tests/woq_gpu_tests" "$BUILD/tests/woq_cuda_bench" "$B/"
-for lib in libzstd.so.1 libxxhash.so.0; do
-  cp -L "$(ldd "$BUILD/libwoq.so.1" | awk -v l="$lib" '$1 == l { print $3 }')" "$B/"
+for lib in libzstd.so.1 libxxhash.so.0; do  # none where they were linked statically
+  path=$(ldd "$BUILD/libwoq.so.1" | awk -v l="$lib" '$1 == l { print $3 }')
+  [ -n "$path" ] && cp -L "$path" "$B/"
 done
 cp "$ROOT/tests/gpu/run.sh" "$ROOT/tests/benchmarks/cuda_torch_compare.py" "$B/"
+if [ -z "$PREFIX" ]; then  # Debian's packages (.ci/setup installs them)
+  D=$B/deps
+  mkdir -p "$D/include" "$D/lib" "$D/share/cmake"
+  cp /usr/include/zstd.h /usr/include/zstd_errors.h /usr/include/zdict.h /usr/include/xxhash.h \
+    /usr/include/xxh3.h "$D/include/"
+  cp -R /usr/include/nlohmann "$D/include/"
+  cp -R /usr/share/cmake/nlohmann_json "$D/share/cmake/"  # relocatable: include/ three levels up
+  cp /usr/lib/x86_64-linux-gnu/libzstd.a /usr/lib/x86_64-linux-gnu/libxxhash.a "$D/lib/"  # PIC
+  cp -R /usr/src/googletest "$D/googletest"
+fi
 du -sh "$B"

@@ -56,8 +56,45 @@ CUDA_LIBS=/usr/local/cuda/lib64
 for d in $(python3 -c 'import glob, os, nvidia; print(" ".join(glob.glob(os.path.join(os.path.dirname(nvidia.__file__), "*", "lib"))))' 2>/dev/null); do
   CUDA_LIBS="$CUDA_LIBS:$d"
 done
-export LD_LIBRARY_PATH="$HERE:$CUDA_LIBS:${LD_LIBRARY_PATH:-}"
+HOST_LIBRARY_PATH=${LD_LIBRARY_PATH:-}  # for a rebuild, whose tools must not load the carried libraries
+export LD_LIBRARY_PATH="$HERE:$CUDA_LIBS:$HOST_LIBRARY_PATH"
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --format=csv > "$OUT/gpu.txt" 2>&1
+
+# Binaries built on another system may not load here (an older glibc or
+# libstdc++). Then, once, build the bundle here from the working tree the
+# device copied (two folders up) and the dependencies carried in deps/, and
+# run that one instead, with what is left of the budget. Log: rebuild.txt.
+ROOT=$(cd "$HERE/../.." && pwd)
+if ! "$HERE/woq_gpu_tests" --gtest_list_tests > /dev/null 2>&1 && [ -z "${WOQ_REBUILT:-}" ] &&
+  [ -d "$HERE/deps" ] && [ -f "$ROOT/tests/gpu/bundle.sh" ]; then
+  log=$OUT/rebuild.txt
+  WORK=${TMPDIR:-/tmp}/woq-device-build
+  rm -rf "$WORK"
+  mkdir -p "$WORK/prefix"
+  {
+    echo "== the carried binaries do not load here:"
+    "$HERE/woq_gpu_tests" --gtest_list_tests 2>&1 | head -n 5
+    echo "== rebuilding from $ROOT"
+    cp -R "$HERE/deps/include" "$HERE/deps/lib" "$HERE/deps/share" "$WORK/prefix/"
+  } > "$log" 2>&1
+  secs=$(cap 300)
+  rc=125
+  if [ "$secs" -gt 0 ]; then
+    LD_LIBRARY_PATH=$HOST_LIBRARY_PATH timeout "$secs" sh -c '
+      cmake -S "$1/googletest" -B "$2/gtest" -DCMAKE_BUILD_TYPE=Release -DBUILD_GMOCK=OFF \
+        -DCMAKE_POSITION_INDEPENDENT_CODE=ON -DCMAKE_INSTALL_PREFIX="$2/prefix" > /dev/null &&
+      cmake --build "$2/gtest" -j "$(nproc)" > /dev/null && cmake --install "$2/gtest" > /dev/null &&
+      WOQ_DEPS_PREFIX="$2/prefix" sh "$3/tests/gpu/bundle.sh" "$2/build"' rebuild "$HERE/deps" "$WORK" "$ROOT" \
+      >> "$log" 2>&1
+    rc=$?
+  fi
+  if [ "$rc" -eq 0 ]; then
+    echo "== rebuilt in $WORK/build/bundle" >> "$log"
+    WOQ_REBUILT=1 OUT=$OUT RUN_BUDGET=$((END - $(date +%s))) LD_LIBRARY_PATH=$HOST_LIBRARY_PATH \
+      exec sh "$WORK/build/bundle/run.sh" $PHASES
+  fi
+  echo "== the rebuild failed (status $rc): running the carried binaries anyway" >> "$log"
+fi
 
 if wants tests; then
   tests=0
@@ -113,6 +150,7 @@ if wants sweeps; then
 fi
 
 cat "$OUT/gpu.txt"
+[ -f "$OUT/rebuild.txt" ] && grep "^== \|error" "$OUT/rebuild.txt" | head -n 12
 if wants tests; then
   # One line a test (its result and time), each failure's place, the notes.
   grep -E "^\[       OK \] |^\[  (FAILED|SKIPPED) +\] .*\(|Failure|skipped:|not compared|not run|error while loading|not found" \
