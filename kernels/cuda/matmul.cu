@@ -941,7 +941,7 @@ __global__ void __launch_bounds__(WG * 128, WG == 1 ? 3 : 2)
 #pragma unroll
     for (int span = 0; span < kSpans; ++span) {
       const uint64_t first = step * kCols + 32 * span;
-      if (span > 0 && first >= K) break;  // uniform: the same step for the whole block
+      if (span > 0 && first >= K) break;  // uniform for the block; span 0 is inside K (step < steps)
       if (group_of(w, first) != group) {
         if (span > 0) {  // span 0's: the last step's wgmmas were waited for at its end
           wgmma_commit();
