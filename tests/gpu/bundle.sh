@@ -16,7 +16,8 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 BUILD=${1:-$ROOT/build-gpu}
 PREFIX=${WOQ_DEPS_PREFIX:-}
 cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90a \
-  -DWOQ_BUILD_CLI=OFF -DWOQ_BUILD_EXAMPLES=OFF ${PREFIX:+"-DCMAKE_PREFIX_PATH=$PREFIX"} >/dev/null
+  -DWOQ_BUILD_CLI=OFF -DWOQ_BUILD_EXAMPLES=OFF ${PREFIX:+"-DCMAKE_PREFIX_PATH=$PREFIX"} \
+  ${PREFIX:+-DCMAKE_POLICY_VERSION_MINIMUM=3.5} >/dev/null  # CMake 4 there: Debian's nlohmann config is older
 cmake --build "$BUILD" -j "$(nproc)" --target woq woq_gpu_tests woq_cuda_bench
 B=$BUILD/bundle
 rm -rf "$B"

@@ -82,7 +82,8 @@ if ! "$HERE/woq_gpu_tests" --gtest_list_tests > /dev/null 2>&1 && [ -z "${WOQ_RE
   if [ "$secs" -gt 0 ]; then
     LD_LIBRARY_PATH=$HOST_LIBRARY_PATH timeout "$secs" sh -c '
       cmake -S "$1/googletest" -B "$2/gtest" -DCMAKE_BUILD_TYPE=Release -DBUILD_GMOCK=OFF \
-        -DCMAKE_POSITION_INDEPENDENT_CODE=ON -DCMAKE_INSTALL_PREFIX="$2/prefix" > /dev/null &&
+        -DCMAKE_POSITION_INDEPENDENT_CODE=ON -DCMAKE_INSTALL_PREFIX="$2/prefix" -DCMAKE_POLICY_VERSION_MINIMUM=3.5 \
+        > /dev/null &&
       cmake --build "$2/gtest" -j "$(nproc)" > /dev/null && cmake --install "$2/gtest" > /dev/null &&
       WOQ_DEPS_PREFIX="$2/prefix" sh "$3/tests/gpu/bundle.sh" "$2/build"' rebuild "$HERE/deps" "$WORK" "$ROOT" \
       >> "$log" 2>&1
