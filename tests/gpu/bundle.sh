@@ -11,7 +11,22 @@
 # zstd and xxhash, GoogleTest's source), so that run.sh can build the bundle
 # again on the device if these binaries do not load there; that build runs
 # this script with WOQ_DEPS_PREFIX, the prefix to build against.
+#   tests/gpu/bundle.sh --deps DIR         exports only the dependencies
 set -eu
+# Debian's packages (.ci/setup installs them) into DIR, as a prefix.
+export_deps() {
+  mkdir -p "$1/include" "$1/lib" "$1/share/cmake"
+  cp /usr/include/zstd.h /usr/include/zstd_errors.h /usr/include/zdict.h /usr/include/xxhash.h \
+    /usr/include/xxh3.h "$1/include/"
+  cp -R /usr/include/nlohmann "$1/include/"
+  cp -R /usr/share/cmake/nlohmann_json "$1/share/cmake/"  # relocatable: include/ three levels up
+  cp /usr/lib/x86_64-linux-gnu/libzstd.a /usr/lib/x86_64-linux-gnu/libxxhash.a "$1/lib/"  # PIC
+  cp -R /usr/src/googletest "$1/googletest"
+}
+if [ "${1:-}" = --deps ]; then  # only that (tests/gpu/check_rebuild.sh)
+  export_deps "${2:?usage: bundle.sh --deps DIR}"
+  exit 0
+fi
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 BUILD=${1:-$ROOT/build-gpu}
 PREFIX=${WOQ_DEPS_PREFIX:-}
@@ -25,17 +40,8 @@ mkdir -p "$B"
 cp -L "$BUILD/libwoq.so.1" "$BUILD/tests/woq_gpu_tests" "$BUILD/tests/woq_cuda_bench" "$B/"
 for lib in libzstd.so.1 libxxhash.so.0; do  # none where they were linked statically
   path=$(ldd "$BUILD/libwoq.so.1" | awk -v l="$lib" '$1 == l { print $3 }')
-  [ -n "$path" ] && cp -L "$path" "$B/"
+  if [ -n "$path" ]; then cp -L "$path" "$B/"; fi
 done
 cp "$ROOT/tests/gpu/run.sh" "$ROOT/tests/benchmarks/cuda_torch_compare.py" "$B/"
-if [ -z "$PREFIX" ]; then  # Debian's packages (.ci/setup installs them)
-  D=$B/deps
-  mkdir -p "$D/include" "$D/lib" "$D/share/cmake"
-  cp /usr/include/zstd.h /usr/include/zstd_errors.h /usr/include/zdict.h /usr/include/xxhash.h \
-    /usr/include/xxh3.h "$D/include/"
-  cp -R /usr/include/nlohmann "$D/include/"
-  cp -R /usr/share/cmake/nlohmann_json "$D/share/cmake/"  # relocatable: include/ three levels up
-  cp /usr/lib/x86_64-linux-gnu/libzstd.a /usr/lib/x86_64-linux-gnu/libxxhash.a "$D/lib/"  # PIC
-  cp -R /usr/src/googletest "$D/googletest"
-fi
+if [ -z "$PREFIX" ]; then export_deps "$B/deps"; fi
 du -sh "$B"

@@ -62,9 +62,10 @@ nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --f
 
 # Binaries built on another system may not load here (an older glibc or
 # libstdc++). Then, once, build the bundle here from the working tree the
-# device copied (two folders up) and the dependencies carried in deps/, and
-# run that one instead, with what is left of the budget. Log: rebuild.txt.
-ROOT=$(cd "$HERE/../.." && pwd)
+# device copied (two folders up, or WOQ_SOURCE_DIR) and the dependencies
+# carried in deps/, and run that one instead, with what is left of the
+# budget. Log: rebuild.txt.
+ROOT=${WOQ_SOURCE_DIR:-$(cd "$HERE/../.." && pwd)}
 if ! "$HERE/woq_gpu_tests" --gtest_list_tests > /dev/null 2>&1 && [ -z "${WOQ_REBUILT:-}" ] &&
   [ -d "$HERE/deps" ] && [ -f "$ROOT/tests/gpu/bundle.sh" ]; then
   log=$OUT/rebuild.txt
