@@ -66,15 +66,19 @@ nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --f
 # carried in deps/, and run that one instead, with what is left of the
 # budget. Log: rebuild.txt.
 ROOT=${WOQ_SOURCE_DIR:-$(cd "$HERE/../.." && pwd)}
-if ! "$HERE/woq_gpu_tests" --gtest_list_tests > /dev/null 2>&1 && [ -z "${WOQ_REBUILT:-}" ] &&
-  [ -d "$HERE/deps" ] && [ -f "$ROOT/tests/gpu/bundle.sh" ]; then
+# The gpu tests, listed once: a binary that does not load lists none, and
+# the loader's words stay in $listing_errors.
+listing_errors=$(mktemp)
+test_names=$("$HERE/woq_gpu_tests" --gtest_list_tests 2>"$listing_errors" |
+  awk '/^[^ ]/ { suite = $1 } /^  / { print suite $1 }')
+if [ -z "$test_names" ] && [ -z "${WOQ_REBUILT:-}" ] && [ -d "$HERE/deps" ] && [ -f "$ROOT/tests/gpu/bundle.sh" ]; then
   log=$OUT/rebuild.txt
   WORK=${TMPDIR:-/tmp}/woq-device-build
   rm -rf "$WORK"
   mkdir -p "$WORK/prefix"
   {
     echo "== the carried binaries do not load here:"
-    "$HERE/woq_gpu_tests" --gtest_list_tests 2>&1 | head -n 5
+    head -n 5 "$listing_errors"
     echo "== rebuilding from $ROOT"
     cp -R "$HERE/deps/include" "$HERE/deps/lib" "$HERE/deps/share" "$WORK/prefix/"
   } > "$log" 2>&1
@@ -92,6 +96,7 @@ if ! "$HERE/woq_gpu_tests" --gtest_list_tests > /dev/null 2>&1 && [ -z "${WOQ_RE
   fi
   if [ "$rc" -eq 0 ]; then
     echo "== rebuilt in $WORK/build/bundle" >> "$log"
+    rm -f "$listing_errors"
     WOQ_REBUILT=1 OUT=$OUT RUN_BUDGET=$((END - $(date +%s))) LD_LIBRARY_PATH=$HOST_LIBRARY_PATH \
       exec sh "$WORK/build/bundle/run.sh" $PHASES
   fi
@@ -101,19 +106,14 @@ fi
 if wants tests; then
   tests=0
   deadline=$(($(date +%s) + $(cap 120)))
-  # A binary that does not load here (other system libraries than where it
-  # was built) lists nothing: that fails, with the loader's words, rather
-  # than passing with no tests run.
-  listing=$(mktemp)
-  names=$("$HERE/woq_gpu_tests" --gtest_list_tests 2>"$listing" |
-    awk '/^[^ ]/ { suite = $1 } /^  / { print suite $1 }')
-  if [ -z "$names" ]; then
-    { echo "[  FAILED  ] woq_gpu_tests (lists no tests here)"; cat "$listing"; ldd "$HERE/woq_gpu_tests"; } \
+  # No tests listed (a binary that does not load here) fails, with the
+  # loader's words, rather than passing with no tests run.
+  if [ -z "$test_names" ]; then
+    { echo "[  FAILED  ] woq_gpu_tests (lists no tests here)"; cat "$listing_errors"; ldd "$HERE/woq_gpu_tests"; } \
       >> "$OUT/gpu_tests.txt" 2>&1
     tests=1
   fi
-  rm -f "$listing"
-  for t in $names; do
+  for t in $test_names; do
     left=$((deadline - $(date +%s)))
     [ "$left" -gt 40 ] && left=40
     if [ "$left" -le 0 ]; then
@@ -151,6 +151,7 @@ if wants sweeps; then
   unset WOQ_CUDA_KERNEL
 fi
 
+rm -f "$listing_errors"
 cat "$OUT/gpu.txt"
 [ -f "$OUT/rebuild.txt" ] && grep "^== \|error" "$OUT/rebuild.txt" | head -n 12
 if wants tests; then
