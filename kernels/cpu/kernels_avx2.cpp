@@ -118,16 +118,53 @@ struct PrepLanes {
 // 4-bit codes on fixed-point activations without VNNI: vpmaddubsw multiplies
 // code bytes (unsigned) with digit bytes (signed) and adds pairs into int16
 // (at most 2 x 15 x 128 = 3840: no saturation), which add up over four code
-// words (8 x 3840 < 32767) before vpmaddwd widens them to int32. Rows 0-7
-// and 8-15 of a block are done one after the other (16 ymm registers).
+// words (8 x 3840 < 32767) before vpmaddwd widens them to int32, once per
+// chunk of four words (widening after each word's test spilled with two
+// rows of X). Rows 0-7 and 8-15 of a block are done one after the other
+// (16 ymm registers).
+constexpr uint64_t kInt16Words = 4;  // code words per int16 accumulation
+
+// Keeps GCC from reassociating a chain of int16 adds into a tree, which
+// computes all of a chunk's products first and spills them
+// (docs/CPU_KERNELS.md, Zen 3).
+inline void in_order(__m256i& v) { __asm__("" : "+x"(v)); }
+
+// `count` code words (from `codes`, kBlockRows words apart; word index
+// `first` of the block's digits `dg`, one pointer per row of X and digit)
+// into int16 sums, then widened into acc.
+template <int MC, int D>
+inline void fixed_point_words(const uint32_t*& codes, const uint32_t* const (&dg)[MC][D], uint64_t first,
+                              uint64_t count, __m256i (&acc)[MC][D]) {
+  const __m256i low = _mm256_set1_epi32(0x0f0f0f0f), flip = _mm256_set1_epi32(int(0x88888888u));
+  __m256i part[MC][D];
+  for (int r = 0; r < MC; ++r)
+    for (int d = 0; d < D; ++d) part[r][d] = _mm256_setzero_si256();
+  for (uint64_t n = 0; n < count; ++n, codes += kBlockRows) {
+    prefetch_codes(codes);
+    const __m256i word = _mm256_xor_si256(_mm256_load_si256(reinterpret_cast<const __m256i*>(codes)), flip);
+    const __m256i u0 = _mm256_and_si256(word, low), u1 = _mm256_and_si256(_mm256_srli_epi32(word, 4), low);
+    const uint64_t at = 2 * (first + n);
+    for (int r = 0; r < MC; ++r)
+      for (int d = 0; d < D; ++d) {
+        const uint32_t* digit = dg[r][d] + at;
+        part[r][d] = _mm256_add_epi16(part[r][d], _mm256_maddubs_epi16(u0, _mm256_set1_epi32(int(digit[0]))));
+        part[r][d] = _mm256_add_epi16(part[r][d], _mm256_maddubs_epi16(u1, _mm256_set1_epi32(int(digit[1]))));
+        in_order(part[r][d]);
+      }
+  }
+  const __m256i ones = _mm256_set1_epi16(1);
+  for (int r = 0; r < MC; ++r)
+    for (int d = 0; d < D; ++d) acc[r][d] = _mm256_add_epi32(acc[r][d], _mm256_madd_epi16(part[r][d], ones));
+}
+
 template <int MC>
 void fixed_point_small_m(const PackedMatrix& w, const Activations& a, uint64_t m0, uint64_t b, float* out) {
   constexpr int D = kFixedPointDigits;
-  constexpr uint64_t kFlush = 4;  // code words per int16 accumulation
   const uint64_t G = w.groups(), g = w.group_size, B = a.block_inputs, K = w.cols;
   const uint64_t blocks = K / B, words_per_block = B / 8;
-  const __m256i low = _mm256_set1_epi32(0x0f0f0f0f), flip = _mm256_set1_epi32(0x08080808);
-  const __m256i ones = _mm256_set1_epi16(1);
+  const uint32_t* dg[MC][D];
+  for (int r = 0; r < MC; ++r)
+    for (int d = 0; d < D; ++d) dg[r][d] = a.words.get() + (m0 + r) * a.row_words + d * a.digit_words;
   for (int half = 0; half < 2; ++half) {
     const uint32_t* codes = w.codes.get() + b * w.words_per_block + half * 8;
     const uint16_t* sc = w.scales.get() + b * G * kBlockRows + half * 8;
@@ -137,34 +174,14 @@ void fixed_point_small_m(const PackedMatrix& w, const Activations& a, uint64_t m
     uint64_t xb = 0;
     for (uint64_t j = 0; j < G; ++j) {
       const __m256 s = _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(sc + j * kBlockRows)));
-      const __m256 z = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(zo + j * kBlockRows))));
-      const __m256 s_z = _mm256_mul_ps(s, z);  // exact
       for (const uint64_t end = (j + 1) * g / B; xb < end; ++xb) {
-        __m256i acc[MC][D], part[MC][D];
+        __m256i acc[MC][D];
         for (int r = 0; r < MC; ++r)
-          for (int d = 0; d < D; ++d) {
-            acc[r][d] = _mm256_set1_epi32(a.block_start.get()[((m0 + r) * blocks + xb) * D + d]);
-            part[r][d] = _mm256_setzero_si256();
-          }
-        const uint32_t* dg = a.words.get() + m0 * a.row_words + xb * words_per_block * 2;
-        for (uint64_t i = 0; i < words_per_block; ++i, codes += kBlockRows, dg += 2) {
-          prefetch_codes(codes);
-          const __m256i word = _mm256_load_si256(reinterpret_cast<const __m256i*>(codes));
-          const __m256i u[2] = {_mm256_xor_si256(_mm256_and_si256(word, low), flip),
-                                _mm256_xor_si256(_mm256_and_si256(_mm256_srli_epi32(word, 4), low), flip)};
-          for (int r = 0; r < MC; ++r)
-            for (int d = 0; d < D; ++d)
-              for (int p = 0; p < 2; ++p)
-                part[r][d] = _mm256_add_epi16(
-                    part[r][d],
-                    _mm256_maddubs_epi16(u[p], _mm256_set1_epi32(int(dg[r * a.row_words + d * a.digit_words + p]))));
-          if ((i + 1) % kFlush == 0 || i + 1 == words_per_block)
-            for (int r = 0; r < MC; ++r)
-              for (int d = 0; d < D; ++d) {
-                acc[r][d] = _mm256_add_epi32(acc[r][d], _mm256_madd_epi16(part[r][d], ones));
-                part[r][d] = _mm256_setzero_si256();
-              }
-        }
+          for (int d = 0; d < D; ++d) acc[r][d] = _mm256_set1_epi32(a.block_start.get()[((m0 + r) * blocks + xb) * D + d]);
+        uint64_t i = xb * words_per_block;
+        const uint64_t block_end = i + words_per_block;
+        for (; i + kInt16Words <= block_end; i += kInt16Words) fixed_point_words<MC, D>(codes, dg, i, kInt16Words, acc);
+        if (i < block_end) fixed_point_words<MC, D>(codes, dg, i, block_end - i, acc);
         for (int r = 0; r < MC; ++r) {
           // sum_d 256^d * acc[d], highest digit first; each acc[d] is exact.
           __m256 v = _mm256_cvtepi32_ps(acc[r][D - 1]);
@@ -174,6 +191,8 @@ void fixed_point_small_m(const PackedMatrix& w, const Activations& a, uint64_t m
           total[r] = _mm256_fmadd_ps(s, v, total[r]);
         }
       }
+      const __m256 z = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(zo + j * kBlockRows))));
+      const __m256 s_z = _mm256_mul_ps(s, z);  // exact
       for (int r = 0; r < MC; ++r)
         total[r] = _mm256_fnmadd_ps(s_z, _mm256_set1_ps(a.xsum[(m0 + r) * G + j]), total[r]);
     }

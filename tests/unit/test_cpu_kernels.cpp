@@ -61,6 +61,9 @@ TEST_P(CpuKernels, MatchFloat64AcrossShapesAndBatchSizes) {
       {19, 320, 2, 64, WOQ_SCHEME_ASYMMETRIC}, {24, 256, 5, 128, WOQ_SCHEME_SYMMETRIC},
       {9, 600, 6, 0, WOQ_SCHEME_ASYMMETRIC},   {17, 256, 7, 256, WOQ_SCHEME_ASYMMETRIC},
       {3, 77, 4, 0, WOQ_SCHEME_ASYMMETRIC},    // K not a multiple of 8: canonical fallback
+      // Per-channel with K = 8 x 33 and 16 x 17: fixed-point blocks of 8 and
+      // 16 inputs, fewer code words than one int16 accumulation (avx2).
+      {11, 264, 4, 0, WOQ_SCHEME_ASYMMETRIC},  {6, 272, 4, 0, WOQ_SCHEME_SYMMETRIC},
   };
   for (const Shape& sh : shapes) {
     SCOPED_TRACE(isa + " " + std::to_string(sh.n) + "x" + std::to_string(sh.k) + " b" + std::to_string(sh.bits) +
