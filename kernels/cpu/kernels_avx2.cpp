@@ -135,6 +135,7 @@ inline void in_order(__m256i& v) { __asm__("" : "+x"(v)); }
 template <int MC, int D>
 inline void fixed_point_words(const uint32_t*& codes, const uint32_t* const (&dg)[MC][D], uint64_t first,
                               uint64_t count, __m256i (&acc)[MC][D]) {
+  // Bit 3 of every nibble flipped undoes the centring: q - 8 -> q, unsigned.
   const __m256i low = _mm256_set1_epi32(0x0f0f0f0f), flip = _mm256_set1_epi32(int(0x88888888u));
   __m256i part[MC][D];
   for (int r = 0; r < MC; ++r)
