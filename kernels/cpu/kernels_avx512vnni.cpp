@@ -58,6 +58,11 @@ void fixed_point_small_m(const PackedMatrix& w, const Activations& a, uint64_t m
   constexpr int C = MC >= 4 ? 1 : 2;
   constexpr int kWordsPerStep = C / P > 1 ? C / P : 1;
   constexpr bool kInPlace = CPW == 8 && C == 2;  // odd nibbles on a chain of their own (code_bytes)
+  // One row of 8-bit codes is three vpdpbusd per line, and there the software
+  // prefetches cost one thread a quarter of its DRAM rate on Zen 4 (19.8-20.7
+  // GB/s with them, 25.7-27.3 without); every other tile needs them
+  // (docs/CPU_KERNELS.md).
+  constexpr bool kPrefetch = !(CPW == 4 && MC == 1);
   const uint64_t G = w.groups(), g = w.group_size, B = a.block_inputs, K = w.cols;
   const uint64_t blocks = K / B, words_per_block = B / CPW;
   const uint32_t* codes = w.codes.get() + b * w.words_per_block;
@@ -82,7 +87,7 @@ void fixed_point_small_m(const PackedMatrix& w, const Activations& a, uint64_t m
       const uint32_t* dg = digits + xb * words_per_block * P;
       // Word i's phase p goes to chain (i P + p) mod C.
       const auto word_step = [&](auto first_chain) {
-        prefetch_codes(codes);
+        if constexpr (kPrefetch) prefetch_codes(codes);
         const __m512i word = _mm512_load_si512(codes);
         unrolled(
             [&](auto pc) {
