@@ -59,8 +59,8 @@ void fixed_point_small_m(const PackedMatrix& w, const Activations& a, uint64_t m
   constexpr int kWordsPerStep = C / P > 1 ? C / P : 1;
   constexpr bool kInPlace = CPW == 8 && C == 2;  // odd nibbles on a chain of their own (code_bytes)
   // One row of 8-bit codes is three vpdpbusd per line, and there the software
-  // prefetches cost one thread a quarter of its DRAM rate on Zen 4 (19.8-20.7
-  // GB/s with them, 25.7-27.3 without); every other tile needs them
+  // prefetches slowed one thread's DRAM stream on Zen 4 (18.8-20.8 GB/s with
+  // them, mostly 24-27 without); every other tile needs them
   // (docs/CPU_KERNELS.md).
   constexpr bool kPrefetch = !(CPW == 4 && MC == 1);
   const uint64_t G = w.groups(), g = w.group_size, B = a.block_inputs, K = w.cols;

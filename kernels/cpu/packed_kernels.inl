@@ -43,7 +43,8 @@ constexpr uint64_t kPanel = 8;
 // GEMV streams codes from DRAM. On top of the hardware prefetchers, each
 // 64-byte line is prefetched twice: into L1 2 KiB ahead of its load and into
 // L2 12 KiB ahead. One thread on Zen 4 read 18 GB/s with neither, 23-25 with
-// the first and 28-32 with both (docs/CPU_KERNELS.md).
+// the first and 28-32 with both (docs/CPU_KERNELS.md); the one-row 8-bit
+// avx512vnni loop goes faster without them and skips them.
 constexpr uint64_t kPrefetchL1Words = 16 * 32;
 constexpr uint64_t kPrefetchL2Words = 16 * 192;
 
