@@ -174,7 +174,7 @@ WOQ_API woq_status woq_context_info(const woq_context* context,
 
 /**
  * Name of the kernels a context runs, a static string: "reference" for
- * WOQ_BACKEND_CPU_REFERENCE; "avx512vnni", "avx512", "avx2" or "portable" for
+ * WOQ_BACKEND_CPU_REFERENCE; "amx", "avx512vnni", "avx512", "avx2" or "portable" for
  * WOQ_BACKEND_CPU (the best the CPU supports, or the one named by the
  * environment variable WOQ_CPU_ISA when the context was created);
  * "cuda-sm" and the device's compute capability (e.g. "cuda-sm90") for

@@ -7,6 +7,11 @@
 
 #include "kernels/cpu/numeric.h"
 
+#if defined(__linux__) && defined(__x86_64__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+
 namespace woq::kernels {
 
 // Aligned operator new (not aligned_alloc) so that allocation failures are
@@ -122,21 +127,49 @@ void packed_dequantize_row(const PackedMatrix& w, uint64_t n, float* out) {
   }
 }
 
+void store_rows(const PackedMatrix& w, const float* tile, uint64_t rows_of_x, uint64_t b, float* y) {
+  const uint64_t n0 = b * kBlockRows, lanes = std::min(kBlockRows, w.rows - n0);
+  for (uint64_t r = 0; r < rows_of_x; ++r)
+    for (uint64_t i = 0; i < lanes; ++i)
+      y[r * w.rows + n0 + i] = tile[r * kBlockRows + i] + (w.bias.empty() ? 0.0f : w.bias[n0 + i]);
+}
+
 const char* isa_name(Isa isa) {
   switch (isa) {
     case Isa::Portable: return "portable";
     case Isa::Avx2: return "avx2";
     case Isa::Avx512: return "avx512";
     case Isa::Avx512Vnni: return "avx512vnni";
+    case Isa::Amx: return "amx";
   }
   return "unknown";
 }
+
+namespace {
+
+// Linux keeps the 8 KiB of tile data out of a process's state until it asks
+// (arch_prctl ARCH_REQ_XCOMP_PERM for XFEATURE_XTILEDATA, once per process,
+// for all its threads); a tile instruction before that is a SIGILL. Refused
+// by kernels before 5.16 and by hosts that disable the state.
+bool amx_permitted() {
+#if defined(__linux__) && defined(__x86_64__)
+  constexpr long kArchReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
+  static const bool permitted = syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
+  return permitted;
+#else
+  return false;
+#endif
+}
+
+}  // namespace
 
 Isa detect_isa() {
 #if defined(__x86_64__) || defined(__i386__)
   __builtin_cpu_init();
   if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl")) {
-    return __builtin_cpu_supports("avx512vnni") ? Isa::Avx512Vnni : Isa::Avx512;
+    if (!__builtin_cpu_supports("avx512vnni")) return Isa::Avx512;
+    const bool amx = __builtin_cpu_supports("amx-tile") && __builtin_cpu_supports("amx-int8") && amx_permitted();
+    return amx ? Isa::Amx : Isa::Avx512Vnni;
   }
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return Isa::Avx2;
 #endif
@@ -150,6 +183,7 @@ PackedMatmulFn packed_matmul_for(Isa isa) {
     case Isa::Avx2: return packed_matmul_avx2;
     case Isa::Avx512: return packed_matmul_avx512;
     case Isa::Avx512Vnni: return packed_matmul_avx512vnni;
+    case Isa::Amx: return packed_matmul_amx;
 #else
     default: return nullptr;
 #endif

@@ -82,11 +82,19 @@ inline constexpr uint64_t kFixedPointMaxMAvx2 = 3;
 // Largest |x| / mean |x| of a block of inputs up to which fixed point is used.
 inline constexpr double kFixedPointPeak = 16.0;
 
+// AMX (kernels_amx.cpp) takes 16 rows of X at a time through tiles of 64
+// inputs; it runs on fixed-point activations at every M when the blocks of
+// inputs sharing an exponent hold whole tiles (groups of 64, 128, 256 or
+// per-channel with K a multiple of 64).
+inline constexpr uint64_t kAmxRows = 16;
+inline constexpr uint64_t kAmxInputs = 64;
+
 // Ordered: each ISA's machines can run every earlier one.
-enum class Isa { Portable = 0, Avx2 = 1, Avx512 = 2, Avx512Vnni = 3 };
-inline constexpr Isa kAllIsas[] = {Isa::Portable, Isa::Avx2, Isa::Avx512, Isa::Avx512Vnni};
+enum class Isa { Portable = 0, Avx2 = 1, Avx512 = 2, Avx512Vnni = 3, Amx = 4 };
+inline constexpr Isa kAllIsas[] = {Isa::Portable, Isa::Avx2, Isa::Avx512, Isa::Avx512Vnni, Isa::Amx};
 const char* isa_name(Isa isa);
-// Best ISA this CPU and OS support.
+// Best ISA this CPU and OS support (for AMX, after asking Linux for the
+// tile state: ARCH_REQ_XCOMP_PERM).
 Isa detect_isa();
 
 // Activations of one call in the forms the kernels read, prepared once per
@@ -128,10 +136,19 @@ using PackedMatmulFn = void (*)(const PackedMatrix& w, const Activations& a, uin
 // The kernel for an ISA; nullptr when this build lacks it.
 PackedMatmulFn packed_matmul_for(Isa isa);
 
+// Y rows [0, rows_of_x) for block b from tile (rows_of_x x 16, no bias),
+// adding the bias.
+void store_rows(const PackedMatrix& w, const float* tile, uint64_t rows_of_x, uint64_t b, float* y);
+
 // Per ISA, defined in kernels_<isa>.cpp.
 void packed_matmul_portable(const PackedMatrix&, const Activations&, uint64_t, uint64_t, float*);
 void packed_matmul_avx2(const PackedMatrix&, const Activations&, uint64_t, uint64_t, float*);
 void packed_matmul_avx512(const PackedMatrix&, const Activations&, uint64_t, uint64_t, float*);
 void packed_matmul_avx512vnni(const PackedMatrix&, const Activations&, uint64_t, uint64_t, float*);
+void packed_matmul_amx(const PackedMatrix&, const Activations&, uint64_t, uint64_t, float*);
+// The avx512vnni fixed-point kernel for rows [m_begin, a.m) of X only (the
+// rows AMX leaves, fewer than 16): the same bits row for row.
+void fixed_point_rows_avx512vnni(const PackedMatrix& w, const Activations& a, uint64_t m_begin, uint64_t bb,
+                                 uint64_t be, float* y);
 
 }  // namespace woq::kernels

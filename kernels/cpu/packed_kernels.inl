@@ -53,15 +53,6 @@ inline void prefetch_codes(const uint32_t* codes) {
   __builtin_prefetch(codes + kPrefetchL2Words, 0, 2);
 }
 
-// Y rows [0, rows_of_x) for block b from tile (rows_of_x x 16, no bias),
-// adding the bias.
-void store_rows(const PackedMatrix& w, const float* tile, uint64_t rows_of_x, uint64_t b, float* y) {
-  const uint64_t n0 = b * kBlockRows, lanes = std::min(kBlockRows, w.rows - n0);
-  for (uint64_t r = 0; r < rows_of_x; ++r)
-    for (uint64_t i = 0; i < lanes; ++i)
-      y[r * w.rows + n0 + i] = tile[r * kBlockRows + i] + (w.bias.empty() ? 0.0f : w.bias[n0 + i]);
-}
-
 // The largest tile of MC, MC/2, .., 1 rows of X that `left` rows fill:
 // tile(integral_constant<MC>, m0, b, out); returns its rows.
 template <int MC, class Tile>
@@ -72,13 +63,14 @@ uint64_t run_row_tile(uint64_t left, uint64_t m0, uint64_t b, float* out, Tile& 
   return MC;
 }
 
-// The small-M kernels' loop, block by block over [bb, be): the rows of X in
-// tiles of up to MaxTile (a power of two) rows, each into Y.
+// The small-M kernels' loop, block by block over [bb, be): rows [m_begin, m)
+// of X in tiles of up to MaxTile (a power of two) rows, each into Y.
 template <int MaxTile, class Tile>
-void over_row_tiles(const PackedMatrix& w, uint64_t m, uint64_t bb, uint64_t be, float* y, Tile&& tile) {
+void over_row_tiles(const PackedMatrix& w, uint64_t m_begin, uint64_t m, uint64_t bb, uint64_t be, float* y,
+                    Tile&& tile) {
   alignas(64) float out[MaxTile * kBlockRows];
   for (uint64_t b = bb; b < be; ++b)
-    for (uint64_t m0 = 0; m0 < m;) {
+    for (uint64_t m0 = m_begin; m0 < m;) {
       const uint64_t mc = run_row_tile<MaxTile>(m - m0, m0, b, out, tile);
       store_rows(w, out, mc, b, y + m0 * w.rows);
       m0 += mc;
@@ -207,7 +199,7 @@ struct Kernel {
     const uint64_t M = a.m;
     const uint64_t K = w.cols, G = w.groups();
     if (M <= kSmallM) {
-      over_row_tiles<4>(w, M, bb, be, y, [&](auto mc, uint64_t m0, uint64_t b, float* out) {
+      over_row_tiles<4>(w, 0, M, bb, be, y, [&](auto mc, uint64_t m0, uint64_t b, float* out) {
         small_m<decltype(mc)::value>(w, x + m0 * K, xsum + m0 * G, b, out);
       });
       return;

@@ -49,7 +49,7 @@ class CpuBuffer : public BackendBuffer {
 };
 
 // The ISA a CPU context runs: the best the machine has, or WOQ_CPU_ISA
-// (portable, avx2, avx512, avx512vnni) when set, which tests use to cover
+// (portable, avx2, avx512, avx512vnni, amx) when set, which tests use to cover
 // every path.
 kernels::Isa choose_isa() {
   const kernels::Isa best = kernels::detect_isa();
@@ -62,7 +62,7 @@ kernels::Isa choose_isa() {
                                     kernels::isa_name(best) + ")");
     return isa;
   }
-  fail(Status::InvalidArgument, std::string("WOQ_CPU_ISA=") + forced + " is not one of portable, avx2, avx512, avx512vnni");
+  fail(Status::InvalidArgument, std::string("WOQ_CPU_ISA=") + forced + " is not one of portable, avx2, avx512, avx512vnni, amx");
 }
 
 class CpuBackend : public Backend {

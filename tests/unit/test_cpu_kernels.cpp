@@ -93,7 +93,7 @@ TEST_P(CpuKernels, MatchFloat64AcrossShapesAndBatchSizes) {
     std::vector<float> w_ref(sh.n * sh.k);
     ASSERT_EQ(woq_dequantize(ref, rt, w_ref.data(), WOQ_DTYPE_F32, w_ref.size() * 4), WOQ_OK);
     EXPECT_EQ(w_hat, w_ref);
-    for (uint64_t m : {1, 2, 3, 4, 5, 8, 9, 17, 33}) {
+    for (uint64_t m : {1, 2, 3, 4, 5, 8, 9, 17, 33, 64}) {
       std::vector<float> x = woq::test::random_activations(m * sh.k, uint32_t(m));
       std::vector<float> y(m * sh.n, std::nanf(""));
       ASSERT_EQ(woq_matmul(ctx, t, x.data(), WOQ_DTYPE_F32, m, y.data(), WOQ_DTYPE_F32), WOQ_OK);
@@ -175,9 +175,10 @@ TEST(CpuKernels, UnknownOrUnsupportedIsaIsRefused) {
 namespace {
 
 // The form prepare_activations gives x for a K-wide matrix of `bits`-bit
-// codes and `group` inputs per group on avx512vnni.
+// codes and `group` inputs per group on `isa`.
 woq::kernels::Activations::Form prepared_form(const std::vector<float>& x, uint64_t m, uint64_t k, uint32_t bits,
-                                              uint32_t group) {
+                                              uint32_t group,
+                                              woq::kernels::Isa isa = woq::kernels::Isa::Avx512Vnni) {
   woq::kernels::PackedMatrix p;
   p.cols = k;
   p.group_size = group;
@@ -185,7 +186,7 @@ woq::kernels::Activations::Form prepared_form(const std::vector<float>& x, uint6
   woq::kernels::Activations a;
   a.x = x.data();
   a.m = m;
-  woq::kernels::prepare_activations(woq::kernels::Isa::Avx512Vnni, p, a);
+  woq::kernels::prepare_activations(isa, p, a);
   return a.form;
 }
 
@@ -255,6 +256,56 @@ TEST(CpuKernels, FixedPointActivationsScaleExactlyAndMatchFloat64) {
       woq_tensor_destroy(q.tensor);
     }
   woq_context_destroy(ctx);
+}
+
+TEST(CpuKernels, AmxGivesEachRowTheBitsOfAvx512VnniAlone) {
+  // AMX takes rows of X 16 at a time through tiles, the rest through the
+  // avx512vnni kernel; every row must come out as that kernel computes it
+  // for the row alone (M = 1), so a row's result is independent of the batch.
+  if (!has_isa("amx")) GTEST_SKIP() << "this CPU or OS has no AMX-INT8";
+  woq_context* amx = context_for("amx", 2);
+  woq_context* vnni = context_for("avx512vnni", 1);
+  const uint64_t n = 45;  // a ragged last block of outputs
+  struct Layout {
+    uint64_t k;
+    uint32_t group;
+  };
+  for (uint32_t bits : {4u, 8u, 3u})
+    for (Layout layout : {Layout{1024, 64}, Layout{1024, 128}, Layout{768, 256}, Layout{1088, 0}, Layout{960, 0}}) {
+      const uint64_t k = layout.k;
+      SCOPED_TRACE("bits " + std::to_string(bits) + " group " + std::to_string(layout.group) + " k " +
+                   std::to_string(k));
+      std::vector<float> wf = woq::test::random_weights(n, k, bits + layout.group);
+      woq_quant_options qo;
+      woq_quant_options_init(&qo);
+      qo.bits = bits;
+      qo.group_size = layout.group;
+      woq_qmatrix* q = nullptr;
+      ASSERT_EQ(woq_quantize(wf.data(), WOQ_DTYPE_F32, n, k, &qo, &q), WOQ_OK) << woq_last_error();
+      woq_tensor *ta = nullptr, *tv = nullptr;
+      ASSERT_EQ(woq_tensor_from_qmatrix(amx, q, nullptr, &ta), WOQ_OK);
+      ASSERT_EQ(woq_tensor_from_qmatrix(vnni, q, nullptr, &tv), WOQ_OK);
+      for (uint64_t m : {16, 23, 48, 70}) {
+        std::vector<float> x = woq::test::random_activations(m * k, uint32_t(m + bits));
+        for (uint64_t i = 0; i < x.size(); ++i) x[i] = std::ldexp(x[i], int((i / 64) % 3) * 7 - 7);
+        ASSERT_EQ(prepared_form(x, m, k, bits == 4 ? 4 : 8, layout.group ? layout.group : uint32_t(k),
+                                woq::kernels::Isa::Amx),
+                  woq::kernels::Activations::Form::FixedPoint)
+            << "m=" << m;
+        std::vector<float> y(m * n, std::nanf("")), row(n);
+        ASSERT_EQ(woq_matmul(amx, ta, x.data(), WOQ_DTYPE_F32, m, y.data(), WOQ_DTYPE_F32), WOQ_OK);
+        for (uint64_t r = 0; r < m; ++r) {
+          std::fill(row.begin(), row.end(), std::nanf(""));
+          ASSERT_EQ(woq_matmul(vnni, tv, x.data() + r * k, WOQ_DTYPE_F32, 1, row.data(), WOQ_DTYPE_F32), WOQ_OK);
+          for (uint64_t i = 0; i < n; ++i) ASSERT_EQ(y[r * n + i], row[i]) << "m=" << m << " row " << r << " output " << i;
+        }
+      }
+      woq_tensor_destroy(ta);
+      woq_tensor_destroy(tv);
+      woq_qmatrix_destroy(q);
+    }
+  woq_context_destroy(vnni);
+  woq_context_destroy(amx);
 }
 
 TEST(CpuKernels, PeakyOrNonFiniteActivationsRunTheFp32Kernel) {
