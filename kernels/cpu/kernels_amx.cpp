@@ -6,11 +6,13 @@
 // tile per digit: 16 rows of X x 64 inputs, read in place with the stride of
 // a row of X) and the centred codes q - c (the packed layout's 64-byte lines
 // are the tile's rows as they stand for 8-bit codes; 4-bit lines are widened
-// into two lines of bytes, once per block of 16 outputs for all rows of X).
+// into two lines of bytes, once per panel of blocks for all rows of X).
 // Per block of inputs the three digits' sums are the integers vpdpbusd
 // computes, combined in fp32 by the same operations in the same order, so
 // every row of Y has the bits the avx512vnni kernel gives it alone (tests).
 // Rows of X past the last 16 take that kernel (fixed_point_rows_avx512vnni).
+#include <algorithm>
+
 #include "kernels/cpu/simd_avx512.h"
 
 namespace woq::kernels {
@@ -64,30 +66,36 @@ void widen_nibbles(const uint32_t* codes, uint64_t lines, int8_t* out) {
   }
 }
 
-// Rows [m0, m0 + 16) of X times block b, whose codes are `code_bytes` (one
-// 64-byte line per 4 inputs); out is 16 x 16, no bias.
-void rows16(const PackedMatrix& w, const Activations& a, const int8_t* code_bytes, uint64_t m0, uint64_t b,
-            float* out) {
+// Blocks of outputs per panel: their code bytes stay in L2 (at most 768 KiB,
+// at most 16 blocks) while every 16 rows of X meet them, and the rows'
+// digits of one block of inputs stay in L1 while they meet every block of
+// the panel. (Block after block, each one re-read every row's digits from
+// L3: M = 256 ran at a fraction of the tiles' speed.)
+uint64_t panel_blocks(uint64_t cols) { return std::clamp<uint64_t>((768u << 10) / (cols * kBlockRows), 1, 16); }
+
+// Rows [m0, m0 + 16) of X times blocks [b0, b0 + nb), block b0 + p's codes
+// at code_bytes + p * block_bytes (one 64-byte line per 4 inputs); out is
+// nb x 16 x 16, no bias.
+void panel_rows16(const PackedMatrix& w, const Activations& a, const int8_t* code_bytes, uint64_t block_bytes,
+                  uint64_t m0, uint64_t b0, uint64_t nb, float* out) {
   static_assert(kFixedPointDigits == 3, "one sum tile per digit");
   const uint64_t G = w.groups(), g = w.group_size, B = a.block_inputs, blocks = w.cols / B;
-  const uint16_t* sc = w.scales.get() + b * G * kBlockRows;
-  const int8_t* zo = w.zero_offsets.get() + b * G * kBlockRows;
   const uint8_t* digits = reinterpret_cast<const uint8_t*>(a.words.get() + m0 * a.row_words);
   const uint64_t row_stride = a.row_words * 4, digit_stride = a.digit_words * 4;
   const float* block_scale = a.block_scale.get() + m0 * blocks;
   const float* xsum = a.xsum.data() + m0 * G;
   alignas(64) int32_t sums[kFixedPointDigits][kAmxRows * kBlockRows];
-  __m512 total[kAmxRows];
-  for (auto& t : total) t = _mm512_setzero_ps();
-  uint64_t xb = 0;  // block of inputs
-  for (uint64_t j = 0; j < G; ++j) {
-    const __m512 s = S::load_half(sc + j * kBlockRows), s_z = _mm512_mul_ps(s, S::load_i8(zo + j * kBlockRows));
-    for (const uint64_t end = (j + 1) * g / B; xb < end; ++xb) {
+  std::fill(out, out + nb * kAmxRows * kBlockRows, 0.0f);
+  for (uint64_t xb = 0; xb < blocks; ++xb) {
+    const uint64_t j = xb * B / g;                  // group
+    const bool group_ends = (xb + 1) * B % g == 0;  // then its zero-point term follows
+    for (uint64_t p = 0; p < nb; ++p) {
+      const int8_t* codes = code_bytes + p * block_bytes;
       WOQ_TILE_ZERO(0);
       WOQ_TILE_ZERO(1);
       WOQ_TILE_ZERO(2);
       for (uint64_t k = xb * B; k < (xb + 1) * B; k += kAmxInputs) {
-        WOQ_TILE_LOAD(3, code_bytes + k * kBlockRows, 64);
+        WOQ_TILE_LOAD(3, codes + k * kBlockRows, 64);
         WOQ_TILE_LOAD(4, digits + k, row_stride);
         WOQ_TILE_LOAD(5, digits + digit_stride + k, row_stride);
         WOQ_TILE_LOAD(6, digits + 2 * digit_stride + k, row_stride);
@@ -99,22 +107,24 @@ void rows16(const PackedMatrix& w, const Activations& a, const int8_t* code_byte
       WOQ_TILE_STORE(1, sums[1], 64);
       WOQ_TILE_STORE(2, sums[2], 64);
       // As fixed_point_small_m: sum_d 256^d sum[d], highest digit first,
-      // times the block's 2^(e - 22), then the group scale.
+      // times the block's 2^(e - 22), then the group scale; after a group's
+      // last block of inputs its zero-point term.
+      const uint64_t at = ((b0 + p) * G + j) * kBlockRows;
+      const __m512 s = S::load_half(w.scales.get() + at), s_z = _mm512_mul_ps(s, S::load_i8(w.zero_offsets.get() + at));
       const __m512 base = _mm512_set1_ps(256.0f);
+      float* total = out + p * kAmxRows * kBlockRows;
 #pragma GCC unroll 16
       for (uint64_t r = 0; r < kAmxRows; ++r) {
         __m512 v = _mm512_cvtepi32_ps(_mm512_load_si512(sums[2] + r * kBlockRows));
         v = _mm512_fmadd_ps(v, base, _mm512_cvtepi32_ps(_mm512_load_si512(sums[1] + r * kBlockRows)));
         v = _mm512_fmadd_ps(v, base, _mm512_cvtepi32_ps(_mm512_load_si512(sums[0] + r * kBlockRows)));
         v = _mm512_mul_ps(v, _mm512_set1_ps(block_scale[r * blocks + xb]));
-        total[r] = _mm512_fmadd_ps(s, v, total[r]);
+        __m512 t = _mm512_fmadd_ps(s, v, _mm512_load_ps(total + r * kBlockRows));
+        if (group_ends) t = _mm512_fnmadd_ps(s_z, _mm512_set1_ps(xsum[r * G + j]), t);
+        _mm512_store_ps(total + r * kBlockRows, t);
       }
     }
-#pragma GCC unroll 16
-    for (uint64_t r = 0; r < kAmxRows; ++r)
-      total[r] = _mm512_fnmadd_ps(s_z, _mm512_set1_ps(xsum[r * G + j]), total[r]);
   }
-  for (uint64_t r = 0; r < kAmxRows; ++r) _mm512_store_ps(out + r * kBlockRows, total[r]);
 }
 
 }  // namespace
@@ -122,23 +132,27 @@ void rows16(const PackedMatrix& w, const Activations& a, const int8_t* code_byte
 void packed_matmul_amx(const PackedMatrix& w, const Activations& a, uint64_t bb, uint64_t be, float* y) {
   if (a.form != Activations::Form::FixedPoint || a.block_inputs % kAmxInputs != 0 || a.m < kAmxRows)
     return packed_matmul_avx512vnni(w, a, bb, be, y);
-  const uint64_t full = a.m / kAmxRows * kAmxRows;
-  // One thread's widened 4-bit codes of one block, reused across calls.
+  const uint64_t full = a.m / kAmxRows * kAmxRows, P = panel_blocks(w.cols);
+  const uint64_t block_bytes = w.cols * kBlockRows;  // code bytes of one block
+  // One thread's widened 4-bit codes of one panel and its partial outputs,
+  // reused across calls.
   thread_local AlignedArray<int8_t> widened;
-  const uint64_t lines = w.cols / 4;  // 64-byte lines of code bytes per block
-  if (w.code_bits == 4 && widened.size < lines * 64) widened.allocate(lines * 64);
-  alignas(64) float out[kAmxRows * kBlockRows];
+  thread_local AlignedArray<float> out;
+  if (w.code_bits == 4 && widened.size < P * block_bytes) widened.allocate(P * block_bytes);
+  if (out.size < P * kAmxRows * kBlockRows) out.allocate(P * kAmxRows * kBlockRows);
   configure_tiles();
-  for (uint64_t b = bb; b < be; ++b) {
-    const uint32_t* codes = w.codes.get() + b * w.words_per_block;
-    const int8_t* code_bytes = reinterpret_cast<const int8_t*>(codes);
+  for (uint64_t b0 = bb; b0 < be; b0 += P) {
+    const uint64_t nb = std::min(P, be - b0);
+    const int8_t* code_bytes = reinterpret_cast<const int8_t*>(w.codes.get() + b0 * w.words_per_block);
     if (w.code_bits == 4) {
-      widen_nibbles(codes, lines / 2, widened.get());
+      for (uint64_t p = 0; p < nb; ++p)
+        widen_nibbles(w.codes.get() + (b0 + p) * w.words_per_block, w.cols / 8, widened.get() + p * block_bytes);
       code_bytes = widened.get();
     }
     for (uint64_t m0 = 0; m0 < full; m0 += kAmxRows) {
-      rows16(w, a, code_bytes, m0, b, out);
-      store_rows(w, out, kAmxRows, b, y + m0 * w.rows);
+      panel_rows16(w, a, code_bytes, block_bytes, m0, b0, nb, out.get());
+      for (uint64_t p = 0; p < nb; ++p)
+        store_rows(w, out.get() + p * kAmxRows * kBlockRows, kAmxRows, b0 + p, y + m0 * w.rows);
     }
   }
   // Tile state off again, so that the OS need not save it at every switch.
