@@ -10,7 +10,9 @@
 // Per block of inputs the three digits' sums are the integers vpdpbusd
 // computes, combined in fp32 by the same operations in the same order, so
 // every row of Y has the bits the avx512vnni kernel gives it alone (tests).
-// Rows of X past the last 16 take that kernel (fixed_point_rows_avx512vnni).
+// A last tile of fewer than 16 rows of X reads the padding rows of digits
+// (kFixedPointPadRows) and combines only its own rows. From 8 rows of X:
+// below, the avx512vnni kernel was faster (docs/CPU_KERNELS.md).
 #include <algorithm>
 
 #include "kernels/cpu/simd_avx512.h"
@@ -73,11 +75,12 @@ void widen_nibbles(const uint32_t* codes, uint64_t lines, int8_t* out) {
 // L3: M = 256 ran at a fraction of the tiles' speed.)
 uint64_t panel_blocks(uint64_t cols) { return std::clamp<uint64_t>((768u << 10) / (cols * kBlockRows), 1, 16); }
 
-// Rows [m0, m0 + 16) of X times blocks [b0, b0 + nb), block b0 + p's codes
-// at code_bytes + p * block_bytes (one 64-byte line per 4 inputs); out is
-// nb x 16 x 16, no bias.
+// Rows [m0, m0 + rows) of X (rows <= 16) times blocks [b0, b0 + nb), block
+// b0 + p's codes at code_bytes + p * block_bytes (one 64-byte line per 4
+// inputs); out is nb x 16 x 16, no bias. The tiles always take 16 rows of
+// digits (the planes are padded for it); only `rows` are combined.
 void panel_rows16(const PackedMatrix& w, const Activations& a, const int8_t* code_bytes, uint64_t block_bytes,
-                  uint64_t m0, uint64_t b0, uint64_t nb, float* out) {
+                  uint64_t m0, uint64_t rows, uint64_t b0, uint64_t nb, float* out) {
   static_assert(kFixedPointDigits == 3, "one sum tile per digit");
   const uint64_t G = w.groups(), g = w.group_size, B = a.block_inputs, blocks = w.cols / B;
   const uint8_t* digits = reinterpret_cast<const uint8_t*>(a.words.get() + m0 * a.row_words);
@@ -115,6 +118,7 @@ void panel_rows16(const PackedMatrix& w, const Activations& a, const int8_t* cod
       float* total = out + p * kAmxRows * kBlockRows;
 #pragma GCC unroll 16
       for (uint64_t r = 0; r < kAmxRows; ++r) {
+        if (r == rows) break;
         __m512 v = _mm512_cvtepi32_ps(_mm512_load_si512(sums[2] + r * kBlockRows));
         v = _mm512_fmadd_ps(v, base, _mm512_cvtepi32_ps(_mm512_load_si512(sums[1] + r * kBlockRows)));
         v = _mm512_fmadd_ps(v, base, _mm512_cvtepi32_ps(_mm512_load_si512(sums[0] + r * kBlockRows)));
@@ -130,9 +134,9 @@ void panel_rows16(const PackedMatrix& w, const Activations& a, const int8_t* cod
 }  // namespace
 
 void packed_matmul_amx(const PackedMatrix& w, const Activations& a, uint64_t bb, uint64_t be, float* y) {
-  if (a.form != Activations::Form::FixedPoint || a.block_inputs % kAmxInputs != 0 || a.m < kAmxRows)
+  if (a.form != Activations::Form::FixedPoint || a.block_inputs % kAmxInputs != 0 || a.m < kAmxMinRows)
     return packed_matmul_avx512vnni(w, a, bb, be, y);
-  const uint64_t full = a.m / kAmxRows * kAmxRows, P = panel_blocks(w.cols);
+  const uint64_t P = panel_blocks(w.cols);
   const uint64_t block_bytes = w.cols * kBlockRows;  // code bytes of one block
   // One thread's widened 4-bit codes of one panel and its partial outputs,
   // reused across calls.
@@ -149,15 +153,15 @@ void packed_matmul_amx(const PackedMatrix& w, const Activations& a, uint64_t bb,
         widen_nibbles(w.codes.get() + (b0 + p) * w.words_per_block, w.cols / 8, widened.get() + p * block_bytes);
       code_bytes = widened.get();
     }
-    for (uint64_t m0 = 0; m0 < full; m0 += kAmxRows) {
-      panel_rows16(w, a, code_bytes, block_bytes, m0, b0, nb, out.get());
+    for (uint64_t m0 = 0; m0 < a.m; m0 += kAmxRows) {
+      const uint64_t rows = std::min(kAmxRows, a.m - m0);
+      panel_rows16(w, a, code_bytes, block_bytes, m0, rows, b0, nb, out.get());
       for (uint64_t p = 0; p < nb; ++p)
-        store_rows(w, out.get() + p * kAmxRows * kBlockRows, kAmxRows, b0 + p, y + m0 * w.rows);
+        store_rows(w, out.get() + p * kAmxRows * kBlockRows, rows, b0 + p, y + m0 * w.rows);
     }
   }
   // Tile state off again, so that the OS need not save it at every switch.
   __asm__ volatile("tilerelease" ::: "memory");
-  if (full < a.m) fixed_point_rows_avx512vnni(w, a, full, bb, be, y);
 }
 
 #undef WOQ_TILE_ZERO

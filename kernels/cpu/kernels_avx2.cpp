@@ -214,7 +214,7 @@ void packed_matmul_avx2(const PackedMatrix& w, const Activations& a, uint64_t bb
   // Fixed point for 4-bit codes only (prepare_activations never gives it
   // for others; the fp32 kernels read only x and the group sums).
   if (a.form != Activations::Form::FixedPoint || w.code_bits != 4) return packed_matmul_impl(w, a, bb, be, y);
-  over_row_tiles<2>(w, 0, a.m, bb, be, y, [&](auto mc, uint64_t m0, uint64_t b, float* out) {
+  over_row_tiles<2>(w, a.m, bb, be, y, [&](auto mc, uint64_t m0, uint64_t b, float* out) {
     fixed_point_small_m<decltype(mc)::value>(w, a, m0, b, out);
   });
 }

@@ -127,9 +127,8 @@ void fixed_point_small_m(const PackedMatrix& w, const Activations& a, uint64_t m
 }
 
 template <int CPW>
-void fixed_point_run(const PackedMatrix& w, const Activations& a, uint64_t m_begin, uint64_t bb, uint64_t be,
-                     float* y) {
-  over_row_tiles<4>(w, m_begin, a.m, bb, be, y, [&](auto mc, uint64_t m0, uint64_t b, float* out) {
+void fixed_point_run(const PackedMatrix& w, const Activations& a, uint64_t bb, uint64_t be, float* y) {
+  over_row_tiles<4>(w, a.m, bb, be, y, [&](auto mc, uint64_t m0, uint64_t b, float* out) {
     fixed_point_small_m<decltype(mc)::value, CPW>(w, a, m0, b, out);
   });
 }
@@ -175,15 +174,10 @@ namespace woq::kernels {
 
 void prepare_fixed_point_avx512vnni(const PackedMatrix& w, Activations& a) { prepare_fixed_point<PrepLanes>(w, a); }
 
-void fixed_point_rows_avx512vnni(const PackedMatrix& w, const Activations& a, uint64_t m_begin, uint64_t bb,
-                                 uint64_t be, float* y) {
-  if (w.code_bits == 4) fixed_point_run<8>(w, a, m_begin, bb, be, y);
-  else fixed_point_run<4>(w, a, m_begin, bb, be, y);
-}
-
 void packed_matmul_avx512vnni(const PackedMatrix& w, const Activations& a, uint64_t bb, uint64_t be, float* y) {
   if (a.form != Activations::Form::FixedPoint) return packed_matmul_impl(w, a, bb, be, y);
-  fixed_point_rows_avx512vnni(w, a, 0, bb, be, y);
+  if (w.code_bits == 4) fixed_point_run<8>(w, a, bb, be, y);
+  else fixed_point_run<4>(w, a, bb, be, y);
 }
 
 }  // namespace woq::kernels

@@ -85,9 +85,12 @@ inline constexpr double kFixedPointPeak = 16.0;
 // AMX (kernels_amx.cpp) takes 16 rows of X at a time through tiles of 64
 // inputs; it runs on fixed-point activations at every M when the blocks of
 // inputs sharing an exponent hold whole tiles (groups of 64, 128, 256 or
-// per-channel with K a multiple of 64).
+// per-channel with K a multiple of 64), from kAmxMinRows rows of X.
 inline constexpr uint64_t kAmxRows = 16;
 inline constexpr uint64_t kAmxInputs = 64;
+inline constexpr uint64_t kAmxMinRows = 8;
+// Rows of digits allocated past M: AMX reads whole tiles of 16 rows of X.
+inline constexpr uint64_t kFixedPointPadRows = kAmxRows - 1;
 
 // Ordered: each ISA's machines can run every earlier one.
 enum class Isa { Portable = 0, Avx2 = 1, Avx512 = 2, Avx512Vnni = 3, Amx = 4 };
@@ -146,9 +149,5 @@ void packed_matmul_avx2(const PackedMatrix&, const Activations&, uint64_t, uint6
 void packed_matmul_avx512(const PackedMatrix&, const Activations&, uint64_t, uint64_t, float*);
 void packed_matmul_avx512vnni(const PackedMatrix&, const Activations&, uint64_t, uint64_t, float*);
 void packed_matmul_amx(const PackedMatrix&, const Activations&, uint64_t, uint64_t, float*);
-// The avx512vnni fixed-point kernel for rows [m_begin, a.m) of X only (the
-// rows AMX leaves, fewer than 16): the same bits row for row.
-void fixed_point_rows_avx512vnni(const PackedMatrix& w, const Activations& a, uint64_t m_begin, uint64_t bb,
-                                 uint64_t be, float* y);
 
 }  // namespace woq::kernels

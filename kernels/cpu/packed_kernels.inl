@@ -63,14 +63,13 @@ uint64_t run_row_tile(uint64_t left, uint64_t m0, uint64_t b, float* out, Tile& 
   return MC;
 }
 
-// The small-M kernels' loop, block by block over [bb, be): rows [m_begin, m)
-// of X in tiles of up to MaxTile (a power of two) rows, each into Y.
+// The small-M kernels' loop, block by block over [bb, be): the rows of X in
+// tiles of up to MaxTile (a power of two) rows, each into Y.
 template <int MaxTile, class Tile>
-void over_row_tiles(const PackedMatrix& w, uint64_t m_begin, uint64_t m, uint64_t bb, uint64_t be, float* y,
-                    Tile&& tile) {
+void over_row_tiles(const PackedMatrix& w, uint64_t m, uint64_t bb, uint64_t be, float* y, Tile&& tile) {
   alignas(64) float out[MaxTile * kBlockRows];
   for (uint64_t b = bb; b < be; ++b)
-    for (uint64_t m0 = m_begin; m0 < m;) {
+    for (uint64_t m0 = 0; m0 < m;) {
       const uint64_t mc = run_row_tile<MaxTile>(m - m0, m0, b, out, tile);
       store_rows(w, out, mc, b, y + m0 * w.rows);
       m0 += mc;
@@ -199,7 +198,7 @@ struct Kernel {
     const uint64_t M = a.m;
     const uint64_t K = w.cols, G = w.groups();
     if (M <= kSmallM) {
-      over_row_tiles<4>(w, 0, M, bb, be, y, [&](auto mc, uint64_t m0, uint64_t b, float* out) {
+      over_row_tiles<4>(w, M, bb, be, y, [&](auto mc, uint64_t m0, uint64_t b, float* out) {
         small_m<decltype(mc)::value>(w, x + m0 * K, xsum + m0 * G, b, out);
       });
       return;

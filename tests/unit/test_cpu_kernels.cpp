@@ -285,7 +285,7 @@ TEST(CpuKernels, AmxGivesEachRowTheBitsOfAvx512VnniAlone) {
       woq_tensor *ta = nullptr, *tv = nullptr;
       ASSERT_EQ(woq_tensor_from_qmatrix(amx, q, nullptr, &ta), WOQ_OK);
       ASSERT_EQ(woq_tensor_from_qmatrix(vnni, q, nullptr, &tv), WOQ_OK);
-      for (uint64_t m : {16, 23, 48, 70}) {
+      for (uint64_t m : {8, 9, 16, 23, 48, 70}) {
         std::vector<float> x = woq::test::random_activations(m * k, uint32_t(m + bits));
         for (uint64_t i = 0; i < x.size(); ++i) x[i] = std::ldexp(x[i], int((i / 64) % 3) * 7 - 7);
         ASSERT_EQ(prepared_form(x, m, k, bits == 4 ? 4 : 8, layout.group ? layout.group : uint32_t(k),
