@@ -48,7 +48,21 @@ inline __m512i dpbusd_broadcast(__m512i acc, __m512i u, const uint32_t* p) {
   return acc;
 }
 
-template <int MC, int CPW>
+// One row of 8-bit codes is three vpdpbusd per line, and there the software
+// prefetches slowed one thread's DRAM stream on Zen 4 (18.8-20.8 GB/s with
+// them, mostly 24-27 without) but sped it up on an Intel Xeon (13.4-13.9
+// without, 14.3-15.0 with; two threads 25.5-26.4 against 28.4-29.0): AMD
+// CPUs run that tile without them, every other tile and CPU keeps them
+// (docs/CPU_KERNELS.md).
+bool one_row_of_bytes_prefetches() {
+  static const bool prefetch = [] {
+    __builtin_cpu_init();
+    return !__builtin_cpu_is("amd");
+  }();
+  return prefetch;
+}
+
+template <int MC, int CPW, bool kPrefetch>
 void fixed_point_small_m(const PackedMatrix& w, const Activations& a, uint64_t m0, uint64_t b, float* out) {
   constexpr int D = kFixedPointDigits;
   constexpr int P = CPW / 4;          // byte vectors (phases) per code word
@@ -58,11 +72,6 @@ void fixed_point_small_m(const PackedMatrix& w, const Activations& a, uint64_t m
   constexpr int C = MC >= 4 ? 1 : 2;
   constexpr int kWordsPerStep = C / P > 1 ? C / P : 1;
   constexpr bool kInPlace = CPW == 8 && C == 2;  // odd nibbles on a chain of their own (code_bytes)
-  // One row of 8-bit codes is three vpdpbusd per line, and there the software
-  // prefetches slowed one thread's DRAM stream on Zen 4 (18.8-20.8 GB/s with
-  // them, mostly 24-27 without); every other tile needs them
-  // (docs/CPU_KERNELS.md).
-  constexpr bool kPrefetch = !(CPW == 4 && MC == 1);
   const uint64_t G = w.groups(), g = w.group_size, B = a.block_inputs, K = w.cols;
   const uint64_t blocks = K / B, words_per_block = B / CPW;
   const uint32_t* codes = w.codes.get() + b * w.words_per_block;
@@ -129,7 +138,9 @@ void fixed_point_small_m(const PackedMatrix& w, const Activations& a, uint64_t m
 template <int CPW>
 void fixed_point_run(const PackedMatrix& w, const Activations& a, uint64_t bb, uint64_t be, float* y) {
   over_row_tiles<4>(w, a.m, bb, be, y, [&](auto mc, uint64_t m0, uint64_t b, float* out) {
-    fixed_point_small_m<decltype(mc)::value, CPW>(w, a, m0, b, out);
+    constexpr int MC = decltype(mc)::value;
+    if (MC == 1 && CPW == 4 && !one_row_of_bytes_prefetches()) fixed_point_small_m<MC, CPW, false>(w, a, m0, b, out);
+    else fixed_point_small_m<MC, CPW, true>(w, a, m0, b, out);
   });
 }
 
