@@ -1,6 +1,10 @@
 // Activations prepared once per call, before the blocks of a matmul are
-// split among threads: per-group sums for every kernel and, for the small-M
-// kernels of avx512vnni, fixed-point digits (kernels_avx512vnni.cpp).
+// split among threads: per-group sums for every kernel and, for the
+// fixed-point kernels of avx512vnni, amx and avx2, fixed-point digits
+// (fixed_point_prep.inl). Rows of X are independent, so large calls prepare
+// them on the pool's threads.
+#include <algorithm>
+#include <atomic>
 #include <cmath>
 
 #include "kernels/cpu/packed.h"
@@ -14,37 +18,75 @@ bool all_finite(const float* x, uint64_t n) {
   return true;
 }
 
+// Rows of X per task: up to this many (a decode step's one row, say) are
+// prepared on the calling thread alone.
+constexpr uint64_t kRowsPerTask = 8;
+
+// The FixedPoint form's layout and buffers (fixed_point_prep.inl fills them).
+void reserve_fixed_point(const PackedMatrix& w, Activations& a) {
+  constexpr int D = kFixedPointDigits;
+  uint64_t B = 128;
+  while (w.group_size % B) B /= 2;  // stops at >= codes per word, which divides the group size
+  const uint64_t blocks = w.cols / B;
+  a.block_inputs = B;
+  // Planes of digits one 64-byte line longer than K / 4 words: with K a
+  // multiple of 4096 the planes of a few rows of X would otherwise all start
+  // in the same L1 set, and 4 rows x 3 digits overflow Zen 4's 8 ways (M = 4
+  // on one 4096 x 4096 matrix took 1.54 instead of 0.97-1.00 ms, L3-resident).
+  a.digit_words = w.cols / 4 + 16;
+  a.row_words = D * a.digit_words;
+  const uint64_t rows = a.m + kFixedPointPadRows;
+  if (a.words.size < rows * a.row_words) a.words.allocate(rows * a.row_words);
+  if (a.block_scale.size < a.m * blocks) a.block_scale.allocate(a.m * blocks);
+  if (a.block_start.size < a.m * blocks * D) a.block_start.allocate(a.m * blocks * D);
+}
+
 }  // namespace
 
-void prepare_activations(Isa isa, const PackedMatrix& w, Activations& a) {
+void prepare_activations(Isa isa, const PackedMatrix& w, Activations& a, const ParallelFor& parallel) {
   const uint64_t K = w.cols, G = w.groups();
   a.xsum.resize(a.m * G);
-  for (uint64_t r = 0; r < a.m; ++r)
-    for (uint64_t j = 0; j < G; ++j) {
-      // The correction term multiplies this sum: keep it accurate (double;
-      // four partial sums so that the adds need not wait for each other).
-      const float* xg = a.x + r * K + j * w.group_size;
-      double s[4] = {};
-      uint64_t k = 0;
-      for (; k + 4 <= w.group_size; k += 4)
-        for (int t = 0; t < 4; ++t) s[t] += xg[k + uint64_t(t)];
-      for (; k < w.group_size; ++k) s[0] += xg[k];
-      a.xsum[r * G + j] = float((s[0] + s[1]) + (s[2] + s[3]));
-    }
-  a.form = Activations::Form::Fp32;
-  // Non-finite activations take the fp32 kernel, which propagates them as
-  // IEEE arithmetic does.
   // avx2 has fixed-point kernels for 4-bit codes only (vpmaddubsw would
-  // saturate on 8-bit ones) and for M <= kFixedPointMaxMAvx2.
-  // AMX runs fixed point at any M where its tiles fit the blocks of inputs.
+  // saturate on 8-bit ones) and for M <= kFixedPointMaxMAvx2. AMX runs fixed
+  // point at any M where its tiles fit the blocks of inputs.
   const bool amx = isa >= Isa::Amx && w.group_size % kAmxInputs == 0;
   const bool vnni = isa >= Isa::Avx512Vnni && (a.m <= kFixedPointMaxM || amx);
   const bool avx2 = isa == Isa::Avx2 && w.code_bits == 4 && a.m <= kFixedPointMaxMAvx2;
-  if (!(vnni || avx2) || !all_finite(a.x, a.m * K)) return;
 #if defined(WOQ_HAVE_X86_KERNELS)
-  if (vnni) prepare_fixed_point_avx512vnni(w, a);
-  else prepare_fixed_point_avx2(w, a);
+  const bool fixed_point = vnni || avx2;
+#else
+  const bool fixed_point = false;
 #endif
+  if (fixed_point) reserve_fixed_point(w, a);
+  // Non-finite activations take the fp32 kernel, which propagates them as
+  // IEEE arithmetic does; so do peaky ones (fixed_point_prep.inl).
+  std::atomic<bool> fixed_ok{fixed_point};
+  const auto rows = [&](size_t task) {
+    const uint64_t r0 = task * kRowsPerTask, r1 = std::min(a.m, r0 + kRowsPerTask);
+    for (uint64_t r = r0; r < r1; ++r)
+      for (uint64_t j = 0; j < G; ++j) {
+        // The correction term multiplies this sum: keep it accurate (double;
+        // four partial sums so that the adds need not wait for each other).
+        const float* xg = a.x + r * K + j * w.group_size;
+        double s[4] = {};
+        uint64_t k = 0;
+        for (; k + 4 <= w.group_size; k += 4)
+          for (int t = 0; t < 4; ++t) s[t] += xg[k + uint64_t(t)];
+        for (; k < w.group_size; ++k) s[0] += xg[k];
+        a.xsum[r * G + j] = float((s[0] + s[1]) + (s[2] + s[3]));
+      }
+    if (!fixed_ok.load(std::memory_order_relaxed)) return;
+    bool ok = all_finite(a.x + r0 * K, (r1 - r0) * K);
+#if defined(WOQ_HAVE_X86_KERNELS)
+    if (ok) ok = vnni ? prepare_fixed_point_rows_avx512vnni(w, a, r0, r1) : prepare_fixed_point_rows_avx2(w, a, r0, r1);
+#endif
+    if (!ok) fixed_ok.store(false, std::memory_order_relaxed);
+  };
+  const uint64_t tasks = (a.m + kRowsPerTask - 1) / kRowsPerTask;
+  if (parallel && tasks > 1) parallel(tasks, rows);
+  else
+    for (uint64_t t = 0; t < tasks; ++t) rows(t);
+  a.form = fixed_ok.load() ? Activations::Form::FixedPoint : Activations::Form::Fp32;
 }
 
 }  // namespace woq::kernels

@@ -18,34 +18,22 @@
 namespace woq::kernels {
 namespace {
 
+// Rows [r0, r1) of X into a's fixed-point buffers (laid out by
+// reserve_fixed_point); false when a block of them is too peaky for fixed
+// point (the call then runs the fp32 kernels).
 template <class P>
-void prepare_fixed_point(const PackedMatrix& w, Activations& a) {
+bool prepare_fixed_point_rows(const PackedMatrix& w, Activations& a, uint64_t r0, uint64_t r1) {
   constexpr int D = kFixedPointDigits;
   constexpr uint64_t L = P::kLanes;
-  const uint64_t K = w.cols, cpw = w.codes_per_word();
-  uint64_t B = 128;
-  while (w.group_size % B) B /= 2;  // stops at >= cpw, which divides the group size
-  const uint64_t blocks = K / B;
+  const uint64_t K = w.cols, cpw = w.codes_per_word(), B = a.block_inputs, blocks = K / B;
   // The kernel reads c' = (q - c) + offset: start each accumulator at
   // -offset * (sum of the digit) to leave sum (q - c) * digit.
   const int32_t offset = int32_t(1u << (w.code_bits - 1));
-  a.form = Activations::Form::FixedPoint;
-  a.block_inputs = B;
-  // Planes of digits one 64-byte line longer than K / 4 words: with K a
-  // multiple of 4096 the planes of a few rows of X would otherwise all start
-  // in the same L1 set, and 4 rows x 3 digits overflow Zen 4's 8 ways (M = 4
-  // on one 4096 x 4096 matrix took 1.54 instead of 0.97-1.00 ms, L3-resident).
-  a.digit_words = K / 4 + 16;
-  a.row_words = D * a.digit_words;
-  const uint64_t rows = a.m + kFixedPointPadRows;
-  if (a.words.size < rows * a.row_words) a.words.allocate(rows * a.row_words);
-  if (a.block_scale.size < a.m * blocks) a.block_scale.allocate(a.m * blocks);
-  if (a.block_start.size < a.m * blocks * D) a.block_start.allocate(a.m * blocks * D);
   // Byte order of 16 inputs (two 4-bit words): per word the even inputs'
   // phase, then the odd inputs'. 8-bit words keep their order.
   const __m128i order = cpw == 8 ? _mm_setr_epi8(0, 2, 4, 6, 1, 3, 5, 7, 8, 10, 12, 14, 9, 11, 13, 15)
                                  : _mm_setr_epi8(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-  for (uint64_t r = 0; r < a.m; ++r)
+  for (uint64_t r = r0; r < r1; ++r)
     for (uint64_t b = 0; b < blocks; ++b) {
       const float* xb = a.x + r * K + b * B;
       typename P::V largest = P::set1(0.0f), total = P::set1(0.0f);
@@ -57,10 +45,7 @@ void prepare_fixed_point(const PackedMatrix& w, Activations& a) {
       const float top = P::reduce_max(largest);
       // A block dominated by a few large values would leave the others few
       // significant bits: such calls run the fp32 kernels instead.
-      if (double(top) * double(B) > kFixedPointPeak * double(P::reduce_add(total))) {
-        a.form = Activations::Form::Fp32;
-        return;
-      }
+      if (double(top) * double(B) > kFixedPointPeak * double(P::reduce_add(total))) return false;
       int e = 0;
       if (top > 0.0f) std::frexp(top, &e);  // top < 2^e
       a.block_scale.get()[r * blocks + b] = top > 0.0f ? std::ldexp(1.0f, e - kFixedPointBits) : 0.0f;
@@ -85,6 +70,7 @@ void prepare_fixed_point(const PackedMatrix& w, Activations& a) {
       for (int d = 0; d < D; ++d)
         a.block_start.get()[(r * blocks + b) * D + uint64_t(d)] = -offset * P::reduce_iadd(digit_sum[d]);
     }
+  return true;
 }
 
 }  // namespace

@@ -208,7 +208,9 @@ void fixed_point_small_m(const PackedMatrix& w, const Activations& a, uint64_t m
 
 namespace woq::kernels {
 
-void prepare_fixed_point_avx2(const PackedMatrix& w, Activations& a) { prepare_fixed_point<PrepLanes>(w, a); }
+bool prepare_fixed_point_rows_avx2(const PackedMatrix& w, Activations& a, uint64_t r0, uint64_t r1) {
+  return prepare_fixed_point_rows<PrepLanes>(w, a, r0, r1);
+}
 
 void packed_matmul_avx2(const PackedMatrix& w, const Activations& a, uint64_t bb, uint64_t be, float* y) {
   // Fixed point for 4-bit codes only (prepare_activations never gives it

@@ -183,7 +183,9 @@ struct PrepLanes {
 
 namespace woq::kernels {
 
-void prepare_fixed_point_avx512vnni(const PackedMatrix& w, Activations& a) { prepare_fixed_point<PrepLanes>(w, a); }
+bool prepare_fixed_point_rows_avx512vnni(const PackedMatrix& w, Activations& a, uint64_t r0, uint64_t r1) {
+  return prepare_fixed_point_rows<PrepLanes>(w, a, r0, r1);
+}
 
 void packed_matmul_avx512vnni(const PackedMatrix& w, const Activations& a, uint64_t bb, uint64_t be, float* y) {
   if (a.form != Activations::Form::FixedPoint) return packed_matmul_impl(w, a, bb, be, y);

@@ -17,6 +17,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -124,12 +125,17 @@ struct Activations {
   AlignedArray<int32_t> block_start;
 };
 
-// Fills a.xsum and, for the fixed-point kernels of `isa`, a.form and its data.
-void prepare_activations(Isa isa, const PackedMatrix& w, Activations& a);
-// The FixedPoint form (finite x), in kernels_avx512vnni.cpp and
-// kernels_avx2.cpp (fixed_point_prep.inl).
-void prepare_fixed_point_avx512vnni(const PackedMatrix& w, Activations& a);
-void prepare_fixed_point_avx2(const PackedMatrix& w, Activations& a);
+// Runs body(task) for every task in [0, tasks), in any order, possibly on
+// several threads at once (the context's pool).
+using ParallelFor = std::function<void(size_t tasks, const std::function<void(size_t)>& body)>;
+
+// Fills a.xsum and, for the fixed-point kernels of `isa`, a.form and its
+// data; rows of X in parallel through `parallel` when there are enough.
+void prepare_activations(Isa isa, const PackedMatrix& w, Activations& a, const ParallelFor& parallel = {});
+// Rows [r0, r1) of the FixedPoint form (finite x; false: a block too peaky
+// for it), in kernels_avx512vnni.cpp and kernels_avx2.cpp (fixed_point_prep.inl).
+bool prepare_fixed_point_rows_avx512vnni(const PackedMatrix& w, Activations& a, uint64_t r0, uint64_t r1);
+bool prepare_fixed_point_rows_avx2(const PackedMatrix& w, Activations& a, uint64_t r0, uint64_t r1);
 
 // Y[m][n] (fp32, row-major, ld = w.rows) for the rows of blocks
 // [block_begin, block_end), all m. Adds the bias.

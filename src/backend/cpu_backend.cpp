@@ -115,13 +115,16 @@ class CpuBackend : public Backend {
         for (uint64_t i = 0; i < m * K; ++i) x_copy[i] *= t.input_scales[i % K];
       xf = x_copy.data();
     }
-    // Per-group sums and the small-M kernels' forms of X, once per call; each
-    // calling thread keeps its own buffers.
+    // Per-group sums and the fixed-point kernels' form of X, once per call
+    // (the rows of a large X on the pool's threads); each calling thread
+    // keeps its own buffers.
     thread_local kernels::Activations this_threads;
     kernels::Activations& acts = this_threads;  // the pool's workers read the caller's, not their own
     acts.x = xf;
     acts.m = m;
-    kernels::prepare_activations(isa_, w, acts);
+    kernels::prepare_activations(isa_, w, acts, [this](size_t tasks, const std::function<void(size_t)>& body) {
+      pool_.parallel_for(tasks, body);
+    });
     std::vector<float> y_copy;
     float* yf = static_cast<float*>(y);
     if (y_dtype != DType::F32) {

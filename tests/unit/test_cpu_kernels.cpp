@@ -346,4 +346,34 @@ TEST(CpuKernels, PeakyOrNonFiniteActivationsRunTheFp32Kernel) {
   }
   woq_tensor_destroy(q.tensor);
   woq_context_destroy(ctx);
+  // Rows of a large X are prepared on the pool's threads: one peaky row far
+  // from the first still sends the whole call to the fp32 kernels (amx runs
+  // fixed point at this M otherwise). The peak multiplies zero weights, so
+  // the result is made of the small values alone, which fixed point would
+  // round to about 1e-3 of their block's peak.
+  woq_context* wide = context_for(has_isa("amx") ? "amx" : "avx512vnni", 2);
+  std::vector<float> wz = woq::test::random_weights(n, k, 6);
+  for (uint64_t r = 0; r < n; ++r) wz[r * k + 300] = 0.0f;  // asymmetric: q = z, dequantized exactly 0
+  woq_qmatrix* qz = nullptr;
+  ASSERT_EQ(woq_quantize(wz.data(), WOQ_DTYPE_F32, n, k, nullptr, &qz), WOQ_OK);
+  woq_tensor* tz = nullptr;
+  ASSERT_EQ(woq_tensor_from_qmatrix(wide, qz, nullptr, &tz), WOQ_OK);
+  std::vector<float> wz_hat(n * k);
+  ASSERT_EQ(woq_dequantize(wide, tz, wz_hat.data(), WOQ_DTYPE_F32, wz_hat.size() * 4), WOQ_OK);
+  for (uint64_t r = 0; r < n; ++r) ASSERT_EQ(wz_hat[r * k + 300], 0.0f);
+  const uint64_t m = 48;
+  std::vector<float> xm = woq::test::random_activations(m * k, 10);
+  ASSERT_EQ(prepared_form(xm, m, k, 4, 128, woq::kernels::Isa::Amx), woq::kernels::Activations::Form::FixedPoint);
+  xm[40 * k + 300] = 1e4f;
+  ASSERT_EQ(prepared_form(xm, m, k, 4, 128, woq::kernels::Isa::Amx), woq::kernels::Activations::Form::Fp32);
+  std::vector<float> ym(m * n, std::nanf(""));
+  ASSERT_EQ(woq_matmul(wide, tz, xm.data(), WOQ_DTYPE_F32, m, ym.data(), WOQ_DTYPE_F32), WOQ_OK);
+  const std::vector<double> ym_ref = woq::test::matmul_f64(xm, wz_hat, nullptr, m, n, k);
+  const std::vector<float> row40(ym.begin() + 40 * n, ym.begin() + 41 * n);
+  const std::vector<double> row40_ref(ym_ref.begin() + 40 * n, ym_ref.begin() + 41 * n);
+  EXPECT_LT(woq::test::rel_error(row40, row40_ref), 5e-6);
+  EXPECT_LT(woq::test::rel_error(ym, ym_ref), 5e-6);
+  woq_tensor_destroy(tz);
+  woq_qmatrix_destroy(qz);
+  woq_context_destroy(wide);
 }
