@@ -49,7 +49,7 @@ void prepare_activations(Isa isa, const PackedMatrix& w, Activations& a, const P
   // avx2 has fixed-point kernels for 4-bit codes only (vpmaddubsw would
   // saturate on 8-bit ones) and for M <= kFixedPointMaxMAvx2. AMX runs fixed
   // point at any M where its tiles fit the blocks of inputs.
-  const bool amx = isa >= Isa::Amx && w.group_size % kAmxInputs == 0;
+  const bool amx = isa >= Isa::Amx && w.group_size % kAmxMinInputs == 0;
   const bool vnni = isa >= Isa::Avx512Vnni && (a.m <= kFixedPointMaxM || amx);
   const bool avx2 = isa == Isa::Avx2 && w.code_bits == 4 && a.m <= kFixedPointMaxMAvx2;
 #if defined(WOQ_HAVE_X86_KERNELS)

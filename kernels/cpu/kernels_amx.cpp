@@ -11,8 +11,8 @@
 // computes, combined in fp32 by the same operations in the same order, so
 // every row of Y has the bits the avx512vnni kernel gives it alone (tests).
 // A last tile of fewer than 16 rows of X reads the padding rows of digits
-// (kFixedPointPadRows) and combines only its own rows. From 8 rows of X:
-// below, the avx512vnni kernel was faster (docs/CPU_KERNELS.md).
+// (kFixedPointPadRows) and combines only its own rows. From 8 rows of X
+// (16 for groups of 32): below, the avx512vnni kernel was faster.
 #include <algorithm>
 
 #include "kernels/cpu/simd_avx512.h"
@@ -32,9 +32,10 @@ namespace {
 // C[t] += A[a] . B[b] over signed bytes.
 #define WOQ_TILE_DPBSSD(c, a, b) __asm__ volatile("tdpbssd %%tmm" #b ", %%tmm" #a ", %%tmm" #c ::: "memory")
 
-// Palette 1, every tile 16 rows of 64 bytes: tmm0-2 the digits' int32 sums
-// (16 rows of X x 16 outputs), tmm3 the codes (16 quads of inputs x 16
-// outputs), tmm4-6 the digits (16 rows of X x 64 inputs).
+// Palette 1: tmm0-2 the digits' int32 sums (16 rows of X x 16 outputs),
+// tmm3 the codes (chunk / 4 quads of inputs x 16 outputs), tmm4-6 the digits
+// (16 rows of X x chunk inputs); chunk = 64 inputs, or 32 for blocks of 32
+// inputs (groups of 32).
 struct alignas(64) TileConfig {
   uint8_t palette = 1;
   uint8_t start_row = 0;
@@ -44,11 +45,11 @@ struct alignas(64) TileConfig {
 };
 static_assert(sizeof(TileConfig) == 64);
 
-void configure_tiles() {
+void configure_tiles(uint64_t chunk) {
   TileConfig c;
   for (int t = 0; t < 7; ++t) {
-    c.colsb[t] = 64;
-    c.rows[t] = 16;
+    c.colsb[t] = t >= 4 ? uint16_t(chunk) : uint16_t(64);
+    c.rows[t] = t == 3 ? uint8_t(chunk / 4) : uint8_t(kAmxRows);
   }
   __asm__ volatile("ldtilecfg %0" ::"m"(c));
 }
@@ -83,6 +84,7 @@ void panel_rows16(const PackedMatrix& w, const Activations& a, const int8_t* cod
                   uint64_t m0, uint64_t rows, uint64_t b0, uint64_t nb, float* out) {
   static_assert(kFixedPointDigits == 3, "one sum tile per digit");
   const uint64_t G = w.groups(), g = w.group_size, B = a.block_inputs, blocks = w.cols / B;
+  const uint64_t chunk = std::min(B, kAmxInputs);  // inputs per tile of digits
   const uint8_t* digits = reinterpret_cast<const uint8_t*>(a.words.get() + m0 * a.row_words);
   const uint64_t row_stride = a.row_words * 4, digit_stride = a.digit_words * 4;
   const float* block_scale = a.block_scale.get() + m0 * blocks;
@@ -97,7 +99,7 @@ void panel_rows16(const PackedMatrix& w, const Activations& a, const int8_t* cod
       WOQ_TILE_ZERO(0);
       WOQ_TILE_ZERO(1);
       WOQ_TILE_ZERO(2);
-      for (uint64_t k = xb * B; k < (xb + 1) * B; k += kAmxInputs) {
+      for (uint64_t k = xb * B; k < (xb + 1) * B; k += chunk) {
         WOQ_TILE_LOAD(3, codes + k * kBlockRows, 64);
         WOQ_TILE_LOAD(4, digits + k, row_stride);
         WOQ_TILE_LOAD(5, digits + digit_stride + k, row_stride);
@@ -134,7 +136,8 @@ void panel_rows16(const PackedMatrix& w, const Activations& a, const int8_t* cod
 }  // namespace
 
 void packed_matmul_amx(const PackedMatrix& w, const Activations& a, uint64_t bb, uint64_t be, float* y) {
-  if (a.form != Activations::Form::FixedPoint || a.block_inputs % kAmxInputs != 0 || a.m < kAmxMinRows)
+  const uint64_t min_rows = a.block_inputs % kAmxInputs == 0 ? kAmxMinRows : kAmxMinRows32;
+  if (a.form != Activations::Form::FixedPoint || a.block_inputs % kAmxMinInputs != 0 || a.m < min_rows)
     return packed_matmul_avx512vnni(w, a, bb, be, y);
   const uint64_t P = panel_blocks(w.cols);
   const uint64_t block_bytes = w.cols * kBlockRows;  // code bytes of one block
@@ -144,7 +147,7 @@ void packed_matmul_amx(const PackedMatrix& w, const Activations& a, uint64_t bb,
   thread_local AlignedArray<float> out;
   if (w.code_bits == 4 && widened.size < P * block_bytes) widened.allocate(P * block_bytes);
   if (out.size < P * kAmxRows * kBlockRows) out.allocate(P * kAmxRows * kBlockRows);
-  configure_tiles();
+  configure_tiles(std::min(a.block_inputs, kAmxInputs));
   for (uint64_t b0 = bb; b0 < be; b0 += P) {
     const uint64_t nb = std::min(P, be - b0);
     const int8_t* code_bytes = reinterpret_cast<const int8_t*>(w.codes.get() + b0 * w.words_per_block);

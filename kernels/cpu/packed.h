@@ -84,12 +84,16 @@ inline constexpr uint64_t kFixedPointMaxMAvx2 = 3;
 inline constexpr double kFixedPointPeak = 16.0;
 
 // AMX (kernels_amx.cpp) takes 16 rows of X at a time through tiles of 64
-// inputs; it runs on fixed-point activations at every M when the blocks of
-// inputs sharing an exponent hold whole tiles (groups of 64, 128, 256 or
-// per-channel with K a multiple of 64), from kAmxMinRows rows of X.
+// inputs (32 for blocks of 32 inputs); it runs on fixed-point activations at
+// every M when the blocks of inputs sharing an exponent hold whole tiles
+// (every group size, and per-channel with K a multiple of 32), from
+// kAmxMinRows rows of X (kAmxMinRows32 with tiles of 32 inputs; below, the
+// avx512vnni kernel was faster: docs/BENCHMARKS.md).
 inline constexpr uint64_t kAmxRows = 16;
 inline constexpr uint64_t kAmxInputs = 64;
+inline constexpr uint64_t kAmxMinInputs = 32;
 inline constexpr uint64_t kAmxMinRows = 8;
+inline constexpr uint64_t kAmxMinRows32 = 16;
 // Rows of digits allocated past M: AMX reads whole tiles of 16 rows of X.
 inline constexpr uint64_t kFixedPointPadRows = kAmxRows - 1;
 

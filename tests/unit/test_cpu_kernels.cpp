@@ -271,7 +271,8 @@ TEST(CpuKernels, AmxGivesEachRowTheBitsOfAvx512VnniAlone) {
     uint32_t group;
   };
   for (uint32_t bits : {4u, 8u, 3u})
-    for (Layout layout : {Layout{1024, 64}, Layout{1024, 128}, Layout{768, 256}, Layout{1088, 0}, Layout{960, 0}}) {
+    for (Layout layout : {Layout{1024, 32}, Layout{1024, 64}, Layout{1024, 128}, Layout{768, 256}, Layout{1088, 0},
+                          Layout{960, 0}, Layout{1056, 0}}) {
       const uint64_t k = layout.k;
       SCOPED_TRACE("bits " + std::to_string(bits) + " group " + std::to_string(layout.group) + " k " +
                    std::to_string(k));
@@ -285,7 +286,7 @@ TEST(CpuKernels, AmxGivesEachRowTheBitsOfAvx512VnniAlone) {
       woq_tensor *ta = nullptr, *tv = nullptr;
       ASSERT_EQ(woq_tensor_from_qmatrix(amx, q, nullptr, &ta), WOQ_OK);
       ASSERT_EQ(woq_tensor_from_qmatrix(vnni, q, nullptr, &tv), WOQ_OK);
-      for (uint64_t m : {8, 9, 16, 23, 48, 70}) {
+      for (uint64_t m : {8, 9, 16, 23, 48, 70}) {  // groups of 32: AMX from M = 16
         std::vector<float> x = woq::test::random_activations(m * k, uint32_t(m + bits));
         for (uint64_t i = 0; i < x.size(); ++i) x[i] = std::ldexp(x[i], int((i / 64) % 3) * 7 - 7);
         ASSERT_EQ(prepared_form(x, m, k, bits == 4 ? 4 : 8, layout.group ? layout.group : uint32_t(k),
