@@ -18,10 +18,6 @@ bool all_finite(const float* x, uint64_t n) {
   return true;
 }
 
-// Rows of X per task: up to this many (a decode step's one row, say) are
-// prepared on the calling thread alone.
-constexpr uint64_t kRowsPerTask = 8;
-
 // The FixedPoint form's layout and buffers (fixed_point_prep.inl fills them).
 void reserve_fixed_point(const PackedMatrix& w, Activations& a) {
   constexpr int D = kFixedPointDigits;

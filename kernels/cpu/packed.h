@@ -129,6 +129,9 @@ struct Activations {
   AlignedArray<int32_t> block_start;
 };
 
+// Rows of X per task when work on X's rows is split among threads: up to
+// this many (a decode step's one row, say) stay on the calling thread.
+inline constexpr uint64_t kRowsPerTask = 8;
 // Runs body(task) for every task in [0, tasks), in any order, possibly on
 // several threads at once (the context's pool).
 using ParallelFor = std::function<void(size_t tasks, const std::function<void(size_t)>& body)>;

@@ -2,6 +2,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <new>
 #include <string>
 #include <vector>
@@ -105,14 +106,25 @@ class CpuBackend : public Backend {
     }
     const kernels::PackedMatrix& w = t.packed;
     const uint64_t K = w.cols, N = w.rows;
+    // Row-wise work on X and Y: more than kRowsPerTask rows are split over the
+    // pool (a decode step's row stays on the calling thread).
+    using kernels::kRowsPerTask;
+    const auto over_rows = [this, m](const std::function<void(uint64_t, uint64_t)>& rows) {
+      const uint64_t tasks = (m + kRowsPerTask - 1) / kRowsPerTask;
+      const auto task = [&](size_t i) { rows(i * kRowsPerTask, std::min(m, (i + 1) * kRowsPerTask)); };
+      if (tasks > 1) pool_.parallel_for(tasks, task);
+      else if (tasks == 1) task(0);
+    };
     // Activations in fp32 and their per-group sums (for the factored zero-point).
     std::vector<float> x_copy;
     const float* xf = static_cast<const float*>(x);
     if (x_dtype != DType::F32 || !t.input_scales.empty()) {
       x_copy.resize(m * K);
-      for (uint64_t i = 0; i < m * K; ++i) x_copy[i] = load_as_float(x, x_dtype, i);
-      if (!t.input_scales.empty())
-        for (uint64_t i = 0; i < m * K; ++i) x_copy[i] *= t.input_scales[i % K];
+      over_rows([&](uint64_t r0, uint64_t r1) {
+        for (uint64_t i = r0 * K; i < r1 * K; ++i) x_copy[i] = load_as_float(x, x_dtype, i);
+        if (!t.input_scales.empty())
+          for (uint64_t i = r0 * K; i < r1 * K; ++i) x_copy[i] *= t.input_scales[i % K];
+      });
       xf = x_copy.data();
     }
     // Per-group sums and the fixed-point kernels' form of X, once per call
@@ -139,7 +151,9 @@ class CpuBackend : public Backend {
       kernel_(w, acts, bb, be, yf);
     });
     if (y_dtype != DType::F32)
-      for (uint64_t i = 0; i < m * N; ++i) store_as(y, y_dtype, i, y_copy[i]);
+      over_rows([&](uint64_t r0, uint64_t r1) {
+        for (uint64_t i = r0 * N; i < r1 * N; ++i) store_as(y, y_dtype, i, y_copy[i]);
+      });
   }
 
   void dequantize(const BackendTensor& wt, void* out, DType out_dtype) override {
