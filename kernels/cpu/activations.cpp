@@ -3,7 +3,6 @@
 // fixed-point kernels of avx512vnni, amx and avx2, fixed-point digits
 // (fixed_point_prep.inl). Rows of X are independent, so large calls prepare
 // them on the pool's threads.
-#include <algorithm>
 #include <atomic>
 #include <cmath>
 
@@ -39,7 +38,7 @@ void reserve_fixed_point(const PackedMatrix& w, Activations& a) {
 
 }  // namespace
 
-void prepare_activations(Isa isa, const PackedMatrix& w, Activations& a, const ParallelFor& parallel) {
+void prepare_activations(Isa isa, const PackedMatrix& w, Activations& a, const OverRows& over_rows) {
   const uint64_t K = w.cols, G = w.groups();
   a.xsum.resize(a.m * G);
   // avx2 has fixed-point kernels for 4-bit codes only (vpmaddubsw would
@@ -57,8 +56,7 @@ void prepare_activations(Isa isa, const PackedMatrix& w, Activations& a, const P
   // Non-finite activations take the fp32 kernel, which propagates them as
   // IEEE arithmetic does; so do peaky ones (fixed_point_prep.inl).
   std::atomic<bool> fixed_ok{fixed_point};
-  const auto rows = [&](size_t task) {
-    const uint64_t r0 = task * kRowsPerTask, r1 = std::min(a.m, r0 + kRowsPerTask);
+  const auto rows = [&](uint64_t r0, uint64_t r1) {
     for (uint64_t r = r0; r < r1; ++r)
       for (uint64_t j = 0; j < G; ++j) {
         // The correction term multiplies this sum: keep it accurate (double;
@@ -78,10 +76,8 @@ void prepare_activations(Isa isa, const PackedMatrix& w, Activations& a, const P
 #endif
     if (!ok) fixed_ok.store(false, std::memory_order_relaxed);
   };
-  const uint64_t tasks = (a.m + kRowsPerTask - 1) / kRowsPerTask;
-  if (parallel && tasks > 1) parallel(tasks, rows);
-  else
-    for (uint64_t t = 0; t < tasks; ++t) rows(t);
+  if (over_rows) over_rows(rows);
+  else if (a.m) rows(0, a.m);
   a.form = fixed_ok.load() ? Activations::Form::FixedPoint : Activations::Form::Fp32;
 }
 

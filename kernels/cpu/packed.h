@@ -129,16 +129,13 @@ struct Activations {
   AlignedArray<int32_t> block_start;
 };
 
-// Rows of X per task when work on X's rows is split among threads: up to
-// this many (a decode step's one row, say) stay on the calling thread.
-inline constexpr uint64_t kRowsPerTask = 8;
-// Runs body(task) for every task in [0, tasks), in any order, possibly on
-// several threads at once (the context's pool).
-using ParallelFor = std::function<void(size_t tasks, const std::function<void(size_t)>& body)>;
+// Runs rows(r0, r1) over [0, M) of one call's rows of X, in pieces, possibly
+// on several threads at once (the CPU backend's pool).
+using OverRows = std::function<void(const std::function<void(uint64_t r0, uint64_t r1)>& rows)>;
 
 // Fills a.xsum and, for the fixed-point kernels of `isa`, a.form and its
-// data; rows of X in parallel through `parallel` when there are enough.
-void prepare_activations(Isa isa, const PackedMatrix& w, Activations& a, const ParallelFor& parallel = {});
+// data; the rows of X through `over_rows` when given, else in one piece.
+void prepare_activations(Isa isa, const PackedMatrix& w, Activations& a, const OverRows& over_rows = {});
 // Rows [r0, r1) of the FixedPoint form (finite x; false: a block too peaky
 // for it), in kernels_avx512vnni.cpp and kernels_avx2.cpp (fixed_point_prep.inl).
 bool prepare_fixed_point_rows_avx512vnni(const PackedMatrix& w, Activations& a, uint64_t r0, uint64_t r1);

@@ -106,10 +106,11 @@ class CpuBackend : public Backend {
     }
     const kernels::PackedMatrix& w = t.packed;
     const uint64_t K = w.cols, N = w.rows;
-    // Row-wise work on X and Y: more than kRowsPerTask rows are split over the
-    // pool (a decode step's row stays on the calling thread).
-    using kernels::kRowsPerTask;
-    const auto over_rows = [this, m](const std::function<void(uint64_t, uint64_t)>& rows) {
+    // Row-wise work on X and Y (conversions, the activations' preparation):
+    // more than kRowsPerTask rows are split over the pool, kRowsPerTask at a
+    // time (a decode step's row stays on the calling thread).
+    constexpr uint64_t kRowsPerTask = 8;
+    const kernels::OverRows over_rows = [this, m](const std::function<void(uint64_t, uint64_t)>& rows) {
       const uint64_t tasks = (m + kRowsPerTask - 1) / kRowsPerTask;
       const auto task = [&](size_t i) { rows(i * kRowsPerTask, std::min(m, (i + 1) * kRowsPerTask)); };
       if (tasks > 1) pool_.parallel_for(tasks, task);
@@ -134,9 +135,7 @@ class CpuBackend : public Backend {
     kernels::Activations& acts = this_threads;  // the pool's workers read the caller's, not their own
     acts.x = xf;
     acts.m = m;
-    kernels::prepare_activations(isa_, w, acts, [this](size_t tasks, const std::function<void(size_t)>& body) {
-      pool_.parallel_for(tasks, body);
-    });
+    kernels::prepare_activations(isa_, w, acts, over_rows);
     std::vector<float> y_copy;
     float* yf = static_cast<float*>(y);
     if (y_dtype != DType::F32) {
