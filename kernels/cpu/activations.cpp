@@ -1,8 +1,8 @@
 // Activations prepared once per call, before the blocks of a matmul are
-// split among threads: per-group sums for every kernel and, for the
-// fixed-point kernels of avx512vnni, amx and avx2, fixed-point digits
-// (fixed_point_prep.inl). Rows of X are independent, so large calls prepare
-// them on the pool's threads.
+// split among threads: per-group sums and, for the fixed-point kernels of
+// avx512vnni, amx and avx2, fixed-point digits (fixed_point_prep.inl); or,
+// for amx's bf16 tiles, X's bf16 values alone. Rows of X are independent,
+// so large calls prepare them on the pool's threads.
 #include <atomic>
 #include <cmath>
 
@@ -36,6 +36,15 @@ void reserve_fixed_point(const PackedMatrix& w, Activations& a) {
   if (a.block_start.size < a.m * blocks * D) a.block_start.allocate(a.m * blocks * D);
 }
 
+// The Bf16 form's layout and buffer (kernels_amx.cpp fills it).
+void reserve_bf16(const PackedMatrix& w, Activations& a) {
+  // Rows one 64-byte line longer than K bf16, as for the digits: a tile's 16
+  // rows would otherwise share an L1 set whenever K is a multiple of 2048.
+  a.row_words = w.cols / 2 + 16;
+  const uint64_t rows = a.m + kFixedPointPadRows;
+  if (a.words.size < rows * a.row_words) a.words.allocate(rows * a.row_words);
+}
+
 }  // namespace
 
 void prepare_activations(Isa isa, const PackedMatrix& w, Activations& a, const OverRows& over_rows) {
@@ -49,14 +58,21 @@ void prepare_activations(Isa isa, const PackedMatrix& w, Activations& a, const O
   const bool avx2 = isa == Isa::Avx2 && w.code_bits == 4 && a.m <= kFixedPointMaxMAvx2;
 #if defined(WOQ_HAVE_X86_KERNELS)
   const bool fixed_point = vnni || avx2;
+  const bool bf16 = isa >= Isa::Amx && a.x_is_bf16 && w.group_size % kAmxBf16Inputs == 0 && a.m >= kAmxBf16MinRows;
 #else
-  const bool fixed_point = false;
+  const bool fixed_point = false, bf16 = false;
 #endif
-  if (fixed_point) reserve_fixed_point(w, a);
+  const auto over_all_rows = [&](const std::function<void(uint64_t, uint64_t)>& rows) {
+    if (over_rows) over_rows(rows);
+    else if (a.m) rows(0, a.m);
+  };
   // Non-finite activations take the fp32 kernel, which propagates them as
-  // IEEE arithmetic does; so do peaky ones (fixed_point_prep.inl).
-  std::atomic<bool> fixed_ok{fixed_point};
-  const auto rows = [&](uint64_t r0, uint64_t r1) {
+  // IEEE arithmetic does; so do peaky ones (fixed_point_prep.inl) unless
+  // they are bf16 for AMX-BF16, which multiplies them exactly.
+  std::atomic<bool> bf16_ok{bf16}, fixed_ok{fixed_point && !bf16};
+  if (bf16) reserve_bf16(w, a);
+  else if (fixed_point) reserve_fixed_point(w, a);
+  const auto group_sums = [&](uint64_t r0, uint64_t r1) {
     for (uint64_t r = r0; r < r1; ++r)
       for (uint64_t j = 0; j < G; ++j) {
         // The correction term multiplies this sum: keep it accurate (double;
@@ -69,6 +85,9 @@ void prepare_activations(Isa isa, const PackedMatrix& w, Activations& a, const O
         for (; k < w.group_size; ++k) s[0] += xg[k];
         a.xsum[r * G + j] = float((s[0] + s[1]) + (s[2] + s[3]));
       }
+  };
+  const auto sums_and_fixed_point = [&](uint64_t r0, uint64_t r1) {
+    group_sums(r0, r1);
     if (!fixed_ok.load(std::memory_order_relaxed)) return;
     bool ok = all_finite(a.x + r0 * K, (r1 - r0) * K);
 #if defined(WOQ_HAVE_X86_KERNELS)
@@ -76,9 +95,24 @@ void prepare_activations(Isa isa, const PackedMatrix& w, Activations& a, const O
 #endif
     if (!ok) fixed_ok.store(false, std::memory_order_relaxed);
   };
-  if (over_rows) over_rows(rows);
-  else if (a.m) rows(0, a.m);
-  a.form = fixed_ok.load() ? Activations::Form::FixedPoint : Activations::Form::Fp32;
+  over_all_rows([&](uint64_t r0, uint64_t r1) {
+#if defined(WOQ_HAVE_X86_KERNELS)
+    // The tiles multiply by q - z: no group sums.
+    if (bf16_ok.load(std::memory_order_relaxed)) {
+      if (prepare_bf16_rows_amx(w, a, r0, r1)) return;
+      bf16_ok.store(false, std::memory_order_relaxed);
+    }
+#endif
+    sums_and_fixed_point(r0, r1);
+  });
+  if (bf16 && !bf16_ok.load()) {  // a value the tiles cannot take: fixed point, if it can, for every row
+    fixed_ok.store(fixed_point);
+    if (fixed_point) reserve_fixed_point(w, a);
+    over_all_rows(sums_and_fixed_point);
+  }
+  a.form = bf16_ok.load()    ? Activations::Form::Bf16
+           : fixed_ok.load() ? Activations::Form::FixedPoint
+                             : Activations::Form::Fp32;
 }
 
 }  // namespace woq::kernels

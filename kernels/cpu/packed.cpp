@@ -129,9 +129,10 @@ void packed_dequantize_row(const PackedMatrix& w, uint64_t n, float* out) {
 
 void store_rows(const PackedMatrix& w, const float* tile, uint64_t rows_of_x, uint64_t b, float* y) {
   const uint64_t n0 = b * kBlockRows, lanes = std::min(kBlockRows, w.rows - n0);
+  float bias[kBlockRows] = {};
+  if (!w.bias.empty()) std::copy(w.bias.begin() + long(n0), w.bias.begin() + long(n0 + lanes), bias);
   for (uint64_t r = 0; r < rows_of_x; ++r)
-    for (uint64_t i = 0; i < lanes; ++i)
-      y[r * w.rows + n0 + i] = tile[r * kBlockRows + i] + (w.bias.empty() ? 0.0f : w.bias[n0 + i]);
+    for (uint64_t i = 0; i < lanes; ++i) y[r * w.rows + n0 + i] = tile[r * kBlockRows + i] + bias[i];
 }
 
 const char* isa_name(Isa isa) {
@@ -168,7 +169,8 @@ Isa detect_isa() {
   __builtin_cpu_init();
   if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl")) {
     if (!__builtin_cpu_supports("avx512vnni")) return Isa::Avx512;
-    const bool amx = __builtin_cpu_supports("amx-tile") && __builtin_cpu_supports("amx-int8") && amx_permitted();
+    const bool amx = __builtin_cpu_supports("amx-tile") && __builtin_cpu_supports("amx-int8") &&
+                     __builtin_cpu_supports("amx-bf16") && amx_permitted();
     return amx ? Isa::Amx : Isa::Avx512Vnni;
   }
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return Isa::Avx2;

@@ -96,6 +96,13 @@ inline constexpr uint64_t kAmxMinRows = 8;
 inline constexpr uint64_t kAmxMinRows32 = 16;
 // Rows of digits allocated past M: AMX reads whole tiles of 16 rows of X.
 inline constexpr uint64_t kFixedPointPadRows = kAmxRows - 1;
+// AMX-BF16 (kernels_amx.cpp): bf16 X times the codes q - c (which bf16
+// holds exactly) on tdpbf16ps, accumulating in fp32 per group; from
+// kAmxBf16MinRows rows of X, when every group holds whole tiles of
+// kAmxBf16Inputs inputs. (fp16 and fp32 X, as two or three exact bf16
+// pieces, ran slower than fixed point: docs/CPU_KERNELS.md.)
+inline constexpr uint64_t kAmxBf16Inputs = 32;
+inline constexpr uint64_t kAmxBf16MinRows = 16;
 
 // Ordered: each ISA's machines can run every earlier one.
 enum class Isa { Portable = 0, Avx2 = 1, Avx512 = 2, Avx512Vnni = 3, Amx = 4 };
@@ -110,13 +117,13 @@ Isa detect_isa();
 struct Activations {
   const float* x = nullptr;  // m x K fp32
   uint64_t m = 0;
-  std::vector<float> xsum;   // m x groups: the sum of x over each group (for the factored zero-point)
+  std::vector<float> xsum;   // m x groups: the sum of x over each group (for the factored zero-point; not for Bf16)
 
   // Fp32: x alone. FixedPoint (fixed_point_prep.inl): per row of X, digit d
   // and code word i, for each phase p (byte vector the kernel makes of the
   // word: 2 for 4-bit words, the even and odd inputs, 1 for 8-bit words)
   // one u32 of the digits of the four inputs that the phase's bytes multiply.
-  enum class Form { Fp32, FixedPoint } form = Form::Fp32;
+  enum class Form { Fp32, FixedPoint, Bf16 } form = Form::Fp32;
   AlignedArray<uint32_t> words;
   uint64_t row_words = 0;    // words per row of X
   uint64_t digit_words = 0;  // words per digit
@@ -127,19 +134,27 @@ struct Activations {
   uint64_t block_inputs = 0;
   AlignedArray<float> block_scale;
   AlignedArray<int32_t> block_start;
+
+  // Bf16 (AMX): per row of X its K values as bf16 (two per word, in input
+  // order), row_words apart. Only for values that are bf16 (x_is_bf16: the
+  // caller's bf16 activations, not rescaled).
+  bool x_is_bf16 = false;
 };
 
 // Runs rows(r0, r1) over [0, M) of one call's rows of X, in pieces, possibly
 // on several threads at once (the CPU backend's pool).
 using OverRows = std::function<void(const std::function<void(uint64_t r0, uint64_t r1)>& rows)>;
 
-// Fills a.xsum and, for the fixed-point kernels of `isa`, a.form and its
-// data; the rows of X through `over_rows` when given, else in one piece.
+// Sets a.form and fills its data (a.xsum for every form but Bf16); the rows
+// of X through `over_rows` when given, else in one piece.
 void prepare_activations(Isa isa, const PackedMatrix& w, Activations& a, const OverRows& over_rows = {});
 // Rows [r0, r1) of the FixedPoint form (finite x; false: a block too peaky
 // for it), in kernels_avx512vnni.cpp and kernels_avx2.cpp (fixed_point_prep.inl).
 bool prepare_fixed_point_rows_avx512vnni(const PackedMatrix& w, Activations& a, uint64_t r0, uint64_t r1);
 bool prepare_fixed_point_rows_avx2(const PackedMatrix& w, Activations& a, uint64_t r0, uint64_t r1);
+// Rows [r0, r1) of the Bf16 form, in kernels_amx.cpp; false when a value is
+// not bf16, or (being zero) outside [2^-96, 2^64) in magnitude.
+bool prepare_bf16_rows_amx(const PackedMatrix& w, Activations& a, uint64_t r0, uint64_t r1);
 
 // Y[m][n] (fp32, row-major, ld = w.rows) for the rows of blocks
 // [block_begin, block_end), all m. Adds the bias.

@@ -32,6 +32,26 @@ inline void store_act(void* base, ActType t, uint64_t i, float v) {
   }
 }
 
+// Elements [begin, end) of an array of type t as fp32, and back (round to
+// nearest even): load_act / store_act per element, the type chosen once so
+// that the loops vectorize.
+inline void load_acts(const void* base, ActType t, uint64_t begin, uint64_t end, float* out) {
+  const auto* h = static_cast<const uint16_t*>(base);
+  switch (t) {
+    case ActType::F32: std::memcpy(out, static_cast<const float*>(base) + begin, (end - begin) * sizeof(float)); break;
+    case ActType::F16: for (uint64_t i = begin; i < end; ++i) out[i - begin] = half_to_float(h[i]); break;
+    case ActType::BF16: for (uint64_t i = begin; i < end; ++i) out[i - begin] = bf16_to_float(h[i]); break;
+  }
+}
+inline void store_acts(void* base, ActType t, uint64_t begin, uint64_t end, const float* in) {
+  auto* h = static_cast<uint16_t*>(base);
+  switch (t) {
+    case ActType::F32: std::memcpy(static_cast<float*>(base) + begin, in, (end - begin) * sizeof(float)); break;
+    case ActType::F16: for (uint64_t i = begin; i < end; ++i) h[i] = float_to_half(in[i - begin]); break;
+    case ActType::BF16: for (uint64_t i = begin; i < end; ++i) h[i] = float_to_bf16(in[i - begin]); break;
+  }
+}
+
 // A quantized matrix in the canonical layout (fileformat/SPEC.md 5.1-5.3).
 struct QuantView {
   const uint32_t* codes;   // rows x words_per_row

@@ -116,17 +116,20 @@ class CpuBackend : public Backend {
       if (tasks > 1) pool_.parallel_for(tasks, task);
       else if (tasks == 1) task(0);
     };
-    // Activations in fp32 and their per-group sums (for the factored zero-point).
-    std::vector<float> x_copy;
+    // Activations in fp32 (each calling thread keeps its buffers: no
+    // allocation or zero-filling per call).
+    thread_local std::vector<float> x_copy, y_copy;
     const float* xf = static_cast<const float*>(x);
     if (x_dtype != DType::F32 || !t.input_scales.empty()) {
-      x_copy.resize(m * K);
+      if (x_copy.size() < m * K) x_copy.resize(m * K);
+      float* xc = x_copy.data();
       over_rows([&](uint64_t r0, uint64_t r1) {
-        for (uint64_t i = r0 * K; i < r1 * K; ++i) x_copy[i] = load_as_float(x, x_dtype, i);
+        kernels::load_acts(x, to_act(x_dtype), r0 * K, r1 * K, xc + r0 * K);
         if (!t.input_scales.empty())
-          for (uint64_t i = r0 * K; i < r1 * K; ++i) x_copy[i] *= t.input_scales[i % K];
+          for (uint64_t r = r0; r < r1; ++r)
+            for (uint64_t k = 0; k < K; ++k) xc[r * K + k] *= t.input_scales[k];
       });
-      xf = x_copy.data();
+      xf = xc;
     }
     // Per-group sums and the fixed-point kernels' form of X, once per call
     // (the rows of a large X on the pool's threads); each calling thread
@@ -135,11 +138,11 @@ class CpuBackend : public Backend {
     kernels::Activations& acts = this_threads;  // the pool's workers read the caller's, not their own
     acts.x = xf;
     acts.m = m;
+    acts.x_is_bf16 = x_dtype == DType::BF16 && t.input_scales.empty();  // AMX-BF16 can take X as it is
     kernels::prepare_activations(isa_, w, acts, over_rows);
-    std::vector<float> y_copy;
     float* yf = static_cast<float*>(y);
     if (y_dtype != DType::F32) {
-      y_copy.resize(m * N);
+      if (y_copy.size() < m * N) y_copy.resize(m * N);
       yf = y_copy.data();
     }
     // A few tasks per thread balance the load without splitting blocks finely.
@@ -150,9 +153,11 @@ class CpuBackend : public Backend {
       kernel_(w, acts, bb, be, yf);
     });
     if (y_dtype != DType::F32)
-      over_rows([&](uint64_t r0, uint64_t r1) {
-        for (uint64_t i = r0 * N; i < r1 * N; ++i) store_as(y, y_dtype, i, y_copy[i]);
-      });
+      over_rows([&](uint64_t r0, uint64_t r1) { kernels::store_acts(y, to_act(y_dtype), r0 * N, r1 * N, yf + r0 * N); });
+    // Buffers of a large batch are not kept past the call.
+    constexpr uint64_t kKeptFloats = uint64_t(16) << 20;
+    for (std::vector<float>* v : {&x_copy, &y_copy})
+      if (v->size() > kKeptFloats) std::vector<float>().swap(*v);
   }
 
   void dequantize(const BackendTensor& wt, void* out, DType out_dtype) override {

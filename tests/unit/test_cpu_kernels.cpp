@@ -101,9 +101,9 @@ TEST_P(CpuKernels, MatchFloat64AcrossShapesAndBatchSizes) {
       EXPECT_LT(err, 5e-6) << "m=" << m;
     }
     // 16-bit activations with fp32 output, at GEMV sizes (the fixed-point
-    // kernels of avx512vnni) and beyond.
+    // kernels of avx512vnni) and beyond (amx: bf16 tiles from M = 16).
     for (woq_dtype xt : {WOQ_DTYPE_BF16, WOQ_DTYPE_F16})
-      for (uint64_t m : {1, 3, 4, 7}) {
+      for (uint64_t m : {1, 3, 4, 7, 16, 33}) {
         std::vector<float> xs = woq::test::random_activations(m * sh.k, uint32_t(m + 40)), xe(m * sh.k);
         std::vector<uint16_t> x16(m * sh.k);
         for (size_t i = 0; i < x16.size(); ++i) {
@@ -178,7 +178,8 @@ namespace {
 // codes and `group` inputs per group on `isa`.
 woq::kernels::Activations::Form prepared_form(const std::vector<float>& x, uint64_t m, uint64_t k, uint32_t bits,
                                               uint32_t group,
-                                              woq::kernels::Isa isa = woq::kernels::Isa::Avx512Vnni) {
+                                              woq::kernels::Isa isa = woq::kernels::Isa::Avx512Vnni,
+                                              bool x_is_bf16 = false) {
   woq::kernels::PackedMatrix p;
   p.cols = k;
   p.group_size = group;
@@ -186,6 +187,7 @@ woq::kernels::Activations::Form prepared_form(const std::vector<float>& x, uint6
   woq::kernels::Activations a;
   a.x = x.data();
   a.m = m;
+  a.x_is_bf16 = x_is_bf16;
   woq::kernels::prepare_activations(isa, p, a);
   return a.form;
 }
@@ -307,6 +309,143 @@ TEST(CpuKernels, AmxGivesEachRowTheBitsOfAvx512VnniAlone) {
     }
   woq_context_destroy(vnni);
   woq_context_destroy(amx);
+}
+
+namespace {
+
+// x rounded to bf16: the values as bf16 and as the floats they are.
+struct Bf16Values {
+  std::vector<uint16_t> bits;
+  std::vector<float> values;
+};
+Bf16Values to_bf16(const std::vector<float>& x) {
+  Bf16Values b{std::vector<uint16_t>(x.size()), std::vector<float>(x.size())};
+  for (size_t i = 0; i < x.size(); ++i) {
+    b.bits[i] = woq::kernels::float_to_bf16(x[i]);
+    b.values[i] = woq::kernels::bf16_to_float(b.bits[i]);
+  }
+  return b;
+}
+
+}  // namespace
+
+TEST(CpuKernels, AmxBf16TilesMatchFloat64AndAreIndependentOfTheBatch) {
+  // bf16 X from M = 16 runs tdpbf16ps on the codes: exact products, fp32
+  // sums per group. Each row of X is its own row of the tiles, so a row's
+  // result must not depend on which or how many rows share its call.
+  if (!has_isa("amx")) GTEST_SKIP() << "this CPU or OS has no AMX";
+  woq_context* ctx = context_for("amx", 2);
+  const uint64_t n = 45;  // three blocks of outputs: a pair and a ragged single
+  struct Layout {
+    uint64_t k;
+    uint32_t group;
+    woq_scheme scheme;
+  };
+  for (uint32_t bits : {4u, 8u, 3u})
+    for (Layout layout : {Layout{1024, 32, WOQ_SCHEME_ASYMMETRIC}, Layout{1024, 64, WOQ_SCHEME_SYMMETRIC},
+                          Layout{1024, 128, WOQ_SCHEME_ASYMMETRIC}, Layout{768, 256, WOQ_SCHEME_ASYMMETRIC},
+                          Layout{1088, 0, WOQ_SCHEME_ASYMMETRIC}, Layout{960, 0, WOQ_SCHEME_SYMMETRIC}}) {
+      const uint64_t k = layout.k;
+      SCOPED_TRACE("bits " + std::to_string(bits) + " group " + std::to_string(layout.group) + " k " +
+                   std::to_string(k));
+      woq_quant_options qo;
+      woq_quant_options_init(&qo);
+      qo.bits = bits;
+      qo.group_size = layout.group;
+      qo.scheme = layout.scheme;
+      std::vector<float> wf = woq::test::random_weights(n, k, bits * 7 + layout.group);
+      woq_qmatrix* q = nullptr;
+      ASSERT_EQ(woq_quantize(wf.data(), WOQ_DTYPE_F32, n, k, &qo, &q), WOQ_OK) << woq_last_error();
+      std::vector<float> bias = woq::test::random_activations(n, 11);
+      woq_tensor* t = nullptr;
+      ASSERT_EQ(woq_tensor_from_qmatrix(ctx, q, bias.data(), &t), WOQ_OK);
+      std::vector<float> w_hat(n * k);
+      ASSERT_EQ(woq_dequantize(ctx, t, w_hat.data(), WOQ_DTYPE_F32, w_hat.size() * 4), WOQ_OK);
+      // Magnitudes 2^-7 to 2^7 apart from block to block.
+      const uint64_t rows = 70;
+      std::vector<float> xs = woq::test::random_activations(rows * k, bits + layout.group);
+      for (uint64_t i = 0; i < xs.size(); ++i) xs[i] = std::ldexp(xs[i], int((i / 64) % 3) * 7 - 7);
+      const Bf16Values x = to_bf16(xs);
+      const uint32_t packed_bits = bits == 4 ? 4 : 8, group = layout.group ? layout.group : uint32_t(k);
+      ASSERT_EQ(prepared_form(x.values, 15, k, packed_bits, group, woq::kernels::Isa::Amx, true),
+                woq::kernels::Activations::Form::FixedPoint);
+      std::vector<float> y_all(rows * n, std::nanf(""));
+      ASSERT_EQ(woq_matmul(ctx, t, x.bits.data(), WOQ_DTYPE_BF16, rows, y_all.data(), WOQ_DTYPE_F32), WOQ_OK);
+      EXPECT_LT(woq::test::rel_error(y_all, woq::test::matmul_f64(x.values, w_hat, bias.data(), rows, n, k)), 5e-6);
+      // Fewer rows, from anywhere in X: each row as in the call of 70.
+      struct Slice {
+        uint64_t first, m;
+      };
+      for (Slice sl : {Slice{0, 16}, Slice{37, 16}, Slice{3, 17}, Slice{20, 33}, Slice{6, 64}, Slice{1, 69}}) {
+        std::vector<float> xv(x.values.begin() + long(sl.first * k), x.values.begin() + long((sl.first + sl.m) * k));
+        ASSERT_EQ(prepared_form(xv, sl.m, k, packed_bits, group, woq::kernels::Isa::Amx, true),
+                  woq::kernels::Activations::Form::Bf16);
+        std::vector<float> y(sl.m * n, std::nanf(""));
+        ASSERT_EQ(woq_matmul(ctx, t, x.bits.data() + sl.first * k, WOQ_DTYPE_BF16, sl.m, y.data(), WOQ_DTYPE_F32),
+                  WOQ_OK);
+        for (uint64_t i = 0; i < y.size(); ++i)
+          ASSERT_EQ(y[i], y_all[sl.first * n + i]) << "rows " << sl.first << "+" << sl.m << " element " << i;
+      }
+      woq_tensor_destroy(t);
+      woq_qmatrix_destroy(q);
+    }
+  woq_context_destroy(ctx);
+}
+
+TEST(CpuKernels, AmxBf16TilesTakePeaksButNotSubnormalsOrNonFinite) {
+  if (!has_isa("amx")) GTEST_SKIP() << "this CPU or OS has no AMX";
+  woq_context* ctx = context_for("amx", 2);
+  const uint64_t n = 40, k = 512, m = 48;
+  std::vector<float> wz = woq::test::random_weights(n, k, 6);
+  for (uint64_t r = 0; r < n; ++r) wz[r * k + 300] = 0.0f;  // asymmetric: q = z, dequantized exactly 0
+  woq_qmatrix* q = nullptr;
+  ASSERT_EQ(woq_quantize(wz.data(), WOQ_DTYPE_F32, n, k, nullptr, &q), WOQ_OK);
+  woq_tensor* t = nullptr;
+  ASSERT_EQ(woq_tensor_from_qmatrix(ctx, q, nullptr, &t), WOQ_OK);
+  std::vector<float> w_hat(n * k);
+  ASSERT_EQ(woq_dequantize(ctx, t, w_hat.data(), WOQ_DTYPE_F32, w_hat.size() * 4), WOQ_OK);
+  std::vector<float> xs = woq::test::random_activations(m * k, 12);
+  // A massive activation multiplying zero weights: the tiles multiply the
+  // small values beside it exactly, where fixed point would keep ~10 bits.
+  xs[40 * k + 300] = 1e4f;
+  Bf16Values x = to_bf16(xs);
+  ASSERT_EQ(prepared_form(x.values, m, k, 4, 128, woq::kernels::Isa::Amx, true), woq::kernels::Activations::Form::Bf16);
+  std::vector<float> y(m * n, std::nanf(""));
+  ASSERT_EQ(woq_matmul(ctx, t, x.bits.data(), WOQ_DTYPE_BF16, m, y.data(), WOQ_DTYPE_F32), WOQ_OK);
+  const std::vector<double> y_ref = woq::test::matmul_f64(x.values, w_hat, nullptr, m, n, k);
+  const std::vector<float> row40(y.begin() + 40 * n, y.begin() + 41 * n);
+  EXPECT_LT(woq::test::rel_error(row40, std::vector<double>(y_ref.begin() + 40 * n, y_ref.begin() + 41 * n)), 5e-6);
+  // A subnormal value (the tiles would flush it) and values near the top of
+  // the range (their sums could overflow) go to fixed point instead; still
+  // accurate.
+  for (float odd : {1e-39f, -3e-30f, 1e30f}) {
+    Bf16Values xo = x;
+    xo.bits[5 * k + 17] = woq::kernels::float_to_bf16(odd);
+    xo.values[5 * k + 17] = woq::kernels::bf16_to_float(xo.bits[5 * k + 17]);
+    xo.bits[40 * k + 300] = xo.bits[40 * k + 301];  // no peak: fixed point takes it
+    xo.values[40 * k + 300] = xo.values[40 * k + 301];
+    const auto form = prepared_form(xo.values, m, k, 4, 128, woq::kernels::Isa::Amx, true);
+    EXPECT_EQ(form, odd == 1e30f ? woq::kernels::Activations::Form::Fp32 : woq::kernels::Activations::Form::FixedPoint)
+        << odd;
+    std::fill(y.begin(), y.end(), std::nanf(""));
+    ASSERT_EQ(woq_matmul(ctx, t, xo.bits.data(), WOQ_DTYPE_BF16, m, y.data(), WOQ_DTYPE_F32), WOQ_OK);
+    EXPECT_LT(woq::test::rel_error(y, woq::test::matmul_f64(xo.values, w_hat, nullptr, m, n, k)), 5e-6) << odd;
+  }
+  // Infinity and NaN propagate as in IEEE arithmetic (the fp32 kernels).
+  for (float bad : {std::numeric_limits<float>::infinity(), std::nanf("")}) {
+    Bf16Values xb = x;
+    xb.bits[9 * k + 7] = woq::kernels::float_to_bf16(bad);
+    xb.values[9 * k + 7] = bad;
+    ASSERT_EQ(prepared_form(xb.values, m, k, 4, 128, woq::kernels::Isa::Amx, true),
+              woq::kernels::Activations::Form::Fp32);
+    std::fill(y.begin(), y.end(), 0.0f);
+    ASSERT_EQ(woq_matmul(ctx, t, xb.bits.data(), WOQ_DTYPE_BF16, m, y.data(), WOQ_DTYPE_F32), WOQ_OK);
+    for (uint64_t i = 0; i < n; ++i) EXPECT_FALSE(std::isfinite(y[9 * n + i]));
+    for (uint64_t i = 0; i < n; ++i) EXPECT_TRUE(std::isfinite(y[8 * n + i]));
+  }
+  woq_tensor_destroy(t);
+  woq_qmatrix_destroy(q);
+  woq_context_destroy(ctx);
 }
 
 TEST(CpuKernels, PeakyOrNonFiniteActivationsRunTheFp32Kernel) {
