@@ -58,7 +58,8 @@ void prepare_activations(Isa isa, const PackedMatrix& w, Activations& a, const O
   const bool avx2 = isa == Isa::Avx2 && w.code_bits == 4 && a.m <= kFixedPointMaxMAvx2;
 #if defined(WOQ_HAVE_X86_KERNELS)
   const bool fixed_point = vnni || avx2;
-  const bool bf16 = isa >= Isa::Amx && a.x_is_bf16 && w.group_size % kAmxBf16Inputs == 0 && a.m >= kAmxBf16MinRows;
+  const bool bf16 = isa >= Isa::Amx && a.x_is_bf16 && w.group_size % kAmxBf16Inputs == 0 &&
+                    a.m >= (w.group_size == 32 ? kAmxBf16MinRows32 : kAmxBf16MinRows);
 #else
   const bool fixed_point = false, bf16 = false;
 #endif

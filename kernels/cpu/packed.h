@@ -96,13 +96,15 @@ inline constexpr uint64_t kAmxMinRows = 8;
 inline constexpr uint64_t kAmxMinRows32 = 16;
 // Rows of digits allocated past M: AMX reads whole tiles of 16 rows of X.
 inline constexpr uint64_t kFixedPointPadRows = kAmxRows - 1;
-// AMX-BF16 (kernels_amx.cpp): bf16 X times the codes q - c (which bf16
-// holds exactly) on tdpbf16ps, accumulating in fp32 per group; from
-// kAmxBf16MinRows rows of X, when every group holds whole tiles of
+// AMX-BF16 (kernels_amx.cpp): bf16 X times q - z (which bf16 holds
+// exactly) on tdpbf16ps, accumulating in fp32 per group; from
+// kAmxBf16MinRows rows of X (kAmxBf16MinRows32 for groups of 32, where the
+// fixed-point kernels are slowest), when every group holds whole tiles of
 // kAmxBf16Inputs inputs. (fp16 and fp32 X, as two or three exact bf16
 // pieces, ran slower than fixed point: docs/CPU_KERNELS.md.)
 inline constexpr uint64_t kAmxBf16Inputs = 32;
 inline constexpr uint64_t kAmxBf16MinRows = 16;
+inline constexpr uint64_t kAmxBf16MinRows32 = 8;
 
 // Ordered: each ISA's machines can run every earlier one.
 enum class Isa { Portable = 0, Avx2 = 1, Avx512 = 2, Avx512Vnni = 3, Amx = 4 };

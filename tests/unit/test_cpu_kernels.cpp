@@ -330,8 +330,8 @@ Bf16Values to_bf16(const std::vector<float>& x) {
 }  // namespace
 
 TEST(CpuKernels, AmxBf16TilesMatchFloat64AndAreIndependentOfTheBatch) {
-  // bf16 X from M = 16 runs tdpbf16ps on the codes: exact products, fp32
-  // sums per group. Each row of X is its own row of the tiles, so a row's
+  // bf16 X from M = 16 (8 for groups of 32) runs tdpbf16ps on q - z:
+  // exact products, fp32 sums per group. Each row of X is its own row of the tiles, so a row's
   // result must not depend on which or how many rows share its call.
   if (!has_isa("amx")) GTEST_SKIP() << "this CPU or OS has no AMX";
   woq_context* ctx = context_for("amx", 2);
@@ -367,7 +367,8 @@ TEST(CpuKernels, AmxBf16TilesMatchFloat64AndAreIndependentOfTheBatch) {
       for (uint64_t i = 0; i < xs.size(); ++i) xs[i] = std::ldexp(xs[i], int((i / 64) % 3) * 7 - 7);
       const Bf16Values x = to_bf16(xs);
       const uint32_t packed_bits = bits == 4 ? 4 : 8, group = layout.group ? layout.group : uint32_t(k);
-      ASSERT_EQ(prepared_form(x.values, 15, k, packed_bits, group, woq::kernels::Isa::Amx, true),
+      const uint64_t min_rows = group == 32 ? woq::kernels::kAmxBf16MinRows32 : woq::kernels::kAmxBf16MinRows;
+      ASSERT_EQ(prepared_form(x.values, min_rows - 1, k, packed_bits, group, woq::kernels::Isa::Amx, true),
                 woq::kernels::Activations::Form::FixedPoint);
       std::vector<float> y_all(rows * n, std::nanf(""));
       ASSERT_EQ(woq_matmul(ctx, t, x.bits.data(), WOQ_DTYPE_BF16, rows, y_all.data(), WOQ_DTYPE_F32), WOQ_OK);
@@ -376,7 +377,7 @@ TEST(CpuKernels, AmxBf16TilesMatchFloat64AndAreIndependentOfTheBatch) {
       struct Slice {
         uint64_t first, m;
       };
-      for (Slice sl : {Slice{0, 16}, Slice{37, 16}, Slice{3, 17}, Slice{20, 33}, Slice{6, 64}, Slice{1, 69}}) {
+      for (Slice sl : {Slice{0, min_rows}, Slice{37, min_rows}, Slice{3, 17}, Slice{20, 33}, Slice{6, 64}, Slice{1, 69}}) {
         std::vector<float> xv(x.values.begin() + long(sl.first * k), x.values.begin() + long((sl.first + sl.m) * k));
         ASSERT_EQ(prepared_form(xv, sl.m, k, packed_bits, group, woq::kernels::Isa::Amx, true),
                   woq::kernels::Activations::Form::Bf16);
