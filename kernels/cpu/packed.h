@@ -103,8 +103,8 @@ inline constexpr uint64_t kFixedPointPadRows = kAmxRows - 1;
 // kAmxBf16Inputs inputs. (fp16 and fp32 X, as two or three exact bf16
 // pieces, ran slower than fixed point: docs/CPU_KERNELS.md.)
 inline constexpr uint64_t kAmxBf16Inputs = 32;
-inline constexpr uint64_t kAmxBf16MinRows = 16;
-inline constexpr uint64_t kAmxBf16MinRows32 = 8;
+inline constexpr uint64_t kAmxBf16MinRows = 32;
+inline constexpr uint64_t kAmxBf16MinRows32 = 12;
 
 // Ordered: each ISA's machines can run every earlier one.
 enum class Isa { Portable = 0, Avx2 = 1, Avx512 = 2, Avx512Vnni = 3, Amx = 4 };
