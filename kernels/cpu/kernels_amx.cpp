@@ -1,4 +1,4 @@
-// AMX (AMX-TILE + AMX-INT8): the fixed-point matmul of kernels_avx512vnni.cpp
+// AMX (AMX-TILE, AMX-INT8, AMX-BF16): the fixed-point matmul of kernels_avx512vnni.cpp
 // for 16 rows of X at a time on tile instructions. tdpbssd multiplies a
 // 16 x 64 tile of signed bytes by a 16 x (16 x 4) tile of signed bytes into
 // 16 x 16 int32 sums: 16384 multiply-adds per instruction where vpdpbusd
@@ -13,6 +13,8 @@
 // A last tile of fewer than 16 rows of X reads the padding rows of digits
 // (kFixedPointPadRows) and combines only its own rows. From 8 rows of X
 // (16 for groups of 32): below, the avx512vnni kernel was faster.
+// bf16 X from kAmxBf16MinRows rows takes AMX-BF16 instead (below): X as it
+// is times the codes widened to bf16 q - z.
 #include <algorithm>
 
 #include "kernels/cpu/simd_avx512.h"
@@ -137,9 +139,11 @@ void panel_rows16(const PackedMatrix& w, const Activations& a, const int8_t* cod
 // tdpbf16ps multiplies a 16 x 32 tile of bf16 by a 16 x (16 x 2) tile of
 // bf16 into 16 x 16 fp32 sums. Bf16 holds q - z exactly (widened per
 // panel), so every product with bf16 X is exact in fp32 and the sums round
-// as an fp32 GEMM's do; per group they are scaled by s. Tiles 16 rows x 64 bytes: tmm0-3 the
-// sums of row group r (16 rows of X) and output block o in tmm(2r + o),
-// tmm4-5 row group r's X, tmm6-7 output block o's codes.
+// as an fp32 GEMM's do; per group they are scaled by s. Tiles of 16 rows x
+// 64 bytes: tmm0-3 the sums of row group r (16 rows of X) and output block
+// o in tmm(2r + o), tmm4-5 row group r's X, tmm6-7 output block o's codes.
+// A row group of fewer than 16 rows reads padding rows, whose sums are
+// never combined (each row of a tile's sums depends on its row of X alone).
 #define WOQ_TILE_DPBF16PS(c, a, b) __asm__ volatile("tdpbf16ps %%tmm" #b ", %%tmm" #a ", %%tmm" #c ::: "memory")
 
 void configure_bf16_tiles() {
@@ -309,7 +313,7 @@ void matmul_bf16(const PackedMatrix& w, const Activations& a, uint64_t bb, uint6
 bool prepare_bf16_rows_amx(const PackedMatrix& w, Activations& a, uint64_t r0, uint64_t r1) {
   const uint64_t K = w.cols;
   // Every bf16 in [2^-96, 2^64) is a multiple of 2^-103 and normal, as is
-  // every nonzero sum of their products with q - c: tdpbf16ps, which
+  // every nonzero sum of their products with q - z: tdpbf16ps, which
   // flushes subnormals, never meets one, nor can its sums overflow.
   const __m512i magnitude = _mm512_set1_epi32(0x7fffffff), smallest = _mm512_set1_epi32(0x0f800000),
                 limit = _mm512_set1_epi32(0x5f800000), low = _mm512_set1_epi32(0xffff);
