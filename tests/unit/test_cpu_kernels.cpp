@@ -197,8 +197,13 @@ struct Quantized {
   woq_tensor* tensor = nullptr;
 };
 
-Quantized quantize_into(woq_context* ctx, uint64_t n, uint64_t k, uint32_t bits, uint32_t group, uint32_t seed) {
+// Random weights, quantized into a tensor of ctx. With zero_input >= 0 that
+// input's weight is 0 in every row (asymmetric: q = z, dequantized exactly 0).
+Quantized quantize_into(woq_context* ctx, uint64_t n, uint64_t k, uint32_t bits, uint32_t group, uint32_t seed,
+                        int64_t zero_input = -1) {
   std::vector<float> w = woq::test::random_weights(n, k, seed);
+  if (zero_input >= 0)
+    for (uint64_t r = 0; r < n; ++r) w[r * k + uint64_t(zero_input)] = 0.0f;
   woq_quant_options qo;
   woq_quant_options_init(&qo);
   qo.bits = bits;
@@ -397,14 +402,10 @@ TEST(CpuKernels, AmxBf16TilesTakePeaksButNotSubnormalsOrNonFinite) {
   if (!has_isa("amx")) GTEST_SKIP() << "this CPU or OS has no AMX";
   woq_context* ctx = context_for("amx", 2);
   const uint64_t n = 40, k = 512, m = 48;
-  std::vector<float> wz = woq::test::random_weights(n, k, 6);
-  for (uint64_t r = 0; r < n; ++r) wz[r * k + 300] = 0.0f;  // asymmetric: q = z, dequantized exactly 0
-  woq_qmatrix* q = nullptr;
-  ASSERT_EQ(woq_quantize(wz.data(), WOQ_DTYPE_F32, n, k, nullptr, &q), WOQ_OK);
-  woq_tensor* t = nullptr;
-  ASSERT_EQ(woq_tensor_from_qmatrix(ctx, q, nullptr, &t), WOQ_OK);
-  std::vector<float> w_hat(n * k);
-  ASSERT_EQ(woq_dequantize(ctx, t, w_hat.data(), WOQ_DTYPE_F32, w_hat.size() * 4), WOQ_OK);
+  const Quantized qz = quantize_into(ctx, n, k, 4, 128, 6, 300);
+  woq_tensor* t = qz.tensor;
+  const std::vector<float>& w_hat = qz.w_hat;
+  for (uint64_t r = 0; r < n; ++r) ASSERT_EQ(w_hat[r * k + 300], 0.0f);
   std::vector<float> xs = woq::test::random_activations(m * k, 12);
   // A massive activation multiplying zero weights: the tiles multiply the
   // small values beside it exactly, where fixed point would keep ~10 bits.
@@ -445,7 +446,6 @@ TEST(CpuKernels, AmxBf16TilesTakePeaksButNotSubnormalsOrNonFinite) {
     for (uint64_t i = 0; i < n; ++i) EXPECT_TRUE(std::isfinite(y[8 * n + i]));
   }
   woq_tensor_destroy(t);
-  woq_qmatrix_destroy(q);
   woq_context_destroy(ctx);
 }
 
@@ -493,14 +493,9 @@ TEST(CpuKernels, PeakyOrNonFiniteActivationsRunTheFp32Kernel) {
   // the result is made of the small values alone, which fixed point would
   // round to about 1e-3 of their block's peak.
   woq_context* wide = context_for(has_isa("amx") ? "amx" : "avx512vnni", 2);
-  std::vector<float> wz = woq::test::random_weights(n, k, 6);
-  for (uint64_t r = 0; r < n; ++r) wz[r * k + 300] = 0.0f;  // asymmetric: q = z, dequantized exactly 0
-  woq_qmatrix* qz = nullptr;
-  ASSERT_EQ(woq_quantize(wz.data(), WOQ_DTYPE_F32, n, k, nullptr, &qz), WOQ_OK);
-  woq_tensor* tz = nullptr;
-  ASSERT_EQ(woq_tensor_from_qmatrix(wide, qz, nullptr, &tz), WOQ_OK);
-  std::vector<float> wz_hat(n * k);
-  ASSERT_EQ(woq_dequantize(wide, tz, wz_hat.data(), WOQ_DTYPE_F32, wz_hat.size() * 4), WOQ_OK);
+  const Quantized qz = quantize_into(wide, n, k, 4, 128, 6, 300);
+  woq_tensor* tz = qz.tensor;
+  const std::vector<float>& wz_hat = qz.w_hat;
   for (uint64_t r = 0; r < n; ++r) ASSERT_EQ(wz_hat[r * k + 300], 0.0f);
   const uint64_t m = 48;
   std::vector<float> xm = woq::test::random_activations(m * k, 10);
@@ -515,6 +510,5 @@ TEST(CpuKernels, PeakyOrNonFiniteActivationsRunTheFp32Kernel) {
   EXPECT_LT(woq::test::rel_error(row40, row40_ref), 5e-6);
   EXPECT_LT(woq::test::rel_error(ym, ym_ref), 5e-6);
   woq_tensor_destroy(tz);
-  woq_qmatrix_destroy(qz);
   woq_context_destroy(wide);
 }
