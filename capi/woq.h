@@ -307,8 +307,10 @@ WOQ_API woq_status woq_qmatrix_stats(const woq_qmatrix* qmatrix,
  * quantize_config.json or config.json's quantization_config next to the
  * file, else from the tensor names. Every packed linear layer becomes the
  * tensor "<prefix>.weight" (with its bias); other tensors are skipped.
- * Checkpoints whose g_idx is not the plain k / group map (act-order) are
- * refused with WOQ_ERR_UNSUPPORTED. On success *out_report, if not NULL,
+ * Act-order layers (GPTQ g_idx, compressed-tensors weight_g_idx, not the
+ * plain k / group map) are stored with an input permutation (format 1.2)
+ * that woq_matmul applies to X; a g_idx whose groups do not all hold
+ * group_size inputs is refused with WOQ_ERR_UNSUPPORTED. On success *out_report, if not NULL,
  * receives a summary (flavour and how it was found, layers converted,
  * tensors skipped) owned by the library and valid until the next woq call on
  * this thread. The .woq is written to a temporary file and renamed into
@@ -438,6 +440,8 @@ typedef struct woq_tensor_info {
   double rel_frobenius_error;
   double sqnr_db;
   int32_t has_input_scales; /* AWQ factors stored (format 1.1); woq_matmul applies them */
+  int32_t has_input_permutation; /* act-order input order stored (format 1.2); woq_matmul
+                                  * gathers X's columns by it */
 } woq_tensor_info;
 
 /**
@@ -532,7 +536,10 @@ WOQ_API woq_status woq_tensor_bias(woq_context* context, const woq_tensor* tenso
 /**
  * Scale and zero-point of one group (output `row`, input group `group`), so
  * that its quantization levels are s * (q - z) for q in 0 .. 2^bits - 1
- * (for a tensor with input scales, before column k's factor multiplies them).
+ * (for a tensor with input scales, before column k's factor multiplies them;
+ * for a tensor with an input permutation, group j holds the stored inputs
+ * j * group_size .. (j + 1) * group_size - 1: the model's inputs that the
+ * permutation lists at those places, fileformat/SPEC.md 5.9).
  * @return WOQ_ERR_SHAPE for a row or group out of range. Thread-safe.
  */
 WOQ_API woq_status woq_tensor_group(woq_context* context, const woq_tensor* tensor, uint64_t row,
@@ -563,7 +570,9 @@ WOQ_API woq_status woq_matmul(woq_context* context, const woq_tensor* tensor,
 
 /**
  * Write the dequantized weights W_hat[N, K] = s * (q - z) (row-major, no
- * bias) to host memory `out` of out_capacity_bytes as out_dtype.
+ * bias) to host memory `out` of out_capacity_bytes as out_dtype: the
+ * effective weights X is multiplied by, in the model's input order (input
+ * scales applied, an input permutation undone).
  * @return WOQ_ERR_SHAPE if out_capacity_bytes < N * K * sizeof(dtype).
  * Thread-safe.
  */

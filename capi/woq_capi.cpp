@@ -154,6 +154,7 @@ void fill_tensor_info(const woq::format::TensorRecord& rec, woq_tensor_info* inf
   full.rel_frobenius_error = rec.rel_frobenius_error;
   full.sqnr_db = rec.sqnr_db;
   full.has_input_scales = rec.has_input_scales ? 1 : 0;
+  full.has_input_permutation = rec.has_input_permutation ? 1 : 0;
   std::memcpy(info, &full, std::min<size_t>(info->struct_size, sizeof full));
 }
 
@@ -173,7 +174,8 @@ void add_matrix(woq::format::Writer& writer, const std::string& name, const woq:
   rec.rel_frobenius_error = m.stats.rel_frobenius_error;
   rec.sqnr_db = m.stats.sqnr_db;
   writer.add_tensor(std::move(rec), {m.codes.data(), m.scales.data(), m.zeros.data(), bias,
-                                     m.input_scales.empty() ? nullptr : m.input_scales.data()});
+                                     m.input_scales.empty() ? nullptr : m.input_scales.data(),
+                                     m.input_permutation.empty() ? nullptr : m.input_permutation.data()});
 }
 
 // Checks both handles and that the tensor belongs to the context.

@@ -9,6 +9,7 @@ const char* section_name(SectionKind kind) {
     case SectionKind::Zeros: return "zero-points";
     case SectionKind::Bias: return "bias";
     case SectionKind::InputScales: return "input scales";
+    case SectionKind::InputPermutation: return "input permutation";
   }
   return "unknown";
 }
@@ -19,7 +20,8 @@ uint64_t TensorRecord::row_bytes(SectionKind kind) const {
     case SectionKind::Scales: return groups_per_row() * 2;
     case SectionKind::Zeros: return groups_per_row();
     case SectionKind::Bias: return 4;
-    case SectionKind::InputScales: return 0;
+    case SectionKind::InputScales:
+    case SectionKind::InputPermutation: return 0;
   }
   return 0;
 }

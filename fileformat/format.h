@@ -20,9 +20,13 @@ namespace woq::format {
 inline constexpr uint8_t kMagic[8] = {0x89, 'W', 'O', 'Q', 0x0D, 0x0A, 0x1A, 0x0A};
 inline constexpr uint8_t kEndianLittle = 1;
 inline constexpr uint8_t kVersionMajor = 1;
-inline constexpr uint8_t kVersionMinor = 1;
-// Files without input scales are written as 1.0, readable by 1.0 readers.
+inline constexpr uint8_t kVersionMinor = 2;
+// A file is written with the oldest minor version that describes it: 1.0
+// without input scales or permutations, 1.1 with input scales (AWQ), 1.2
+// with input permutations (act-order checkpoints).
 inline constexpr uint8_t kVersionMinorBase = 0;
+inline constexpr uint8_t kVersionMinorInputScales = 1;
+inline constexpr uint8_t kVersionMinorInputPermutation = 2;
 inline constexpr uint32_t kHeaderSize = 64;
 inline constexpr uint64_t kAlign = 256;
 inline constexpr uint64_t kDataStart = 256;
@@ -46,10 +50,14 @@ class Error : public std::runtime_error {
   ErrorKind kind_;
 };
 
-// Kinds 0-3 are split into row-range chunks; InputScales (one fp32 factor
-// per input column, format 1.1) is one chunk of cols * 4 bytes.
-enum class SectionKind : uint8_t { Codes = 0, Scales = 1, Zeros = 2, Bias = 3, InputScales = 4 };
-inline constexpr int kSectionKinds = 5;
+// Kinds 0-3 are split into row-range chunks; the per-column kinds are one
+// chunk of cols * 4 bytes each: InputScales (fp32 factors, format 1.1) and
+// InputPermutation (u32 input indices, format 1.2).
+enum class SectionKind : uint8_t { Codes = 0, Scales = 1, Zeros = 2, Bias = 3, InputScales = 4, InputPermutation = 5 };
+inline constexpr int kSectionKinds = 6;
+inline bool is_per_column(SectionKind kind) {
+  return kind == SectionKind::InputScales || kind == SectionKind::InputPermutation;
+}
 const char* section_name(SectionKind kind);
 
 enum class Codec : uint8_t { Raw = 0, Zstd = 1 };
@@ -81,6 +89,8 @@ struct TensorRecord {
   uint8_t source_dtype = 0;  // 0 f32, 1 f16, 2 bf16
   bool has_bias = false;
   bool has_input_scales = false;  // flags bit 1: X is multiplied by them first
+  // flags bit 2: stored input k is the model's input perm[k] (act-order)
+  bool has_input_permutation = false;
   uint64_t rows = 0;
   uint64_t cols = 0;
   uint32_t group_size = 0;
@@ -92,7 +102,7 @@ struct TensorRecord {
 
   uint64_t groups_per_row() const { return cols / group_size; }
   uint64_t words_per_row() const { return (cols * bits + 31) / 32; }
-  // Raw bytes one row occupies in a section (5.2); 0 for InputScales.
+  // Raw bytes one row occupies in a section (5.2); 0 for the per-column kinds.
   uint64_t row_bytes(SectionKind kind) const;
   uint64_t chunk_count() const { return (rows + rows_per_chunk - 1) / rows_per_chunk; }
   uint64_t chunk_rows(uint64_t chunk) const;

@@ -244,10 +244,17 @@ void Reader::parse_directory(const uint8_t* dir, uint64_t size, uint64_t offset,
       fail(ErrorKind::Format, where + "unknown scale_dtype/zero_dtype/packing " + std::to_string(scale_dtype) + "/" +
                                   std::to_string(zero_dtype) + "/" + std::to_string(packing));
     // Unknown flags are refused at any minor version: a flag may change what
-    // the data means (bit 1: input scales must be applied).
-    if ((flags & ~3u) != 0) fail(ErrorKind::Format, where + "unknown flags " + std::to_string(flags));
+    // the data means (bit 1: input scales must be applied; bit 2: X must be
+    // permuted).
+    if ((flags & ~7u) != 0) fail(ErrorKind::Format, where + "unknown flags " + std::to_string(flags));
     rec.has_bias = (flags & 1u) != 0;
     rec.has_input_scales = (flags & 2u) != 0;
+    rec.has_input_permutation = (flags & 4u) != 0;
+    if (rec.has_input_scales && rec.has_input_permutation)
+      fail(ErrorKind::Format, where + "flags set both input scales (bit 1) and an input permutation (bit 2)");
+    if (rec.has_input_permutation && minor_ < kVersionMinorInputPermutation)
+      fail(ErrorKind::Format, where + "an input permutation (flags bit 2) needs format version 1.2, the file says 1." +
+                                  std::to_string(minor_));
     if (rec.rows == 0 || rec.cols == 0 || rec.rows > kMaxDim || rec.cols > kMaxDim)
       fail(ErrorKind::Format, where + "shape " + std::to_string(rec.rows) + " x " + std::to_string(rec.cols) +
                                   " has a dimension outside 1..2^32-1");
@@ -259,7 +266,7 @@ void Reader::parse_directory(const uint8_t* dir, uint64_t size, uint64_t offset,
                                   std::to_string(rec.cols));
     if (rec.rows_per_chunk == 0) fail(ErrorKind::Format, where + "rows_per_chunk is 0");
     const uint64_t chunks = rec.chunk_count();
-    bool seen[kSectionKinds] = {false, false, false, false, false};
+    bool seen[kSectionKinds] = {};
     for (uint16_t s = 0; s < section_count; ++s) {
       uint64_t section_at = t.file_offset();
       uint8_t kind = t.u8("section kind");
@@ -269,7 +276,7 @@ void Reader::parse_directory(const uint8_t* dir, uint64_t size, uint64_t offset,
       if (!known && !newer) fail(ErrorKind::Format, where + "unknown section kind " + std::to_string(kind) + at(section_at));
       if (known && seen[kind])
         fail(ErrorKind::Format, where + "section " + section_name(SectionKind(kind)) + " repeated" + at(section_at));
-      const bool per_column = kind == uint8_t(SectionKind::InputScales);
+      const bool per_column = known && is_per_column(SectionKind(kind));
       const uint64_t expect_chunks = per_column ? 1 : chunks;
       if (known && chunk_count != expect_chunks)
         fail(ErrorKind::Format, where + "section kind " + std::to_string(kind) + " has " + std::to_string(chunk_count) +
@@ -320,6 +327,8 @@ void Reader::parse_directory(const uint8_t* dir, uint64_t size, uint64_t offset,
     if (seen[3] != rec.has_bias) fail(ErrorKind::Format, where + "bias section and has-bias flag disagree");
     if (seen[4] != rec.has_input_scales)
       fail(ErrorKind::Format, where + "input-scales section and flag bit 1 disagree");
+    if (seen[5] != rec.has_input_permutation)
+      fail(ErrorKind::Format, where + "input-permutation section and flag bit 2 disagree");
     if (!newer && t.remaining() != 0)
       fail(ErrorKind::Format, where + "record_size exceeds its content by " + std::to_string(t.remaining()) + " bytes");
     if (rec.raw_bytes() > limits.max_tensor_bytes)
@@ -428,12 +437,19 @@ void Reader::read_input_scales(const TensorRecord& tensor, float* dst) const {
   decode_chunk(tensor, SectionKind::InputScales, 0, reinterpret_cast<uint8_t*>(dst));
 }
 
+void Reader::read_input_permutation(const TensorRecord& tensor, uint32_t* dst) const {
+  if (!tensor.has_input_permutation)
+    fail(ErrorKind::Argument, "tensor '" + tensor.name + "' has no input permutation");
+  decode_chunk(tensor, SectionKind::InputPermutation, 0, reinterpret_cast<uint8_t*>(dst));
+}
+
 void Reader::verify(const ParallelFor& parallel) const {
   for (const TensorRecord& t : tensors_)
     for (int k = 0; k < kSectionKinds; ++k)
-      if (k == int(SectionKind::InputScales) && t.has_input_scales) {
-        std::vector<float> scales(t.cols);
-        read_input_scales(t, scales.data());
+      if (is_per_column(SectionKind(k))) {
+        if (t.sections[k].empty()) continue;
+        std::vector<uint8_t> column(t.cols * 4);
+        decode_chunk(t, SectionKind(k), 0, column.data());
       } else if (!t.sections[k].empty()) {
         // Decode in row slabs so memory stays bounded by a few chunks.
         const uint64_t slab = uint64_t(t.rows_per_chunk) * 16;

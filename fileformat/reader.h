@@ -49,11 +49,14 @@ class Reader {
   const std::vector<MetadataEntry>& metadata() const { return metadata_; }
   const MetadataEntry* find_metadata(const std::string& key) const;
 
+  // The tensor's cols fp32 input scales (Argument error if it has none).
+  void read_input_scales(const TensorRecord& tensor, float* dst) const;
+  // The tensor's cols input indices (Argument error if it has none); not
+  // checked to be a permutation here (the caller validates decoded data).
+  void read_input_permutation(const TensorRecord& tensor, uint32_t* dst) const;
   // Decodes rows [row_begin, row_end) of one section of `tensor` into dst,
   // which holds (row_end - row_begin) * tensor.row_bytes(kind) bytes. Only
   // the chunks overlapping the range are read; they decode in parallel.
-  // The tensor's cols fp32 input scales (Argument error if it has none).
-  void read_input_scales(const TensorRecord& tensor, float* dst) const;
   void read_rows(const TensorRecord& tensor, SectionKind kind, uint64_t row_begin, uint64_t row_end,
                  uint8_t* dst, const ParallelFor& parallel = serial_for) const;
 

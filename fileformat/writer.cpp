@@ -5,6 +5,7 @@
 #include <xxhash.h>
 #include <zstd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstdio>
@@ -99,6 +100,9 @@ void Writer::add_tensor(TensorRecord record, const TensorArrays& arrays, const P
 
   record.has_bias = arrays.bias != nullptr;
   record.has_input_scales = arrays.input_scales != nullptr;
+  record.has_input_permutation = arrays.input_permutation != nullptr;
+  if (record.has_input_scales && record.has_input_permutation)
+    throw Error(ErrorKind::Argument, "tensor '" + record.name + "' has both input scales and an input permutation");
   uint64_t code_row = record.row_bytes(SectionKind::Codes);
   uint64_t rpc = target_chunk_bytes_ / code_row;
   record.rows_per_chunk = static_cast<uint32_t>(std::max<uint64_t>(1, std::min<uint64_t>(rpc, record.rows)));
@@ -121,10 +125,12 @@ void Writer::add_tensor(TensorRecord record, const TensorArrays& arrays, const P
     record.sections[i % kinds].push_back(append_chunk(encoded[i].ref, encoded[i].bytes));
     std::vector<uint8_t>().swap(encoded[i].bytes);
   }
-  if (record.has_input_scales) {
-    EncodedChunk c = encode_chunk(reinterpret_cast<const uint8_t*>(arrays.input_scales), record.cols * 4, zstd_level_);
-    record.sections[int(SectionKind::InputScales)].push_back(append_chunk(c.ref, c.bytes));
-  }
+  const auto add_per_column = [&](SectionKind kind, const void* values) {
+    EncodedChunk c = encode_chunk(static_cast<const uint8_t*>(values), record.cols * 4, zstd_level_);
+    record.sections[int(kind)].push_back(append_chunk(c.ref, c.bytes));
+  };
+  if (record.has_input_scales) add_per_column(SectionKind::InputScales, arrays.input_scales);
+  if (record.has_input_permutation) add_per_column(SectionKind::InputPermutation, arrays.input_permutation);
   names_.insert(record.name);
   records_.push_back(std::move(record));
 }
@@ -186,8 +192,8 @@ std::vector<uint8_t> encode_directory(const std::vector<TensorRecord>& records,
     w.u8(1);  // scale_dtype f16
     w.u8(1);  // zero_dtype u8
     w.u8(0);  // packing: row bitstream
-    w.u8(static_cast<uint8_t>((r.has_bias ? 1 : 0) | (r.has_input_scales ? 2 : 0)));
-    w.u16(static_cast<uint16_t>(3 + r.has_bias + r.has_input_scales));
+    w.u8(static_cast<uint8_t>((r.has_bias ? 1 : 0) | (r.has_input_scales ? 2 : 0) | (r.has_input_permutation ? 4 : 0)));
+    w.u16(static_cast<uint16_t>(3 + r.has_bias + r.has_input_scales + r.has_input_permutation));
     w.u64(r.rows);
     w.u64(r.cols);
     w.u32(r.group_size);
@@ -250,8 +256,10 @@ void Writer::finish() {
   uint64_t directory_offset = end_;
   // The oldest minor version that can describe the content.
   uint8_t minor = kVersionMinorBase;
-  for (const TensorRecord& r : records_)
-    if (r.has_input_scales) minor = kVersionMinor;
+  for (const TensorRecord& r : records_) {
+    if (r.has_input_scales) minor = std::max(minor, kVersionMinorInputScales);
+    if (r.has_input_permutation) minor = std::max(minor, kVersionMinorInputPermutation);
+  }
   std::vector<uint8_t> header = encode_header(directory_offset, directory, minor);
   write_at(directory_offset, directory.data(), directory.size());
   write_at(0, header.data(), header.size());

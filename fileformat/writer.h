@@ -18,6 +18,8 @@ struct TensorArrays {
   const uint8_t* zeros = nullptr;
   const float* bias = nullptr;          // optional: rows values
   const float* input_scales = nullptr;  // optional: cols values (format 1.1)
+  // optional: cols input indices, a permutation of 0..cols-1 (format 1.2)
+  const uint32_t* input_permutation = nullptr;
 };
 
 class Writer {

@@ -11,8 +11,9 @@ void reference_dequantize_row(const QuantView& w, uint64_t n, float* out) {
     const uint64_t j = n * groups + k / w.group_size;
     const float s = half_to_float(w.scales[j]);
     const int q = int(unpack_code(codes, k, w.bits));
-    out[k] = s * float(q - int(w.zeros[j]));
-    if (w.input_scales) out[k] *= w.input_scales[k];  // the effective weight
+    const float w_hat = s * float(q - int(w.zeros[j]));
+    if (w.input_permutation) out[w.input_permutation[k]] = w_hat;
+    else out[k] = w.input_scales ? w_hat * w.input_scales[k] : w_hat;
   }
 }
 

@@ -44,6 +44,16 @@ inline void load_acts(const void* base, ActType t, uint64_t begin, uint64_t end,
     case ActType::BF16: for (uint64_t i = begin; i < end; ++i) out[i - begin] = bf16_to_float(h[i]); break;
   }
 }
+// One row of `cols` activations at `row` as fp32 in the order `columns`
+// gives (out[k] = row[columns[k]]): X gathered for an input permutation.
+inline void load_acts_gathered(const void* row, ActType t, const uint32_t* columns, uint64_t cols, float* out) {
+  const auto* h = static_cast<const uint16_t*>(row);
+  switch (t) {
+    case ActType::F32: for (uint64_t k = 0; k < cols; ++k) out[k] = static_cast<const float*>(row)[columns[k]]; break;
+    case ActType::F16: for (uint64_t k = 0; k < cols; ++k) out[k] = half_to_float(h[columns[k]]); break;
+    case ActType::BF16: for (uint64_t k = 0; k < cols; ++k) out[k] = bf16_to_float(h[columns[k]]); break;
+  }
+}
 inline void store_acts(void* base, ActType t, uint64_t begin, uint64_t end, const float* in) {
   auto* h = static_cast<uint16_t*>(base);
   switch (t) {
@@ -65,6 +75,9 @@ struct QuantView {
   uint32_t group_size;
   uint64_t words_per_row;
   const float* input_scales = nullptr;  // cols factors X is multiplied by (AWQ), or null
+  // cols indices: stored input k multiplies X's column input_permutation[k]
+  // (act-order checkpoints), or null
+  const uint32_t* input_permutation = nullptr;
 };
 
 // Code k of one row of the canonical bitstream.
@@ -77,7 +90,8 @@ inline uint32_t unpack_code(const uint32_t* row, uint64_t k, uint32_t bits) {
   return uint32_t(v) & ((1u << bits) - 1u);
 }
 
-// w_hat[k] = s * (q - z) for every k of row n (exact in fp32).
+// The effective weights of row n in the model's input order: s * (q - z)
+// (exact in fp32), times the input scale, or placed at input_permutation[k].
 void reference_dequantize_row(const QuantView& w, uint64_t n, float* out);
 
 // Y[m][n] = sum_k X[m][k] * w_hat[n][k] + bias[n] for n in [row_begin,

@@ -59,6 +59,11 @@ uint64_t matmul_workspace_floats(const DeviceMatrix& w, Dtype x_type, uint64_t m
 cudaError_t scale_inputs(const void* x, Dtype x_type, uint64_t m, uint64_t k, const float* scales, float* out,
                          cudaStream_t stream);
 
+// out[m][i] = X[m][columns[i]] in x_type, bit for bit (an act-order
+// tensor's input permutation), device memory.
+cudaError_t permute_inputs(const void* x, Dtype x_type, uint64_t m, uint64_t k, const uint32_t* columns, void* out,
+                           cudaStream_t stream);
+
 // out = rows [first_row, first_row + rows) of W_hat (row-major, cols a
 // row, no bias) as out_type, device memory: each element s * (q - z) in
 // fp32 (the CPU reference's product), rounded to nearest for 16-bit types.

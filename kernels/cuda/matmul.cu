@@ -1164,6 +1164,15 @@ __global__ void scale_inputs_kernel(const XT* __restrict__ x, uint64_t total, ui
     out[i] = float(x[i]) * scales[i % k];
 }
 
+// A gather moves 2- or 4-byte elements unchanged, so one kernel serves
+// every dtype by its width.
+template <class E>
+__global__ void permute_inputs_kernel(const E* __restrict__ x, uint64_t total, uint64_t k,
+                                      const uint32_t* __restrict__ columns, E* __restrict__ out) {
+  for (uint64_t i = uint64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += uint64_t(gridDim.x) * blockDim.x)
+    out[i] = x[i - i % k + columns[i % k]];
+}
+
 // W_hat's rows [16 first_slice, end_row), row-major from row 16
 // first_slice, as OUT (float, __half, __nv_bfloat16). A warp takes
 // one unit at a time, one coalesced 16-byte load a lane; a lane then holds
@@ -1327,6 +1336,18 @@ cudaError_t scale_inputs(const void* x, Dtype x_type, uint64_t m, uint64_t k, co
       return launch(scale_inputs_kernel<__nv_bfloat16>, dim3(grid), block, stream,
                     static_cast<const __nv_bfloat16*>(x), m * k, k, scales, out);
   }
+  return cudaErrorInvalidValue;
+}
+
+cudaError_t permute_inputs(const void* x, Dtype x_type, uint64_t m, uint64_t k, const uint32_t* columns, void* out,
+                           cudaStream_t stream) {
+  const unsigned block = 256, grid = grid_for(m * k, block);
+  if (x_type == Dtype::F32)
+    return launch(permute_inputs_kernel<uint32_t>, dim3(grid), block, stream, static_cast<const uint32_t*>(x), m * k,
+                  k, columns, static_cast<uint32_t*>(out));
+  if (x_type == Dtype::F16 || x_type == Dtype::BF16)
+    return launch(permute_inputs_kernel<uint16_t>, dim3(grid), block, stream, static_cast<const uint16_t*>(x), m * k,
+                  k, columns, static_cast<uint16_t*>(out));
   return cudaErrorInvalidValue;
 }
 

@@ -24,6 +24,7 @@ class CpuTensor : public BackendTensor {
   QuantizedMatrix canonical;  // used when !is_packed
   kernels::PackedMatrix packed;
   std::vector<float> input_scales;  // packed tensors: applied to X first
+  std::vector<uint32_t> input_permutation;  // packed tensors: X's columns gathered first
   bool is_packed = false;
 };
 
@@ -87,8 +88,10 @@ class CpuBackend : public Backend {
     if (kind_ == BackendKind::Cpu && kernels::packable(view)) {
       t->packed = kernels::repack(view);
       t->input_scales = std::move(matrix.input_scales);
+      t->input_permutation = std::move(matrix.input_permutation);
       t->is_packed = true;
-      t->bytes = t->packed.bytes() + t->input_scales.size() * sizeof(float);
+      t->bytes = t->packed.bytes() + t->input_scales.size() * sizeof(float) +
+                 t->input_permutation.size() * sizeof(uint32_t);
     } else {
       t->canonical = std::move(matrix);
       t->bytes = t->canonical.bytes();
@@ -120,10 +123,17 @@ class CpuBackend : public Backend {
     // allocation or zero-filling per call).
     thread_local std::vector<float> x_copy, y_copy;
     const float* xf = static_cast<const float*>(x);
-    if (x_dtype != DType::F32 || !t.input_scales.empty()) {
+    if (x_dtype != DType::F32 || !t.input_scales.empty() || !t.input_permutation.empty()) {
       if (x_copy.size() < m * K) x_copy.resize(m * K);
       float* xc = x_copy.data();
+      const uint64_t row_bytes = K * dtype_size(x_dtype);
       over_rows([&](uint64_t r0, uint64_t r1) {
+        if (!t.input_permutation.empty()) {
+          for (uint64_t r = r0; r < r1; ++r)
+            kernels::load_acts_gathered(static_cast<const uint8_t*>(x) + r * row_bytes, to_act(x_dtype),
+                                        t.input_permutation.data(), K, xc + r * K);
+          return;
+        }
         kernels::load_acts(x, to_act(x_dtype), r0 * K, r1 * K, xc + r0 * K);
         if (!t.input_scales.empty())
           for (uint64_t r = r0; r < r1; ++r)
@@ -138,7 +148,8 @@ class CpuBackend : public Backend {
     kernels::Activations& acts = this_threads;  // the pool's workers read the caller's, not their own
     acts.x = xf;
     acts.m = m;
-    acts.x_is_bf16 = x_dtype == DType::BF16 && t.input_scales.empty();  // AMX-BF16 can take X as it is
+    // AMX-BF16 can take X as it is (gathered is still exact; scaled is not)
+    acts.x_is_bf16 = x_dtype == DType::BF16 && t.input_scales.empty();
     kernels::prepare_activations(isa_, w, acts, over_rows);
     float* yf = static_cast<float*>(y);
     if (y_dtype != DType::F32) {
@@ -162,11 +173,12 @@ class CpuBackend : public Backend {
 
   void dequantize(const BackendTensor& wt, void* out, DType out_dtype) override {
     const auto& t = static_cast<const CpuTensor&>(wt);
-    std::vector<float> row(t.cols);
+    std::vector<float> row(t.cols), stored(t.input_permutation.empty() ? 0 : t.cols);
     for (uint64_t n = 0; n < t.rows; ++n) {
       if (t.is_packed) {
-        kernels::packed_dequantize_row(t.packed, n, row.data());
+        kernels::packed_dequantize_row(t.packed, n, t.input_permutation.empty() ? row.data() : stored.data());
         for (uint64_t k = 0; k < t.input_scales.size(); ++k) row[k] *= t.input_scales[k];
+        for (uint64_t k = 0; k < t.input_permutation.size(); ++k) row[t.input_permutation[k]] = stored[k];
       } else {
         kernels::reference_dequantize_row(t.canonical.view(), n, row.data());
       }

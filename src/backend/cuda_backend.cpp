@@ -129,12 +129,13 @@ struct KeptMemory {
 class CudaTensor : public BackendTensor {
  public:
   cu::DeviceMatrix view;
-  DeviceMemory codes, scales, zeros, bias, input_scales;
+  DeviceMemory codes, scales, zeros, bias, input_scales, input_permutation;
   // Host copies for woq_tensor_group / woq_tensor_bias (small).
   std::vector<uint16_t> host_scales;
   std::vector<uint8_t> host_zeros;
   std::vector<float> host_bias;
   std::vector<float> host_input_scales;
+  std::vector<uint32_t> host_input_permutation;
   uint32_t group_size = 0;
   float max_abs_weight = 0;  // max |s (q - z)|: whether W_hat fits fp16
 };
@@ -310,12 +311,17 @@ class CudaBackend : public Backend {
         t->host_bias.resize(source.rows);
         std::copy(m.bias.begin(), m.bias.end(), t->host_bias.begin() + b);
       }
-      if (i == 0) t->host_input_scales = m.input_scales;
+      if (i == 0) {
+        t->host_input_scales = m.input_scales;
+        t->host_input_permutation = m.input_permutation;
+      }
     }
     staging.finish();  // every copy done before the staging memory goes back to the pool
     if (!t->host_bias.empty()) t->bias = upload_vector(t->host_bias, stream_, "upload of bias");
     if (!t->host_input_scales.empty())
       t->input_scales = upload_vector(t->host_input_scales, stream_, "upload of input scales");
+    if (!t->host_input_permutation.empty())
+      t->input_permutation = upload_vector(t->host_input_permutation, stream_, "upload of the input permutation");
     t->view.rows = source.rows;
     t->view.cols = source.cols;
     t->view.group_size = source.group_size;
@@ -327,7 +333,8 @@ class CudaBackend : public Backend {
     t->view.scales = static_cast<const uint16_t*>(t->scales.get());
     t->view.zeros = static_cast<const uint8_t*>(t->zeros.get());
     t->view.bias = t->host_bias.empty() ? nullptr : static_cast<const float*>(t->bias.get());
-    t->bytes = t->codes.bytes() + t->scales.bytes() + t->zeros.bytes() + t->bias.bytes() + t->input_scales.bytes();
+    t->bytes = t->codes.bytes() + t->scales.bytes() + t->zeros.bytes() + t->bias.bytes() + t->input_scales.bytes() +
+               t->input_permutation.bytes();
     const float qmax = float((1u << source.bits) - 1);
     for (size_t i = 0; i < t->host_scales.size(); ++i) {
       const float z = float(t->host_zeros[i]);
@@ -346,7 +353,14 @@ class CudaBackend : public Backend {
     const auto& t = static_cast<const CudaTensor&>(wt);
     check(cudaSetDevice(device_), "cudaSetDevice");
     auto x_type = static_cast<cu::Dtype>(static_cast<int>(x_dtype));
-    StreamOrdered scaled(stream_);
+    StreamOrdered scaled(stream_), gathered(stream_);
+    if (t.input_permutation.get()) {  // act-order: X's columns in the stored order, bit for bit
+      gathered.allocate(m * t.cols * dtype_size(x_dtype), "allocation for the permuted X");
+      check(cu::permute_inputs(x, x_type, m, t.cols, static_cast<const uint32_t*>(t.input_permutation.get()),
+                               gathered.get(), stream_),
+            "input-permutation kernel launch");
+      x = gathered.get();
+    }
     if (t.input_scales.get()) {  // AWQ: X diag(input scales) in fp32
       scaled.allocate(m * t.cols * sizeof(float), "allocation for AWQ-scaled X");
       check(cu::scale_inputs(x, x_type, m, t.cols, static_cast<const float*>(t.input_scales.get()),
@@ -407,8 +421,11 @@ class CudaBackend : public Backend {
     check(cudaMemcpyAsync(host.data(), d.get(), d.bytes(), cudaMemcpyDeviceToHost, stream_), "dequantize copy");
     check(cudaStreamSynchronize(stream_), "dequantize");
     const std::vector<float>& is = t.host_input_scales;
-    for (uint64_t i = 0; i < host.size(); ++i)
-      store_as(out, out_dtype, i, is.empty() ? host[i] : host[i] * is[i % t.cols]);
+    const std::vector<uint32_t>& perm = t.host_input_permutation;
+    for (uint64_t i = 0; i < host.size(); ++i) {
+      const uint64_t k = i % t.cols, to = perm.empty() ? i : i - k + perm[k];  // the model's input order
+      store_as(out, out_dtype, to, is.empty() ? host[i] : host[i] * is[k]);
+    }
   }
 
   uint32_t group_size_of(const BackendTensor& wt) const override {

@@ -230,11 +230,11 @@ int cmd_inspect(const std::string& path) {
                   static_cast<unsigned long long>(info.cols));
     std::string name = info.name;
     if (name.size() > 60) name = "..." + name.substr(name.size() - 57);
-    std::printf("%-60s %13s %4u %5u %4s %5s %10s %6.3f %10.4g %10.4g %7.2f%s%s\n", name.c_str(), shape, info.bits,
+    std::printf("%-60s %13s %4u %5u %4s %5s %10s %6.3f %10.4g %10.4g %7.2f%s%s%s\n", name.c_str(), shape, info.bits,
                 info.group_size, info.scheme == WOQ_SCHEME_SYMMETRIC ? "yes" : "no", dtype_name(info.source_dtype),
                 human_bytes(double(info.stored_bytes)).c_str(), info.bits_per_weight, info.max_abs_error,
                 info.rel_frobenius_error, info.sqnr_db, info.has_bias ? "  +bias" : "",
-                info.has_input_scales ? "  +input scales" : "");
+                info.has_input_scales ? "  +input scales" : "", info.has_input_permutation ? "  +input permutation" : "");
     params += info.rows * info.cols;
     stored += info.stored_bytes;
     weighted_bits += info.bits_per_weight * double(info.rows * info.cols);

@@ -164,11 +164,46 @@ void need_shape(const SafeTensor& t, std::vector<uint64_t> shape) {
   }
 }
 
+// The stored input order that makes each group of an act-order g_idx (the
+// group of every model input) a run of `group` consecutive inputs: stored
+// input i is model input order[i], in increasing model order within a group.
+// Empty when g_idx is already the plain k / group map. A g_idx whose groups
+// do not all hold `group` inputs cannot be stored and is refused.
+std::vector<uint32_t> group_order(const SafeTensor& g_idx, uint64_t k, uint32_t group, const std::string& layer) {
+  const uint64_t groups = k / group;
+  std::vector<uint64_t> next(groups);
+  for (uint64_t i = 0; i < k; ++i) {
+    const int64_t g = int_at(g_idx, i);
+    if (g < 0 || uint64_t(g) >= groups)
+      fail(Status::Format, "layer '" + layer + "': " + g_idx.name + "[" + std::to_string(i) + "] = " +
+                               std::to_string(g) + " is not a group in 0.." + std::to_string(groups - 1));
+    ++next[g];
+  }
+  bool plain = true;
+  for (uint64_t g = 0; g < groups; ++g) {
+    if (next[g] != group)
+      fail(Status::Unsupported, "layer '" + layer + "': " + g_idx.name + " puts " + std::to_string(next[g]) +
+                                    " inputs in group " + std::to_string(g) + ", not " + std::to_string(group) +
+                                    ": groups of unequal size cannot be stored");
+    next[g] = g * group;
+  }
+  std::vector<uint32_t> order(k);
+  for (uint64_t i = 0; i < k; ++i) {
+    const uint64_t g = uint64_t(int_at(g_idx, i));
+    plain = plain && g == i / group;
+    order[next[g]++] = uint32_t(i);
+  }
+  if (plain) order.clear();
+  return order;
+}
+
 // Shared tail of every flavour: fill a canonical matrix from q(n, k),
-// zero(n, j) and scale bits(n, j), plus the optional bias.
+// zero(n, j) and scale bits(n, j), plus the optional bias. With an input
+// order (act-order), stored input i takes the code of model input order[i].
 template <class Q, class Z, class S>
 QuantizedMatrix assemble(const SafetensorsFile& f, const std::string& prefix, uint64_t n_rows, uint64_t k_cols,
-                         uint32_t bits, uint32_t group, Method method, Q code, Z zero, S scale) {
+                         uint32_t bits, uint32_t group, Method method, Q code, Z zero, S scale,
+                         std::vector<uint32_t> order = {}) {
   if (n_rows == 0 || k_cols == 0 || group == 0 || k_cols % group != 0)
     fail(Status::Format, "layer '" + prefix + "': group size " + std::to_string(group) + " does not divide " +
                              std::to_string(k_cols) + " inputs");
@@ -187,7 +222,10 @@ QuantizedMatrix assemble(const SafetensorsFile& f, const std::string& prefix, ui
   std::vector<uint8_t> row(k_cols);
   bool symmetric = true;
   for (uint64_t n = 0; n < n_rows; ++n) {
-    for (uint64_t k = 0; k < k_cols; ++k) row[k] = uint8_t(code(n, k));
+    if (order.empty())
+      for (uint64_t k = 0; k < k_cols; ++k) row[k] = uint8_t(code(n, k));
+    else
+      for (uint64_t k = 0; k < k_cols; ++k) row[k] = uint8_t(code(n, order[k]));
     pack_row(row.data(), k_cols, bits, m.codes.data() + n * m.words_per_row());
     for (uint64_t j = 0; j < groups; ++j) {
       const int64_t z = zero(n, j);
@@ -208,6 +246,7 @@ QuantizedMatrix assemble(const SafetensorsFile& f, const std::string& prefix, ui
     m.bias.resize(n_rows);
     for (uint64_t i = 0; i < n_rows; ++i) m.bias[i] = b->float_at(i);
   }
+  m.input_permutation = std::move(order);
   validate_quantized(m, prefix.c_str());
   return m;
 }
@@ -238,11 +277,7 @@ QuantizedMatrix import_gptq(const SafetensorsFile& f, const std::string& p, cons
   need_shape(sc, {groups, n_rows});
   need_shape(qz, {groups, (n_rows + per_word - 1) / per_word});
   const uint32_t group = uint32_t(k / groups);
-  if (gi)
-    for (uint64_t i = 0; i < k; ++i)
-      if (int_at(*gi, i) != int64_t(i / group))
-        fail(Status::Unsupported, "layer '" + p + "': g_idx is not the plain k / group_size map (act-order, desc_act)" +
-                                      ": such checkpoints are not supported yet");
+  std::vector<uint32_t> order = gi ? group_order(*gi, k, group, p) : std::vector<uint32_t>{};
   const uint32_t mask = (1u << bits) - 1;
   return assemble(
       f, p, n_rows, k, bits, group, Method::Gptq,
@@ -251,7 +286,7 @@ QuantizedMatrix import_gptq(const SafetensorsFile& f, const std::string& p, cons
         const int64_t stored = (word_at(qz, j * qz.shape[1] + n / per_word) >> (bits * (n % per_word))) & mask;
         return v1 ? stored + 1 : stored;
       },
-      [&](uint64_t n, uint64_t j) { return exact_fp16(sc, j * n_rows + n); });
+      [&](uint64_t n, uint64_t j) { return exact_fp16(sc, j * n_rows + n); }, std::move(order));
 }
 
 // AutoAWQ GEMM: qweight [K, N/8] and qzeros [G, N/8] packed along N with
@@ -303,6 +338,10 @@ QuantizedMatrix import_compressed(const SafetensorsFile& f, const std::string& p
   const bool packed_zeros = zp && (zp->dtype == "I32" || zp->dtype == "U32");
   if (zp) need_shape(*zp, packed_zeros ? std::vector<uint64_t>{(n_rows + per_word - 1) / per_word, groups}
                                        : std::vector<uint64_t>{n_rows, groups});
+  // actorder "group" stores the group of every input (as GPTQ's g_idx).
+  const SafeTensor* gi = f.find(p + ".weight_g_idx");
+  if (gi) need_shape(*gi, {k});
+  std::vector<uint32_t> order = gi ? group_order(*gi, k, uint32_t(k / groups), p) : std::vector<uint32_t>{};
   return assemble(
       f, p, n_rows, k, bits, uint32_t(k / groups), Method::Rtn,
       [&](uint64_t n, uint64_t kk) { return (word_at(wp, n * wp.shape[1] + kk / per_word) >> (bits * (kk % per_word))) & mask; },
@@ -312,7 +351,7 @@ QuantizedMatrix import_compressed(const SafetensorsFile& f, const std::string& p
         // Packed zero-points are stored offset to unsigned like the weights.
         return int64_t((word_at(*zp, (n / per_word) * groups + j) >> (bits * (n % per_word))) & mask);
       },
-      [&](uint64_t n, uint64_t j) { return exact_fp16(sc, n * groups + j); });
+      [&](uint64_t n, uint64_t j) { return exact_fp16(sc, n * groups + j); }, std::move(order));
 }
 
 }  // namespace
@@ -360,7 +399,7 @@ ImportResult import_checkpoint(const std::string& path, Flavor flavor) {
             (r.flavor == Flavor::GptqV1 ? "; zero-points assumed stored minus one (GPTQ v1)" : "");
   }
   if (config.act_order && (r.flavor == Flavor::GptqV1 || r.flavor == Flavor::GptqV2))
-    r.how += "; desc_act is set, g_idx will be checked";
+    r.how += "; desc_act is set: act-order layers keep their input order";
   const char* marker = r.flavor == Flavor::CompressedTensors ? ".weight_packed" : ".qweight";
   std::set<std::string> used;
   for (const SafeTensor& t : file->tensors()) {
@@ -376,7 +415,7 @@ ImportResult import_checkpoint(const std::string& path, Flavor flavor) {
       case Flavor::Auto: break;
     }
     for (const char* part : {".qweight", ".qzeros", ".scales", ".g_idx", ".bias", ".weight_packed", ".weight_scale",
-                             ".weight_zero_point", ".weight_shape"})
+                             ".weight_zero_point", ".weight_shape", ".weight_g_idx"})
       used.insert(prefix + part);
     r.layers.push_back(std::move(layer));
   }

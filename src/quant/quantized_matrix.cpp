@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <string>
+#include <vector>
 
 #include "kernels/cpu/numeric.h"
 #include "runtime/error.h"
@@ -28,6 +29,20 @@ void validate_quantized(const QuantizedMatrix& m, const char* name) {
     if (!std::isfinite(m.input_scales[k]) || !(m.input_scales[k] > 0))
       fail(Status::Format, std::string("tensor '") + name + "' input scale " + std::to_string(k) + " = " +
                                std::to_string(m.input_scales[k]) + " is not finite and > 0");
+  if (m.input_permutation.empty()) return;
+  const std::string tensor = std::string("tensor '") + name + "'";
+  if (!m.input_scales.empty()) fail(Status::Format, tensor + " has both input scales and an input permutation");
+  if (m.input_permutation.size() != m.cols)
+    fail(Status::Format, tensor + " has an input permutation of " + std::to_string(m.input_permutation.size()) +
+                             " entries for " + std::to_string(m.cols) + " inputs");
+  std::vector<bool> seen(m.cols, false);
+  for (uint64_t k = 0; k < m.cols; ++k) {
+    const uint32_t to = m.input_permutation[k];
+    if (to >= m.cols || seen[to])
+      fail(Status::Format, tensor + " input permutation entry " + std::to_string(k) + " = " + std::to_string(to) +
+                               (to >= m.cols ? " is not below cols = " + std::to_string(m.cols) : " repeats an earlier entry"));
+    seen[to] = true;
+  }
 }
 
 QuantizedMatrix row_block(const QuantizedMatrix& m, uint64_t row_begin, uint64_t row_end) {

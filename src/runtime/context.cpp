@@ -84,6 +84,10 @@ QuantizedMatrix read_quantized(const format::Reader& file, const format::TensorR
       m.input_scales.resize(m.cols);
       file.read_input_scales(rec, m.input_scales.data());
     }
+    if (rec.has_input_permutation) {
+      m.input_permutation.resize(m.cols);
+      file.read_input_permutation(rec, m.input_permutation.data());
+    }
   } catch (const format::Error& e) {
     rethrow_format_error(e);
   }

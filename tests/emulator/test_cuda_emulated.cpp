@@ -277,4 +277,22 @@ TEST(EmulatedKernels, InputScalesMultiplyX) {
   }
 }
 
+// Act-order: X's columns gathered by the permutation, bit for bit, in X's
+// own dtype.
+TEST(EmulatedKernels, InputPermutationGathersXColumns) {
+  const uint64_t m = 3, cols = 70;
+  std::vector<uint32_t> columns(cols);
+  for (uint64_t j = 0; j < cols; ++j) columns[j] = uint32_t((j * 31 + 7) % cols);  // 31 is coprime to 70
+  for (cu::Dtype t : {cu::Dtype::F32, cu::Dtype::F16, cu::Dtype::BF16}) {
+    const Activations x = activations(m * cols, t, 6);
+    const size_t bytes = t == cu::Dtype::F32 ? 4 : 2;
+    std::vector<uint8_t> out(m * cols * bytes, 0xff);
+    ASSERT_EQ(cu::permute_inputs(x.data(t), t, m, cols, columns.data(), out.data(), nullptr), cudaSuccess);
+    const auto* in = static_cast<const uint8_t*>(x.data(t));
+    for (uint64_t r = 0; r < m; ++r)
+      for (uint64_t j = 0; j < cols; ++j)
+        ASSERT_EQ(std::memcmp(&out[(r * cols + j) * bytes], in + (r * cols + columns[j]) * bytes, bytes), 0) << r << " " << j;
+  }
+}
+
 }  // namespace

@@ -8,8 +8,10 @@ Each OUT_DIR/<case>/ holds model.safetensors (plus the config file that
 flavour ships with, except case gptq_noconfig) and expect.safetensors: the
 checkpoint's own dequantization, computed here by unpacking the checkpoint's
 packed tensors with that format's formula, as F32 "<prefix>.weight" (and
-"<prefix>.bias"). Case gptq_actorder has a permuted g_idx and no expect file:
-woq must refuse it.
+"<prefix>.bias"). The act-order cases have a permuted g_idx (groups of
+inputs scattered over the layer), which woq stores with an input
+permutation; case gptq_unequal_groups has a g_idx whose groups differ in
+size and no expect file: woq must refuse it.
 
 Layouts (N outputs, K inputs, G = K / group):
   AutoGPTQ   qweight I32 [K*b/32, N] packed along K, LSB first; qzeros I32
@@ -22,7 +24,9 @@ Layouts (N outputs, K inputs, G = K / group):
   compressed-tensors pack-quantized: weight_packed I32 [N, K*b/32] packed
              along K of values + 2^(b-1); weight_scale F16 [N, G];
              weight_zero_point I8 [N, G] (signed) when asymmetric;
-             weight_shape I64 [2]; w = scale * (signed value - zero_point)
+             weight_shape I64 [2]; w = scale * (signed value - zero_point);
+             actorder "group": weight_g_idx I32 [K], w[n,k] uses group
+             weight_g_idx[k]
 """
 import json
 import os
@@ -112,9 +116,12 @@ def awq(w, group, bias=None):
     return t, (s[gi] * (q - z[gi])).T
 
 
-def compressed(w, bits, group, sym):
+def compressed(w, bits, group, sym, act_order=False, rng=None):
     codes, scales, zeros = ref.quantize(w, bits, group, sym)
     n, k = codes.shape
+    g_idx = np.arange(k) // group
+    if act_order:
+        g_idx = g_idx[rng.permutation(k)]
     offset = 1 << (bits - 1)
     signed = codes.astype(np.int64) - offset
     t = {"weight_packed": ("I32", pack_along(signed + offset, bits, 1)),
@@ -122,10 +129,12 @@ def compressed(w, bits, group, sym):
          "weight_shape": ("I64", np.array([n, k], dtype=np.int64))}
     if not sym:
         t["weight_zero_point"] = ("I8", (zeros.astype(np.int64) - offset).astype(np.int8))
+    if act_order:
+        t["weight_g_idx"] = ("I32", g_idx.astype(np.int32))
     vals = unpack_along(t["weight_packed"][1], bits, 1, k) - offset
     zp = t["weight_zero_point"][1].astype(np.int64) if not sym else np.zeros_like(zeros, dtype=np.int64)
-    s = np.repeat(t["weight_scale"][1].astype(np.float64), group, axis=1)
-    return t, s * (vals - np.repeat(zp, group, axis=1))
+    s = t["weight_scale"][1].astype(np.float64)
+    return t, s[:, g_idx] * (vals - zp[:, g_idx])
 
 
 def write_case(out, name, layers, config_name=None, config=None, expect=True):
@@ -135,7 +144,8 @@ def write_case(out, name, layers, config_name=None, config=None, expect=True):
     for prefix, (t, w_hat) in layers.items():
         for key, value in t.items():
             tensors[prefix + "." + key] = value
-        expected[prefix + ".weight"] = ("F32", w_hat.astype(np.float32))
+        if w_hat is not None:
+            expected[prefix + ".weight"] = ("F32", w_hat.astype(np.float32))
         if "bias" in t:
             expected[prefix + ".bias"] = ("F32", t["bias"][1].astype(np.float32))
     tensors["model.norm.weight"] = ("F16", np.ones(64, dtype=np.float16))  # not quantized: skipped
@@ -161,7 +171,14 @@ def main():
                "config.json", {"quantization_config": {"quant_method": "gptq", "bits": 4, "group_size": 64,
                                                        "checkpoint_format": "gptq_v2"}})
     write_case(out, "gptq_noconfig", {"layer.proj": gptq(w2, 4, 128, True, False)})
-    write_case(out, "gptq_actorder", {"layer.proj": gptq(w1, 4, 32, True, False, act_order=True, rng=rng)},
+    write_case(out, "gptq_actorder", {"model.layers.0.mlp.up_proj": gptq(w1, 4, 32, False, False, bias,
+                                                                         act_order=True, rng=rng),
+                                      "model.layers.0.mlp.down_proj": gptq(w2, 4, 64, True, False,
+                                                                           act_order=True, rng=rng)},
+               "quantize_config.json", {"bits": 4, "group_size": 32, "desc_act": True, "sym": False})
+    unequal, _ = gptq(w1, 4, 32, True, False)
+    unequal["g_idx"] = ("I32", np.minimum(np.arange(128) // 24, 3).astype(np.int32))  # 24, 24, 24, 56 inputs
+    write_case(out, "gptq_unequal_groups", {"layer.proj": (unequal, None)},
                "quantize_config.json", {"bits": 4, "group_size": 32, "desc_act": True, "sym": True}, expect=False)
     write_case(out, "awq_gemm", {"model.layers.0.mlp.gate_proj": awq(w1, 32, bias),
                                  "model.layers.0.mlp.down_proj": awq(w2, 64)},
@@ -171,7 +188,11 @@ def main():
                                            "model.layers.0.mlp.down_proj": compressed(w2, 8, 128, False)},
                "config.json", {"quantization_config": {"quant_method": "compressed-tensors",
                                                        "format": "pack-quantized"}})
-    print("wrote 6 checkpoint cases to", out)
+    write_case(out, "compressed_actorder", {"model.layers.0.mlp.up_proj": compressed(w1, 4, 32, False, True, rng),
+                                            "model.layers.0.mlp.down_proj": compressed(w2, 4, 64, True, True, rng)},
+               "config.json", {"quantization_config": {"quant_method": "compressed-tensors",
+                                                       "format": "pack-quantized"}})
+    print("wrote 8 checkpoint cases to", out)
 
 
 if __name__ == "__main__":

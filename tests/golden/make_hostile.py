@@ -32,7 +32,7 @@ def base_tensor():
 
 def build(t=None, meta=None, mutate_record=None, mutate_chunk=None, mutate_header=None,
           extra_record=b"", sections_override=None, minor=0, payload_override=None, counts=None,
-          input_scales=None, input_chunks=1):
+          input_scales=None, input_chunks=1, input_permutation=None):
     """Encode one tensor file; the mutate_* hooks receive the fields as a
     dict (or bytes) and may change them to forge a lie."""
     import zstandard
@@ -70,10 +70,17 @@ def build(t=None, meta=None, mutate_record=None, mutate_chunk=None, mutate_heade
             chunks.append({"offset": len(body), "stored": len(raw), "raw": len(raw), "sum": ref.xxh3(raw), "codec": 0})
             body += raw
         sections.append((4, chunks))
+    if input_permutation is not None:  # format 1.2: one chunk of cols u32
+        raw = np.asarray(input_permutation, dtype="<u4").tobytes()
+        body += b"\0" * (-len(body) % ALIGN)
+        sections.append((5, [{"offset": len(body), "stored": len(raw), "raw": len(raw), "sum": ref.xxh3(raw),
+                              "codec": 0}]))
+        body += raw
     if sections_override:
         sections = sections_override(sections)
     rec = {"name": t["name"].encode(), "name_length": None, "bits": t["bits"], "scheme": t["scheme"], "method": 0,
-           "src": 0, "sdt": 1, "zdt": 1, "packing": 0, "flags": 1 | (2 if input_scales is not None else 0),
+           "src": 0, "sdt": 1, "zdt": 1, "packing": 0,
+           "flags": 1 | (2 if input_scales is not None else 0) | (4 if input_permutation is not None else 0),
            "rows": rows, "cols": cols,
            "group": t["group"], "rpc": rpc, "nsec": len(sections), "record_size": None}
     if mutate_record:
@@ -145,7 +152,7 @@ def cases():
         return out
 
     yield "ok_baseline", good, "WOQ_OK", ""
-    yield "ok_newer_minor_with_extra_fields", build(minor=2, extra_record=b"\xaa" * 12), "WOQ_OK", ""
+    yield "ok_newer_minor_with_extra_fields", build(minor=3, extra_record=b"\xaa" * 12), "WOQ_OK", ""
     scales = np.linspace(0.5, 2.0, 64)
     yield "ok_input_scales", build(minor=1, input_scales=scales), "WOQ_OK", ""
     yield "input_scales_flag_without_section", build(minor=1, mutate_record=set_(None, flags=3)), \
@@ -159,7 +166,19 @@ def cases():
     yield "input_scales_two_chunks", build(minor=1, input_scales=scales, input_chunks=2), \
         "WOQ_ERR_FORMAT", "expected 1"
     yield "input_scales_short", build(minor=1, input_scales=scales[:63]), "WOQ_ERR_FORMAT", "raw_size"
-    yield "unknown_tensor_flag", build(minor=2, mutate_record=set_(None, flags=5)), "WOQ_ERR_FORMAT", "unknown flags"
+    yield "unknown_tensor_flag", build(minor=3, mutate_record=set_(None, flags=9)), "WOQ_ERR_FORMAT", "unknown flags"
+    perm = np.random.default_rng(3).permutation(64)
+    yield "ok_input_permutation", build(minor=2, input_permutation=perm), "WOQ_OK", ""
+    yield "input_permutation_in_a_1_1_file", build(minor=1, input_permutation=perm), "WOQ_ERR_FORMAT", "needs format version 1.2"
+    yield "input_permutation_flag_without_section", build(minor=2, mutate_record=set_(None, flags=5)), \
+        "WOQ_ERR_FORMAT", "flag bit 2"
+    yield "input_permutation_with_input_scales", build(minor=2, input_scales=scales, input_permutation=perm), \
+        "WOQ_ERR_FORMAT", "both input scales"
+    yield "input_permutation_repeats", build(minor=2, input_permutation=np.where(perm == 5, perm[0], perm)), \
+        "WOQ_ERR_FORMAT", "repeats an earlier entry"
+    yield "input_permutation_out_of_range", build(minor=2, input_permutation=np.where(perm == 5, 64, perm)), \
+        "WOQ_ERR_FORMAT", "is not below cols = 64"
+    yield "input_permutation_short", build(minor=2, input_permutation=perm[:60]), "WOQ_ERR_FORMAT", "raw_size"
     yield "empty_file", b"", "WOQ_ERR_FORMAT", "shorter"
     yield "truncated_header", good[:40], "WOQ_ERR_FORMAT", "shorter"
     yield "truncated_file", good[:-7], "WOQ_ERR_FORMAT", "truncated"

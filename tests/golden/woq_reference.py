@@ -13,6 +13,9 @@ tests use it to make golden vectors and to check files in both directions.
   woq_reference.py check-export FILE.woq EXPORTED.safetensors f16|bf16|f32
       check that `woq export` wrote FILE's dequantized weights (rounded to
       the dtype) and biases.
+  woq_reference.py dequantized FILE.woq EXPECT.safetensors
+      read FILE.woq and check that each tensor's weights (input scales or
+      permutation applied) equal EXPECT's tensor of its name.
   woq_reference.py same GOT.safetensors EXPECT.safetensors
       every tensor of EXPECT is in GOT with exactly the same values.
   woq_reference.py write SOURCE.safetensors OUT.woq EXPECT.safetensors BITS GROUP sym|asym
@@ -308,7 +311,8 @@ def read_woq(path):
          max_err, rel_err, sqnr) = take("IHBBBBBBBBHQQIIddd")
         name = d[pos:pos + nlen].decode()
         pos += nlen
-        if not (1 <= bits <= 8) or sdt != 1 or zdt != 1 or packing != 0 or cols % g or rpc == 0 or tflags & ~3:
+        if not (1 <= bits <= 8) or sdt != 1 or zdt != 1 or packing != 0 or cols % g or rpc == 0 or tflags & ~7 \
+                or tflags & 6 == 6 or (tflags & 4 and minor < 2):
             raise Fail("tensor fields of " + name)
         chunks = -(-rows // rpc)
         words = (cols * bits + 31) // 32
@@ -316,15 +320,16 @@ def read_woq(path):
         sections = {}
         for _ in range(nsec):
             kind, _, _, _, count = take("BBBBI")
-            # kind 4 (format 1.1): the input scales, one chunk of cols fp32
-            if count != (1 if kind == 4 else chunks) or kind in sections or kind > 4:
+            # kind 4 (format 1.1): the input scales, one chunk of cols fp32;
+            # kind 5 (1.2): the input permutation, one chunk of cols u32
+            if count != (1 if kind >= 4 else chunks) or kind in sections or kind > 5:
                 raise Fail("section of " + name)
             parts = []
             for c in range(count):
                 off, stored, raw_size, csum, codec = take("QQQQB")
                 pos += 7
                 nrows = min(rows, (c + 1) * rpc) - c * rpc
-                want = cols * 4 if kind == 4 else nrows * row_bytes[kind]
+                want = cols * 4 if kind >= 4 else nrows * row_bytes[kind]
                 if raw_size != want or off % ALIGN or off < 256 or off + stored > dir_off:
                     raise Fail("chunk ref of " + name)
                 blob = data[off:off + stored]
@@ -345,7 +350,8 @@ def read_woq(path):
                 ranges.append((off, off + stored))
                 parts.append(out)
             sections[kind] = b"".join(parts)
-        want_kinds = [0, 1, 2] + ([3] if tflags & 1 else []) + ([4] if tflags & 2 else [])
+        want_kinds = [0, 1, 2] + ([3] if tflags & 1 else []) + ([4] if tflags & 2 else []) + \
+            ([5] if tflags & 4 else [])
         if pos - start != size or sorted(sections) != want_kinds:
             raise Fail("record of " + name)
         t = {"name": name, "bits": bits, "symmetric": scheme == 1, "group": g, "rows": rows, "cols": cols,
@@ -355,8 +361,12 @@ def read_woq(path):
              "zeros": np.frombuffer(sections[2], dtype=np.uint8).reshape(rows, cols // g),
              "bias": np.frombuffer(sections[3], dtype="<f4") if 3 in sections else None,
              "input_scales": np.frombuffer(sections[4], dtype="<f4") if 4 in sections else None,
+             "input_permutation": np.frombuffer(sections[5], dtype="<u4") if 5 in sections else None,
              "stats": (max_err, rel_err, sqnr)}
         t["codes"] = unpack(t["words"], cols, bits)
+        perm = t["input_permutation"]
+        if perm is not None and not np.array_equal(np.sort(perm), np.arange(cols)):
+            raise Fail("input permutation of %s is not a permutation of 0..cols-1" % name)
         tensors.append(t)
     if pos != len(d):
         raise Fail("directory has trailing bytes")
@@ -478,13 +488,41 @@ def cmd_write(source_path, out_path, expect_path, bits, group, scheme):
     print("wrote %s (%d tensors) and %s" % (out_path, len(tensors), expect_path))
 
 
+def effective_weights(t):
+    """A tensor read by read_woq as the model's weights [N, K] (float64): s (q - z)
+    times the input scales (5.7), or with stored input k at model input
+    input_permutation[k] (1.2)."""
+    w_hat = dequantize(t["codes"], t["scales"], t["zeros"], t["group"])
+    if t["input_scales"] is not None:
+        w_hat = (w_hat.astype(np.float32) * t["input_scales"]).astype(np.float64)
+    if t["input_permutation"] is not None:
+        model = np.empty_like(w_hat)
+        model[:, t["input_permutation"]] = w_hat
+        w_hat = model
+    return w_hat
+
+
+def cmd_dequantized(woq_path, expect_path):
+    """Read by this module, every tensor of the .woq file has EXPECT's weights."""
+    _, tensors = read_woq(woq_path)
+    expect, _ = read_safetensors(expect_path)
+    for t in tensors:
+        if t["name"] not in expect:
+            raise Fail("%s lacks %s" % (expect_path, t["name"]))
+        if not np.array_equal(effective_weights(t).astype(np.float32), expect[t["name"]][1]):
+            raise Fail("%s read by the Python reader differs from %s" % (t["name"], expect_path))
+    permuted = sum(t["input_permutation"] is not None for t in tensors)
+    print("dequantized OK: %d tensors of %s (%d with an input permutation) equal %s"
+          % (len(tensors), woq_path, permuted, expect_path))
+
+
 def cmd_check_export(woq_path, export_path, dtype):
     """The exported safetensors holds each tensor's dequantized weights,
     rounded to dtype (round to nearest even), and its bias."""
     _, tensors = read_woq(woq_path)
     exported, _ = read_safetensors(export_path)
     for t in tensors:
-        w_hat = dequantize(t["codes"], t["scales"], t["zeros"], t["group"]).astype(np.float32)
+        w_hat = effective_weights(t).astype(np.float32)
         st_dtype, got = exported[t["name"]]
         if dtype == "f16":
             want, got_ok = w_hat.astype(np.float16), st_dtype == "F16"
@@ -522,6 +560,8 @@ def main(argv):
             cmd_check(argv[2], argv[3])
         elif len(argv) == 4 and argv[1] == "same":
             cmd_same_tensors(argv[2], argv[3])
+        elif len(argv) == 4 and argv[1] == "dequantized":
+            cmd_dequantized(argv[2], argv[3])
         elif len(argv) == 5 and argv[1] == "check-export":
             cmd_check_export(argv[2], argv[3], argv[4])
         elif len(argv) == 8 and argv[1] == "write":

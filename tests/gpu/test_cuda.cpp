@@ -468,6 +468,43 @@ TEST(Cuda, FileLoadsInBlocksMatchTheReference) {
   woq_context_destroy(ctx);
 }
 
+// An act-order checkpoint's layer (imported with its input permutation),
+// whole and as a shard of rows: the checkpoint's own weights in the model's
+// input order, and X gathered into the stored order on the GPU for 16-bit X
+// at batches that take the GEMV, tensor-core and large-M paths.
+TEST(Cuda, ActOrderLayersGatherXInTheModelsInputOrder) {
+  NEED_CUDA(ctx);
+  woq::test::TempDir dir;
+  const uint64_t n = 64, k = 512;
+  const std::vector<float> w = woq::test::write_act_order_gptq(dir.file("m.safetensors"), n, k, 128, 21);
+  ASSERT_EQ(woq_import_checkpoint(dir.file("m.safetensors").c_str(), "gptq_v2", dir.file("o.woq").c_str(), nullptr),
+            WOQ_OK)
+      << woq_last_error();
+  woq_file* f = nullptr;
+  ASSERT_EQ(woq_file_open(dir.file("o.woq").c_str(), &f), WOQ_OK) << woq_last_error();
+  for (const auto& [b, e] : {std::pair<uint64_t, uint64_t>{0, n}, {16, 56}}) {
+    SCOPED_TRACE("rows " + std::to_string(b) + ".." + std::to_string(e));
+    const uint64_t rows = e - b;
+    const std::vector<float> w_rows(w.begin() + b * k, w.begin() + e * k);
+    woq_tensor* t = nullptr;
+    ASSERT_EQ(woq_tensor_load_rows(ctx, f, "l.weight", b, e, &t), WOQ_OK) << woq_last_error();
+    std::vector<float> w_gpu(rows * k, std::nanf(""));
+    ASSERT_EQ(woq_dequantize(ctx, t, w_gpu.data(), WOQ_DTYPE_F32, w_gpu.size() * 4), WOQ_OK) << woq_last_error();
+    EXPECT_EQ(w_gpu, w_rows);
+    for (woq_dtype xt : {WOQ_DTYPE_F16, WOQ_DTYPE_BF16})
+      for (uint64_t m : {1, 3, 16, 33, 300}) {
+        std::vector<float> exact;
+        const std::vector<uint16_t> x = to_16bit(woq::test::random_activations(m * k, uint32_t(m)), xt, exact);
+        const std::vector<float> y = gpu_matmul(ctx, t, x.data(), x.size() * 2, xt, m, rows);
+        EXPECT_LT(woq::test::rel_error(y, woq::test::matmul_f64(exact, w_rows, nullptr, m, rows, k)), 1e-4)
+            << "x dtype " << xt << " m " << m;
+      }
+    woq_tensor_destroy(t);
+  }
+  woq_file_close(f);
+  woq_context_destroy(ctx);
+}
+
 #if defined(WOQ_TEST_CUDART)
 // woq_matmul on device pointers, queued on a stream the host owns: the same
 // bits as through woq_buffers, and only after that stream is synchronized.

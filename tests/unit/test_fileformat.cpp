@@ -312,10 +312,10 @@ TEST(FileFormat, VersionsAreHandledAsSpecified) {
   EXPECT_EQ(open_and_use(dir, major2, &msg), WOQ_ERR_VERSION);
   EXPECT_NE(msg.find("2.0"), std::string::npos) << msg;
 
-  // A newer minor (than this reader's 1.1) may append bytes to records;
+  // A newer minor (than this reader's 1.2) may append bytes to records;
   // this reader skips them.
   std::vector<uint8_t> newer = img;
-  newer[10] = 2;
+  newer[10] = 3;
   const uint64_t rec = first_record(newer);
   uint32_t size;
   std::memcpy(&size, newer.data() + rec, 4);

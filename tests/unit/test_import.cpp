@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <woq.h>
 
+#include <cmath>
 #include <cstring>
 
 #include "import/safetensors.h"
@@ -58,8 +59,13 @@ TEST(Import, MalformedCheckpointsAreRefusedWithAMessage) {
   EXPECT_EQ(import(dir, {i32("l.qweight", {8, 16}), i32("l.qzeros", {2, 2}, 0x77777777), f16("l.scales", {2, 16}),
                          i32("l.g_idx", {64}, 0)},
                    "gptq_v2", &msg),
-            WOQ_ERR_UNSUPPORTED);  // g_idx all 0 is not k / group: act-order style
-  EXPECT_NE(msg.find("act-order"), std::string::npos) << msg;
+            WOQ_ERR_UNSUPPORTED);  // g_idx all 0: groups of 64 and 0 inputs, which no layout stores
+  EXPECT_NE(msg.find("puts 64 inputs in group 0, not 32"), std::string::npos) << msg;
+  EXPECT_EQ(import(dir, {i32("l.qweight", {8, 16}), i32("l.qzeros", {2, 2}, 0x77777777), f16("l.scales", {2, 16}),
+                         i32("l.g_idx", {64}, 2)},
+                   "gptq_v2", &msg),
+            WOQ_ERR_FORMAT);
+  EXPECT_NE(msg.find("l.g_idx[0] = 2 is not a group in 0..1"), std::string::npos) << msg;
   const SafeTensorOut gidx = g_idx(64, 32);
   EXPECT_EQ(import(dir, {i32("l.qweight", {8, 16}), i32("l.qzeros", {2, 2}, 0x77777777), f16("l.scales", {2, 16}), gidx},
                    "gptq_v2", &msg),
@@ -145,4 +151,63 @@ TEST(Import, ConfigFieldsAndPackedLengthsAreChecked) {
     EXPECT_EQ(import(dir, c.tensors, "auto", &msg), c.status) << c.config << ": " << msg;
     EXPECT_NE(msg.find(c.word), std::string::npos) << c.config << ": " << msg;
   }
+}
+
+// An act-order GPTQ layer (g_idx a permutation of k / group, written here
+// byte by byte) imports into a format 1.2 file with an input permutation;
+// every CPU backend dequantizes it to the checkpoint's own weights in the
+// model's input order, bit for bit, and multiplies X in that order, for
+// each X dtype and for batches that take different kernel paths.
+TEST(Import, ActOrderLayersKeepTheModelsInputOrderOnEveryCpuBackend) {
+  woq::test::TempDir dir;
+  const uint64_t n = 48, k = 384, group = 64;
+  const std::vector<float> w = woq::test::write_act_order_gptq(dir.file("m.safetensors"), n, k, group, 5);
+  ASSERT_EQ(woq_import_checkpoint(dir.file("m.safetensors").c_str(), "gptq_v2", dir.file("o.woq").c_str(), nullptr),
+            WOQ_OK)
+      << woq_last_error();
+  EXPECT_EQ(woq::test::read_file(dir.file("o.woq"))[10], 2) << "an input permutation is format 1.2";
+  woq_file* f = nullptr;
+  ASSERT_EQ(woq_file_open(dir.file("o.woq").c_str(), &f), WOQ_OK);
+  woq_tensor_info info;
+  info.struct_size = sizeof info;
+  ASSERT_EQ(woq_file_tensor_info(f, 0, &info), WOQ_OK);
+  EXPECT_EQ(info.has_input_permutation, 1);
+  EXPECT_EQ(info.has_input_scales, 0);
+  EXPECT_EQ(info.group_size, group);
+  for (woq_backend backend : {WOQ_BACKEND_CPU_REFERENCE, WOQ_BACKEND_CPU}) {
+    woq_context_options co;
+    woq_context_options_init(&co);
+    co.backend = backend;
+    woq_context* ctx = nullptr;
+    ASSERT_EQ(woq_context_create(&co, &ctx), WOQ_OK);
+    woq_tensor* t = nullptr;
+    ASSERT_EQ(woq_tensor_load(ctx, f, "l.weight", &t), WOQ_OK) << woq_last_error();
+    std::vector<float> w_hat(n * k, std::nanf(""));
+    ASSERT_EQ(woq_dequantize(ctx, t, w_hat.data(), WOQ_DTYPE_F32, n * k * 4), WOQ_OK);
+    ASSERT_EQ(std::memcmp(w_hat.data(), w.data(), n * k * 4), 0) << "backend " << backend;
+    for (uint64_t m : {1, 5, 40}) {
+      const std::vector<float> x = woq::test::random_activations(m * k, uint32_t(m));
+      const std::vector<double> want = woq::test::matmul_f64(x, w, nullptr, m, n, k);
+      std::vector<float> y(m * n, std::nanf(""));
+      ASSERT_EQ(woq_matmul(ctx, t, x.data(), WOQ_DTYPE_F32, m, y.data(), WOQ_DTYPE_F32), WOQ_OK);
+      EXPECT_LT(woq::test::rel_error(y, want), 1e-5) << "backend " << backend << " m " << m;
+      // bf16 X (each value exact in bf16, so float64 of the same X is the truth)
+      std::vector<float> x_rounded(m * k);
+      std::vector<uint16_t> x16(m * k);
+      for (uint64_t i = 0; i < m * k; ++i) {
+        uint32_t bits;
+        std::memcpy(&bits, &x[i], 4);
+        bits &= 0xFFFF0000u;
+        x16[i] = uint16_t(bits >> 16);
+        std::memcpy(&x_rounded[i], &bits, 4);
+      }
+      std::fill(y.begin(), y.end(), std::nanf(""));
+      ASSERT_EQ(woq_matmul(ctx, t, x16.data(), WOQ_DTYPE_BF16, m, y.data(), WOQ_DTYPE_F32), WOQ_OK);
+      EXPECT_LT(woq::test::rel_error(y, woq::test::matmul_f64(x_rounded, w, nullptr, m, n, k)), 1e-5)
+          << "bf16 X, backend " << backend << " m " << m;
+    }
+    woq_tensor_destroy(t);
+    woq_context_destroy(ctx);
+  }
+  woq_file_close(f);
 }

@@ -4,9 +4,11 @@
 #include <unistd.h>
 #include <woq.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <random>
 #include <string>
@@ -93,6 +95,61 @@ inline bool write_one_tensor(const std::string& path, const char* name, const wo
   if (s != WOQ_OK) std::fprintf(stderr, "writing %s: %s\n", path.c_str(), woq_last_error());
   woq_writer_destroy(w);
   return s == WOQ_OK;
+}
+
+// An AutoGPTQ v2 act-order layer "l" (4-bit, asymmetric) written byte by
+// byte as safetensors (u64 header length, JSON header, data), for
+// woq_import_checkpoint with format "gptq_v2": n outputs (a multiple of 8),
+// k inputs in groups of `group`, g_idx a random permutation of k / group.
+// Returns the checkpoint's own dequantization in the model's input order,
+// W[j][i] = s[g_idx[i]][j] (q[i][j] - z[g_idx[i]][j]), computed here.
+inline std::vector<float> write_act_order_gptq(const std::string& path, uint64_t n, uint64_t k, uint32_t group,
+                                               uint32_t seed) {
+  std::mt19937 rng(seed);
+  const uint64_t groups = k / group;
+  std::vector<int32_t> g_idx(k);
+  for (uint64_t i = 0; i < k; ++i) g_idx[i] = int32_t(i / group);
+  std::shuffle(g_idx.begin(), g_idx.end(), rng);
+  std::vector<uint32_t> q(k * n), z(groups * n);
+  std::vector<uint16_t> s_bits(groups * n);
+  for (uint32_t& v : q) v = rng() % 16;
+  for (uint32_t& v : z) v = 1 + rng() % 14;
+  for (uint16_t& v : s_bits) v = uint16_t(0x2000 + rng() % 1024);  // fp16 2^-7 (1 + m / 1024)
+  std::vector<int32_t> qweight(k / 8 * n, 0), qzeros(groups * n / 8, 0);
+  for (uint64_t i = 0; i < k; ++i)
+    for (uint64_t j = 0; j < n; ++j) qweight[(i / 8) * n + j] |= int32_t(q[i * n + j] << (4 * (i % 8)));
+  for (uint64_t g = 0; g < groups; ++g)
+    for (uint64_t j = 0; j < n; ++j) qzeros[g * (n / 8) + j / 8] |= int32_t(z[g * n + j] << (4 * (j % 8)));
+  std::vector<float> w(n * k);
+  for (uint64_t j = 0; j < n; ++j)
+    for (uint64_t i = 0; i < k; ++i) {
+      const uint64_t at = uint64_t(g_idx[i]) * n + j;
+      const float scale = float(std::ldexp(1.0 + (s_bits[at] - 0x2000) / 1024.0, -7));
+      w[j * k + i] = scale * float(int(q[i * n + j]) - int(z[at]));
+    }
+  struct Part { const char* name; const char* dtype; std::string shape; const void* data; uint64_t bytes; };
+  const Part parts[] = {
+      {"l.qweight", "I32", std::to_string(k / 8) + "," + std::to_string(n), qweight.data(), qweight.size() * 4},
+      {"l.qzeros", "I32", std::to_string(groups) + "," + std::to_string(n / 8), qzeros.data(), qzeros.size() * 4},
+      {"l.scales", "F16", std::to_string(groups) + "," + std::to_string(n), s_bits.data(), s_bits.size() * 2},
+      {"l.g_idx", "I32", std::to_string(k), g_idx.data(), g_idx.size() * 4}};
+  std::string header = "{";
+  uint64_t offset = 0;
+  for (const Part& p : parts) {
+    header += std::string(header.size() > 1 ? "," : "") + "\"" + p.name + "\":{\"dtype\":\"" + p.dtype +
+              "\",\"shape\":[" + p.shape + "],\"data_offsets\":[" + std::to_string(offset) + "," +
+              std::to_string(offset + p.bytes) + "]}";
+    offset += p.bytes;
+  }
+  header += "}";
+  std::vector<uint8_t> file(8);
+  const uint64_t header_bytes = header.size();
+  std::memcpy(file.data(), &header_bytes, 8);
+  file.insert(file.end(), header.begin(), header.end());
+  for (const Part& p : parts)
+    file.insert(file.end(), static_cast<const uint8_t*>(p.data), static_cast<const uint8_t*>(p.data) + p.bytes);
+  write_file(path, file);
+  return w;
 }
 
 }  // namespace woq::test

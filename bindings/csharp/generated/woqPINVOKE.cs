@@ -342,6 +342,12 @@ class woqPINVOKE {
   [global::System.Runtime.InteropServices.DllImport("woq_csharp", EntryPoint="CSharp_WoqfNative_woq_tensor_info_has_input_scales_get___")]
   public static extern int woq_tensor_info_has_input_scales_get(global::System.Runtime.InteropServices.HandleRef jarg1);
 
+  [global::System.Runtime.InteropServices.DllImport("woq_csharp", EntryPoint="CSharp_WoqfNative_woq_tensor_info_has_input_permutation_set___")]
+  public static extern void woq_tensor_info_has_input_permutation_set(global::System.Runtime.InteropServices.HandleRef jarg1, int jarg2);
+
+  [global::System.Runtime.InteropServices.DllImport("woq_csharp", EntryPoint="CSharp_WoqfNative_woq_tensor_info_has_input_permutation_get___")]
+  public static extern int woq_tensor_info_has_input_permutation_get(global::System.Runtime.InteropServices.HandleRef jarg1);
+
   [global::System.Runtime.InteropServices.DllImport("woq_csharp", EntryPoint="CSharp_WoqfNative_new_woq_tensor_info___")]
   public static extern global::System.IntPtr new_woq_tensor_info();
 

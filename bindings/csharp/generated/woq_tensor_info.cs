@@ -217,6 +217,16 @@ public class woq_tensor_info : global::System.IDisposable {
     } 
   }
 
+  public int has_input_permutation {
+    set {
+      woqPINVOKE.woq_tensor_info_has_input_permutation_set(swigCPtr, value);
+    } 
+    get {
+      int ret = woqPINVOKE.woq_tensor_info_has_input_permutation_get(swigCPtr);
+      return ret;
+    } 
+  }
+
   public woq_tensor_info() : this(woqPINVOKE.new_woq_tensor_info(), true) {
   }
 

@@ -1446,6 +1446,28 @@ SWIGEXPORT int SWIGSTDCALL CSharp_WoqfNative_woq_tensor_info_has_input_scales_ge
 }
 
 
+SWIGEXPORT void SWIGSTDCALL CSharp_WoqfNative_woq_tensor_info_has_input_permutation_set___(void * jarg1, int jarg2) {
+  struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
+  int32_t arg2 ;
+  
+  arg1 = (struct woq_tensor_info *)jarg1; 
+  arg2 = (int32_t)jarg2; 
+  if (arg1) (arg1)->has_input_permutation = arg2;
+}
+
+
+SWIGEXPORT int SWIGSTDCALL CSharp_WoqfNative_woq_tensor_info_has_input_permutation_get___(void * jarg1) {
+  int jresult ;
+  struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
+  int32_t result;
+  
+  arg1 = (struct woq_tensor_info *)jarg1; 
+  result = (int32_t) ((arg1)->has_input_permutation);
+  jresult = result; 
+  return jresult;
+}
+
+
 SWIGEXPORT void * SWIGSTDCALL CSharp_WoqfNative_new_woq_tensor_info___() {
   void * jresult ;
   struct woq_tensor_info *result = 0 ;

@@ -285,6 +285,7 @@ pub struct woq_tensor_info {
     pub rel_frobenius_error: f64,
     pub sqnr_db: f64,
     pub has_input_scales: i32,
+    pub has_input_permutation: i32,
 }
 extern "C" {
     pub fn woq_file_tensor_info(

@@ -2296,6 +2296,31 @@ intgo _wrap_woq_tensor_info_has_input_scales_get_woqc_c9f0894d00ba7b8c(struct wo
 }
 
 
+void _wrap_woq_tensor_info_has_input_permutation_set_woqc_c9f0894d00ba7b8c(struct woq_tensor_info *_swig_go_0, intgo _swig_go_1) {
+  struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
+  int32_t arg2 ;
+  
+  arg1 = *(struct woq_tensor_info **)&_swig_go_0; 
+  arg2 = (int32_t)_swig_go_1; 
+  
+  if (arg1) (arg1)->has_input_permutation = arg2;
+  
+}
+
+
+intgo _wrap_woq_tensor_info_has_input_permutation_get_woqc_c9f0894d00ba7b8c(struct woq_tensor_info *_swig_go_0) {
+  struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
+  int32_t result;
+  intgo _swig_go_result;
+  
+  arg1 = *(struct woq_tensor_info **)&_swig_go_0; 
+  
+  result = (int32_t) ((arg1)->has_input_permutation);
+  _swig_go_result = result; 
+  return _swig_go_result;
+}
+
+
 struct woq_tensor_info *_wrap_new_woq_tensor_info_woqc_c9f0894d00ba7b8c() {
   struct woq_tensor_info *result = 0 ;
   struct woq_tensor_info *_swig_go_result;

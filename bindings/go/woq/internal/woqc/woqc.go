@@ -291,6 +291,8 @@ extern void _wrap_woq_tensor_info_sqnr_db_set_woqc_c9f0894d00ba7b8c(uintptr_t ar
 extern double _wrap_woq_tensor_info_sqnr_db_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
 extern void _wrap_woq_tensor_info_has_input_scales_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_intgo arg2);
 extern swig_intgo _wrap_woq_tensor_info_has_input_scales_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
+extern void _wrap_woq_tensor_info_has_input_permutation_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_intgo arg2);
+extern swig_intgo _wrap_woq_tensor_info_has_input_permutation_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
 extern uintptr_t _wrap_new_woq_tensor_info_woqc_c9f0894d00ba7b8c(void);
 extern void _wrap_delete_woq_tensor_info_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
 extern swig_type_74 _wrap_woq_tensor_info_name_utf8_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
@@ -1582,6 +1584,19 @@ func (arg1 SwigcptrWoq_tensor_info) GetHas_input_scales() (_swig_ret int) {
 	return swig_r
 }
 
+func (arg1 SwigcptrWoq_tensor_info) SetHas_input_permutation(arg2 int) {
+	_swig_i_0 := arg1
+	_swig_i_1 := arg2
+	C._wrap_woq_tensor_info_has_input_permutation_set_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_intgo(_swig_i_1))
+}
+
+func (arg1 SwigcptrWoq_tensor_info) GetHas_input_permutation() (_swig_ret int) {
+	var swig_r int
+	_swig_i_0 := arg1
+	swig_r = (int)(C._wrap_woq_tensor_info_has_input_permutation_get_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0)))
+	return swig_r
+}
+
 func NewWoq_tensor_info() (_swig_ret Woq_tensor_info) {
 	var swig_r Woq_tensor_info
 	swig_r = (Woq_tensor_info)(SwigcptrWoq_tensor_info(C._wrap_new_woq_tensor_info_woqc_c9f0894d00ba7b8c()))
@@ -1638,6 +1653,8 @@ type Woq_tensor_info interface {
 	GetSqnr_db() (_swig_ret float64)
 	SetHas_input_scales(arg2 int)
 	GetHas_input_scales() (_swig_ret int)
+	SetHas_input_permutation(arg2 int)
+	GetHas_input_permutation() (_swig_ret int)
 	Name_utf8() (_swig_ret string)
 }
 
