@@ -235,8 +235,11 @@ typedef struct woq_quant_options {
   const void* calibration;
   woq_dtype calibration_dtype; /* default WOQ_DTYPE_F32 */
   uint64_t calibration_rows;
-  int32_t act_order;  /* GPTQ: 1 = quantize columns by decreasing Hessian diagonal
-                       * (static groups: the stored layout stays plain grouped); default 0 */
+  int32_t act_order;  /* GPTQ: 0 = natural column order (default); 1 = columns by
+                       * decreasing Hessian diagonal with static groups (each group's
+                       * grid from the original weights: the stored layout stays plain
+                       * grouped); 2 = the same order with groups formed in it, stored
+                       * with an input permutation (format 1.2) that woq_matmul applies */
   int32_t fold_input_scales; /* AWQ: 0 = the matrix keeps its per-input-channel factors and
                               * woq_matmul applies them to X (default); 1 = the host folds
                               * them into whatever produces X (woq_qmatrix_input_scales) */

@@ -345,7 +345,10 @@ WOQ_API woq_status woq_quantize(const void* weights, woq_dtype w_dtype, uint64_t
     config.group_size = o.group_size;
     config.scheme = static_cast<woq::Scheme>(o.scheme);
     config.method = static_cast<woq::Method>(o.method);
-    config.act_order = o.act_order != 0;
+    if (o.act_order < 0 || o.act_order > 2)
+      fail(Status::InvalidArgument, "act_order " + std::to_string(o.act_order) +
+                                        " is not 0 (off), 1 (static groups) or 2 (permuted groups)");
+    config.act_order = static_cast<woq::ActOrder>(o.act_order);
     auto q = std::make_unique<woq_qmatrix>();
     if (o.fold_input_scales && config.method != woq::Method::Awq)
       fail(Status::InvalidArgument, "fold_input_scales applies to AWQ only");

@@ -43,7 +43,8 @@ import woq_reference as ref  # noqa: E402
 TARGETS = {"gptq": 0.25, "gptq --act-order": 0.30, "awq": 0.15}
 TARGET_LAYER_SHARE = 0.95
 METHODS = [("rtn", []), ("mse", []), ("hqq", []), ("awq", ["calib"]), ("gptq", ["calib"]),
-           ("gptq --act-order", ["calib", "--act-order"])]
+           ("gptq --act-order", ["calib", "--act-order"]),
+           ("gptq --act-order-groups", ["calib", "--act-order", "--act-order-groups"])]
 CONFIGS = [("w4 g128", 4, 128), ("w3 g128", 3, 128), ("w8 per-channel", 8, 0)]
 
 
@@ -59,15 +60,10 @@ def load(path):
 
 
 def effective_weights(woq_path):
-    """W_hat per tensor as a backend multiplies by (input scales included)."""
+    """W_hat per tensor as a backend multiplies by (input scales or
+    permutation applied), in the model's input order."""
     _, tensors = ref.read_woq(woq_path)
-    out = {}
-    for t in tensors:
-        w = ref.dequantize(t["codes"], t["scales"], t["zeros"], t["group"])
-        if t.get("input_scales") is not None:
-            w = (w.astype(np.float32) * t["input_scales"][None, :]).astype(np.float64)
-        out[t["name"]] = w
-    return out
+    return {t["name"]: ref.effective_weights(t) for t in tensors}
 
 
 def cosine_rows(a, b):
@@ -202,7 +198,7 @@ def check(results, layers):
         if not all(np.isfinite(vals)):
             problems.append("%s %s: non-finite result" % (cname, method))
     for cname in sorted({c for c, _ in results}):
-        for method in ("awq", "gptq", "gptq --act-order"):
+        for method in ("awq", "gptq", "gptq --act-order", "gptq --act-order-groups"):
             if mean_of(results, cname, method, "out") > mean_of(results, cname, "rtn", "out"):
                 problems.append("%s: %s has a larger held-out output error than RTN" % (cname, method))
         for method in ("mse", "hqq"):

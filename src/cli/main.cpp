@@ -87,6 +87,7 @@ struct QuantizeArgs {
   bool sym = false;
   std::string method = "rtn";
   bool act_order = false;
+  bool act_order_groups = false;  // with act_order: groups formed in that order (input permutation)
   std::string calibration;  // safetensors of activations, for gptq
 };
 
@@ -123,8 +124,9 @@ int cmd_quantize(const QuantizeArgs& a) {
              : a.method == "gptq" ? WOQ_METHOD_GPTQ
              : a.method == "awq"  ? WOQ_METHOD_AWQ
                                   : WOQ_METHOD_RTN;
-  q.act_order = a.act_order;
+  q.act_order = a.act_order_groups ? 2 : a.act_order ? 1 : 0;
   if (a.act_order && a.method != "gptq") throw CliError("--act-order applies to --method gptq only");
+  if (a.act_order_groups && !a.act_order) throw CliError("--act-order-groups needs --act-order");
   const bool calibrated = a.method == "gptq" || a.method == "awq";
   if (calibrated != !a.calibration.empty())
     throw CliError(calibrated ? "--method " + a.method + " needs --calibration ACTIVATIONS.safetensors"
@@ -154,7 +156,7 @@ int cmd_quantize(const QuantizeArgs& a) {
   check(woq_writer_set_metadata_string(w.get(), "model.source", a.in.substr(a.in.rfind('/') + 1).c_str()),
         "metadata");
   check(woq_writer_set_metadata_string(w.get(), "quant.method", a.method.c_str()), "metadata");
-  if (a.act_order) check(woq_writer_set_metadata_int(w.get(), "quant.act_order", 1), "metadata");
+  if (a.act_order) check(woq_writer_set_metadata_int(w.get(), "quant.act_order", q.act_order), "metadata");
   check(woq_writer_set_metadata_int(w.get(), "quant.bits", a.bits), "metadata");
   check(woq_writer_set_metadata_int(w.get(), "quant.group_size", a.group), "metadata");
   check(woq_writer_set_metadata_string(w.get(), "quant.scheme", a.sym ? "symmetric" : "asymmetric"), "metadata");
@@ -584,6 +586,8 @@ int main(int argc, char** argv) {
                        "optimization), gptq or awq (these two need --calibration)")
       ->check(CLI::IsMember({"rtn", "mse", "hqq", "gptq", "awq"}));
   quantize->add_flag("--act-order", qa.act_order, "gptq: columns by decreasing Hessian diagonal (static groups)");
+  quantize->add_flag("--act-order-groups", qa.act_order_groups,
+                     "gptq with --act-order: groups formed in that order, stored with an input permutation (format 1.2)");
   quantize->add_option("--calibration", qa.calibration,
                        "safetensors of input activations X[S, K]: one per weight (named like it or its prefix) "
                        "or one per dotted prefix shared by several weights")

@@ -167,12 +167,15 @@ QuantizedMatrix quantize_gptq(const void* weights, DType dtype, uint64_t rows, u
   // Column order: natural, or by decreasing diag(H) (act-order).
   std::vector<uint64_t> order(k);
   std::iota(order.begin(), order.end(), 0);
-  if (config.act_order)
+  if (config.act_order != ActOrder::Off)
     std::stable_sort(order.begin(), order.end(), [&](uint64_t a, uint64_t b) { return h[a * k + a] > h[b * k + b]; });
+  // Permuted act-order stores the columns in that order, so its groups are
+  // runs of that order, as natural order's are of 0..K-1.
+  const bool permuted = config.act_order == ActOrder::Permuted;
 
   // Static grids for act-order: from the weights before any update.
   std::vector<Grid> grids(rows * groups);
-  if (config.act_order)
+  if (config.act_order == ActOrder::StaticGroups)
     for (uint64_t n = 0; n < rows; ++n)
       for (uint64_t j = 0; j < groups; ++j) grids[n * groups + j] = rtn_grid(&w[n * k + j * g], g, config);
 
@@ -211,16 +214,17 @@ QuantizedMatrix quantize_gptq(const void* weights, DType dtype, uint64_t rows, u
   for (uint64_t b0 = 0; b0 < k; b0 += kBlock) {
     const uint64_t b1 = std::min(k, b0 + kBlock);
     for (uint64_t i = b0; i < b1; ++i) {
-      const uint64_t col = order[i], group = col / g;
+      const uint64_t col = order[i], stored = permuted ? i : col, group = stored / g;
       const double d = u[i * k + i];
       const double* ui = &u[i * k];
       for (uint64_t n = 0; n < rows; ++n) {
         double* wn = &wp[n * k];
         Grid& grid = grids[n * groups + group];
-        // Natural order: the group's grid from its weights as updated so far.
-        if (!config.act_order && col % g == 0) grid = rtn_grid(wn + i, g, config);
+        // Natural or permuted order: the group's grid from its weights as
+        // updated so far (they follow this column in wp).
+        if (config.act_order != ActOrder::StaticGroups && stored % g == 0) grid = rtn_grid(wn + i, g, config);
         const uint8_t q = quantize_value(wn[i], grid, config.bits);
-        codes[n * k + col] = q;
+        codes[n * k + stored] = q;
         const float w_hat = dequantize_value(q, grid);
         if (rep.keep_fake_quant) rep.fake_quant[n * k + col] = w_hat;
         const double e = (wn[i] - double(w_hat)) / d;
@@ -248,6 +252,7 @@ QuantizedMatrix quantize_gptq(const void* weights, DType dtype, uint64_t rows, u
     }
     pack_row(&codes[n * k], k, config.bits, m.codes.data() + n * m.words_per_row());
   }
+  if (permuted) m.input_permutation.assign(order.begin(), order.end());
   m.stats = measure_error(m, weights, dtype);
   if (report) *report = std::move(rep);
   return m;

@@ -37,8 +37,10 @@ struct GptqReport {
 // dampened by 1% of its mean diagonal (raised up to 10% until the Cholesky
 // factorization succeeds), lazy block updates of 128 columns, each group's
 // grid taken when its first column is reached; with config.act_order the
-// columns go by decreasing diag(H) and the grids come from the unmodified
-// weights first (static groups), so the stored layout stays plain grouped.
+// columns go by decreasing diag(H), and either the grids come from the
+// unmodified weights first (static groups), so the stored layout stays plain
+// grouped, or groups are runs of that order, stored in that order with the
+// order as the matrix's input permutation (format 1.2).
 QuantizedMatrix quantize_gptq(const void* weights, DType dtype, uint64_t rows, uint64_t cols,
                               const QuantConfig& config, const Calibration& calib, GptqReport* report = nullptr);
 

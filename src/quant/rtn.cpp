@@ -43,7 +43,7 @@ void check_quant_config(const QuantConfig& config, uint64_t rows, uint64_t cols)
       config.method != Method::Gptq && config.method != Method::Awq)
     fail(Status::Unsupported, "quantization method " + std::to_string(int(config.method)) +
                                   " is not available in woq_quantize (RTN, MSE, HQQ, AWQ and GPTQ are)");
-  if (config.act_order && config.method != Method::Gptq)
+  if (config.act_order != ActOrder::Off && config.method != Method::Gptq)
     fail(Status::InvalidArgument, "act_order applies to GPTQ only");
   if (rows == 0 || cols == 0)
     fail(Status::Shape, "weight matrix " + std::to_string(rows) + " x " + std::to_string(cols) + " is empty");

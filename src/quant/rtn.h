@@ -11,12 +11,18 @@
 
 namespace woq {
 
+// GPTQ's column order (values mirror woq_quant_options.act_order): natural;
+// by decreasing Hessian diagonal with each group's grid from the original
+// weights (static groups, plain layout); or by decreasing diagonal with
+// groups formed in that order, stored with an input permutation.
+enum class ActOrder { Off = 0, StaticGroups = 1, Permuted = 2 };
+
 struct QuantConfig {
   uint32_t bits = 4;         // 2..8
   uint32_t group_size = 128; // 32, 64, 128, 256, or 0 for per-channel
   Scheme scheme = Scheme::Asymmetric;
   Method method = Method::Rtn;
-  bool act_order = false;    // GPTQ: columns by decreasing Hessian diagonal
+  ActOrder act_order = ActOrder::Off;  // GPTQ: the order columns are quantized in
 };
 
 // One group's grid: fp16 scale bits, its value, and the zero-point.

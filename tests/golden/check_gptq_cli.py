@@ -7,7 +7,9 @@ independent reader (woq_reference.py), not by libwoq:
 Makes correlated activations with outlier channels for every *.weight of the
 model (calibration and held-out sets from the same distribution; named by
 the weight's prefix, so the CLI's prefix lookup is exercised), quantizes with
-rtn, gptq and gptq --act-order at 4 bits / group 64, reads the files back
+rtn, gptq, gptq --act-order (static groups, and with --act-order-groups
+groups in that order, stored with an input permutation) and awq at 4 bits /
+group 64, reads the files back
 and compares the relative output MSE ||X (W_hat - W)^T||^2 / ||X W^T||^2 on
 the held-out activations.
 """
@@ -45,6 +47,7 @@ def main(cli, model, work):
     ref.write_safetensors(calib_path, calib)
 
     runs = {"rtn": [], "gptq": ["--calibration", calib_path], "gptq-act-order": ["--calibration", calib_path, "--act-order"],
+            "gptq-act-order-groups": ["--calibration", calib_path, "--act-order", "--act-order-groups"],
             "awq": ["--calibration", calib_path]}
     errors = {}
     for label, extra in runs.items():
@@ -57,28 +60,30 @@ def main(cli, model, work):
         _, tensors = ref.read_woq(out)
         for t in tensors:
             w = weights[t["name"]]
-            w_hat = ref.dequantize(t["codes"], t["scales"], t["zeros"], t["group"])
-            if t.get("input_scales") is not None:  # AWQ: X is multiplied by them first
-                w_hat = w_hat * t["input_scales"].astype(np.float64)[None, :]
+            w_hat = ref.effective_weights(t)  # AWQ's input scales or the permutation applied
             x = held_out[t["name"]]
             e = np.sum((x @ (w_hat - w).T) ** 2) / np.sum((x @ w.T) ** 2)
             errors.setdefault(t["name"], {})[label] = e
             if not np.all(np.isfinite(w_hat)):
                 sys.exit("%s: non-finite weights in %s" % (label, t["name"]))
-            want_method = {"rtn": 0, "gptq": 4, "gptq-act-order": 4, "awq": 3}[label]
+            want_method = {"rtn": 0, "gptq": 4, "gptq-act-order": 4, "gptq-act-order-groups": 4, "awq": 3}[label]
             if t["method"] != want_method:
                 sys.exit("%s: %s is stored with method %d, not %d" % (label, t["name"], t["method"], want_method))
             if (label == "awq") != (t.get("input_scales") is not None):
                 sys.exit("%s: %s input scales %s" % (label, t["name"], "missing" if label == "awq" else "unexpected"))
+            if (label == "gptq-act-order-groups") != (t.get("input_permutation") is not None):
+                sys.exit("%s: %s input permutation %s" % (label, t["name"],
+                                                          "missing" if label == "gptq-act-order-groups" else "unexpected"))
 
-    print("%-22s %12s %12s %12s %12s" % ("held-out rel. output MSE", "rtn", "gptq", "act-order", "awq"))
+    print("%-22s %12s %12s %12s %12s %12s" % ("held-out rel. output MSE", "rtn", "gptq", "act-order", "+groups", "awq"))
     for name in sorted(errors):
         e = errors[name]
-        print("%-22s %12.4g %12.4g %12.4g %12.4g" % (name, e["rtn"], e["gptq"], e["gptq-act-order"], e["awq"]))
+        print("%-22s %12.4g %12.4g %12.4g %12.4g %12.4g" % (name, e["rtn"], e["gptq"], e["gptq-act-order"],
+                                                           e["gptq-act-order-groups"], e["awq"]))
     mean = {label: np.mean([errors[n][label] for n in errors]) for label in runs}
     cuts = {label: 1 - mean[label] / mean["rtn"] for label in runs if label != "rtn"}
     print("mean cut vs RTN: " + ", ".join("%s %.0f%%" % (label, 100 * c) for label, c in cuts.items()))
-    for label, need in (("gptq", 0.25), ("gptq-act-order", 0.30), ("awq", 0.15)):
+    for label, need in (("gptq", 0.25), ("gptq-act-order", 0.30), ("gptq-act-order-groups", 0.30), ("awq", 0.15)):
         worse = [n for n in errors if errors[n][label] >= errors[n]["rtn"]]
         if worse:
             sys.exit("%s is not better than RTN on %s" % (label, ", ".join(worse)))

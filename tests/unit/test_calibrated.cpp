@@ -76,7 +76,7 @@ double relative_output_error(const std::vector<float>& x, uint64_t s, const std:
   return err / ref;
 }
 
-QuantConfig gptq_config(bool act_order) {
+QuantConfig gptq_config(woq::ActOrder act_order) {
   QuantConfig c;
   c.method = Method::Gptq;
   c.act_order = act_order;
@@ -92,14 +92,21 @@ TEST(Gptq, CutsHeldOutOutputErrorAgainstRtn) {
   const Calibration c{calib.data(), DType::F32, s};
   const auto rtn = woq::quantize_rtn(w.data(), DType::F32, n, k, QuantConfig{});
   const double e_rtn = relative_output_error(held_out, s, w, dequantized(rtn), n, k);
-  const auto gptq = woq::quantize_gptq(w.data(), DType::F32, n, k, gptq_config(false), c);
+  const auto gptq = woq::quantize_gptq(w.data(), DType::F32, n, k, gptq_config(woq::ActOrder::Off), c);
   const double e_gptq = relative_output_error(held_out, s, w, dequantized(gptq), n, k);
-  const auto act = woq::quantize_gptq(w.data(), DType::F32, n, k, gptq_config(true), c);
+  const auto act = woq::quantize_gptq(w.data(), DType::F32, n, k, gptq_config(woq::ActOrder::StaticGroups), c);
   const double e_act = relative_output_error(held_out, s, w, dequantized(act), n, k);
-  std::printf("held-out relative output MSE: RTN %.4g, GPTQ %.4g (%.0f%% less), act-order %.4g (%.0f%% less)\n",
-              e_rtn, e_gptq, 100 * (1 - e_gptq / e_rtn), e_act, 100 * (1 - e_act / e_rtn));
+  const auto perm = woq::quantize_gptq(w.data(), DType::F32, n, k, gptq_config(woq::ActOrder::Permuted), c);
+  const double e_perm = relative_output_error(held_out, s, w, dequantized(perm), n, k);
+  std::printf("held-out relative output MSE: RTN %.4g, GPTQ %.4g (%.0f%% less), act-order %.4g (%.0f%% less), "
+              "act-order with permuted groups %.4g (%.0f%% less)\n",
+              e_rtn, e_gptq, 100 * (1 - e_gptq / e_rtn), e_act, 100 * (1 - e_act / e_rtn), e_perm,
+              100 * (1 - e_perm / e_rtn));
   EXPECT_LT(e_gptq, 0.75 * e_rtn);
   EXPECT_LT(e_act, 0.70 * e_rtn);
+  EXPECT_LT(e_perm, 0.70 * e_rtn);
+  EXPECT_TRUE(act.input_permutation.empty());
+  EXPECT_EQ(perm.input_permutation.size(), k);
   EXPECT_EQ(gptq.method, Method::Gptq);
   // Weight error goes up (GPTQ trades it for output error), but stays bounded.
   EXPECT_GT(gptq.stats.rel_frobenius_error, rtn.stats.rel_frobenius_error);
@@ -107,7 +114,7 @@ TEST(Gptq, CutsHeldOutOutputErrorAgainstRtn) {
 }
 
 TEST(Gptq, StoredCodesDequantizeToItsOwnFakeQuantValues) {
-  for (bool act_order : {false, true})
+  for (woq::ActOrder act_order : {woq::ActOrder::Off, woq::ActOrder::StaticGroups, woq::ActOrder::Permuted})
     for (uint32_t bits : {3u, 4u, 8u})
       for (uint32_t group : {32u, 128u, 0u}) {
         const uint64_t n = 24, k = 256, s = 300;
@@ -123,7 +130,7 @@ TEST(Gptq, StoredCodesDequantizeToItsOwnFakeQuantValues) {
         ASSERT_EQ(report.fake_quant.size(), w_hat.size());
         for (size_t i = 0; i < w_hat.size(); ++i)
           ASSERT_EQ(std::memcmp(&w_hat[i], &report.fake_quant[i], 4), 0)
-              << "act_order " << act_order << " bits " << bits << " group " << group << " at " << i;
+              << "act_order " << int(act_order) << " bits " << bits << " group " << group << " at " << i;
         EXPECT_EQ(report.damp, 0.01);
       }
 }
@@ -137,7 +144,7 @@ TEST(Gptq, DegenerateDataGivesFiniteResults) {
   auto x = activations(64, k, 4);
   for (uint64_t r = 0; r < 64; ++r) x[r * k + 10] = x[r * k + 11] = 0;  // dead inputs
   for (uint64_t r = 0; r < 64; ++r) x[r * k + 20] = 1e4f;               // a huge constant input
-  for (bool act_order : {false, true})
+  for (woq::ActOrder act_order : {woq::ActOrder::Off, woq::ActOrder::StaticGroups, woq::ActOrder::Permuted})
     for (uint64_t s : {uint64_t(1), uint64_t(2), uint64_t(64)}) {  // S = 1: H has rank 1
       GptqReport report;
       const auto m = woq::quantize_gptq(w.data(), DType::F32, n, k, gptq_config(act_order), {x.data(), DType::F32, s}, &report);
@@ -150,7 +157,7 @@ TEST(Gptq, DegenerateDataGivesFiniteResults) {
   // An all-zero calibration set: every input is dead and GPTQ is RTN.
   std::vector<float> zeros(8 * k, 0.0f);
   GptqReport report;
-  const auto m = woq::quantize_gptq(w.data(), DType::F32, n, k, gptq_config(false), {zeros.data(), DType::F32, 8}, &report);
+  const auto m = woq::quantize_gptq(w.data(), DType::F32, n, k, gptq_config(woq::ActOrder::Off), {zeros.data(), DType::F32, 8}, &report);
   const auto rtn = woq::quantize_rtn(w.data(), DType::F32, n, k, QuantConfig{});
   EXPECT_EQ(report.dead_columns, k);
   EXPECT_EQ(m.codes, rtn.codes);
@@ -161,7 +168,7 @@ TEST(Gptq, RejectsMissingOrNonFiniteCalibration) {
   const uint64_t n = 4, k = 64;
   const auto w = weights(n, k, 1);
   auto x = activations(8, k, 1);
-  QuantConfig config = gptq_config(false);
+  QuantConfig config = gptq_config(woq::ActOrder::Off);
   config.group_size = 32;
   try {
     woq::quantize_gptq(w.data(), DType::F32, n, k, config, {nullptr, DType::F32, 0});
@@ -188,6 +195,58 @@ QuantConfig awq_config() {
 }
 
 }  // namespace
+
+// Through the C API: act_order = 2 writes a format 1.2 file whose input
+// permutation every CPU backend applies; dequantization gives GPTQ's own
+// fake-quantized weights (model order) bit for bit, and a value outside
+// 0..2 is refused by name.
+TEST(Gptq, PermutedGroupsSurviveTheFileAndEveryBackend) {
+  using woq::test::TempDir;
+  const uint64_t n = 40, k = 256, s = 256, m = 3;
+  const auto w = weights(n, k, 21);
+  const auto x_cal = activations(s, k, 22), x = activations(m, k, 23);
+  woq_quant_options o;
+  woq_quant_options_init(&o);
+  o.method = WOQ_METHOD_GPTQ;
+  o.group_size = 64;
+  o.calibration = x_cal.data();
+  o.calibration_rows = s;
+  o.act_order = 2;
+  woq_qmatrix* q = nullptr;
+  ASSERT_EQ(woq_quantize(w.data(), WOQ_DTYPE_F32, n, k, &o, &q), WOQ_OK) << woq_last_error();
+  QuantConfig config = gptq_config(woq::ActOrder::Permuted);
+  config.group_size = 64;
+  GptqReport report;
+  report.keep_fake_quant = true;
+  woq::quantize_gptq(w.data(), DType::F32, n, k, config, {x_cal.data(), DType::F32, s}, &report);
+  TempDir dir;
+  ASSERT_TRUE(woq::test::write_one_tensor(dir.file("gptq.woq"), "w", q));
+  EXPECT_EQ(woq::test::read_file(dir.file("gptq.woq"))[10], 2) << "an input permutation is format 1.2";
+  woq_file* f = nullptr;
+  ASSERT_EQ(woq_file_open(dir.file("gptq.woq").c_str(), &f), WOQ_OK);
+  for (woq_backend backend : {WOQ_BACKEND_CPU_REFERENCE, WOQ_BACKEND_CPU}) {
+    woq_context_options co;
+    woq_context_options_init(&co);
+    co.backend = backend;
+    woq_context* ctx = nullptr;
+    ASSERT_EQ(woq_context_create(&co, &ctx), WOQ_OK);
+    woq_tensor* t = nullptr;
+    ASSERT_EQ(woq_tensor_load(ctx, f, "w", &t), WOQ_OK) << woq_last_error();
+    std::vector<float> w_hat(n * k);
+    ASSERT_EQ(woq_dequantize(ctx, t, w_hat.data(), WOQ_DTYPE_F32, n * k * 4), WOQ_OK);
+    ASSERT_EQ(std::memcmp(w_hat.data(), report.fake_quant.data(), n * k * 4), 0) << "backend " << backend;
+    std::vector<float> y(m * n);
+    ASSERT_EQ(woq_matmul(ctx, t, x.data(), WOQ_DTYPE_F32, m, y.data(), WOQ_DTYPE_F32), WOQ_OK);
+    EXPECT_LT(woq::test::rel_error(y, woq::test::matmul_f64(x, w_hat, nullptr, m, n, k)), 1e-5) << "backend " << backend;
+    woq_tensor_destroy(t);
+    woq_context_destroy(ctx);
+  }
+  woq_file_close(f);
+  woq_qmatrix_destroy(q);
+  o.act_order = 3;
+  EXPECT_EQ(woq_quantize(w.data(), WOQ_DTYPE_F32, n, k, &o, &q), WOQ_ERR_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(woq_last_error()).find("act_order 3"), std::string::npos) << woq_last_error();
+}
 
 TEST(Awq, CutsHeldOutOutputErrorAgainstRtn) {
   const uint64_t n = 64, k = 256, s = 512;
