@@ -53,6 +53,8 @@ def main():
     awq, _ = mk.awq(w, 32, bias)
     comp_4, _ = mk.compressed(w, 4, 32, True)
     comp_8, _ = mk.compressed(w, 8, 64, False)
+    gptq_act, _ = mk.gptq(w, 4, 32, False, False, act_order=True, rng=rng)
+    comp_act, _ = mk.compressed(w, 4, 16, True, act_order=True, rng=rng)
     seeds = {
         "gptq_quantize_config": seed(layer("l", gptq_sym), "auto", "quantize_config.json",
                                      {"bits": 4, "group_size": 32, "desc_act": False, "sym": True}),
@@ -66,6 +68,10 @@ def main():
         "awq_given": seed(layer("l", awq), "awq"),
         "compressed_two_layers": seed({**layer("x", comp_4), **layer("y", comp_8)}, "auto", "config.json",
                                       {"quantization_config": {"quant_method": "compressed-tensors"}}),
+        # act-order: g_idx / weight_g_idx scattered over the inputs (stored with an input permutation)
+        "gptq_act_order": seed(layer("l", gptq_act), "auto", "quantize_config.json",
+                               {"bits": 4, "group_size": 32, "desc_act": True, "sym": False}),
+        "compressed_act_order": seed(layer("l", comp_act), "compressed-tensors"),
     }
     for name, data in seeds.items():
         with open(os.path.join(out, name), "wb") as f:
