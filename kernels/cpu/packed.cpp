@@ -7,6 +7,9 @@
 
 #include "kernels/cpu/numeric.h"
 
+#if defined(__x86_64__)
+#include <cpuid.h>
+#endif
 #if defined(__linux__) && defined(__x86_64__)
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -162,6 +165,19 @@ bool amx_permitted() {
 #endif
 }
 
+// AMX-TILE, AMX-INT8 and AMX-BF16 (CPUID leaf 7, EDX bits 24, 25, 22), read
+// directly: clang 14's __builtin_cpu_supports does not know these names.
+bool cpu_has_amx() {
+#if defined(__x86_64__)
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  if (!__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx)) return false;
+  constexpr unsigned kAmxBf16 = 1u << 22, kAmxTile = 1u << 24, kAmxInt8 = 1u << 25;
+  return (edx & (kAmxBf16 | kAmxTile | kAmxInt8)) == (kAmxBf16 | kAmxTile | kAmxInt8);
+#else
+  return false;
+#endif
+}
+
 }  // namespace
 
 Isa detect_isa() {
@@ -169,8 +185,7 @@ Isa detect_isa() {
   __builtin_cpu_init();
   if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl")) {
     if (!__builtin_cpu_supports("avx512vnni")) return Isa::Avx512;
-    const bool amx = __builtin_cpu_supports("amx-tile") && __builtin_cpu_supports("amx-int8") &&
-                     __builtin_cpu_supports("amx-bf16") && amx_permitted();
+    const bool amx = cpu_has_amx() && amx_permitted();
     return amx ? Isa::Amx : Isa::Avx512Vnni;
   }
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return Isa::Avx2;
