@@ -80,6 +80,20 @@ struct QuantView {
   const uint32_t* input_permutation = nullptr;
 };
 
+// A row of s * (q - z) in the stored input order as the effective weights in
+// the model's order: times the input scales, or placed at input_permutation[k]
+// (either may be null; never both). `out` must not be `stored`.
+inline void to_model_order(const float* stored, const float* input_scales, const uint32_t* input_permutation,
+                           uint64_t cols, float* out) {
+  if (input_permutation) {
+    for (uint64_t k = 0; k < cols; ++k) out[input_permutation[k]] = stored[k];
+  } else if (input_scales) {
+    for (uint64_t k = 0; k < cols; ++k) out[k] = stored[k] * input_scales[k];
+  } else {
+    std::memcpy(out, stored, cols * sizeof(float));
+  }
+}
+
 // Code k of one row of the canonical bitstream.
 inline uint32_t unpack_code(const uint32_t* row, uint64_t k, uint32_t bits) {
   const uint64_t bit = k * bits;

@@ -173,12 +173,12 @@ class CpuBackend : public Backend {
 
   void dequantize(const BackendTensor& wt, void* out, DType out_dtype) override {
     const auto& t = static_cast<const CpuTensor&>(wt);
-    std::vector<float> row(t.cols), stored(t.input_permutation.empty() ? 0 : t.cols);
+    std::vector<float> row(t.cols), stored(t.cols);
     for (uint64_t n = 0; n < t.rows; ++n) {
       if (t.is_packed) {
-        kernels::packed_dequantize_row(t.packed, n, t.input_permutation.empty() ? row.data() : stored.data());
-        for (uint64_t k = 0; k < t.input_scales.size(); ++k) row[k] *= t.input_scales[k];
-        for (uint64_t k = 0; k < t.input_permutation.size(); ++k) row[t.input_permutation[k]] = stored[k];
+        kernels::packed_dequantize_row(t.packed, n, stored.data());
+        kernels::to_model_order(stored.data(), t.input_scales.empty() ? nullptr : t.input_scales.data(),
+                                t.input_permutation.empty() ? nullptr : t.input_permutation.data(), t.cols, row.data());
       } else {
         kernels::reference_dequantize_row(t.canonical.view(), n, row.data());
       }

@@ -420,11 +420,12 @@ class CudaBackend : public Backend {
     check(cu::dequantize_rows(t.view, 0, t.rows, cu::Dtype::F32, d.get(), stream_), "dequantize kernel launch");
     check(cudaMemcpyAsync(host.data(), d.get(), d.bytes(), cudaMemcpyDeviceToHost, stream_), "dequantize copy");
     check(cudaStreamSynchronize(stream_), "dequantize");
-    const std::vector<float>& is = t.host_input_scales;
-    const std::vector<uint32_t>& perm = t.host_input_permutation;
-    for (uint64_t i = 0; i < host.size(); ++i) {
-      const uint64_t k = i % t.cols, to = perm.empty() ? i : i - k + perm[k];  // the model's input order
-      store_as(out, out_dtype, to, is.empty() ? host[i] : host[i] * is[k]);
+    const float* is = t.host_input_scales.empty() ? nullptr : t.host_input_scales.data();
+    const uint32_t* perm = t.host_input_permutation.empty() ? nullptr : t.host_input_permutation.data();
+    std::vector<float> row(t.cols);
+    for (uint64_t n = 0; n < t.rows; ++n) {
+      kernels::to_model_order(host.data() + n * t.cols, is, perm, t.cols, row.data());
+      for (uint64_t k = 0; k < t.cols; ++k) store_as(out, out_dtype, n * t.cols + k, row[k]);
     }
   }
 

@@ -225,11 +225,8 @@ TEST(Gptq, PermutedGroupsSurviveTheFileAndEveryBackend) {
   woq_file* f = nullptr;
   ASSERT_EQ(woq_file_open(dir.file("gptq.woq").c_str(), &f), WOQ_OK);
   for (woq_backend backend : {WOQ_BACKEND_CPU_REFERENCE, WOQ_BACKEND_CPU}) {
-    woq_context_options co;
-    woq_context_options_init(&co);
-    co.backend = backend;
     woq_context* ctx = nullptr;
-    ASSERT_EQ(woq_context_create(&co, &ctx), WOQ_OK);
+    ASSERT_EQ(woq::test::create_context(backend, &ctx), WOQ_OK);
     woq_tensor* t = nullptr;
     ASSERT_EQ(woq_tensor_load(ctx, f, "w", &t), WOQ_OK) << woq_last_error();
     std::vector<float> w_hat(n * k);
@@ -321,11 +318,8 @@ TEST(Awq, InputScalesSurviveTheFileAndEveryBackend) {
 
   std::vector<float> ref_weights;  // effective weights from the first backend
   for (woq_backend backend : {WOQ_BACKEND_CPU_REFERENCE, WOQ_BACKEND_CPU}) {
-    woq_context_options co;
-    woq_context_options_init(&co);
-    co.backend = backend;
     woq_context* ctx = nullptr;
-    ASSERT_EQ(woq_context_create(&co, &ctx), WOQ_OK);
+    ASSERT_EQ(woq::test::create_context(backend, &ctx), WOQ_OK);
     woq_tensor *from_file = nullptr, *direct = nullptr;
     ASSERT_EQ(woq_tensor_load(ctx, f, "w", &from_file), WOQ_OK) << woq_last_error();
     ASSERT_EQ(woq_tensor_from_qmatrix(ctx, q, nullptr, &direct), WOQ_OK);

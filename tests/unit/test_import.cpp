@@ -175,11 +175,8 @@ TEST(Import, ActOrderLayersKeepTheModelsInputOrderOnEveryCpuBackend) {
   EXPECT_EQ(info.has_input_scales, 0);
   EXPECT_EQ(info.group_size, group);
   for (woq_backend backend : {WOQ_BACKEND_CPU_REFERENCE, WOQ_BACKEND_CPU}) {
-    woq_context_options co;
-    woq_context_options_init(&co);
-    co.backend = backend;
     woq_context* ctx = nullptr;
-    ASSERT_EQ(woq_context_create(&co, &ctx), WOQ_OK);
+    ASSERT_EQ(woq::test::create_context(backend, &ctx), WOQ_OK);
     woq_tensor* t = nullptr;
     ASSERT_EQ(woq_tensor_load(ctx, f, "l.weight", &t), WOQ_OK) << woq_last_error();
     std::vector<float> w_hat(n * k, std::nanf(""));

@@ -84,6 +84,14 @@ inline void write_file(const std::string& path, const std::vector<uint8_t>& byte
   f.write(reinterpret_cast<const char*>(bytes.data()), std::streamsize(bytes.size()));
 }
 
+// A context with default options but `backend`.
+inline woq_status create_context(woq_backend backend, woq_context** out) {
+  woq_context_options o;
+  woq_context_options_init(&o);
+  o.backend = backend;
+  return woq_context_create(&o, out);
+}
+
 // Writes a .woq file holding one tensor; false (with the library's message
 // on stderr) if any step fails.
 inline bool write_one_tensor(const std::string& path, const char* name, const woq_qmatrix* q,
