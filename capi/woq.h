@@ -303,20 +303,25 @@ WOQ_API woq_status woq_qmatrix_stats(const woq_qmatrix* qmatrix,
 /* ---------------------------------------------------------------- import */
 
 /**
- * Convert an existing quantized checkpoint (one .safetensors file) into a
- * .woq file without re-quantizing. `format` is "auto", "gptq" (AutoGPTQ v1:
- * zero-points stored minus one), "gptq_v2", "awq" (AutoAWQ GEMM) or
- * "compressed-tensors" (pack-quantized). With "auto" the flavour comes from
- * quantize_config.json or config.json's quantization_config next to the
- * file, else from the tensor names. Every packed linear layer becomes the
- * tensor "<prefix>.weight" (with its bias); other tensors are skipped.
- * Act-order layers (GPTQ g_idx, compressed-tensors weight_g_idx, not the
- * plain k / group map) are stored with an input permutation (format 1.2)
- * that woq_matmul applies to X; a g_idx whose groups do not all hold
- * group_size inputs is refused with WOQ_ERR_UNSUPPORTED. On success *out_report, if not NULL,
- * receives a summary (flavour and how it was found, layers converted,
- * tensors skipped) owned by the library and valid until the next woq call on
- * this thread. The .woq is written to a temporary file and renamed into
+ * Convert an existing quantized checkpoint into a .woq file without
+ * re-quantizing. `checkpoint_path` is a .safetensors file, a sharded
+ * checkpoint's index (a name ending in ".json" whose "weight_map" names
+ * shard files next to it), or a directory holding
+ * model.safetensors.index.json or model.safetensors (else exactly one
+ * *.safetensors.index.json, else exactly one *.safetensors). `format` is
+ * "auto", "gptq" (AutoGPTQ v1: zero-points stored minus one), "gptq_v2",
+ * "awq" (AutoAWQ GEMM) or "compressed-tensors" (pack-quantized). With
+ * "auto" the flavour comes from quantize_config.json or config.json's
+ * quantization_config next to the file or index, else from the tensor
+ * names. Every packed linear layer becomes the tensor "<prefix>.weight"
+ * (with its bias); other tensors are skipped. Act-order layers (GPTQ g_idx,
+ * compressed-tensors weight_g_idx, not the plain k / group map) are stored
+ * with an input permutation (format 1.2) that woq_matmul applies to X; a
+ * g_idx whose groups do not all hold group_size inputs is refused with
+ * WOQ_ERR_UNSUPPORTED. On success *out_report, if not NULL, receives a
+ * summary (flavour and how it was found, layers converted, tensors
+ * skipped) owned by the library and valid until the next woq call on this
+ * thread. The .woq is written to a temporary file and renamed into
  * place. Thread-safe.
  */
 WOQ_API woq_status woq_import_checkpoint(const char* checkpoint_path, const char* format,

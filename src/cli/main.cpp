@@ -22,7 +22,7 @@
 namespace {
 
 using woq::import::SafeTensor;
-using woq::import::SafetensorsFile;
+using woq::import::Safetensors;
 
 // Thrown to leave a command with a message and exit code 1.
 struct CliError : std::runtime_error {
@@ -70,9 +70,9 @@ std::string human_bytes(double b) {
   return buf;
 }
 
-std::unique_ptr<SafetensorsFile> open_safetensors(const std::string& path) {
+std::unique_ptr<Safetensors> open_safetensors(const std::string& path) {
   try {
-    return SafetensorsFile::open(path);
+    return Safetensors::open(path);
   } catch (const woq::Error& e) {
     throw CliError(e.what());
   }
@@ -95,7 +95,7 @@ struct QuantizeArgs {
 // like the weight, or "<base>", or else the longest tensor name that is a
 // dotted prefix of base (one input shared by several weights, e.g.
 // "layer0.attn" for layer0.attn.q / .k / .v). Must be 2-D [S, cols].
-const SafeTensor* find_calibration(const SafetensorsFile& calib, const std::string& weight, uint64_t cols) {
+const SafeTensor* find_calibration(const Safetensors& calib, const std::string& weight, uint64_t cols) {
   std::string base;
   split_suffix(weight, ".weight", &base);
   const SafeTensor* x = calib.find(weight);
@@ -131,7 +131,7 @@ int cmd_quantize(const QuantizeArgs& a) {
   if (calibrated != !a.calibration.empty())
     throw CliError(calibrated ? "--method " + a.method + " needs --calibration ACTIVATIONS.safetensors"
                               : "--calibration is used by --method gptq and awq only");
-  std::unique_ptr<SafetensorsFile> calib;
+  std::unique_ptr<Safetensors> calib;
   if (!a.calibration.empty()) calib = open_safetensors(a.calibration);
 
   std::vector<const SafeTensor*> weights;
@@ -153,7 +153,9 @@ int cmd_quantize(const QuantizeArgs& a) {
 
   Writer w;
   check(woq_writer_create(a.out.c_str(), w.out()), "create '" + a.out + "'");
-  check(woq_writer_set_metadata_string(w.get(), "model.source", a.in.substr(a.in.rfind('/') + 1).c_str()),
+  std::string source = a.in;  // a file's or a directory's name
+  while (source.size() > 1 && source.back() == '/') source.pop_back();
+  check(woq_writer_set_metadata_string(w.get(), "model.source", source.substr(source.rfind('/') + 1).c_str()),
         "metadata");
   check(woq_writer_set_metadata_string(w.get(), "quant.method", a.method.c_str()), "metadata");
   if (a.act_order) check(woq_writer_set_metadata_int(w.get(), "quant.act_order", q.act_order), "metadata");
@@ -475,7 +477,7 @@ class HostMatmul {
 int cmd_bench(const BenchArgs& a) {
   File f;
   check(woq_file_open(a.file.c_str(), f.out()), "open '" + a.file + "'");
-  std::unique_ptr<SafetensorsFile> ref;
+  std::unique_ptr<Safetensors> ref;
   if (!a.reference.empty()) ref = open_safetensors(a.reference);
   woq_context_options co;
   woq_context_options_init(&co);
@@ -574,8 +576,12 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", std::string("woq ") + woq_version_string());
 
   QuantizeArgs qa;
-  auto* quantize = app.add_subcommand("quantize", "quantize the 2-D *.weight tensors of a safetensors file");
-  quantize->add_option("input", qa.in, "input .safetensors (F32, F16 or BF16 weights)")->required()->check(CLI::ExistingFile);
+  auto* quantize = app.add_subcommand("quantize", "quantize the 2-D *.weight tensors of a safetensors checkpoint");
+  // Every safetensors argument may also be a sharded checkpoint (Safetensors::open).
+  const std::string sharded = ", or a sharded checkpoint's .index.json, or a directory holding either";
+  quantize->add_option("input", qa.in, "input .safetensors (F32, F16 or BF16 weights)" + sharded)
+      ->required()
+      ->check(CLI::ExistingPath);
   quantize->add_option("output", qa.out, "output .woq file")->required();
   quantize->add_option("--bits", qa.bits, "bits per weight (2..8)")->check(CLI::Range(2, 8));
   quantize->add_option("--group", qa.group, "inputs per group: 32, 64, 128, 256, or 0 for per-channel")
@@ -591,7 +597,7 @@ int main(int argc, char** argv) {
   quantize->add_option("--calibration", qa.calibration,
                        "safetensors of input activations X[S, K]: one per weight (named like it or its prefix) "
                        "or one per dotted prefix shared by several weights")
-      ->check(CLI::ExistingFile);
+      ->check(CLI::ExistingPath);
 
   std::string inspect_file, verify_file, inspect_tensor, inspect_svg, inspect_source;
   auto* inspect = app.add_subcommand("inspect", "list tensors, sizes, bits per weight, errors and metadata");
@@ -604,9 +610,10 @@ int main(int argc, char** argv) {
 
   std::string import_in, import_out, import_format = "auto";
   auto* imp = app.add_subcommand("import", "convert a GPTQ / AWQ / compressed-tensors checkpoint to .woq (no re-quantization)");
-  imp->add_option("checkpoint", import_in, "quantized .safetensors (its quantize_config.json / config.json are read if present)")
+  imp->add_option("checkpoint", import_in,
+                  "quantized .safetensors" + sharded + " (quantize_config.json / config.json next to it are read)")
       ->required()
-      ->check(CLI::ExistingFile);
+      ->check(CLI::ExistingPath);
   imp->add_option("output", import_out, "output .woq file")->required();
   imp->add_option("--format", import_format, "auto, gptq, gptq_v2, awq or compressed-tensors")
       ->check(CLI::IsMember({"auto", "gptq", "gptq_v2", "awq", "compressed-tensors"}));

@@ -149,7 +149,7 @@ uint16_t exact_fp16(const SafeTensor& t, uint64_t i) {
   return h;
 }
 
-const SafeTensor& need(const SafetensorsFile& f, const std::string& name) {
+const SafeTensor& need(const Safetensors& f, const std::string& name) {
   const SafeTensor* t = f.find(name);
   if (!t) fail(Status::Format, "checkpoint lacks tensor '" + name + "'");
   return *t;
@@ -201,7 +201,7 @@ std::vector<uint32_t> group_order(const SafeTensor& g_idx, uint64_t k, uint32_t 
 // zero(n, j) and scale bits(n, j), plus the optional bias. With an input
 // order (act-order), stored input i takes the code of model input order[i].
 template <class Q, class Z, class S>
-QuantizedMatrix assemble(const SafetensorsFile& f, const std::string& prefix, uint64_t n_rows, uint64_t k_cols,
+QuantizedMatrix assemble(const Safetensors& f, const std::string& prefix, uint64_t n_rows, uint64_t k_cols,
                          uint32_t bits, uint32_t group, Method method, Q code, Z zero, S scale,
                          std::vector<uint32_t> order = {}) {
   if (n_rows == 0 || k_cols == 0 || group == 0 || k_cols % group != 0)
@@ -253,7 +253,7 @@ QuantizedMatrix assemble(const SafetensorsFile& f, const std::string& prefix, ui
 
 // AutoGPTQ: qweight [K*b/32, N] packed along K; qzeros [G, N*b/32] packed
 // along N (v1 stores zero - 1); scales [G, N]; g_idx [K].
-QuantizedMatrix import_gptq(const SafetensorsFile& f, const std::string& p, const Config& c, bool v1) {
+QuantizedMatrix import_gptq(const Safetensors& f, const std::string& p, const Config& c, bool v1) {
   const SafeTensor& qw = need(f, p + ".qweight");
   const SafeTensor& qz = need(f, p + ".qzeros");
   const SafeTensor& sc = need(f, p + ".scales");
@@ -291,7 +291,7 @@ QuantizedMatrix import_gptq(const SafetensorsFile& f, const std::string& p, cons
 
 // AutoAWQ GEMM: qweight [K, N/8] and qzeros [G, N/8] packed along N with
 // nibble order 0,2,4,6,1,3,5,7; scales [G, N].
-QuantizedMatrix import_awq(const SafetensorsFile& f, const std::string& p, const Config& c) {
+QuantizedMatrix import_awq(const Safetensors& f, const std::string& p, const Config& c) {
   const SafeTensor& qw = need(f, p + ".qweight");
   const SafeTensor& qz = need(f, p + ".qzeros");
   const SafeTensor& sc = need(f, p + ".scales");
@@ -316,7 +316,7 @@ QuantizedMatrix import_awq(const SafetensorsFile& f, const std::string& p, const
 // K, values offset by 2^(b-1) to unsigned; weight_scale [N, G];
 // weight_zero_point (signed) [N, G], or packed along N as I32 [N*b/32, G];
 // weight_shape [2] = (N, K).
-QuantizedMatrix import_compressed(const SafetensorsFile& f, const std::string& p) {
+QuantizedMatrix import_compressed(const Safetensors& f, const std::string& p) {
   const SafeTensor& wp = need(f, p + ".weight_packed");
   const SafeTensor& sc = need(f, p + ".weight_scale");
   const SafeTensor& ws = need(f, p + ".weight_shape");
@@ -374,8 +374,8 @@ Flavor parse_flavor(const std::string& name) {
 }
 
 ImportResult import_checkpoint(const std::string& path, Flavor flavor) {
-  auto file = SafetensorsFile::open(path);
-  Config config = read_config(path);
+  auto file = Safetensors::open(path);
+  Config config = read_config(file->path());  // the config lies next to the file or the shards' index
   ImportResult r;
   if (flavor != Flavor::Auto) {
     r.flavor = flavor;

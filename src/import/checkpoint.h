@@ -28,7 +28,8 @@ const char* flavor_name(Flavor f);
 // "auto", "gptq", "gptq_v2", "awq", "compressed-tensors"; throws Error otherwise.
 Flavor parse_flavor(const std::string& name);
 
-// Reads one .safetensors checkpoint (and a config next to it). Throws Error.
+// Reads one safetensors checkpoint, a single file or shards (see
+// Safetensors::open), and a config next to it. Throws Error.
 ImportResult import_checkpoint(const std::string& path, Flavor flavor);
 
 }  // namespace woq::import

@@ -1,5 +1,6 @@
 #include "import/safetensors.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -9,6 +10,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "kernels/cpu/numeric.h"
@@ -53,7 +55,106 @@ std::vector<float> SafeTensor::to_f32() const {
   return out;
 }
 
-std::unique_ptr<SafetensorsFile> SafetensorsFile::open(const std::string& path) {
+namespace {
+
+bool ends_with(const std::string& s, const std::string& tail) {
+  return s.size() >= tail.size() && s.compare(s.size() - tail.size(), tail.size(), tail) == 0;
+}
+
+bool is_directory(const std::string& path) {
+  struct stat st;
+  return ::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+bool is_file(const std::string& path) {
+  struct stat st;
+  return ::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode);
+}
+
+// The checkpoint inside a directory (see Safetensors::open).
+std::string checkpoint_in(const std::string& dir) {
+  for (const char* name : {"model.safetensors.index.json", "model.safetensors"})
+    if (is_file(dir + "/" + name)) return dir + "/" + name;
+  DIR* d = ::opendir(dir.c_str());
+  if (!d) fail(Status::Io, "cannot list directory '" + dir + "': " + std::strerror(errno));
+  std::vector<std::string> indexes, files;
+  while (const dirent* e = ::readdir(d)) {
+    const std::string name = e->d_name;
+    if (ends_with(name, ".safetensors.index.json")) indexes.push_back(name);
+    else if (ends_with(name, ".safetensors")) files.push_back(name);
+  }
+  ::closedir(d);
+  if (indexes.size() == 1) return dir + "/" + indexes[0];
+  if (indexes.empty() && files.size() == 1) return dir + "/" + files[0];
+  fail(Status::Io, "directory '" + dir + "' holds no model.safetensors.index.json or model.safetensors, and " +
+                       std::to_string(indexes.size()) + " *.safetensors.index.json and " +
+                       std::to_string(files.size()) + " *.safetensors files: name the checkpoint's file");
+}
+
+// A shard name from an index: a plain file name next to the index, so that
+// an index cannot reach files elsewhere.
+bool plain_file_name(const std::string& name) {
+  return !name.empty() && name != "." && name != ".." && name.find_first_of(std::string("/\\\0", 3)) == std::string::npos;
+}
+
+constexpr uint64_t kMaxIndexBytes = 64u << 20;
+constexpr size_t kMaxShards = 4096;
+
+}  // namespace
+
+std::unique_ptr<Safetensors> Safetensors::open(const std::string& path) {
+  std::unique_ptr<Safetensors> f(new Safetensors());
+  f->path_ = is_directory(path) ? checkpoint_in(path) : path;
+  if (ends_with(f->path_, ".json")) {
+    f->open_index(f->path_);
+  } else {
+    f->add_shard(f->path_);
+  }
+  return f;
+}
+
+void Safetensors::open_index(const std::string& index) {
+  const std::string where = "safetensors index '" + index + "': ";
+  std::ifstream in(index, std::ios::binary);
+  if (!in) fail(Status::Io, "cannot open '" + index + "': " + std::strerror(errno));
+  in.seekg(0, std::ios::end);
+  const auto size = static_cast<uint64_t>(in.tellg());
+  if (size > kMaxIndexBytes) fail(Status::Format, where + "is larger than 64 MiB");
+  in.seekg(0);
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(in);
+  } catch (const std::exception& e) {
+    fail(Status::Format, where + "is not valid JSON: " + e.what());
+  }
+  if (!j.is_object() || !j.contains("weight_map") || !j["weight_map"].is_object())
+    fail(Status::Format, where + "has no \"weight_map\" object");
+  const nlohmann::json& map = j["weight_map"];
+  if (map.empty()) fail(Status::Format, where + "\"weight_map\" lists no tensors");
+  std::map<std::string, size_t> shard_numbers;  // name -> shard, in name order
+  for (auto it = map.begin(); it != map.end(); ++it) {
+    if (!it.value().is_string())
+      fail(Status::Format, where + "tensor '" + it.key() + "' maps to " + it.value().dump() + ", not a file name");
+    const std::string shard = it.value().get<std::string>();
+    if (!plain_file_name(shard))
+      fail(Status::Format, where + "tensor '" + it.key() + "' maps to " + it.value().dump() +
+                               ", which is not a plain file name in the index's directory");
+    shard_numbers.emplace(shard, 0);
+  }
+  if (shard_numbers.size() > kMaxShards)
+    fail(Status::Format, where + "names " + std::to_string(shard_numbers.size()) + " shards, more than " +
+                             std::to_string(kMaxShards));
+  const std::string dir = index.find('/') == std::string::npos ? "." : index.substr(0, index.rfind('/'));
+  for (auto& [shard, number] : shard_numbers) number = add_shard(dir + "/" + shard);
+  for (auto it = map.begin(); it != map.end(); ++it) {
+    const std::string& shard = it.value().get_ref<const std::string&>();
+    const auto t = by_name_.find(it.key());
+    if (t == by_name_.end() || shard_of_[t->second] != shard_numbers.at(shard))
+      fail(Status::Format, where + "puts tensor '" + it.key() + "' in '" + shard + "', which does not hold it");
+  }
+}
+
+size_t Safetensors::add_shard(const std::string& path) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) fail(Status::Io, "cannot open '" + path + "': " + std::strerror(errno));
   struct stat st;
@@ -61,24 +162,25 @@ std::unique_ptr<SafetensorsFile> SafetensorsFile::open(const std::string& path) 
     ::close(fd);
     fail(Status::Io, "'" + path + "' is not a readable regular file");
   }
-  std::unique_ptr<SafetensorsFile> f(new SafetensorsFile());
-  f->size_ = static_cast<uint64_t>(st.st_size);
+  const auto file_size = static_cast<uint64_t>(st.st_size);
   const std::string where = "safetensors '" + path + "': ";
-  if (f->size_ < 8) {
+  if (file_size < 8) {
     ::close(fd);
     fail(Status::Format, where + "file is shorter than its 8-byte header length");
   }
-  void* m = ::mmap(nullptr, f->size_, PROT_READ, MAP_PRIVATE, fd, 0);
+  void* m = ::mmap(nullptr, file_size, PROT_READ, MAP_PRIVATE, fd, 0);
   ::close(fd);
   if (m == MAP_FAILED) fail(Status::Io, "cannot map '" + path + "': " + std::strerror(errno));
-  f->mapping_ = m;
+  mappings_.push_back({m, file_size});
+  const size_t shard = mappings_.size() - 1;
+  const size_t first = tensors_.size();
   const auto* bytes = static_cast<const uint8_t*>(m);
   uint64_t header_len;
   std::memcpy(&header_len, bytes, 8);
-  if (header_len > f->size_ - 8 || header_len > (100u << 20))
+  if (header_len > file_size - 8 || header_len > (100u << 20))
     fail(Status::Format, where + "header length " + std::to_string(header_len) + " exceeds the file or 100 MiB");
   const uint8_t* data = bytes + 8 + header_len;
-  const uint64_t data_size = f->size_ - 8 - header_len;
+  const uint64_t data_size = file_size - 8 - header_len;
   nlohmann::json header;
   try {
     header = nlohmann::json::parse(bytes + 8, bytes + 8 + header_len);
@@ -92,7 +194,7 @@ std::unique_ptr<SafetensorsFile> SafetensorsFile::open(const std::string& path) 
     if (name == "__metadata__") {
       if (!v.is_object()) fail(Status::Format, where + "__metadata__ is not an object");
       for (auto m2 = v.begin(); m2 != v.end(); ++m2)
-        if (m2.value().is_string()) f->metadata_[m2.key()] = m2.value().get<std::string>();
+        if (m2.value().is_string()) metadata_.emplace(m2.key(), m2.value().get<std::string>());
       continue;
     }
     const std::string tw = where + "tensor '" + name + "': ";
@@ -127,20 +229,25 @@ std::unique_ptr<SafetensorsFile> SafetensorsFile::open(const std::string& path) 
     t.data = data + begin;
     t.bytes = bytes_needed;
     t.count = count;
-    f->tensors_.push_back(std::move(t));
+    tensors_.push_back(std::move(t));
   }
   // Order by data offset: the order the tensors were written in.
-  std::sort(f->tensors_.begin(), f->tensors_.end(),
+  std::sort(tensors_.begin() + first, tensors_.end(),
             [](const SafeTensor& a, const SafeTensor& b) { return a.data < b.data; });
-  for (size_t i = 0; i < f->tensors_.size(); ++i) f->by_name_[f->tensors_[i].name] = i;
-  return f;
+  shard_of_.resize(tensors_.size(), shard);
+  for (size_t i = first; i < tensors_.size(); ++i) {
+    const auto [it, added] = by_name_.emplace(tensors_[i].name, i);
+    if (!added)
+      fail(Status::Format, "tensor '" + tensors_[i].name + "' is in both '" + path + "' and an earlier shard");
+  }
+  return shard;
 }
 
-SafetensorsFile::~SafetensorsFile() {
-  if (mapping_) ::munmap(mapping_, size_);
+Safetensors::~Safetensors() {
+  for (const Mapping& m : mappings_) ::munmap(m.address, m.size);
 }
 
-const SafeTensor* SafetensorsFile::find(const std::string& name) const {
+const SafeTensor* Safetensors::find(const std::string& name) const {
   const auto it = by_name_.find(name);
   return it == by_name_.end() ? nullptr : &tensors_[it->second];
 }

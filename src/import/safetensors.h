@@ -1,6 +1,7 @@
 // Reads safetensors files (https://github.com/huggingface/safetensors):
-// 8-byte little-endian header length, JSON header, raw little-endian data.
-// Every offset and size is validated before use.
+// 8-byte little-endian header length, JSON header, raw little-endian data;
+// and sharded checkpoints made of several such files and a JSON index.
+// Every offset, size and shard name is validated before use.
 #pragma once
 
 #include <cstdint>
@@ -33,23 +34,49 @@ struct SafeTensor {
 // Bytes per element of a safetensors dtype, 0 if unknown.
 uint64_t safetensors_dtype_size(const std::string& dtype);
 
-class SafetensorsFile {
+// One safetensors checkpoint: a single file, or the shards that a sharded
+// checkpoint's index names (what Hugging Face writes for large models:
+// model-00001-of-00004.safetensors ... plus model.safetensors.index.json).
+class Safetensors {
  public:
-  // Memory-maps and validates `path`; throws woq::Error (Io / Format).
-  static std::unique_ptr<SafetensorsFile> open(const std::string& path);
-  ~SafetensorsFile();
-  SafetensorsFile(const SafetensorsFile&) = delete;
-  SafetensorsFile& operator=(const SafetensorsFile&) = delete;
+  // `path` is one of:
+  //  - a .safetensors file;
+  //  - a sharded checkpoint's index (a name ending in ".json"), whose
+  //    "weight_map" maps each tensor to a shard file in the index's directory;
+  //  - a directory holding model.safetensors.index.json or model.safetensors,
+  //    or else exactly one *.safetensors.index.json, or else exactly one
+  //    *.safetensors.
+  // Each shard is memory-mapped and validated; a tensor that the index puts
+  // in a shard that does not hold it, or that two shards hold, is refused.
+  // Throws woq::Error (Io / Format) naming the file.
+  static std::unique_ptr<Safetensors> open(const std::string& path);
+  ~Safetensors();
+  Safetensors(const Safetensors&) = delete;
+  Safetensors& operator=(const Safetensors&) = delete;
 
-  const std::vector<SafeTensor>& tensors() const { return tensors_; }  // in file order
+  // Shards in name order, each shard's tensors in file order.
+  const std::vector<SafeTensor>& tensors() const { return tensors_; }
   const SafeTensor* find(const std::string& name) const;
+  // Every shard's __metadata__ strings (the first shard's where they differ).
   const std::map<std::string, std::string>& metadata() const { return metadata_; }
+  // The file that was read: the .safetensors file or the index.
+  const std::string& path() const { return path_; }
+  size_t shard_count() const { return mappings_.size(); }
 
  private:
-  SafetensorsFile() = default;
-  void* mapping_ = nullptr;
-  uint64_t size_ = 0;
+  struct Mapping {
+    void* address;
+    uint64_t size;
+  };
+  Safetensors() = default;
+  // Maps one file and appends its tensors; returns its shard number.
+  size_t add_shard(const std::string& file);
+  void open_index(const std::string& index);
+
+  std::string path_;
+  std::vector<Mapping> mappings_;
   std::vector<SafeTensor> tensors_;
+  std::vector<size_t> shard_of_;  // per tensor
   std::map<std::string, size_t> by_name_;  // index into tensors_
   std::map<std::string, std::string> metadata_;
 };

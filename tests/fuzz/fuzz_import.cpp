@@ -69,7 +69,7 @@ void write_file(const std::string& path, const uint8_t* data, size_t size) {
 // The reader on its own: every float tensor converted (small ones only).
 void read_safetensors(const std::string& path) {
   try {
-    auto file = woq::import::SafetensorsFile::open(path);
+    auto file = woq::import::Safetensors::open(path);
     for (const auto& t : file->tensors())
       if ((t.dtype == "F32" || t.dtype == "F16" || t.dtype == "BF16") && t.elements() <= (1u << 16)) t.to_f32();
   } catch (const woq::Error&) {

@@ -11,7 +11,10 @@ packed tensors with that format's formula, as F32 "<prefix>.weight" (and
 "<prefix>.bias"). The act-order cases have a permuted g_idx (groups of
 inputs scattered over the layer), which woq stores with an input
 permutation; case gptq_unequal_groups has a g_idx whose groups differ in
-size and no expect file: woq must refuse it.
+size and no expect file: woq must refuse it. Cases gptq_sharded and
+awq_sharded are split over shards with an index (Hugging Face's layout for
+large models); float_single and float_sharded hold the same float weights
+in one file and in two shards, for `woq quantize`.
 
 Layouts (N outputs, K inputs, G = K / group):
   AutoGPTQ   qweight I32 [K*b/32, N] packed along K, LSB first; qzeros I32
@@ -137,7 +140,23 @@ def compressed(w, bits, group, sym, act_order=False, rng=None):
     return t, s[:, g_idx] * (vals - zp[:, g_idx])
 
 
-def write_case(out, name, layers, config_name=None, config=None, expect=True):
+def write_shards(d, tensors, shards):
+    """Hugging Face's sharded layout: tensors dealt out in name order over
+    model-0000i-of-0000n.safetensors (so one layer's parts lie in different
+    shards), and model.safetensors.index.json mapping each to its shard."""
+    names = sorted(tensors)
+    weight_map = {}
+    for i in range(shards):
+        shard = "model-%05d-of-%05d.safetensors" % (i + 1, shards)
+        part = {n: tensors[n] for n in names[i::shards]}
+        ref.write_safetensors(os.path.join(d, shard), part, {"format": "pt"})
+        weight_map.update({n: shard for n in part})
+    total = sum(a.nbytes for _, a in tensors.values())
+    with open(os.path.join(d, "model.safetensors.index.json"), "w") as f:
+        json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f, indent=2)
+
+
+def write_case(out, name, layers, config_name=None, config=None, expect=True, shards=0):
     d = os.path.join(out, name)
     os.makedirs(d, exist_ok=True)
     tensors, expected = {}, {}
@@ -149,7 +168,10 @@ def write_case(out, name, layers, config_name=None, config=None, expect=True):
         if "bias" in t:
             expected[prefix + ".bias"] = ("F32", t["bias"][1].astype(np.float32))
     tensors["model.norm.weight"] = ("F16", np.ones(64, dtype=np.float16))  # not quantized: skipped
-    ref.write_safetensors(os.path.join(d, "model.safetensors"), tensors)
+    if shards:
+        write_shards(d, tensors, shards)
+    else:
+        ref.write_safetensors(os.path.join(d, "model.safetensors"), tensors)
     if config_name:
         with open(os.path.join(d, config_name), "w") as f:
             json.dump(config, f, indent=1, sort_keys=True)
@@ -192,7 +214,30 @@ def main():
                                             "model.layers.0.mlp.down_proj": compressed(w2, 4, 64, True, True, rng)},
                "config.json", {"quantization_config": {"quant_method": "compressed-tensors",
                                                        "format": "pack-quantized"}})
-    print("wrote 8 checkpoint cases to", out)
+    # Sharded checkpoints: GPTQ with a config (imported through its
+    # directory) and AWQ (through its index).
+    write_case(out, "gptq_sharded", {"model.layers.0.self_attn.q_proj": gptq(w1, 4, 64, False, True, bias),
+                                     "model.layers.0.self_attn.o_proj": gptq(w2, 4, 128, False, True)},
+               "config.json", {"quantization_config": {"quant_method": "gptq", "bits": 4, "group_size": 64,
+                                                       "checkpoint_format": "gptq_v2"}}, shards=3)
+    write_case(out, "awq_sharded", {"model.layers.0.mlp.gate_proj": awq(w1, 32, bias),
+                                    "model.layers.0.mlp.down_proj": awq(w2, 64)},
+               "config.json", {"quantization_config": {"quant_method": "awq", "bits": 4, "group_size": 32,
+                                                       "version": "gemm", "zero_point": True}}, shards=2)
+    # A float model for `woq quantize`, once in one file and once in shards
+    # (each bias in a shard apart from its weight).
+    floats = {"model.layers.0.mlp.up_proj.weight": ("F16", w1.astype(np.float16)),
+              "model.layers.0.mlp.up_proj.bias": ("F32", bias.astype(np.float32)),
+              "model.layers.0.mlp.down_proj.weight": ("BF16", ref.to_bf16_bits(w2.astype(np.float32))),
+              "model.norm.weight": ("F32", np.ones(64, dtype=np.float32))}
+    for case, shards in (("float_single", 0), ("float_sharded", 2)):
+        d = os.path.join(out, case)
+        os.makedirs(d, exist_ok=True)
+        if shards:
+            write_shards(d, floats, shards)
+        else:
+            ref.write_safetensors(os.path.join(d, "model.safetensors"), floats, {"format": "pt"})
+    print("wrote 12 checkpoint cases to", out)
 
 
 if __name__ == "__main__":

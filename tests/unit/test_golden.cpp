@@ -18,7 +18,7 @@
 namespace {
 
 using woq::import::SafeTensor;
-using woq::import::SafetensorsFile;
+using woq::import::Safetensors;
 
 template <class T>
 std::vector<T> copy_as(const SafeTensor& t) {
@@ -29,16 +29,16 @@ std::vector<T> copy_as(const SafeTensor& t) {
 
 class Golden : public testing::Test {
  protected:
-  static void SetUpTestSuite() { file_ = SafetensorsFile::open(std::string(WOQ_TEST_DATA) + "/golden_rtn.safetensors"); }
+  static void SetUpTestSuite() { file_ = Safetensors::open(std::string(WOQ_TEST_DATA) + "/golden_rtn.safetensors"); }
   static void TearDownTestSuite() { file_.reset(); }
   const SafeTensor& get(const std::string& name) {
     const SafeTensor* t = file_->find(name);
     if (!t) throw std::runtime_error("golden tensor missing: " + name);
     return *t;
   }
-  static std::unique_ptr<SafetensorsFile> file_;
+  static std::unique_ptr<Safetensors> file_;
 };
-std::unique_ptr<SafetensorsFile> Golden::file_;
+std::unique_ptr<Safetensors> Golden::file_;
 
 }  // namespace
 

@@ -13,7 +13,7 @@ TEST(Interop, PythonWrittenFileDequantizesExactly) {
   const char* dir = std::getenv("WOQ_INTEROP_DIR");
   if (!dir) GTEST_SKIP() << "WOQ_INTEROP_DIR is not set (ctest sets it after running the Python writer)";
   const std::string woq_path = std::string(dir) + "/py.woq";
-  auto expect = woq::import::SafetensorsFile::open(std::string(dir) + "/py_expect.safetensors");
+  auto expect = woq::import::Safetensors::open(std::string(dir) + "/py_expect.safetensors");
   woq_file* f = nullptr;
   ASSERT_EQ(woq_file_open(woq_path.c_str(), &f), WOQ_OK) << woq_last_error();
   ASSERT_EQ(woq_file_verify(f), WOQ_OK) << woq_last_error();
