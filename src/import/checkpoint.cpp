@@ -7,6 +7,7 @@
 #include <set>
 #include <nlohmann/json.hpp>
 
+#include "import/gguf.h"
 #include "import/safetensors.h"
 #include "kernels/cpu/numeric.h"
 #include "quant/packing.h"
@@ -197,11 +198,20 @@ std::vector<uint32_t> group_order(const SafeTensor& g_idx, uint64_t k, uint32_t 
   return order;
 }
 
+// "<prefix>.bias" as fp32 when the checkpoint has it, else empty.
+std::vector<float> bias_of(const Safetensors& f, const std::string& prefix, uint64_t n_rows) {
+  const SafeTensor* b = f.find(prefix + ".bias");
+  if (!b) return {};
+  need_shape(*b, {n_rows});
+  return b->to_f32();
+}
+
 // Shared tail of every flavour: fill a canonical matrix from q(n, k),
-// zero(n, j) and scale bits(n, j), plus the optional bias. With an input
-// order (act-order), stored input i takes the code of model input order[i].
+// zero(n, j) and scale bits(n, j), with `bias` (empty or n_rows). With an
+// input order (act-order), stored input i takes the code of model input
+// order[i].
 template <class Q, class Z, class S>
-QuantizedMatrix assemble(const Safetensors& f, const std::string& prefix, uint64_t n_rows, uint64_t k_cols,
+QuantizedMatrix assemble(std::vector<float> bias, const std::string& prefix, uint64_t n_rows, uint64_t k_cols,
                          uint32_t bits, uint32_t group, Method method, Q code, Z zero, S scale,
                          std::vector<uint32_t> order = {}) {
   if (n_rows == 0 || k_cols == 0 || group == 0 || k_cols % group != 0)
@@ -241,11 +251,7 @@ QuantizedMatrix assemble(const Safetensors& f, const std::string& prefix, uint64
   m.scheme = symmetric ? Scheme::Symmetric : Scheme::Asymmetric;
   const double unknown = std::numeric_limits<double>::quiet_NaN();  // no source weights to compare with
   m.stats = {unknown, unknown, unknown};
-  if (const SafeTensor* b = f.find(prefix + ".bias")) {
-    need_shape(*b, {n_rows});
-    m.bias.resize(n_rows);
-    for (uint64_t i = 0; i < n_rows; ++i) m.bias[i] = b->float_at(i);
-  }
+  m.bias = std::move(bias);
   m.input_permutation = std::move(order);
   validate_quantized(m, prefix.c_str());
   return m;
@@ -280,7 +286,7 @@ QuantizedMatrix import_gptq(const Safetensors& f, const std::string& p, const Co
   std::vector<uint32_t> order = gi ? group_order(*gi, k, group, p) : std::vector<uint32_t>{};
   const uint32_t mask = (1u << bits) - 1;
   return assemble(
-      f, p, n_rows, k, bits, group, Method::Gptq,
+      bias_of(f, p, n_rows), p, n_rows, k, bits, group, Method::Gptq,
       [&](uint64_t n, uint64_t kk) { return (word_at(qw, (kk / per_word) * n_rows + n) >> (bits * (kk % per_word))) & mask; },
       [&](uint64_t n, uint64_t j) {
         const int64_t stored = (word_at(qz, j * qz.shape[1] + n / per_word) >> (bits * (n % per_word))) & mask;
@@ -306,7 +312,7 @@ QuantizedMatrix import_awq(const Safetensors& f, const std::string& p, const Con
   static constexpr uint32_t kPosition[8] = {0, 4, 1, 5, 2, 6, 3, 7};
   const uint64_t words = qw.shape[1];
   return assemble(
-      f, p, n_rows, k, 4, uint32_t(k / groups), Method::Awq,
+      bias_of(f, p, n_rows), p, n_rows, k, 4, uint32_t(k / groups), Method::Awq,
       [&](uint64_t n, uint64_t kk) { return (word_at(qw, kk * words + n / 8) >> (4 * kPosition[n % 8])) & 15u; },
       [&](uint64_t n, uint64_t j) { return int64_t((word_at(qz, j * words + n / 8) >> (4 * kPosition[n % 8])) & 15u); },
       [&](uint64_t n, uint64_t j) { return exact_fp16(sc, j * n_rows + n); });
@@ -343,7 +349,7 @@ QuantizedMatrix import_compressed(const Safetensors& f, const std::string& p) {
   if (gi) need_shape(*gi, {k});
   std::vector<uint32_t> order = gi ? group_order(*gi, k, uint32_t(k / groups), p) : std::vector<uint32_t>{};
   return assemble(
-      f, p, n_rows, k, bits, uint32_t(k / groups), Method::Rtn,
+      bias_of(f, p, n_rows), p, n_rows, k, bits, uint32_t(k / groups), Method::Rtn,
       [&](uint64_t n, uint64_t kk) { return (word_at(wp, n * wp.shape[1] + kk / per_word) >> (bits * (kk % per_word))) & mask; },
       [&](uint64_t n, uint64_t j) -> int64_t {
         if (!zp) return offset;
@@ -352,6 +358,107 @@ QuantizedMatrix import_compressed(const Safetensors& f, const std::string& p) {
         return int64_t((word_at(*zp, (n / per_word) * groups + j) >> (bits * (n % per_word))) & mask);
       },
       [&](uint64_t n, uint64_t j) { return exact_fp16(sc, n * groups + j); }, std::move(order));
+}
+
+// A GGUF vector of F32 / F16 / BF16 values as fp32.
+std::vector<float> gguf_floats(const GgufTensor& t) {
+  const auto type = GgmlType(t.type);
+  if (type != GgmlType::F32 && type != GgmlType::F16 && type != GgmlType::BF16)
+    fail(Status::Format, "tensor '" + t.name + "' has type " + ggml_type_name(t.type) + ", expected F32, F16 or BF16");
+  const uint64_t width = type == GgmlType::F32 ? 4 : 2;
+  std::vector<float> out(t.bytes / width);
+  for (uint64_t i = 0; i < out.size(); ++i) {
+    if (type == GgmlType::F32) {
+      std::memcpy(&out[i], t.data + 4 * i, 4);
+    } else {
+      uint16_t h;
+      std::memcpy(&h, t.data + 2 * i, 2);
+      out[i] = type == GgmlType::F16 ? kernels::half_to_float(h) : kernels::bf16_to_float(h);
+    }
+  }
+  return out;
+}
+
+// llama.cpp's Q4_0, Q5_0 and Q8_0 matrices are blocks of 32 inputs, each
+// with an fp16 scale d and codes q: w = d (q - 2^(b-1)) for Q4_0 / Q5_0
+// (unsigned q), w = d q for Q8_0 (signed q). That is woq's group of 32 with
+// scale d and zero-point 2^(b-1) (Q8_0: code q + 128). llama.cpp's quantizer
+// gives d the sign of the block's largest weight, and woq's scales are
+// >= 0, so a block with a negative d is stored with -d and its codes and
+// zero-point mirrored (c -> 2^b - 1 - c): the same weights.
+QuantizedMatrix import_gguf_matrix(const GgufFile& f, const GgufTensor& t) {
+  const auto type = GgmlType(t.type);
+  const uint32_t bits = type == GgmlType::Q4_0 ? 4 : type == GgmlType::Q5_0 ? 5 : 8;
+  const uint64_t block_bytes = type == GgmlType::Q4_0 ? 18 : type == GgmlType::Q5_0 ? 22 : 34;
+  const uint64_t k = t.dims[0], n = t.dims[1], blocks = k / 32;
+  const uint32_t qmax = (1u << bits) - 1, middle = 1u << (bits - 1);
+  const auto block = [&](uint64_t row, uint64_t j) { return t.data + (row * blocks + j) * block_bytes; };
+  const auto d_bits = [&](uint64_t row, uint64_t j) {
+    uint16_t h;
+    std::memcpy(&h, block(row, j), 2);
+    return h;
+  };
+  const auto code = [&](uint64_t row, uint64_t kk) -> uint32_t {
+    const uint8_t* b = block(row, kk / 32);
+    const uint32_t i = kk % 32;
+    uint32_t q;
+    if (type == GgmlType::Q8_0) {
+      q = uint32_t(int32_t(int8_t(b[2 + i])) + 128);
+    } else {
+      const uint8_t* nibbles = b + (type == GgmlType::Q4_0 ? 2 : 6);  // Q5_0: after d and 32 high bits
+      q = i < 16 ? nibbles[i] & 15u : nibbles[i - 16] >> 4;
+      if (type == GgmlType::Q5_0) {
+        uint32_t high;
+        std::memcpy(&high, b + 2, 4);
+        q |= ((high >> i) & 1u) << 4;
+      }
+    }
+    return d_bits(row, kk / 32) & 0x8000 ? qmax - q : q;
+  };
+  std::string base = t.name;
+  if (ends_with(base, ".weight")) base.erase(base.size() - 7);
+  std::vector<float> bias;
+  if (const GgufTensor* b = f.find(base + ".bias")) {
+    if (b->dims != std::vector<uint64_t>{n})
+      fail(Status::Format, "tensor '" + b->name + "' does not have the " + std::to_string(n) + " entries of '" + t.name + "'");
+    bias = gguf_floats(*b);
+  }
+  return assemble(
+      std::move(bias), t.name, n, k, bits, 32, Method::Rtn, code,
+      [&](uint64_t row, uint64_t j) -> int64_t { return d_bits(row, j) & 0x8000 ? qmax - middle : middle; },
+      [&](uint64_t row, uint64_t j) { return uint16_t(d_bits(row, j) & 0x7fff); });
+}
+
+ImportResult import_gguf(const std::string& path) {
+  auto file = GgufFile::open(path);
+  ImportResult r;
+  r.flavor = Flavor::Gguf;
+  r.how = "GGUF version " + std::to_string(file->version());
+  const auto arch = file->strings().find("general.architecture");
+  if (arch != file->strings().end()) r.how += ", architecture " + arch->second;
+  std::set<std::string> used;
+  std::map<std::string, int> others;  // "<type>" or "<type> <d>-D" -> count, for the error below
+  for (const GgufTensor& t : file->tensors()) {
+    const auto type = GgmlType(t.type);
+    const bool exact = type == GgmlType::Q4_0 || type == GgmlType::Q5_0 || type == GgmlType::Q8_0;
+    if (!exact || t.dims.size() != 2) {
+      if (t.dims.size() >= 2) ++others[ggml_type_name(t.type) + (t.dims.size() == 2 ? "" : " " + std::to_string(t.dims.size()) + "-D")];
+      continue;
+    }
+    r.layers.push_back({t.name, import_gguf_matrix(*file, t)});
+    used.insert(t.name);
+    if (ends_with(t.name, ".weight")) used.insert(t.name.substr(0, t.name.size() - 7) + ".bias");
+  }
+  if (r.layers.empty()) {
+    std::string held;
+    for (const auto& [what, count] : others) held += (held.empty() ? "" : ", ") + std::to_string(count) + " " + what;
+    fail(Status::Unsupported, "'" + path + "' has no 2-D Q4_0, Q5_0 or Q8_0 tensors, the GGUF types that woq imports "
+                              "exactly (its matrices: " + (held.empty() ? "none" : held) +
+                              "); K-quants and the others do not map onto a scale and integer zero-point per group");
+  }
+  for (const GgufTensor& t : file->tensors())
+    if (!used.count(t.name)) r.skipped.push_back(t.name + " (" + ggml_type_name(t.type) + ")");
+  return r;
 }
 
 }  // namespace
@@ -363,17 +470,23 @@ const char* flavor_name(Flavor f) {
     case Flavor::GptqV2: return "gptq_v2";
     case Flavor::Awq: return "awq";
     case Flavor::CompressedTensors: return "compressed-tensors";
+    case Flavor::Gguf: return "gguf";
   }
   return "?";
 }
 
 Flavor parse_flavor(const std::string& name) {
-  for (Flavor f : {Flavor::Auto, Flavor::GptqV1, Flavor::GptqV2, Flavor::Awq, Flavor::CompressedTensors})
+  for (Flavor f : {Flavor::Auto, Flavor::GptqV1, Flavor::GptqV2, Flavor::Awq, Flavor::CompressedTensors, Flavor::Gguf})
     if (name == flavor_name(f)) return f;
-  fail(Status::InvalidArgument, "unknown checkpoint format '" + name + "' (auto, gptq, gptq_v2, awq, compressed-tensors)");
+  fail(Status::InvalidArgument,
+       "unknown checkpoint format '" + name + "' (auto, gptq, gptq_v2, awq, compressed-tensors, gguf)");
 }
 
 ImportResult import_checkpoint(const std::string& path, Flavor flavor) {
+  const bool gguf = looks_like_gguf(path);
+  if (flavor == Flavor::Gguf || (flavor == Flavor::Auto && gguf)) return import_gguf(path);
+  if (gguf)
+    fail(Status::InvalidArgument, "'" + path + "' is a GGUF file, not format " + flavor_name(flavor) + " (use auto or gguf)");
   auto file = Safetensors::open(path);
   Config config = read_config(file->path());  // the config lies next to the file or the shards' index
   ImportResult r;
@@ -412,7 +525,8 @@ ImportResult import_checkpoint(const std::string& path, Flavor flavor) {
       case Flavor::GptqV2: layer.matrix = import_gptq(*file, prefix, config, false); break;
       case Flavor::Awq: layer.matrix = import_awq(*file, prefix, config); break;
       case Flavor::CompressedTensors: layer.matrix = import_compressed(*file, prefix); break;
-      case Flavor::Auto: break;
+      case Flavor::Auto:
+      case Flavor::Gguf: break;
     }
     for (const char* part : {".qweight", ".qzeros", ".scales", ".g_idx", ".bias", ".weight_packed", ".weight_scale",
                              ".weight_zero_point", ".weight_shape", ".weight_g_idx"})

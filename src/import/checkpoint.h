@@ -1,5 +1,6 @@
 // Converts quantized checkpoints made by other tools (AutoGPTQ, AutoAWQ,
-// compressed-tensors) into woq's canonical layout without re-quantizing.
+// compressed-tensors, llama.cpp's GGUF) into woq's canonical layout without
+// re-quantizing.
 // Each flavour's packing is documented in docs/IMPORT.md.
 #pragma once
 
@@ -10,7 +11,7 @@
 
 namespace woq::import {
 
-enum class Flavor { Auto, GptqV1, GptqV2, Awq, CompressedTensors };
+enum class Flavor { Auto, GptqV1, GptqV2, Awq, CompressedTensors, Gguf };
 
 struct ImportedLayer {
   std::string name;  // "<prefix>.weight"
@@ -25,11 +26,12 @@ struct ImportResult {
 };
 
 const char* flavor_name(Flavor f);
-// "auto", "gptq", "gptq_v2", "awq", "compressed-tensors"; throws Error otherwise.
+// "auto", "gptq", "gptq_v2", "awq", "compressed-tensors", "gguf"; throws Error otherwise.
 Flavor parse_flavor(const std::string& name);
 
 // Reads one safetensors checkpoint, a single file or shards (see
-// Safetensors::open), and a config next to it. Throws Error.
+// Safetensors::open), and a config next to it; or a GGUF file (its Q4_0,
+// Q5_0 and Q8_0 matrices). Throws Error.
 ImportResult import_checkpoint(const std::string& path, Flavor flavor);
 
 }  // namespace woq::import

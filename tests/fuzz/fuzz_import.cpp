@@ -1,17 +1,19 @@
-// Fuzz target: a checkpoint of another tool (safetensors, plus the config
-// file next to it) through woq_import_checkpoint, as `woq import` runs it.
+// Fuzz target: a checkpoint of another tool (safetensors plus the config
+// file next to it, or a GGUF file) through woq_import_checkpoint, as
+// `woq import` runs it.
 // Hostile input must come back as an error code other than
 // WOQ_ERR_INTERNAL ("a bug in woq") with a message, leaving no file
 // behind (neither the output nor a temporary one); an import that
 // succeeds must have written a .woq file that opens and verifies. The
-// safetensors reader alone is exercised too: any exception but woq::Error
-// escapes, and libFuzzer reports it.
+// safetensors and GGUF readers alone are exercised too: any exception but
+// woq::Error escapes, and libFuzzer reports it.
 //
 // Input: byte 0 picks the format argument (bits 0-2: auto, gptq, gptq_v2,
-// awq, compressed-tensors; 5-7 auto) and the config files (bits 3-4: none,
-// quantize_config.json, config.json, both); with a config, bytes 1-2 are
-// its length L (little-endian, cut to what is there) and L bytes of JSON
-// follow; the rest is the .safetensors file.
+// awq, compressed-tensors, gguf; 6-7 auto) and the config files (bits 3-4:
+// none, quantize_config.json, config.json, both); with a config, bytes 1-2
+// are its length L (little-endian, cut to what is there) and L bytes of
+// JSON follow; the rest is the checkpoint file (the import recognises a
+// GGUF one by its magic).
 #include <dirent.h>
 #include <unistd.h>
 
@@ -21,6 +23,7 @@
 #include <cstdlib>
 #include <string>
 
+#include "import/gguf.h"
 #include "import/safetensors.h"
 #include "runtime/error.h"
 #include "woq.h"
@@ -66,12 +69,16 @@ void write_file(const std::string& path, const uint8_t* data, size_t size) {
   std::abort();
 }
 
-// The reader on its own: every float tensor converted (small ones only).
+// The readers on their own: every float tensor converted (small ones only).
 void read_safetensors(const std::string& path) {
   try {
     auto file = woq::import::Safetensors::open(path);
     for (const auto& t : file->tensors())
       if ((t.dtype == "F32" || t.dtype == "F16" || t.dtype == "BF16") && t.elements() <= (1u << 16)) t.to_f32();
+  } catch (const woq::Error&) {
+  }
+  try {
+    woq::import::GgufFile::open(path);
   } catch (const woq::Error&) {
   }
 }
@@ -97,7 +104,7 @@ bool leftover(const Scratch& scratch, bool output) {
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static const Scratch scratch;
   if (size < 1) return 0;
-  static const char* const kFormats[8] = {"auto", "gptq", "gptq_v2", "awq", "compressed-tensors", "auto", "auto", "auto"};
+  static const char* const kFormats[8] = {"auto", "gptq", "gptq_v2", "awq", "compressed-tensors", "gguf", "auto", "auto"};
   const char* format = kFormats[data[0] & 7];
   const unsigned configs = (data[0] >> 3) & 3;
   size_t at = 1;

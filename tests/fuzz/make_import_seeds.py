@@ -19,7 +19,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "golden"))
 import make_checkpoints as mk  # noqa: E402
 import woq_reference as ref  # noqa: E402
 
-FORMATS = ["auto", "gptq", "gptq_v2", "awq", "compressed-tensors"]
+FORMATS = ["auto", "gptq", "gptq_v2", "awq", "compressed-tensors", "gguf"]
 CONFIGS = {None: 0, "quantize_config.json": 1, "config.json": 2}
 
 
@@ -35,6 +35,16 @@ def seed(tensors, fmt="auto", config_name=None, config=None):
         text = json.dumps(config, separators=(",", ":")).encode()
         head += struct.pack("<H", len(text)) + text
     return head + body
+
+
+def gguf_seed(fmt, tensors, metadata=()):
+    """A GGUF file (make_checkpoints.write_gguf) as the fuzz input."""
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "m.gguf")
+        mk.write_gguf(path, list(metadata), tensors, alignment=32)
+        with open(path, "rb") as f:
+            body = f.read()
+    return bytes([FORMATS.index(fmt)]) + body
 
 
 def layer(prefix, t):
@@ -73,6 +83,20 @@ def main():
                                {"bits": 4, "group_size": 32, "desc_act": True, "sym": False}),
         "compressed_act_order": seed(layer("l", comp_act), "compressed-tensors"),
     }
+    # GGUF: a matrix of each type woq imports, a bias, tensors it skips, and
+    # metadata of several value types.
+    gguf = []
+    for name, kind in (("blk.0.attn_q.weight", "Q4_0"), ("blk.0.ffn_down.weight", "Q5_0"),
+                       ("blk.0.attn_output.weight", "Q8_0")):
+        raw, _ = mk.gguf_quantize(w, kind)
+        gguf.append((name, kind, [64, 16], raw.tobytes()))
+    gguf.append(("blk.0.attn_q.bias", "F32", [16], bias.astype(np.float32).tobytes()))
+    gguf.append(("output_norm.weight", "F32", [64], np.ones(64, dtype=np.float32).tobytes()))
+    meta = [("general.architecture", "str", "llama"), ("llama.block_count", "u32", 1),
+            ("tokenizer.ggml.tokens", ("array", "str"), ["a", "b"]),
+            ("test.nested", ("array", ("array", "i16")), [[1], [2, 3]])]
+    seeds["gguf_three_types"] = gguf_seed("auto", gguf, meta)
+    seeds["gguf_given"] = gguf_seed("gguf", gguf[:1])
     for name, data in seeds.items():
         with open(os.path.join(out, name), "wb") as f:
             f.write(data)

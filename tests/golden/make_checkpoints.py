@@ -14,7 +14,9 @@ permutation; case gptq_unequal_groups has a g_idx whose groups differ in
 size and no expect file: woq must refuse it. Cases gptq_sharded and
 awq_sharded are split over shards with an index (Hugging Face's layout for
 large models); float_single and float_sharded hold the same float weights
-in one file and in two shards, for `woq quantize`.
+in one file and in two shards, for `woq quantize`. Case gguf_llama is a
+llama.cpp GGUF file with Q4_0, Q5_0 and Q8_0 matrices (and tensors woq
+skips); gguf_kquants holds only K-quants, which woq must refuse.
 
 Layouts (N outputs, K inputs, G = K / group):
   AutoGPTQ   qweight I32 [K*b/32, N] packed along K, LSB first; qzeros I32
@@ -33,6 +35,7 @@ Layouts (N outputs, K inputs, G = K / group):
 """
 import json
 import os
+import struct
 import sys
 
 import numpy as np
@@ -140,6 +143,127 @@ def compressed(w, bits, group, sym, act_order=False, rng=None):
     return t, s[:, g_idx] * (vals - zp[:, g_idx])
 
 
+# ------------------------------------------------------------------ GGUF
+# GGUF v3 (llama.cpp): "GGUF", u32 version, u64 tensor count, u64 metadata
+# count, metadata (u64-length string key, u32 value type, value), tensor
+# table (name, u32 dimension count, u64 dimensions with the contiguous one
+# first, u32 ggml type, u64 offset), then the data from the next multiple of
+# general.alignment. Blocks of 32 inputs: Q4_0 = fp16 d + 16 bytes (input i
+# in the low nibble of byte i, input 16 + i in its high nibble),
+# w = d (q - 8); Q5_0 = fp16 d + u32 of fifth bits (bit i for input i) +
+# nibbles as Q4_0, w = d (q - 16); Q8_0 = fp16 d + 32 int8, w = d q.
+# Quantized as llama.cpp's reference quantizer does: d = max / -8 (-16) with
+# max the block's weight of largest magnitude, q = min(qmax, trunc(w / d +
+# mid + 0.5)); Q8_0: d = amax / 127, q = round(w / d).
+
+GGUF_TYPES = {"F32": 0, "F16": 1, "Q4_0": 2, "Q5_0": 6, "Q8_0": 8, "Q4_K": 12}
+GGUF_VALUE = {"u8": (0, "<B"), "i8": (1, "<b"), "u16": (2, "<H"), "i16": (3, "<h"), "u32": (4, "<I"),
+              "i32": (5, "<i"), "f32": (6, "<f"), "bool": (7, "<?"), "u64": (10, "<Q"), "i64": (11, "<q"),
+              "f64": (12, "<d")}
+
+
+def gguf_string(text):
+    raw = text.encode()
+    return struct.pack("<Q", len(raw)) + raw
+
+
+def gguf_value(kind, value):
+    """(type code, bytes) of a metadata value: kind is a GGUF_VALUE key,
+    "str", or ("array", element kind)."""
+    if kind == "str":
+        return 8, gguf_string(value)
+    if isinstance(kind, tuple):
+        code = gguf_value(kind[1], value[0])[0] if value else GGUF_VALUE.get(kind[1], (8,))[0]
+        body = b"".join(gguf_value(kind[1], v)[1] for v in value)
+        return 9, struct.pack("<IQ", code, len(value)) + body
+    code, fmt = GGUF_VALUE[kind]
+    return code, struct.pack(fmt, value)
+
+
+def gguf_quantize(w, kind):
+    """(blocks as bytes per row, dequantized weights) of w [N, K]."""
+    n, k = w.shape
+    blocks = w.astype(np.float32).reshape(n, k // 32, 32)
+    if kind == "Q8_0":
+        amax = np.abs(blocks).max(axis=2, keepdims=True)
+        d = (amax / 127).astype(np.float32)
+        inv = np.where(d != 0, 1 / np.where(d != 0, d, 1), 0).astype(np.float32)
+        q = np.round(blocks * inv).astype(np.int8)  # numpy rounds half to even, llama.cpp away: no halves here
+        d16 = d.astype(np.float16)
+        raw = np.concatenate([d16.view(np.uint8).reshape(n, k // 32, 2), q.view(np.uint8)], axis=2)
+        return raw.reshape(n, -1), (d16.astype(np.float32) * q.astype(np.float32)).reshape(n, k)
+    mid = 8 if kind == "Q4_0" else 16
+    qmax = 2 * mid - 1
+    at = np.abs(blocks).argmax(axis=2)[..., None]
+    peak = np.take_along_axis(blocks, at, axis=2)
+    d = (peak / np.float32(-mid)).astype(np.float32)
+    inv = np.where(d != 0, 1 / np.where(d != 0, d, 1), 0).astype(np.float32)
+    q = np.minimum(qmax, np.trunc(blocks * inv + np.float32(mid + 0.5))).astype(np.uint8)
+    d16 = d.astype(np.float16)
+    nibbles = (q[..., :16] & 15) | ((q[..., 16:] & 15) << 4)
+    parts = [d16.view(np.uint8).reshape(n, k // 32, 2)]
+    if kind == "Q5_0":
+        high = ((q >> 4) & 1).astype(np.uint64) << np.arange(32, dtype=np.uint64)
+        parts.append(high.sum(axis=2).astype("<u4").view(np.uint8).reshape(n, k // 32, 4))
+    parts.append(nibbles.astype(np.uint8))
+    raw = np.concatenate(parts, axis=2)
+    return raw.reshape(n, -1), (d16.astype(np.float32) * (q.astype(np.float32) - mid)).reshape(n, k)
+
+
+def write_gguf(path, metadata, tensors, alignment=64):
+    """metadata: [(key, kind, value)]; tensors: [(name, ggml type name,
+    dims with the contiguous one first, raw bytes)]."""
+    out = [b"GGUF", struct.pack("<IQQ", 3, len(tensors), len(metadata) + 1)]
+    out.append(gguf_string("general.alignment") + struct.pack("<II", 4, alignment))
+    for key, kind, value in metadata:
+        code, raw = gguf_value(kind, value)
+        out.append(gguf_string(key) + struct.pack("<I", code) + raw)
+    offset, blobs = 0, []
+    for name, kind, dims, raw in tensors:
+        out.append(gguf_string(name) + struct.pack("<I", len(dims)) + struct.pack("<%dQ" % len(dims), *dims) +
+                   struct.pack("<IQ", GGUF_TYPES[kind], offset))
+        pad = -len(raw) % alignment
+        blobs.append(raw + b"\0" * pad)
+        offset += len(raw) + pad
+    head = b"".join(out)
+    with open(path, "wb") as f:
+        f.write(head + b"\0" * (-len(head) % alignment) + b"".join(blobs))
+
+
+def write_gguf_cases(out, rng):
+    d = os.path.join(out, "gguf_llama")
+    os.makedirs(d, exist_ok=True)
+    meta = [("general.architecture", "str", "llama"), ("general.name", "str", "woq test"),
+            ("llama.context_length", "u32", 4096), ("llama.rope.freq_base", "f32", 10000.0),
+            ("general.file_type", "u32", 2), ("tokenizer.ggml.add_bos_token", "bool", True),
+            ("tokenizer.ggml.tokens", ("array", "str"), ["<s>", "</s>", "a", "b"]),
+            ("tokenizer.ggml.scores", ("array", "f32"), [0.0, -1.0, -2.0, -3.0]),
+            ("test.nested", ("array", ("array", "i64")), [[1, 2], [3]]), ("test.f64", "f64", 0.5)]
+    tensors, expected = [], {}
+    for name, kind, n, k in (("blk.0.attn_q.weight", "Q4_0", 48, 96), ("blk.0.ffn_down.weight", "Q5_0", 40, 160),
+                             ("blk.0.attn_output.weight", "Q8_0", 32, 64)):
+        w = layer_weights(rng, n, k)
+        w[3, 32:64] = 0  # an all-zero block: d = -0.0
+        w[5, :32] = -np.abs(w[5, :32])  # a block whose largest weight is negative: d > 0
+        raw, w_hat = gguf_quantize(w, kind)
+        tensors.append((name, kind, [k, n], raw.tobytes()))
+        expected[name] = ("F32", w_hat.astype(np.float32))
+    bias = (rng.standard_normal(48) * 0.1).astype(np.float32)
+    tensors.append(("blk.0.attn_q.bias", "F32", [48], bias.tobytes()))
+    expected["blk.0.attn_q.bias"] = ("F32", bias)
+    tensors.append(("output_norm.weight", "F32", [96], np.ones(96, dtype=np.float32).tobytes()))
+    tensors.append(("token_embd.weight", "F16", [96, 10], rng.standard_normal(960).astype(np.float16).tobytes()))
+    tensors.append(("blk.0.ffn_up.weight", "Q4_K", [256, 4], rng.integers(0, 256, 4 * 144, dtype=np.uint8).tobytes()))
+    write_gguf(os.path.join(d, "model.gguf"), meta, tensors)
+    ref.write_safetensors(os.path.join(d, "expect.safetensors"), expected)
+    # K-quants only: nothing woq can import exactly.
+    d = os.path.join(out, "gguf_kquants")
+    os.makedirs(d, exist_ok=True)
+    write_gguf(os.path.join(d, "model.gguf"), [("general.architecture", "str", "llama")],
+               [(n, "Q4_K", [256, 2], rng.integers(0, 256, 2 * 144, dtype=np.uint8).tobytes())
+                for n in ("blk.0.attn_q.weight", "blk.0.attn_k.weight")], alignment=32)
+
+
 def write_shards(d, tensors, shards):
     """Hugging Face's sharded layout: tensors dealt out in name order over
     model-0000i-of-0000n.safetensors (so one layer's parts lie in different
@@ -237,7 +361,8 @@ def main():
             write_shards(d, floats, shards)
         else:
             ref.write_safetensors(os.path.join(d, "model.safetensors"), floats, {"format": "pt"})
-    print("wrote 12 checkpoint cases to", out)
+    write_gguf_cases(out, rng)
+    print("wrote 14 checkpoint cases to", out)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,265 @@
+#include "import/gguf.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <set>
+
+#include "runtime/error.h"
+
+namespace woq::import {
+namespace {
+
+constexpr uint32_t kMagic = 0x46554747;  // "GGUF" read little-endian
+constexpr uint32_t kMaxDims = 4;          // ggml's GGML_MAX_DIMS
+constexpr uint64_t kMaxTensors = 1u << 20;
+constexpr uint64_t kMaxNameBytes = 4096;
+constexpr int kMaxArrayDepth = 4;
+
+struct TypeLayout {
+  const char* name;
+  uint32_t block;  // elements per block; 0: size unknown to woq
+  uint32_t bytes;  // bytes per block
+};
+
+TypeLayout layout(uint32_t type) {
+  switch (type) {
+    case 0: return {"F32", 1, 4};
+    case 1: return {"F16", 1, 2};
+    case 2: return {"Q4_0", 32, 18};   // fp16 d, 16 bytes of nibbles
+    case 3: return {"Q4_1", 32, 20};   // fp16 d, fp16 m, nibbles
+    case 6: return {"Q5_0", 32, 22};   // fp16 d, 4 bytes of high bits, nibbles
+    case 7: return {"Q5_1", 32, 24};
+    case 8: return {"Q8_0", 32, 34};   // fp16 d, 32 int8
+    case 9: return {"Q8_1", 32, 36};
+    case 10: return {"Q2_K", 256, 84};
+    case 11: return {"Q3_K", 256, 110};
+    case 12: return {"Q4_K", 256, 144};
+    case 13: return {"Q5_K", 256, 176};
+    case 14: return {"Q6_K", 256, 210};
+    case 15: return {"Q8_K", 256, 292};
+    case 16: return {"IQ2_XXS", 0, 0};
+    case 17: return {"IQ2_XS", 0, 0};
+    case 18: return {"IQ3_XXS", 0, 0};
+    case 19: return {"IQ1_S", 0, 0};
+    case 20: return {"IQ4_NL", 0, 0};
+    case 21: return {"IQ3_S", 0, 0};
+    case 22: return {"IQ2_S", 0, 0};
+    case 23: return {"IQ4_XS", 0, 0};
+    case 24: return {"I8", 1, 1};
+    case 25: return {"I16", 1, 2};
+    case 26: return {"I32", 1, 4};
+    case 27: return {"I64", 1, 8};
+    case 28: return {"F64", 1, 8};
+    case 29: return {"IQ1_M", 0, 0};
+    case 30: return {"BF16", 1, 2};
+    default: return {nullptr, 0, 0};
+  }
+}
+
+// Bounds-checked little-endian reads from the mapped file.
+class Cursor {
+ public:
+  Cursor(const uint8_t* begin, uint64_t size, std::string where) : begin_(begin), size_(size), where_(std::move(where)) {}
+  uint64_t position() const { return at_; }
+  template <class T>
+  T get(const std::string& what) {
+    need(sizeof(T), what);
+    T v;
+    std::memcpy(&v, begin_ + at_, sizeof(T));
+    at_ += sizeof(T);
+    return v;
+  }
+  void skip(uint64_t bytes, const std::string& what) {
+    need(bytes, what);
+    at_ += bytes;
+  }
+  std::string string(const std::string& what, uint64_t max_bytes = UINT64_MAX) {
+    const uint64_t n = get<uint64_t>(what + "'s length");
+    if (n > max_bytes)
+      fail(Status::Format, where_ + what + " is " + std::to_string(n) + " bytes long, more than " +
+                               std::to_string(max_bytes));
+    need(n, what);
+    std::string s(reinterpret_cast<const char*>(begin_ + at_), n);
+    at_ += n;
+    return s;
+  }
+  uint64_t left() const { return size_ - at_; }
+  [[noreturn]] void bad(const std::string& what) const { fail(Status::Format, where_ + what); }
+
+ private:
+  void need(uint64_t bytes, const std::string& what) const {
+    if (bytes > size_ - at_)
+      fail(Status::Format, where_ + "the file ends inside " + what + " (at byte " + std::to_string(at_) + ")");
+  }
+  const uint8_t* begin_;
+  uint64_t size_;
+  uint64_t at_ = 0;
+  std::string where_;
+};
+
+// Bytes of one fixed-size metadata value type; 0 for string, array, unknown.
+uint64_t value_bytes(uint32_t type) {
+  switch (type) {
+    case 0: case 1: case 7: return 1;   // u8, i8, bool
+    case 2: case 3: return 2;           // u16, i16
+    case 4: case 5: case 6: return 4;   // u32, i32, f32
+    case 10: case 11: case 12: return 8;  // u64, i64, f64
+    default: return 0;
+  }
+}
+
+constexpr uint32_t kString = 8, kArray = 9, kU32 = 4;
+
+// Reads past one metadata value of `type`, checking every length.
+void skip_value(Cursor& c, uint32_t type, const std::string& key, int depth) {
+  if (const uint64_t n = value_bytes(type)) return c.skip(n, "the value of '" + key + "'");
+  if (type == kString) {
+    c.string("the value of '" + key + "'");
+    return;
+  }
+  if (type != kArray) c.bad("metadata '" + key + "' has value type " + std::to_string(type) + ", which GGUF does not define");
+  if (depth >= kMaxArrayDepth) c.bad("metadata '" + key + "' nests arrays deeper than " + std::to_string(kMaxArrayDepth));
+  const uint32_t element = c.get<uint32_t>("the element type of '" + key + "'");
+  const uint64_t count = c.get<uint64_t>("the length of '" + key + "'");
+  if (const uint64_t n = value_bytes(element)) {
+    if (count > c.left() / n) c.bad("array '" + key + "' of " + std::to_string(count) + " elements runs past the end of the file");
+    return c.skip(count * n, "array '" + key + "'");
+  }
+  // Strings and arrays take at least 8 bytes each: a count the file cannot
+  // hold is refused before it is looped over.
+  if (count > c.left() / 8) c.bad("array '" + key + "' of " + std::to_string(count) + " elements runs past the end of the file");
+  for (uint64_t i = 0; i < count; ++i) skip_value(c, element, key, depth + 1);
+}
+
+}  // namespace
+
+std::string ggml_type_name(uint32_t type) {
+  const char* name = layout(type).name;
+  return name ? name : "type " + std::to_string(type);
+}
+
+bool looks_like_gguf(const std::string& path) {
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) return false;
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  uint32_t magic = 0;
+  const bool got = ::read(fd, &magic, 4) == 4;
+  ::close(fd);
+  return got && magic == kMagic;
+}
+
+std::unique_ptr<GgufFile> GgufFile::open(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) fail(Status::Io, "cannot open '" + path + "': " + std::strerror(errno));
+  struct stat st;
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    ::close(fd);
+    fail(Status::Io, "'" + path + "' is not a readable regular file");
+  }
+  std::unique_ptr<GgufFile> f(new GgufFile());
+  f->size_ = static_cast<uint64_t>(st.st_size);
+  const std::string where = "GGUF '" + path + "': ";
+  if (f->size_ < 24) {
+    ::close(fd);
+    fail(Status::Format, where + "file is shorter than GGUF's 24-byte header");
+  }
+  void* m = ::mmap(nullptr, f->size_, PROT_READ, MAP_PRIVATE, fd, 0);
+  ::close(fd);
+  if (m == MAP_FAILED) fail(Status::Io, "cannot map '" + path + "': " + std::strerror(errno));
+  f->mapping_ = m;
+  const auto* bytes = static_cast<const uint8_t*>(m);
+  Cursor c(bytes, f->size_, where);
+
+  if (c.get<uint32_t>("the magic") != kMagic) c.bad("does not start with \"GGUF\"");
+  f->version_ = c.get<uint32_t>("the version");
+  if (f->version_ == 1) fail(Status::Version, where + "GGUF version 1 (32-bit counts) is not read; versions 2 and 3 are");
+  if (f->version_ != 2 && f->version_ != 3) {
+    const bool swapped = f->version_ == 0x02000000 || f->version_ == 0x03000000;
+    fail(Status::Version, where + (swapped ? std::string("is a big-endian GGUF file; only little-endian ones are read")
+                                           : "GGUF version " + std::to_string(f->version_) + " is not read (2 and 3 are)"));
+  }
+  const uint64_t tensor_count = c.get<uint64_t>("the tensor count");
+  const uint64_t kv_count = c.get<uint64_t>("the metadata count");
+  if (tensor_count > kMaxTensors) c.bad("claims " + std::to_string(tensor_count) + " tensors, more than " + std::to_string(kMaxTensors));
+  // Each key/value pair takes at least 13 bytes (key length, type, a byte).
+  if (kv_count > c.left() / 13) c.bad("claims " + std::to_string(kv_count) + " metadata entries, more than the file can hold");
+
+  uint64_t alignment = 32;  // GGUF's default
+  std::set<std::string> keys;
+  for (uint64_t i = 0; i < kv_count; ++i) {
+    const std::string key = c.string("metadata key " + std::to_string(i), kMaxNameBytes);
+    if (!keys.insert(key).second) c.bad("metadata key '" + key + "' is listed twice");
+    const uint32_t type = c.get<uint32_t>("the value type of '" + key + "'");
+    if (key == "general.alignment") {
+      if (type != kU32) c.bad("general.alignment has value type " + std::to_string(type) + ", not uint32");
+      alignment = c.get<uint32_t>("general.alignment");
+      if (alignment == 0 || (alignment & (alignment - 1)) != 0)
+        c.bad("general.alignment " + std::to_string(alignment) + " is not a power of two");
+    } else if (type == kString) {
+      f->strings_[key] = c.string("the value of '" + key + "'");
+    } else {
+      skip_value(c, type, key, 0);
+    }
+  }
+
+  std::vector<uint64_t> offsets;
+  for (uint64_t i = 0; i < tensor_count; ++i) {
+    GgufTensor t;
+    t.name = c.string("the name of tensor " + std::to_string(i), kMaxNameBytes);
+    const std::string tw = "tensor '" + t.name + "': ";
+    const uint32_t dims = c.get<uint32_t>("the dimension count of '" + t.name + "'");
+    if (dims == 0 || dims > kMaxDims) c.bad(tw + std::to_string(dims) + " dimensions, expected 1 to 4");
+    uint64_t elements = 1;
+    for (uint32_t d = 0; d < dims; ++d) {
+      t.dims.push_back(c.get<uint64_t>("the dimensions of '" + t.name + "'"));
+      if (__builtin_mul_overflow(elements, t.dims.back(), &elements)) c.bad(tw + "its dimensions overflow");
+    }
+    t.type = c.get<uint32_t>("the type of '" + t.name + "'");
+    offsets.push_back(c.get<uint64_t>("the offset of '" + t.name + "'"));
+    const TypeLayout l = layout(t.type);
+    if (l.block) {
+      if (t.dims[0] % l.block != 0)
+        c.bad(tw + "its first dimension " + std::to_string(t.dims[0]) + " is not a multiple of " + l.name +
+              "'s block of " + std::to_string(l.block));
+      if (__builtin_mul_overflow(elements / l.block, uint64_t(l.bytes), &t.bytes)) c.bad(tw + "its size overflows");
+    }
+    if (!f->by_name_.emplace(t.name, f->tensors_.size()).second) c.bad("tensor '" + t.name + "' is listed twice");
+    f->tensors_.push_back(std::move(t));
+  }
+
+  const uint64_t data_start = (c.position() + alignment - 1) / alignment * alignment;
+  if (!f->tensors_.empty() && data_start > f->size_)
+    c.bad("the tensor data would start at byte " + std::to_string(data_start) + ", past the end of the file");
+  const uint64_t data_size = f->size_ - std::min(data_start, f->size_);
+  for (size_t i = 0; i < f->tensors_.size(); ++i) {
+    GgufTensor& t = f->tensors_[i];
+    const uint64_t offset = offsets[i];
+    if (offset % alignment != 0)
+      c.bad("tensor '" + t.name + "': offset " + std::to_string(offset) + " is not a multiple of the alignment " +
+            std::to_string(alignment));
+    if (!layout(t.type).block) continue;  // never read
+    if (offset > data_size || t.bytes > data_size - offset)
+      c.bad("tensor '" + t.name + "': its " + std::to_string(t.bytes) + " bytes at offset " + std::to_string(offset) +
+            " run past the " + std::to_string(data_size) + "-byte data section");
+    t.data = bytes + data_start + offset;
+  }
+  return f;
+}
+
+GgufFile::~GgufFile() {
+  if (mapping_) ::munmap(mapping_, size_);
+}
+
+const GgufTensor* GgufFile::find(const std::string& name) const {
+  const auto it = by_name_.find(name);
+  return it == by_name_.end() ? nullptr : &tensors_[it->second];
+}
+
+}  // namespace woq::import
