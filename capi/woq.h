@@ -308,10 +308,14 @@ WOQ_API woq_status woq_qmatrix_stats(const woq_qmatrix* qmatrix,
  * checkpoint's index (a name ending in ".json" whose "weight_map" names
  * shard files next to it), or a directory holding
  * model.safetensors.index.json or model.safetensors (else exactly one
- * *.safetensors.index.json, else exactly one *.safetensors). `format` is
- * "auto", "gptq" (AutoGPTQ v1: zero-points stored minus one), "gptq_v2",
- * "awq" (AutoAWQ GEMM) or "compressed-tensors" (pack-quantized). With
- * "auto" the flavour comes from quantize_config.json or config.json's
+ * *.safetensors.index.json, else exactly one *.safetensors); or a GGUF file
+ * (llama.cpp, versions 2 and 3), whose Q4_0, Q5_0 and Q8_0 matrices are
+ * imported exactly (the other tensors are skipped; a file with none of
+ * those is refused with WOQ_ERR_UNSUPPORTED). `format` is "auto", "gptq"
+ * (AutoGPTQ v1: zero-points stored minus one), "gptq_v2", "awq" (AutoAWQ
+ * GEMM), "compressed-tensors" (pack-quantized) or "gguf". With "auto" a
+ * GGUF file is recognised by its magic, and a safetensors checkpoint's
+ * flavour comes from quantize_config.json or config.json's
  * quantization_config next to the file or index, else from the tensor
  * names. Every packed linear layer becomes the tensor "<prefix>.weight"
  * (with its bias); other tensors are skipped. Act-order layers (GPTQ g_idx,
