@@ -1,12 +1,10 @@
 #include "import/gguf.h"
 
 #include <fcntl.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
-#include <cerrno>
 #include <cstring>
 #include <set>
 
@@ -156,26 +154,12 @@ bool looks_like_gguf(const std::string& path) {
 }
 
 std::unique_ptr<GgufFile> GgufFile::open(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) fail(Status::Io, "cannot open '" + path + "': " + std::strerror(errno));
-  struct stat st;
-  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    ::close(fd);
-    fail(Status::Io, "'" + path + "' is not a readable regular file");
-  }
   std::unique_ptr<GgufFile> f(new GgufFile());
-  f->size_ = static_cast<uint64_t>(st.st_size);
   const std::string where = "GGUF '" + path + "': ";
-  if (f->size_ < 24) {
-    ::close(fd);
-    fail(Status::Format, where + "file is shorter than GGUF's 24-byte header");
-  }
-  void* m = ::mmap(nullptr, f->size_, PROT_READ, MAP_PRIVATE, fd, 0);
-  ::close(fd);
-  if (m == MAP_FAILED) fail(Status::Io, "cannot map '" + path + "': " + std::strerror(errno));
-  f->mapping_ = m;
-  const auto* bytes = static_cast<const uint8_t*>(m);
-  Cursor c(bytes, f->size_, where);
+  f->file_ = std::make_unique<MappedFile>(path, 24, where + "file is shorter than GGUF's 24-byte header");
+  const uint8_t* bytes = f->file_->data();
+  const uint64_t file_size = f->file_->size();
+  Cursor c(bytes, file_size, where);
 
   if (c.get<uint32_t>("the magic") != kMagic) c.bad("does not start with \"GGUF\"");
   f->version_ = c.get<uint32_t>("the version");
@@ -235,9 +219,9 @@ std::unique_ptr<GgufFile> GgufFile::open(const std::string& path) {
   }
 
   const uint64_t data_start = (c.position() + alignment - 1) / alignment * alignment;
-  if (!f->tensors_.empty() && data_start > f->size_)
+  if (!f->tensors_.empty() && data_start > file_size)
     c.bad("the tensor data would start at byte " + std::to_string(data_start) + ", past the end of the file");
-  const uint64_t data_size = f->size_ - std::min(data_start, f->size_);
+  const uint64_t data_size = file_size - std::min(data_start, file_size);
   for (size_t i = 0; i < f->tensors_.size(); ++i) {
     GgufTensor& t = f->tensors_[i];
     const uint64_t offset = offsets[i];
@@ -251,10 +235,6 @@ std::unique_ptr<GgufFile> GgufFile::open(const std::string& path) {
     t.data = bytes + data_start + offset;
   }
   return f;
-}
-
-GgufFile::~GgufFile() {
-  if (mapping_) ::munmap(mapping_, size_);
 }
 
 const GgufTensor* GgufFile::find(const std::string& name) const {

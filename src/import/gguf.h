@@ -11,6 +11,8 @@
 #include <string>
 #include <vector>
 
+#include "import/mapped_file.h"
+
 namespace woq::import {
 
 // ggml's tensor type numbers that woq names (the format has more).
@@ -34,7 +36,6 @@ class GgufFile {
  public:
   // Memory-maps and validates `path`; throws woq::Error (Io, Format, Version).
   static std::unique_ptr<GgufFile> open(const std::string& path);
-  ~GgufFile();
   GgufFile(const GgufFile&) = delete;
   GgufFile& operator=(const GgufFile&) = delete;
 
@@ -46,8 +47,7 @@ class GgufFile {
 
  private:
   GgufFile() = default;
-  void* mapping_ = nullptr;
-  uint64_t size_ = 0;
+  std::unique_ptr<MappedFile> file_;
   uint32_t version_ = 0;
   std::vector<GgufTensor> tensors_;
   std::map<std::string, size_t> by_name_;

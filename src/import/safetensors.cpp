@@ -1,8 +1,6 @@
 #include "import/safetensors.h"
 
 #include <dirent.h>
-#include <fcntl.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -155,26 +153,12 @@ void Safetensors::open_index(const std::string& index) {
 }
 
 size_t Safetensors::add_shard(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) fail(Status::Io, "cannot open '" + path + "': " + std::strerror(errno));
-  struct stat st;
-  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    ::close(fd);
-    fail(Status::Io, "'" + path + "' is not a readable regular file");
-  }
-  const auto file_size = static_cast<uint64_t>(st.st_size);
   const std::string where = "safetensors '" + path + "': ";
-  if (file_size < 8) {
-    ::close(fd);
-    fail(Status::Format, where + "file is shorter than its 8-byte header length");
-  }
-  void* m = ::mmap(nullptr, file_size, PROT_READ, MAP_PRIVATE, fd, 0);
-  ::close(fd);
-  if (m == MAP_FAILED) fail(Status::Io, "cannot map '" + path + "': " + std::strerror(errno));
-  mappings_.push_back({m, file_size});
+  mappings_.emplace_back(path, 8, where + "file is shorter than its 8-byte header length");
+  const uint64_t file_size = mappings_.back().size();
   const size_t shard = mappings_.size() - 1;
   const size_t first = tensors_.size();
-  const auto* bytes = static_cast<const uint8_t*>(m);
+  const uint8_t* bytes = mappings_.back().data();
   uint64_t header_len;
   std::memcpy(&header_len, bytes, 8);
   if (header_len > file_size - 8 || header_len > (100u << 20))
@@ -241,10 +225,6 @@ size_t Safetensors::add_shard(const std::string& path) {
       fail(Status::Format, "tensor '" + tensors_[i].name + "' is in both '" + path + "' and an earlier shard");
   }
   return shard;
-}
-
-Safetensors::~Safetensors() {
-  for (const Mapping& m : mappings_) ::munmap(m.address, m.size);
 }
 
 const SafeTensor* Safetensors::find(const std::string& name) const {

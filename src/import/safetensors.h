@@ -10,6 +10,8 @@
 #include <string>
 #include <vector>
 
+#include "import/mapped_file.h"
+
 namespace woq::import {
 
 struct SafeTensor {
@@ -50,7 +52,6 @@ class Safetensors {
   // in a shard that does not hold it, or that two shards hold, is refused.
   // Throws woq::Error (Io / Format) naming the file.
   static std::unique_ptr<Safetensors> open(const std::string& path);
-  ~Safetensors();
   Safetensors(const Safetensors&) = delete;
   Safetensors& operator=(const Safetensors&) = delete;
 
@@ -64,17 +65,13 @@ class Safetensors {
   size_t shard_count() const { return mappings_.size(); }
 
  private:
-  struct Mapping {
-    void* address;
-    uint64_t size;
-  };
   Safetensors() = default;
   // Maps one file and appends its tensors; returns its shard number.
   size_t add_shard(const std::string& file);
   void open_index(const std::string& index);
 
   std::string path_;
-  std::vector<Mapping> mappings_;
+  std::vector<MappedFile> mappings_;  // one per shard
   std::vector<SafeTensor> tensors_;
   std::vector<size_t> shard_of_;  // per tensor
   std::map<std::string, size_t> by_name_;  // index into tensors_
