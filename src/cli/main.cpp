@@ -17,12 +17,14 @@
 #include "cli/progress.h"
 #include "cli/svg.h"
 #include "import/safetensors.h"
+#include "import/weight_source.h"
 #include "runtime/error.h"
 
 namespace {
 
 using woq::import::SafeTensor;
 using woq::import::Safetensors;
+using woq::import::WeightSource;
 
 // Thrown to leave a command with a message and exit code 1.
 struct CliError : std::runtime_error {
@@ -78,6 +80,15 @@ std::unique_ptr<Safetensors> open_safetensors(const std::string& path) {
   }
 }
 
+// A model's float weights: safetensors (one file or shards) or GGUF.
+std::unique_ptr<WeightSource> open_weights(const std::string& path) {
+  try {
+    return WeightSource::open(path);
+  } catch (const woq::Error& e) {
+    throw CliError(e.what());
+  }
+}
+
 // ---------------------------------------------------------------- quantize
 
 struct QuantizeArgs {
@@ -113,7 +124,7 @@ const SafeTensor* find_calibration(const Safetensors& calib, const std::string& 
 }
 
 int cmd_quantize(const QuantizeArgs& a) {
-  auto st = open_safetensors(a.in);
+  auto st = open_weights(a.in);
   woq_quant_options q;
   woq_quant_options_init(&q);
   q.bits = a.bits;
@@ -149,7 +160,10 @@ int cmd_quantize(const QuantizeArgs& a) {
     std::printf("skipping '%s' (%s, %zu-D): only 2-D float *.weight tensors are quantized\n", t.name.c_str(),
                 t.dtype.c_str(), t.shape.size());
   }
-  if (weights.empty()) throw CliError("'" + a.in + "' has no 2-D F32/F16/BF16 *.weight tensors to quantize");
+  if (weights.empty())
+    throw CliError("'" + a.in + "' has no 2-D F32/F16/BF16 *.weight tensors to quantize" +
+                   (st->is_gguf() ? std::string(" (a GGUF file's Q4_0, Q5_0 and Q8_0 matrices are brought in as they are by `woq import`)")
+                                  : std::string()));
 
   Writer w;
   check(woq_writer_create(a.out.c_str(), w.out()), "create '" + a.out + "'");
@@ -274,13 +288,13 @@ int cmd_inspect(const std::string& path) {
 // The picture for one tensor: needs the original weights (--source).
 int cmd_inspect_svg(const std::string& path, const std::string& tensor, const std::string& source,
                     const std::string& svg_path) {
-  if (source.empty()) throw CliError("--svg needs --source ORIGINAL.safetensors: the picture shows the original weights");
+  if (source.empty()) throw CliError("--svg needs --source ORIGINAL (.safetensors or .gguf): the picture shows the original weights");
   File f;
   check(woq_file_open(path.c_str(), f.out()), "open '" + path + "'");
   woq_tensor_info info;
   info.struct_size = sizeof info;
   check(woq_file_tensor_info_by_name(f.get(), tensor.c_str(), &info), "tensor '" + tensor + "'");
-  auto st = open_safetensors(source);
+  auto st = open_weights(source);
   const SafeTensor* src = st->find(tensor);
   if (!src || src->shape.size() != 2 || src->shape[0] != info.rows || src->shape[1] != info.cols || !float_dtype(src->dtype))
     throw CliError("'" + source + "' has no 2-D float tensor '" + tensor + "' of the stored shape");
@@ -477,8 +491,8 @@ class HostMatmul {
 int cmd_bench(const BenchArgs& a) {
   File f;
   check(woq_file_open(a.file.c_str(), f.out()), "open '" + a.file + "'");
-  std::unique_ptr<Safetensors> ref;
-  if (!a.reference.empty()) ref = open_safetensors(a.reference);
+  std::unique_ptr<WeightSource> ref;
+  if (!a.reference.empty()) ref = open_weights(a.reference);
   woq_context_options co;
   woq_context_options_init(&co);
   if (a.backend == "cpu") co.backend = WOQ_BACKEND_CPU;
@@ -576,10 +590,11 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", std::string("woq ") + woq_version_string());
 
   QuantizeArgs qa;
-  auto* quantize = app.add_subcommand("quantize", "quantize the 2-D *.weight tensors of a safetensors checkpoint");
+  auto* quantize = app.add_subcommand("quantize", "quantize the 2-D *.weight tensors of a safetensors checkpoint or a GGUF file");
   // Every safetensors argument may also be a sharded checkpoint (Safetensors::open).
   const std::string sharded = ", or a sharded checkpoint's .index.json, or a directory holding either";
-  quantize->add_option("input", qa.in, "input .safetensors (F32, F16 or BF16 weights)" + sharded)
+  quantize->add_option("input", qa.in, "input .safetensors (F32, F16 or BF16 weights)" + sharded +
+                           "; or a .gguf file (its F32, F16 and BF16 matrices)")
       ->required()
       ->check(CLI::ExistingPath);
   quantize->add_option("output", qa.out, "output .woq file")->required();
@@ -604,7 +619,7 @@ int main(int argc, char** argv) {
   inspect->add_option("file", inspect_file, ".woq file")->required();
   inspect->add_option("--tensor", inspect_tensor, "with --svg: the tensor to draw");
   inspect->add_option("--svg", inspect_svg, "write a picture of --tensor: weight histogram, levels, SQNR per bit width");
-  inspect->add_option("--source", inspect_source, "with --svg: the original .safetensors the file was quantized from");
+  inspect->add_option("--source", inspect_source, "with --svg: the original .safetensors or .gguf the file was quantized from");
   auto* verify = app.add_subcommand("verify", "check every checksum and that every chunk decodes");
   verify->add_option("file", verify_file, ".woq file")->required();
 
@@ -632,7 +647,7 @@ int main(int argc, char** argv) {
   bench->add_option("--m", ba.m, "rows of X (batch)")->check(CLI::Range(1, 1 << 16));
   bench->add_option("--backend", ba.backend, "cpu, cpu-reference or cuda");
   bench->add_option("--threads", ba.threads, "threads (0 = all CPUs)")->check(CLI::Range(0, 4096));
-  bench->add_option("--reference", ba.reference, "original .safetensors: also report error vs fp32 weights");
+  bench->add_option("--reference", ba.reference, "original .safetensors or .gguf: also report error vs the float weights");
   bench->add_option("--min-seconds", ba.min_seconds, "minimum timing per tensor")->check(CLI::Range(0.0, 60.0));
 
   CLI11_PARSE(app, argc, argv);
@@ -653,10 +668,8 @@ int main(int argc, char** argv) {
       return 0;
     }
     if (*bench) return cmd_bench(ba);
-  } catch (const CliError& e) {
-    std::fprintf(stderr, "woq: error: %s\n", e.what());
-    return 1;
-  } catch (const std::exception& e) {
+  } catch (const std::exception& e) {  // CliError and the rest
+    std::fflush(stdout);  // what the command printed comes before why it stopped
     std::fprintf(stderr, "woq: error: %s\n", e.what());
     return 1;
   }

@@ -14,7 +14,8 @@ permutation; case gptq_unequal_groups has a g_idx whose groups differ in
 size and no expect file: woq must refuse it. Cases gptq_sharded and
 awq_sharded are split over shards with an index (Hugging Face's layout for
 large models); float_single and float_sharded hold the same float weights
-in one file and in two shards, for `woq quantize`. Case gguf_llama is a
+in one file and in two shards, and float_gguf the same in a GGUF file, for
+`woq quantize`. Case gguf_llama is a
 llama.cpp GGUF file with Q4_0, Q5_0 and Q8_0 matrices (and tensors woq
 skips); gguf_kquants holds only K-quants, which woq must refuse.
 
@@ -156,7 +157,7 @@ def compressed(w, bits, group, sym, act_order=False, rng=None):
 # max the block's weight of largest magnitude, q = min(qmax, trunc(w / d +
 # mid + 0.5)); Q8_0: d = amax / 127, q = round(w / d).
 
-GGUF_TYPES = {"F32": 0, "F16": 1, "Q4_0": 2, "Q5_0": 6, "Q8_0": 8, "Q4_K": 12}
+GGUF_TYPES = {"F32": 0, "F16": 1, "Q4_0": 2, "Q5_0": 6, "Q8_0": 8, "Q4_K": 12, "BF16": 30}
 GGUF_VALUE = {"u8": (0, "<B"), "i8": (1, "<b"), "u16": (2, "<H"), "i16": (3, "<h"), "u32": (4, "<I"),
               "i32": (5, "<i"), "f32": (6, "<f"), "bool": (7, "<?"), "u64": (10, "<Q"), "i64": (11, "<q"),
               "f64": (12, "<d")}
@@ -361,8 +362,16 @@ def main():
             write_shards(d, floats, shards)
         else:
             ref.write_safetensors(os.path.join(d, "model.safetensors"), floats, {"format": "pt"})
+    # The same in GGUF (dimensions listed contiguous first), with a Q4_0
+    # matrix that quantize skips.
+    d = os.path.join(out, "float_gguf")
+    os.makedirs(d, exist_ok=True)
+    q4, _ = gguf_quantize(layer_weights(rng, 16, 64), "Q4_0")
+    write_gguf(os.path.join(d, "model.gguf"), [("general.architecture", "str", "llama")],
+               [(name, kind, list(values.shape[::-1]), values.tobytes()) for name, (kind, values) in floats.items()] +
+               [("model.layers.0.mlp.gate_proj.weight", "Q4_0", [64, 16], q4.tobytes())])
     write_gguf_cases(out, rng)
-    print("wrote 14 checkpoint cases to", out)
+    print("wrote 15 checkpoint cases to", out)
 
 
 if __name__ == "__main__":
