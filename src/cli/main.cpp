@@ -11,13 +11,16 @@
 #include <map>
 #include <memory>
 #include <random>
+#include <set>
 #include <string>
 #include <vector>
 
 #include "cli/progress.h"
 #include "cli/svg.h"
+#include "import/gguf.h"
 #include "import/safetensors.h"
 #include "import/weight_source.h"
+#include "kernels/cpu/numeric.h"
 #include "runtime/error.h"
 
 namespace {
@@ -417,6 +420,133 @@ int cmd_export(const std::string& in, const std::string& out, const std::string&
   return 0;
 }
 
+// The .woq tensors as llama.cpp's Q4_0 / Q5_0 / Q8_0 blocks in a copy of a
+// GGUF file (the template, e.g. the F16 file they were quantized from),
+// which supplies everything else llama.cpp needs: metadata, tokenizer,
+// norms, embeddings. Exact: each block holds the weights woq holds.
+int cmd_export_gguf(const std::string& in, const std::string& out, const std::string& template_path) {
+  using woq::import::GgmlType;
+  if (template_path.empty())
+    throw CliError("--format gguf needs --template MODEL.gguf: the GGUF file whose tensors the .woq tensors replace "
+                   "(its metadata, tokenizer and other tensors are copied)");
+  if (!woq::import::looks_like_gguf(template_path)) throw CliError("--template '" + template_path + "' is not a GGUF file");
+  std::unique_ptr<woq::import::GgufFile> templ;
+  try {
+    templ = woq::import::GgufFile::open(template_path);
+  } catch (const woq::Error& e) {
+    throw CliError(e.what());
+  }
+  File f;
+  check(woq_file_open(in.c_str(), f.out()), "open '" + in + "'");
+  woq_context_options co;
+  woq_context_options_init(&co);
+  co.backend = WOQ_BACKEND_CPU_REFERENCE;
+  Context ctx;
+  check(woq_context_create(&co, ctx.out()), "context");
+  uint64_t count;
+  check(woq_file_tensor_count(f.get(), &count), "tensor count");
+  std::map<std::string, woq::import::GgufReplacement> replace;
+  std::set<GgmlType> types;
+  woq::cli::Progress progress(count, "exporting");
+  for (uint64_t i = 0; i < count; ++i) {
+    woq_tensor_info info;
+    info.struct_size = sizeof info;
+    check(woq_file_tensor_info(f.get(), i, &info), "tensor info");
+    const std::string name = info.name, what = "tensor '" + name + "'";
+    const woq::import::GgufTensor* g = templ->find(name);
+    if (!g) throw CliError("the template '" + template_path + "' has no tensor '" + name + "' for the .woq tensor to replace");
+    if (g->dims != std::vector<uint64_t>{info.cols, info.rows})
+      throw CliError(what + " is " + std::to_string(info.rows) + " x " + std::to_string(info.cols) +
+                     " in the .woq file but not in the template (GGUF dimensions must be [" + std::to_string(info.cols) +
+                     ", " + std::to_string(info.rows) + "])");
+    if (info.bits != 4 && info.bits != 5 && info.bits != 8)
+      throw CliError(what + " has " + std::to_string(info.bits) + "-bit codes; GGUF's Q4_0, Q5_0 and Q8_0 hold 4, 5 or 8");
+    if (info.group_size != 32)
+      throw CliError(what + " has groups of " + std::to_string(info.group_size) +
+                     " inputs; GGUF's blocks are 32 (quantize with --group 32)");
+    if (info.has_input_scales || info.has_input_permutation)
+      throw CliError(what + " has " + (info.has_input_scales ? "AWQ input scales" : "an act-order input permutation") +
+                     ", which GGUF's blocks cannot hold");
+    // The template supplies every other tensor, biases included: the .woq
+    // tensor's bias must be the one there.
+    std::string base = name;
+    split_suffix(name, ".weight", &base);
+    const woq::import::GgufTensor* gb = templ->find(base + ".bias");
+    if (info.has_bias) {
+      Tensor t;
+      check(woq_tensor_load(ctx.get(), f.get(), info.name, t.out()), "load '" + name + "'");
+      std::vector<float> bias(info.rows);
+      int32_t has_bias;
+      check(woq_tensor_bias(ctx.get(), t.get(), bias.data(), bias.size() * 4, &has_bias), "bias");
+      std::vector<float> there;
+      try {
+        if (gb) there = woq::import::gguf_floats(*gb);
+      } catch (const woq::Error& e) {
+        throw CliError(e.what());
+      }
+      if (there != bias)
+        throw CliError(what + " has a bias that the template's '" + base + ".bias' " +
+                       (gb ? "does not equal" : "does not hold (there is no such tensor)"));
+    }
+    const GgmlType type = info.bits == 4 ? GgmlType::Q4_0 : info.bits == 5 ? GgmlType::Q5_0 : GgmlType::Q8_0;
+    types.insert(type);
+    const uint64_t rows = info.rows, cols = info.cols;
+    replace[name] = {type, [&, name, what, type, rows, cols](uint8_t* blocks) {
+      Tensor t;
+      check(woq_tensor_load(ctx.get(), f.get(), name.c_str(), t.out()), "load '" + name + "'");
+      std::vector<float> w(rows * cols);
+      check(woq_dequantize(ctx.get(), t.get(), w.data(), WOQ_DTYPE_F32, w.size() * 4), "dequantize '" + name + "'");
+      const uint64_t groups = cols / 32, row_bytes = woq::import::ggml_tensor_bytes(uint32_t(type), {cols});
+      std::vector<uint8_t> codes(cols);
+      std::vector<uint16_t> scales(groups);
+      std::vector<int32_t> zeros(groups);
+      for (uint64_t r = 0; r < rows; ++r) {
+        for (uint64_t j = 0; j < groups; ++j) {
+          float scale;
+          check(woq_tensor_group(ctx.get(), t.get(), r, j, &scale, &zeros[j]), "group of '" + name + "'");
+          scales[j] = woq::kernels::float_to_half(scale);  // an fp16 value: exact
+          // The codes back from w_hat = s (q - z), checked to give w_hat again.
+          for (uint64_t c = r * cols + 32 * j, e = c + 32; c < e; ++c) {
+            const long q = scale > 0 ? zeros[j] + std::lrint(w[c] / scale) : zeros[j];
+            if (q < 0 || q > 255 || scale * float(q - zeros[j]) != w[c])
+              throw CliError(what + ": weight " + std::to_string(c) + " is not its group's scale times an integer");
+            codes[c - r * cols] = uint8_t(q);
+          }
+        }
+        try {
+          woq::import::encode_gguf_row(type, codes.data(), scales.data(), zeros.data(), cols, blocks + r * row_bytes,
+                                       what + ", row " + std::to_string(r));
+        } catch (const woq::Error& e) {
+          throw CliError(std::string(e.what()) + " (tensors quantized with --sym --group 32 at 4, 5 or 8 bits always fit)");
+        }
+      }
+      progress.step(name);
+    }};
+  }
+  // llama.cpp's llama_ftype of a file that is mostly one of these types.
+  const int64_t file_type = types.size() != 1                     ? -1
+                            : *types.begin() == GgmlType::Q4_0 ? 2
+                            : *types.begin() == GgmlType::Q8_0 ? 7
+                                                               : 8;
+  uint64_t bytes;
+  try {
+    bytes = woq::import::write_gguf(out, *templ, replace, file_type);
+  } catch (const woq::Error& e) {
+    throw CliError(e.what());
+  }
+  progress.finish();
+  std::printf("wrote %s: %zu of the template's %zu tensors replaced by the .woq tensors (%s), %s\n", out.c_str(),
+              replace.size(), templ->tensors().size(),
+              [&] {
+                std::string names;
+                for (GgmlType t : types) names += (names.empty() ? "" : ", ") + woq::import::ggml_type_name(uint32_t(t));
+                return names;
+              }()
+                  .c_str(),
+              human_bytes(double(bytes)).c_str());
+  return 0;
+}
+
 // ---------------------------------------------------------------- bench
 
 struct BenchArgs {
@@ -638,7 +768,14 @@ int main(int argc, char** argv) {
   auto* exp = app.add_subcommand("export", "write the dequantized weights (and biases) to another format");
   exp->add_option("file", export_in, ".woq file")->required();
   exp->add_option("output", export_out, "output file")->required();
-  exp->add_option("--format", export_format, "output format (safetensors)")->check(CLI::IsMember({"safetensors"}));
+  std::string export_template;
+  exp->add_option("--format", export_format,
+                  "safetensors (dequantized weights), or gguf: the stored blocks as llama.cpp's Q4_0 / Q5_0 / Q8_0 "
+                  "in a copy of --template")
+      ->check(CLI::IsMember({"safetensors", "gguf"}));
+  exp->add_option("--template", export_template,
+                  "with --format gguf: the GGUF file (e.g. the F16 model) whose tensors of those names are replaced")
+      ->check(CLI::ExistingFile);
   exp->add_option("--dtype", export_dtype, "f16 (default), bf16 or f32")->check(CLI::IsMember({"f16", "bf16", "f32"}));
 
   BenchArgs ba;
@@ -659,7 +796,13 @@ int main(int argc, char** argv) {
     }
     if (*inspect) return cmd_inspect(inspect_file);
     if (*verify) return cmd_verify(verify_file);
-    if (*exp) return cmd_export(export_in, export_out, export_dtype);
+    if (*exp) {
+      if (export_format == "gguf") return cmd_export_gguf(export_in, export_out, export_template);
+      if (!export_template.empty()) throw CliError("--template is for --format gguf");
+      if (export_out.size() >= 5 && export_out.compare(export_out.size() - 5, 5, ".gguf") == 0)
+        throw CliError("'" + export_out + "' names a GGUF file; write one with --format gguf --template MODEL.gguf");
+      return cmd_export(export_in, export_out, export_dtype);
+    }
     if (*imp) {
       const char* report = nullptr;
       check(woq_import_checkpoint(import_in.c_str(), import_format.c_str(), import_out.c_str(), &report),

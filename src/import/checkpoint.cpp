@@ -360,25 +360,6 @@ QuantizedMatrix import_compressed(const Safetensors& f, const std::string& p) {
       [&](uint64_t n, uint64_t j) { return exact_fp16(sc, n * groups + j); }, std::move(order));
 }
 
-// A GGUF vector of F32 / F16 / BF16 values as fp32.
-std::vector<float> gguf_floats(const GgufTensor& t) {
-  const auto type = GgmlType(t.type);
-  if (type != GgmlType::F32 && type != GgmlType::F16 && type != GgmlType::BF16)
-    fail(Status::Format, "tensor '" + t.name + "' has type " + ggml_type_name(t.type) + ", expected F32, F16 or BF16");
-  const uint64_t width = type == GgmlType::F32 ? 4 : 2;
-  std::vector<float> out(t.bytes / width);
-  for (uint64_t i = 0; i < out.size(); ++i) {
-    if (type == GgmlType::F32) {
-      std::memcpy(&out[i], t.data + 4 * i, 4);
-    } else {
-      uint16_t h;
-      std::memcpy(&h, t.data + 2 * i, 2);
-      out[i] = type == GgmlType::F16 ? kernels::half_to_float(h) : kernels::bf16_to_float(h);
-    }
-  }
-  return out;
-}
-
 // llama.cpp's Q4_0, Q5_0 and Q8_0 matrices are blocks of 32 inputs, each
 // with an fp16 scale d and codes q: w = d (q - 2^(b-1)) for Q4_0 / Q5_0
 // (unsigned q), w = d q for Q8_0 (signed q). That is woq's group of 32 with

@@ -8,6 +8,8 @@
 #include <cstring>
 #include <set>
 
+#include "import/output_file.h"
+#include "kernels/cpu/numeric.h"
 #include "runtime/error.h"
 
 namespace woq::import {
@@ -178,6 +180,7 @@ std::unique_ptr<GgufFile> GgufFile::open(const std::string& path) {
   uint64_t alignment = 32;  // GGUF's default
   std::set<std::string> keys;
   for (uint64_t i = 0; i < kv_count; ++i) {
+    const uint64_t entry_start = c.position();
     const std::string key = c.string("metadata key " + std::to_string(i), kMaxNameBytes);
     if (!keys.insert(key).second) c.bad("metadata key '" + key + "' is listed twice");
     const uint32_t type = c.get<uint32_t>("the value type of '" + key + "'");
@@ -191,7 +194,9 @@ std::unique_ptr<GgufFile> GgufFile::open(const std::string& path) {
     } else {
       skip_value(c, type, key, 0);
     }
+    f->entries_.push_back({key, type, bytes + entry_start, c.position() - entry_start});
   }
+  f->alignment_ = alignment;
 
   std::vector<uint64_t> offsets;
   for (uint64_t i = 0; i < tensor_count; ++i) {
@@ -240,6 +245,141 @@ std::unique_ptr<GgufFile> GgufFile::open(const std::string& path) {
 const GgufTensor* GgufFile::find(const std::string& name) const {
   const auto it = by_name_.find(name);
   return it == by_name_.end() ? nullptr : &tensors_[it->second];
+}
+
+std::vector<float> gguf_floats(const GgufTensor& t) {
+  const auto type = GgmlType(t.type);
+  if (type != GgmlType::F32 && type != GgmlType::F16 && type != GgmlType::BF16)
+    fail(Status::Format, "tensor '" + t.name + "' has type " + ggml_type_name(t.type) + ", expected F32, F16 or BF16");
+  const uint64_t width = type == GgmlType::F32 ? 4 : 2;
+  std::vector<float> out(t.bytes / width);
+  for (uint64_t i = 0; i < out.size(); ++i) {
+    if (type == GgmlType::F32) {
+      std::memcpy(&out[i], t.data + 4 * i, 4);
+    } else {
+      uint16_t h;
+      std::memcpy(&h, t.data + 2 * i, 2);
+      out[i] = type == GgmlType::F16 ? kernels::half_to_float(h) : kernels::bf16_to_float(h);
+    }
+  }
+  return out;
+}
+
+uint64_t ggml_tensor_bytes(uint32_t type, const std::vector<uint64_t>& dims) {
+  const TypeLayout l = layout(type);
+  if (!l.block || dims.empty() || dims[0] % l.block != 0) return 0;
+  uint64_t elements = 1;
+  for (uint64_t d : dims)
+    if (__builtin_mul_overflow(elements, d, &elements)) return 0;
+  uint64_t bytes;
+  return __builtin_mul_overflow(elements / l.block, uint64_t(l.bytes), &bytes) ? 0 : bytes;
+}
+
+void encode_gguf_row(GgmlType type, const uint8_t* codes, const uint16_t* scales, const int32_t* zeros, uint64_t k,
+                     uint8_t* out, const std::string& where) {
+  const uint32_t bits = type == GgmlType::Q4_0 ? 4 : type == GgmlType::Q5_0 ? 5 : type == GgmlType::Q8_0 ? 8 : 0;
+  if (!bits || k % 32 != 0) fail(Status::Internal, where + ": no GGUF blocks of " + ggml_type_name(uint32_t(type)));
+  const uint32_t qmax = (1u << bits) - 1, middle = 1u << (bits - 1);
+  const uint64_t block_bytes = layout(uint32_t(type)).bytes;
+  for (uint64_t j = 0; j < k / 32; ++j, out += block_bytes) {
+    const uint8_t* c = codes + 32 * j;
+    const int32_t z = zeros[j];
+    if (z != int32_t(middle) && z != int32_t(qmax - middle))
+      fail(Status::Unsupported, where + ", inputs " + std::to_string(32 * j) + ".." + std::to_string(32 * j + 31) +
+                                    ": zero-point " + std::to_string(z) + "; " + ggml_type_name(uint32_t(type)) +
+                                    " holds only zero-point " + std::to_string(middle) + " (or " +
+                                    std::to_string(qmax - middle) + " with a negative scale)");
+    const bool mirrored = z != int32_t(middle);  // s (c - z) = -s ((qmax - c) - middle)
+    const uint16_t d = uint16_t(scales[j] | (mirrored ? 0x8000 : 0));
+    std::memcpy(out, &d, 2);
+    uint8_t q[32];
+    for (int i = 0; i < 32; ++i) {
+      if (c[i] > qmax) fail(Status::Internal, where + ": code " + std::to_string(c[i]) + " exceeds " + std::to_string(qmax));
+      q[i] = uint8_t(mirrored ? qmax - c[i] : c[i]);
+    }
+    if (type == GgmlType::Q8_0) {
+      for (int i = 0; i < 32; ++i) out[2 + i] = uint8_t(int8_t(int(q[i]) - 128));
+      continue;
+    }
+    uint8_t* nibbles = out + (type == GgmlType::Q4_0 ? 2 : 6);
+    for (int i = 0; i < 16; ++i) nibbles[i] = uint8_t((q[i] & 15) | (q[i + 16] & 15) << 4);
+    if (type == GgmlType::Q5_0) {
+      uint32_t high = 0;
+      for (int i = 0; i < 32; ++i) high |= uint32_t(q[i] >> 4 & 1) << i;
+      std::memcpy(out + 2, &high, 4);
+    }
+  }
+}
+
+uint64_t write_gguf(const std::string& path, const GgufFile& templ, const std::map<std::string, GgufReplacement>& replace,
+                    int64_t file_type) {
+  const std::string where = "GGUF '" + path + "': ";
+  for (const auto& [name, r] : replace) {
+    const GgufTensor* t = templ.find(name);
+    if (!t) fail(Status::NotFound, where + "the template has no tensor '" + name + "' to replace");
+    if (!ggml_tensor_bytes(uint32_t(r.type), t->dims))
+      fail(Status::InvalidArgument, where + "tensor '" + name + "' cannot be " + ggml_type_name(uint32_t(r.type)) +
+                                        " (its first dimension is " + std::to_string(t->dims[0]) + ")");
+  }
+  std::vector<uint32_t> types;
+  std::vector<uint64_t> sizes, offsets;
+  uint64_t offset = 0;
+  const uint64_t align = templ.alignment();
+  for (const GgufTensor& t : templ.tensors()) {
+    const auto r = replace.find(t.name);
+    types.push_back(r == replace.end() ? t.type : uint32_t(r->second.type));
+    if (r == replace.end() && !t.data)
+      fail(Status::Unsupported, where + "the template's tensor '" + t.name + "' has type " + ggml_type_name(t.type) +
+                                    ", whose size woq does not know, so it cannot be copied");
+    sizes.push_back(r == replace.end() ? t.bytes : ggml_tensor_bytes(types.back(), t.dims));
+    offsets.push_back(offset);
+    offset += (sizes.back() + align - 1) / align * align;
+  }
+
+  OutputFile out(path);
+  const auto u32 = [&](uint32_t v) { out.write(&v, 4); };
+  const auto u64 = [&](uint64_t v) { out.write(&v, 8); };
+  const auto str = [&](const std::string& v) {
+    u64(v.size());
+    out.write(v.data(), v.size());
+  };
+  u32(kMagic);
+  u32(3);
+  u64(templ.tensors().size());
+  u64(templ.entries().size());
+  for (const GgufEntry& e : templ.entries()) {
+    if (e.key == "general.file_type" && e.type == kU32 && file_type >= 0) {
+      str(e.key);
+      u32(kU32);
+      u32(uint32_t(file_type));
+    } else {
+      out.write(e.raw, e.raw_bytes);
+    }
+  }
+  for (size_t i = 0; i < templ.tensors().size(); ++i) {
+    const GgufTensor& t = templ.tensors()[i];
+    str(t.name);
+    u32(uint32_t(t.dims.size()));
+    for (uint64_t d : t.dims) u64(d);
+    u32(types[i]);
+    u64(offsets[i]);
+  }
+  out.zeros((align - out.written() % align) % align);
+  std::vector<uint8_t> buffer;
+  for (size_t i = 0; i < templ.tensors().size(); ++i) {
+    const GgufTensor& t = templ.tensors()[i];
+    const auto r = replace.find(t.name);
+    if (r == replace.end()) {
+      out.write(t.data, sizes[i]);
+    } else {
+      buffer.assign(sizes[i], 0);
+      r->second.fill(buffer.data());
+      out.write(buffer.data(), buffer.size());
+    }
+    out.zeros((align - sizes[i] % align) % align);
+  }
+  out.commit();
+  return out.written();
 }
 
 }  // namespace woq::import

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -32,6 +33,15 @@ struct GgufTensor {
   uint64_t bytes = 0;
 };
 
+// One metadata key/value pair as the file holds it: `raw` spans the whole
+// entry (key length, key, value type, value), for copying it unchanged.
+struct GgufEntry {
+  std::string key;
+  uint32_t type = 0;
+  const uint8_t* raw = nullptr;
+  uint64_t raw_bytes = 0;
+};
+
 class GgufFile {
  public:
   // Memory-maps and validates `path`; throws woq::Error (Io, Format, Version).
@@ -44,11 +54,15 @@ class GgufFile {
   const GgufTensor* find(const std::string& name) const;
   // The metadata values that are strings (general.architecture, ...).
   const std::map<std::string, std::string>& strings() const { return strings_; }
+  const std::vector<GgufEntry>& entries() const { return entries_; }  // in file order
+  uint64_t alignment() const { return alignment_; }  // of the tensor data
 
  private:
   GgufFile() = default;
   std::unique_ptr<MappedFile> file_;
   uint32_t version_ = 0;
+  uint64_t alignment_ = 32;
+  std::vector<GgufEntry> entries_;
   std::vector<GgufTensor> tensors_;
   std::map<std::string, size_t> by_name_;
   std::map<std::string, std::string> strings_;
@@ -56,5 +70,41 @@ class GgufFile {
 
 // Whether `path` is a regular file that starts with GGUF's magic.
 bool looks_like_gguf(const std::string& path);
+
+// The values of an F32 / F16 / BF16 tensor as fp32; throws Error(Format)
+// naming it for another type.
+std::vector<float> gguf_floats(const GgufTensor& t);
+
+// Bytes of a tensor of `type` with `dims` (ggml order); 0 for a type whose
+// size woq does not know or dims[0] that is not a whole number of blocks.
+uint64_t ggml_tensor_bytes(uint32_t type, const std::vector<uint64_t>& dims);
+
+// One row of a woq matrix as llama.cpp's blocks of 32 inputs (Q4_0, Q5_0 or
+// Q8_0, for 4-, 5- or 8-bit codes): `codes` its K codes, `scales` and
+// `zeros` one per block. A block's zero-point must be 2^(b-1) (stored with
+// d = scale) or 2^b - 1 - 2^(b-1) (what a GGUF block with a negative d
+// imports as: stored with d = -scale and its codes mirrored), so the block
+// holds exactly the same weights; any other zero-point throws
+// Error(Unsupported) naming `where` and the block. `out` receives
+// ggml_tensor_bytes(type, {K}) bytes.
+void encode_gguf_row(GgmlType type, const uint8_t* codes, const uint16_t* scales, const int32_t* zeros, uint64_t k,
+                     uint8_t* out, const std::string& where);
+
+// A tensor that write_gguf puts in place of the template's tensor of that
+// name: a new type with the same dimensions; `fill` writes its
+// ggml_tensor_bytes(type, dims) bytes.
+struct GgufReplacement {
+  GgmlType type;
+  std::function<void(uint8_t* out)> fill;
+};
+
+// Writes a GGUF v3 file (a temporary file renamed into place) holding the
+// template's metadata, each entry copied byte for byte except a u32
+// general.file_type, set to `file_type` when that is not negative, and the
+// template's tensors in its order and alignment, those in `replace` taking
+// their replacement's type and bytes. A template tensor of a type whose size
+// woq does not know can only be replaced. Returns the bytes written.
+uint64_t write_gguf(const std::string& path, const GgufFile& templ, const std::map<std::string, GgufReplacement>& replace,
+                    int64_t file_type);
 
 }  // namespace woq::import

@@ -11,6 +11,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "import/output_file.h"
 #include "kernels/cpu/numeric.h"
 #include "runtime/error.h"
 
@@ -248,20 +249,12 @@ void write_safetensors(const std::string& path, const std::vector<SafeTensorOut>
   }
   std::string text = header.dump();
   text.append((8 - text.size() % 8) % 8, ' ');  // data starts 8-byte aligned
-  const std::string temp = path + ".tmp." + std::to_string(getpid());
-  FILE* f = std::fopen(temp.c_str(), "wb");
-  if (!f) fail(Status::Io, "cannot create '" + temp + "': " + std::strerror(errno));
+  OutputFile out(path);
   const uint64_t n = text.size();
-  bool ok = std::fwrite(&n, 8, 1, f) == 1 && std::fwrite(text.data(), 1, text.size(), f) == text.size();
-  for (const SafeTensorOut& t : tensors)
-    ok = ok && (t.bytes.empty() || std::fwrite(t.bytes.data(), 1, t.bytes.size(), f) == t.bytes.size());
-  ok = (std::fflush(f) == 0) && ok && fsync(fileno(f)) == 0;
-  ok = (std::fclose(f) == 0) && ok;
-  if (!ok || std::rename(temp.c_str(), path.c_str()) != 0) {
-    const std::string why = std::strerror(errno);
-    std::remove(temp.c_str());
-    fail(Status::Io, "cannot write '" + path + "': " + why);
-  }
+  out.write(&n, 8);
+  out.write(text.data(), text.size());
+  for (const SafeTensorOut& t : tensors) out.write(t.bytes.data(), t.bytes.size());
+  out.commit();
 }
 
 }  // namespace woq::import

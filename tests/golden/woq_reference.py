@@ -18,6 +18,11 @@ tests use it to make golden vectors and to check files in both directions.
       permutation applied) equal EXPECT's tensor of its name.
   woq_reference.py same GOT.safetensors EXPECT.safetensors
       every tensor of EXPECT is in GOT with exactly the same values.
+  woq_reference.py gguf OUT.gguf TEMPLATE.gguf EXPECT.safetensors
+      check a `woq export --format gguf` file: TEMPLATE's metadata (but
+      general.file_type) and tensors in its order, each tensor of EXPECT's
+      names dequantized from llama.cpp's Q4_0 / Q5_0 / Q8_0 blocks equal to
+      EXPECT's values, every other tensor byte for byte TEMPLATE's.
   woq_reference.py write SOURCE.safetensors OUT.woq EXPECT.safetensors BITS GROUP sym|asym
       quantize SOURCE's *.weight tensors, write OUT.woq (several chunks per
       tensor, zstd and raw codecs) and EXPECT.safetensors holding each
@@ -541,6 +546,109 @@ def cmd_check_export(woq_path, export_path, dtype):
     print("export OK: %d tensors of %s match, as %s" % (len(tensors), woq_path, dtype))
 
 
+GGUF_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
+GGUF_BLOCKS = {0: (1, 4), 1: (1, 2), 2: (32, 18), 6: (32, 22), 8: (32, 34), 12: (256, 144), 30: (1, 2)}
+
+
+def read_gguf(path):
+    """(metadata {key: value}, [(name, dims, type, raw bytes)]) of a GGUF
+    v2/v3 file, for the types in GGUF_BLOCKS."""
+    with open(path, "rb") as f:
+        data = f.read()
+    at = 0
+
+    def take(fmt):
+        nonlocal at
+        values = struct.unpack_from(fmt, data, at)
+        at += struct.calcsize(fmt)
+        return values[0] if len(values) == 1 else values
+
+    def text():
+        nonlocal at
+        n = take("<Q")
+        at += n
+        return data[at - n:at].decode()
+
+    def value(kind):
+        if kind == 8:
+            return text()
+        if kind == 9:
+            element, count = take("<IQ")
+            return [value(element) for _ in range(count)]
+        return take(GGUF_SCALARS[kind])
+
+    if data[:4] != b"GGUF":
+        raise Fail("%s is not a GGUF file" % path)
+    at = 4
+    version, n_tensors, n_meta = take("<IQQ")
+    if version not in (2, 3):
+        raise Fail("%s: GGUF version %d" % (path, version))
+    meta = {}
+    for _ in range(n_meta):
+        key = text()
+        meta[key] = value(take("<I"))
+    infos = []
+    for _ in range(n_tensors):
+        name = text()
+        dims = [take("<Q") for _ in range(take("<I"))]
+        kind, offset = take("<IQ")
+        infos.append((name, dims, kind, offset))
+    align = meta.get("general.alignment", 32)
+    start = -(-at // align) * align
+    tensors = []
+    for name, dims, kind, offset in infos:
+        block, size = GGUF_BLOCKS[kind]
+        nbytes = int(np.prod(dims)) // block * size
+        if offset % align or start + offset + nbytes > len(data):
+            raise Fail("%s: tensor %s lies outside the data" % (path, name))
+        tensors.append((name, dims, kind, data[start + offset:start + offset + nbytes]))
+    return meta, tensors
+
+
+def gguf_dequantize(dims, kind, raw):
+    """llama.cpp's weights of a Q4_0 / Q5_0 / Q8_0 matrix [dims[1], dims[0]]
+    as float32: d (q - 8), d (q - 16), d q per block of 32."""
+    k, n = dims
+    size = {2: 18, 6: 22, 8: 34}[kind]
+    b = np.frombuffer(raw, dtype=np.uint8).reshape(n, k // 32, size)
+    d = b[..., :2].copy().view(np.float16).astype(np.float32)  # [n, k/32, 1]
+    if kind == 8:
+        q = b[..., 2:].view(np.int8).astype(np.float32)
+    else:
+        nib = b[..., -16:]
+        q = np.concatenate([nib & 15, nib >> 4], axis=2).astype(np.uint32)
+        if kind == 6:
+            high = b[..., 2:6].copy().view("<u4")  # [n, k/32, 1]
+            q |= ((high >> np.arange(32, dtype=np.uint32)) & 1) << 4
+        q = q.astype(np.float32) - (8 if kind == 2 else 16)
+    return (d * q).astype(np.float32).reshape(n, k)
+
+
+def cmd_gguf(out_path, template_path, expect_path):
+    meta, tensors = read_gguf(out_path)
+    tmeta, ttensors = read_gguf(template_path)
+    expect, _ = read_safetensors(expect_path)
+    strip = lambda m: {k: v for k, v in m.items() if k != "general.file_type"}  # noqa: E731
+    if strip(meta) != strip(tmeta):
+        raise Fail("%s's metadata differs from the template's" % out_path)
+    if [(t[0], t[1]) for t in tensors] != [(t[0], t[1]) for t in ttensors]:
+        raise Fail("%s's tensors (names, order, dimensions) differ from the template's" % out_path)
+    replaced = 0
+    for (name, dims, kind, raw), (_, _, tkind, traw) in zip(tensors, ttensors):
+        weight = name in expect and len(dims) == 2 and kind in (2, 6, 8)
+        if name in expect and not name.endswith(".bias"):
+            if not weight:
+                raise Fail("%s: %s is ggml type %d, not Q4_0, Q5_0 or Q8_0" % (out_path, name, kind))
+            want = expect[name][1].astype(np.float32)
+            if not np.array_equal(gguf_dequantize(dims, kind, raw), want):
+                raise Fail("%s: %s's blocks do not hold the expected weights" % (out_path, name))
+            replaced += 1
+        elif (kind, raw) != (tkind, traw):
+            raise Fail("%s: %s is not the template's tensor byte for byte" % (out_path, name))
+    print("gguf OK: %d tensors hold the expected weights, %d are the template's, metadata kept (file_type %s)" %
+          (replaced, len(tensors) - replaced, meta.get("general.file_type", "absent")))
+
+
 def cmd_same_tensors(got_path, expect_path):
     """Every tensor of EXPECT is in GOT with identical values."""
     got, _ = read_safetensors(got_path)
@@ -562,6 +670,8 @@ def main(argv):
             cmd_same_tensors(argv[2], argv[3])
         elif len(argv) == 4 and argv[1] == "dequantized":
             cmd_dequantized(argv[2], argv[3])
+        elif len(argv) == 5 and argv[1] == "gguf":
+            cmd_gguf(argv[2], argv[3], argv[4])
         elif len(argv) == 5 and argv[1] == "check-export":
             cmd_check_export(argv[2], argv[3], argv[4])
         elif len(argv) == 8 and argv[1] == "write":

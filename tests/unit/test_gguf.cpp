@@ -3,9 +3,15 @@
 // refused with a message that names what is wrong.
 #include <gtest/gtest.h>
 
+#include <dirent.h>
+
+#include <algorithm>
 #include <cstring>
+#include <map>
+#include <random>
 
 #include "import/gguf.h"
+#include "kernels/cpu/numeric.h"
 #include "runtime/error.h"
 #include "test_util.h"
 
@@ -225,4 +231,138 @@ TEST(Gguf, SkipsTheDataOfTypesItDoesNotKnow) {
   ASSERT_NE(t, nullptr);
   EXPECT_EQ(t->data, nullptr);
   EXPECT_EQ(woq::import::ggml_type_name(t->type), "IQ4_XS");
+}
+
+namespace {
+
+// Files in `dir` (the writers must leave no temporary file behind).
+size_t files_in(const std::string& dir) {
+  size_t n = 0;
+  if (DIR* d = opendir(dir.c_str())) {
+    while (const dirent* e = readdir(d)) n += e->d_name[0] != '.';
+    closedir(d);
+  }
+  return n;
+}
+
+}  // namespace
+
+TEST(Gguf, WritesTheTemplateBackByteForByte) {
+  Spec spec;
+  spec.entries.push_back(entry("general.file_type", 4, u32_value(1)));
+  spec.data_bytes = 128;  // the last tensor padded to the alignment, as the writer pads it
+  woq::test::TempDir dir;
+  std::vector<uint8_t> bytes = spec.bytes();
+  const size_t data_start = bytes.size() - 128;
+  std::fill(bytes.begin() + data_start + 68, bytes.begin() + data_start + 96, 0);  // padding: zeros
+  std::fill(bytes.begin() + data_start + 104, bytes.end(), 0);
+  woq::test::write_file(dir.file("in.gguf"), bytes);
+  auto f = GgufFile::open(dir.file("in.gguf"));
+  EXPECT_EQ(f->alignment(), 32u);
+  ASSERT_EQ(f->entries().size(), 4u);
+  EXPECT_EQ(f->entries()[1].key, "general.architecture");
+  EXPECT_EQ(woq::import::write_gguf(dir.file("same.gguf"), *f, {}, -1), bytes.size());
+  EXPECT_EQ(woq::test::read_file(dir.file("same.gguf")), bytes);
+  // Only general.file_type's value changes.
+  woq::import::write_gguf(dir.file("typed.gguf"), *f, {}, 7);
+  const std::vector<uint8_t> typed = woq::test::read_file(dir.file("typed.gguf"));
+  ASSERT_EQ(typed.size(), bytes.size());
+  std::vector<size_t> differ;
+  for (size_t i = 0; i < bytes.size(); ++i)
+    if (typed[i] != bytes[i]) differ.push_back(i);
+  ASSERT_EQ(differ.size(), 1u);
+  EXPECT_EQ(bytes[differ[0]], 1);
+  EXPECT_EQ(typed[differ[0]], 7);
+  EXPECT_EQ(files_in(dir.path()), 3u);
+}
+
+// Each encoded block holds llama.cpp's weights d (q - 2^(b-1)) (Q8_0: d q
+// for signed q) equal to woq's s (c - z), for both zero-points it takes.
+TEST(Gguf, EncodedBlocksHoldTheSameWeights) {
+  using woq::import::GgmlType;
+  std::mt19937 rng(5);
+  for (GgmlType type : {GgmlType::Q4_0, GgmlType::Q5_0, GgmlType::Q8_0}) {
+    const uint32_t bits = type == GgmlType::Q4_0 ? 4 : type == GgmlType::Q5_0 ? 5 : 8;
+    const uint32_t qmax = (1u << bits) - 1, middle = 1u << (bits - 1);
+    const uint64_t k = 128, blocks = k / 32;
+    std::vector<uint8_t> codes(k);
+    for (uint8_t& c : codes) c = uint8_t(rng() % (qmax + 1));
+    codes[0] = 0, codes[1] = uint8_t(qmax);  // both ends
+    std::vector<uint16_t> scales(blocks);
+    std::vector<int32_t> zeros(blocks);
+    for (uint64_t j = 0; j < blocks; ++j) {
+      scales[j] = woq::kernels::float_to_half(0.001f * float(1 + rng() % 1000));
+      zeros[j] = int32_t(j % 2 ? qmax - middle : middle);
+    }
+    const uint64_t block_bytes = woq::import::ggml_tensor_bytes(uint32_t(type), {32});
+    std::vector<uint8_t> out(blocks * block_bytes);
+    woq::import::encode_gguf_row(type, codes.data(), scales.data(), zeros.data(), k, out.data(), "row");
+    for (uint64_t i = 0; i < k; ++i) {
+      const uint8_t* b = out.data() + i / 32 * block_bytes;
+      const uint32_t at = i % 32;
+      uint16_t d_bits;
+      std::memcpy(&d_bits, b, 2);
+      float q;
+      if (type == GgmlType::Q8_0) {
+        q = float(int8_t(b[2 + at]));
+      } else {
+        const uint8_t* nibbles = b + (type == GgmlType::Q4_0 ? 2 : 6);
+        uint32_t v = at < 16 ? nibbles[at] & 15u : nibbles[at - 16] >> 4;
+        if (type == GgmlType::Q5_0) {
+          uint32_t high;
+          std::memcpy(&high, b + 2, 4);
+          v |= (high >> at & 1u) << 4;
+        }
+        q = float(v) - float(middle);
+      }
+      const float llama = woq::kernels::half_to_float(d_bits) * q;
+      const float woq_w = woq::kernels::half_to_float(scales[i / 32]) * float(int32_t(codes[i]) - zeros[i / 32]);
+      ASSERT_EQ(llama, woq_w) << woq::import::ggml_type_name(uint32_t(type)) << " input " << i;
+    }
+  }
+}
+
+TEST(Gguf, WriterRefusesWhatItCannotWrite) {
+  using woq::import::GgmlType;
+  woq::test::TempDir dir;
+  Spec spec;
+  spec.tensors.push_back({"experts", {256, 4}, 23 /* IQ4_XS: size unknown to woq */, 128});
+  woq::test::write_file(dir.file("in.gguf"), spec.bytes());
+  auto f = GgufFile::open(dir.file("in.gguf"));
+  const auto status_of = [&](const std::map<std::string, woq::import::GgufReplacement>& replace, std::string* what) {
+    try {
+      woq::import::write_gguf(dir.file("out.gguf"), *f, replace, -1);
+    } catch (const woq::Error& e) {
+      *what = e.what();
+      return e.status();
+    }
+    return woq::Status::Ok;
+  };
+  std::string what;
+  EXPECT_EQ(status_of({}, &what), woq::Status::Unsupported);
+  EXPECT_NE(what.find("'experts' has type IQ4_XS"), std::string::npos) << what;
+  const auto zeros_fill = [](uint8_t*) {};
+  EXPECT_EQ(status_of({{"missing", {GgmlType::Q8_0, zeros_fill}}}, &what), woq::Status::NotFound);
+  EXPECT_NE(what.find("no tensor 'missing'"), std::string::npos) << what;
+  EXPECT_EQ(status_of({{"blk.0.attn_q.bias", {GgmlType::Q8_0, zeros_fill}}}, &what), woq::Status::InvalidArgument);
+  EXPECT_NE(what.find("cannot be Q8_0 (its first dimension is 2)"), std::string::npos) << what;
+  // A fill that fails midway leaves nothing behind.
+  const auto throwing = [](uint8_t*) { woq::fail(woq::Status::Unsupported, "zero-point 5"); };
+  EXPECT_EQ(status_of({{"blk.0.attn_q.weight", {GgmlType::Q8_0, throwing}}, {"experts", {GgmlType::Q8_0, zeros_fill}}}, &what),
+            woq::Status::Unsupported);
+  EXPECT_EQ(what, "zero-point 5");
+  EXPECT_EQ(files_in(dir.path()), 1u);  // in.gguf only
+  // Zero-points other than 2^(b-1) and 2^b - 1 - 2^(b-1) are refused by name.
+  std::vector<uint8_t> codes(32, 3), out(34);
+  const uint16_t scale = 0x3c00;
+  const int32_t zero = 5;
+  try {
+    woq::import::encode_gguf_row(GgmlType::Q8_0, codes.data(), &scale, &zero, 32, out.data(), "tensor 'w', row 0");
+    ADD_FAILURE() << "zero-point 5 was encoded";
+  } catch (const woq::Error& e) {
+    EXPECT_EQ(e.status(), woq::Status::Unsupported);
+    EXPECT_NE(std::string(e.what()).find("tensor 'w', row 0, inputs 0..31: zero-point 5; Q8_0 holds only zero-point 128 (or 127"),
+              std::string::npos)
+        << e.what();
+  }
 }
