@@ -18,6 +18,7 @@
 #include "cli/progress.h"
 #include "cli/svg.h"
 #include "import/gguf.h"
+#include "import/output_file.h"
 #include "import/safetensors.h"
 #include "import/weight_source.h"
 #include "kernels/cpu/numeric.h"
@@ -336,12 +337,12 @@ int cmd_inspect_svg(const std::string& path, const std::string& tensor, const st
     pic.sqnr_db.push_back(sqnr);
   }
   const std::string svg = woq::cli::render_svg(pic);
-  const std::string temp = svg_path + ".tmp";
-  FILE* out = std::fopen(temp.c_str(), "wb");
-  if (!out || std::fwrite(svg.data(), 1, svg.size(), out) != svg.size() || std::fclose(out) != 0 ||
-      std::rename(temp.c_str(), svg_path.c_str()) != 0) {
-    std::remove(temp.c_str());
-    throw CliError("cannot write '" + svg_path + "'");
+  try {
+    woq::import::OutputFile out(svg_path);
+    out.write(svg.data(), svg.size());
+    out.commit();
+  } catch (const woq::Error& e) {
+    throw CliError(e.what());
   }
   std::printf("wrote %s: histogram of %zu weights, %zu levels, SQNR at 8..2 bits:", svg_path.c_str(), pic.weights.size(),
               pic.levels.size());
