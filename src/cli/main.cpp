@@ -766,7 +766,7 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"auto", "gptq", "gptq_v2", "awq", "compressed-tensors", "gguf"}));
 
   std::string export_in, export_out, export_dtype = "f16", export_format = "safetensors";
-  auto* exp = app.add_subcommand("export", "write the dequantized weights (and biases) to another format");
+  auto* exp = app.add_subcommand("export", "write the dequantized weights (and biases) as safetensors, or the blocks as GGUF Q4_0 / Q5_0 / Q8_0");
   exp->add_option("file", export_in, ".woq file")->required();
   exp->add_option("output", export_out, "output file")->required();
   std::string export_template;
@@ -777,7 +777,7 @@ int main(int argc, char** argv) {
   exp->add_option("--template", export_template,
                   "with --format gguf: the GGUF file (e.g. the F16 model) whose tensors of those names are replaced")
       ->check(CLI::ExistingFile);
-  exp->add_option("--dtype", export_dtype, "f16 (default), bf16 or f32")->check(CLI::IsMember({"f16", "bf16", "f32"}));
+  auto* export_dtype_opt = exp->add_option("--dtype", export_dtype, "f16 (default), bf16 or f32")->check(CLI::IsMember({"f16", "bf16", "f32"}));
 
   BenchArgs ba;
   auto* bench = app.add_subcommand("bench", "time woq_matmul on every tensor of a .woq file");
@@ -798,7 +798,10 @@ int main(int argc, char** argv) {
     if (*inspect) return cmd_inspect(inspect_file);
     if (*verify) return cmd_verify(verify_file);
     if (*exp) {
-      if (export_format == "gguf") return cmd_export_gguf(export_in, export_out, export_template);
+      if (export_format == "gguf") {
+        if (export_dtype_opt->count()) throw CliError("--dtype is for --format safetensors; GGUF gets the stored blocks");
+        return cmd_export_gguf(export_in, export_out, export_template);
+      }
       if (!export_template.empty()) throw CliError("--template is for --format gguf");
       if (export_out.size() >= 5 && export_out.compare(export_out.size() - 5, 5, ".gguf") == 0)
         throw CliError("'" + export_out + "' names a GGUF file; write one with --format gguf --template MODEL.gguf");
