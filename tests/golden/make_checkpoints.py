@@ -370,6 +370,9 @@ def main():
     write_gguf(os.path.join(d, "model.gguf"), [("general.architecture", "str", "llama")],
                [(name, kind, list(values.shape[::-1]), values.tobytes()) for name, (kind, values) in floats.items()] +
                [("model.layers.0.mlp.gate_proj.weight", "Q4_0", [64, 16], q4.tobytes())])
+    ref.write_safetensors(os.path.join(d, "calibration.safetensors"),  # inputs for gptq / awq
+                          {"model.layers.0.mlp.up_proj": ("F32", rng.standard_normal((64, 128)).astype(np.float32)),
+                           "model.layers.0.mlp.down_proj": ("F32", rng.standard_normal((64, 256)).astype(np.float32))})
     write_gguf_cases(out, rng)
     print("wrote 15 checkpoint cases to", out)
 
