@@ -421,11 +421,20 @@ WOQ_API woq_status woq_import_checkpoint(const char* checkpoint_path, const char
     const woq::import::Flavor flavor = woq::import::parse_flavor(format ? format : "auto");
     woq::import::ImportResult r = woq::import::import_checkpoint(checkpoint_path, flavor);
     woq::format::Writer writer(woq_path);
-    const std::string source = checkpoint_path;
+    std::string source = checkpoint_path;  // a file's or a directory's name
+    while (source.size() > 1 && source.back() == '/') source.pop_back();
     writer.set_metadata({"woq.writer", woq::format::MetadataType::String, std::string("libwoq ") + woq_version_string()});
     writer.set_metadata({"import.format", woq::format::MetadataType::String, woq::import::flavor_name(r.flavor)});
     writer.set_metadata({"import.format_source", woq::format::MetadataType::String, r.how});
     writer.set_metadata({"import.checkpoint", woq::format::MetadataType::String, source.substr(source.rfind('/') + 1)});
+    size_t left_out = 0;  // entries longer than (or with a NUL that) .woq metadata holds
+    for (const auto& [key, value] : r.metadata) {
+      if (!woq::format::fits_string_metadata("source." + key, value)) {
+        ++left_out;
+        continue;
+      }
+      writer.set_metadata({"source." + key, woq::format::MetadataType::String, value});
+    }
     for (const auto& layer : r.layers)
       add_matrix(writer, layer.name, layer.matrix, layer.matrix.bias.empty() ? nullptr : layer.matrix.bias.data());
     writer.finish();
@@ -433,6 +442,9 @@ WOQ_API woq_status woq_import_checkpoint(const char* checkpoint_path, const char
       thread_local std::string t_report;
       t_report = "format " + std::string(woq::import::flavor_name(r.flavor)) + " (" + r.how + "); " +
                  std::to_string(r.layers.size()) + " layers converted";
+      if (left_out)
+        t_report += "; " + std::to_string(left_out) + " of the checkpoint's metadata strings left out (.woq keys are at most " +
+                    std::to_string(woq::format::kMaxKeyLength) + " bytes, values 1 MiB, without NUL)";
       if (!r.skipped.empty()) {
         t_report += "; skipped " + std::to_string(r.skipped.size()) + " other tensors:";
         for (const auto& name : r.skipped) t_report += " " + name;

@@ -38,6 +38,13 @@ inline constexpr uint32_t kMaxStringValue = 1u << 20;
 inline constexpr uint64_t kMaxDim = (1ull << 32) - 1;
 inline constexpr uint64_t kMaxElements = 1ull << 40;
 
+// Whether a string entry fits the metadata of a .woq file (what
+// Writer::set_metadata accepts): other formats' keys and values may not.
+inline bool fits_string_metadata(const std::string& key, const std::string& value) {
+  return !key.empty() && key.size() <= kMaxKeyLength && key.find('\0') == std::string::npos &&
+         value.size() <= kMaxStringValue && value.find('\0') == std::string::npos;
+}
+
 // Kinds of failure; the C API maps them onto woq_status.
 enum class ErrorKind { Io, Format, Checksum, Version, Limit, OutOfMemory, Argument, NotFound };
 

@@ -17,6 +17,7 @@
 
 #include "cli/progress.h"
 #include "cli/svg.h"
+#include "fileformat/format.h"
 #include "import/gguf.h"
 #include "import/output_file.h"
 #include "import/safetensors.h"
@@ -180,8 +181,13 @@ int cmd_quantize(const QuantizeArgs& a) {
   check(woq_writer_set_metadata_int(w.get(), "quant.bits", a.bits), "metadata");
   check(woq_writer_set_metadata_int(w.get(), "quant.group_size", a.group), "metadata");
   check(woq_writer_set_metadata_string(w.get(), "quant.scheme", a.sym ? "symmetric" : "asymmetric"), "metadata");
-  for (const auto& kv : st->metadata())
-    check(woq_writer_set_metadata_string(w.get(), ("source." + kv.first).c_str(), kv.second.c_str()), "metadata");
+  for (const auto& [key, value] : st->metadata()) {
+    if (!woq::format::fits_string_metadata("source." + key, value)) {
+      std::printf("leaving out metadata '%.60s': longer than (or with a NUL that) .woq metadata holds\n", key.c_str());
+      continue;
+    }
+    check(woq_writer_set_metadata_string(w.get(), ("source." + key).c_str(), value.c_str()), "metadata");
+  }
 
   woq::cli::Progress progress(weights.size(), "quantizing");
   double err2 = 0;

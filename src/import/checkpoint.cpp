@@ -415,6 +415,7 @@ ImportResult import_gguf(const std::string& path) {
   ImportResult r;
   r.flavor = Flavor::Gguf;
   r.how = "GGUF version " + std::to_string(file->version());
+  r.metadata = file->strings();
   const auto arch = file->strings().find("general.architecture");
   if (arch != file->strings().end()) r.how += ", architecture " + arch->second;
   std::set<std::string> used;
@@ -471,6 +472,7 @@ ImportResult import_checkpoint(const std::string& path, Flavor flavor) {
   auto file = Safetensors::open(path);
   Config config = read_config(file->path());  // the config lies next to the file or the shards' index
   ImportResult r;
+  r.metadata = file->metadata();
   if (flavor != Flavor::Auto) {
     r.flavor = flavor;
     r.how = "given by the caller";

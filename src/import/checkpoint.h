@@ -4,6 +4,7 @@
 // Each flavour's packing is documented in docs/IMPORT.md.
 #pragma once
 
+#include <map>
 #include <string>
 #include <vector>
 
@@ -23,6 +24,9 @@ struct ImportResult {
   std::string how;  // where the flavour came from
   std::vector<ImportedLayer> layers;
   std::vector<std::string> skipped;
+  // The checkpoint's own string metadata: safetensors' __metadata__, or a
+  // GGUF file's string-valued keys.
+  std::map<std::string, std::string> metadata;
 };
 
 const char* flavor_name(Flavor f);

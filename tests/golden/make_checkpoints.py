@@ -367,7 +367,9 @@ def main():
     d = os.path.join(out, "float_gguf")
     os.makedirs(d, exist_ok=True)
     q4, _ = gguf_quantize(layer_weights(rng, 16, 64), "Q4_0")
-    write_gguf(os.path.join(d, "model.gguf"), [("general.architecture", "str", "llama")],
+    # Two strings .woq metadata cannot hold (a 305-byte key, a NUL): left out.
+    write_gguf(os.path.join(d, "model.gguf"), [("general.architecture", "str", "llama"),
+                                               ("test." + "k" * 300, "str", "long key"), ("test.nul", "str", "a\0b")],
                [(name, kind, list(values.shape[::-1]), values.tobytes()) for name, (kind, values) in floats.items()] +
                [("model.layers.0.mlp.gate_proj.weight", "Q4_0", [64, 16], q4.tobytes())])
     ref.write_safetensors(os.path.join(d, "calibration.safetensors"),  # inputs for gptq / awq
