@@ -77,21 +77,12 @@ std::string human_bytes(double b) {
   return buf;
 }
 
-std::unique_ptr<Safetensors> open_safetensors(const std::string& path) {
-  try {
-    return Safetensors::open(path);
-  } catch (const woq::Error& e) {
-    throw CliError(e.what());
-  }
-}
-
-// A model's float weights: safetensors (one file or shards) or GGUF.
-std::unique_ptr<WeightSource> open_weights(const std::string& path) {
-  try {
-    return WeightSource::open(path);
-  } catch (const woq::Error& e) {
-    throw CliError(e.what());
-  }
+// The reference backend: the canonical layout, no repacking to read back.
+void create_reference_context(Context& ctx) {
+  woq_context_options co;
+  woq_context_options_init(&co);
+  co.backend = WOQ_BACKEND_CPU_REFERENCE;
+  check(woq_context_create(&co, ctx.out()), "context");
 }
 
 // ---------------------------------------------------------------- quantize
@@ -129,7 +120,7 @@ const SafeTensor* find_calibration(const Safetensors& calib, const std::string& 
 }
 
 int cmd_quantize(const QuantizeArgs& a) {
-  auto st = open_weights(a.in);
+  auto st = WeightSource::open(a.in);
   woq_quant_options q;
   woq_quant_options_init(&q);
   q.bits = a.bits;
@@ -148,7 +139,7 @@ int cmd_quantize(const QuantizeArgs& a) {
     throw CliError(calibrated ? "--method " + a.method + " needs --calibration ACTIVATIONS.safetensors"
                               : "--calibration is used by --method gptq and awq only");
   std::unique_ptr<Safetensors> calib;
-  if (!a.calibration.empty()) calib = open_safetensors(a.calibration);
+  if (!a.calibration.empty()) calib = Safetensors::open(a.calibration);
 
   std::vector<const SafeTensor*> weights;
   for (const SafeTensor& t : st->tensors()) {
@@ -304,15 +295,12 @@ int cmd_inspect_svg(const std::string& path, const std::string& tensor, const st
   woq_tensor_info info;
   info.struct_size = sizeof info;
   check(woq_file_tensor_info_by_name(f.get(), tensor.c_str(), &info), "tensor '" + tensor + "'");
-  auto st = open_weights(source);
+  auto st = WeightSource::open(source);
   const SafeTensor* src = st->find(tensor);
   if (!src || src->shape.size() != 2 || src->shape[0] != info.rows || src->shape[1] != info.cols || !float_dtype(src->dtype))
     throw CliError("'" + source + "' has no 2-D float tensor '" + tensor + "' of the stored shape");
-  woq_context_options co;
-  woq_context_options_init(&co);
-  co.backend = WOQ_BACKEND_CPU_REFERENCE;
   Context ctx;
-  check(woq_context_create(&co, ctx.out()), "context");
+  create_reference_context(ctx);
   Tensor t;
   check(woq_tensor_load(ctx.get(), f.get(), info.name, t.out()), "load");
   float scale;
@@ -343,13 +331,9 @@ int cmd_inspect_svg(const std::string& path, const std::string& tensor, const st
     pic.sqnr_db.push_back(sqnr);
   }
   const std::string svg = woq::cli::render_svg(pic);
-  try {
-    woq::import::OutputFile out(svg_path);
-    out.write(svg.data(), svg.size());
-    out.commit();
-  } catch (const woq::Error& e) {
-    throw CliError(e.what());
-  }
+  woq::import::OutputFile out(svg_path);
+  out.write(svg.data(), svg.size());
+  out.commit();
   std::printf("wrote %s: histogram of %zu weights, %zu levels, SQNR at 8..2 bits:", svg_path.c_str(), pic.weights.size(),
               pic.levels.size());
   for (size_t i = 0; i < pic.sqnr_db.size(); ++i) std::printf(" %d:%.1f", pic.sqnr_bits[i], pic.sqnr_db[i]);
@@ -383,11 +367,8 @@ int cmd_export(const std::string& in, const std::string& out, const std::string&
   else throw CliError("--dtype must be f16, bf16 or f32, not '" + dtype_name_arg + "'");
   File f;
   check(woq_file_open(in.c_str(), f.out()), "open '" + in + "'");
-  woq_context_options co;
-  woq_context_options_init(&co);
-  co.backend = WOQ_BACKEND_CPU_REFERENCE;  // canonical layout: no repack needed
   Context ctx;
-  check(woq_context_create(&co, ctx.out()), "context");
+  create_reference_context(ctx);
   uint64_t count;
   check(woq_file_tensor_count(f.get(), &count), "tensor count");
   std::vector<woq::import::SafeTensorOut> tensors;
@@ -417,11 +398,7 @@ int cmd_export(const std::string& in, const std::string& out, const std::string&
   }
   progress.finish();
   std::map<std::string, std::string> metadata = {{"woq.exported_from", in.substr(in.rfind('/') + 1)}};
-  try {
-    woq::import::write_safetensors(out, tensors, metadata);
-  } catch (const woq::Error& e) {
-    throw CliError(e.what());
-  }
+  woq::import::write_safetensors(out, tensors, metadata);
   std::printf("wrote %s: %zu tensors (dequantized weights as %s, biases as F32)\n", out.c_str(), tensors.size(),
               st_dtype.c_str());
   return 0;
@@ -437,19 +414,11 @@ int cmd_export_gguf(const std::string& in, const std::string& out, const std::st
     throw CliError("--format gguf needs --template MODEL.gguf: the GGUF file whose tensors the .woq tensors replace "
                    "(its metadata, tokenizer and other tensors are copied)");
   if (!woq::import::looks_like_gguf(template_path)) throw CliError("--template '" + template_path + "' is not a GGUF file");
-  std::unique_ptr<woq::import::GgufFile> templ;
-  try {
-    templ = woq::import::GgufFile::open(template_path);
-  } catch (const woq::Error& e) {
-    throw CliError(e.what());
-  }
+  auto templ = woq::import::GgufFile::open(template_path);
   File f;
   check(woq_file_open(in.c_str(), f.out()), "open '" + in + "'");
-  woq_context_options co;
-  woq_context_options_init(&co);
-  co.backend = WOQ_BACKEND_CPU_REFERENCE;
   Context ctx;
-  check(woq_context_create(&co, ctx.out()), "context");
+  create_reference_context(ctx);
   uint64_t count;
   check(woq_file_tensor_count(f.get(), &count), "tensor count");
   std::map<std::string, woq::import::GgufReplacement> replace;
@@ -485,12 +454,7 @@ int cmd_export_gguf(const std::string& in, const std::string& out, const std::st
       std::vector<float> bias(info.rows);
       int32_t has_bias;
       check(woq_tensor_bias(ctx.get(), t.get(), bias.data(), bias.size() * 4, &has_bias), "bias");
-      std::vector<float> there;
-      try {
-        if (gb) there = woq::import::gguf_floats(*gb);
-      } catch (const woq::Error& e) {
-        throw CliError(e.what());
-      }
+      const std::vector<float> there = gb ? woq::import::gguf_floats(*gb) : std::vector<float>();
       if (there != bias)
         throw CliError(what + " has a bias that the template's '" + base + ".bias' " +
                        (gb ? "does not equal" : "does not hold (there is no such tensor)"));
@@ -535,12 +499,7 @@ int cmd_export_gguf(const std::string& in, const std::string& out, const std::st
                             : *types.begin() == GgmlType::Q4_0 ? 2
                             : *types.begin() == GgmlType::Q8_0 ? 7
                                                                : 8;
-  uint64_t bytes;
-  try {
-    bytes = woq::import::write_gguf(out, *templ, replace, file_type);
-  } catch (const woq::Error& e) {
-    throw CliError(e.what());
-  }
+  const uint64_t bytes = woq::import::write_gguf(out, *templ, replace, file_type);
   progress.finish();
   std::printf("wrote %s: %zu of the template's %zu tensors replaced by the .woq tensors (%s), %s\n", out.c_str(),
               replace.size(), templ->tensors().size(),
@@ -629,7 +588,7 @@ int cmd_bench(const BenchArgs& a) {
   File f;
   check(woq_file_open(a.file.c_str(), f.out()), "open '" + a.file + "'");
   std::unique_ptr<WeightSource> ref;
-  if (!a.reference.empty()) ref = open_weights(a.reference);
+  if (!a.reference.empty()) ref = WeightSource::open(a.reference);
   woq_context_options co;
   woq_context_options_init(&co);
   if (a.backend == "cpu") co.backend = WOQ_BACKEND_CPU;
@@ -821,7 +780,7 @@ int main(int argc, char** argv) {
       return 0;
     }
     if (*bench) return cmd_bench(ba);
-  } catch (const std::exception& e) {  // CliError and the rest
+  } catch (const std::exception& e) {  // CliError, woq::Error from the readers and writers, and the rest
     std::fflush(stdout);  // what the command printed comes before why it stopped
     std::fprintf(stderr, "woq: error: %s\n", e.what());
     return 1;
