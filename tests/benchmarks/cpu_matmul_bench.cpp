@@ -21,6 +21,8 @@
 #include <immintrin.h>
 #include <woq.h>
 
+#include "bench_util.h"
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -37,91 +39,7 @@ extern "C" char* openblas_get_corename(void);  // the kernels it runs here (OPEN
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
-
-double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
-
-void check(woq_status s, const char* what) {
-  if (s != WOQ_OK) {
-    std::fprintf(stderr, "%s: %s: %s\n", what, woq_status_string(s), woq_last_error());
-    std::exit(1);
-  }
-}
-
-struct Shape {
-  const char* name;
-  uint64_t n, k;
-};
-
-// Read bandwidth: threads each sum a disjoint part of a 1 GiB array, with or
-// without the software prefetches the GEMV kernels issue (L1 2 KiB and L2
-// 12 KiB ahead, kernels/cpu/packed_kernels.inl); whichever reads faster.
-template <bool kPrefetch>
-__attribute__((target("avx2"))) uint64_t sum_range(const uint64_t* p, size_t n) {
-  __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
-  for (size_t i = 0; i + 16 <= n; i += 16) {
-    if constexpr (kPrefetch) {
-      for (size_t line = 0; line < 16; line += 8) {
-        __builtin_prefetch(p + i + line + 256, 0, 3);
-        __builtin_prefetch(p + i + line + 1536, 0, 2);
-      }
-    }
-    a0 = _mm256_add_epi64(a0, _mm256_load_si256(reinterpret_cast<const __m256i*>(p + i)));
-    a1 = _mm256_add_epi64(a1, _mm256_load_si256(reinterpret_cast<const __m256i*>(p + i + 4)));
-    a2 = _mm256_add_epi64(a2, _mm256_load_si256(reinterpret_cast<const __m256i*>(p + i + 8)));
-    a3 = _mm256_add_epi64(a3, _mm256_load_si256(reinterpret_cast<const __m256i*>(p + i + 12)));
-  }
-  __m256i s = _mm256_add_epi64(_mm256_add_epi64(a0, a1), _mm256_add_epi64(a2, a3));
-  alignas(32) uint64_t out[4];
-  _mm256_store_si256(reinterpret_cast<__m256i*>(out), s);
-  return out[0] + out[1] + out[2] + out[3];
-}
-
-double read_bandwidth(int threads, size_t bytes) {
-  static uint64_t* buf = nullptr;
-  static size_t buf_bytes = 0;
-  if (buf_bytes < bytes) {
-    std::free(buf);
-    buf = static_cast<uint64_t*>(std::aligned_alloc(64, bytes));
-    for (size_t i = 0; i < bytes / 8; ++i) buf[i] = i;
-    buf_bytes = bytes;
-  }
-  const size_t n = bytes / 8, part = n / threads / 16 * 16;
-  double best = 0;
-  volatile uint64_t sink = 0;
-  // Best of at least 10 passes and 2 s, as long as woq's own timings sample.
-  const auto start = Clock::now();
-  for (int rep = 0; rep < 10 || seconds_since(start) < 2.0; ++rep) {
-    std::vector<uint64_t> sums(threads);
-    auto t0 = Clock::now();
-    std::vector<std::thread> ts;
-    for (int i = 0; i < threads; ++i)
-      ts.emplace_back([&, i, rep] {
-        sums[i] = rep % 2 ? sum_range<true>(buf + i * part, part) : sum_range<false>(buf + i * part, part);
-      });
-    for (auto& t : ts) t.join();
-    const double s = seconds_since(t0);
-    for (uint64_t v : sums) sink = sink + v;
-    best = std::max(best, double(part) * threads * 8 / s / 1e9);  // the peak: a conservative denominator
-  }
-  return best;
-}
-
-// Size of the largest CPU cache (sysfs), or 32 MiB when it cannot be read.
-uint64_t last_level_cache_bytes() {
-  uint64_t best = 0;
-  for (int index = 0; index < 8; ++index) {
-    const std::string path = "/sys/devices/system/cpu/cpu0/cache/index" + std::to_string(index) + "/size";
-    FILE* f = std::fopen(path.c_str(), "r");
-    if (!f) continue;
-    unsigned long long v = 0;
-    char unit = 0;
-    if (std::fscanf(f, "%llu%c", &v, &unit) >= 1)
-      best = std::max<uint64_t>(best, v * (unit == 'K' ? 1024ull : unit == 'M' ? 1048576ull : 1ull));
-    std::fclose(f);
-  }
-  return best ? best : 32ull << 20;
-}
+using namespace woq_bench;
 
 struct Args {
   bool quick = false;
@@ -134,22 +52,6 @@ struct Args {
   bool resident = false;
   int copies = 0;  // 0: enough to fill twice the last-level cache
 };
-
-// Best-of-reps time of `pass`, after one warm-up pass.
-template <class Pass>
-double time_pass(Pass&& pass, double min_seconds, int min_reps) {
-  pass();
-  double best = 1e30, spent = 0;
-  for (int rep = 0; rep < min_reps || spent < min_seconds; ++rep) {
-    auto t0 = Clock::now();
-    pass();
-    const double s = seconds_since(t0);
-    best = std::min(best, s);
-    spent += s;
-    if (rep > 200) break;
-  }
-  return best;
-}
 
 }  // namespace
 
