@@ -3,7 +3,7 @@
 // that node-llama-cpp ships and .ci/setup fetches) on the same weights and
 // the same fp32 activations, measured in the same run.
 //
-//   woq_ggml_bench [--quick] [--bits 4|8] [--m M]... [--threads T] [--copies N]
+//   woq_ggml_bench [--quick] [--bits 4|8] [--bf16] [--m M]... [--threads T] [--copies N]
 //                  [--ggml-dir DIR] [--work DIR]
 //
 // The weights: ggml's quantizer (ggml_quantize_chunk) turns normal random
@@ -18,7 +18,8 @@
 // does.
 //
 // ggml quantizes the activations to Q8_0 before its dot products; woq keeps
-// them in fp32. The outputs are compared (largest difference relative to
+// them in fp32 (--bf16: woq gets them in bf16, ggml the same values in
+// fp32, so that both start from 8 significant bits). The outputs are compared (largest difference relative to
 // the largest output) to show both computed the same product; a difference
 // over 5% fails the run.
 //
@@ -153,6 +154,7 @@ void* ggml_context(const Ggml& g, size_t tensors, bool with_graph) {
 
 struct Args {
   bool quick = false;
+  bool bf16_x = false;
   uint32_t bits = 4;
   std::vector<uint64_t> ms;  // empty: the default list
   std::vector<int> threads = {1, 2};
@@ -175,6 +177,7 @@ int main(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     std::string s = argv[i];
     if (s == "--quick") a.quick = true;
+    else if (s == "--bf16") a.bf16_x = true;
     else if (s == "--bits" && i + 1 < argc) a.bits = uint32_t(std::atoi(argv[++i]));
     else if (s == "--m" && i + 1 < argc) a.ms.push_back(uint64_t(std::atoll(argv[++i])));
     else if (s == "--threads" && i + 1 < argc) a.threads = {std::atoi(argv[++i])};
@@ -183,7 +186,7 @@ int main(int argc, char** argv) {
     else if (s == "--work" && i + 1 < argc) a.work = argv[++i];
     else {
       std::fprintf(stderr,
-                   "usage: woq_ggml_bench [--quick] [--bits 4|8] [--m M]... [--threads T] [--copies N] "
+                   "usage: woq_ggml_bench [--quick] [--bits 4|8] [--bf16] [--m M]... [--threads T] [--copies N] "
                    "[--ggml-dir DIR] [--work DIR]\n");
       return 2;
     }
@@ -213,8 +216,8 @@ int main(int argc, char** argv) {
   g.load_all_from_path(a.ggml_dir.c_str());
   void* dev = g.dev_by_type(kGgmlDeviceCpu);
   if (!dev) die("ggml found no CPU backend in " + a.ggml_dir);
-  std::printf("woq vs llama.cpp's ggml: %s weights, fp32 activations; libwoq %s; ggml CPU device: %s; %u hardware threads\n",
-              type_name, woq_version_string(), g.dev_description(dev), std::thread::hardware_concurrency());
+  std::printf("woq vs llama.cpp's ggml: %s weights, %s activations; libwoq %s; ggml CPU device: %s; %u hardware threads\n",
+              type_name, a.bf16_x ? "bf16 (fp32 for ggml)" : "fp32", woq_version_string(), g.dev_description(dev), std::thread::hardware_concurrency());
 
   // 1. The weights, quantized by ggml, written by ggml's GGUF writer.
   std::mt19937 rng(7);
@@ -262,12 +265,31 @@ int main(int argc, char** argv) {
               block.size(), block_weights / 1e6, block_bytes / 1048576.0, type_name, l3 / 1048576.0, copies,
               copies == 1 ? "y" : "ies");
 
+  // Activations for one M; with --bf16 rounded to bf16 (kept as fp32 for
+  // ggml, whose bit patterns' top halves are woq's bf16 X).
   auto make_x = [&](uint64_t m) {
     std::mt19937 xrng{uint32_t(m)};
     std::vector<float> x(m * kmax);
-    for (float& v : x) v = dist(xrng) * 50;
+    for (float& v : x) {
+      v = dist(xrng) * 50;
+      if (!a.bf16_x) continue;
+      uint32_t u;
+      std::memcpy(&u, &v, 4);
+      u = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
+      std::memcpy(&v, &u, 4);
+    }
     return x;
   };
+  auto woq_x = [&](const std::vector<float>& x) {
+    std::vector<uint16_t> b(a.bf16_x ? x.size() : 0);
+    for (size_t i = 0; i < b.size(); ++i) {
+      uint32_t u;
+      std::memcpy(&u, &x[i], 4);
+      b[i] = uint16_t(u >> 16);
+    }
+    return b;
+  };
+  const woq_dtype x_type = a.bf16_x ? WOQ_DTYPE_BF16 : WOQ_DTYPE_F32;
   auto min_seconds = [&](uint64_t m) { return a.quick ? 0.05 : (m >= 64 ? 1.0 : 2.0); };
   auto min_reps = [](uint64_t m) { return m >= 64 ? 2 : 5; };
 
@@ -297,17 +319,19 @@ int main(int argc, char** argv) {
     for (size_t mi = 0; mi < ms.size(); ++mi) {
       const uint64_t m = ms[mi];
       const std::vector<float> x = make_x(m);
+      const std::vector<uint16_t> xb = woq_x(x);
+      const void* xw = xb.empty() ? static_cast<const void*>(x.data()) : xb.data();
       std::vector<float> y(m * nmax);
       if (ti == 0)
         for (size_t e = 0; e < block.size(); ++e) {
           std::vector<float> out(m * distinct[block[e]].n);
-          check(woq_matmul(ctx, tensors[e], x.data(), WOQ_DTYPE_F32, m, out.data(), WOQ_DTYPE_F32), "woq_matmul");
+          check(woq_matmul(ctx, tensors[e], xw, x_type, m, out.data(), WOQ_DTYPE_F32), "woq_matmul");
           woq_y[mi].push_back(std::move(out));
         }
       woq_time[ti][mi] = time_pass(
                              [&] {
                                for (woq_tensor* t : tensors)
-                                 check(woq_matmul(ctx, t, x.data(), WOQ_DTYPE_F32, m, y.data(), WOQ_DTYPE_F32),
+                                 check(woq_matmul(ctx, t, xw, x_type, m, y.data(), WOQ_DTYPE_F32),
                                        "woq_matmul");
                              },
                              min_seconds(m) * copies, min_reps(m)) /
@@ -344,7 +368,18 @@ int main(int argc, char** argv) {
     }
     void* wbuf = g.alloc_ctx_tensors_from_buft(wctx, buft);
     if (!wbuf) run.refused = "could not allocate the weights";
-    for (size_t e = 0; wbuf && e < entries; ++e) {
+    // As llama.cpp asks before it puts a weight in a buffer type (a weight
+    // an extra type cannot repack must not be written to it).
+    if (wbuf) {
+      void* probe = ggml_context(g, 2 * block.size(), false);
+      for (size_t e = 0; e < block.size(); ++e) {
+        void* x = g.new_tensor_2d(probe, kGgmlF32, int64_t(distinct[block[e]].k), 1);
+        if (!g.dev_supports_op(dev, g.mul_mat(probe, weights[e], x)))
+          run.refused = "its CPU device does not take " + std::string(type_name) + " matmuls from it";
+      }
+      g.free(probe);
+    }
+    for (size_t e = 0; wbuf && run.refused.empty() && e < entries; ++e) {
       void* src = host[block[e % block.size()]];
       g.tensor_set(weights[e], g.get_data(src), 0, g.nbytes(src));
     }
@@ -361,23 +396,16 @@ int main(int argc, char** argv) {
       }
       void* cbuf = g.alloc_ctx_tensors_from_buft(cctx, g.cpu_buffer_type());
       if (!cbuf) die("ggml could not allocate the activations");
-      // As llama.cpp asks before it puts a weight in an extra buffer type.
-      for (void* out : outs)
-        if (!g.dev_supports_op(dev, out)) run.refused = "its CPU device does not take this matmul from it";
-      if (!run.refused.empty()) {
-        g.buffer_free(cbuf);
-        cbuf = nullptr;
-      }
-      for (size_t i = 0; cbuf && i < distinct.size(); ++i) g.tensor_set(xs[i], x.data(), 0, m * distinct[i].k * 4);
+      for (size_t i = 0; i < distinct.size(); ++i) g.tensor_set(xs[i], x.data(), 0, m * distinct[i].k * 4);
       auto compute = [&] {
         if (g.graph_compute(backend, graph) != 0) die("ggml_backend_graph_compute failed on " + run.name);
       };
-      for (size_t ti = 0; cbuf && ti < a.threads.size(); ++ti) {
+      for (size_t ti = 0; ti < a.threads.size(); ++ti) {
         set_threads(backend, a.threads[ti]);
         run.seconds[ti][mi] = time_pass(compute, min_seconds(m) * copies, min_reps(m)) / copies;
       }
       // The same product as woq's: compared on the first copy.
-      for (size_t e = 0; cbuf && e < block.size(); ++e) {
+      for (size_t e = 0; e < block.size(); ++e) {
         const std::vector<float>& want = woq_y[mi][e];
         std::vector<float> got(want.size());
         g.tensor_get(outs[e], got.data(), 0, got.size() * 4);
@@ -392,7 +420,7 @@ int main(int argc, char** argv) {
           die("ggml (" + run.name + ") and woq differ on " + distinct[block[e]].name + " at M = " + std::to_string(m) +
               ": largest difference " + std::to_string(rel) + " of the largest output");
       }
-      if (cbuf) g.buffer_free(cbuf);
+      g.buffer_free(cbuf);
       g.free(cctx);
     }
     if (wbuf) g.buffer_free(wbuf);
@@ -429,7 +457,7 @@ int main(int argc, char** argv) {
         }
       std::printf(" %.1f | %.2fx |\n", block_bytes / best / 1e9, best / woq_s);
     }
-  std::printf("\noutputs agree: largest difference %.2g of the largest output (ggml rounds X to Q8_0, woq keeps fp32)\n",
-              worst_difference);
+  std::printf("\noutputs agree: largest difference %.2g of the largest output (ggml rounds X to Q8_0, woq keeps %s)\n",
+              worst_difference, a.bf16_x ? "bf16" : "fp32");
   return 0;
 }
