@@ -72,6 +72,7 @@ struct Ggml {
   void* (*new_graph)(void*);
   void (*build_forward_expand)(void*, void*);
   size_t (*quantize_chunk)(int, const float*, void*, int64_t, int64_t, int64_t, const float*);
+  void (*dequantize_row)(const void*, float*, int64_t);  // of the benchmark's type
   void* (*gguf_init_empty)();
   void (*gguf_add_tensor)(void*, const void*);
   bool (*gguf_write_to_file)(const void*, const char*, bool);
@@ -100,7 +101,7 @@ void resolve(void* lib, const char* name, F& f, const std::string& path) {
   if (!f) die(path + " has no " + name + " (not the ggml this benchmark was written against)");
 }
 
-Ggml load_ggml(const std::string& dir) {
+Ggml load_ggml(const std::string& dir, const char* dequantize_row) {
   const std::string base_path = dir + "/libggml-base.so";
   void* base = dlopen(base_path.c_str(), RTLD_NOW | RTLD_GLOBAL);
   if (!base) die(std::string("cannot load llama.cpp's ggml: ") + dlerror() + " (run .ci/npm_fetch.sh tests/ggml build/ggml)");
@@ -122,6 +123,7 @@ Ggml load_ggml(const std::string& dir) {
   resolve(base, "ggml_new_graph", g.new_graph, base_path);
   resolve(base, "ggml_build_forward_expand", g.build_forward_expand, base_path);
   resolve(base, "ggml_quantize_chunk", g.quantize_chunk, base_path);
+  resolve(base, dequantize_row, g.dequantize_row, base_path);
   resolve(base, "gguf_init_empty", g.gguf_init_empty, base_path);
   resolve(base, "gguf_add_tensor", g.gguf_add_tensor, base_path);
   resolve(base, "gguf_write_to_file", g.gguf_write_to_file, base_path);
@@ -168,6 +170,10 @@ struct GgmlRun {
   std::string name;
   std::string refused;  // why it was not run, if it was not
   std::vector<std::vector<double>> seconds;
+  std::vector<double> error;  // per M, against float64 (reference_error)
+  void* context = nullptr;  // the weight tensors, in `buffer`
+  void* buffer = nullptr;
+  std::vector<void*> weights;
 };
 
 }  // namespace
@@ -212,7 +218,7 @@ int main(int argc, char** argv) {
   }
   if (!a.ms.empty()) ms = a.ms;
 
-  Ggml g = load_ggml(a.ggml_dir);
+  Ggml g = load_ggml(a.ggml_dir, a.bits == 4 ? "dequantize_row_q4_0" : "dequantize_row_q8_0");
   g.load_all_from_path(a.ggml_dir.c_str());
   void* dev = g.dev_by_type(kGgmlDeviceCpu);
   if (!dev) die("ggml found no CPU backend in " + a.ggml_dir);
@@ -239,6 +245,11 @@ int main(int argc, char** argv) {
     g.gguf_add_tensor(gguf, t);
     host.push_back(t);
   }
+  // The first matrix's weights as ggml dequantizes them, for the float64
+  // reference both libraries' outputs are measured against.
+  const Shape& s0 = distinct[block[0]];
+  std::vector<float> w0(s0.n * s0.k);
+  g.dequantize_row(g.get_data(host[block[0]]), w0.data(), int64_t(w0.size()));
   const std::string stem = a.work + "/woq_ggml_bench." + std::to_string(getpid());
   const std::string gguf_path = stem + ".gguf", woq_path = stem + ".woq";
   if (!g.gguf_write_to_file(gguf, gguf_path.c_str(), false)) die("ggml could not write " + gguf_path);
@@ -290,16 +301,80 @@ int main(int argc, char** argv) {
     return b;
   };
   const woq_dtype x_type = a.bf16_x ? WOQ_DTYPE_BF16 : WOQ_DTYPE_F32;
+  // ||Y - Y64|| / ||Y64|| of the first matrix's output y on X's first (up
+  // to) 4 rows, where Y64 is that product in float64 of the same X values
+  // and ggml's dequantized weights.
+  auto reference_error = [&](const std::vector<float>& y, const std::vector<float>& x, uint64_t m) {
+    double diff = 0, norm = 0;
+    for (uint64_t r = 0; r < std::min<uint64_t>(m, 4); ++r)
+      for (uint64_t n = 0; n < s0.n; ++n) {
+        double want = 0;
+        for (uint64_t k = 0; k < s0.k; ++k) want += double(x[r * s0.k + k]) * double(w0[n * s0.k + k]);
+        diff += (y[r * s0.n + n] - want) * (y[r * s0.n + n] - want);
+        norm += want * want;
+      }
+    return std::sqrt(diff / norm);
+  };
+  std::vector<double> woq_error(ms.size());
   auto min_seconds = [&](uint64_t m) { return a.quick ? 0.05 : (m >= 64 ? 1.0 : 2.0); };
   auto min_reps = [](uint64_t m) { return m >= 64 ? 2 : 5; };
 
   std::vector<double> bandwidth;
   for (int threads : a.threads) bandwidth.push_back(read_bandwidth(threads, a.quick ? (256u << 20) : (1u << 30)));
 
-  // 2. woq: every thread count and M; the first copy's outputs are kept.
+  // 2. ggml's weights in each buffer type its CPU device offers, written
+  //    once (a type's repacking happens here, as at llama.cpp's load).
+  std::vector<void*> bufts = {g.dev_buffer_type(dev)};
+  using ExtraBufts = void** (*)(void*);
+  if (auto extra = reinterpret_cast<ExtraBufts>(
+          g.reg_get_proc_address(g.dev_backend_reg(dev), "ggml_backend_dev_get_extra_bufts")))
+    for (void** b = extra(dev); b && *b; ++b) bufts.push_back(*b);
+  using SetThreads = void (*)(void*, int);
+  auto set_threads =
+      reinterpret_cast<SetThreads>(g.reg_get_proc_address(g.dev_backend_reg(dev), "ggml_backend_set_n_threads"));
+  if (!set_threads) die("ggml's CPU backend has no ggml_backend_set_n_threads");
+  void* backend = g.dev_init(dev, nullptr);
+  if (!backend) die("ggml could not start its CPU backend");
+  std::vector<GgmlRun> runs;
+  for (void* buft : bufts) {
+    GgmlRun run{g.buft_name(buft), "", std::vector<std::vector<double>>(a.threads.size(), std::vector<double>(ms.size())),
+                std::vector<double>(ms.size())};
+    run.context = ggml_context(g, entries, false);
+    for (size_t e = 0; e < entries; ++e) {
+      const Shape& s = distinct[block[e % block.size()]];
+      run.weights.push_back(g.new_tensor_2d(run.context, type, int64_t(s.k), int64_t(s.n)));
+    }
+    run.buffer = g.alloc_ctx_tensors_from_buft(run.context, buft);
+    if (!run.buffer) run.refused = "could not allocate the weights";
+    // As llama.cpp asks before it puts a weight in a buffer type (a weight
+    // an extra type cannot repack must not be written to it).
+    if (run.buffer) {
+      void* probe = ggml_context(g, 2 * block.size(), false);
+      for (size_t e = 0; e < block.size(); ++e) {
+        void* x = g.new_tensor_2d(probe, kGgmlF32, int64_t(distinct[block[e]].k), 1);
+        if (!g.dev_supports_op(dev, g.mul_mat(probe, run.weights[e], x)))
+          run.refused = "its CPU device does not take " + std::string(type_name) + " matmuls from it";
+      }
+      g.free(probe);
+    }
+    for (size_t e = 0; run.buffer && run.refused.empty() && e < entries; ++e) {
+      void* src = host[block[e % block.size()]];
+      g.tensor_set(run.weights[e], g.get_data(src), 0, g.nbytes(src));
+    }
+    runs.push_back(std::move(run));
+  }
+  for (const GgmlRun& r : runs)
+    if (!r.refused.empty()) std::printf("ggml buffer type %s: not run (%s)\n", r.name.c_str(), r.refused.c_str());
+  if (std::none_of(runs.begin(), runs.end(), [](const GgmlRun& r) { return r.refused.empty(); }))
+    die("ggml ran on none of its buffer types");
+
+  // 3. Per thread count and M: woq, then ggml on each buffer type, one
+  //    right after the other (this VM's speed drifts over minutes). ggml
+  //    runs one graph per pass holding every matmul in order, as llama.cpp
+  //    computes a layer. The first copy's outputs are compared.
   std::vector<std::vector<double>> woq_time(a.threads.size(), std::vector<double>(ms.size()));
-  std::vector<std::vector<std::vector<float>>> woq_y(ms.size());  // [M][block entry]
   std::string woq_kernel;
+  double worst_difference = 0;
   for (size_t ti = 0; ti < a.threads.size(); ++ti) {
     woq_context_options o;
     woq_context_options_init(&o);
@@ -316,126 +391,77 @@ int main(int argc, char** argv) {
       check(woq_tensor_load(ctx, file, name.c_str(), &t), "woq_tensor_load");
       tensors.push_back(t);
     }
+    set_threads(backend, a.threads[ti]);
     for (size_t mi = 0; mi < ms.size(); ++mi) {
       const uint64_t m = ms[mi];
       const std::vector<float> x = make_x(m);
       const std::vector<uint16_t> xb = woq_x(x);
       const void* xw = xb.empty() ? static_cast<const void*>(x.data()) : xb.data();
+      std::vector<std::vector<float>> woq_y;  // per block entry
+      for (size_t e = 0; e < block.size(); ++e) {
+        woq_y.emplace_back(m * distinct[block[e]].n);
+        check(woq_matmul(ctx, tensors[e], xw, x_type, m, woq_y.back().data(), WOQ_DTYPE_F32), "woq_matmul");
+      }
+      woq_error[mi] = reference_error(woq_y[0], x, m);
       std::vector<float> y(m * nmax);
-      if (ti == 0)
-        for (size_t e = 0; e < block.size(); ++e) {
-          std::vector<float> out(m * distinct[block[e]].n);
-          check(woq_matmul(ctx, tensors[e], xw, x_type, m, out.data(), WOQ_DTYPE_F32), "woq_matmul");
-          woq_y[mi].push_back(std::move(out));
-        }
       woq_time[ti][mi] = time_pass(
                              [&] {
                                for (woq_tensor* t : tensors)
-                                 check(woq_matmul(ctx, t, xw, x_type, m, y.data(), WOQ_DTYPE_F32),
-                                       "woq_matmul");
+                                 check(woq_matmul(ctx, t, xw, x_type, m, y.data(), WOQ_DTYPE_F32), "woq_matmul");
                              },
                              min_seconds(m) * copies, min_reps(m)) /
                          copies;
+      for (GgmlRun& run : runs) {
+        if (!run.refused.empty()) continue;
+        void* cctx = ggml_context(g, 2 * entries + distinct.size(), true);
+        std::vector<void*> xs(distinct.size()), outs;  // one activation tensor per shape (its K)
+        for (size_t i = 0; i < distinct.size(); ++i)
+          xs[i] = g.new_tensor_2d(cctx, kGgmlF32, int64_t(distinct[i].k), int64_t(m));
+        void* graph = g.new_graph(cctx);
+        for (size_t e = 0; e < entries; ++e) {
+          outs.push_back(g.mul_mat(cctx, run.weights[e], xs[block[e % block.size()]]));
+          g.build_forward_expand(graph, outs.back());
+        }
+        void* cbuf = g.alloc_ctx_tensors_from_buft(cctx, g.cpu_buffer_type());
+        if (!cbuf) die("ggml could not allocate the activations");
+        for (size_t i = 0; i < distinct.size(); ++i) g.tensor_set(xs[i], x.data(), 0, m * distinct[i].k * 4);
+        auto compute = [&] {
+          if (g.graph_compute(backend, graph) != 0) die("ggml_backend_graph_compute failed on " + run.name);
+        };
+        run.seconds[ti][mi] = time_pass(compute, min_seconds(m) * copies, min_reps(m)) / copies;
+        for (size_t e = 0; e < block.size(); ++e) {
+          const std::vector<float>& want = woq_y[e];
+          std::vector<float> got(want.size());
+          g.tensor_get(outs[e], got.data(), 0, got.size() * 4);
+          double diff = 0, scale = 0;
+          for (size_t i = 0; i < got.size(); ++i) {
+            diff = std::max(diff, double(std::fabs(got[i] - want[i])));
+            scale = std::max(scale, double(std::fabs(want[i])));
+          }
+          const double rel = diff / std::max(scale, 1e-30);
+          worst_difference = std::max(worst_difference, rel);
+          if (e == 0) run.error[mi] = reference_error(got, x, m);
+          if (!(rel <= 0.05))
+            die("ggml (" + run.name + ") and woq differ on " + distinct[block[e]].name + " at M = " + std::to_string(m) +
+                ": largest difference " + std::to_string(rel) + " of the largest output");
+        }
+        g.buffer_free(cbuf);
+        g.free(cctx);
+      }
     }
     for (woq_tensor* t : tensors) woq_tensor_destroy(t);
     woq_context_destroy(ctx);
   }
   woq_file_close(file);
-
-  // 3. ggml on each weight buffer type: one graph per pass holding every
-  //    matmul in order (as llama.cpp computes a layer), on the CPU backend.
-  std::vector<void*> bufts = {g.dev_buffer_type(dev)};
-  using ExtraBufts = void** (*)(void*);
-  if (auto extra = reinterpret_cast<ExtraBufts>(
-          g.reg_get_proc_address(g.dev_backend_reg(dev), "ggml_backend_dev_get_extra_bufts")))
-    for (void** b = extra(dev); b && *b; ++b) bufts.push_back(*b);
-  using SetThreads = void (*)(void*, int);
-  auto set_threads =
-      reinterpret_cast<SetThreads>(g.reg_get_proc_address(g.dev_backend_reg(dev), "ggml_backend_set_n_threads"));
-  if (!set_threads) die("ggml's CPU backend has no ggml_backend_set_n_threads");
-  void* backend = g.dev_init(dev, nullptr);
-  if (!backend) die("ggml could not start its CPU backend");
-
-  double worst_difference = 0;
-  std::vector<GgmlRun> runs;
-  for (void* buft : bufts) {
-    GgmlRun run{g.buft_name(buft), "", std::vector<std::vector<double>>(a.threads.size(), std::vector<double>(ms.size()))};
-    void* wctx = ggml_context(g, entries, false);
-    std::vector<void*> weights;
-    for (size_t e = 0; e < entries; ++e) {
-      const Shape& s = distinct[block[e % block.size()]];
-      weights.push_back(g.new_tensor_2d(wctx, type, int64_t(s.k), int64_t(s.n)));
-    }
-    void* wbuf = g.alloc_ctx_tensors_from_buft(wctx, buft);
-    if (!wbuf) run.refused = "could not allocate the weights";
-    // As llama.cpp asks before it puts a weight in a buffer type (a weight
-    // an extra type cannot repack must not be written to it).
-    if (wbuf) {
-      void* probe = ggml_context(g, 2 * block.size(), false);
-      for (size_t e = 0; e < block.size(); ++e) {
-        void* x = g.new_tensor_2d(probe, kGgmlF32, int64_t(distinct[block[e]].k), 1);
-        if (!g.dev_supports_op(dev, g.mul_mat(probe, weights[e], x)))
-          run.refused = "its CPU device does not take " + std::string(type_name) + " matmuls from it";
-      }
-      g.free(probe);
-    }
-    for (size_t e = 0; wbuf && run.refused.empty() && e < entries; ++e) {
-      void* src = host[block[e % block.size()]];
-      g.tensor_set(weights[e], g.get_data(src), 0, g.nbytes(src));
-    }
-    for (size_t mi = 0; wbuf && run.refused.empty() && mi < ms.size(); ++mi) {
-      const uint64_t m = ms[mi];
-      const std::vector<float> x = make_x(m);
-      void* cctx = ggml_context(g, 2 * entries + distinct.size(), true);
-      std::vector<void*> xs(distinct.size()), outs;  // one activation tensor per shape (its K)
-      for (size_t i = 0; i < distinct.size(); ++i) xs[i] = g.new_tensor_2d(cctx, kGgmlF32, int64_t(distinct[i].k), int64_t(m));
-      void* graph = g.new_graph(cctx);
-      for (size_t e = 0; e < entries; ++e) {
-        outs.push_back(g.mul_mat(cctx, weights[e], xs[block[e % block.size()]]));
-        g.build_forward_expand(graph, outs.back());
-      }
-      void* cbuf = g.alloc_ctx_tensors_from_buft(cctx, g.cpu_buffer_type());
-      if (!cbuf) die("ggml could not allocate the activations");
-      for (size_t i = 0; i < distinct.size(); ++i) g.tensor_set(xs[i], x.data(), 0, m * distinct[i].k * 4);
-      auto compute = [&] {
-        if (g.graph_compute(backend, graph) != 0) die("ggml_backend_graph_compute failed on " + run.name);
-      };
-      for (size_t ti = 0; ti < a.threads.size(); ++ti) {
-        set_threads(backend, a.threads[ti]);
-        run.seconds[ti][mi] = time_pass(compute, min_seconds(m) * copies, min_reps(m)) / copies;
-      }
-      // The same product as woq's: compared on the first copy.
-      for (size_t e = 0; e < block.size(); ++e) {
-        const std::vector<float>& want = woq_y[mi][e];
-        std::vector<float> got(want.size());
-        g.tensor_get(outs[e], got.data(), 0, got.size() * 4);
-        double diff = 0, scale = 0;
-        for (size_t i = 0; i < got.size(); ++i) {
-          diff = std::max(diff, double(std::fabs(got[i] - want[i])));
-          scale = std::max(scale, double(std::fabs(want[i])));
-        }
-        const double rel = diff / std::max(scale, 1e-30);
-        worst_difference = std::max(worst_difference, rel);
-        if (!(rel <= 0.05))
-          die("ggml (" + run.name + ") and woq differ on " + distinct[block[e]].name + " at M = " + std::to_string(m) +
-              ": largest difference " + std::to_string(rel) + " of the largest output");
-      }
-      g.buffer_free(cbuf);
-      g.free(cctx);
-    }
-    if (wbuf) g.buffer_free(wbuf);
-    g.free(wctx);
-    runs.push_back(std::move(run));
+  for (GgmlRun& r : runs) {
+    if (r.buffer) g.buffer_free(r.buffer);
+    g.free(r.context);
   }
   g.backend_free(backend);
   g.free(host_ctx);
 
   // 4. The table: ms per block, GB/s of the blocks' bytes, woq's speedup
   //    over the fastest ggml buffer type.
-  for (const GgmlRun& r : runs)
-    if (!r.refused.empty()) std::printf("ggml buffer type %s: not run (%s)\n", r.name.c_str(), r.refused.c_str());
-  if (std::none_of(runs.begin(), runs.end(), [](const GgmlRun& r) { return r.refused.empty(); }))
-    die("ggml ran on none of its buffer types");
   std::printf("woq kernels: %s\n\n", woq_kernel.c_str());
   std::printf("| threads | read BW GB/s | M | woq ms | woq GB/s |");
   for (const GgmlRun& r : runs)
@@ -457,6 +483,21 @@ int main(int argc, char** argv) {
         }
       std::printf(" %.1f | %.2fx |\n", block_bytes / best / 1e9, best / woq_s);
     }
+  std::printf("\n| M | woq error |");
+  for (const GgmlRun& r : runs)
+    if (r.refused.empty()) std::printf(" ggml %s error |", r.name.c_str());
+  std::printf("\n|--:|--:|");
+  for (const GgmlRun& r : runs)
+    if (r.refused.empty()) std::printf("--:|");
+  std::printf("\n");
+  for (size_t mi = 0; mi < ms.size(); ++mi) {
+    std::printf("| %llu | %.2e |", static_cast<unsigned long long>(ms[mi]), woq_error[mi]);
+    for (const GgmlRun& r : runs)
+      if (r.refused.empty()) std::printf(" %.2e |", r.error[mi]);
+    std::printf("\n");
+  }
+  std::printf("(error: ||Y - Y64|| / ||Y64|| of %s on X's first rows, Y64 in float64 from ggml's dequantized weights)\n",
+              s0.name);
   std::printf("\noutputs agree: largest difference %.2g of the largest output (ggml rounds X to Q8_0, woq keeps %s)\n",
               worst_difference, a.bf16_x ? "bf16" : "fp32");
   return 0;
