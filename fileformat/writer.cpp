@@ -276,13 +276,7 @@ void Writer::finish() {
     fail_cleanup();
     throw Error(ErrorKind::Io, msg);
   }
-  // Make the rename itself durable.
-  std::string dir = path_.find('/') == std::string::npos ? "." : path_.substr(0, path_.rfind('/') + 1);
-  int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd >= 0) {
-    ::fsync(dfd);
-    ::close(dfd);
-  }
+  fsync_parent_directory(path_);
   done_ = true;
 }
 

@@ -1,6 +1,9 @@
 // Writes a .woq file (SPEC.md) to a temporary file and renames it into place.
 #pragma once
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <cstdint>
 #include <map>
 #include <set>
@@ -64,5 +67,18 @@ std::vector<uint8_t> encode_directory(const std::vector<TensorRecord>& records,
                                       const std::vector<MetadataEntry>& metadata);
 std::vector<uint8_t> encode_header(uint64_t directory_offset, const std::vector<uint8_t>& directory,
                                    uint8_t version_minor = kVersionMinorBase);
+
+// Makes a rename into `path` durable: fsyncs the directory that holds it
+// (best effort: a directory that cannot be opened is left as it is). Inline
+// so that the importers' writers (src/import/output_file.cpp) share it
+// without linking the format library.
+inline void fsync_parent_directory(const std::string& path) {
+  const std::string dir = path.find('/') == std::string::npos ? "." : path.substr(0, path.rfind('/') + 1);
+  const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd >= 0) {
+    ::fsync(dfd);
+    ::close(dfd);
+  }
+}
 
 }  // namespace woq::format

@@ -47,6 +47,27 @@ struct alignas(64) TileConfig {
 };
 static_assert(sizeof(TileConfig) == 64);
 
+// The calling thread's tile configuration, saved on entry to a kernel and
+// put back on exit: another library on the same thread that configures its
+// tiles once per thread and keeps them (llama.cpp's ggml does) finds them
+// configured as it left them, instead of released under it (its next tile
+// load then faults). A thread that had none configured gets the tile state
+// released, so that the OS need not save it at every switch. Tile data is
+// not kept (no caller can expect it to be: the ABI does not preserve it).
+class CallersTileConfig {
+ public:
+  CallersTileConfig() { __asm__ volatile("sttilecfg %0" : "=m"(saved_)::"memory"); }
+  ~CallersTileConfig() {
+    if (saved_.palette != 0) __asm__ volatile("ldtilecfg %0" ::"m"(saved_) : "memory");
+    else __asm__ volatile("tilerelease" ::: "memory");
+  }
+  CallersTileConfig(const CallersTileConfig&) = delete;
+  CallersTileConfig& operator=(const CallersTileConfig&) = delete;
+
+ private:
+  TileConfig saved_;
+};
+
 void configure_tiles(uint64_t chunk) {
   TileConfig c;
   for (int t = 0; t < 7; ++t) {
@@ -251,6 +272,7 @@ void matmul_bf16(const PackedMatrix& w, const Activations& a, uint64_t bb, uint6
     uint64_t r, p, j;
     int R, O;
   };
+  const CallersTileConfig callers;
   configure_bf16_tiles();
   for (uint64_t b0 = bb; b0 < be; b0 += P) {
     const uint64_t nb = std::min(P, be - b0);
@@ -305,7 +327,6 @@ void matmul_bf16(const PackedMatrix& w, const Activations& a, uint64_t bb, uint6
       }
     }
   }
-  __asm__ volatile("tilerelease" ::: "memory");
 }
 
 }  // namespace
@@ -345,6 +366,7 @@ void packed_matmul_amx(const PackedMatrix& w, const Activations& a, uint64_t bb,
   thread_local AlignedArray<float> out;
   if (w.code_bits == 4 && widened.size < P * block_bytes) widened.allocate(P * block_bytes);
   if (out.size < P * kAmxRows * kBlockRows) out.allocate(P * kAmxRows * kBlockRows);
+  const CallersTileConfig callers;
   configure_tiles(std::min(a.block_inputs, kAmxInputs));
   for (uint64_t b0 = bb; b0 < be; b0 += P) {
     const uint64_t nb = std::min(P, be - b0);
@@ -361,8 +383,6 @@ void packed_matmul_amx(const PackedMatrix& w, const Activations& a, uint64_t bb,
         store_rows(w, out.get() + p * kAmxRows * kBlockRows, rows, b0 + p, y + m0 * w.rows);
     }
   }
-  // Tile state off again, so that the OS need not save it at every switch.
-  __asm__ volatile("tilerelease" ::: "memory");
 }
 
 #undef WOQ_TILE_ZERO

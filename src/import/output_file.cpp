@@ -1,12 +1,12 @@
 #include "import/output_file.h"
 
-#include <fcntl.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <cerrno>
 #include <cstring>
 
+#include "fileformat/writer.h"
 #include "runtime/error.h"
 
 namespace woq::import {
@@ -65,13 +65,7 @@ void OutputFile::commit() {
     std::remove(temp_.c_str());
     fail(Status::Io, "cannot rename '" + temp_ + "' to '" + path_ + "': " + why);
   }
-  // Make the rename itself durable.
-  const std::string dir = path_.find('/') == std::string::npos ? "." : path_.substr(0, path_.rfind('/') + 1);
-  const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd >= 0) {
-    ::fsync(dfd);
-    ::close(dfd);
-  }
+  woq::format::fsync_parent_directory(path_);
 }
 
 }  // namespace woq::import

@@ -449,6 +449,60 @@ TEST(CpuKernels, AmxBf16TilesTakePeaksButNotSubnormalsOrNonFinite) {
   woq_context_destroy(ctx);
 }
 
+#if defined(__x86_64__)
+// The calling thread's 64-byte tile configuration (64 zero bytes when no
+// tiles are configured).
+std::vector<uint8_t> tile_configuration() {
+  alignas(64) uint8_t c[64];
+  __asm__ volatile("sttilecfg %0" : "=m"(c)::"memory");
+  return std::vector<uint8_t>(c, c + 64);
+}
+
+TEST(CpuKernels, AmxLeavesTheCallersTileConfigurationAsItWas) {
+  // A library that configures its tiles once per thread and keeps them
+  // (llama.cpp's ggml does) faults on its next tile load if a woq call
+  // between two of its own releases them: woq's tile kernels put the
+  // caller's configuration back, and release the tiles of a thread that had
+  // none configured.
+  if (!has_isa("amx")) GTEST_SKIP() << "this CPU or OS has no AMX";
+  woq_context* ctx = context_for("amx", 1);  // one thread: the kernels run on the calling one
+  const uint64_t n = 64, k = 1024, m = 64;
+  woq_quant_options qo;
+  woq_quant_options_init(&qo);
+  std::vector<float> wf = woq::test::random_weights(n, k, 5);
+  woq_qmatrix* q = nullptr;
+  ASSERT_EQ(woq_quantize(wf.data(), WOQ_DTYPE_F32, n, k, &qo, &q), WOQ_OK) << woq_last_error();
+  woq_tensor* t = nullptr;
+  ASSERT_EQ(woq_tensor_from_qmatrix(ctx, q, nullptr, &t), WOQ_OK);
+  const std::vector<float> x = woq::test::random_activations(m * k, 6);
+  const Bf16Values xb = to_bf16(x);
+  ASSERT_EQ(prepared_form(x, m, k, 4, 128, woq::kernels::Isa::Amx, false), woq::kernels::Activations::Form::FixedPoint);
+  ASSERT_EQ(prepared_form(xb.values, m, k, 4, 128, woq::kernels::Isa::Amx, true), woq::kernels::Activations::Form::Bf16);
+  // Palette 1, eight tiles of shapes no woq kernel uses.
+  alignas(64) uint8_t theirs[64] = {1};
+  for (int i = 0; i < 8; ++i) {
+    const uint16_t colsb = uint16_t(4 * (i + 1));
+    std::memcpy(theirs + 16 + 2 * i, &colsb, 2);
+    theirs[48 + i] = uint8_t(i + 1);
+  }
+  std::vector<float> y(m * n);
+  for (bool bf16 : {false, true}) {
+    SCOPED_TRACE(bf16 ? "bf16 tiles" : "int8 tiles");
+    const void* xp = bf16 ? static_cast<const void*>(xb.bits.data()) : x.data();
+    const woq_dtype xt = bf16 ? WOQ_DTYPE_BF16 : WOQ_DTYPE_F32;
+    __asm__ volatile("ldtilecfg %0" ::"m"(theirs) : "memory");
+    ASSERT_EQ(woq_matmul(ctx, t, xp, xt, m, y.data(), WOQ_DTYPE_F32), WOQ_OK);
+    EXPECT_EQ(tile_configuration(), std::vector<uint8_t>(theirs, theirs + 64));
+    __asm__ volatile("tilerelease" ::: "memory");
+    ASSERT_EQ(woq_matmul(ctx, t, xp, xt, m, y.data(), WOQ_DTYPE_F32), WOQ_OK);
+    EXPECT_EQ(tile_configuration(), std::vector<uint8_t>(64, 0));
+  }
+  woq_tensor_destroy(t);
+  woq_qmatrix_destroy(q);
+  woq_context_destroy(ctx);
+}
+#endif
+
 TEST(CpuKernels, PeakyOrNonFiniteActivationsRunTheFp32Kernel) {
   if (!has_isa("avx512vnni")) GTEST_SKIP() << "this CPU has no AVX-512 VNNI";
   woq_context* ctx = context_for("avx512vnni", 1);
