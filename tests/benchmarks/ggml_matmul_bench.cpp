@@ -4,7 +4,7 @@
 // the same fp32 activations, measured in the same run.
 //
 //   woq_ggml_bench [--quick] [--bits 4|8] [--bf16] [--m M]... [--threads T] [--copies N]
-//                  [--ggml-dir DIR] [--work DIR]
+//                  [--ggml-dir DIR] [--work DIR] [--ggml-buffer NAME]...
 //
 // The weights: ggml's quantizer (ggml_quantize_chunk) turns normal random
 // values into Q4_0 (--bits 4) or Q8_0 blocks, ggml's GGUF writer puts them
@@ -14,6 +14,7 @@
 // CPU device offers: plain "CPU" and the extra ones llama.cpp puts weights
 // in by default (CPU_REPACK's interleaved blocks; AMX tiles where the
 // machine has them); one that does not take the matmul is listed as such.
+// --ggml-buffer (repeatable) runs only the named ones.
 // ggml loads the CPU variant it scores best for this machine, as llama.cpp
 // does.
 //
@@ -163,6 +164,7 @@ struct Args {
   int copies = 0;  // 0: enough to fill twice the last-level cache
   std::string ggml_dir = WOQ_GGML_DIR;
   std::string work = "/tmp";
+  std::vector<std::string> buffer_types;  // empty: every one ggml's CPU device offers
 };
 
 // One ggml weight buffer type and its times, per thread count and M.
@@ -190,10 +192,11 @@ int main(int argc, char** argv) {
     else if (s == "--copies" && i + 1 < argc) a.copies = std::atoi(argv[++i]);
     else if (s == "--ggml-dir" && i + 1 < argc) a.ggml_dir = argv[++i];
     else if (s == "--work" && i + 1 < argc) a.work = argv[++i];
+    else if (s == "--ggml-buffer" && i + 1 < argc) a.buffer_types.push_back(argv[++i]);
     else {
       std::fprintf(stderr,
                    "usage: woq_ggml_bench [--quick] [--bits 4|8] [--bf16] [--m M]... [--threads T] [--copies N] "
-                   "[--ggml-dir DIR] [--work DIR]\n");
+                   "[--ggml-dir DIR] [--work DIR] [--ggml-buffer NAME]...\n");
       return 2;
     }
   }
@@ -337,6 +340,9 @@ int main(int argc, char** argv) {
   if (!backend) die("ggml could not start its CPU backend");
   std::vector<GgmlRun> runs;
   for (void* buft : bufts) {
+    if (!a.buffer_types.empty() &&
+        std::find(a.buffer_types.begin(), a.buffer_types.end(), g.buft_name(buft)) == a.buffer_types.end())
+      continue;
     GgmlRun run{g.buft_name(buft), "", std::vector<std::vector<double>>(a.threads.size(), std::vector<double>(ms.size())),
                 std::vector<double>(ms.size())};
     run.context = ggml_context(g, entries, false);
