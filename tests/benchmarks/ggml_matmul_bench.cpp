@@ -225,8 +225,10 @@ int main(int argc, char** argv) {
   g.load_all_from_path(a.ggml_dir.c_str());
   void* dev = g.dev_by_type(kGgmlDeviceCpu);
   if (!dev) die("ggml found no CPU backend in " + a.ggml_dir);
-  std::printf("woq vs llama.cpp's ggml: %s weights, %s activations; libwoq %s; ggml CPU device: %s; %u hardware threads\n",
-              type_name, a.bf16_x ? "bf16 (fp32 for ggml)" : "fp32", woq_version_string(), g.dev_description(dev), std::thread::hardware_concurrency());
+  std::printf("woq vs llama.cpp's ggml: %s weights, %s activations; libwoq %s; ggml CPU device: %s; %u hardware "
+              "threads\n",
+              type_name, a.bf16_x ? "bf16 (fp32 for ggml)" : "fp32", woq_version_string(), g.dev_description(dev),
+              std::thread::hardware_concurrency());
 
   // 1. The weights, quantized by ggml, written by ggml's GGUF writer.
   std::mt19937 rng(7);
@@ -259,13 +261,15 @@ int main(int argc, char** argv) {
   g.gguf_free(gguf);
   const char* report = nullptr;
   auto t0 = Clock::now();
-  check(woq_import_checkpoint(gguf_path.c_str(), "gguf", woq_path.c_str(), &report), "woq_import_checkpoint");
+  const woq_status imported = woq_import_checkpoint(gguf_path.c_str(), "gguf", woq_path.c_str(), &report);
+  std::remove(gguf_path.c_str());
+  check(imported, "woq_import_checkpoint");
   std::printf("ggml quantized and wrote %s; woq imported it in %.2f s (%s)\n", gguf_path.c_str(), seconds_since(t0),
               report);
-  std::remove(gguf_path.c_str());
   woq_file* file = nullptr;
-  check(woq_file_open(woq_path.c_str(), &file), "woq_file_open");
-  std::remove(woq_path.c_str());  // the open file stays readable
+  const woq_status opened = woq_file_open(woq_path.c_str(), &file);
+  std::remove(woq_path.c_str());  // an open file stays readable
+  check(opened, "woq_file_open");
 
   uint64_t block_weights = 0, kmax = 0, nmax = 0;
   for (int idx : block) block_weights += distinct[idx].n * distinct[idx].k;
