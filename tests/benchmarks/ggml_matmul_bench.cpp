@@ -167,10 +167,10 @@ struct Args {
   std::vector<std::string> buffer_types;  // empty: every one ggml's CPU device offers
 };
 
-// One ggml weight buffer type and its times, per thread count and M.
+// One ggml weight buffer type that takes the matmul, and its times per
+// thread count and M.
 struct GgmlRun {
   std::string name;
-  std::string refused;  // why it was not run, if it was not
   std::vector<std::vector<double>> seconds;
   std::vector<double> error;  // per M, against float64 (reference_error)
   void* context = nullptr;  // the weight tensors, in `buffer`
@@ -347,7 +347,7 @@ int main(int argc, char** argv) {
     if (!a.buffer_types.empty() &&
         std::find(a.buffer_types.begin(), a.buffer_types.end(), g.buft_name(buft)) == a.buffer_types.end())
       continue;
-    GgmlRun run{g.buft_name(buft), "", std::vector<std::vector<double>>(a.threads.size(), std::vector<double>(ms.size())),
+    GgmlRun run{g.buft_name(buft), std::vector<std::vector<double>>(a.threads.size(), std::vector<double>(ms.size())),
                 std::vector<double>(ms.size())};
     run.context = ggml_context(g, entries, false);
     for (size_t e = 0; e < entries; ++e) {
@@ -355,7 +355,8 @@ int main(int argc, char** argv) {
       run.weights.push_back(g.new_tensor_2d(run.context, type, int64_t(s.k), int64_t(s.n)));
     }
     run.buffer = g.alloc_ctx_tensors_from_buft(run.context, buft);
-    if (!run.buffer) run.refused = "could not allocate the weights";
+    std::string refused;  // why this type is not run, if it is not
+    if (!run.buffer) refused = "could not allocate the weights";
     // As llama.cpp asks before it puts a weight in a buffer type (a weight
     // an extra type cannot repack must not be written to it).
     if (run.buffer) {
@@ -363,20 +364,23 @@ int main(int argc, char** argv) {
       for (size_t e = 0; e < block.size(); ++e) {
         void* x = g.new_tensor_2d(probe, kGgmlF32, int64_t(distinct[block[e]].k), 1);
         if (!g.dev_supports_op(dev, g.mul_mat(probe, run.weights[e], x)))
-          run.refused = "its CPU device does not take " + std::string(type_name) + " matmuls from it";
+          refused = "its CPU device does not take " + std::string(type_name) + " matmuls from it";
       }
       g.free(probe);
     }
-    for (size_t e = 0; run.buffer && run.refused.empty() && e < entries; ++e) {
+    if (!refused.empty()) {
+      std::printf("ggml buffer type %s: not run (%s)\n", run.name.c_str(), refused.c_str());
+      if (run.buffer) g.buffer_free(run.buffer);
+      g.free(run.context);
+      continue;
+    }
+    for (size_t e = 0; e < entries; ++e) {
       void* src = host[block[e % block.size()]];
       g.tensor_set(run.weights[e], g.get_data(src), 0, g.nbytes(src));
     }
     runs.push_back(std::move(run));
   }
-  for (const GgmlRun& r : runs)
-    if (!r.refused.empty()) std::printf("ggml buffer type %s: not run (%s)\n", r.name.c_str(), r.refused.c_str());
-  if (std::none_of(runs.begin(), runs.end(), [](const GgmlRun& r) { return r.refused.empty(); }))
-    die("ggml ran on none of its buffer types");
+  if (runs.empty()) die("ggml ran on none of its buffer types");
 
   // 3. Per thread count and M: woq, then ggml on each buffer type, one
   //    right after the other (this VM's speed drifts over minutes). ggml
@@ -422,7 +426,6 @@ int main(int argc, char** argv) {
                              min_seconds(m) * copies, min_reps(m)) /
                          copies;
       for (GgmlRun& run : runs) {
-        if (!run.refused.empty()) continue;
         void* cctx = ggml_context(g, 2 * entries + distinct.size(), true);
         std::vector<void*> xs(distinct.size()), outs;  // one activation tensor per shape (its K)
         for (size_t i = 0; i < distinct.size(); ++i)
@@ -464,7 +467,7 @@ int main(int argc, char** argv) {
   }
   woq_file_close(file);
   for (GgmlRun& r : runs) {
-    if (r.buffer) g.buffer_free(r.buffer);
+    g.buffer_free(r.buffer);
     g.free(r.context);
   }
   g.backend_free(backend);
@@ -474,11 +477,9 @@ int main(int argc, char** argv) {
   //    over the fastest ggml buffer type.
   std::printf("woq kernels: %s\n\n", woq_kernel.c_str());
   std::printf("| threads | read BW GB/s | M | woq ms | woq GB/s |");
-  for (const GgmlRun& r : runs)
-    if (r.refused.empty()) std::printf(" ggml %s ms |", r.name.c_str());
+  for (const GgmlRun& r : runs) std::printf(" ggml %s ms |", r.name.c_str());
   std::printf(" best ggml GB/s | woq speedup |\n|--:|--:|--:|--:|--:|");
-  for (const GgmlRun& r : runs)
-    if (r.refused.empty()) std::printf("--:|");
+  for (size_t i = 0; i < runs.size(); ++i) std::printf("--:|");
   std::printf("--:|--:|\n");
   for (size_t ti = 0; ti < a.threads.size(); ++ti)
     for (size_t mi = 0; mi < ms.size(); ++mi) {
@@ -486,24 +487,20 @@ int main(int argc, char** argv) {
       std::printf("| %d | %.1f | %llu | %.2f | %.1f |", a.threads[ti], bandwidth[ti],
                   static_cast<unsigned long long>(ms[mi]), woq_s * 1e3, block_bytes / woq_s / 1e9);
       double best = 1e30;
-      for (const GgmlRun& r : runs)
-        if (r.refused.empty()) {
-          std::printf(" %.2f |", r.seconds[ti][mi] * 1e3);
-          best = std::min(best, r.seconds[ti][mi]);
-        }
+      for (const GgmlRun& r : runs) {
+        std::printf(" %.2f |", r.seconds[ti][mi] * 1e3);
+        best = std::min(best, r.seconds[ti][mi]);
+      }
       std::printf(" %.1f | %.2fx |\n", block_bytes / best / 1e9, best / woq_s);
     }
   std::printf("\n| M | woq error |");
-  for (const GgmlRun& r : runs)
-    if (r.refused.empty()) std::printf(" ggml %s error |", r.name.c_str());
+  for (const GgmlRun& r : runs) std::printf(" ggml %s error |", r.name.c_str());
   std::printf("\n|--:|--:|");
-  for (const GgmlRun& r : runs)
-    if (r.refused.empty()) std::printf("--:|");
+  for (size_t i = 0; i < runs.size(); ++i) std::printf("--:|");
   std::printf("\n");
   for (size_t mi = 0; mi < ms.size(); ++mi) {
     std::printf("| %llu | %.2e |", static_cast<unsigned long long>(ms[mi]), woq_error[mi]);
-    for (const GgmlRun& r : runs)
-      if (r.refused.empty()) std::printf(" %.2e |", r.error[mi]);
+    for (const GgmlRun& r : runs) std::printf(" %.2e |", r.error[mi]);
     std::printf("\n");
   }
   std::printf("(error: ||Y - Y64|| / ||Y64|| of %s on X's first rows, Y64 in float64 from ggml's dequantized weights)\n",
