@@ -21,6 +21,7 @@ inline double seconds_since(Clock::time_point t) { return std::chrono::duration<
 
 inline void check(woq_status s, const char* what) {
   if (s != WOQ_OK) {
+    std::fflush(stdout);  // what was printed so far comes first
     std::fprintf(stderr, "%s: %s: %s\n", what, woq_status_string(s), woq_last_error());
     std::exit(1);
   }

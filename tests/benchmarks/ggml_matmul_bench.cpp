@@ -47,6 +47,7 @@ namespace {
 using namespace woq_bench;
 
 [[noreturn]] void die(const std::string& what) {
+  std::fflush(stdout);  // what was printed so far comes first
   std::fprintf(stderr, "woq_ggml_bench: %s\n", what.c_str());
   std::exit(1);
 }
@@ -342,6 +343,11 @@ int main(int argc, char** argv) {
   if (!set_threads) die("ggml's CPU backend has no ggml_backend_set_n_threads");
   void* backend = g.dev_init(dev, nullptr);
   if (!backend) die("ggml could not start its CPU backend");
+  std::string offered;
+  for (void* buft : bufts) offered += (offered.empty() ? "" : ", ") + std::string(g.buft_name(buft));
+  for (const std::string& name : a.buffer_types)
+    if (std::none_of(bufts.begin(), bufts.end(), [&](void* b) { return name == g.buft_name(b); }))
+      die("ggml's CPU device has no buffer type " + name + " (it has " + offered + ")");
   std::vector<GgmlRun> runs;
   for (void* buft : bufts) {
     if (!a.buffer_types.empty() &&
