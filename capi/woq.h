@@ -311,10 +311,14 @@ WOQ_API woq_status woq_qmatrix_stats(const woq_qmatrix* qmatrix,
  * *.safetensors.index.json, else exactly one *.safetensors); or a GGUF file
  * (llama.cpp, versions 2 and 3), whose Q4_0, Q5_0 and Q8_0 matrices are
  * imported exactly (the other tensors are skipped; a file with none of
- * those is refused with WOQ_ERR_UNSUPPORTED). `format` is "auto", "gptq"
+ * those is refused with WOQ_ERR_UNSUPPORTED); or an ONNX model (a name
+ * ending in ".onnx"; external data files next to it), whose MatMulNBits
+ * weights (ONNX Runtime's 2 / 4 / 8-bit blocks) are imported exactly.
+ * `format` is "auto", "gptq"
  * (AutoGPTQ v1: zero-points stored minus one), "gptq_v2", "awq" (AutoAWQ
- * GEMM), "compressed-tensors" (pack-quantized) or "gguf". With "auto" a
- * GGUF file is recognised by its magic, and a safetensors checkpoint's
+ * GEMM), "compressed-tensors" (pack-quantized), "gguf" or "onnx". With
+ * "auto" a GGUF file is recognised by its magic, an ONNX model by its
+ * name, and a safetensors checkpoint's
  * flavour comes from quantize_config.json or config.json's
  * quantization_config next to the file or index, else from the tensor
  * names. Every packed linear layer becomes the tensor "<prefix>.weight"

@@ -720,15 +720,15 @@ int main(int argc, char** argv) {
   verify->add_option("file", verify_file, ".woq file")->required();
 
   std::string import_in, import_out, import_format = "auto";
-  auto* imp = app.add_subcommand("import", "convert a GPTQ / AWQ / compressed-tensors / GGUF checkpoint to .woq (no re-quantization)");
+  auto* imp = app.add_subcommand("import", "convert a GPTQ / AWQ / compressed-tensors / GGUF / ONNX checkpoint to .woq (no re-quantization)");
   imp->add_option("checkpoint", import_in,
                   "quantized .safetensors" + sharded + " (quantize_config.json / config.json next to it are read); "
-                  "or a .gguf file (its Q4_0, Q5_0 and Q8_0 matrices)")
+                  "or a .gguf file (its Q4_0, Q5_0 and Q8_0 matrices); or an .onnx model (its MatMulNBits weights)")
       ->required()
       ->check(CLI::ExistingPath);
   imp->add_option("output", import_out, "output .woq file")->required();
-  imp->add_option("--format", import_format, "auto, gptq, gptq_v2, awq, compressed-tensors or gguf")
-      ->check(CLI::IsMember({"auto", "gptq", "gptq_v2", "awq", "compressed-tensors", "gguf"}));
+  imp->add_option("--format", import_format, "auto, gptq, gptq_v2, awq, compressed-tensors, gguf or onnx")
+      ->check(CLI::IsMember({"auto", "gptq", "gptq_v2", "awq", "compressed-tensors", "gguf", "onnx"}));
 
   std::string export_in, export_out, export_dtype = "f16", export_format = "safetensors";
   auto* exp = app.add_subcommand("export", "write the dequantized weights (and biases) as safetensors, or the blocks as GGUF Q4_0 / Q5_0 / Q8_0");

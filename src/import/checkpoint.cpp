@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "import/gguf.h"
+#include "import/onnx.h"
 #include "import/safetensors.h"
 #include "kernels/cpu/numeric.h"
 #include "quant/packing.h"
@@ -141,14 +142,14 @@ uint32_t word_at(const SafeTensor& t, uint64_t i) { return uint32_t(int_at(t, i)
 
 // woq stores fp16 scales: a scale must convert exactly or the import would
 // change the weights.
-uint16_t exact_fp16(const SafeTensor& t, uint64_t i) {
-  const float v = t.float_at(i);
-  const uint16_t h = kernels::float_to_half(v);
-  if (kernels::half_to_float(h) != v || !std::isfinite(v))
-    fail(Status::Unsupported, "scale " + std::to_string(v) + " at index " + std::to_string(i) + " of '" + t.name +
+uint16_t exact_fp16(double v, uint64_t i, const std::string& tensor) {
+  const uint16_t h = kernels::float_to_half(float(v));
+  if (double(kernels::half_to_float(h)) != v || !std::isfinite(v))
+    fail(Status::Unsupported, "scale " + std::to_string(v) + " at index " + std::to_string(i) + " of '" + tensor +
                                   "' is not exactly representable in fp16");
   return h;
 }
+uint16_t exact_fp16(const SafeTensor& t, uint64_t i) { return exact_fp16(t.float_at(i), i, t.name); }
 
 const SafeTensor& need(const Safetensors& f, const std::string& name) {
   const SafeTensor* t = f.find(name);
@@ -170,32 +171,38 @@ void need_shape(const SafeTensor& t, std::vector<uint64_t> shape) {
 // input i is model input order[i], in increasing model order within a group.
 // Empty when g_idx is already the plain k / group map. A g_idx whose groups
 // do not all hold `group` inputs cannot be stored and is refused.
-std::vector<uint32_t> group_order(const SafeTensor& g_idx, uint64_t k, uint32_t group, const std::string& layer) {
+// g_idx(i) is the group of model input i.
+template <class GroupOf>
+std::vector<uint32_t> group_order(GroupOf g_idx, const std::string& g_idx_name, uint64_t k, uint32_t group,
+                                  const std::string& layer) {
   const uint64_t groups = k / group;
   std::vector<uint64_t> next(groups);
   for (uint64_t i = 0; i < k; ++i) {
-    const int64_t g = int_at(g_idx, i);
+    const int64_t g = g_idx(i);
     if (g < 0 || uint64_t(g) >= groups)
-      fail(Status::Format, "layer '" + layer + "': " + g_idx.name + "[" + std::to_string(i) + "] = " +
+      fail(Status::Format, "layer '" + layer + "': " + g_idx_name + "[" + std::to_string(i) + "] = " +
                                std::to_string(g) + " is not a group in 0.." + std::to_string(groups - 1));
     ++next[g];
   }
   bool plain = true;
   for (uint64_t g = 0; g < groups; ++g) {
     if (next[g] != group)
-      fail(Status::Unsupported, "layer '" + layer + "': " + g_idx.name + " puts " + std::to_string(next[g]) +
+      fail(Status::Unsupported, "layer '" + layer + "': " + g_idx_name + " puts " + std::to_string(next[g]) +
                                     " inputs in group " + std::to_string(g) + ", not " + std::to_string(group) +
                                     ": groups of unequal size cannot be stored");
     next[g] = g * group;
   }
   std::vector<uint32_t> order(k);
   for (uint64_t i = 0; i < k; ++i) {
-    const uint64_t g = uint64_t(int_at(g_idx, i));
+    const uint64_t g = uint64_t(g_idx(i));
     plain = plain && g == i / group;
     order[next[g]++] = uint32_t(i);
   }
   if (plain) order.clear();
   return order;
+}
+std::vector<uint32_t> group_order(const SafeTensor& g_idx, uint64_t k, uint32_t group, const std::string& layer) {
+  return group_order([&](uint64_t i) { return int_at(g_idx, i); }, g_idx.name, k, group, layer);
 }
 
 // "<prefix>.bias" as fp32 when the checkpoint has it, else empty.
@@ -443,6 +450,142 @@ ImportResult import_gguf(const std::string& path) {
   return r;
 }
 
+// ONNX Runtime's MatMulNBits (domain com.microsoft): Y = A B^T with B
+// uint8 [N, blocks, block_size * bits / 8], each block's codes packed
+// LSB first (4-bit: input 2i in the low nibble of byte i); scales [N *
+// blocks] of A's type; zero_points uint8 [N, ceil(blocks * bits / 8)]
+// packed the same way, or of A's type, else 2^(bits-1); g_idx int32 [K],
+// the block of every input (act-order); bias [N]. w = scale (q - zero).
+// ONNX Runtime's symmetric quantizer gives a scale the sign of its
+// block's largest weight (as llama.cpp does); woq's scales are >= 0, so
+// a block with a negative scale is stored with its codes and zero-point
+// mirrored (c -> 2^b - 1 - c): the same weights.
+QuantizedMatrix import_matmul_nbits(const OnnxModel& model, const OnnxNode& node, const std::string& layer) {
+  const std::string where = "MatMulNBits node '" + node.name + "'";
+  const auto attribute = [&](const char* key, int64_t fallback) {
+    const auto it = node.ints.find(key);
+    if (it == node.ints.end() && fallback < 0) fail(Status::Format, where + " lacks attribute " + key);
+    return it == node.ints.end() ? fallback : it->second;
+  };
+  const int64_t k = attribute("K", -1), n_rows = attribute("N", -1), bits = attribute("bits", 4),
+                block = attribute("block_size", -1);
+  if (k <= 0 || n_rows <= 0 || k > (int64_t(1) << 32) || n_rows > (int64_t(1) << 32))
+    fail(Status::Format, where + ": K = " + std::to_string(k) + " and N = " + std::to_string(n_rows) +
+                             " must be in 1..2^32");
+  if (bits != 2 && bits != 4 && bits != 8)
+    fail(Status::Unsupported, where + ": " + std::to_string(bits) + "-bit MatMulNBits is not read (2, 4 and 8 are)");
+  if (block < 16 || block > 4096 || (block & (block - 1)))
+    fail(Status::Format, where + ": block_size " + std::to_string(block) + " is not a power of two from 16");
+  const uint64_t blocks = uint64_t((k + block - 1) / block), blob = uint64_t(block * bits / 8);
+  // One padded block covering all of K is a per-channel group; else the
+  // blocks must tile K as woq's groups do.
+  const uint32_t group = blocks == 1 ? uint32_t(k) : uint32_t(block);
+  if (blocks > 1 && k % block != 0)
+    fail(Status::Unsupported, where + ": K = " + std::to_string(k) + " is not a multiple of block_size " +
+                                  std::to_string(block) + " (woq's groups tile the inputs)");
+  const auto input = [&](size_t i, const char* what) -> const OnnxTensor* {
+    if (i >= node.inputs.size() || node.inputs[i].empty()) return nullptr;
+    const OnnxTensor* t = model.find(node.inputs[i]);
+    if (!t) fail(Status::Unsupported, where + ": its " + what + " '" + node.inputs[i] + "' is not an initializer");
+    return t;
+  };
+  const OnnxTensor* b = input(1, "weights B");
+  const OnnxTensor* sc = input(2, "scales");
+  const OnnxTensor* zp = input(3, "zero_points");
+  const OnnxTensor* gi = input(4, "g_idx");
+  const OnnxTensor* bias = input(5, "bias");
+  if (!b || !sc) fail(Status::Format, where + " lacks its weights B or scales");
+  const auto need = [&](const OnnxTensor& t, uint64_t elements, bool floats, const char* what) {
+    if (t.elements != elements || !t.data || (floats ? !t.is_float() : OnnxType(t.type) != OnnxType::Uint8 &&
+                                                                          OnnxType(t.type) != OnnxType::Int32))
+      fail(Status::Format, where + ": " + what + " '" + t.name + "' has " + std::to_string(t.elements) +
+                               " elements of ONNX type " + std::to_string(t.type) + ", expected " +
+                               std::to_string(elements) + (floats ? " floats" : " integers"));
+  };
+  if (OnnxType(b->type) != OnnxType::Uint8) fail(Status::Format, where + ": B '" + b->name + "' is not uint8");
+  need(*b, uint64_t(n_rows) * blocks * blob, false, "B");
+  need(*sc, uint64_t(n_rows) * blocks, true, "scales");
+  const bool float_zeros = zp && zp->is_float();
+  const uint64_t zp_row = (blocks * uint64_t(bits) + 7) / 8;
+  if (zp) need(*zp, float_zeros ? uint64_t(n_rows) * blocks : uint64_t(n_rows) * zp_row, float_zeros, "zero_points");
+  if (zp && !float_zeros && OnnxType(zp->type) != OnnxType::Uint8)
+    fail(Status::Format, where + ": zero_points '" + zp->name + "' is neither uint8 nor of A's type");
+  if (gi) need(*gi, uint64_t(k), false, "g_idx");
+  if (bias) need(*bias, uint64_t(n_rows), true, "bias");
+  const uint32_t mask = (1u << bits) - 1;
+  const auto negative = [&](uint64_t n, uint64_t j) { return std::signbit(sc->number_at(n * blocks + j)); };
+  const auto packed = [&](const uint8_t* row, uint64_t i) { return (row[i * bits / 8] >> (i * bits % 8)) & mask; };
+  std::vector<uint32_t> order;
+  if (gi) order = group_order([&](uint64_t i) { return int64_t(gi->number_at(i)); }, gi->name, uint64_t(k), group, layer);
+  std::vector<float> bias_values;
+  if (bias)
+    for (uint64_t n = 0; n < uint64_t(n_rows); ++n) bias_values.push_back(float(bias->number_at(n)));
+  return assemble(
+      std::move(bias_values), layer, uint64_t(n_rows), uint64_t(k), uint32_t(bits), group, Method::Rtn,
+      [&](uint64_t n, uint64_t kk) {
+        // B holds input kk at its own place; with g_idx its scale is that of block g_idx[kk].
+        const uint32_t q = packed(b->data + (n * blocks + kk / block) * blob, kk % block);
+        return negative(n, gi ? uint64_t(gi->number_at(kk)) : kk / block) ? mask - q : q;
+      },
+      [&](uint64_t n, uint64_t j) -> int64_t {
+        int64_t z = int64_t(1) << (bits - 1);
+        if (float_zeros) {
+          const double v = zp->number_at(n * blocks + j);
+          if (v != std::floor(v) || v < 0 || v > mask)
+            fail(Status::Unsupported, where + ": zero-point " + std::to_string(v) + " at index " +
+                                          std::to_string(n * blocks + j) + " of '" + zp->name +
+                                          "' is not an integer code");
+          z = int64_t(v);
+        } else if (zp) {
+          z = packed(zp->data + n * zp_row, j);
+        }
+        return negative(n, j) ? int64_t(mask) - z : z;
+      },
+      [&](uint64_t n, uint64_t j) {
+        return exact_fp16(std::fabs(sc->number_at(n * blocks + j)), n * blocks + j, sc->name);
+      },
+      std::move(order));
+}
+
+// The tensor name woq gives a MatMulNBits weight: its B initializer's name
+// without the "_Q<bits>" ONNX Runtime's quantizer appends.
+std::string onnx_layer_name(const std::string& b_name, int64_t bits) {
+  const std::string tail = "_Q" + std::to_string(bits);
+  return ends_with(b_name, tail) && b_name.size() > tail.size() ? b_name.substr(0, b_name.size() - tail.size()) : b_name;
+}
+
+ImportResult import_onnx(const std::string& path) {
+  auto model = OnnxModel::open(path);
+  ImportResult r;
+  r.flavor = Flavor::Onnx;
+  r.how = "ONNX IR version " + std::to_string(model->ir_version());
+  const auto producer = model->metadata().find("producer_name");
+  if (producer != model->metadata().end() && !producer->second.empty()) r.how += ", produced by " + producer->second;
+  r.metadata = model->metadata();
+  std::set<std::string> used, names;
+  int other_matmuls = 0;
+  for (const OnnxNode& node : model->nodes()) {
+    if (node.op_type != "MatMulNBits" || node.domain != "com.microsoft") {
+      other_matmuls += node.op_type == "MatMul" || node.op_type == "Gemm";
+      continue;
+    }
+    if (node.inputs.size() < 3) fail(Status::Format, "MatMulNBits node '" + node.name + "' has fewer than 3 inputs");
+    if (used.count(node.inputs[1])) continue;  // one weight shared by two nodes: imported once
+    const auto bits = node.ints.find("bits");
+    const std::string layer = onnx_layer_name(node.inputs[1], bits == node.ints.end() ? 4 : bits->second);
+    if (!names.insert(layer).second) fail(Status::Format, "two MatMulNBits weights of '" + path + "' are named '" + layer + "'");
+    r.layers.push_back({layer, import_matmul_nbits(*model, node, layer)});
+    for (size_t i = 1; i < node.inputs.size() && i <= 5; ++i) used.insert(node.inputs[i]);
+  }
+  if (r.layers.empty())
+    fail(Status::Unsupported, "'" + path + "' has no MatMulNBits nodes (ONNX Runtime's block-quantized weights), the "
+                              "ONNX weights that woq imports exactly (" + std::to_string(other_matmuls) +
+                              " float MatMul / Gemm nodes)");
+  for (const auto& t : model->initializers())
+    if (!used.count(t->name)) r.skipped.push_back(t->name);
+  return r;
+}
+
 }  // namespace
 
 const char* flavor_name(Flavor f) {
@@ -453,15 +596,17 @@ const char* flavor_name(Flavor f) {
     case Flavor::Awq: return "awq";
     case Flavor::CompressedTensors: return "compressed-tensors";
     case Flavor::Gguf: return "gguf";
+    case Flavor::Onnx: return "onnx";
   }
   return "?";
 }
 
 Flavor parse_flavor(const std::string& name) {
-  for (Flavor f : {Flavor::Auto, Flavor::GptqV1, Flavor::GptqV2, Flavor::Awq, Flavor::CompressedTensors, Flavor::Gguf})
+  for (Flavor f : {Flavor::Auto, Flavor::GptqV1, Flavor::GptqV2, Flavor::Awq, Flavor::CompressedTensors, Flavor::Gguf,
+                   Flavor::Onnx})
     if (name == flavor_name(f)) return f;
   fail(Status::InvalidArgument,
-       "unknown checkpoint format '" + name + "' (auto, gptq, gptq_v2, awq, compressed-tensors, gguf)");
+       "unknown checkpoint format '" + name + "' (auto, gptq, gptq_v2, awq, compressed-tensors, gguf, onnx)");
 }
 
 ImportResult import_checkpoint(const std::string& path, Flavor flavor) {
@@ -469,6 +614,7 @@ ImportResult import_checkpoint(const std::string& path, Flavor flavor) {
   if (flavor == Flavor::Gguf || (flavor == Flavor::Auto && gguf)) return import_gguf(path);
   if (gguf)
     fail(Status::InvalidArgument, "'" + path + "' is a GGUF file, not format " + flavor_name(flavor) + " (use auto or gguf)");
+  if (flavor == Flavor::Onnx || (flavor == Flavor::Auto && looks_like_onnx(path))) return import_onnx(path);
   auto file = Safetensors::open(path);
   Config config = read_config(file->path());  // the config lies next to the file or the shards' index
   ImportResult r;
@@ -509,7 +655,8 @@ ImportResult import_checkpoint(const std::string& path, Flavor flavor) {
       case Flavor::Awq: layer.matrix = import_awq(*file, prefix, config); break;
       case Flavor::CompressedTensors: layer.matrix = import_compressed(*file, prefix); break;
       case Flavor::Auto:
-      case Flavor::Gguf: break;
+      case Flavor::Gguf:
+      case Flavor::Onnx: break;
     }
     for (const char* part : {".qweight", ".qzeros", ".scales", ".g_idx", ".bias", ".weight_packed", ".weight_scale",
                              ".weight_zero_point", ".weight_shape", ".weight_g_idx"})

@@ -1,5 +1,5 @@
 // Converts quantized checkpoints made by other tools (AutoGPTQ, AutoAWQ,
-// compressed-tensors, llama.cpp's GGUF) into woq's canonical layout without
+// compressed-tensors, llama.cpp's GGUF, ONNX Runtime's MatMulNBits) into woq's canonical layout without
 // re-quantizing.
 // Each flavour's packing is documented in docs/IMPORT.md.
 #pragma once
@@ -12,7 +12,7 @@
 
 namespace woq::import {
 
-enum class Flavor { Auto, GptqV1, GptqV2, Awq, CompressedTensors, Gguf };
+enum class Flavor { Auto, GptqV1, GptqV2, Awq, CompressedTensors, Gguf, Onnx };
 
 struct ImportedLayer {
   std::string name;  // "<prefix>.weight"
@@ -30,12 +30,13 @@ struct ImportResult {
 };
 
 const char* flavor_name(Flavor f);
-// "auto", "gptq", "gptq_v2", "awq", "compressed-tensors", "gguf"; throws Error otherwise.
+// "auto", "gptq", "gptq_v2", "awq", "compressed-tensors", "gguf", "onnx"; throws Error otherwise.
 Flavor parse_flavor(const std::string& name);
 
 // Reads one safetensors checkpoint, a single file or shards (see
 // Safetensors::open), and a config next to it; or a GGUF file (its Q4_0,
-// Q5_0 and Q8_0 matrices). Throws Error.
+// Q5_0 and Q8_0 matrices); or an ONNX model (its MatMulNBits weights).
+// Throws Error.
 ImportResult import_checkpoint(const std::string& path, Flavor flavor);
 
 }  // namespace woq::import

@@ -17,7 +17,9 @@ large models); float_single and float_sharded hold the same float weights
 in one file and in two shards, and float_gguf the same in a GGUF file, for
 `woq quantize`. Case gguf_llama is a
 llama.cpp GGUF file with Q4_0, Q5_0 and Q8_0 matrices (and tensors woq
-skips); gguf_kquants holds only K-quants, which woq must refuse.
+skips); gguf_kquants holds only K-quants, which woq must refuse. The onnx_*
+cases are ONNX models with ONNX Runtime's MatMulNBits weights
+(write_onnx_cases says which).
 
 Layouts (N outputs, K inputs, G = K / group):
   AutoGPTQ   qweight I32 [K*b/32, N] packed along K, LSB first; qzeros I32
@@ -265,6 +267,201 @@ def write_gguf_cases(out, rng):
                 for n in ("blk.0.attn_q.weight", "blk.0.attn_k.weight")], alignment=32)
 
 
+# ONNX: protobuf written field by field (wire types 0 varint, 2 bytes, 5 fixed32).
+def pb_varint(v):
+    v &= (1 << 64) - 1
+    out = bytearray()
+    while True:
+        b = v & 0x7F
+        v >>= 7
+        out.append(b | (0x80 if v else 0))
+        if not v:
+            return bytes(out)
+
+
+def pb_int(field, v):
+    return pb_varint(field << 3) + pb_varint(v)
+
+
+def pb_bytes(field, payload):
+    if isinstance(payload, str):
+        payload = payload.encode()
+    return pb_varint(field << 3 | 2) + pb_varint(len(payload)) + payload
+
+
+ONNX_TYPE = {np.float32: 1, np.uint8: 2, np.int32: 6, np.float16: 10}
+
+
+def onnx_tensor(name, array, how="raw", external=None):
+    """TensorProto: dims (1), data_type (2), name (8), and raw_data (9),
+    the typed field (float_data 4 / int32_data 5), or external data (13, 14)
+    at external = (location, offset) with the bytes written by the caller."""
+    a = np.ascontiguousarray(array)
+    out = b"".join(pb_int(1, d) for d in a.shape) + pb_int(2, ONNX_TYPE[a.dtype.type]) + pb_bytes(8, name)
+    if external:
+        location, offset = external
+        for key, value in (("location", location), ("offset", str(offset)), ("length", str(a.nbytes))):
+            out += pb_bytes(13, pb_bytes(1, key) + pb_bytes(2, value))
+        return out + pb_int(14, 1)
+    if how == "raw":
+        return out + pb_bytes(9, a.tobytes())
+    if a.dtype == np.float32:  # float_data, packed
+        return out + pb_bytes(4, a.tobytes())
+    values = a.view(np.uint16) if a.dtype == np.float16 else a  # int32_data holds fp16 as its bits
+    return out + pb_bytes(5, b"".join(pb_varint(int(v)) for v in values.ravel()))
+
+
+def onnx_node(op, inputs, outputs, name, domain="", ints=()):
+    out = b"".join(pb_bytes(1, i) for i in inputs) + b"".join(pb_bytes(2, o) for o in outputs)
+    out += pb_bytes(3, name) + pb_bytes(4, op)
+    for key, value in ints:  # AttributeProto: name (1), i (3), type INT (20: 2)
+        out += pb_bytes(5, pb_bytes(1, key) + pb_int(3, value) + pb_int(20, 2))
+    return out + (pb_bytes(7, domain) if domain else b"")
+
+
+def write_onnx(path, nodes, initializers, metadata=()):
+    graph = b"".join(pb_bytes(1, n) for n in nodes) + pb_bytes(2, "woq test")
+    graph += b"".join(pb_bytes(5, t) for t in initializers)
+    graph += pb_bytes(11, pb_bytes(1, "A")) + pb_bytes(12, pb_bytes(1, "Y"))
+    model = pb_int(1, 9) + pb_bytes(2, "woq-test") + pb_bytes(3, "1")
+    model += pb_bytes(8, pb_int(2, 21)) + pb_bytes(8, pb_bytes(1, "com.microsoft") + pb_int(2, 1))
+    model += pb_bytes(7, graph)
+    model += b"".join(pb_bytes(14, pb_bytes(1, k) + pb_bytes(2, v)) for k, v in metadata)
+    with open(path, "wb") as f:
+        f.write(model)
+
+
+def pack_bytes_lsb(values, bits):
+    """Rows of small codes packed LSB first into bytes (rows padded)."""
+    v = np.asarray(values, dtype=np.uint32)
+    per = 8 // bits
+    pad = (-v.shape[-1]) % per
+    v = np.concatenate([v, np.zeros(v.shape[:-1] + (pad,), dtype=np.uint32)], axis=-1)
+    v = v.reshape(v.shape[:-1] + (-1, per))
+    return sum(v[..., i] << (bits * i) for i in range(per)).astype(np.uint8)
+
+
+def matmul_nbits(rng, prefix, n, k, bits, block, sym, zero_kind="packed", act_order=False, dtype=np.float32,
+                 exact_scales=True):
+    """One MatMulNBits layer as ONNX Runtime's quantizer lays it out: B
+    uint8 [N, blocks, block*bits/8] (codes LSB first per block, the last
+    block zero-padded), scales [N*blocks], zero_points uint8 [N,
+    ceil(blocks*bits/8)] packed the same way ("packed"), of A's type
+    ("float"), or absent (2^(bits-1)); symmetric scales take the sign of
+    the block's largest weight. Returns initializers, the node's inputs and
+    attributes, and the dequantized weights."""
+    w = layer_weights(rng, n, k)
+    blocks = -(-k // block)
+    g_idx = np.arange(k) // block
+    if act_order:
+        g_idx = g_idx[rng.permutation(k)]
+    qmax, mid = (1 << bits) - 1, 1 << (bits - 1)
+    scales = np.zeros((n, blocks))
+    zeros = np.full((n, blocks), mid)
+    for j in range(blocks):
+        grp = w[:, g_idx == j]
+        if sym:
+            big = grp[np.arange(n), np.abs(grp).argmax(axis=1)]
+            scales[:, j] = big / -mid
+        else:
+            lo, hi = np.minimum(grp.min(axis=1), 0), np.maximum(grp.max(axis=1), 0)
+            scales[:, j] = (hi - lo) / qmax
+    scales[1, 0] = 0.0  # an all-zero block
+    w[1, g_idx == 0] = 0.0
+    scales = scales.astype(dtype)
+    if exact_scales:
+        scales = scales.astype(np.float16).astype(dtype)
+    s = scales.astype(np.float64)
+    if not sym:
+        lo = np.stack([np.minimum(w[:, g_idx == j].min(axis=1), 0) for j in range(blocks)], axis=1)
+        zeros = np.clip(np.round(-lo / np.where(s == 0, 1, s)), 0, qmax).astype(np.int64)
+    safe = np.where(s == 0, 1, s)
+    codes = np.clip(np.round(w / safe[:, g_idx]) + zeros[:, g_idx], 0, qmax).astype(np.int64)
+    padded = np.zeros((n, blocks * block), dtype=np.int64)
+    padded[:, :k] = codes
+    b = pack_bytes_lsb(padded.reshape(n, blocks, block), bits)
+    inits = [(prefix + "_Q%d" % bits, b), (prefix + "_scales", scales.ravel())]
+    inputs = ["A", prefix + "_Q%d" % bits, prefix + "_scales"]
+    if zero_kind == "packed":
+        inits.append((prefix + "_zero_points", pack_bytes_lsb(zeros, bits).ravel()))
+    elif zero_kind == "float":
+        inits.append((prefix + "_zero_points", zeros.astype(dtype).ravel()))
+    if zero_kind != "none":
+        inputs.append(prefix + "_zero_points")
+    if act_order:
+        inputs += [""] * (4 - len(inputs)) + [prefix + "_g_idx"]
+        inits.append((prefix + "_g_idx", g_idx.astype(np.int32)))
+    # The model's own dequantization, unpacked from B and the zero-points.
+    q = np.stack([(b[:, :, (i * bits) // 8] >> ((i * bits) % 8)) & qmax for i in range(block)], axis=2)
+    q = q.reshape(n, blocks * block)[:, :k].astype(np.int64)
+    if zero_kind == "packed":
+        zb = inits[2][1].reshape(n, -1)
+        z = np.stack([(zb[:, (j * bits) // 8] >> ((j * bits) % 8)) & qmax for j in range(blocks)], axis=1)
+    else:
+        z = zeros if zero_kind == "float" else np.full((n, blocks), mid)
+    w_hat = s[:, g_idx] * (q - z[:, g_idx].astype(np.int64))
+    attrs = (("K", k), ("N", n), ("bits", bits), ("block_size", block), ("accuracy_level", 4))
+    return inits, inputs, attrs, w_hat
+
+
+def write_onnx_cases(out, rng):
+    """onnx_q4: an fp32 model with five MatMulNBits layers (4-bit
+    asymmetric with per-row padded zero-points, 4-bit symmetric with
+    negative scales in float_data, 8-bit, 2-bit, act-order g_idx; one with
+    a bias) plus a float initializer and a MatMul that woq skips.
+    onnx_q4f16_external: an fp16 model whose tensors lie in model.onnx_data
+    (one padded block = a per-channel group, fp16 zero-points).
+    onnx_fp32_scales and onnx_escape: refused (scales fp16 cannot hold; an
+    external data location outside the model's directory)."""
+    bias = (rng.standard_normal(48) * 0.1).astype(np.float32)
+    layers = [("model.layers.0.attn.q_proj.weight", 48, 96, 4, 32, False, "packed", False),
+              ("model.layers.0.mlp.up_proj.weight", 32, 256, 4, 64, True, "none", False),
+              ("model.layers.0.mlp.down_proj.weight", 16, 128, 8, 128, False, "packed", False),
+              ("model.layers.0.attn.k_proj.weight", 8, 64, 2, 32, False, "packed", False),
+              ("model.layers.0.attn.v_proj.weight", 16, 128, 4, 32, False, "packed", True)]
+    nodes, inits, expected = [], [], {}
+    for i, (prefix, n, k, bits, block, sym, zk, act) in enumerate(layers):
+        ts, inputs, attrs, w_hat = matmul_nbits(rng, prefix, n, k, bits, block, sym, zk, act)
+        if i == 0:
+            inputs += [""] * (5 - len(inputs)) + [prefix + ".bias"]
+            ts.append((prefix + ".bias", bias))
+            expected["model.layers.0.attn.q_proj.bias"] = ("F32", bias)
+        how = "typed" if i == 1 else "raw"
+        inits += [onnx_tensor(name, a, how) for name, a in ts]
+        nodes.append(onnx_node("MatMulNBits", inputs, ["Y%d" % i], "/model/layer%d/MatMul_Q%d" % (i, bits),
+                               "com.microsoft", attrs))
+        expected[prefix] = ("F32", w_hat.astype(np.float32))
+    inits.append(onnx_tensor("model.embed_tokens.weight", rng.standard_normal((10, 96)).astype(np.float32)))
+    nodes.append(onnx_node("MatMul", ["A", "model.embed_tokens.weight"], ["E"], "/embed/MatMul"))
+    d = os.path.join(out, "onnx_q4")
+    os.makedirs(d, exist_ok=True)
+    write_onnx(os.path.join(d, "model.onnx"), nodes, inits, [("model_type", "llama"), ("author", "woq test")])
+    ref.write_safetensors(os.path.join(d, "expect.safetensors"), expected)
+
+    d = os.path.join(out, "onnx_q4f16_external")
+    os.makedirs(d, exist_ok=True)
+    ts, inputs, attrs, w_hat = matmul_nbits(rng, "lm_head.weight", 24, 96, 4, 128, False, "float", dtype=np.float16)
+    blob, inits = b"", []
+    for name, a in ts:
+        blob += b"\0" * (-len(blob) % 64)
+        inits.append(onnx_tensor(name, a, external=("model.onnx_data", len(blob))))
+        blob += np.ascontiguousarray(a).tobytes()
+    with open(os.path.join(d, "model.onnx_data"), "wb") as f:
+        f.write(blob)
+    write_onnx(os.path.join(d, "model.onnx"), [onnx_node("MatMulNBits", inputs, ["Y"], "/lm_head/MatMul_Q4",
+                                                         "com.microsoft", attrs)], inits)
+    ref.write_safetensors(os.path.join(d, "expect.safetensors"), {"lm_head.weight": ("F32", w_hat.astype(np.float32))})
+
+    for case, exact, location in (("onnx_fp32_scales", False, None), ("onnx_escape", True, "../model.onnx_data")):
+        d = os.path.join(out, case)
+        os.makedirs(d, exist_ok=True)
+        ts, inputs, attrs, _ = matmul_nbits(rng, "proj.weight", 16, 64, 4, 32, False, exact_scales=exact)
+        inits = [onnx_tensor(name, a, external=(location, 0) if location and name.endswith("_Q4") else None)
+                 for name, a in ts]
+        write_onnx(os.path.join(d, "model.onnx"), [onnx_node("MatMulNBits", inputs, ["Y"], "/proj/MatMul_Q4",
+                                                             "com.microsoft", attrs)], inits)
+
+
 def write_shards(d, tensors, shards):
     """Hugging Face's sharded layout: tensors dealt out in name order over
     model-0000i-of-0000n.safetensors (so one layer's parts lie in different
@@ -376,7 +573,8 @@ def main():
                           {"model.layers.0.mlp.up_proj": ("F32", rng.standard_normal((64, 128)).astype(np.float32)),
                            "model.layers.0.mlp.down_proj": ("F32", rng.standard_normal((64, 256)).astype(np.float32))})
     write_gguf_cases(out, rng)
-    print("wrote 15 checkpoint cases to", out)
+    write_onnx_cases(out, rng)
+    print("wrote 19 checkpoint cases to", out)
 
 
 if __name__ == "__main__":
