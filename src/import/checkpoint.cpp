@@ -469,9 +469,10 @@ QuantizedMatrix import_matmul_nbits(const OnnxModel& model, const OnnxNode& node
   };
   const int64_t k = attribute("K", -1), n_rows = attribute("N", -1), bits = attribute("bits", 4),
                 block = attribute("block_size", -1);
-  if (k <= 0 || n_rows <= 0 || k > (int64_t(1) << 32) || n_rows > (int64_t(1) << 32))
+  if (k <= 0 || n_rows <= 0 || k > (int64_t(1) << 31) || n_rows > (int64_t(1) << 31) ||
+      uint64_t(k) * uint64_t(n_rows) > (uint64_t(1) << 48))
     fail(Status::Format, where + ": K = " + std::to_string(k) + " and N = " + std::to_string(n_rows) +
-                             " must be in 1..2^32");
+                             " must be in 1..2^31, with at most 2^48 weights");
   if (bits != 2 && bits != 4 && bits != 8)
     fail(Status::Unsupported, where + ": " + std::to_string(bits) + "-bit MatMulNBits is not read (2, 4 and 8 are)");
   if (block < 16 || block > 4096 || (block & (block - 1)))
