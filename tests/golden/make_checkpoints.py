@@ -411,8 +411,9 @@ def write_onnx_cases(out, rng):
     a bias) plus a float initializer and a MatMul that woq skips.
     onnx_q4f16_external: an fp16 model whose tensors lie in model.onnx_data
     (one padded block = a per-channel group, fp16 zero-points).
-    onnx_fp32_scales and onnx_escape: refused (scales fp16 cannot hold; an
-    external data location outside the model's directory)."""
+    onnx_fp32_scales, onnx_escape and onnx_truncated: refused (scales fp16
+    cannot hold; an external data location outside the model's directory;
+    the first 300 bytes of onnx_q4's model)."""
     bias = (rng.standard_normal(48) * 0.1).astype(np.float32)
     layers = [("model.layers.0.attn.q_proj.weight", 48, 96, 4, 32, False, "packed", False),
               ("model.layers.0.mlp.up_proj.weight", 32, 256, 4, 64, True, "none", False),
@@ -452,6 +453,12 @@ def write_onnx_cases(out, rng):
                                                          "com.microsoft", attrs)], inits)
     ref.write_safetensors(os.path.join(d, "expect.safetensors"), {"lm_head.weight": ("F32", w_hat.astype(np.float32))})
 
+    d = os.path.join(out, "onnx_truncated")  # cut inside the graph: a length runs past the file
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(out, "onnx_q4", "model.onnx"), "rb") as f:
+        head = f.read(300)
+    with open(os.path.join(d, "model.onnx"), "wb") as f:
+        f.write(head)
     for case, exact, location in (("onnx_fp32_scales", False, None), ("onnx_escape", True, "../model.onnx_data")):
         d = os.path.join(out, case)
         os.makedirs(d, exist_ok=True)
@@ -574,7 +581,7 @@ def main():
                            "model.layers.0.mlp.down_proj": ("F32", rng.standard_normal((64, 256)).astype(np.float32))})
     write_gguf_cases(out, rng)
     write_onnx_cases(out, rng)
-    print("wrote 19 checkpoint cases to", out)
+    print("wrote 20 checkpoint cases to", out)
 
 
 if __name__ == "__main__":
