@@ -1,6 +1,7 @@
 #!/bin/sh
 # Installs the npm packages pinned by PACKAGE_DIR's package-lock.json into
-# DEST/node_modules (once: again only when the lock file changes). Run at
+# DEST/node_modules (once: again only when the lock file changes), without
+# their install scripts (onnxruntime-node's would download more). Run at
 # setup time; the tests that use the packages run offline.
 #   .ci/npm_fetch.sh PACKAGE_DIR DEST
 set -eu
@@ -12,4 +13,4 @@ if cmp -s "$PKG/package-lock.json" "$DEST/package-lock.json" && [ -f "$DEST/node
 fi
 cp "$PKG/package.json" "$PKG/package-lock.json" "$DEST/"
 echo "== fetching the npm packages of $(basename "$PKG") into $DEST"
-(cd "$DEST" && npm ci --no-audit --no-fund --silent)
+(cd "$DEST" && npm ci --ignore-scripts --no-audit --no-fund --silent)

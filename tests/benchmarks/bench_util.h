@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
@@ -99,6 +100,20 @@ inline uint64_t last_level_cache_bytes() {
     std::fclose(f);
   }
   return best ? best : 32ull << 20;
+}
+
+// ||Y - Y64|| / ||Y64|| over X's first (up to) 4 rows, where Y64 is X W^T
+// in float64 from the same X values: y [M, N], x [M, K], w [N, K].
+inline double reference_error(const float* y, const float* x, uint64_t m, uint64_t n, uint64_t k, const float* w) {
+  double diff = 0, norm = 0;
+  for (uint64_t r = 0; r < std::min<uint64_t>(m, 4); ++r)
+    for (uint64_t j = 0; j < n; ++j) {
+      double want = 0;
+      for (uint64_t i = 0; i < k; ++i) want += double(x[r * k + i]) * double(w[j * k + i]);
+      diff += (y[r * n + j] - want) * (y[r * n + j] - want);
+      norm += want * want;
+    }
+  return std::sqrt(diff / norm);
 }
 
 // Best-of-reps time of `pass`, after one warm-up pass.

@@ -309,19 +309,10 @@ int main(int argc, char** argv) {
     return b;
   };
   const woq_dtype x_type = a.bf16_x ? WOQ_DTYPE_BF16 : WOQ_DTYPE_F32;
-  // ||Y - Y64|| / ||Y64|| of the first matrix's output y on X's first (up
-  // to) 4 rows, where Y64 is that product in float64 of the same X values
-  // and ggml's dequantized weights.
+  // The first matrix's error on X's first rows, against ggml's dequantized
+  // weights.
   auto reference_error = [&](const std::vector<float>& y, const std::vector<float>& x, uint64_t m) {
-    double diff = 0, norm = 0;
-    for (uint64_t r = 0; r < std::min<uint64_t>(m, 4); ++r)
-      for (uint64_t n = 0; n < s0.n; ++n) {
-        double want = 0;
-        for (uint64_t k = 0; k < s0.k; ++k) want += double(x[r * s0.k + k]) * double(w0[n * s0.k + k]);
-        diff += (y[r * s0.n + n] - want) * (y[r * s0.n + n] - want);
-        norm += want * want;
-      }
-    return std::sqrt(diff / norm);
+    return woq_bench::reference_error(y.data(), x.data(), m, s0.n, s0.k, w0.data());
   };
   std::vector<double> woq_error(ms.size());
   auto min_seconds = [&](uint64_t m) { return a.quick ? 0.05 : (m >= 64 ? 1.0 : 2.0); };
