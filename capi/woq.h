@@ -335,6 +335,32 @@ WOQ_API woq_status woq_qmatrix_stats(const woq_qmatrix* qmatrix,
 WOQ_API woq_status woq_import_checkpoint(const char* checkpoint_path, const char* format,
                                          const char* woq_path, const char** out_report);
 
+/** How woq_import_checkpoint_ex converts a checkpoint. */
+typedef struct woq_import_options {
+  size_t struct_size; /* sizeof(woq_import_options) */
+  /* woq keeps fp16 scales. 0 (default): a scale fp16 cannot hold exactly
+   * (ONNX Runtime's quantizer writes fp32 scales for fp32 models, some
+   * compressed-tensors checkpoints bf16 or fp32 ones) is refused with
+   * WOQ_ERR_UNSUPPORTED, so an import never changes the weights. 1: it is
+   * rounded to the nearest fp16 (a relative change of at most 2^-11 in
+   * fp16's normal range, far under the quantization error); the report and
+   * the file's "import.scales_rounded" metadata say how many were and the
+   * largest relative change. A scale beyond fp16's range is refused either
+   * way. */
+  int round_scales;
+} woq_import_options;
+
+/** Fill *options with defaults (sets struct_size). Thread-safe. */
+WOQ_API woq_status woq_import_options_init(woq_import_options* options);
+
+/**
+ * woq_import_checkpoint with options; options may be NULL for the defaults
+ * (then it is woq_import_checkpoint). Thread-safe.
+ */
+WOQ_API woq_status woq_import_checkpoint_ex(const char* checkpoint_path, const char* format,
+                                            const char* woq_path, const woq_import_options* options,
+                                            const char** out_report);
+
 /* ---------------------------------------------------------------- writer */
 
 /** Builds a .woq file; written to "<path>.tmp.<pid>" and renamed on finish. */

@@ -2,6 +2,7 @@
 // exception into a woq_status plus a thread-local message. Nothing C++ leaves.
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <memory>
 #include <new>
@@ -413,13 +414,38 @@ WOQ_API woq_status woq_qmatrix_stats(const woq_qmatrix* qmatrix, double* out_max
 
 /* ---- import */
 
+WOQ_API woq_status woq_import_options_init(woq_import_options* options) {
+  return guarded([&] {
+    need(options, "options");
+    std::memset(options, 0, sizeof *options);
+    options->struct_size = sizeof *options;
+  });
+}
+
 WOQ_API woq_status woq_import_checkpoint(const char* checkpoint_path, const char* format, const char* woq_path,
                                          const char** out_report) {
+  return woq_import_checkpoint_ex(checkpoint_path, format, woq_path, nullptr, out_report);
+}
+
+WOQ_API woq_status woq_import_checkpoint_ex(const char* checkpoint_path, const char* format, const char* woq_path,
+                                            const woq_import_options* options, const char** out_report) {
   return guarded([&] {
     need(checkpoint_path, "checkpoint_path");
     need(woq_path, "woq_path");
+    woq_import_options o;
+    woq_import_options_init(&o);
+    read_options(options, &o, "woq_import_options");
+    if (o.round_scales != 0 && o.round_scales != 1)
+      fail(Status::InvalidArgument, "woq_import_options.round_scales = " + std::to_string(o.round_scales) +
+                                        " is neither 0 nor 1");
     const woq::import::Flavor flavor = woq::import::parse_flavor(format ? format : "auto");
-    woq::import::ImportResult r = woq::import::import_checkpoint(checkpoint_path, flavor);
+    woq::import::ImportOptions import_options;
+    import_options.round_scales = o.round_scales == 1;
+    woq::import::ImportResult r = woq::import::import_checkpoint(checkpoint_path, flavor, import_options);
+    char change[32];
+    std::snprintf(change, sizeof change, "%.2g", r.largest_scale_change);
+    const std::string rounded = std::to_string(r.scales_rounded) + " of " + std::to_string(r.scales_read) +
+                                " scales rounded to fp16, largest relative change " + change;
     woq::format::Writer writer(woq_path);
     std::string source = checkpoint_path;  // a file's or a directory's name
     while (source.size() > 1 && source.back() == '/') source.pop_back();
@@ -427,6 +453,7 @@ WOQ_API woq_status woq_import_checkpoint(const char* checkpoint_path, const char
     writer.set_metadata({"import.format", woq::format::MetadataType::String, woq::import::flavor_name(r.flavor)});
     writer.set_metadata({"import.format_source", woq::format::MetadataType::String, r.how});
     writer.set_metadata({"import.checkpoint", woq::format::MetadataType::String, source.substr(source.rfind('/') + 1)});
+    if (r.scales_rounded) writer.set_metadata({"import.scales_rounded", woq::format::MetadataType::String, rounded});
     size_t left_out = 0;  // entries longer than (or with a NUL that) .woq metadata holds
     for (const auto& [key, value] : r.metadata) {
       if (!woq::format::fits_string_metadata("source." + key, value)) {
@@ -442,6 +469,7 @@ WOQ_API woq_status woq_import_checkpoint(const char* checkpoint_path, const char
       thread_local std::string t_report;
       t_report = "format " + std::string(woq::import::flavor_name(r.flavor)) + " (" + r.how + "); " +
                  std::to_string(r.layers.size()) + " layers converted";
+      if (r.scales_rounded) t_report += "; " + rounded;
       if (left_out)
         t_report += "; " + std::to_string(left_out) + " of the checkpoint's metadata strings left out (.woq keys are at most " +
                     std::to_string(woq::format::kMaxKeyLength) + " bytes, values 1 MiB, without NUL)";

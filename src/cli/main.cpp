@@ -720,6 +720,7 @@ int main(int argc, char** argv) {
   verify->add_option("file", verify_file, ".woq file")->required();
 
   std::string import_in, import_out, import_format = "auto";
+  bool import_round_scales = false;
   auto* imp = app.add_subcommand("import", "convert a GPTQ / AWQ / compressed-tensors / GGUF / ONNX checkpoint to .woq (no re-quantization)");
   imp->add_option("checkpoint", import_in,
                   "quantized .safetensors" + sharded + " (quantize_config.json / config.json next to it are read); "
@@ -729,6 +730,9 @@ int main(int argc, char** argv) {
   imp->add_option("output", import_out, "output .woq file")->required();
   imp->add_option("--format", import_format, "auto, gptq, gptq_v2, awq, compressed-tensors, gguf or onnx")
       ->check(CLI::IsMember({"auto", "gptq", "gptq_v2", "awq", "compressed-tensors", "gguf", "onnx"}));
+  imp->add_flag("--round-scales", import_round_scales,
+                "round scales that fp16 cannot hold exactly (fp32 ones) to the nearest fp16 instead of refusing the "
+                "checkpoint; the report says how many and by how much");
 
   std::string export_in, export_out, export_dtype = "f16", export_format = "safetensors";
   auto* exp = app.add_subcommand("export", "write the dequantized weights (and biases) as safetensors, or the blocks as GGUF Q4_0 / Q5_0 / Q8_0");
@@ -774,7 +778,10 @@ int main(int argc, char** argv) {
     }
     if (*imp) {
       const char* report = nullptr;
-      check(woq_import_checkpoint(import_in.c_str(), import_format.c_str(), import_out.c_str(), &report),
+      woq_import_options options;
+      woq_import_options_init(&options);
+      options.round_scales = import_round_scales ? 1 : 0;
+      check(woq_import_checkpoint_ex(import_in.c_str(), import_format.c_str(), import_out.c_str(), &options, &report),
             "import '" + import_in + "'");
       std::printf("wrote %s: %s\n", import_out.c_str(), report);
       return 0;

@@ -140,16 +140,34 @@ int64_t int_at(const SafeTensor& t, uint64_t i) {
 
 uint32_t word_at(const SafeTensor& t, uint64_t i) { return uint32_t(int_at(t, i)); }
 
-// woq stores fp16 scales: a scale must convert exactly or the import would
-// change the weights.
-uint16_t exact_fp16(double v, uint64_t i, const std::string& tensor) {
-  const uint16_t h = kernels::float_to_half(float(v));
-  if (double(kernels::half_to_float(h)) != v || !std::isfinite(v))
-    fail(Status::Unsupported, "scale " + std::to_string(v) + " at index " + std::to_string(i) + " of '" + tensor +
-                                  "' is not exactly representable in fp16");
-  return h;
-}
-uint16_t exact_fp16(const SafeTensor& t, uint64_t i) { return exact_fp16(t.float_at(i), i, t.name); }
+// woq stores fp16 scales. A scale must convert exactly, or the import would
+// change the weights, unless the caller asked for rounding: then it becomes
+// the nearest fp16 and the change is counted (ImportResult).
+class Fp16Scales {
+ public:
+  explicit Fp16Scales(bool round) : round_(round) {}
+  uint16_t operator()(double v, uint64_t i, const std::string& tensor) {
+    const uint16_t h = kernels::float_to_half(float(v));
+    const double got = double(kernels::half_to_float(h));
+    ++read;
+    if (got == v) return h;
+    const std::string where = "scale " + std::to_string(v) + " at index " + std::to_string(i) + " of '" + tensor + "'";
+    if (!std::isfinite(v) || !std::isfinite(got))
+      fail(Status::Unsupported, where + (std::isfinite(v) ? " is beyond fp16's range" : " is not finite"));
+    if (!round_)
+      fail(Status::Unsupported, where + " is not exactly representable in fp16 (rounding it would change the "
+                                        "weights; `woq import --round-scales` allows that)");
+    ++rounded;
+    largest_change = std::max(largest_change, std::fabs(got - v) / std::fabs(v));
+    return h;
+  }
+  uint16_t operator()(const SafeTensor& t, uint64_t i) { return (*this)(t.float_at(i), i, t.name); }
+  uint64_t read = 0, rounded = 0;
+  double largest_change = 0;
+
+ private:
+  bool round_;
+};
 
 const SafeTensor& need(const Safetensors& f, const std::string& name) {
   const SafeTensor* t = f.find(name);
@@ -266,7 +284,7 @@ QuantizedMatrix assemble(std::vector<float> bias, const std::string& prefix, uin
 
 // AutoGPTQ: qweight [K*b/32, N] packed along K; qzeros [G, N*b/32] packed
 // along N (v1 stores zero - 1); scales [G, N]; g_idx [K].
-QuantizedMatrix import_gptq(const Safetensors& f, const std::string& p, const Config& c, bool v1) {
+QuantizedMatrix import_gptq(const Safetensors& f, const std::string& p, const Config& c, bool v1, Fp16Scales& scales) {
   const SafeTensor& qw = need(f, p + ".qweight");
   const SafeTensor& qz = need(f, p + ".qzeros");
   const SafeTensor& sc = need(f, p + ".scales");
@@ -299,12 +317,12 @@ QuantizedMatrix import_gptq(const Safetensors& f, const std::string& p, const Co
         const int64_t stored = (word_at(qz, j * qz.shape[1] + n / per_word) >> (bits * (n % per_word))) & mask;
         return v1 ? stored + 1 : stored;
       },
-      [&](uint64_t n, uint64_t j) { return exact_fp16(sc, j * n_rows + n); }, std::move(order));
+      [&](uint64_t n, uint64_t j) { return scales(sc, j * n_rows + n); }, std::move(order));
 }
 
 // AutoAWQ GEMM: qweight [K, N/8] and qzeros [G, N/8] packed along N with
 // nibble order 0,2,4,6,1,3,5,7; scales [G, N].
-QuantizedMatrix import_awq(const Safetensors& f, const std::string& p, const Config& c) {
+QuantizedMatrix import_awq(const Safetensors& f, const std::string& p, const Config& c, Fp16Scales& scales) {
   const SafeTensor& qw = need(f, p + ".qweight");
   const SafeTensor& qz = need(f, p + ".qzeros");
   const SafeTensor& sc = need(f, p + ".scales");
@@ -322,14 +340,14 @@ QuantizedMatrix import_awq(const Safetensors& f, const std::string& p, const Con
       bias_of(f, p, n_rows), p, n_rows, k, 4, uint32_t(k / groups), Method::Awq,
       [&](uint64_t n, uint64_t kk) { return (word_at(qw, kk * words + n / 8) >> (4 * kPosition[n % 8])) & 15u; },
       [&](uint64_t n, uint64_t j) { return int64_t((word_at(qz, j * words + n / 8) >> (4 * kPosition[n % 8])) & 15u); },
-      [&](uint64_t n, uint64_t j) { return exact_fp16(sc, j * n_rows + n); });
+      [&](uint64_t n, uint64_t j) { return scales(sc, j * n_rows + n); });
 }
 
 // compressed-tensors pack-quantized: weight_packed [N, K*b/32] packed along
 // K, values offset by 2^(b-1) to unsigned; weight_scale [N, G];
 // weight_zero_point (signed) [N, G], or packed along N as I32 [N*b/32, G];
 // weight_shape [2] = (N, K).
-QuantizedMatrix import_compressed(const Safetensors& f, const std::string& p) {
+QuantizedMatrix import_compressed(const Safetensors& f, const std::string& p, Fp16Scales& scales) {
   const SafeTensor& wp = need(f, p + ".weight_packed");
   const SafeTensor& sc = need(f, p + ".weight_scale");
   const SafeTensor& ws = need(f, p + ".weight_shape");
@@ -364,7 +382,7 @@ QuantizedMatrix import_compressed(const Safetensors& f, const std::string& p) {
         // Packed zero-points are stored offset to unsigned like the weights.
         return int64_t((word_at(*zp, (n / per_word) * groups + j) >> (bits * (n % per_word))) & mask);
       },
-      [&](uint64_t n, uint64_t j) { return exact_fp16(sc, n * groups + j); }, std::move(order));
+      [&](uint64_t n, uint64_t j) { return scales(sc, n * groups + j); }, std::move(order));
 }
 
 // llama.cpp's Q4_0, Q5_0 and Q8_0 matrices are blocks of 32 inputs, each
@@ -460,7 +478,8 @@ ImportResult import_gguf(const std::string& path) {
 // block's largest weight (as llama.cpp does); woq's scales are >= 0, so
 // a block with a negative scale is stored with its codes and zero-point
 // mirrored (c -> 2^b - 1 - c): the same weights.
-QuantizedMatrix import_matmul_nbits(const OnnxModel& model, const OnnxNode& node, const std::string& layer) {
+QuantizedMatrix import_matmul_nbits(const OnnxModel& model, const OnnxNode& node, const std::string& layer,
+                                    Fp16Scales& scales) {
   const std::string where = "MatMulNBits node '" + node.name + "'";
   const auto attribute = [&](const char* key, int64_t fallback) {
     const auto it = node.ints.find(key);
@@ -543,7 +562,7 @@ QuantizedMatrix import_matmul_nbits(const OnnxModel& model, const OnnxNode& node
         return negative(n, j) ? int64_t(mask) - z : z;
       },
       [&](uint64_t n, uint64_t j) {
-        return exact_fp16(std::fabs(sc->number_at(n * blocks + j)), n * blocks + j, sc->name);
+        return scales(std::fabs(sc->number_at(n * blocks + j)), n * blocks + j, sc->name);
       },
       std::move(order));
 }
@@ -555,7 +574,7 @@ std::string onnx_layer_name(const std::string& b_name, int64_t bits) {
   return ends_with(b_name, tail) && b_name.size() > tail.size() ? b_name.substr(0, b_name.size() - tail.size()) : b_name;
 }
 
-ImportResult import_onnx(const std::string& path) {
+ImportResult import_onnx(const std::string& path, Fp16Scales& scales) {
   auto model = OnnxModel::open(path);
   ImportResult r;
   r.flavor = Flavor::Onnx;
@@ -575,7 +594,7 @@ ImportResult import_onnx(const std::string& path) {
     const auto bits = node.ints.find("bits");
     const std::string layer = onnx_layer_name(node.inputs[1], bits == node.ints.end() ? 4 : bits->second);
     if (!names.insert(layer).second) fail(Status::Format, "two MatMulNBits weights of '" + path + "' are named '" + layer + "'");
-    r.layers.push_back({layer, import_matmul_nbits(*model, node, layer)});
+    r.layers.push_back({layer, import_matmul_nbits(*model, node, layer, scales)});
     for (size_t i = 1; i < node.inputs.size() && i <= 5; ++i) used.insert(node.inputs[i]);
   }
   if (r.layers.empty())
@@ -587,35 +606,12 @@ ImportResult import_onnx(const std::string& path) {
   return r;
 }
 
-}  // namespace
-
-const char* flavor_name(Flavor f) {
-  switch (f) {
-    case Flavor::Auto: return "auto";
-    case Flavor::GptqV1: return "gptq";
-    case Flavor::GptqV2: return "gptq_v2";
-    case Flavor::Awq: return "awq";
-    case Flavor::CompressedTensors: return "compressed-tensors";
-    case Flavor::Gguf: return "gguf";
-    case Flavor::Onnx: return "onnx";
-  }
-  return "?";
-}
-
-Flavor parse_flavor(const std::string& name) {
-  for (Flavor f : {Flavor::Auto, Flavor::GptqV1, Flavor::GptqV2, Flavor::Awq, Flavor::CompressedTensors, Flavor::Gguf,
-                   Flavor::Onnx})
-    if (name == flavor_name(f)) return f;
-  fail(Status::InvalidArgument,
-       "unknown checkpoint format '" + name + "' (auto, gptq, gptq_v2, awq, compressed-tensors, gguf, onnx)");
-}
-
-ImportResult import_checkpoint(const std::string& path, Flavor flavor) {
+ImportResult import_flavor(const std::string& path, Flavor flavor, Fp16Scales& scales) {
   const bool gguf = looks_like_gguf(path);
   if (flavor == Flavor::Gguf || (flavor == Flavor::Auto && gguf)) return import_gguf(path);
   if (gguf)
     fail(Status::InvalidArgument, "'" + path + "' is a GGUF file, not format " + flavor_name(flavor) + " (use auto or gguf)");
-  if (flavor == Flavor::Onnx || (flavor == Flavor::Auto && looks_like_onnx(path))) return import_onnx(path);
+  if (flavor == Flavor::Onnx || (flavor == Flavor::Auto && looks_like_onnx(path))) return import_onnx(path, scales);
   auto file = Safetensors::open(path);
   Config config = read_config(file->path());  // the config lies next to the file or the shards' index
   ImportResult r;
@@ -651,10 +647,10 @@ ImportResult import_checkpoint(const std::string& path, Flavor flavor) {
     ImportedLayer layer;
     layer.name = prefix + ".weight";
     switch (r.flavor) {
-      case Flavor::GptqV1: layer.matrix = import_gptq(*file, prefix, config, true); break;
-      case Flavor::GptqV2: layer.matrix = import_gptq(*file, prefix, config, false); break;
-      case Flavor::Awq: layer.matrix = import_awq(*file, prefix, config); break;
-      case Flavor::CompressedTensors: layer.matrix = import_compressed(*file, prefix); break;
+      case Flavor::GptqV1: layer.matrix = import_gptq(*file, prefix, config, true, scales); break;
+      case Flavor::GptqV2: layer.matrix = import_gptq(*file, prefix, config, false, scales); break;
+      case Flavor::Awq: layer.matrix = import_awq(*file, prefix, config, scales); break;
+      case Flavor::CompressedTensors: layer.matrix = import_compressed(*file, prefix, scales); break;
       case Flavor::Auto:
       case Flavor::Gguf:
       case Flavor::Onnx: break;
@@ -667,6 +663,38 @@ ImportResult import_checkpoint(const std::string& path, Flavor flavor) {
   if (r.layers.empty()) fail(Status::Format, "'" + path + "' has no quantized layers of format " + flavor_name(r.flavor));
   for (const SafeTensor& t : file->tensors())
     if (!used.count(t.name)) r.skipped.push_back(t.name);
+  return r;
+}
+
+}  // namespace
+
+const char* flavor_name(Flavor f) {
+  switch (f) {
+    case Flavor::Auto: return "auto";
+    case Flavor::GptqV1: return "gptq";
+    case Flavor::GptqV2: return "gptq_v2";
+    case Flavor::Awq: return "awq";
+    case Flavor::CompressedTensors: return "compressed-tensors";
+    case Flavor::Gguf: return "gguf";
+    case Flavor::Onnx: return "onnx";
+  }
+  return "?";
+}
+
+Flavor parse_flavor(const std::string& name) {
+  for (Flavor f : {Flavor::Auto, Flavor::GptqV1, Flavor::GptqV2, Flavor::Awq, Flavor::CompressedTensors, Flavor::Gguf,
+                   Flavor::Onnx})
+    if (name == flavor_name(f)) return f;
+  fail(Status::InvalidArgument,
+       "unknown checkpoint format '" + name + "' (auto, gptq, gptq_v2, awq, compressed-tensors, gguf, onnx)");
+}
+
+ImportResult import_checkpoint(const std::string& path, Flavor flavor, const ImportOptions& options) {
+  Fp16Scales scales(options.round_scales);
+  ImportResult r = import_flavor(path, flavor, scales);
+  r.scales_read = scales.read;
+  r.scales_rounded = scales.rounded;
+  r.largest_scale_change = scales.largest_change;
   return r;
 }
 

@@ -27,6 +27,18 @@ struct ImportResult {
   // The checkpoint's own string metadata: safetensors' __metadata__, or a
   // GGUF file's string-valued keys.
   std::map<std::string, std::string> metadata;
+  // Scales read (not counting fp16 ones copied as they are), how many of
+  // them ImportOptions::round_scales changed, and the largest relative
+  // change |fp16(s) - s| / |s|.
+  uint64_t scales_read = 0, scales_rounded = 0;
+  double largest_scale_change = 0;
+};
+
+struct ImportOptions {
+  // woq keeps fp16 scales. false: a scale fp16 cannot hold exactly is
+  // refused (the weights never change); true: it is rounded to the nearest
+  // fp16 and counted in the result.
+  bool round_scales = false;
 };
 
 const char* flavor_name(Flavor f);
@@ -37,6 +49,6 @@ Flavor parse_flavor(const std::string& name);
 // Safetensors::open), and a config next to it; or a GGUF file (its Q4_0,
 // Q5_0 and Q8_0 matrices); or an ONNX model (its MatMulNBits weights).
 // Throws Error.
-ImportResult import_checkpoint(const std::string& path, Flavor flavor);
+ImportResult import_checkpoint(const std::string& path, Flavor flavor, const ImportOptions& options = {});
 
 }  // namespace woq::import

@@ -4,8 +4,8 @@
 // .ci/setup fetches) on the same weights and fp32 activations, measured in
 // the same run.
 //
-//   woq_ort_bench [--quick] [--bits 4|8] [--block B] [--sym] [--m M]... [--threads T]
-//                 [--copies N] [--ort-lib PATH] [--work DIR]
+//   woq_ort_bench [--quick] [--bits 4|8] [--block B] [--sym] [--fp32-scales] [--m M]...
+//                 [--threads T] [--copies N] [--ort-lib PATH] [--work DIR]
 //
 // The weights: this benchmark quantizes normal random values into
 // MatMulNBits' layout (B uint8 [N, blocks, B * bits / 8], fp32 scales that
@@ -13,7 +13,10 @@
 // midpoint) and writes one ONNX model holding every matrix; ONNX Runtime
 // runs that model and woq_import_checkpoint converts the same bytes, so
 // both libraries multiply by the same weights: an ONNX Runtime user's
-// model, in woq.
+// model, in woq. --fp32-scales keeps the scales as computed, in fp32, as
+// ONNX Runtime's quantizer writes them for fp32 models; woq then imports
+// with round_scales (woq_import_checkpoint_ex), so its weights are those
+// of the scales rounded to fp16, and it is checked against those.
 //
 // ONNX Runtime runs twice: accuracy_level 0 (MLAS multiplies fp32
 // activations by dequantized weights) and 4 (it rounds the activations to
@@ -169,10 +172,11 @@ struct Shape2 {
 // One matrix in MatMulNBits' layout, and its weights s * (q - z).
 struct Quantized {
   std::string b, scales, zero_points;  // raw_data; zero_points empty when symmetric
-  std::vector<float> w_hat;            // [N, K]
+  std::vector<float> w_hat;            // [N, K], s * (q - z)
+  std::vector<float> w_hat_fp16;       // the same from the scales rounded to fp16 (woq's with --fp32-scales)
 };
 
-Quantized quantize(const Shape2& s, uint32_t bits, uint32_t block, bool sym, std::mt19937& rng) {
+Quantized quantize(const Shape2& s, uint32_t bits, uint32_t block, bool sym, bool fp32_scales, std::mt19937& rng) {
   std::normal_distribution<float> dist(0.0f, 0.02f);
   const uint64_t blocks = s.k / block, blob = block * bits / 8, zp_row = (blocks * bits + 7) / 8;
   const int qmax = (1 << bits) - 1, mid = 1 << (bits - 1);
@@ -180,6 +184,7 @@ Quantized quantize(const Shape2& s, uint32_t bits, uint32_t block, bool sym, std
   q.b.assign(s.n * blocks * blob, '\0');
   q.zero_points.assign(sym ? 0 : s.n * zp_row, '\0');
   q.w_hat.resize(s.n * s.k);
+  q.w_hat_fp16.resize(s.n * s.k);
   std::vector<float> scales(s.n * blocks), w(block);
   for (uint64_t n = 0; n < s.n; ++n)
     for (uint64_t bl = 0; bl < blocks; ++bl) {
@@ -188,9 +193,11 @@ Quantized quantize(const Shape2& s, uint32_t bits, uint32_t block, bool sym, std
         v = dist(rng);
         lo = std::min(lo, v), hi = std::max(hi, v), amax = std::max(amax, std::fabs(v));
       }
-      // A scale fp16 holds exactly (woq keeps fp16 scales), never zero.
-      float scale = sym ? amax / float(mid - 1) : (hi - lo) / float(qmax);
-      scale = float(static_cast<_Float16>(std::max(scale, 1e-6f)));
+      // Never zero; one fp16 holds exactly (woq keeps fp16 scales) unless
+      // fp32_scales.
+      float scale = std::max(sym ? amax / float(mid - 1) : (hi - lo) / float(qmax), 1e-6f);
+      const float scale16 = float(static_cast<_Float16>(scale));
+      if (!fp32_scales) scale = scale16;
       const int zp = sym ? mid : std::clamp(int(std::lround(-lo / scale)), 0, qmax);
       scales[n * blocks + bl] = scale;
       if (!sym) q.zero_points[n * zp_row + bl * bits / 8] |= char(zp << (bl * bits % 8));
@@ -199,6 +206,7 @@ Quantized quantize(const Shape2& s, uint32_t bits, uint32_t block, bool sym, std
         const uint64_t bit = i * bits;
         q.b[(n * blocks + bl) * blob + bit / 8] |= char(code << (bit % 8));
         q.w_hat[n * s.k + bl * block + i] = scale * float(code - zp);
+        q.w_hat_fp16[n * s.k + bl * block + i] = scale16 * float(code - zp);
       }
     }
   q.scales.assign(reinterpret_cast<const char*>(scales.data()), scales.size() * 4);
@@ -206,7 +214,7 @@ Quantized quantize(const Shape2& s, uint32_t bits, uint32_t block, bool sym, std
 }
 
 struct Args {
-  bool quick = false, sym = false;
+  bool quick = false, sym = false, fp32_scales = false;
   uint32_t bits = 4, block = 32;
   std::vector<uint64_t> ms;  // empty: the default list
   std::vector<int> threads = {1, 2};
@@ -226,6 +234,7 @@ int main(int argc, char** argv) {
     std::string s = argv[i];
     if (s == "--quick") a.quick = true;
     else if (s == "--sym") a.sym = true;
+    else if (s == "--fp32-scales") a.fp32_scales = true;
     else if (s == "--bits" && i + 1 < argc) a.bits = uint32_t(std::atoi(argv[++i]));
     else if (s == "--block" && i + 1 < argc) a.block = uint32_t(std::atoi(argv[++i]));
     else if (s == "--m" && i + 1 < argc) a.ms.push_back(uint64_t(std::atoll(argv[++i])));
@@ -235,7 +244,7 @@ int main(int argc, char** argv) {
     else if (s == "--work" && i + 1 < argc) a.work = argv[++i];
     else {
       std::fprintf(stderr,
-                   "usage: woq_ort_bench [--quick] [--bits 4|8] [--block B] [--sym] [--m M]... [--threads T] "
+                   "usage: woq_ort_bench [--quick] [--bits 4|8] [--block B] [--sym] [--fp32-scales] [--m M]... [--threads T] "
                    "[--copies N] [--ort-lib PATH] [--work DIR]\n");
       return 2;
     }
@@ -263,9 +272,10 @@ int main(int argc, char** argv) {
     if (s.k % a.block) die("K = " + std::to_string(s.k) + " of " + s.name + " is not a multiple of --block");
 
   Ort ort = load_ort(a.ort_lib);
-  std::printf("woq vs ONNX Runtime's MatMulNBits: %u-bit %s, block %u, fp32 activations; libwoq %s; ONNX Runtime %s "
-              "(%s); %u hardware threads\n",
-              a.bits, a.sym ? "symmetric" : "asymmetric (uint8 zero-points)", a.block, woq_version_string(),
+  std::printf("woq vs ONNX Runtime's MatMulNBits: %u-bit %s, block %u, %s scales, fp32 activations; libwoq %s; ONNX "
+              "Runtime %s (%s); %u hardware threads\n",
+              a.bits, a.sym ? "symmetric" : "asymmetric (uint8 zero-points)", a.block,
+              a.fp32_scales ? "fp32 (woq: rounded to fp16)" : "fp16-exact", woq_version_string(),
               ort.version.c_str(), a.ort_lib.c_str(), std::thread::hardware_concurrency());
 
   // 1. The weights, and the models: one MatMulNBits node per matrix of
@@ -273,7 +283,7 @@ int main(int argc, char** argv) {
   //    the same), and one input per distinct K.
   std::mt19937 rng(7);
   std::vector<Quantized> weights;
-  for (const Shape2& s : distinct) weights.push_back(quantize(s, a.bits, a.block, a.sym, rng));
+  for (const Shape2& s : distinct) weights.push_back(quantize(s, a.bits, a.block, a.sym, a.fp32_scales, rng));
   uint64_t block_weights = 0, kmax = 0, nmax = 0;
   double block_bytes = 0;
   for (int idx : block) {
@@ -339,9 +349,13 @@ int main(int argc, char** argv) {
   }
   const char* report = nullptr;
   auto t0 = Clock::now();
-  const woq_status imported = woq_import_checkpoint(onnx_path.c_str(), "onnx", woq_path.c_str(), &report);
+  woq_import_options import_options;
+  woq_import_options_init(&import_options);
+  import_options.round_scales = a.fp32_scales ? 1 : 0;
+  const woq_status imported =
+      woq_import_checkpoint_ex(onnx_path.c_str(), "onnx", woq_path.c_str(), &import_options, &report);
   std::remove(onnx_path.c_str());
-  check(imported, "woq_import_checkpoint");
+  check(imported, "woq_import_checkpoint_ex");
   std::printf("wrote a %.1f MiB model of %zu MatMulNBits nodes; woq imported it in %.2f s (%s)\n",
               models[0].size() / 1048576.0, entries, seconds_since(t0), report);
   woq_file* file = nullptr;
@@ -444,22 +458,23 @@ int main(int argc, char** argv) {
       for (float v : weights[idx].w_hat) amax = std::max(amax, double(std::fabs(v)));
       for (uint64_t r = 0; r < rows; ++r)
         for (uint64_t n = 0; n < s.n; ++n) {
-          const float want = weights[idx].w_hat[n * s.k + picked[r]], theirs = ys[e][r * s.n + n],
-                      ours = mine[r * s.n + n];
-          identical = identical && theirs == want && ours == want;
-          worst = std::max({worst, double(std::fabs(theirs - want)) / amax, double(std::fabs(ours - want)) / amax});
-          if (!(std::fabs(theirs - want) <= 1e-6 * amax) || !(std::fabs(ours - want) <= 1e-6 * amax))
+          const uint64_t at = n * s.k + picked[r];
+          const float want = weights[idx].w_hat[at], want_woq = (a.fp32_scales ? weights[idx].w_hat_fp16 : weights[idx].w_hat)[at],
+                      theirs = ys[e][r * s.n + n], ours = mine[r * s.n + n];
+          identical = identical && theirs == want && ours == want_woq;
+          worst = std::max({worst, double(std::fabs(theirs - want)) / amax, double(std::fabs(ours - want_woq)) / amax});
+          if (!(std::fabs(theirs - want) <= 1e-6 * amax) || !(std::fabs(ours - want_woq) <= 1e-6 * amax))
             die("the weights differ on " + s.name + " at row " + std::to_string(n) + ", input " +
                 std::to_string(picked[r]) + ": s * (q - z) = " + std::to_string(want) + ", ONNX Runtime " +
-                std::to_string(theirs) + ", woq " + std::to_string(ours));
+                std::to_string(theirs) + "; woq " + std::to_string(ours) + " for " + std::to_string(want_woq));
         }
     }
     ort.release_session(session);
     woq_context_destroy(ctx);
-    std::printf("weights check: ONNX Runtime's dequantized weights and woq's import of them %s s * (q - z) on one "
+    std::printf("weights check: ONNX Runtime's dequantized weights and woq's import of them %s s * (q - z)%s on one "
                 "input of every block of the %zu matrices\n\n",
                 identical ? "equal" : ("match (largest difference " + std::to_string(worst) + " of the largest weight)").c_str(),
-                distinct.size());
+                a.fp32_scales ? " (woq's: s rounded to fp16)" : "", distinct.size());
   }
 
   // 4. Per thread count and M: woq, then ONNX Runtime at each level, one
@@ -530,7 +545,9 @@ int main(int argc, char** argv) {
         Feed pass{ort, sessions[li]};
         feed(pass, m, xs, ys, entries);
         ort_time[li][ti][mi] = time_pass(pass, min_seconds(m) * copies, min_reps(m)) / copies;
-        const double limit = kLevels[li] == 0 ? 1e-4 : 0.05;
+        // Level 0 computes in fp32 as woq does, on the same weights unless
+        // woq's scales were rounded (each weight then differs by <= 2^-11).
+        const double limit = kLevels[li] != 0 ? 0.05 : a.fp32_scales ? 2e-3 : 1e-4;
         for (size_t e = 0; e < block.size(); ++e) {
           double diff = 0, scale = 0;
           for (size_t i = 0; i < woq_y[e].size(); ++i) {
@@ -546,6 +563,9 @@ int main(int argc, char** argv) {
         }
         ort_error[li][mi] = reference_error(ys[0], xs[0], m);
       }
+      std::printf("threads %d, M = %llu: woq %.2f ms, ONNX Runtime %.2f ms (level 0), %.2f ms (level 4)\n",
+                  a.threads[ti], static_cast<unsigned long long>(m), woq_time[ti][mi] * 1e3,
+                  ort_time[0][ti][mi] * 1e3, ort_time[1][ti][mi] * 1e3);
     }
     for (void* session : sessions) ort.release_session(session);
     for (woq_tensor* t : tensors) woq_tensor_destroy(t);
@@ -557,7 +577,7 @@ int main(int argc, char** argv) {
 
   // 5. The tables: ms per block, GB/s of the MatMulNBits tensors' bytes,
   //    woq's speedup over ONNX Runtime's faster level.
-  std::printf("woq kernels: %s\n\n", woq_kernel.c_str());
+  std::printf("\nwoq kernels: %s\n\n", woq_kernel.c_str());
   std::printf("| threads | read BW GB/s | M | woq ms | woq GB/s | ORT level 0 ms | ORT level 4 ms | best ORT GB/s | woq "
               "speedup |\n|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n");
   for (size_t ti = 0; ti < a.threads.size(); ++ti)

@@ -1,6 +1,6 @@
 // Fuzz target: a checkpoint of another tool (safetensors plus the config
-// file next to it, or a GGUF file) through woq_import_checkpoint, as
-// `woq import` runs it.
+// file next to it, a GGUF file or an ONNX model) through
+// woq_import_checkpoint, as `woq import` runs it.
 // Hostile input must come back as an error code other than
 // WOQ_ERR_INTERNAL ("a bug in woq") with a message, leaving no file
 // behind (neither the output nor a temporary one); an import that
@@ -9,11 +9,12 @@
 // woq::Error escapes, and libFuzzer reports it.
 //
 // Input: byte 0 picks the format argument (bits 0-2: auto, gptq, gptq_v2,
-// awq, compressed-tensors, gguf; 6-7 auto) and the config files (bits 3-4:
-// none, quantize_config.json, config.json, both); with a config, bytes 1-2
-// are its length L (little-endian, cut to what is there) and L bytes of
-// JSON follow; the rest is the checkpoint file (the import recognises a
-// GGUF one by its magic).
+// awq, compressed-tensors, gguf, onnx, auto) and the config files (bits
+// 3-4: none, quantize_config.json, config.json, both); with a config, bytes
+// 1-2 are its length L (little-endian, cut to what is there) and L bytes
+// follow (JSON, or the external data an ONNX model names); the rest is the
+// checkpoint file: m.onnx for formats 6 and 7 (the import recognises an
+// ONNX model by its name), else m.safetensors (a GGUF one by its magic).
 #include <dirent.h>
 #include <unistd.h>
 
@@ -24,6 +25,7 @@
 #include <string>
 
 #include "import/gguf.h"
+#include "import/onnx.h"
 #include "import/safetensors.h"
 #include "runtime/error.h"
 #include "woq.h"
@@ -31,7 +33,7 @@
 namespace {
 
 // The files an input becomes, and the import's output.
-constexpr const char* kInputFiles[] = {"m.safetensors", "quantize_config.json", "config.json"};
+constexpr const char* kInputFiles[] = {"m.safetensors", "m.onnx", "quantize_config.json", "config.json"};
 constexpr const char* kOutputFile = "out.woq";
 
 // A private directory for the files of one input, removed at exit.
@@ -83,6 +85,16 @@ void read_safetensors(const std::string& path) {
   }
 }
 
+// The ONNX reader on its own: every element of the small initializers.
+void read_onnx(const std::string& path) {
+  try {
+    auto model = woq::import::OnnxModel::open(path);
+    for (const auto& t : model->initializers())
+      for (uint64_t i = 0; i < t->elements && i < (1u << 16); ++i) t->number_at(i);
+  } catch (const woq::Error&) {
+  }
+}
+
 // Whether the directory holds anything but the input's files (and the
 // output, when `output` is allowed).
 bool leftover(const Scratch& scratch, bool output) {
@@ -104,8 +116,9 @@ bool leftover(const Scratch& scratch, bool output) {
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static const Scratch scratch;
   if (size < 1) return 0;
-  static const char* const kFormats[8] = {"auto", "gptq", "gptq_v2", "awq", "compressed-tensors", "gguf", "auto", "auto"};
+  static const char* const kFormats[8] = {"auto", "gptq", "gptq_v2", "awq", "compressed-tensors", "gguf", "onnx", "auto"};
   const char* format = kFormats[data[0] & 7];
+  const bool onnx = (data[0] & 7) >= 6;
   const unsigned configs = (data[0] >> 3) & 3;
   size_t at = 1;
   std::remove(scratch.file("quantize_config.json").c_str());
@@ -118,9 +131,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (configs & 2) write_file(scratch.file("config.json"), data + at, length);
     at += length;
   }
-  const std::string checkpoint = scratch.file(kInputFiles[0]), out = scratch.file(kOutputFile);
+  const std::string checkpoint = scratch.file(kInputFiles[onnx ? 1 : 0]), out = scratch.file(kOutputFile);
+  std::remove(scratch.file(kInputFiles[onnx ? 0 : 1]).c_str());
   write_file(checkpoint, data + at, size - at);
-  read_safetensors(checkpoint);
+  if (onnx) read_onnx(checkpoint);
+  else read_safetensors(checkpoint);
 
   std::remove(out.c_str());
   const char* report = nullptr;

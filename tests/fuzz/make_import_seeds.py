@@ -19,7 +19,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "golden"))
 import make_checkpoints as mk  # noqa: E402
 import woq_reference as ref  # noqa: E402
 
-FORMATS = ["auto", "gptq", "gptq_v2", "awq", "compressed-tensors", "gguf"]
+FORMATS = ["auto", "gptq", "gptq_v2", "awq", "compressed-tensors", "gguf", "onnx", "auto (m.onnx)"]
 CONFIGS = {None: 0, "quantize_config.json": 1, "config.json": 2}
 
 
@@ -45,6 +45,33 @@ def gguf_seed(fmt, tensors, metadata=()):
         with open(path, "rb") as f:
             body = f.read()
     return bytes([FORMATS.index(fmt)]) + body
+
+
+def onnx_seed(fmt, layers, rng, external=b""):
+    """An ONNX model of MatMulNBits layers (make_checkpoints.matmul_nbits:
+    (prefix, n, k, bits, block, sym, zero_kind, act_order) each) as the
+    fuzz input. With external, the first layer's B lies in config.json
+    (written as the config), at offset 16 after `external`'s bytes."""
+    nodes, inits, blob = [], [], external
+    for i, (prefix, n, k, bits, block, sym, zk, act) in enumerate(layers):
+        ts, inputs, attrs, _ = mk.matmul_nbits(rng, prefix, n, k, bits, block, sym, zk, act)
+        for name, a in ts:
+            if external and i == 0 and name.endswith("_Q%d" % bits):
+                blob += b"\0" * (16 - len(blob) % 16)
+                inits.append(mk.onnx_tensor(name, a, external=("config.json", len(blob))))
+                blob += np.ascontiguousarray(a).tobytes()
+            else:
+                inits.append(mk.onnx_tensor(name, a))
+        nodes.append(mk.onnx_node("MatMulNBits", inputs, ["Y%d" % i], "/l%d/MatMul_Q%d" % (i, bits), "com.microsoft",
+                                  attrs))
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "m.onnx")
+        mk.write_onnx(path, nodes, inits, [("model_type", "llama")])
+        with open(path, "rb") as f:
+            body = f.read()
+    if not external:
+        return bytes([FORMATS.index(fmt)]) + body
+    return bytes([FORMATS.index(fmt) | CONFIGS["config.json"] << 3]) + struct.pack("<H", len(blob)) + blob + body
 
 
 def layer(prefix, t):
@@ -97,6 +124,16 @@ def main():
             ("test.nested", ("array", ("array", "i16")), [[1], [2, 3]])]
     seeds["gguf_three_types"] = gguf_seed("auto", gguf, meta)
     seeds["gguf_given"] = gguf_seed("gguf", gguf[:1])
+    # ONNX: MatMulNBits layers of each kind of zero-points, widths, act-order;
+    # one whose B lies in external data (config.json).
+    seeds["onnx_five_layers"] = onnx_seed("onnx", [("q.weight", 16, 64, 4, 32, False, "packed", False),
+                                                   ("k.weight", 8, 96, 4, 32, True, "none", False),
+                                                   ("v.weight", 8, 128, 8, 64, False, "float", False),
+                                                   ("o.weight", 8, 64, 2, 32, False, "packed", False),
+                                                   ("up.weight", 8, 64, 4, 32, False, "packed", True)], rng)
+    seeds["onnx_by_name"] = onnx_seed("auto (m.onnx)", [("proj.weight", 24, 96, 4, 128, False, "packed", False)], rng)
+    seeds["onnx_external"] = onnx_seed("onnx", [("proj.weight", 16, 64, 4, 32, False, "packed", False)], rng,
+                                       external=b"{}")
     for name, data in seeds.items():
         with open(os.path.join(out, name), "wb") as f:
             f.write(data)

@@ -342,14 +342,15 @@ def pack_bytes_lsb(values, bits):
 
 
 def matmul_nbits(rng, prefix, n, k, bits, block, sym, zero_kind="packed", act_order=False, dtype=np.float32,
-                 exact_scales=True):
+                 exact_scales=True, fp16_weights=False):
     """One MatMulNBits layer as ONNX Runtime's quantizer lays it out: B
     uint8 [N, blocks, block*bits/8] (codes LSB first per block, the last
     block zero-padded), scales [N*blocks], zero_points uint8 [N,
     ceil(blocks*bits/8)] packed the same way ("packed"), of A's type
     ("float"), or absent (2^(bits-1)); symmetric scales take the sign of
     the block's largest weight. Returns initializers, the node's inputs and
-    attributes, and the dequantized weights."""
+    attributes, and the dequantized weights (fp16_weights: from the scales
+    rounded to fp16, as `woq import --round-scales` keeps them)."""
     w = layer_weights(rng, n, k)
     blocks = -(-k // block)
     g_idx = np.arange(k) // block
@@ -399,6 +400,8 @@ def matmul_nbits(rng, prefix, n, k, bits, block, sym, zero_kind="packed", act_or
         z = np.stack([(zb[:, (j * bits) // 8] >> ((j * bits) % 8)) & qmax for j in range(blocks)], axis=1)
     else:
         z = zeros if zero_kind == "float" else np.full((n, blocks), mid)
+    if fp16_weights:
+        s = np.abs(s).astype(np.float16).astype(np.float64) * np.sign(s)
     w_hat = s[:, g_idx] * (q - z[:, g_idx].astype(np.int64))
     attrs = (("K", k), ("N", n), ("bits", bits), ("block_size", block), ("accuracy_level", 4))
     return inits, inputs, attrs, w_hat
@@ -412,8 +415,9 @@ def write_onnx_cases(out, rng):
     onnx_q4f16_external: an fp16 model whose tensors lie in model.onnx_data
     (one padded block = a per-channel group, fp16 zero-points).
     onnx_fp32_scales, onnx_escape and onnx_truncated: refused (scales fp16
-    cannot hold; an external data location outside the model's directory;
-    the first 300 bytes of onnx_q4's model)."""
+    cannot hold, which --round-scales rounds: expect_rounded.safetensors; an
+    external data location outside the model's directory; the first 300
+    bytes of onnx_q4's model)."""
     bias = (rng.standard_normal(48) * 0.1).astype(np.float32)
     layers = [("model.layers.0.attn.q_proj.weight", 48, 96, 4, 32, False, "packed", False),
               ("model.layers.0.mlp.up_proj.weight", 32, 256, 4, 64, True, "none", False),
@@ -462,11 +466,15 @@ def write_onnx_cases(out, rng):
     for case, exact, location in (("onnx_fp32_scales", False, None), ("onnx_escape", True, "../model.onnx_data")):
         d = os.path.join(out, case)
         os.makedirs(d, exist_ok=True)
-        ts, inputs, attrs, _ = matmul_nbits(rng, "proj.weight", 16, 64, 4, 32, False, exact_scales=exact)
+        ts, inputs, attrs, w_hat = matmul_nbits(rng, "proj.weight", 16, 64, 4, 32, False, exact_scales=exact,
+                                                fp16_weights=True)
         inits = [onnx_tensor(name, a, external=(location, 0) if location and name.endswith("_Q4") else None)
                  for name, a in ts]
         write_onnx(os.path.join(d, "model.onnx"), [onnx_node("MatMulNBits", inputs, ["Y"], "/proj/MatMul_Q4",
                                                              "com.microsoft", attrs)], inits)
+        if not exact:  # what `woq import --round-scales` makes of it
+            ref.write_safetensors(os.path.join(d, "expect_rounded.safetensors"),
+                                  {"proj.weight": ("F32", w_hat.astype(np.float32))})
 
 
 def write_shards(d, tensors, shards):

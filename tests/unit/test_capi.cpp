@@ -318,6 +318,30 @@ TEST(CApi, ContextMemoryCountsTensorsAndBuffersUntilDestroyed) {
   }
 }
 
+TEST(CApi, ImportOptionsAreCheckedBeforeTheCheckpointIsRead) {
+  woq_import_options o;
+  ASSERT_EQ(woq_import_options_init(&o), WOQ_OK);
+  EXPECT_EQ(o.struct_size, sizeof o);
+  EXPECT_EQ(o.round_scales, 0);
+  const char* in = "/nonexistent/model.onnx";
+  const char* out = "/nonexistent/out.woq";
+  o.round_scales = 2;
+  EXPECT_EQ(woq_import_checkpoint_ex(in, "auto", out, &o, nullptr), WOQ_ERR_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(woq_last_error()).find("round_scales = 2"), std::string::npos) << woq_last_error();
+  o.round_scales = 1;
+  o.struct_size = 3;
+  EXPECT_EQ(woq_import_checkpoint_ex(in, "auto", out, &o, nullptr), WOQ_ERR_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(woq_last_error()).find("woq_import_options->struct_size"), std::string::npos);
+  // An older caller that knew only struct_size: round_scales (beyond it) is
+  // never read, so the checkpoint is: its missing file is the error.
+  o.struct_size = sizeof(size_t);
+  o.round_scales = 2;
+  EXPECT_EQ(woq_import_checkpoint_ex(in, "auto", out, &o, nullptr), WOQ_ERR_IO);
+  EXPECT_NE(std::string(woq_last_error()).find(in), std::string::npos) << woq_last_error();
+  EXPECT_EQ(woq_import_checkpoint_ex(in, "auto", out, nullptr, nullptr), WOQ_ERR_IO);
+  EXPECT_EQ(woq_import_options_init(nullptr), WOQ_ERR_INVALID_ARGUMENT);
+}
+
 TEST(CApi, TensorInfoHonoursStructSize) {
   woq::test::TempDir dir;
   Fixture fx(WOQ_BACKEND_CPU, 8, 64);

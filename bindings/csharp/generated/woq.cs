@@ -90,6 +90,16 @@ public class woq {
     return ret;
   }
 
+  public static woq_status woq_import_options_init(woq_import_options options) {
+    woq_status ret = (woq_status)woqPINVOKE.woq_import_options_init(woq_import_options.getCPtr(options));
+    return ret;
+  }
+
+  public static woq_status woq_import_checkpoint_ex(byte[] checkpoint_path, byte[] format, byte[] woq_path, woq_import_options options, out global::System.IntPtr out_report) {
+    woq_status ret = (woq_status)woqPINVOKE.woq_import_checkpoint_ex(checkpoint_path, format, woq_path, woq_import_options.getCPtr(options), out out_report);
+    return ret;
+  }
+
   public static woq_status woq_writer_create(byte[] path, out global::System.IntPtr out_writer) {
     woq_status ret = (woq_status)woqPINVOKE.woq_writer_create(path, out out_writer);
     return ret;

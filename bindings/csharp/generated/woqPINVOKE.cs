@@ -168,6 +168,30 @@ class woqPINVOKE {
   [global::System.Runtime.InteropServices.DllImport("woq_csharp", EntryPoint="CSharp_WoqfNative_woq_import_checkpoint___")]
   public static extern int woq_import_checkpoint(byte[] jarg1, byte[] jarg2, byte[] jarg3, out global::System.IntPtr jarg4);
 
+  [global::System.Runtime.InteropServices.DllImport("woq_csharp", EntryPoint="CSharp_WoqfNative_woq_import_options_struct_size_set___")]
+  public static extern void woq_import_options_struct_size_set(global::System.Runtime.InteropServices.HandleRef jarg1, ulong jarg2);
+
+  [global::System.Runtime.InteropServices.DllImport("woq_csharp", EntryPoint="CSharp_WoqfNative_woq_import_options_struct_size_get___")]
+  public static extern ulong woq_import_options_struct_size_get(global::System.Runtime.InteropServices.HandleRef jarg1);
+
+  [global::System.Runtime.InteropServices.DllImport("woq_csharp", EntryPoint="CSharp_WoqfNative_woq_import_options_round_scales_set___")]
+  public static extern void woq_import_options_round_scales_set(global::System.Runtime.InteropServices.HandleRef jarg1, int jarg2);
+
+  [global::System.Runtime.InteropServices.DllImport("woq_csharp", EntryPoint="CSharp_WoqfNative_woq_import_options_round_scales_get___")]
+  public static extern int woq_import_options_round_scales_get(global::System.Runtime.InteropServices.HandleRef jarg1);
+
+  [global::System.Runtime.InteropServices.DllImport("woq_csharp", EntryPoint="CSharp_WoqfNative_new_woq_import_options___")]
+  public static extern global::System.IntPtr new_woq_import_options();
+
+  [global::System.Runtime.InteropServices.DllImport("woq_csharp", EntryPoint="CSharp_WoqfNative_delete_woq_import_options___")]
+  public static extern void delete_woq_import_options(global::System.Runtime.InteropServices.HandleRef jarg1);
+
+  [global::System.Runtime.InteropServices.DllImport("woq_csharp", EntryPoint="CSharp_WoqfNative_woq_import_options_init___")]
+  public static extern int woq_import_options_init(global::System.Runtime.InteropServices.HandleRef jarg1);
+
+  [global::System.Runtime.InteropServices.DllImport("woq_csharp", EntryPoint="CSharp_WoqfNative_woq_import_checkpoint_ex___")]
+  public static extern int woq_import_checkpoint_ex(byte[] jarg1, byte[] jarg2, byte[] jarg3, global::System.Runtime.InteropServices.HandleRef jarg4, out global::System.IntPtr jarg5);
+
   [global::System.Runtime.InteropServices.DllImport("woq_csharp", EntryPoint="CSharp_WoqfNative_woq_writer_create___")]
   public static extern int woq_writer_create(byte[] jarg1, out global::System.IntPtr jarg2);
 

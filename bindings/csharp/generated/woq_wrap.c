@@ -774,6 +774,100 @@ SWIGEXPORT int SWIGSTDCALL CSharp_WoqfNative_woq_import_checkpoint___(const char
 }
 
 
+SWIGEXPORT void SWIGSTDCALL CSharp_WoqfNative_woq_import_options_struct_size_set___(void * jarg1, unsigned long long jarg2) {
+  struct woq_import_options *arg1 = (struct woq_import_options *) 0 ;
+  size_t arg2 ;
+  
+  arg1 = (struct woq_import_options *)jarg1; 
+  arg2 = (size_t)jarg2; 
+  if (arg1) (arg1)->struct_size = arg2;
+}
+
+
+SWIGEXPORT unsigned long long SWIGSTDCALL CSharp_WoqfNative_woq_import_options_struct_size_get___(void * jarg1) {
+  unsigned long long jresult ;
+  struct woq_import_options *arg1 = (struct woq_import_options *) 0 ;
+  size_t result;
+  
+  arg1 = (struct woq_import_options *)jarg1; 
+  result =  ((arg1)->struct_size);
+  jresult = result; 
+  return jresult;
+}
+
+
+SWIGEXPORT void SWIGSTDCALL CSharp_WoqfNative_woq_import_options_round_scales_set___(void * jarg1, int jarg2) {
+  struct woq_import_options *arg1 = (struct woq_import_options *) 0 ;
+  int arg2 ;
+  
+  arg1 = (struct woq_import_options *)jarg1; 
+  arg2 = (int)jarg2; 
+  if (arg1) (arg1)->round_scales = arg2;
+}
+
+
+SWIGEXPORT int SWIGSTDCALL CSharp_WoqfNative_woq_import_options_round_scales_get___(void * jarg1) {
+  int jresult ;
+  struct woq_import_options *arg1 = (struct woq_import_options *) 0 ;
+  int result;
+  
+  arg1 = (struct woq_import_options *)jarg1; 
+  result = (int) ((arg1)->round_scales);
+  jresult = result; 
+  return jresult;
+}
+
+
+SWIGEXPORT void * SWIGSTDCALL CSharp_WoqfNative_new_woq_import_options___() {
+  void * jresult ;
+  struct woq_import_options *result = 0 ;
+  
+  result = (struct woq_import_options *)calloc(1, sizeof(struct woq_import_options));
+  jresult = (void *)result; 
+  return jresult;
+}
+
+
+SWIGEXPORT void SWIGSTDCALL CSharp_WoqfNative_delete_woq_import_options___(void * jarg1) {
+  struct woq_import_options *arg1 = (struct woq_import_options *) 0 ;
+  
+  arg1 = (struct woq_import_options *)jarg1; 
+  free((char *) arg1);
+}
+
+
+SWIGEXPORT int SWIGSTDCALL CSharp_WoqfNative_woq_import_options_init___(void * jarg1) {
+  int jresult ;
+  woq_import_options *arg1 = (woq_import_options *) 0 ;
+  woq_status result;
+  
+  arg1 = (woq_import_options *)jarg1; 
+  result = (woq_status)woq_import_options_init(arg1);
+  jresult = (int)result; 
+  return jresult;
+}
+
+
+SWIGEXPORT int SWIGSTDCALL CSharp_WoqfNative_woq_import_checkpoint_ex___(const char* jarg1, const char* jarg2, const char* jarg3, void * jarg4, void** jarg5) {
+  int jresult ;
+  char *arg1 = (char *) 0 ;
+  char *arg2 = (char *) 0 ;
+  char *arg3 = (char *) 0 ;
+  woq_import_options *arg4 = (woq_import_options *) 0 ;
+  char **arg5 = (char **) 0 ;
+  woq_status result;
+  
+  arg1 = (char *)jarg1; 
+  arg2 = (char *)jarg2; 
+  arg3 = (char *)jarg3; 
+  arg4 = (woq_import_options *)jarg4; 
+  arg5 = (char **)jarg5; 
+  result = (woq_status)woq_import_checkpoint_ex((char const *)arg1,(char const *)arg2,(char const *)arg3,(struct woq_import_options const *)arg4,(char const **)arg5);
+  jresult = (int)result; 
+  return jresult;
+}
+
+
 SWIGEXPORT int SWIGSTDCALL CSharp_WoqfNative_woq_writer_create___(const char* jarg1, void** jarg2) {
   int jresult ;
   char *arg1 = (char *) 0 ;

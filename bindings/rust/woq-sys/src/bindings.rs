@@ -175,6 +175,24 @@ extern "C" {
 }
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
+pub struct woq_import_options {
+    pub struct_size: size_t,
+    pub round_scales: core::ffi::c_int,
+}
+extern "C" {
+    pub fn woq_import_options_init(options: *mut woq_import_options) -> woq_status;
+}
+extern "C" {
+    pub fn woq_import_checkpoint_ex(
+        checkpoint_path: *const core::ffi::c_char,
+        format: *const core::ffi::c_char,
+        woq_path: *const core::ffi::c_char,
+        options: *const woq_import_options,
+        out_report: *mut *const core::ffi::c_char,
+    ) -> woq_status;
+}
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
 pub struct woq_writer {
     _unused: [u8; 0],
 }

@@ -1458,6 +1458,130 @@ intgo _wrap_woq_import_checkpoint_woqc_c9f0894d00ba7b8c(_gostring_ _swig_go_0, _
 }
 
 
+void _wrap_woq_import_options_struct_size_set_woqc_c9f0894d00ba7b8c(struct woq_import_options *_swig_go_0, long long _swig_go_1) {
+  struct woq_import_options *arg1 = (struct woq_import_options *) 0 ;
+  size_t arg2 ;
+  
+  arg1 = *(struct woq_import_options **)&_swig_go_0; 
+  arg2 = (size_t)_swig_go_1; 
+  
+  if (arg1) (arg1)->struct_size = arg2;
+  
+}
+
+
+long long _wrap_woq_import_options_struct_size_get_woqc_c9f0894d00ba7b8c(struct woq_import_options *_swig_go_0) {
+  struct woq_import_options *arg1 = (struct woq_import_options *) 0 ;
+  size_t result;
+  long long _swig_go_result;
+  
+  arg1 = *(struct woq_import_options **)&_swig_go_0; 
+  
+  result =  ((arg1)->struct_size);
+  _swig_go_result = result; 
+  return _swig_go_result;
+}
+
+
+void _wrap_woq_import_options_round_scales_set_woqc_c9f0894d00ba7b8c(struct woq_import_options *_swig_go_0, intgo _swig_go_1) {
+  struct woq_import_options *arg1 = (struct woq_import_options *) 0 ;
+  int arg2 ;
+  
+  arg1 = *(struct woq_import_options **)&_swig_go_0; 
+  arg2 = (int)_swig_go_1; 
+  
+  if (arg1) (arg1)->round_scales = arg2;
+  
+}
+
+
+intgo _wrap_woq_import_options_round_scales_get_woqc_c9f0894d00ba7b8c(struct woq_import_options *_swig_go_0) {
+  struct woq_import_options *arg1 = (struct woq_import_options *) 0 ;
+  int result;
+  intgo _swig_go_result;
+  
+  arg1 = *(struct woq_import_options **)&_swig_go_0; 
+  
+  result = (int) ((arg1)->round_scales);
+  _swig_go_result = result; 
+  return _swig_go_result;
+}
+
+
+struct woq_import_options *_wrap_new_woq_import_options_woqc_c9f0894d00ba7b8c() {
+  struct woq_import_options *result = 0 ;
+  struct woq_import_options *_swig_go_result;
+  
+  
+  result = (struct woq_import_options *)calloc(1, sizeof(struct woq_import_options));
+  *(struct woq_import_options **)&_swig_go_result = (struct woq_import_options *)result; 
+  return _swig_go_result;
+}
+
+
+void _wrap_delete_woq_import_options_woqc_c9f0894d00ba7b8c(struct woq_import_options *_swig_go_0) {
+  struct woq_import_options *arg1 = (struct woq_import_options *) 0 ;
+  
+  arg1 = *(struct woq_import_options **)&_swig_go_0; 
+  
+  free((char *) arg1);
+  
+}
+
+
+intgo _wrap_woq_import_options_init_woqc_c9f0894d00ba7b8c(struct woq_import_options *_swig_go_0) {
+  woq_import_options *arg1 = (woq_import_options *) 0 ;
+  woq_status result;
+  intgo _swig_go_result;
+  
+  arg1 = *(woq_import_options **)&_swig_go_0; 
+  
+  result = (woq_status)woq_import_options_init(arg1);
+  _swig_go_result = (intgo)result; 
+  return _swig_go_result;
+}
+
+
+intgo _wrap_woq_import_checkpoint_ex_woqc_c9f0894d00ba7b8c(_gostring_ _swig_go_0, _gostring_ _swig_go_1, _gostring_ _swig_go_2, struct woq_import_options *_swig_go_3, _gostring_* _swig_go_4) {
+  char *arg1 = (char *) 0 ;
+  char *arg2 = (char *) 0 ;
+  char *arg3 = (char *) 0 ;
+  woq_import_options *arg4 = (woq_import_options *) 0 ;
+  char **arg5 = (char **) 0 ;
+  char const *text5 = 0 ;
+  woq_status result;
+  intgo _swig_go_result;
+  
+  
+  arg1 = (char *)malloc(_swig_go_0.n + 1);
+  memcpy(arg1, _swig_go_0.p, _swig_go_0.n);
+  arg1[_swig_go_0.n] = '\0';
+  
+  
+  arg2 = (char *)malloc(_swig_go_1.n + 1);
+  memcpy(arg2, _swig_go_1.p, _swig_go_1.n);
+  arg2[_swig_go_1.n] = '\0';
+  
+  
+  arg3 = (char *)malloc(_swig_go_2.n + 1);
+  memcpy(arg3, _swig_go_2.p, _swig_go_2.n);
+  arg3[_swig_go_2.n] = '\0';
+  
+  arg4 = *(woq_import_options **)&_swig_go_3; 
+  arg5 = (char **)&text5; 
+  
+  result = (woq_status)woq_import_checkpoint_ex((char const *)arg1,(char const *)arg2,(char const *)arg3,(struct woq_import_options const *)arg4,(char const **)arg5);
+  _swig_go_result = (intgo)result; 
+  
+  *_swig_go_4 = Swig_AllocateString(text5 ? text5 : "", text5 ? strlen(text5) : 0);
+  
+  free(arg1); 
+  free(arg2); 
+  free(arg3); 
+  return _swig_go_result;
+}
+
+
 intgo _wrap_woq_writer_create_woqc_c9f0894d00ba7b8c(_gostring_ _swig_go_0, _goslice_ _swig_go_1) {
   char *arg1 = (char *) 0 ;
   woq_writer **arg2 = (woq_writer **) 0 ;

@@ -68,86 +68,91 @@ typedef _goslice_ swig_type_34;
 typedef _gostring_ swig_type_35;
 typedef _gostring_ swig_type_36;
 typedef _gostring_ swig_type_37;
-typedef _gostring_ swig_type_38;
-typedef _goslice_ swig_type_39;
+typedef long long swig_type_38;
+typedef long long swig_type_39;
 typedef _gostring_ swig_type_40;
-typedef _goslice_ swig_type_41;
+typedef _gostring_ swig_type_41;
 typedef _gostring_ swig_type_42;
 typedef _gostring_ swig_type_43;
-typedef _gostring_ swig_type_44;
-typedef long long swig_type_45;
-typedef _gostring_ swig_type_46;
+typedef _goslice_ swig_type_44;
+typedef _gostring_ swig_type_45;
+typedef _goslice_ swig_type_46;
 typedef _gostring_ swig_type_47;
-typedef _goslice_ swig_type_48;
-typedef long long swig_type_49;
+typedef _gostring_ swig_type_48;
+typedef _gostring_ swig_type_49;
 typedef long long swig_type_50;
-typedef long long swig_type_51;
-typedef long long swig_type_52;
-typedef long long swig_type_53;
+typedef _gostring_ swig_type_51;
+typedef _gostring_ swig_type_52;
+typedef _goslice_ swig_type_53;
 typedef long long swig_type_54;
 typedef long long swig_type_55;
 typedef long long swig_type_56;
 typedef long long swig_type_57;
 typedef long long swig_type_58;
-typedef _gostring_ swig_type_59;
-typedef _goslice_ swig_type_60;
-typedef _goslice_ swig_type_61;
-typedef _goslice_ swig_type_62;
-typedef _goslice_ swig_type_63;
-typedef long long swig_type_64;
-typedef long long swig_type_65;
-typedef long long swig_type_66;
-typedef long long swig_type_67;
-typedef long long swig_type_68;
+typedef long long swig_type_59;
+typedef long long swig_type_60;
+typedef long long swig_type_61;
+typedef long long swig_type_62;
+typedef long long swig_type_63;
+typedef _gostring_ swig_type_64;
+typedef _goslice_ swig_type_65;
+typedef _goslice_ swig_type_66;
+typedef _goslice_ swig_type_67;
+typedef _goslice_ swig_type_68;
 typedef long long swig_type_69;
 typedef long long swig_type_70;
 typedef long long swig_type_71;
 typedef long long swig_type_72;
 typedef long long swig_type_73;
-typedef _gostring_ swig_type_74;
+typedef long long swig_type_74;
 typedef long long swig_type_75;
-typedef _gostring_ swig_type_76;
-typedef _goslice_ swig_type_77;
+typedef long long swig_type_76;
+typedef long long swig_type_77;
 typedef long long swig_type_78;
-typedef _goslice_ swig_type_79;
-typedef _gostring_ swig_type_80;
-typedef _goslice_ swig_type_81;
-typedef _gostring_ swig_type_82;
-typedef _goslice_ swig_type_83;
-typedef _gostring_ swig_type_84;
-typedef _goslice_ swig_type_85;
-typedef _gostring_ swig_type_86;
-typedef _goslice_ swig_type_87;
-typedef _gostring_ swig_type_88;
-typedef long long swig_type_89;
-typedef long long swig_type_90;
-typedef _goslice_ swig_type_91;
+typedef _gostring_ swig_type_79;
+typedef long long swig_type_80;
+typedef _gostring_ swig_type_81;
+typedef _goslice_ swig_type_82;
+typedef long long swig_type_83;
+typedef _goslice_ swig_type_84;
+typedef _gostring_ swig_type_85;
+typedef _goslice_ swig_type_86;
+typedef _gostring_ swig_type_87;
+typedef _goslice_ swig_type_88;
+typedef _gostring_ swig_type_89;
+typedef _goslice_ swig_type_90;
+typedef _gostring_ swig_type_91;
 typedef _goslice_ swig_type_92;
-typedef _goslice_ swig_type_93;
-typedef _goslice_ swig_type_94;
-typedef _goslice_ swig_type_95;
+typedef _gostring_ swig_type_93;
+typedef long long swig_type_94;
+typedef long long swig_type_95;
 typedef _goslice_ swig_type_96;
-typedef long long swig_type_97;
+typedef _goslice_ swig_type_97;
 typedef _goslice_ swig_type_98;
-typedef long long swig_type_99;
-typedef long long swig_type_100;
+typedef _goslice_ swig_type_99;
+typedef _goslice_ swig_type_100;
 typedef _goslice_ swig_type_101;
-typedef _goslice_ swig_type_102;
+typedef long long swig_type_102;
 typedef _goslice_ swig_type_103;
 typedef long long swig_type_104;
-typedef _goslice_ swig_type_105;
+typedef long long swig_type_105;
 typedef _goslice_ swig_type_106;
-typedef long long swig_type_107;
-typedef long long swig_type_108;
-typedef _goslice_ swig_type_109;
+typedef _goslice_ swig_type_107;
+typedef _goslice_ swig_type_108;
+typedef long long swig_type_109;
 typedef _goslice_ swig_type_110;
-typedef long long swig_type_111;
-typedef _goslice_ swig_type_112;
+typedef _goslice_ swig_type_111;
+typedef long long swig_type_112;
 typedef long long swig_type_113;
-typedef long long swig_type_114;
+typedef _goslice_ swig_type_114;
 typedef _goslice_ swig_type_115;
 typedef long long swig_type_116;
-typedef long long swig_type_117;
+typedef _goslice_ swig_type_117;
+typedef long long swig_type_118;
+typedef long long swig_type_119;
+typedef _goslice_ swig_type_120;
+typedef long long swig_type_121;
+typedef long long swig_type_122;
 extern void _wrap_Swig_free_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
 extern uintptr_t _wrap_Swig_malloc_woqc_c9f0894d00ba7b8c(swig_intgo arg1);
 extern swig_intgo _wrap_WOQ_BINDINGS_VERSION_MAJOR_woqc_c9f0894d00ba7b8c(void);
@@ -233,38 +238,46 @@ extern void _wrap_woq_qmatrix_destroy_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
 extern swig_intgo _wrap_woq_qmatrix_shape_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_30 arg2, swig_type_31 arg3);
 extern swig_intgo _wrap_woq_qmatrix_stats_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_32 arg2, swig_type_33 arg3, swig_type_34 arg4);
 extern swig_intgo _wrap_woq_import_checkpoint_woqc_c9f0894d00ba7b8c(swig_type_35 arg1, swig_type_36 arg2, swig_type_37 arg3, swig_voidp arg4);
-extern swig_intgo _wrap_woq_writer_create_woqc_c9f0894d00ba7b8c(swig_type_38 arg1, swig_type_39 arg2);
-extern swig_intgo _wrap_woq_writer_add_tensor_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_40 arg2, uintptr_t arg3, swig_type_41 arg4);
-extern swig_intgo _wrap_woq_writer_set_metadata_string_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_42 arg2, swig_type_43 arg3);
-extern swig_intgo _wrap_woq_writer_set_metadata_int_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_44 arg2, swig_type_45 arg3);
-extern swig_intgo _wrap_woq_writer_set_metadata_float_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_46 arg2, double arg3);
+extern void _wrap_woq_import_options_struct_size_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_38 arg2);
+extern swig_type_39 _wrap_woq_import_options_struct_size_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
+extern void _wrap_woq_import_options_round_scales_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_intgo arg2);
+extern swig_intgo _wrap_woq_import_options_round_scales_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
+extern uintptr_t _wrap_new_woq_import_options_woqc_c9f0894d00ba7b8c(void);
+extern void _wrap_delete_woq_import_options_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
+extern swig_intgo _wrap_woq_import_options_init_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
+extern swig_intgo _wrap_woq_import_checkpoint_ex_woqc_c9f0894d00ba7b8c(swig_type_40 arg1, swig_type_41 arg2, swig_type_42 arg3, uintptr_t arg4, swig_voidp arg5);
+extern swig_intgo _wrap_woq_writer_create_woqc_c9f0894d00ba7b8c(swig_type_43 arg1, swig_type_44 arg2);
+extern swig_intgo _wrap_woq_writer_add_tensor_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_45 arg2, uintptr_t arg3, swig_type_46 arg4);
+extern swig_intgo _wrap_woq_writer_set_metadata_string_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_47 arg2, swig_type_48 arg3);
+extern swig_intgo _wrap_woq_writer_set_metadata_int_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_49 arg2, swig_type_50 arg3);
+extern swig_intgo _wrap_woq_writer_set_metadata_float_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_51 arg2, double arg3);
 extern swig_intgo _wrap_woq_writer_finish_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
 extern void _wrap_woq_writer_destroy_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
-extern swig_intgo _wrap_woq_file_open_woqc_c9f0894d00ba7b8c(swig_type_47 arg1, swig_type_48 arg2);
-extern void _wrap_woq_open_options_struct_size_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_49 arg2);
-extern swig_type_50 _wrap_woq_open_options_struct_size_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
-extern void _wrap_woq_open_options_max_directory_bytes_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_51 arg2);
-extern swig_type_52 _wrap_woq_open_options_max_directory_bytes_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
-extern void _wrap_woq_open_options_max_tensors_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_53 arg2);
-extern swig_type_54 _wrap_woq_open_options_max_tensors_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
-extern void _wrap_woq_open_options_max_metadata_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_55 arg2);
-extern swig_type_56 _wrap_woq_open_options_max_metadata_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
-extern void _wrap_woq_open_options_max_tensor_bytes_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_57 arg2);
-extern swig_type_58 _wrap_woq_open_options_max_tensor_bytes_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
+extern swig_intgo _wrap_woq_file_open_woqc_c9f0894d00ba7b8c(swig_type_52 arg1, swig_type_53 arg2);
+extern void _wrap_woq_open_options_struct_size_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_54 arg2);
+extern swig_type_55 _wrap_woq_open_options_struct_size_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
+extern void _wrap_woq_open_options_max_directory_bytes_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_56 arg2);
+extern swig_type_57 _wrap_woq_open_options_max_directory_bytes_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
+extern void _wrap_woq_open_options_max_tensors_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_58 arg2);
+extern swig_type_59 _wrap_woq_open_options_max_tensors_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
+extern void _wrap_woq_open_options_max_metadata_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_60 arg2);
+extern swig_type_61 _wrap_woq_open_options_max_metadata_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
+extern void _wrap_woq_open_options_max_tensor_bytes_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_62 arg2);
+extern swig_type_63 _wrap_woq_open_options_max_tensor_bytes_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
 extern uintptr_t _wrap_new_woq_open_options_woqc_c9f0894d00ba7b8c(void);
 extern void _wrap_delete_woq_open_options_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
 extern swig_intgo _wrap_woq_open_options_init_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
-extern swig_intgo _wrap_woq_file_open_ex_woqc_c9f0894d00ba7b8c(swig_type_59 arg1, uintptr_t arg2, swig_type_60 arg3);
+extern swig_intgo _wrap_woq_file_open_ex_woqc_c9f0894d00ba7b8c(swig_type_64 arg1, uintptr_t arg2, swig_type_65 arg3);
 extern void _wrap_woq_file_close_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
 extern swig_intgo _wrap_woq_file_verify_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
-extern swig_intgo _wrap_woq_file_format_version_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_61 arg2, swig_type_62 arg3);
-extern swig_intgo _wrap_woq_file_tensor_count_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_63 arg2);
-extern void _wrap_woq_tensor_info_struct_size_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_64 arg2);
-extern swig_type_65 _wrap_woq_tensor_info_struct_size_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
-extern void _wrap_woq_tensor_info_rows_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_66 arg2);
-extern swig_type_67 _wrap_woq_tensor_info_rows_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
-extern void _wrap_woq_tensor_info_cols_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_68 arg2);
-extern swig_type_69 _wrap_woq_tensor_info_cols_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
+extern swig_intgo _wrap_woq_file_format_version_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_66 arg2, swig_type_67 arg3);
+extern swig_intgo _wrap_woq_file_tensor_count_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_68 arg2);
+extern void _wrap_woq_tensor_info_struct_size_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_69 arg2);
+extern swig_type_70 _wrap_woq_tensor_info_struct_size_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
+extern void _wrap_woq_tensor_info_rows_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_71 arg2);
+extern swig_type_72 _wrap_woq_tensor_info_rows_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
+extern void _wrap_woq_tensor_info_cols_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_73 arg2);
+extern swig_type_74 _wrap_woq_tensor_info_cols_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
 extern void _wrap_woq_tensor_info_bits_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_intgo arg2);
 extern swig_intgo _wrap_woq_tensor_info_bits_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
 extern void _wrap_woq_tensor_info_group_size_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_intgo arg2);
@@ -277,10 +290,10 @@ extern void _wrap_woq_tensor_info_source_dtype_set_woqc_c9f0894d00ba7b8c(uintptr
 extern swig_intgo _wrap_woq_tensor_info_source_dtype_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
 extern void _wrap_woq_tensor_info_has_bias_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_intgo arg2);
 extern swig_intgo _wrap_woq_tensor_info_has_bias_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
-extern void _wrap_woq_tensor_info_stored_bytes_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_70 arg2);
-extern swig_type_71 _wrap_woq_tensor_info_stored_bytes_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
-extern void _wrap_woq_tensor_info_raw_bytes_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_72 arg2);
-extern swig_type_73 _wrap_woq_tensor_info_raw_bytes_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
+extern void _wrap_woq_tensor_info_stored_bytes_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_75 arg2);
+extern swig_type_76 _wrap_woq_tensor_info_stored_bytes_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
+extern void _wrap_woq_tensor_info_raw_bytes_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_77 arg2);
+extern swig_type_78 _wrap_woq_tensor_info_raw_bytes_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
 extern void _wrap_woq_tensor_info_bits_per_weight_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, double arg2);
 extern double _wrap_woq_tensor_info_bits_per_weight_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
 extern void _wrap_woq_tensor_info_max_abs_error_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, double arg2);
@@ -295,33 +308,33 @@ extern void _wrap_woq_tensor_info_has_input_permutation_set_woqc_c9f0894d00ba7b8
 extern swig_intgo _wrap_woq_tensor_info_has_input_permutation_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
 extern uintptr_t _wrap_new_woq_tensor_info_woqc_c9f0894d00ba7b8c(void);
 extern void _wrap_delete_woq_tensor_info_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
-extern swig_type_74 _wrap_woq_tensor_info_name_utf8_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
-extern swig_intgo _wrap_woq_file_tensor_info_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_75 arg2, uintptr_t arg3);
-extern swig_intgo _wrap_woq_file_tensor_info_by_name_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_76 arg2, uintptr_t arg3);
+extern swig_type_79 _wrap_woq_tensor_info_name_utf8_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
+extern swig_intgo _wrap_woq_file_tensor_info_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_80 arg2, uintptr_t arg3);
+extern swig_intgo _wrap_woq_file_tensor_info_by_name_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_81 arg2, uintptr_t arg3);
 extern swig_intgo _wrap_WOQ_METADATA_STRING_woqc_c9f0894d00ba7b8c(void);
 extern swig_intgo _wrap_WOQ_METADATA_INT_woqc_c9f0894d00ba7b8c(void);
 extern swig_intgo _wrap_WOQ_METADATA_FLOAT_woqc_c9f0894d00ba7b8c(void);
 extern swig_intgo _wrap_WOQ_METADATA_MAX_ENUM_woqc_c9f0894d00ba7b8c(void);
-extern swig_intgo _wrap_woq_file_metadata_count_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_77 arg2);
-extern swig_intgo _wrap_woq_file_metadata_key_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_78 arg2, swig_voidp arg3, swig_type_79 arg4);
-extern swig_intgo _wrap_woq_file_metadata_string_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_80 arg2, swig_voidp arg3, swig_type_81 arg4);
-extern swig_intgo _wrap_woq_file_metadata_int_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_82 arg2, swig_type_83 arg3);
-extern swig_intgo _wrap_woq_file_metadata_float_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_84 arg2, swig_type_85 arg3);
-extern swig_intgo _wrap_woq_tensor_load_woqc_c9f0894d00ba7b8c(uintptr_t arg1, uintptr_t arg2, swig_type_86 arg3, swig_type_87 arg4);
-extern swig_intgo _wrap_woq_tensor_load_rows_woqc_c9f0894d00ba7b8c(uintptr_t arg1, uintptr_t arg2, swig_type_88 arg3, swig_type_89 arg4, swig_type_90 arg5, swig_type_91 arg6);
-extern swig_intgo _wrap_woq_tensor_from_qmatrix_woqc_c9f0894d00ba7b8c(uintptr_t arg1, uintptr_t arg2, swig_type_92 arg3, swig_type_93 arg4);
+extern swig_intgo _wrap_woq_file_metadata_count_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_82 arg2);
+extern swig_intgo _wrap_woq_file_metadata_key_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_83 arg2, swig_voidp arg3, swig_type_84 arg4);
+extern swig_intgo _wrap_woq_file_metadata_string_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_85 arg2, swig_voidp arg3, swig_type_86 arg4);
+extern swig_intgo _wrap_woq_file_metadata_int_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_87 arg2, swig_type_88 arg3);
+extern swig_intgo _wrap_woq_file_metadata_float_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_89 arg2, swig_type_90 arg3);
+extern swig_intgo _wrap_woq_tensor_load_woqc_c9f0894d00ba7b8c(uintptr_t arg1, uintptr_t arg2, swig_type_91 arg3, swig_type_92 arg4);
+extern swig_intgo _wrap_woq_tensor_load_rows_woqc_c9f0894d00ba7b8c(uintptr_t arg1, uintptr_t arg2, swig_type_93 arg3, swig_type_94 arg4, swig_type_95 arg5, swig_type_96 arg6);
+extern swig_intgo _wrap_woq_tensor_from_qmatrix_woqc_c9f0894d00ba7b8c(uintptr_t arg1, uintptr_t arg2, swig_type_97 arg3, swig_type_98 arg4);
 extern void _wrap_woq_tensor_destroy_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
-extern swig_intgo _wrap_woq_tensor_shape_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_94 arg2, swig_type_95 arg3);
-extern swig_intgo _wrap_woq_tensor_bias_woqc_c9f0894d00ba7b8c(uintptr_t arg1, uintptr_t arg2, swig_type_96 arg3, swig_type_97 arg4, swig_type_98 arg5);
-extern swig_intgo _wrap_woq_tensor_group_woqc_c9f0894d00ba7b8c(uintptr_t arg1, uintptr_t arg2, swig_type_99 arg3, swig_type_100 arg4, swig_type_101 arg5, swig_type_102 arg6);
-extern swig_intgo _wrap_woq_matmul_woqc_c9f0894d00ba7b8c(uintptr_t arg1, uintptr_t arg2, swig_type_103 arg3, swig_intgo arg4, swig_type_104 arg5, swig_type_105 arg6, swig_intgo arg7);
-extern swig_intgo _wrap_woq_dequantize_woqc_c9f0894d00ba7b8c(uintptr_t arg1, uintptr_t arg2, swig_type_106 arg3, swig_intgo arg4, swig_type_107 arg5);
-extern swig_intgo _wrap_woq_buffer_create_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_108 arg2, swig_type_109 arg3);
+extern swig_intgo _wrap_woq_tensor_shape_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_99 arg2, swig_type_100 arg3);
+extern swig_intgo _wrap_woq_tensor_bias_woqc_c9f0894d00ba7b8c(uintptr_t arg1, uintptr_t arg2, swig_type_101 arg3, swig_type_102 arg4, swig_type_103 arg5);
+extern swig_intgo _wrap_woq_tensor_group_woqc_c9f0894d00ba7b8c(uintptr_t arg1, uintptr_t arg2, swig_type_104 arg3, swig_type_105 arg4, swig_type_106 arg5, swig_type_107 arg6);
+extern swig_intgo _wrap_woq_matmul_woqc_c9f0894d00ba7b8c(uintptr_t arg1, uintptr_t arg2, swig_type_108 arg3, swig_intgo arg4, swig_type_109 arg5, swig_type_110 arg6, swig_intgo arg7);
+extern swig_intgo _wrap_woq_dequantize_woqc_c9f0894d00ba7b8c(uintptr_t arg1, uintptr_t arg2, swig_type_111 arg3, swig_intgo arg4, swig_type_112 arg5);
+extern swig_intgo _wrap_woq_buffer_create_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_113 arg2, swig_type_114 arg3);
 extern void _wrap_woq_buffer_destroy_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
-extern swig_intgo _wrap_woq_buffer_size_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_110 arg2);
-extern swig_intgo _wrap_woq_buffer_write_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_111 arg2, swig_type_112 arg3, swig_type_113 arg4);
-extern swig_intgo _wrap_woq_buffer_read_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_114 arg2, swig_type_115 arg3, swig_type_116 arg4);
-extern swig_intgo _wrap_woq_matmul_buffers_woqc_c9f0894d00ba7b8c(uintptr_t arg1, uintptr_t arg2, uintptr_t arg3, swig_intgo arg4, swig_type_117 arg5, uintptr_t arg6, swig_intgo arg7);
+extern swig_intgo _wrap_woq_buffer_size_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_115 arg2);
+extern swig_intgo _wrap_woq_buffer_write_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_116 arg2, swig_type_117 arg3, swig_type_118 arg4);
+extern swig_intgo _wrap_woq_buffer_read_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_119 arg2, swig_type_120 arg3, swig_type_121 arg4);
+extern swig_intgo _wrap_woq_matmul_buffers_woqc_c9f0894d00ba7b8c(uintptr_t arg1, uintptr_t arg2, uintptr_t arg3, swig_intgo arg4, swig_type_122 arg5, uintptr_t arg6, swig_intgo arg7);
 #undef intgo
 */
 import "C"
@@ -1112,11 +1125,96 @@ func Woq_import_checkpoint(arg1 string, arg2 string, arg3 string, arg4 *string) 
 	return swig_r
 }
 
+type SwigcptrWoq_import_options uintptr
+
+func (p SwigcptrWoq_import_options) Swigcptr() uintptr {
+	return (uintptr)(p)
+}
+
+func (p SwigcptrWoq_import_options) SwigIsWoq_import_options() {
+}
+
+func (arg1 SwigcptrWoq_import_options) SetStruct_size(arg2 uint64) {
+	_swig_i_0 := arg1
+	_swig_i_1 := arg2
+	C._wrap_woq_import_options_struct_size_set_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_type_38(_swig_i_1))
+}
+
+func (arg1 SwigcptrWoq_import_options) GetStruct_size() (_swig_ret uint64) {
+	var swig_r uint64
+	_swig_i_0 := arg1
+	swig_r = (uint64)(C._wrap_woq_import_options_struct_size_get_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0)))
+	return swig_r
+}
+
+func (arg1 SwigcptrWoq_import_options) SetRound_scales(arg2 int) {
+	_swig_i_0 := arg1
+	_swig_i_1 := arg2
+	C._wrap_woq_import_options_round_scales_set_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_intgo(_swig_i_1))
+}
+
+func (arg1 SwigcptrWoq_import_options) GetRound_scales() (_swig_ret int) {
+	var swig_r int
+	_swig_i_0 := arg1
+	swig_r = (int)(C._wrap_woq_import_options_round_scales_get_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0)))
+	return swig_r
+}
+
+func NewWoq_import_options() (_swig_ret Woq_import_options) {
+	var swig_r Woq_import_options
+	swig_r = (Woq_import_options)(SwigcptrWoq_import_options(C._wrap_new_woq_import_options_woqc_c9f0894d00ba7b8c()))
+	return swig_r
+}
+
+func DeleteWoq_import_options(arg1 Woq_import_options) {
+	_swig_i_0 := getSwigcptr(arg1)
+	C._wrap_delete_woq_import_options_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0))
+}
+
+type Woq_import_options interface {
+	Swigcptr() uintptr
+	SwigIsWoq_import_options()
+	SetStruct_size(arg2 uint64)
+	GetStruct_size() (_swig_ret uint64)
+	SetRound_scales(arg2 int)
+	GetRound_scales() (_swig_ret int)
+}
+
+func Woq_import_options_init(arg1 Woq_import_options) (_swig_ret Enum_SS_woq_status) {
+	var swig_r Enum_SS_woq_status
+	_swig_i_0 := getSwigcptr(arg1)
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_import_options_init_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0)))
+	return swig_r
+}
+
+func Woq_import_checkpoint_ex(arg1 string, arg2 string, arg3 string, arg4 Woq_import_options, arg5 *string) (_swig_ret Enum_SS_woq_status) {
+	var swig_r Enum_SS_woq_status
+	_swig_i_0 := arg1
+	_swig_i_1 := arg2
+	_swig_i_2 := arg3
+	_swig_i_3 := getSwigcptr(arg4)
+	_swig_i_4 := arg5
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_import_checkpoint_ex_woqc_c9f0894d00ba7b8c(*(*C.swig_type_40)(unsafe.Pointer(&_swig_i_0)), *(*C.swig_type_41)(unsafe.Pointer(&_swig_i_1)), *(*C.swig_type_42)(unsafe.Pointer(&_swig_i_2)), C.uintptr_t(_swig_i_3), C.swig_voidp(_swig_i_4)))
+
+  *arg5 = swigCopyString(*arg5)
+
+	if Swig_escape_always_false {
+		Swig_escape_val = arg1
+	}
+	if Swig_escape_always_false {
+		Swig_escape_val = arg2
+	}
+	if Swig_escape_always_false {
+		Swig_escape_val = arg3
+	}
+	return swig_r
+}
+
 func Woq_writer_create(arg1 string, arg2 []uintptr) (_swig_ret Enum_SS_woq_status) {
 	var swig_r Enum_SS_woq_status
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_writer_create_woqc_c9f0894d00ba7b8c(*(*C.swig_type_38)(unsafe.Pointer(&_swig_i_0)), *(*C.swig_type_39)(unsafe.Pointer(&_swig_i_1))))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_writer_create_woqc_c9f0894d00ba7b8c(*(*C.swig_type_43)(unsafe.Pointer(&_swig_i_0)), *(*C.swig_type_44)(unsafe.Pointer(&_swig_i_1))))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg1
 	}
@@ -1132,7 +1230,7 @@ func Woq_writer_add_tensor(arg1 uintptr, arg2 string, arg3 uintptr, arg4 []byte)
 	_swig_i_1 := arg2
 	_swig_i_2 := arg3
 	_swig_i_3 := arg4
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_writer_add_tensor_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), *(*C.swig_type_40)(unsafe.Pointer(&_swig_i_1)), C.uintptr_t(_swig_i_2), *(*C.swig_type_41)(unsafe.Pointer(&_swig_i_3))))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_writer_add_tensor_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), *(*C.swig_type_45)(unsafe.Pointer(&_swig_i_1)), C.uintptr_t(_swig_i_2), *(*C.swig_type_46)(unsafe.Pointer(&_swig_i_3))))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg2
 	}
@@ -1147,7 +1245,7 @@ func Woq_writer_set_metadata_string(arg1 uintptr, arg2 string, arg3 string) (_sw
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
 	_swig_i_2 := arg3
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_writer_set_metadata_string_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), *(*C.swig_type_42)(unsafe.Pointer(&_swig_i_1)), *(*C.swig_type_43)(unsafe.Pointer(&_swig_i_2))))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_writer_set_metadata_string_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), *(*C.swig_type_47)(unsafe.Pointer(&_swig_i_1)), *(*C.swig_type_48)(unsafe.Pointer(&_swig_i_2))))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg2
 	}
@@ -1162,7 +1260,7 @@ func Woq_writer_set_metadata_int(arg1 uintptr, arg2 string, arg3 int64) (_swig_r
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
 	_swig_i_2 := arg3
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_writer_set_metadata_int_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), *(*C.swig_type_44)(unsafe.Pointer(&_swig_i_1)), C.swig_type_45(_swig_i_2)))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_writer_set_metadata_int_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), *(*C.swig_type_49)(unsafe.Pointer(&_swig_i_1)), C.swig_type_50(_swig_i_2)))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg2
 	}
@@ -1174,7 +1272,7 @@ func Woq_writer_set_metadata_float(arg1 uintptr, arg2 string, arg3 float64) (_sw
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
 	_swig_i_2 := arg3
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_writer_set_metadata_float_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), *(*C.swig_type_46)(unsafe.Pointer(&_swig_i_1)), C.double(_swig_i_2)))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_writer_set_metadata_float_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), *(*C.swig_type_51)(unsafe.Pointer(&_swig_i_1)), C.double(_swig_i_2)))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg2
 	}
@@ -1197,7 +1295,7 @@ func Woq_file_open(arg1 string, arg2 []uintptr) (_swig_ret Enum_SS_woq_status) {
 	var swig_r Enum_SS_woq_status
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_file_open_woqc_c9f0894d00ba7b8c(*(*C.swig_type_47)(unsafe.Pointer(&_swig_i_0)), *(*C.swig_type_48)(unsafe.Pointer(&_swig_i_1))))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_file_open_woqc_c9f0894d00ba7b8c(*(*C.swig_type_52)(unsafe.Pointer(&_swig_i_0)), *(*C.swig_type_53)(unsafe.Pointer(&_swig_i_1))))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg1
 	}
@@ -1219,7 +1317,7 @@ func (p SwigcptrWoq_open_options) SwigIsWoq_open_options() {
 func (arg1 SwigcptrWoq_open_options) SetStruct_size(arg2 uint64) {
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
-	C._wrap_woq_open_options_struct_size_set_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_type_49(_swig_i_1))
+	C._wrap_woq_open_options_struct_size_set_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_type_54(_swig_i_1))
 }
 
 func (arg1 SwigcptrWoq_open_options) GetStruct_size() (_swig_ret uint64) {
@@ -1232,7 +1330,7 @@ func (arg1 SwigcptrWoq_open_options) GetStruct_size() (_swig_ret uint64) {
 func (arg1 SwigcptrWoq_open_options) SetMax_directory_bytes(arg2 uint64) {
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
-	C._wrap_woq_open_options_max_directory_bytes_set_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_type_51(_swig_i_1))
+	C._wrap_woq_open_options_max_directory_bytes_set_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_type_56(_swig_i_1))
 }
 
 func (arg1 SwigcptrWoq_open_options) GetMax_directory_bytes() (_swig_ret uint64) {
@@ -1245,7 +1343,7 @@ func (arg1 SwigcptrWoq_open_options) GetMax_directory_bytes() (_swig_ret uint64)
 func (arg1 SwigcptrWoq_open_options) SetMax_tensors(arg2 uint64) {
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
-	C._wrap_woq_open_options_max_tensors_set_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_type_53(_swig_i_1))
+	C._wrap_woq_open_options_max_tensors_set_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_type_58(_swig_i_1))
 }
 
 func (arg1 SwigcptrWoq_open_options) GetMax_tensors() (_swig_ret uint64) {
@@ -1258,7 +1356,7 @@ func (arg1 SwigcptrWoq_open_options) GetMax_tensors() (_swig_ret uint64) {
 func (arg1 SwigcptrWoq_open_options) SetMax_metadata(arg2 uint64) {
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
-	C._wrap_woq_open_options_max_metadata_set_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_type_55(_swig_i_1))
+	C._wrap_woq_open_options_max_metadata_set_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_type_60(_swig_i_1))
 }
 
 func (arg1 SwigcptrWoq_open_options) GetMax_metadata() (_swig_ret uint64) {
@@ -1271,7 +1369,7 @@ func (arg1 SwigcptrWoq_open_options) GetMax_metadata() (_swig_ret uint64) {
 func (arg1 SwigcptrWoq_open_options) SetMax_tensor_bytes(arg2 uint64) {
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
-	C._wrap_woq_open_options_max_tensor_bytes_set_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_type_57(_swig_i_1))
+	C._wrap_woq_open_options_max_tensor_bytes_set_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_type_62(_swig_i_1))
 }
 
 func (arg1 SwigcptrWoq_open_options) GetMax_tensor_bytes() (_swig_ret uint64) {
@@ -1319,7 +1417,7 @@ func Woq_file_open_ex(arg1 string, arg2 Woq_open_options, arg3 []uintptr) (_swig
 	_swig_i_0 := arg1
 	_swig_i_1 := getSwigcptr(arg2)
 	_swig_i_2 := arg3
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_file_open_ex_woqc_c9f0894d00ba7b8c(*(*C.swig_type_59)(unsafe.Pointer(&_swig_i_0)), C.uintptr_t(_swig_i_1), *(*C.swig_type_60)(unsafe.Pointer(&_swig_i_2))))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_file_open_ex_woqc_c9f0894d00ba7b8c(*(*C.swig_type_64)(unsafe.Pointer(&_swig_i_0)), C.uintptr_t(_swig_i_1), *(*C.swig_type_65)(unsafe.Pointer(&_swig_i_2))))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg1
 	}
@@ -1346,7 +1444,7 @@ func Woq_file_format_version(arg1 uintptr, arg2 []uint, arg3 []uint) (_swig_ret 
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
 	_swig_i_2 := arg3
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_file_format_version_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), *(*C.swig_type_61)(unsafe.Pointer(&_swig_i_1)), *(*C.swig_type_62)(unsafe.Pointer(&_swig_i_2))))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_file_format_version_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), *(*C.swig_type_66)(unsafe.Pointer(&_swig_i_1)), *(*C.swig_type_67)(unsafe.Pointer(&_swig_i_2))))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg2
 	}
@@ -1360,7 +1458,7 @@ func Woq_file_tensor_count(arg1 uintptr, arg2 []uint64) (_swig_ret Enum_SS_woq_s
 	var swig_r Enum_SS_woq_status
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_file_tensor_count_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), *(*C.swig_type_63)(unsafe.Pointer(&_swig_i_1))))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_file_tensor_count_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), *(*C.swig_type_68)(unsafe.Pointer(&_swig_i_1))))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg2
 	}
@@ -1379,7 +1477,7 @@ func (p SwigcptrWoq_tensor_info) SwigIsWoq_tensor_info() {
 func (arg1 SwigcptrWoq_tensor_info) SetStruct_size(arg2 uint64) {
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
-	C._wrap_woq_tensor_info_struct_size_set_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_type_64(_swig_i_1))
+	C._wrap_woq_tensor_info_struct_size_set_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_type_69(_swig_i_1))
 }
 
 func (arg1 SwigcptrWoq_tensor_info) GetStruct_size() (_swig_ret uint64) {
@@ -1392,7 +1490,7 @@ func (arg1 SwigcptrWoq_tensor_info) GetStruct_size() (_swig_ret uint64) {
 func (arg1 SwigcptrWoq_tensor_info) SetRows(arg2 uint64) {
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
-	C._wrap_woq_tensor_info_rows_set_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_type_66(_swig_i_1))
+	C._wrap_woq_tensor_info_rows_set_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_type_71(_swig_i_1))
 }
 
 func (arg1 SwigcptrWoq_tensor_info) GetRows() (_swig_ret uint64) {
@@ -1405,7 +1503,7 @@ func (arg1 SwigcptrWoq_tensor_info) GetRows() (_swig_ret uint64) {
 func (arg1 SwigcptrWoq_tensor_info) SetCols(arg2 uint64) {
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
-	C._wrap_woq_tensor_info_cols_set_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_type_68(_swig_i_1))
+	C._wrap_woq_tensor_info_cols_set_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_type_73(_swig_i_1))
 }
 
 func (arg1 SwigcptrWoq_tensor_info) GetCols() (_swig_ret uint64) {
@@ -1496,7 +1594,7 @@ func (arg1 SwigcptrWoq_tensor_info) GetHas_bias() (_swig_ret int) {
 func (arg1 SwigcptrWoq_tensor_info) SetStored_bytes(arg2 uint64) {
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
-	C._wrap_woq_tensor_info_stored_bytes_set_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_type_70(_swig_i_1))
+	C._wrap_woq_tensor_info_stored_bytes_set_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_type_75(_swig_i_1))
 }
 
 func (arg1 SwigcptrWoq_tensor_info) GetStored_bytes() (_swig_ret uint64) {
@@ -1509,7 +1607,7 @@ func (arg1 SwigcptrWoq_tensor_info) GetStored_bytes() (_swig_ret uint64) {
 func (arg1 SwigcptrWoq_tensor_info) SetRaw_bytes(arg2 uint64) {
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
-	C._wrap_woq_tensor_info_raw_bytes_set_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_type_72(_swig_i_1))
+	C._wrap_woq_tensor_info_raw_bytes_set_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_type_77(_swig_i_1))
 }
 
 func (arg1 SwigcptrWoq_tensor_info) GetRaw_bytes() (_swig_ret uint64) {
@@ -1663,7 +1761,7 @@ func Woq_file_tensor_info(arg1 uintptr, arg2 uint64, arg3 Woq_tensor_info) (_swi
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
 	_swig_i_2 := getSwigcptr(arg3)
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_file_tensor_info_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_type_75(_swig_i_1), C.uintptr_t(_swig_i_2)))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_file_tensor_info_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_type_80(_swig_i_1), C.uintptr_t(_swig_i_2)))
 	return swig_r
 }
 
@@ -1672,7 +1770,7 @@ func Woq_file_tensor_info_by_name(arg1 uintptr, arg2 string, arg3 Woq_tensor_inf
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
 	_swig_i_2 := getSwigcptr(arg3)
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_file_tensor_info_by_name_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), *(*C.swig_type_76)(unsafe.Pointer(&_swig_i_1)), C.uintptr_t(_swig_i_2)))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_file_tensor_info_by_name_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), *(*C.swig_type_81)(unsafe.Pointer(&_swig_i_1)), C.uintptr_t(_swig_i_2)))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg2
 	}
@@ -1712,7 +1810,7 @@ func Woq_file_metadata_count(arg1 uintptr, arg2 []uint64) (_swig_ret Enum_SS_woq
 	var swig_r Enum_SS_woq_status
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_file_metadata_count_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), *(*C.swig_type_77)(unsafe.Pointer(&_swig_i_1))))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_file_metadata_count_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), *(*C.swig_type_82)(unsafe.Pointer(&_swig_i_1))))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg2
 	}
@@ -1725,7 +1823,7 @@ func Woq_file_metadata_key(arg1 uintptr, arg2 uint64, arg3 *string, arg4 []int32
 	_swig_i_1 := arg2
 	_swig_i_2 := arg3
 	_swig_i_3 := arg4
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_file_metadata_key_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_type_78(_swig_i_1), C.swig_voidp(_swig_i_2), *(*C.swig_type_79)(unsafe.Pointer(&_swig_i_3))))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_file_metadata_key_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_type_83(_swig_i_1), C.swig_voidp(_swig_i_2), *(*C.swig_type_84)(unsafe.Pointer(&_swig_i_3))))
 
   *arg3 = swigCopyString(*arg3)
 
@@ -1741,7 +1839,7 @@ func Woq_file_metadata_string(arg1 uintptr, arg2 string, arg3 *string, arg4 []ui
 	_swig_i_1 := arg2
 	_swig_i_2 := arg3
 	_swig_i_3 := arg4
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_file_metadata_string_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), *(*C.swig_type_80)(unsafe.Pointer(&_swig_i_1)), C.swig_voidp(_swig_i_2), *(*C.swig_type_81)(unsafe.Pointer(&_swig_i_3))))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_file_metadata_string_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), *(*C.swig_type_85)(unsafe.Pointer(&_swig_i_1)), C.swig_voidp(_swig_i_2), *(*C.swig_type_86)(unsafe.Pointer(&_swig_i_3))))
 
   *arg3 = swigCopyString(*arg3)
 
@@ -1759,7 +1857,7 @@ func Woq_file_metadata_int(arg1 uintptr, arg2 string, arg3 []int64) (_swig_ret E
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
 	_swig_i_2 := arg3
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_file_metadata_int_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), *(*C.swig_type_82)(unsafe.Pointer(&_swig_i_1)), *(*C.swig_type_83)(unsafe.Pointer(&_swig_i_2))))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_file_metadata_int_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), *(*C.swig_type_87)(unsafe.Pointer(&_swig_i_1)), *(*C.swig_type_88)(unsafe.Pointer(&_swig_i_2))))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg2
 	}
@@ -1774,7 +1872,7 @@ func Woq_file_metadata_float(arg1 uintptr, arg2 string, arg3 []float64) (_swig_r
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
 	_swig_i_2 := arg3
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_file_metadata_float_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), *(*C.swig_type_84)(unsafe.Pointer(&_swig_i_1)), *(*C.swig_type_85)(unsafe.Pointer(&_swig_i_2))))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_file_metadata_float_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), *(*C.swig_type_89)(unsafe.Pointer(&_swig_i_1)), *(*C.swig_type_90)(unsafe.Pointer(&_swig_i_2))))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg2
 	}
@@ -1790,7 +1888,7 @@ func Woq_tensor_load(arg1 uintptr, arg2 uintptr, arg3 string, arg4 []uintptr) (_
 	_swig_i_1 := arg2
 	_swig_i_2 := arg3
 	_swig_i_3 := arg4
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_tensor_load_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.uintptr_t(_swig_i_1), *(*C.swig_type_86)(unsafe.Pointer(&_swig_i_2)), *(*C.swig_type_87)(unsafe.Pointer(&_swig_i_3))))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_tensor_load_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.uintptr_t(_swig_i_1), *(*C.swig_type_91)(unsafe.Pointer(&_swig_i_2)), *(*C.swig_type_92)(unsafe.Pointer(&_swig_i_3))))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg3
 	}
@@ -1808,7 +1906,7 @@ func Woq_tensor_load_rows(arg1 uintptr, arg2 uintptr, arg3 string, arg4 uint64, 
 	_swig_i_3 := arg4
 	_swig_i_4 := arg5
 	_swig_i_5 := arg6
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_tensor_load_rows_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.uintptr_t(_swig_i_1), *(*C.swig_type_88)(unsafe.Pointer(&_swig_i_2)), C.swig_type_89(_swig_i_3), C.swig_type_90(_swig_i_4), *(*C.swig_type_91)(unsafe.Pointer(&_swig_i_5))))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_tensor_load_rows_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.uintptr_t(_swig_i_1), *(*C.swig_type_93)(unsafe.Pointer(&_swig_i_2)), C.swig_type_94(_swig_i_3), C.swig_type_95(_swig_i_4), *(*C.swig_type_96)(unsafe.Pointer(&_swig_i_5))))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg3
 	}
@@ -1824,7 +1922,7 @@ func Woq_tensor_from_qmatrix(arg1 uintptr, arg2 uintptr, arg3 []byte, arg4 []uin
 	_swig_i_1 := arg2
 	_swig_i_2 := arg3
 	_swig_i_3 := arg4
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_tensor_from_qmatrix_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.uintptr_t(_swig_i_1), *(*C.swig_type_92)(unsafe.Pointer(&_swig_i_2)), *(*C.swig_type_93)(unsafe.Pointer(&_swig_i_3))))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_tensor_from_qmatrix_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.uintptr_t(_swig_i_1), *(*C.swig_type_97)(unsafe.Pointer(&_swig_i_2)), *(*C.swig_type_98)(unsafe.Pointer(&_swig_i_3))))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg3
 	}
@@ -1844,7 +1942,7 @@ func Woq_tensor_shape(arg1 uintptr, arg2 []uint64, arg3 []uint64) (_swig_ret Enu
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
 	_swig_i_2 := arg3
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_tensor_shape_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), *(*C.swig_type_94)(unsafe.Pointer(&_swig_i_1)), *(*C.swig_type_95)(unsafe.Pointer(&_swig_i_2))))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_tensor_shape_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), *(*C.swig_type_99)(unsafe.Pointer(&_swig_i_1)), *(*C.swig_type_100)(unsafe.Pointer(&_swig_i_2))))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg2
 	}
@@ -1861,7 +1959,7 @@ func Woq_tensor_bias(arg1 uintptr, arg2 uintptr, arg3 []byte, arg4 uint64, arg5 
 	_swig_i_2 := arg3
 	_swig_i_3 := arg4
 	_swig_i_4 := arg5
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_tensor_bias_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.uintptr_t(_swig_i_1), *(*C.swig_type_96)(unsafe.Pointer(&_swig_i_2)), C.swig_type_97(_swig_i_3), *(*C.swig_type_98)(unsafe.Pointer(&_swig_i_4))))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_tensor_bias_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.uintptr_t(_swig_i_1), *(*C.swig_type_101)(unsafe.Pointer(&_swig_i_2)), C.swig_type_102(_swig_i_3), *(*C.swig_type_103)(unsafe.Pointer(&_swig_i_4))))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg3
 	}
@@ -1879,7 +1977,7 @@ func Woq_tensor_group(arg1 uintptr, arg2 uintptr, arg3 uint64, arg4 uint64, arg5
 	_swig_i_3 := arg4
 	_swig_i_4 := arg5
 	_swig_i_5 := arg6
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_tensor_group_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.uintptr_t(_swig_i_1), C.swig_type_99(_swig_i_2), C.swig_type_100(_swig_i_3), *(*C.swig_type_101)(unsafe.Pointer(&_swig_i_4)), *(*C.swig_type_102)(unsafe.Pointer(&_swig_i_5))))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_tensor_group_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.uintptr_t(_swig_i_1), C.swig_type_104(_swig_i_2), C.swig_type_105(_swig_i_3), *(*C.swig_type_106)(unsafe.Pointer(&_swig_i_4)), *(*C.swig_type_107)(unsafe.Pointer(&_swig_i_5))))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg5
 	}
@@ -1898,7 +1996,7 @@ func Woq_matmul(arg1 uintptr, arg2 uintptr, arg3 []byte, arg4 Enum_SS_woq_dtype,
 	_swig_i_4 := arg5
 	_swig_i_5 := arg6
 	_swig_i_6 := arg7
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_matmul_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.uintptr_t(_swig_i_1), *(*C.swig_type_103)(unsafe.Pointer(&_swig_i_2)), C.swig_intgo(_swig_i_3), C.swig_type_104(_swig_i_4), *(*C.swig_type_105)(unsafe.Pointer(&_swig_i_5)), C.swig_intgo(_swig_i_6)))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_matmul_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.uintptr_t(_swig_i_1), *(*C.swig_type_108)(unsafe.Pointer(&_swig_i_2)), C.swig_intgo(_swig_i_3), C.swig_type_109(_swig_i_4), *(*C.swig_type_110)(unsafe.Pointer(&_swig_i_5)), C.swig_intgo(_swig_i_6)))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg3
 	}
@@ -1915,7 +2013,7 @@ func Woq_dequantize(arg1 uintptr, arg2 uintptr, arg3 []byte, arg4 Enum_SS_woq_dt
 	_swig_i_2 := arg3
 	_swig_i_3 := arg4
 	_swig_i_4 := arg5
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_dequantize_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.uintptr_t(_swig_i_1), *(*C.swig_type_106)(unsafe.Pointer(&_swig_i_2)), C.swig_intgo(_swig_i_3), C.swig_type_107(_swig_i_4)))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_dequantize_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.uintptr_t(_swig_i_1), *(*C.swig_type_111)(unsafe.Pointer(&_swig_i_2)), C.swig_intgo(_swig_i_3), C.swig_type_112(_swig_i_4)))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg3
 	}
@@ -1927,7 +2025,7 @@ func Woq_buffer_create(arg1 uintptr, arg2 uint64, arg3 []uintptr) (_swig_ret Enu
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
 	_swig_i_2 := arg3
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_buffer_create_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_type_108(_swig_i_1), *(*C.swig_type_109)(unsafe.Pointer(&_swig_i_2))))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_buffer_create_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_type_113(_swig_i_1), *(*C.swig_type_114)(unsafe.Pointer(&_swig_i_2))))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg3
 	}
@@ -1943,7 +2041,7 @@ func Woq_buffer_size(arg1 uintptr, arg2 []uint64) (_swig_ret Enum_SS_woq_status)
 	var swig_r Enum_SS_woq_status
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_buffer_size_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), *(*C.swig_type_110)(unsafe.Pointer(&_swig_i_1))))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_buffer_size_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), *(*C.swig_type_115)(unsafe.Pointer(&_swig_i_1))))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg2
 	}
@@ -1956,7 +2054,7 @@ func Woq_buffer_write(arg1 uintptr, arg2 uint64, arg3 []byte, arg4 uint64) (_swi
 	_swig_i_1 := arg2
 	_swig_i_2 := arg3
 	_swig_i_3 := arg4
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_buffer_write_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_type_111(_swig_i_1), *(*C.swig_type_112)(unsafe.Pointer(&_swig_i_2)), C.swig_type_113(_swig_i_3)))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_buffer_write_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_type_116(_swig_i_1), *(*C.swig_type_117)(unsafe.Pointer(&_swig_i_2)), C.swig_type_118(_swig_i_3)))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg3
 	}
@@ -1969,7 +2067,7 @@ func Woq_buffer_read(arg1 uintptr, arg2 uint64, arg3 []byte, arg4 uint64) (_swig
 	_swig_i_1 := arg2
 	_swig_i_2 := arg3
 	_swig_i_3 := arg4
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_buffer_read_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_type_114(_swig_i_1), *(*C.swig_type_115)(unsafe.Pointer(&_swig_i_2)), C.swig_type_116(_swig_i_3)))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_buffer_read_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_type_119(_swig_i_1), *(*C.swig_type_120)(unsafe.Pointer(&_swig_i_2)), C.swig_type_121(_swig_i_3)))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg3
 	}
@@ -1985,7 +2083,7 @@ func Woq_matmul_buffers(arg1 uintptr, arg2 uintptr, arg3 uintptr, arg4 Enum_SS_w
 	_swig_i_4 := arg5
 	_swig_i_5 := arg6
 	_swig_i_6 := arg7
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_matmul_buffers_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.uintptr_t(_swig_i_1), C.uintptr_t(_swig_i_2), C.swig_intgo(_swig_i_3), C.swig_type_117(_swig_i_4), C.uintptr_t(_swig_i_5), C.swig_intgo(_swig_i_6)))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_matmul_buffers_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.uintptr_t(_swig_i_1), C.uintptr_t(_swig_i_2), C.swig_intgo(_swig_i_3), C.swig_type_122(_swig_i_4), C.uintptr_t(_swig_i_5), C.swig_intgo(_swig_i_6)))
 	return swig_r
 }
 
