@@ -345,8 +345,8 @@ typedef struct woq_import_options {
    * rounded to the nearest fp16 (a relative change of at most 2^-11 in
    * fp16's normal range, far under the quantization error); the report and
    * the file's "import.scales_rounded" metadata say how many were and the
-   * largest relative change. A scale beyond fp16's range is refused either
-   * way. */
+   * largest relative change. A scale beyond fp16's range, or one that would
+   * round to zero, is refused either way. */
   int round_scales;
 } woq_import_options;
 

@@ -150,10 +150,12 @@ class Fp16Scales {
     const uint16_t h = kernels::float_to_half(float(v));
     const double got = double(kernels::half_to_float(h));
     ++read;
-    if (got == v) return h;
+    if (got == v && std::isfinite(v)) return h;
     const std::string where = "scale " + std::to_string(v) + " at index " + std::to_string(i) + " of '" + tensor + "'";
-    if (!std::isfinite(v) || !std::isfinite(got))
-      fail(Status::Unsupported, where + (std::isfinite(v) ? " is beyond fp16's range" : " is not finite"));
+    if (!std::isfinite(v) || !std::isfinite(got) || got == 0)
+      fail(Status::Unsupported, where + (!std::isfinite(v) ? " is not finite (woq keeps finite fp16 scales)"
+                                         : got == 0        ? " is below fp16's range (it would round to zero)"
+                                                           : " is beyond fp16's range"));
     if (!round_)
       fail(Status::Unsupported, where + " is not exactly representable in fp16 (rounding it would change the "
                                         "weights; `woq import --round-scales` allows that)");

@@ -27,9 +27,9 @@ struct ImportResult {
   // The checkpoint's own string metadata: safetensors' __metadata__, or a
   // GGUF file's string-valued keys.
   std::map<std::string, std::string> metadata;
-  // Scales read (not counting fp16 ones copied as they are), how many of
-  // them ImportOptions::round_scales changed, and the largest relative
-  // change |fp16(s) - s| / |s|.
+  // Scales converted to fp16 (GGUF's fp16 block scales, copied as they
+  // are, are not counted), how many of them ImportOptions::round_scales
+  // changed, and the largest relative change |fp16(s) - s| / |s|.
   uint64_t scales_read = 0, scales_rounded = 0;
   double largest_scale_change = 0;
 };

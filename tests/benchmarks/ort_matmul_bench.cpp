@@ -30,8 +30,9 @@
 //
 // Shapes and passes as woq_cpu_bench: a Llama-7B block plus Llama-3-8B's up
 // projection, every matrix once per pass, cycled through enough copies to
-// fill twice the last-level cache; ONNX Runtime runs them as one graph (one
-// Run a pass), as it runs a model. GB/s count the MatMulNBits tensors'
+// fill twice the last-level cache (each copy's codes differ, so every byte
+// is read every pass); ONNX Runtime runs them as one graph (one Run a
+// pass), as it runs a model. GB/s count the MatMulNBits tensors'
 // bytes (B, scales, zero-points) for both libraries.
 #include <dlfcn.h>
 #include <unistd.h>
@@ -279,8 +280,8 @@ int main(int argc, char** argv) {
               ort.version.c_str(), a.ort_lib.c_str(), std::thread::hardware_concurrency());
 
   // 1. The weights, and the models: one MatMulNBits node per matrix of
-  //    every copy, each with its own initializers (the copies' bytes are
-  //    the same), and one input per distinct K.
+  //    every copy, each with its own initializers (a copy's codes are the
+  //    first copy's, flipped), and one input per distinct K.
   std::mt19937 rng(7);
   std::vector<Quantized> weights;
   for (const Shape2& s : distinct) weights.push_back(quantize(s, a.bits, a.block, a.sym, a.fp32_scales, rng));
@@ -322,8 +323,14 @@ int main(int argc, char** argv) {
       const Quantized& q = weights[idx];
       const uint64_t blocks = s.k / a.block;
       const std::string w = tensor_name(e);
+      // Each copy's codes differ (its B is the first copy's with every byte
+      // XORed with a number of its own), so that neither library can serve
+      // one copy's weights for another's: every pass reads every byte.
+      std::string b = q.b;
+      if (const char flip = char(e / block.size() * 0x25))
+        for (char& byte : b) byte ^= flip;
       graph.msg(5, onnx_tensor(w + "_Q" + std::to_string(a.bits),
-                               {int64_t(s.n), int64_t(blocks), int64_t(a.block * a.bits / 8)}, 2, q.b));
+                               {int64_t(s.n), int64_t(blocks), int64_t(a.block * a.bits / 8)}, 2, b));
       graph.msg(5, onnx_tensor(w + "_scales", {int64_t(s.n * blocks)}, kOrtFloat, q.scales));
       if (!a.sym)
         graph.msg(5, onnx_tensor(w + "_zero_points", {int64_t(s.n), int64_t((blocks * a.bits + 7) / 8)}, 2,

@@ -102,6 +102,39 @@ TEST(Import, MalformedCheckpointsAreRefusedWithAMessage) {
   EXPECT_EQ(woq_import_checkpoint(nullptr, "auto", "x.woq", nullptr), WOQ_ERR_INVALID_ARGUMENT);
 }
 
+// fp32 scales fp16 cannot hold: refused unless rounding is asked for, then
+// counted in the report; never rounded to zero or to infinity.
+TEST(Import, Fp32ScalesAreRoundedOnlyOnRequest) {
+  woq::test::TempDir dir;
+  woq_import_options rounding;
+  ASSERT_EQ(woq_import_options_init(&rounding), WOQ_OK);
+  rounding.round_scales = 1;
+  auto run = [&](float scale, const woq_import_options* options, std::string* said) {
+    woq::import::write_safetensors(dir.file("m.safetensors"),
+                                   {i32("l.qweight", {8, 16}), i32("l.qzeros", {2, 2}, 0x77777777),
+                                    filled("l.scales", "F32", {2, 16}, scale), g_idx(64, 32)},
+                                   {});
+    const char* report = nullptr;
+    const woq_status s = woq_import_checkpoint_ex(dir.file("m.safetensors").c_str(), "gptq_v2",
+                                                  dir.file("o.woq").c_str(), options, &report);
+    *said = s == WOQ_OK ? report : woq_last_error();
+    return s;
+  };
+  std::string said;
+  EXPECT_EQ(run(0.1f, nullptr, &said), WOQ_ERR_UNSUPPORTED);
+  EXPECT_NE(said.find("not exactly representable in fp16"), std::string::npos) << said;
+  EXPECT_NE(said.find("--round-scales"), std::string::npos) << said;
+  ASSERT_EQ(run(0.1f, &rounding, &said), WOQ_OK) << said;
+  // fp16's nearest to 0.1 is 0.0999755859375: a change of 2.4e-4.
+  EXPECT_NE(said.find("32 of 32 scales rounded to fp16, largest relative change 0.00024"), std::string::npos) << said;
+  ASSERT_EQ(run(0.125f, &rounding, &said), WOQ_OK) << said;
+  EXPECT_EQ(said.find("rounded"), std::string::npos) << said;  // exact: nothing to report
+  EXPECT_EQ(run(1e-9f, &rounding, &said), WOQ_ERR_UNSUPPORTED);
+  EXPECT_NE(said.find("would round to zero"), std::string::npos) << said;
+  EXPECT_EQ(run(1e6f, &rounding, &said), WOQ_ERR_UNSUPPORTED);
+  EXPECT_NE(said.find("beyond fp16's range"), std::string::npos) << said;
+}
+
 // The config next to a checkpoint: fields of the wrong type are refused
 // naming the file and key; null fields count as absent. And a GPTQ K that does not fill whole
 // int32 words (or an empty g_idx) is refused before any code is unpacked.
