@@ -28,8 +28,36 @@ inline void check(woq_status s, const char* what) {
   }
 }
 
+// A CPU context of `threads` threads (0: one per online CPU); the name of
+// the kernels it picked goes to *kernel when one is given.
+inline woq_context* cpu_context(int threads, std::string* kernel = nullptr) {
+  woq_context_options o;
+  woq_context_options_init(&o);
+  o.threads = threads;
+  woq_context* ctx = nullptr;
+  check(woq_context_create(&o, &ctx), "woq_context_create");
+  if (kernel) {
+    const char* name = "";
+    woq_context_kernel(ctx, &name);
+    *kernel = name;
+  }
+  return ctx;
+}
+
+// One tensor loaded from `file` for each of `count` names, name(i).
+template <class Name>
+std::vector<woq_tensor*> load_tensors(woq_context* ctx, woq_file* file, size_t count, Name name) {
+  std::vector<woq_tensor*> tensors;
+  for (size_t i = 0; i < count; ++i) {
+    woq_tensor* t = nullptr;
+    check(woq_tensor_load(ctx, file, name(i).c_str(), &t), "woq_tensor_load");
+    tensors.push_back(t);
+  }
+  return tensors;
+}
+
 struct Shape {
-  const char* name;
+  std::string name;  // "NxK"
   uint64_t n, k;
 };
 // Read bandwidth: threads each sum a disjoint part of a 1 GiB array, with or

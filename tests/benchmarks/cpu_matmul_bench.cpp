@@ -113,7 +113,7 @@ int main(int argc, char** argv) {
     woq_qmatrix* qm = nullptr;
     auto t0 = Clock::now();
     check(woq_quantize(w.data(), WOQ_DTYPE_F32, s.n, s.k, &q, &qm), "quantize");
-    std::printf("quantized %s in %.2f s\n", s.name, seconds_since(t0));
+    std::printf("quantized %s in %.2f s\n", s.name.c_str(), seconds_since(t0));
     qms.push_back(qm);
   }
   for (int idx : block) {
@@ -177,11 +177,8 @@ int main(int argc, char** argv) {
   std::vector<std::string> repack_lines;
   for (size_t ti = 0; ti < a.threads.size(); ++ti) {
     const int threads = a.threads[ti];
-    woq_context_options o;
-    woq_context_options_init(&o);
-    o.threads = threads;
-    woq_context* ctx = nullptr;
-    check(woq_context_create(&o, &ctx), "context");
+    std::string kernel;
+    woq_context* ctx = cpu_context(threads, &kernel);
     std::vector<woq_tensor*> tensors;
     double upload_s = 0;  // of the first copy
     for (int c = 0; c < copies; ++c) {
@@ -193,12 +190,10 @@ int main(int argc, char** argv) {
       }
       if (c == 0) upload_s = seconds_since(t0);
     }
-    const char* kernel = "";
-    woq_context_kernel(ctx, &kernel);
     char line[256];
     std::snprintf(line, sizeof line,
                   "%d thread(s), %s kernels: copy + repack of the whole block %.1f ms (%.2f GB/s of packed weights)",
-                  threads, kernel, upload_s * 1e3, packed_bytes / upload_s / 1e9);
+                  threads, kernel.c_str(), upload_s * 1e3, packed_bytes / upload_s / 1e9);
     repack_lines.push_back(line);
     for (size_t mi = 0; mi < ms.size(); ++mi) {
       const uint64_t m = ms[mi];

@@ -387,21 +387,9 @@ int main(int argc, char** argv) {
   std::string woq_kernel;
   double worst_difference = 0;
   for (size_t ti = 0; ti < a.threads.size(); ++ti) {
-    woq_context_options o;
-    woq_context_options_init(&o);
-    o.threads = a.threads[ti];
-    woq_context* ctx = nullptr;
-    check(woq_context_create(&o, &ctx), "woq_context_create");
-    const char* kernel = "";
-    woq_context_kernel(ctx, &kernel);
-    woq_kernel = kernel;
-    std::vector<woq_tensor*> tensors;
-    for (size_t e = 0; e < entries; ++e) {
-      woq_tensor* t = nullptr;
-      const std::string name = "blk." + std::to_string(block[e % block.size()]) + ".weight";
-      check(woq_tensor_load(ctx, file, name.c_str(), &t), "woq_tensor_load");
-      tensors.push_back(t);
-    }
+    woq_context* ctx = cpu_context(a.threads[ti], &woq_kernel);
+    const std::vector<woq_tensor*> tensors = load_tensors(
+        ctx, file, entries, [&](size_t e) { return "blk." + std::to_string(block[e % block.size()]) + ".weight"; });
     set_threads(backend, a.threads[ti]);
     for (size_t mi = 0; mi < ms.size(); ++mi) {
       const uint64_t m = ms[mi];
@@ -501,7 +489,7 @@ int main(int argc, char** argv) {
     std::printf("\n");
   }
   std::printf("(error: ||Y - Y64|| / ||Y64|| of %s on X's first rows, Y64 in float64 from ggml's dequantized weights)\n",
-              s0.name);
+              s0.name.c_str());
   std::printf("\noutputs agree: largest difference %.2g of the largest output (ggml rounds X to Q8_0, woq keeps %s)\n",
               worst_difference, a.bf16_x ? "bf16" : "fp32");
   return 0;

@@ -165,11 +165,6 @@ Pb float_rows(const std::string& name, uint64_t cols) {
   return Pb().str(1, name).msg(2, Pb().msg(1, Pb().num(1, kOrtFloat).msg(2, shape)));
 }
 
-struct Shape2 {
-  std::string name;
-  uint64_t n, k;
-};
-
 // One matrix in MatMulNBits' layout, and its weights s * (q - z).
 struct Quantized {
   std::string b, scales, zero_points;  // raw_data; zero_points empty when symmetric
@@ -177,7 +172,7 @@ struct Quantized {
   std::vector<float> w_hat_fp16;       // the same from the scales rounded to fp16 (woq's with --fp32-scales)
 };
 
-Quantized quantize(const Shape2& s, uint32_t bits, uint32_t block, bool sym, bool fp32_scales, std::mt19937& rng) {
+Quantized quantize(const Shape& s, uint32_t bits, uint32_t block, bool sym, bool fp32_scales, std::mt19937& rng) {
   std::normal_distribution<float> dist(0.0f, 0.02f);
   const uint64_t blocks = s.k / block, blob = block * bits / 8, zp_row = (blocks * bits + 7) / 8;
   const int qmax = (1 << bits) - 1, mid = 1 << (bits - 1);
@@ -258,7 +253,7 @@ int main(int argc, char** argv) {
   for (uint64_t m : a.ms)
     if (m < 1) die("--m must be at least 1");
 
-  std::vector<Shape2> distinct = {{"4096x4096", 4096, 4096}, {"11008x4096", 11008, 4096}, {"4096x11008", 4096, 11008},
+  std::vector<Shape> distinct = {{"4096x4096", 4096, 4096}, {"11008x4096", 11008, 4096}, {"4096x11008", 4096, 11008},
                                   {"14336x4096", 14336, 4096}};
   std::vector<int> block = {0, 0, 0, 0, 1, 1, 2, 3};
   std::vector<uint64_t> ms = {1, 4, 16, 64, 256};
@@ -269,7 +264,7 @@ int main(int argc, char** argv) {
     ms = {1, 5};
   }
   if (!a.ms.empty()) ms = a.ms;
-  for (const Shape2& s : distinct)
+  for (const Shape& s : distinct)
     if (s.k % a.block) die("K = " + std::to_string(s.k) + " of " + s.name + " is not a multiple of --block");
 
   Ort ort = load_ort(a.ort_lib);
@@ -284,7 +279,7 @@ int main(int argc, char** argv) {
   //    first copy's, flipped), and one input per distinct K.
   std::mt19937 rng(7);
   std::vector<Quantized> weights;
-  for (const Shape2& s : distinct) weights.push_back(quantize(s, a.bits, a.block, a.sym, a.fp32_scales, rng));
+  for (const Shape& s : distinct) weights.push_back(quantize(s, a.bits, a.block, a.sym, a.fp32_scales, rng));
   uint64_t block_weights = 0, kmax = 0, nmax = 0;
   double block_bytes = 0;
   for (int idx : block) {
@@ -292,7 +287,7 @@ int main(int argc, char** argv) {
     block_weights += distinct[idx].n * distinct[idx].k;
     block_bytes += double(q.b.size() + q.scales.size() + q.zero_points.size());
   }
-  for (const Shape2& s : distinct) kmax = std::max(kmax, s.k), nmax = std::max(nmax, s.n);
+  for (const Shape& s : distinct) kmax = std::max(kmax, s.k), nmax = std::max(nmax, s.n);
   const double l3 = double(last_level_cache_bytes());
   const int copies = a.copies > 0 ? a.copies : a.quick ? 1 : std::max(1, int(std::ceil(2 * l3 / block_bytes)));
   const size_t entries = block.size() * size_t(copies);
@@ -300,12 +295,12 @@ int main(int argc, char** argv) {
   auto y_name = [&](size_t e) { return "Y" + std::to_string(e); };
   auto tensor_name = [&](size_t e) { return "blk." + std::to_string(e) + ".weight"; };
   std::vector<uint64_t> ks;  // the graph's inputs, one per distinct K
-  for (const Shape2& s : distinct)
+  for (const Shape& s : distinct)
     if (std::find(ks.begin(), ks.end(), s.k) == ks.end()) ks.push_back(s.k);
   auto model_bytes = [&](int level) {
     Pb graph;
     for (size_t e = 0; e < entries; ++e) {
-      const Shape2& s = distinct[block[e % block.size()]];
+      const Shape& s = distinct[block[e % block.size()]];
       const std::string w = tensor_name(e), q = w + "_Q" + std::to_string(a.bits);
       Pb node;
       node.str(1, x_name(s.k)).str(1, q).str(1, w + "_scales");
@@ -319,7 +314,7 @@ int main(int argc, char** argv) {
     graph.str(2, "woq_ort_bench");
     for (size_t e = 0; e < entries; ++e) {
       const int idx = block[e % block.size()];
-      const Shape2& s = distinct[idx];
+      const Shape& s = distinct[idx];
       const Quantized& q = weights[idx];
       const uint64_t blocks = s.k / a.block;
       const std::string w = tensor_name(e);
@@ -430,15 +425,12 @@ int main(int argc, char** argv) {
   //    matrix (at a different place in each block), through ONNX Runtime
   //    at level 0 and through woq, against s * (q - z).
   {
-    woq_context_options o;
-    woq_context_options_init(&o);
-    woq_context* ctx = nullptr;
-    check(woq_context_create(&o, &ctx), "woq_context_create");
+    woq_context* ctx = cpu_context(0);
     void* session = make_session(0, a.threads.back());
     double worst = 0;
     bool identical = true;
     for (size_t idx = 0; idx < distinct.size(); ++idx) {
-      const Shape2& s = distinct[idx];
+      const Shape& s = distinct[idx];
       const size_t e = size_t(std::find(block.begin(), block.end(), int(idx)) - block.begin());
       const uint64_t rows = s.k / a.block;
       std::vector<std::vector<float>> xs;
@@ -488,7 +480,7 @@ int main(int argc, char** argv) {
   //    right after the other (this VM's speed drifts over minutes). The
   //    outputs of every matrix in the first copy are compared.
   std::normal_distribution<float> xdist(0.0f, 1.0f);
-  const Shape2& s0 = distinct[block[0]];
+  const Shape& s0 = distinct[block[0]];
   // The first matrix's error on X's first rows, against s * (q - z).
   auto reference_error = [&](const std::vector<float>& y, const std::vector<float>& x, uint64_t m) {
     return woq_bench::reference_error(y.data(), x.data(), m, s0.n, s0.k, weights[block[0]].w_hat.data());
@@ -504,20 +496,8 @@ int main(int argc, char** argv) {
   std::string woq_kernel;
   for (int threads : a.threads) bandwidth.push_back(read_bandwidth(threads, a.quick ? (256u << 20) : (1u << 30)));
   for (size_t ti = 0; ti < a.threads.size(); ++ti) {
-    woq_context_options o;
-    woq_context_options_init(&o);
-    o.threads = a.threads[ti];
-    woq_context* ctx = nullptr;
-    check(woq_context_create(&o, &ctx), "woq_context_create");
-    const char* kernel = "";
-    woq_context_kernel(ctx, &kernel);
-    woq_kernel = kernel;
-    std::vector<woq_tensor*> tensors;
-    for (size_t e = 0; e < entries; ++e) {
-      woq_tensor* t = nullptr;
-      check(woq_tensor_load(ctx, file, tensor_name(e).c_str(), &t), "woq_tensor_load");
-      tensors.push_back(t);
-    }
+    woq_context* ctx = cpu_context(a.threads[ti], &woq_kernel);
+    const std::vector<woq_tensor*> tensors = load_tensors(ctx, file, entries, tensor_name);
     std::vector<void*> sessions;
     for (size_t li = 0; li < levels; ++li) sessions.push_back(make_session(int(li), a.threads[ti]));
     for (size_t mi = 0; mi < ms.size(); ++mi) {
