@@ -408,7 +408,7 @@ WOQ_API void woq_writer_destroy(woq_writer* writer);
 
 /* ---------------------------------------------------------------- file */
 
-/** An open, validated .woq file (memory-mapped, read-only). */
+/** An open, validated .woq file (memory-mapped, or an image in memory; read-only). */
 typedef struct woq_file woq_file;
 
 /**
@@ -444,6 +444,25 @@ WOQ_API woq_status woq_open_options_init(woq_open_options* options);
  */
 WOQ_API woq_status woq_file_open_ex(const char* path, const woq_open_options* options,
                                     woq_file** out_file);
+
+/** What woq_file_open_memory does with the caller's bytes. */
+typedef enum woq_memory_mode {
+  WOQ_MEMORY_COPY = 0,  /* copied during the call; the caller may free or reuse them at once */
+  WOQ_MEMORY_BORROW = 1 /* read in place, never written: they must stay valid and unchanged
+                           until woq_file_close() (tensors loaded by then do not need them) */
+} woq_memory_mode;
+
+/**
+ * Open and validate a .woq image already in memory: an engine's archive
+ * entry, an asset buffer, a download. The same checks and errors as
+ * woq_file_open_ex (messages say "in-memory image" where they would name
+ * the path); options may be NULL for the default limits. `data` needs no
+ * alignment. WOQ_MEMORY_COPY needs `size` bytes more memory for the file's
+ * life (WOQ_ERR_OUT_OF_MEMORY when they cannot be had); WOQ_MEMORY_BORROW
+ * needs none. Thread-safe.
+ */
+WOQ_API woq_status woq_file_open_memory(const void* data, uint64_t size, woq_memory_mode mode,
+                                        const woq_open_options* options, woq_file** out_file);
 
 /** Close a file. NULL is a no-op. Tensors loaded from it stay valid. */
 WOQ_API void woq_file_close(woq_file* file);

@@ -7,6 +7,7 @@
 #include <memory>
 #include <new>
 #include <string>
+#include <vector>
 
 #include "capi/woq.h"
 #include "fileformat/reader.h"
@@ -579,20 +580,52 @@ WOQ_API woq_status woq_open_options_init(woq_open_options* options) {
   });
 }
 
+namespace {
+woq::format::ReaderLimits reader_limits(const woq_open_options* options) {
+  woq_open_options o;
+  woq_open_options_init(&o);
+  read_options(options, &o, "woq_open_options");
+  woq::format::ReaderLimits limits;
+  limits.max_directory_bytes = o.max_directory_bytes;
+  limits.max_tensors = o.max_tensors;
+  limits.max_metadata = o.max_metadata;
+  limits.max_tensor_bytes = o.max_tensor_bytes;
+  return limits;
+}
+}  // namespace
+
 WOQ_API woq_status woq_file_open_ex(const char* path, const woq_open_options* options, woq_file** out_file) {
   return guarded([&] {
     need(path, "path");
     need(out_file, "out_file");
-    woq_open_options o;
-    woq_open_options_init(&o);
-    read_options(options, &o, "woq_open_options");
-    woq::format::ReaderLimits limits;
-    limits.max_directory_bytes = o.max_directory_bytes;
-    limits.max_tensors = o.max_tensors;
-    limits.max_metadata = o.max_metadata;
-    limits.max_tensor_bytes = o.max_tensor_bytes;
     auto f = std::make_unique<woq_file>();
-    f->impl = woq::format::Reader::open(path, limits);
+    f->impl = woq::format::Reader::open(path, reader_limits(options));
+    *out_file = f.release();
+  });
+}
+
+WOQ_API woq_status woq_file_open_memory(const void* data, uint64_t size, woq_memory_mode mode,
+                                        const woq_open_options* options, woq_file** out_file) {
+  return guarded([&] {
+    if (size > 0) need(data, "data");  // an empty image is refused as too short, below
+    need(out_file, "out_file");
+    if (mode != WOQ_MEMORY_COPY && mode != WOQ_MEMORY_BORROW)
+      fail(Status::InvalidArgument, "mode = " + std::to_string(int(mode)) + " is not a woq_memory_mode");
+    const woq::format::ReaderLimits limits = reader_limits(options);
+    const auto* bytes = static_cast<const uint8_t*>(data);
+    auto f = std::make_unique<woq_file>();
+    if (mode == WOQ_MEMORY_BORROW) {
+      f->impl = woq::format::Reader::borrow(bytes, size, limits);
+    } else {
+      std::vector<uint8_t> copy;
+      try {
+        if (size > copy.max_size()) throw std::bad_alloc();
+        copy.assign(bytes, bytes + size);
+      } catch (const std::bad_alloc&) {
+        fail(Status::OutOfMemory, "cannot copy the in-memory image (" + std::to_string(size) + " bytes): out of memory");
+      }
+      f->impl = woq::format::Reader::from_memory(std::move(copy), limits);
+    }
     *out_file = f.release();
   });
 }

@@ -82,10 +82,28 @@ std::unique_ptr<Reader> Reader::from_memory(std::vector<uint8_t> image, const Re
   r->owned_ = std::move(image);
   r->data_ = r->owned_.data();
   r->size_ = r->owned_.size();
-  if (r->size_ < kHeaderSize)
-    fail(ErrorKind::Format, "image is " + std::to_string(r->size_) + " bytes, shorter than the 64-byte .woq header");
-  r->parse(limits);
+  r->parse_image(limits);
   return r;
+}
+
+std::unique_ptr<Reader> Reader::borrow(const uint8_t* data, uint64_t size, const ReaderLimits& limits) {
+  std::unique_ptr<Reader> r(new Reader());
+  r->data_ = data;
+  r->size_ = size;
+  r->parse_image(limits);
+  return r;
+}
+
+// An image has no path to name, so its messages say what it is.
+void Reader::parse_image(const ReaderLimits& limits) {
+  if (size_ < kHeaderSize)
+    fail(ErrorKind::Format, "in-memory image is " + std::to_string(size_) +
+                                " bytes, shorter than the 64-byte .woq header");
+  try {
+    parse(limits);
+  } catch (const Error& e) {
+    throw Error(e.kind(), std::string("in-memory image: ") + e.what());
+  }
 }
 
 Reader::~Reader() {

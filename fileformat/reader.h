@@ -35,8 +35,11 @@ class Reader {
  public:
   // Memory-maps `path`. Throws Error.
   static std::unique_ptr<Reader> open(const std::string& path, const ReaderLimits& limits = {});
-  // Takes ownership of an in-memory image (tests, fuzzing). Throws Error.
+  // Takes ownership of an in-memory image. Throws Error.
   static std::unique_ptr<Reader> from_memory(std::vector<uint8_t> image, const ReaderLimits& limits = {});
+  // Reads size bytes at data in place; they must outlive the Reader and not
+  // change. Throws Error.
+  static std::unique_ptr<Reader> borrow(const uint8_t* data, uint64_t size, const ReaderLimits& limits = {});
   ~Reader();
   Reader(const Reader&) = delete;
   Reader& operator=(const Reader&) = delete;
@@ -66,6 +69,7 @@ class Reader {
  private:
   Reader() = default;
   void parse(const ReaderLimits& limits);
+  void parse_image(const ReaderLimits& limits);
   void parse_directory(const uint8_t* dir, uint64_t size, uint64_t offset, const ReaderLimits& limits);
   void check_chunks();
   void decode_chunk(const TensorRecord& tensor, SectionKind kind, uint64_t chunk, uint8_t* dst) const;

@@ -335,13 +335,40 @@ public sealed class TensorInfo {
 
 /// <summary>An open, validated .woq file.</summary>
 public sealed class WoqFile : WoqHandle {
+  GCHandle image;  // the pinned array of FromBytes, released after the native file
+
   WoqFile(IntPtr p) : base(p, "WoqFile") {}
-  protected override void Destroy(IntPtr p) => N.woq_file_close(p);
+  WoqFile(IntPtr p, GCHandle image) : base(p, "WoqFile") { this.image = image; }
+  protected override void Destroy(IntPtr p) {
+    N.woq_file_close(p);
+    if (image.IsAllocated) image.Free();
+  }
 
   public static WoqFile Open(string path) {
     Interop.EnsureLoaded();
     Interop.Check(N.woq_file_open(Interop.Utf8(path, nameof(path)), out IntPtr p));
     return new WoqFile(p);
+  }
+
+  /// <summary>
+  /// Opens a .woq image held in memory (an archive entry, a downloaded
+  /// asset), with the checks Open makes. The array is read in place: it stays
+  /// pinned until the file is disposed or finalized, and must not be changed
+  /// meanwhile (a changed chunk fails its checksum when read). Tensors loaded
+  /// from the file do not need it.
+  /// </summary>
+  public static WoqFile FromBytes(byte[] image) {
+    if (image == null) throw new ArgumentNullException(nameof(image));
+    Interop.EnsureLoaded();
+    GCHandle pin = GCHandle.Alloc(image, GCHandleType.Pinned);
+    try {
+      Interop.Check(N.woq_file_open_memory(pin.AddrOfPinnedObject(), (ulong)image.LongLength,
+                                           woq_memory_mode.WOQ_MEMORY_BORROW, null, out IntPtr p));
+      return new WoqFile(p, pin);
+    } catch {
+      pin.Free();
+      throw;
+    }
   }
 
   /// <summary>Checks every chunk's checksum and that it decodes.</summary>

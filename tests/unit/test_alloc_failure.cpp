@@ -56,14 +56,21 @@ TEST(AllocationFailure, EveryFailedAllocationOfALoadIsReportedAndLeaksNothing) {
   o.threads = 1;  // no worker threads: their stacks are not ours to count
   std::vector<float> x(256, 1.0f), y(40);
 
+  const std::vector<uint8_t> image = woq::test::read_file(path);
+  // The file opened from its path, from a copied image and a borrowed one.
+  auto open = [&](int how, woq_file** f) {
+    if (how == 0) return woq_file_open(path.c_str(), f);
+    return woq_file_open_memory(image.data(), image.size(), how == 1 ? WOQ_MEMORY_COPY : WOQ_MEMORY_BORROW, nullptr,
+                                f);
+  };
   // open + load + matmul + close, with the n-th allocation failing.
-  auto cycle = [&](long fail_at) {
+  auto cycle = [&](int how, long fail_at) {
     woq_context* ctx = nullptr;
     woq_file* f = nullptr;
     woq_tensor* t = nullptr;
     g_countdown = fail_at;
     woq_status s = woq_context_create(&o, &ctx);
-    if (s == WOQ_OK) s = woq_file_open(path.c_str(), &f);
+    if (s == WOQ_OK) s = open(how, &f);
     if (s == WOQ_OK) s = woq_tensor_load(ctx, f, "t", &t);
     if (s == WOQ_OK) s = woq_matmul(ctx, t, x.data(), WOQ_DTYPE_F32, 1, y.data(), WOQ_DTYPE_F32);
     g_countdown = -1;
@@ -72,20 +79,24 @@ TEST(AllocationFailure, EveryFailedAllocationOfALoadIsReportedAndLeaksNothing) {
     woq_context_destroy(ctx);
     return s;
   };
-  ASSERT_EQ(cycle(-1), WOQ_OK);  // warm-up: thread-local scratch buffers
+  ASSERT_EQ(cycle(0, -1), WOQ_OK);  // warm-up: thread-local scratch buffers
   // ...and the thread-local error message, which keeps its heap buffer.
   woq_file* none = nullptr;
   ASSERT_EQ(woq_file_open((dir.path() + "/a-long-name-that-does-not-exist.woq").c_str(), &none), WOQ_ERR_IO);
   const long live_before = g_live.load();
-  int failures = 0;
-  long n = 0;
-  for (; n < 100000; ++n) {
-    const woq_status s = cycle(n);
-    ASSERT_EQ(g_live.load(), live_before) << "leak after failing allocation " << n;
-    if (s == WOQ_OK) break;
-    ASSERT_EQ(s, WOQ_ERR_OUT_OF_MEMORY) << "allocation " << n << ": " << woq_last_error();
-    ++failures;
+  for (int how = 0; how < 3; ++how) {
+    const char* opened = how == 0 ? "path" : how == 1 ? "copied image" : "borrowed image";  // no SCOPED_TRACE: it allocates
+    int failures = 0;
+    long n = 0;
+    for (; n < 100000; ++n) {
+      const woq_status s = cycle(how, n);
+      ASSERT_EQ(g_live.load(), live_before) << opened << ": leak after failing allocation " << n;
+      if (s == WOQ_OK) break;
+      ASSERT_EQ(s, WOQ_ERR_OUT_OF_MEMORY) << opened << ": allocation " << n << ": " << woq_last_error();
+      ++failures;
+    }
+    EXPECT_GT(failures, 10) << opened;
+    std::printf("%s: %d injected allocation failures, all reported as WOQ_ERR_OUT_OF_MEMORY, none leaked\n", opened,
+                failures);
   }
-  EXPECT_GT(failures, 10);
-  std::printf("%d injected allocation failures, all reported as WOQ_ERR_OUT_OF_MEMORY, none leaked\n", failures);
 }

@@ -490,6 +490,104 @@ TEST(FileFormat, NotAWoqFile) {
 }
 
 namespace {
+woq_tensor* load_tensor(woq_context* ctx, woq_file* f, const char* name) {
+  woq_tensor* t = nullptr;
+  EXPECT_EQ(woq_tensor_load(ctx, f, name, &t), WOQ_OK) << woq_last_error();
+  return t;
+}
+}  // namespace
+
+TEST(FileFormat, MemoryImagesOpenAsTheFileDoes) {
+  TempDir dir;
+  const std::vector<uint8_t> bytes = small_file(dir);
+  Ctx ctx;
+  woq_file* f = nullptr;
+  ASSERT_EQ(woq_file_open(dir.file("a.woq").c_str(), &f), WOQ_OK);
+  woq_tensor* t = load_tensor(ctx.p, f, "layer.weight");
+  const std::vector<float> from_path = dequantize(ctx.p, t);
+  woq_tensor_destroy(t);
+  woq_file_close(f);
+
+  // Copied: the caller's bytes are garbage and gone before anything is read.
+  std::vector<uint8_t> scratch = bytes;
+  ASSERT_EQ(woq_file_open_memory(scratch.data(), scratch.size(), WOQ_MEMORY_COPY, nullptr, &f), WOQ_OK)
+      << woq_last_error();
+  std::fill(scratch.begin(), scratch.end(), 0xA5);
+  std::vector<uint8_t>().swap(scratch);
+  EXPECT_EQ(woq_file_verify(f), WOQ_OK) << woq_last_error();
+  const char* text = nullptr;
+  uint64_t length = 0;
+  ASSERT_EQ(woq_file_metadata_string(f, "model.name", &text, &length), WOQ_OK);
+  EXPECT_EQ(std::string(text, length), "tiny");
+  t = load_tensor(ctx.p, f, "layer.weight");
+  EXPECT_EQ(dequantize(ctx.p, t), from_path);
+  woq_tensor_destroy(t);
+  woq_file_close(f);
+
+  // Borrowed, at an odd address: the tensor keeps working once the file is
+  // closed and the bytes are overwritten.
+  std::vector<uint8_t> unaligned(bytes.size() + 1);
+  std::copy(bytes.begin(), bytes.end(), unaligned.begin() + 1);
+  ASSERT_EQ(woq_file_open_memory(unaligned.data() + 1, bytes.size(), WOQ_MEMORY_BORROW, nullptr, &f), WOQ_OK)
+      << woq_last_error();
+  EXPECT_EQ(woq_file_verify(f), WOQ_OK) << woq_last_error();
+  t = load_tensor(ctx.p, f, "layer.weight");
+  woq_file_close(f);
+  std::fill(unaligned.begin(), unaligned.end(), 0xA5);
+  EXPECT_EQ(dequantize(ctx.p, t), from_path);
+  woq_tensor_destroy(t);
+}
+
+TEST(FileFormat, BorrowedImagesAreReadInPlaceAndCopiesAreNot) {
+  TempDir dir;
+  std::vector<uint8_t> bytes = small_file(dir);
+  woq_file* borrowed = nullptr;
+  woq_file* copied = nullptr;
+  ASSERT_EQ(woq_file_open_memory(bytes.data(), bytes.size(), WOQ_MEMORY_BORROW, nullptr, &borrowed), WOQ_OK);
+  ASSERT_EQ(woq_file_open_memory(bytes.data(), bytes.size(), WOQ_MEMORY_COPY, nullptr, &copied), WOQ_OK);
+  bytes[woq::format::kDataStart] ^= 0x40;  // the first chunk's first byte
+  EXPECT_EQ(woq_file_verify(borrowed), WOQ_ERR_CHECKSUM);
+  EXPECT_NE(std::string(woq_last_error()).find("checksum"), std::string::npos) << woq_last_error();
+  Ctx ctx;
+  woq_tensor* t = nullptr;
+  EXPECT_EQ(woq_tensor_load(ctx.p, borrowed, "layer.weight", &t), WOQ_ERR_CHECKSUM);
+  EXPECT_EQ(t, nullptr);
+  EXPECT_EQ(woq_file_verify(copied), WOQ_OK) << woq_last_error();
+  woq_file_close(borrowed);
+  woq_file_close(copied);
+}
+
+TEST(FileFormat, MemoryOpenArgumentsAndLimitsAreChecked) {
+  TempDir dir;
+  const std::vector<uint8_t> bytes = small_file(dir);
+  woq_file* f = nullptr;
+  auto expect = [&](woq_status got, woq_status want, const char* word) {
+    EXPECT_EQ(got, want) << word << ": " << woq_last_error();
+    EXPECT_NE(std::string(woq_last_error()).find(word), std::string::npos) << woq_last_error();
+    EXPECT_EQ(f, nullptr);
+  };
+  expect(woq_file_open_memory(nullptr, bytes.size(), WOQ_MEMORY_COPY, nullptr, &f), WOQ_ERR_INVALID_ARGUMENT, "data");
+  expect(woq_file_open_memory(bytes.data(), bytes.size(), WOQ_MEMORY_BORROW, nullptr, nullptr),
+         WOQ_ERR_INVALID_ARGUMENT, "out_file");
+  for (int mode : {-1, 2})
+    expect(woq_file_open_memory(bytes.data(), bytes.size(), static_cast<woq_memory_mode>(mode), nullptr, &f),
+           WOQ_ERR_INVALID_ARGUMENT, "is not a woq_memory_mode");
+  expect(woq_file_open_memory(nullptr, 0, WOQ_MEMORY_BORROW, nullptr, &f), WOQ_ERR_FORMAT,
+         "in-memory image is 0 bytes, shorter than the 64-byte .woq header");
+  for (woq_memory_mode mode : {WOQ_MEMORY_COPY, WOQ_MEMORY_BORROW}) {
+    expect(woq_file_open_memory(bytes.data(), bytes.size() - 1, mode, nullptr, &f), WOQ_ERR_FORMAT,
+           "in-memory image: header says file_size");
+    woq_open_options o;
+    woq_open_options_init(&o);
+    o.max_tensors = 0;
+    expect(woq_file_open_memory(bytes.data(), bytes.size(), mode, &o, &f), WOQ_ERR_LIMIT, "limit");
+    o.struct_size = 3;
+    expect(woq_file_open_memory(bytes.data(), bytes.size(), mode, &o, &f), WOQ_ERR_INVALID_ARGUMENT,
+           "woq_open_options->struct_size");
+  }
+}
+
+namespace {
 std::vector<std::string> list_dir(const std::string& path) {
   std::vector<std::string> names;
   DIR* d = opendir(path.c_str());

@@ -1,15 +1,48 @@
 // Replays the hostile-file corpus (tests/data/hostile, made by
 // tests/golden/make_hostile.py): each file must give exactly the status its
 // EXPECTED line names, with a message containing the named word, from
-// woq_file_open, woq_file_verify or woq_tensor_load - never a crash.
+// woq_file_open, woq_file_verify or woq_tensor_load - never a crash; and the
+// same opened from memory, copied or borrowed.
 #include <gtest/gtest.h>
 #include <woq.h>
 
+#include <cstring>
 #include <fstream>
+#include <iterator>
+#include <memory>
 #include <sstream>
 #include <string>
+#include <vector>
 
-TEST(Hostile, CorpusIsRejectedWithTheRightStatus) {
+namespace {
+
+enum class Open { Path, MemoryCopy, MemoryBorrow };
+
+// The file's bytes one past the start of an allocation of exactly their
+// size + 1: unaligned, and any read past the end is a heap overflow that
+// ASan reports.
+struct Image {
+  std::unique_ptr<uint8_t[]> storage;
+  const uint8_t* data = nullptr;
+  size_t size = 0;
+};
+
+Image read_image(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  Image image;
+  image.storage.reset(new uint8_t[bytes.size() + 1]);
+  std::memcpy(image.storage.get() + 1, bytes.data(), bytes.size());
+  image.data = image.storage.get() + 1;
+  image.size = bytes.size();
+  return image;
+}
+
+class Hostile : public ::testing::TestWithParam<Open> {};
+
+}  // namespace
+
+TEST_P(Hostile, CorpusIsRejectedWithTheRightStatus) {
   const std::string dir = std::string(WOQ_TEST_DATA) + "/hostile";
   std::ifstream expected(dir + "/EXPECTED");
   ASSERT_TRUE(expected) << "missing " << dir << "/EXPECTED";
@@ -25,7 +58,17 @@ TEST(Hostile, CorpusIsRejectedWithTheRightStatus) {
     if (!word.empty() && word[0] == ' ') word.erase(0, 1);
     SCOPED_TRACE(name);
     woq_file* f = nullptr;
-    woq_status s = woq_file_open((dir + "/" + name + ".woq").c_str(), &f);
+    const std::string path = dir + "/" + name + ".woq";
+    Image image;  // outlives f
+    woq_status s;
+    if (GetParam() == Open::Path) {
+      s = woq_file_open(path.c_str(), &f);
+    } else {
+      image = read_image(path);
+      s = woq_file_open_memory(image.data, image.size,
+                               GetParam() == Open::MemoryCopy ? WOQ_MEMORY_COPY : WOQ_MEMORY_BORROW, nullptr, &f);
+      if (GetParam() == Open::MemoryCopy) image = Image();  // the copy must not need them
+    }
     if (s == WOQ_OK) s = woq_file_verify(f);
     uint64_t count = 0;
     if (s == WOQ_OK) woq_file_tensor_count(f, &count);
@@ -50,3 +93,10 @@ TEST(Hostile, CorpusIsRejectedWithTheRightStatus) {
   std::printf("%d hostile files, %d rejected as expected\n", cases, rejected);
   woq_context_destroy(ctx);
 }
+
+INSTANTIATE_TEST_SUITE_P(Opened, Hostile, ::testing::Values(Open::Path, Open::MemoryCopy, Open::MemoryBorrow),
+                         [](const ::testing::TestParamInfo<Open>& info) {
+                           return info.param == Open::Path ? std::string("FromPath")
+                                  : info.param == Open::MemoryCopy ? std::string("FromMemoryCopy")
+                                                                   : std::string("FromMemoryBorrowed");
+                         });

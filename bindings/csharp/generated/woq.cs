@@ -149,6 +149,11 @@ public class woq {
     return ret;
   }
 
+  public static woq_status woq_file_open_memory(global::System.IntPtr data, ulong size, woq_memory_mode mode, woq_open_options options, out global::System.IntPtr out_file) {
+    woq_status ret = (woq_status)woqPINVOKE.woq_file_open_memory(data, size, (int)mode, woq_open_options.getCPtr(options), out out_file);
+    return ret;
+  }
+
   public static void woq_file_close(global::System.IntPtr file) {
     woqPINVOKE.woq_file_close(file);
   }

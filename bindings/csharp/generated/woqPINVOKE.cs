@@ -258,6 +258,9 @@ class woqPINVOKE {
   [global::System.Runtime.InteropServices.DllImport("woq_csharp", EntryPoint="CSharp_WoqfNative_woq_file_open_ex___")]
   public static extern int woq_file_open_ex(byte[] jarg1, global::System.Runtime.InteropServices.HandleRef jarg2, out global::System.IntPtr jarg3);
 
+  [global::System.Runtime.InteropServices.DllImport("woq_csharp", EntryPoint="CSharp_WoqfNative_woq_file_open_memory___")]
+  public static extern int woq_file_open_memory(global::System.IntPtr jarg1, ulong jarg2, int jarg3, global::System.Runtime.InteropServices.HandleRef jarg4, out global::System.IntPtr jarg5);
+
   [global::System.Runtime.InteropServices.DllImport("woq_csharp", EntryPoint="CSharp_WoqfNative_woq_file_close___")]
   public static extern void woq_file_close(global::System.IntPtr jarg1);
 

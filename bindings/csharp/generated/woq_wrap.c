@@ -1138,6 +1138,26 @@ SWIGEXPORT int SWIGSTDCALL CSharp_WoqfNative_woq_file_open_ex___(const char* jar
 }
 
 
+SWIGEXPORT int SWIGSTDCALL CSharp_WoqfNative_woq_file_open_memory___(void* jarg1, unsigned long long jarg2, int jarg3, void * jarg4, void** jarg5) {
+  int jresult ;
+  void *arg1 = (void *) 0 ;
+  uint64_t arg2 ;
+  woq_memory_mode arg3 ;
+  woq_open_options *arg4 = (woq_open_options *) 0 ;
+  woq_file **arg5 = (woq_file **) 0 ;
+  woq_status result;
+  
+  arg1 = (void *)jarg1; 
+  arg2 = (uint64_t)jarg2; 
+  arg3 = (woq_memory_mode)jarg3; 
+  arg4 = (woq_open_options *)jarg4; 
+  arg5 = (woq_file **)jarg5; 
+  result = (woq_status)woq_file_open_memory((void const *)arg1,arg2,arg3,(struct woq_open_options const *)arg4,arg5);
+  jresult = (int)result; 
+  return jresult;
+}
+
+
 SWIGEXPORT void SWIGSTDCALL CSharp_WoqfNative_woq_file_close___(void* jarg1) {
   woq_file *arg1 = (woq_file *) 0 ;
   

@@ -147,6 +147,42 @@ static class WoqTests {
     t.Dispose();
   }
 
+  // A .woq image in a byte[] opens as the file does, is read in place, and
+  // tensors loaded from it outlive it.
+  static void InMemory() {
+    string path = WriteModel("memory.woq", 32, 128).Item1;
+    byte[] image = File.ReadAllBytes(path);
+    float[] fromPath;
+    using (var file = WoqFile.Open(path))
+    using (var ctx = Context.Create(Backend.Cpu, 1))
+    using (var t = Tensor.Load(ctx, file, "proj.weight")) fromPath = t.Dequantize();
+    using (var ctx = Context.Create(Backend.Cpu, 1)) {
+      Tensor t;
+      using (var file = WoqFile.FromBytes(image)) {
+        file.Verify();
+        Expect(file.Tensors.Length == 1 && file.Tensors[0].Name == "proj.weight", "tensor info from memory");
+        Expect(file.MetadataString("model.name") == "csharp-test", "metadata from memory");
+        t = Tensor.Load(ctx, file, "proj.weight");
+        image[256] ^= 0x40;  // the first chunk: read in place, so it no longer matches its checksum
+        ExpectThrows<WoqException>(() => file.Verify(), e => e.Status == woq_status.WOQ_ERR_CHECKSUM, "changed image");
+        image[256] ^= 0x40;
+      }
+      Array.Clear(image, 0, image.Length);  // unpinned: the tensor does not need it
+      using (t) {
+        float[] fromMemory = t.Dequantize();
+        Expect(fromMemory.Length == fromPath.Length, "same size");
+        for (int i = 0; i < fromPath.Length; ++i) Expect(fromMemory[i] == fromPath[i], "same weights as from the path");
+      }
+    }
+    ExpectThrows<ArgumentNullException>(() => WoqFile.FromBytes(null), e => true, "null image");
+    ExpectThrows<WoqException>(() => WoqFile.FromBytes(new byte[10]),
+        e => e.Status == woq_status.WOQ_ERR_FORMAT && e.Message.Contains("in-memory image"), "short image");
+    byte[] valid = File.ReadAllBytes(path);
+    for (int i = 0; i < 20; ++i) WoqFile.FromBytes(valid);  // never disposed: finalizers close and unpin
+    GC.Collect();
+    GC.WaitForPendingFinalizers();
+  }
+
   // Handles dropped without Dispose are freed by finalizers in any order.
   static void Finalizers() {
     string path = WriteModel("gc.woq", 32, 128).Item1;
@@ -249,6 +285,7 @@ static class WoqTests {
       Test("errors carry status and message", Errors);
       Test("misuse is an exception, not a crash", Misuse);
       Test("finalizers free handles in any order", Finalizers);
+      Test("images in memory", InMemory);
       Test("one tensor on 8 threads", Threads);
       Test("AWQ and GPTQ with calibration", Calibrated);
       Test("ABI version check", Abi);

@@ -504,6 +504,25 @@ func OpenFile(path string) (*File, error) {
 	return f, nil
 }
 
+// OpenFileBytes opens a .woq image held in memory (an archive entry, a
+// downloaded asset), with the checks OpenFile makes. libwoq copies the
+// bytes during the call (cgo forbids C from keeping a Go pointer), so data
+// may be changed or dropped as soon as it returns.
+func OpenFileBytes(data []byte) (*File, error) {
+	if err := CheckABI(); err != nil {
+		return nil, err
+	}
+	out := []uintptr{0}
+	if err := call(func() woqc.Enum_SS_woq_status {
+		return woqc.Woq_file_open_memory(data, uint64(len(data)), woqc.WOQ_MEMORY_COPY, nil, out)
+	}); err != nil {
+		return nil, err
+	}
+	f := &File{newHandle("file", out[0], woqc.Woq_file_close)}
+	runtime.SetFinalizer(f, (*File).Close)
+	return f, nil
+}
+
 // Close closes the file; tensors loaded from it stay valid.
 func (f *File) Close() { f.hd().close() }
 

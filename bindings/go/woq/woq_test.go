@@ -356,3 +356,60 @@ func TestABIMatches(t *testing.T) {
 		t.Fatalf("after Close: %d bytes (peak %d), want 0 (%d), %v", inUse, peak, want, err)
 	}
 }
+
+// A .woq image in memory opens as the file does; libwoq copies it, so the
+// slice may be overwritten at once, and tensors outlive the file.
+func TestInMemoryImageOpensAsTheFileDoes(t *testing.T) {
+	path, _, _ := writeModel(t, 32, 128)
+	f, ctx, tensor := openModel(t, path, 1)
+	want, err := tensor.Dequantize()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tensor.Close()
+	f.Close()
+	defer ctx.Close()
+
+	image, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mf, err := OpenFileBytes(image)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range image {
+		image[i] = 0xA5
+	}
+	if err := mf.Verify(); err != nil {
+		t.Fatalf("verify after the caller's bytes were overwritten: %v", err)
+	}
+	if name, err := mf.MetadataString("model.name"); err != nil || name != "go-test" {
+		t.Fatalf("metadata from memory: %q, %v", name, err)
+	}
+	mt, err := LoadTensor(ctx, mf, "proj.weight")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mt.Close()
+	mf.Close()
+	got, err := mt.Dequantize()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(want) {
+		t.Fatalf("%d weights from memory, %d from the path", len(got), len(want))
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("weight %d: %v from memory, %v from the path", i, got[i], want[i])
+		}
+	}
+
+	if _, err := OpenFileBytes(nil); statusOf(err) != ErrFormat || !strings.Contains(err.Error(), "in-memory image is 0 bytes") {
+		t.Fatalf("empty image: %v", err)
+	}
+	if _, err := OpenFileBytes(image[:100]); statusOf(err) != ErrFormat {
+		t.Fatalf("garbage image: %v", err)
+	}
+}

@@ -267,6 +267,18 @@ extern "C" {
         out_file: *mut *mut woq_file,
     ) -> woq_status;
 }
+pub const woq_memory_mode_WOQ_MEMORY_COPY: woq_memory_mode = 0;
+pub const woq_memory_mode_WOQ_MEMORY_BORROW: woq_memory_mode = 1;
+pub type woq_memory_mode = core::ffi::c_uint;
+extern "C" {
+    pub fn woq_file_open_memory(
+        data: *const core::ffi::c_void,
+        size: u64,
+        mode: woq_memory_mode,
+        options: *const woq_open_options,
+        out_file: *mut *mut woq_file,
+    ) -> woq_status;
+}
 extern "C" {
     pub fn woq_file_close(file: *mut woq_file);
 }

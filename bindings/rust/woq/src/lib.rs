@@ -344,6 +344,8 @@ pub struct TensorInfo {
 /// An open, validated .woq file.
 pub struct File {
     raw: *mut sys::woq_file,
+    // The image of `from_bytes`, read in place; dropped after `raw` is closed.
+    _image: Option<Box<dyn AsRef<[u8]> + Send + Sync>>,
 }
 
 // SAFETY: woq.h documents files as shareable across threads.
@@ -356,7 +358,32 @@ impl File {
         let path = c_string(path, "path")?;
         let mut raw = ptr::null_mut();
         check(unsafe { sys::woq_file_open(path.as_ptr(), &mut raw) })?;
-        Ok(File { raw })
+        Ok(File { raw, _image: None })
+    }
+
+    /// Opens a .woq image held in memory (`include_bytes!`, an archive entry,
+    /// a download) with the checks `open` makes. It is read in place, not
+    /// copied: the `File` owns `image` and drops it after closing the native
+    /// file. Tensors loaded from the file do not need it.
+    pub fn from_bytes<B>(image: B) -> Result<File>
+    where
+        B: AsRef<[u8]> + Send + Sync + 'static,
+    {
+        check_abi()?;
+        // Boxed first, so that bytes stored inside `B` itself do not move.
+        let image: Box<dyn AsRef<[u8]> + Send + Sync> = Box::new(image);
+        let bytes = (*image).as_ref();
+        let mut raw = ptr::null_mut();
+        check(unsafe {
+            sys::woq_file_open_memory(
+                bytes.as_ptr().cast(),
+                bytes.len() as u64,
+                sys::woq_memory_mode_WOQ_MEMORY_BORROW,
+                ptr::null(),
+                &mut raw,
+            )
+        })?;
+        Ok(File { raw, _image: Some(image) })
     }
 
     /// Checks every chunk's checksum.

@@ -165,3 +165,31 @@ fn calibrated_methods_cut_output_error() {
         .unwrap();
     assert!(err.message.contains("calibration"), "{err}");
 }
+
+#[test]
+fn images_in_memory_open_as_files_do() {
+    let w = weights(32, 128);
+    let q = QMatrix::quantize(&w, 32, 128, QuantOptions::default()).unwrap();
+    let path = temp_path("memory.woq");
+    let mut writer = Writer::create(&path).unwrap();
+    writer.add("proj.weight", &q, None).unwrap();
+    writer.finish().unwrap();
+    let ctx = Context::new(Backend::Cpu, 1).unwrap();
+    let from_path = Tensor::load(&ctx, &File::open(&path).unwrap(), "proj.weight").unwrap().dequantize().unwrap();
+
+    let image: Vec<u8> = std::fs::read(&path).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    let file = File::from_bytes(image).unwrap();
+    file.verify().unwrap();
+    assert_eq!(file.tensors().unwrap()[0].name, "proj.weight");
+    let t = Tensor::load(&ctx, &file, "proj.weight").unwrap();
+    drop(file); // the image goes with it; the tensor does not need it
+    assert_eq!(t.dequantize().unwrap(), from_path);
+
+    static NOT_A_WOQ_FILE: [u8; 100] = [0x5a; 100];
+    let e = File::from_bytes(&NOT_A_WOQ_FILE[..]).err().unwrap();
+    assert_eq!(e.status_name, "WOQ_ERR_FORMAT");
+    assert!(e.message.contains("in-memory image"), "{e}");
+    let e = File::from_bytes(Vec::new()).err().unwrap();
+    assert!(e.message.contains("0 bytes"), "{e}");
+}

@@ -1932,6 +1932,56 @@ intgo _wrap_woq_file_open_ex_woqc_c9f0894d00ba7b8c(_gostring_ _swig_go_0, struct
 }
 
 
+intgo _wrap_WOQ_MEMORY_COPY_woqc_c9f0894d00ba7b8c() {
+  enum woq_memory_mode result;
+  intgo _swig_go_result;
+  
+  
+  result = WOQ_MEMORY_COPY;
+  
+  _swig_go_result = (intgo)result; 
+  return _swig_go_result;
+}
+
+
+intgo _wrap_WOQ_MEMORY_BORROW_woqc_c9f0894d00ba7b8c() {
+  enum woq_memory_mode result;
+  intgo _swig_go_result;
+  
+  
+  result = WOQ_MEMORY_BORROW;
+  
+  _swig_go_result = (intgo)result; 
+  return _swig_go_result;
+}
+
+
+intgo _wrap_woq_file_open_memory_woqc_c9f0894d00ba7b8c(_goslice_ _swig_go_0, long long _swig_go_1, intgo _swig_go_2, struct woq_open_options *_swig_go_3, _goslice_ _swig_go_4) {
+  void *arg1 = (void *) 0 ;
+  uint64_t arg2 ;
+  woq_memory_mode arg3 ;
+  woq_open_options *arg4 = (woq_open_options *) 0 ;
+  woq_file **arg5 = (woq_file **) 0 ;
+  woq_status result;
+  intgo _swig_go_result;
+  
+  
+  arg1 = (void *)(_swig_go_0.len ? _swig_go_0.array : 0);
+  
+  arg2 = (uint64_t)_swig_go_1; 
+  arg3 = (woq_memory_mode)_swig_go_2; 
+  arg4 = *(woq_open_options **)&_swig_go_3; 
+  
+  if (_swig_go_4.len < 1) _swig_gopanic("handle slot must hold 1 element");
+  arg5 = (woq_file **)_swig_go_4.array;
+  
+  
+  result = (woq_status)woq_file_open_memory((void const *)arg1,arg2,arg3,(struct woq_open_options const *)arg4,arg5);
+  _swig_go_result = (intgo)result; 
+  return _swig_go_result;
+}
+
+
 void _wrap_woq_file_close_woqc_c9f0894d00ba7b8c(woq_file *_swig_go_0) {
   woq_file *arg1 = (woq_file *) 0 ;
   

@@ -97,11 +97,11 @@ typedef long long swig_type_63;
 typedef _gostring_ swig_type_64;
 typedef _goslice_ swig_type_65;
 typedef _goslice_ swig_type_66;
-typedef _goslice_ swig_type_67;
+typedef long long swig_type_67;
 typedef _goslice_ swig_type_68;
-typedef long long swig_type_69;
-typedef long long swig_type_70;
-typedef long long swig_type_71;
+typedef _goslice_ swig_type_69;
+typedef _goslice_ swig_type_70;
+typedef _goslice_ swig_type_71;
 typedef long long swig_type_72;
 typedef long long swig_type_73;
 typedef long long swig_type_74;
@@ -109,50 +109,53 @@ typedef long long swig_type_75;
 typedef long long swig_type_76;
 typedef long long swig_type_77;
 typedef long long swig_type_78;
-typedef _gostring_ swig_type_79;
+typedef long long swig_type_79;
 typedef long long swig_type_80;
-typedef _gostring_ swig_type_81;
-typedef _goslice_ swig_type_82;
+typedef long long swig_type_81;
+typedef _gostring_ swig_type_82;
 typedef long long swig_type_83;
-typedef _goslice_ swig_type_84;
-typedef _gostring_ swig_type_85;
-typedef _goslice_ swig_type_86;
-typedef _gostring_ swig_type_87;
-typedef _goslice_ swig_type_88;
-typedef _gostring_ swig_type_89;
-typedef _goslice_ swig_type_90;
-typedef _gostring_ swig_type_91;
-typedef _goslice_ swig_type_92;
-typedef _gostring_ swig_type_93;
-typedef long long swig_type_94;
-typedef long long swig_type_95;
-typedef _goslice_ swig_type_96;
-typedef _goslice_ swig_type_97;
-typedef _goslice_ swig_type_98;
+typedef _gostring_ swig_type_84;
+typedef _goslice_ swig_type_85;
+typedef long long swig_type_86;
+typedef _goslice_ swig_type_87;
+typedef _gostring_ swig_type_88;
+typedef _goslice_ swig_type_89;
+typedef _gostring_ swig_type_90;
+typedef _goslice_ swig_type_91;
+typedef _gostring_ swig_type_92;
+typedef _goslice_ swig_type_93;
+typedef _gostring_ swig_type_94;
+typedef _goslice_ swig_type_95;
+typedef _gostring_ swig_type_96;
+typedef long long swig_type_97;
+typedef long long swig_type_98;
 typedef _goslice_ swig_type_99;
 typedef _goslice_ swig_type_100;
 typedef _goslice_ swig_type_101;
-typedef long long swig_type_102;
+typedef _goslice_ swig_type_102;
 typedef _goslice_ swig_type_103;
-typedef long long swig_type_104;
+typedef _goslice_ swig_type_104;
 typedef long long swig_type_105;
 typedef _goslice_ swig_type_106;
-typedef _goslice_ swig_type_107;
-typedef _goslice_ swig_type_108;
-typedef long long swig_type_109;
+typedef long long swig_type_107;
+typedef long long swig_type_108;
+typedef _goslice_ swig_type_109;
 typedef _goslice_ swig_type_110;
 typedef _goslice_ swig_type_111;
 typedef long long swig_type_112;
-typedef long long swig_type_113;
+typedef _goslice_ swig_type_113;
 typedef _goslice_ swig_type_114;
-typedef _goslice_ swig_type_115;
+typedef long long swig_type_115;
 typedef long long swig_type_116;
 typedef _goslice_ swig_type_117;
-typedef long long swig_type_118;
+typedef _goslice_ swig_type_118;
 typedef long long swig_type_119;
 typedef _goslice_ swig_type_120;
 typedef long long swig_type_121;
 typedef long long swig_type_122;
+typedef _goslice_ swig_type_123;
+typedef long long swig_type_124;
+typedef long long swig_type_125;
 extern void _wrap_Swig_free_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
 extern uintptr_t _wrap_Swig_malloc_woqc_c9f0894d00ba7b8c(swig_intgo arg1);
 extern swig_intgo _wrap_WOQ_BINDINGS_VERSION_MAJOR_woqc_c9f0894d00ba7b8c(void);
@@ -268,16 +271,19 @@ extern uintptr_t _wrap_new_woq_open_options_woqc_c9f0894d00ba7b8c(void);
 extern void _wrap_delete_woq_open_options_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
 extern swig_intgo _wrap_woq_open_options_init_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
 extern swig_intgo _wrap_woq_file_open_ex_woqc_c9f0894d00ba7b8c(swig_type_64 arg1, uintptr_t arg2, swig_type_65 arg3);
+extern swig_intgo _wrap_WOQ_MEMORY_COPY_woqc_c9f0894d00ba7b8c(void);
+extern swig_intgo _wrap_WOQ_MEMORY_BORROW_woqc_c9f0894d00ba7b8c(void);
+extern swig_intgo _wrap_woq_file_open_memory_woqc_c9f0894d00ba7b8c(swig_type_66 arg1, swig_type_67 arg2, swig_intgo arg3, uintptr_t arg4, swig_type_68 arg5);
 extern void _wrap_woq_file_close_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
 extern swig_intgo _wrap_woq_file_verify_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
-extern swig_intgo _wrap_woq_file_format_version_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_66 arg2, swig_type_67 arg3);
-extern swig_intgo _wrap_woq_file_tensor_count_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_68 arg2);
-extern void _wrap_woq_tensor_info_struct_size_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_69 arg2);
-extern swig_type_70 _wrap_woq_tensor_info_struct_size_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
-extern void _wrap_woq_tensor_info_rows_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_71 arg2);
-extern swig_type_72 _wrap_woq_tensor_info_rows_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
-extern void _wrap_woq_tensor_info_cols_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_73 arg2);
-extern swig_type_74 _wrap_woq_tensor_info_cols_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
+extern swig_intgo _wrap_woq_file_format_version_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_69 arg2, swig_type_70 arg3);
+extern swig_intgo _wrap_woq_file_tensor_count_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_71 arg2);
+extern void _wrap_woq_tensor_info_struct_size_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_72 arg2);
+extern swig_type_73 _wrap_woq_tensor_info_struct_size_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
+extern void _wrap_woq_tensor_info_rows_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_74 arg2);
+extern swig_type_75 _wrap_woq_tensor_info_rows_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
+extern void _wrap_woq_tensor_info_cols_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_76 arg2);
+extern swig_type_77 _wrap_woq_tensor_info_cols_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
 extern void _wrap_woq_tensor_info_bits_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_intgo arg2);
 extern swig_intgo _wrap_woq_tensor_info_bits_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
 extern void _wrap_woq_tensor_info_group_size_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_intgo arg2);
@@ -290,10 +296,10 @@ extern void _wrap_woq_tensor_info_source_dtype_set_woqc_c9f0894d00ba7b8c(uintptr
 extern swig_intgo _wrap_woq_tensor_info_source_dtype_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
 extern void _wrap_woq_tensor_info_has_bias_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_intgo arg2);
 extern swig_intgo _wrap_woq_tensor_info_has_bias_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
-extern void _wrap_woq_tensor_info_stored_bytes_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_75 arg2);
-extern swig_type_76 _wrap_woq_tensor_info_stored_bytes_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
-extern void _wrap_woq_tensor_info_raw_bytes_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_77 arg2);
-extern swig_type_78 _wrap_woq_tensor_info_raw_bytes_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
+extern void _wrap_woq_tensor_info_stored_bytes_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_78 arg2);
+extern swig_type_79 _wrap_woq_tensor_info_stored_bytes_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
+extern void _wrap_woq_tensor_info_raw_bytes_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_80 arg2);
+extern swig_type_81 _wrap_woq_tensor_info_raw_bytes_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
 extern void _wrap_woq_tensor_info_bits_per_weight_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, double arg2);
 extern double _wrap_woq_tensor_info_bits_per_weight_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
 extern void _wrap_woq_tensor_info_max_abs_error_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, double arg2);
@@ -308,33 +314,33 @@ extern void _wrap_woq_tensor_info_has_input_permutation_set_woqc_c9f0894d00ba7b8
 extern swig_intgo _wrap_woq_tensor_info_has_input_permutation_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
 extern uintptr_t _wrap_new_woq_tensor_info_woqc_c9f0894d00ba7b8c(void);
 extern void _wrap_delete_woq_tensor_info_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
-extern swig_type_79 _wrap_woq_tensor_info_name_utf8_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
-extern swig_intgo _wrap_woq_file_tensor_info_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_80 arg2, uintptr_t arg3);
-extern swig_intgo _wrap_woq_file_tensor_info_by_name_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_81 arg2, uintptr_t arg3);
+extern swig_type_82 _wrap_woq_tensor_info_name_utf8_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
+extern swig_intgo _wrap_woq_file_tensor_info_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_83 arg2, uintptr_t arg3);
+extern swig_intgo _wrap_woq_file_tensor_info_by_name_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_84 arg2, uintptr_t arg3);
 extern swig_intgo _wrap_WOQ_METADATA_STRING_woqc_c9f0894d00ba7b8c(void);
 extern swig_intgo _wrap_WOQ_METADATA_INT_woqc_c9f0894d00ba7b8c(void);
 extern swig_intgo _wrap_WOQ_METADATA_FLOAT_woqc_c9f0894d00ba7b8c(void);
 extern swig_intgo _wrap_WOQ_METADATA_MAX_ENUM_woqc_c9f0894d00ba7b8c(void);
-extern swig_intgo _wrap_woq_file_metadata_count_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_82 arg2);
-extern swig_intgo _wrap_woq_file_metadata_key_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_83 arg2, swig_voidp arg3, swig_type_84 arg4);
-extern swig_intgo _wrap_woq_file_metadata_string_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_85 arg2, swig_voidp arg3, swig_type_86 arg4);
-extern swig_intgo _wrap_woq_file_metadata_int_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_87 arg2, swig_type_88 arg3);
-extern swig_intgo _wrap_woq_file_metadata_float_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_89 arg2, swig_type_90 arg3);
-extern swig_intgo _wrap_woq_tensor_load_woqc_c9f0894d00ba7b8c(uintptr_t arg1, uintptr_t arg2, swig_type_91 arg3, swig_type_92 arg4);
-extern swig_intgo _wrap_woq_tensor_load_rows_woqc_c9f0894d00ba7b8c(uintptr_t arg1, uintptr_t arg2, swig_type_93 arg3, swig_type_94 arg4, swig_type_95 arg5, swig_type_96 arg6);
-extern swig_intgo _wrap_woq_tensor_from_qmatrix_woqc_c9f0894d00ba7b8c(uintptr_t arg1, uintptr_t arg2, swig_type_97 arg3, swig_type_98 arg4);
+extern swig_intgo _wrap_woq_file_metadata_count_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_85 arg2);
+extern swig_intgo _wrap_woq_file_metadata_key_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_86 arg2, swig_voidp arg3, swig_type_87 arg4);
+extern swig_intgo _wrap_woq_file_metadata_string_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_88 arg2, swig_voidp arg3, swig_type_89 arg4);
+extern swig_intgo _wrap_woq_file_metadata_int_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_90 arg2, swig_type_91 arg3);
+extern swig_intgo _wrap_woq_file_metadata_float_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_92 arg2, swig_type_93 arg3);
+extern swig_intgo _wrap_woq_tensor_load_woqc_c9f0894d00ba7b8c(uintptr_t arg1, uintptr_t arg2, swig_type_94 arg3, swig_type_95 arg4);
+extern swig_intgo _wrap_woq_tensor_load_rows_woqc_c9f0894d00ba7b8c(uintptr_t arg1, uintptr_t arg2, swig_type_96 arg3, swig_type_97 arg4, swig_type_98 arg5, swig_type_99 arg6);
+extern swig_intgo _wrap_woq_tensor_from_qmatrix_woqc_c9f0894d00ba7b8c(uintptr_t arg1, uintptr_t arg2, swig_type_100 arg3, swig_type_101 arg4);
 extern void _wrap_woq_tensor_destroy_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
-extern swig_intgo _wrap_woq_tensor_shape_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_99 arg2, swig_type_100 arg3);
-extern swig_intgo _wrap_woq_tensor_bias_woqc_c9f0894d00ba7b8c(uintptr_t arg1, uintptr_t arg2, swig_type_101 arg3, swig_type_102 arg4, swig_type_103 arg5);
-extern swig_intgo _wrap_woq_tensor_group_woqc_c9f0894d00ba7b8c(uintptr_t arg1, uintptr_t arg2, swig_type_104 arg3, swig_type_105 arg4, swig_type_106 arg5, swig_type_107 arg6);
-extern swig_intgo _wrap_woq_matmul_woqc_c9f0894d00ba7b8c(uintptr_t arg1, uintptr_t arg2, swig_type_108 arg3, swig_intgo arg4, swig_type_109 arg5, swig_type_110 arg6, swig_intgo arg7);
-extern swig_intgo _wrap_woq_dequantize_woqc_c9f0894d00ba7b8c(uintptr_t arg1, uintptr_t arg2, swig_type_111 arg3, swig_intgo arg4, swig_type_112 arg5);
-extern swig_intgo _wrap_woq_buffer_create_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_113 arg2, swig_type_114 arg3);
+extern swig_intgo _wrap_woq_tensor_shape_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_102 arg2, swig_type_103 arg3);
+extern swig_intgo _wrap_woq_tensor_bias_woqc_c9f0894d00ba7b8c(uintptr_t arg1, uintptr_t arg2, swig_type_104 arg3, swig_type_105 arg4, swig_type_106 arg5);
+extern swig_intgo _wrap_woq_tensor_group_woqc_c9f0894d00ba7b8c(uintptr_t arg1, uintptr_t arg2, swig_type_107 arg3, swig_type_108 arg4, swig_type_109 arg5, swig_type_110 arg6);
+extern swig_intgo _wrap_woq_matmul_woqc_c9f0894d00ba7b8c(uintptr_t arg1, uintptr_t arg2, swig_type_111 arg3, swig_intgo arg4, swig_type_112 arg5, swig_type_113 arg6, swig_intgo arg7);
+extern swig_intgo _wrap_woq_dequantize_woqc_c9f0894d00ba7b8c(uintptr_t arg1, uintptr_t arg2, swig_type_114 arg3, swig_intgo arg4, swig_type_115 arg5);
+extern swig_intgo _wrap_woq_buffer_create_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_116 arg2, swig_type_117 arg3);
 extern void _wrap_woq_buffer_destroy_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
-extern swig_intgo _wrap_woq_buffer_size_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_115 arg2);
-extern swig_intgo _wrap_woq_buffer_write_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_116 arg2, swig_type_117 arg3, swig_type_118 arg4);
-extern swig_intgo _wrap_woq_buffer_read_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_119 arg2, swig_type_120 arg3, swig_type_121 arg4);
-extern swig_intgo _wrap_woq_matmul_buffers_woqc_c9f0894d00ba7b8c(uintptr_t arg1, uintptr_t arg2, uintptr_t arg3, swig_intgo arg4, swig_type_122 arg5, uintptr_t arg6, swig_intgo arg7);
+extern swig_intgo _wrap_woq_buffer_size_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_118 arg2);
+extern swig_intgo _wrap_woq_buffer_write_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_119 arg2, swig_type_120 arg3, swig_type_121 arg4);
+extern swig_intgo _wrap_woq_buffer_read_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_122 arg2, swig_type_123 arg3, swig_type_124 arg4);
+extern swig_intgo _wrap_woq_matmul_buffers_woqc_c9f0894d00ba7b8c(uintptr_t arg1, uintptr_t arg2, uintptr_t arg3, swig_intgo arg4, swig_type_125 arg5, uintptr_t arg6, swig_intgo arg7);
 #undef intgo
 */
 import "C"
@@ -1427,6 +1433,38 @@ func Woq_file_open_ex(arg1 string, arg2 Woq_open_options, arg3 []uintptr) (_swig
 	return swig_r
 }
 
+type Enum_SS_woq_memory_mode int
+func _swig_getWOQ_MEMORY_COPY() (_swig_ret Enum_SS_woq_memory_mode) {
+	var swig_r Enum_SS_woq_memory_mode
+	swig_r = (Enum_SS_woq_memory_mode)(C._wrap_WOQ_MEMORY_COPY_woqc_c9f0894d00ba7b8c())
+	return swig_r
+}
+
+var WOQ_MEMORY_COPY Enum_SS_woq_memory_mode = _swig_getWOQ_MEMORY_COPY()
+func _swig_getWOQ_MEMORY_BORROW() (_swig_ret Enum_SS_woq_memory_mode) {
+	var swig_r Enum_SS_woq_memory_mode
+	swig_r = (Enum_SS_woq_memory_mode)(C._wrap_WOQ_MEMORY_BORROW_woqc_c9f0894d00ba7b8c())
+	return swig_r
+}
+
+var WOQ_MEMORY_BORROW Enum_SS_woq_memory_mode = _swig_getWOQ_MEMORY_BORROW()
+func Woq_file_open_memory(arg1 []byte, arg2 uint64, arg3 Enum_SS_woq_memory_mode, arg4 Woq_open_options, arg5 []uintptr) (_swig_ret Enum_SS_woq_status) {
+	var swig_r Enum_SS_woq_status
+	_swig_i_0 := arg1
+	_swig_i_1 := arg2
+	_swig_i_2 := arg3
+	_swig_i_3 := getSwigcptr(arg4)
+	_swig_i_4 := arg5
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_file_open_memory_woqc_c9f0894d00ba7b8c(*(*C.swig_type_66)(unsafe.Pointer(&_swig_i_0)), C.swig_type_67(_swig_i_1), C.swig_intgo(_swig_i_2), C.uintptr_t(_swig_i_3), *(*C.swig_type_68)(unsafe.Pointer(&_swig_i_4))))
+	if Swig_escape_always_false {
+		Swig_escape_val = arg1
+	}
+	if Swig_escape_always_false {
+		Swig_escape_val = arg5
+	}
+	return swig_r
+}
+
 func Woq_file_close(arg1 uintptr) {
 	_swig_i_0 := arg1
 	C._wrap_woq_file_close_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0))
@@ -1444,7 +1482,7 @@ func Woq_file_format_version(arg1 uintptr, arg2 []uint, arg3 []uint) (_swig_ret 
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
 	_swig_i_2 := arg3
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_file_format_version_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), *(*C.swig_type_66)(unsafe.Pointer(&_swig_i_1)), *(*C.swig_type_67)(unsafe.Pointer(&_swig_i_2))))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_file_format_version_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), *(*C.swig_type_69)(unsafe.Pointer(&_swig_i_1)), *(*C.swig_type_70)(unsafe.Pointer(&_swig_i_2))))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg2
 	}
@@ -1458,7 +1496,7 @@ func Woq_file_tensor_count(arg1 uintptr, arg2 []uint64) (_swig_ret Enum_SS_woq_s
 	var swig_r Enum_SS_woq_status
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_file_tensor_count_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), *(*C.swig_type_68)(unsafe.Pointer(&_swig_i_1))))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_file_tensor_count_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), *(*C.swig_type_71)(unsafe.Pointer(&_swig_i_1))))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg2
 	}
@@ -1477,7 +1515,7 @@ func (p SwigcptrWoq_tensor_info) SwigIsWoq_tensor_info() {
 func (arg1 SwigcptrWoq_tensor_info) SetStruct_size(arg2 uint64) {
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
-	C._wrap_woq_tensor_info_struct_size_set_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_type_69(_swig_i_1))
+	C._wrap_woq_tensor_info_struct_size_set_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_type_72(_swig_i_1))
 }
 
 func (arg1 SwigcptrWoq_tensor_info) GetStruct_size() (_swig_ret uint64) {
@@ -1490,7 +1528,7 @@ func (arg1 SwigcptrWoq_tensor_info) GetStruct_size() (_swig_ret uint64) {
 func (arg1 SwigcptrWoq_tensor_info) SetRows(arg2 uint64) {
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
-	C._wrap_woq_tensor_info_rows_set_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_type_71(_swig_i_1))
+	C._wrap_woq_tensor_info_rows_set_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_type_74(_swig_i_1))
 }
 
 func (arg1 SwigcptrWoq_tensor_info) GetRows() (_swig_ret uint64) {
@@ -1503,7 +1541,7 @@ func (arg1 SwigcptrWoq_tensor_info) GetRows() (_swig_ret uint64) {
 func (arg1 SwigcptrWoq_tensor_info) SetCols(arg2 uint64) {
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
-	C._wrap_woq_tensor_info_cols_set_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_type_73(_swig_i_1))
+	C._wrap_woq_tensor_info_cols_set_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_type_76(_swig_i_1))
 }
 
 func (arg1 SwigcptrWoq_tensor_info) GetCols() (_swig_ret uint64) {
@@ -1594,7 +1632,7 @@ func (arg1 SwigcptrWoq_tensor_info) GetHas_bias() (_swig_ret int) {
 func (arg1 SwigcptrWoq_tensor_info) SetStored_bytes(arg2 uint64) {
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
-	C._wrap_woq_tensor_info_stored_bytes_set_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_type_75(_swig_i_1))
+	C._wrap_woq_tensor_info_stored_bytes_set_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_type_78(_swig_i_1))
 }
 
 func (arg1 SwigcptrWoq_tensor_info) GetStored_bytes() (_swig_ret uint64) {
@@ -1607,7 +1645,7 @@ func (arg1 SwigcptrWoq_tensor_info) GetStored_bytes() (_swig_ret uint64) {
 func (arg1 SwigcptrWoq_tensor_info) SetRaw_bytes(arg2 uint64) {
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
-	C._wrap_woq_tensor_info_raw_bytes_set_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_type_77(_swig_i_1))
+	C._wrap_woq_tensor_info_raw_bytes_set_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_type_80(_swig_i_1))
 }
 
 func (arg1 SwigcptrWoq_tensor_info) GetRaw_bytes() (_swig_ret uint64) {
@@ -1761,7 +1799,7 @@ func Woq_file_tensor_info(arg1 uintptr, arg2 uint64, arg3 Woq_tensor_info) (_swi
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
 	_swig_i_2 := getSwigcptr(arg3)
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_file_tensor_info_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_type_80(_swig_i_1), C.uintptr_t(_swig_i_2)))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_file_tensor_info_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_type_83(_swig_i_1), C.uintptr_t(_swig_i_2)))
 	return swig_r
 }
 
@@ -1770,7 +1808,7 @@ func Woq_file_tensor_info_by_name(arg1 uintptr, arg2 string, arg3 Woq_tensor_inf
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
 	_swig_i_2 := getSwigcptr(arg3)
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_file_tensor_info_by_name_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), *(*C.swig_type_81)(unsafe.Pointer(&_swig_i_1)), C.uintptr_t(_swig_i_2)))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_file_tensor_info_by_name_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), *(*C.swig_type_84)(unsafe.Pointer(&_swig_i_1)), C.uintptr_t(_swig_i_2)))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg2
 	}
@@ -1810,7 +1848,7 @@ func Woq_file_metadata_count(arg1 uintptr, arg2 []uint64) (_swig_ret Enum_SS_woq
 	var swig_r Enum_SS_woq_status
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_file_metadata_count_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), *(*C.swig_type_82)(unsafe.Pointer(&_swig_i_1))))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_file_metadata_count_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), *(*C.swig_type_85)(unsafe.Pointer(&_swig_i_1))))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg2
 	}
@@ -1823,7 +1861,7 @@ func Woq_file_metadata_key(arg1 uintptr, arg2 uint64, arg3 *string, arg4 []int32
 	_swig_i_1 := arg2
 	_swig_i_2 := arg3
 	_swig_i_3 := arg4
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_file_metadata_key_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_type_83(_swig_i_1), C.swig_voidp(_swig_i_2), *(*C.swig_type_84)(unsafe.Pointer(&_swig_i_3))))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_file_metadata_key_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_type_86(_swig_i_1), C.swig_voidp(_swig_i_2), *(*C.swig_type_87)(unsafe.Pointer(&_swig_i_3))))
 
   *arg3 = swigCopyString(*arg3)
 
@@ -1839,7 +1877,7 @@ func Woq_file_metadata_string(arg1 uintptr, arg2 string, arg3 *string, arg4 []ui
 	_swig_i_1 := arg2
 	_swig_i_2 := arg3
 	_swig_i_3 := arg4
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_file_metadata_string_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), *(*C.swig_type_85)(unsafe.Pointer(&_swig_i_1)), C.swig_voidp(_swig_i_2), *(*C.swig_type_86)(unsafe.Pointer(&_swig_i_3))))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_file_metadata_string_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), *(*C.swig_type_88)(unsafe.Pointer(&_swig_i_1)), C.swig_voidp(_swig_i_2), *(*C.swig_type_89)(unsafe.Pointer(&_swig_i_3))))
 
   *arg3 = swigCopyString(*arg3)
 
@@ -1857,7 +1895,7 @@ func Woq_file_metadata_int(arg1 uintptr, arg2 string, arg3 []int64) (_swig_ret E
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
 	_swig_i_2 := arg3
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_file_metadata_int_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), *(*C.swig_type_87)(unsafe.Pointer(&_swig_i_1)), *(*C.swig_type_88)(unsafe.Pointer(&_swig_i_2))))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_file_metadata_int_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), *(*C.swig_type_90)(unsafe.Pointer(&_swig_i_1)), *(*C.swig_type_91)(unsafe.Pointer(&_swig_i_2))))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg2
 	}
@@ -1872,7 +1910,7 @@ func Woq_file_metadata_float(arg1 uintptr, arg2 string, arg3 []float64) (_swig_r
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
 	_swig_i_2 := arg3
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_file_metadata_float_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), *(*C.swig_type_89)(unsafe.Pointer(&_swig_i_1)), *(*C.swig_type_90)(unsafe.Pointer(&_swig_i_2))))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_file_metadata_float_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), *(*C.swig_type_92)(unsafe.Pointer(&_swig_i_1)), *(*C.swig_type_93)(unsafe.Pointer(&_swig_i_2))))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg2
 	}
@@ -1888,7 +1926,7 @@ func Woq_tensor_load(arg1 uintptr, arg2 uintptr, arg3 string, arg4 []uintptr) (_
 	_swig_i_1 := arg2
 	_swig_i_2 := arg3
 	_swig_i_3 := arg4
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_tensor_load_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.uintptr_t(_swig_i_1), *(*C.swig_type_91)(unsafe.Pointer(&_swig_i_2)), *(*C.swig_type_92)(unsafe.Pointer(&_swig_i_3))))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_tensor_load_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.uintptr_t(_swig_i_1), *(*C.swig_type_94)(unsafe.Pointer(&_swig_i_2)), *(*C.swig_type_95)(unsafe.Pointer(&_swig_i_3))))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg3
 	}
@@ -1906,7 +1944,7 @@ func Woq_tensor_load_rows(arg1 uintptr, arg2 uintptr, arg3 string, arg4 uint64, 
 	_swig_i_3 := arg4
 	_swig_i_4 := arg5
 	_swig_i_5 := arg6
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_tensor_load_rows_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.uintptr_t(_swig_i_1), *(*C.swig_type_93)(unsafe.Pointer(&_swig_i_2)), C.swig_type_94(_swig_i_3), C.swig_type_95(_swig_i_4), *(*C.swig_type_96)(unsafe.Pointer(&_swig_i_5))))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_tensor_load_rows_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.uintptr_t(_swig_i_1), *(*C.swig_type_96)(unsafe.Pointer(&_swig_i_2)), C.swig_type_97(_swig_i_3), C.swig_type_98(_swig_i_4), *(*C.swig_type_99)(unsafe.Pointer(&_swig_i_5))))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg3
 	}
@@ -1922,7 +1960,7 @@ func Woq_tensor_from_qmatrix(arg1 uintptr, arg2 uintptr, arg3 []byte, arg4 []uin
 	_swig_i_1 := arg2
 	_swig_i_2 := arg3
 	_swig_i_3 := arg4
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_tensor_from_qmatrix_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.uintptr_t(_swig_i_1), *(*C.swig_type_97)(unsafe.Pointer(&_swig_i_2)), *(*C.swig_type_98)(unsafe.Pointer(&_swig_i_3))))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_tensor_from_qmatrix_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.uintptr_t(_swig_i_1), *(*C.swig_type_100)(unsafe.Pointer(&_swig_i_2)), *(*C.swig_type_101)(unsafe.Pointer(&_swig_i_3))))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg3
 	}
@@ -1942,7 +1980,7 @@ func Woq_tensor_shape(arg1 uintptr, arg2 []uint64, arg3 []uint64) (_swig_ret Enu
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
 	_swig_i_2 := arg3
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_tensor_shape_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), *(*C.swig_type_99)(unsafe.Pointer(&_swig_i_1)), *(*C.swig_type_100)(unsafe.Pointer(&_swig_i_2))))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_tensor_shape_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), *(*C.swig_type_102)(unsafe.Pointer(&_swig_i_1)), *(*C.swig_type_103)(unsafe.Pointer(&_swig_i_2))))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg2
 	}
@@ -1959,7 +1997,7 @@ func Woq_tensor_bias(arg1 uintptr, arg2 uintptr, arg3 []byte, arg4 uint64, arg5 
 	_swig_i_2 := arg3
 	_swig_i_3 := arg4
 	_swig_i_4 := arg5
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_tensor_bias_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.uintptr_t(_swig_i_1), *(*C.swig_type_101)(unsafe.Pointer(&_swig_i_2)), C.swig_type_102(_swig_i_3), *(*C.swig_type_103)(unsafe.Pointer(&_swig_i_4))))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_tensor_bias_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.uintptr_t(_swig_i_1), *(*C.swig_type_104)(unsafe.Pointer(&_swig_i_2)), C.swig_type_105(_swig_i_3), *(*C.swig_type_106)(unsafe.Pointer(&_swig_i_4))))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg3
 	}
@@ -1977,7 +2015,7 @@ func Woq_tensor_group(arg1 uintptr, arg2 uintptr, arg3 uint64, arg4 uint64, arg5
 	_swig_i_3 := arg4
 	_swig_i_4 := arg5
 	_swig_i_5 := arg6
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_tensor_group_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.uintptr_t(_swig_i_1), C.swig_type_104(_swig_i_2), C.swig_type_105(_swig_i_3), *(*C.swig_type_106)(unsafe.Pointer(&_swig_i_4)), *(*C.swig_type_107)(unsafe.Pointer(&_swig_i_5))))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_tensor_group_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.uintptr_t(_swig_i_1), C.swig_type_107(_swig_i_2), C.swig_type_108(_swig_i_3), *(*C.swig_type_109)(unsafe.Pointer(&_swig_i_4)), *(*C.swig_type_110)(unsafe.Pointer(&_swig_i_5))))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg5
 	}
@@ -1996,7 +2034,7 @@ func Woq_matmul(arg1 uintptr, arg2 uintptr, arg3 []byte, arg4 Enum_SS_woq_dtype,
 	_swig_i_4 := arg5
 	_swig_i_5 := arg6
 	_swig_i_6 := arg7
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_matmul_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.uintptr_t(_swig_i_1), *(*C.swig_type_108)(unsafe.Pointer(&_swig_i_2)), C.swig_intgo(_swig_i_3), C.swig_type_109(_swig_i_4), *(*C.swig_type_110)(unsafe.Pointer(&_swig_i_5)), C.swig_intgo(_swig_i_6)))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_matmul_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.uintptr_t(_swig_i_1), *(*C.swig_type_111)(unsafe.Pointer(&_swig_i_2)), C.swig_intgo(_swig_i_3), C.swig_type_112(_swig_i_4), *(*C.swig_type_113)(unsafe.Pointer(&_swig_i_5)), C.swig_intgo(_swig_i_6)))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg3
 	}
@@ -2013,7 +2051,7 @@ func Woq_dequantize(arg1 uintptr, arg2 uintptr, arg3 []byte, arg4 Enum_SS_woq_dt
 	_swig_i_2 := arg3
 	_swig_i_3 := arg4
 	_swig_i_4 := arg5
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_dequantize_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.uintptr_t(_swig_i_1), *(*C.swig_type_111)(unsafe.Pointer(&_swig_i_2)), C.swig_intgo(_swig_i_3), C.swig_type_112(_swig_i_4)))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_dequantize_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.uintptr_t(_swig_i_1), *(*C.swig_type_114)(unsafe.Pointer(&_swig_i_2)), C.swig_intgo(_swig_i_3), C.swig_type_115(_swig_i_4)))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg3
 	}
@@ -2025,7 +2063,7 @@ func Woq_buffer_create(arg1 uintptr, arg2 uint64, arg3 []uintptr) (_swig_ret Enu
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
 	_swig_i_2 := arg3
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_buffer_create_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_type_113(_swig_i_1), *(*C.swig_type_114)(unsafe.Pointer(&_swig_i_2))))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_buffer_create_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_type_116(_swig_i_1), *(*C.swig_type_117)(unsafe.Pointer(&_swig_i_2))))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg3
 	}
@@ -2041,7 +2079,7 @@ func Woq_buffer_size(arg1 uintptr, arg2 []uint64) (_swig_ret Enum_SS_woq_status)
 	var swig_r Enum_SS_woq_status
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_buffer_size_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), *(*C.swig_type_115)(unsafe.Pointer(&_swig_i_1))))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_buffer_size_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), *(*C.swig_type_118)(unsafe.Pointer(&_swig_i_1))))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg2
 	}
@@ -2054,7 +2092,7 @@ func Woq_buffer_write(arg1 uintptr, arg2 uint64, arg3 []byte, arg4 uint64) (_swi
 	_swig_i_1 := arg2
 	_swig_i_2 := arg3
 	_swig_i_3 := arg4
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_buffer_write_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_type_116(_swig_i_1), *(*C.swig_type_117)(unsafe.Pointer(&_swig_i_2)), C.swig_type_118(_swig_i_3)))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_buffer_write_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_type_119(_swig_i_1), *(*C.swig_type_120)(unsafe.Pointer(&_swig_i_2)), C.swig_type_121(_swig_i_3)))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg3
 	}
@@ -2067,7 +2105,7 @@ func Woq_buffer_read(arg1 uintptr, arg2 uint64, arg3 []byte, arg4 uint64) (_swig
 	_swig_i_1 := arg2
 	_swig_i_2 := arg3
 	_swig_i_3 := arg4
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_buffer_read_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_type_119(_swig_i_1), *(*C.swig_type_120)(unsafe.Pointer(&_swig_i_2)), C.swig_type_121(_swig_i_3)))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_buffer_read_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_type_122(_swig_i_1), *(*C.swig_type_123)(unsafe.Pointer(&_swig_i_2)), C.swig_type_124(_swig_i_3)))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg3
 	}
@@ -2083,7 +2121,7 @@ func Woq_matmul_buffers(arg1 uintptr, arg2 uintptr, arg3 uintptr, arg4 Enum_SS_w
 	_swig_i_4 := arg5
 	_swig_i_5 := arg6
 	_swig_i_6 := arg7
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_matmul_buffers_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.uintptr_t(_swig_i_1), C.uintptr_t(_swig_i_2), C.swig_intgo(_swig_i_3), C.swig_type_122(_swig_i_4), C.uintptr_t(_swig_i_5), C.swig_intgo(_swig_i_6)))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_matmul_buffers_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.uintptr_t(_swig_i_1), C.uintptr_t(_swig_i_2), C.swig_intgo(_swig_i_3), C.swig_type_125(_swig_i_4), C.uintptr_t(_swig_i_5), C.swig_intgo(_swig_i_6)))
 	return swig_r
 }
 
