@@ -5,6 +5,10 @@
 //! message `woq_last_error()` gave for the failing call. `Context`, `File`
 //! and `Tensor` are `Send + Sync` because woq.h documents them as safe to
 //! use from many threads at once; a `Writer` is `Send` only.
+//!
+//! With the `dynamic` feature libwoq is loaded at run time (woq_sys::load):
+//! a program built so starts without it, and its first constructor returns
+//! an `Error` saying why the library could not be loaded.
 
 use std::ffi::{CStr, CString};
 use std::fmt;
@@ -62,9 +66,16 @@ fn c_string(s: &str, what: &str) -> Result<CString> {
     CString::new(s).map_err(|_| invalid(&format!("{what} contains a NUL byte")))
 }
 
-/// Fails when the loaded libwoq.so has another major version than the one
-/// these bindings were generated for.
+/// Fails when libwoq cannot be loaded (the `dynamic` feature:
+/// `WOQ_ERR_UNSUPPORTED`, saying why) or has another major version than the
+/// one these bindings were generated for. Every constructor calls it.
 pub fn check_abi() -> Result<()> {
+    #[cfg(feature = "dynamic")]
+    sys::load().map_err(|why| Error {
+        status: sys::woq_status_WOQ_ERR_UNSUPPORTED,
+        status_name: "WOQ_ERR_UNSUPPORTED".into(),
+        message: why.into(),
+    })?;
     // SAFETY: woq_version takes no arguments.
     let loaded = unsafe { sys::woq_version() };
     if loaded / 10000 != sys::WOQ_VERSION_MAJOR {
@@ -82,8 +93,13 @@ pub fn check_abi() -> Result<()> {
     Ok(())
 }
 
-/// Version string of the loaded library, e.g. "1.0.0".
+/// Version string of the loaded library, e.g. "1.0.0"; empty when the
+/// `dynamic` feature cannot load it (`check_abi` says why).
 pub fn version() -> String {
+    #[cfg(feature = "dynamic")]
+    if sys::load().is_err() {
+        return String::new();
+    }
     // SAFETY: returns a static string.
     text(unsafe { sys::woq_version_string() })
 }
