@@ -68,6 +68,21 @@ woq_dtype to_woq_dtype(const std::string& d) {
   return d == "F32" ? WOQ_DTYPE_F32 : d == "F16" ? WOQ_DTYPE_F16 : WOQ_DTYPE_BF16;
 }
 
+// A weight source's tensor as woq_quantize takes it: its own F32 / F16 /
+// BF16 bytes (copied: the mapping may be unaligned), or a GGUF block
+// type's values, dequantized, as F32.
+struct NativeWeights {
+  std::vector<uint8_t> bytes;
+  woq_dtype dtype;
+};
+NativeWeights native_weights(const WeightSource& source, const SafeTensor& t) {
+  if (float_dtype(t.dtype)) return {std::vector<uint8_t>(t.data, t.data + t.bytes), to_woq_dtype(t.dtype)};
+  const std::vector<float> values = source.floats(t);
+  NativeWeights n{std::vector<uint8_t>(values.size() * 4), WOQ_DTYPE_F32};
+  std::memcpy(n.bytes.data(), values.data(), n.bytes.size());
+  return n;
+}
+
 std::string human_bytes(double b) {
   char buf[64];
   const char* unit[] = {"B", "KiB", "MiB", "GiB", "TiB"};
@@ -95,6 +110,7 @@ struct QuantizeArgs {
   std::string method = "rtn";
   bool act_order = false;
   bool act_order_groups = false;  // with act_order: groups formed in that order (input permutation)
+  bool requantize = false;        // GGUF block-type matrices too, from their dequantized values
   std::string calibration;  // safetensors of activations, for gptq
 };
 
@@ -145,20 +161,33 @@ int cmd_quantize(const QuantizeArgs& a) {
   for (const SafeTensor& t : st->tensors()) {
     std::string base;
     const bool is_weight = split_suffix(t.name, ".weight", &base);
-    if (is_weight && t.shape.size() == 2 && float_dtype(t.dtype)) {
+    const bool block_type = !float_dtype(t.dtype);  // a GGUF block type woq decodes
+    if (is_weight && t.shape.size() == 2 && st->has_floats(t) && (!block_type || a.requantize)) {
+      if (block_type)
+        std::printf("re-quantizing '%s' from its %s values: its own quantization error stays in them\n",
+                    t.name.c_str(), t.dtype.c_str());
       weights.push_back(&t);
+      continue;
+    }
+    if (is_weight && t.shape.size() == 2 && st->has_floats(t)) {
+      std::printf("skipping '%s' (%s, 2-D): already quantized; --requantize quantizes it from its dequantized values%s\n",
+                  t.name.c_str(), t.dtype.c_str(),
+                  t.dtype == "Q4_0" || t.dtype == "Q5_0" || t.dtype == "Q8_0" ? ", `woq import` brings it in exactly"
+                                                                               : "");
       continue;
     }
     const SafeTensor* owner = split_suffix(t.name, ".bias", &base) ? st->find(base + ".weight") : nullptr;
     if (owner && owner->shape.size() == 2 && t.shape.size() == 1 && t.shape[0] == owner->shape[0] &&
-        float_dtype(t.dtype))
+        st->has_floats(t))
       continue;  // stored with its weight
     std::printf("skipping '%s' (%s, %zu-D): only 2-D float *.weight tensors are quantized\n", t.name.c_str(),
                 t.dtype.c_str(), t.shape.size());
   }
   if (weights.empty())
     throw CliError("'" + a.in + "' has no 2-D F32/F16/BF16 *.weight tensors to quantize" +
-                   (st->is_gguf() ? std::string(" (a GGUF file's Q4_0, Q5_0 and Q8_0 matrices are brought in as they are by `woq import`)")
+                   (st->is_gguf() ? std::string(" (a GGUF file's Q4_0, Q5_0 and Q8_0 matrices are brought in as they are by "
+                                                "`woq import`; --requantize also quantizes Q4_0 .. Q8_0 and Q2_K .. Q6_K "
+                                                "matrices from their dequantized values)")
                                   : std::string()));
 
   Writer w;
@@ -184,7 +213,7 @@ int cmd_quantize(const QuantizeArgs& a) {
   double err2 = 0;
   for (const SafeTensor* t : weights) {
     const uint64_t rows = t->shape[0], cols = t->shape[1];
-    std::vector<uint8_t> native(t->data, t->data + t->bytes);  // aligned copy in the source dtype
+    const NativeWeights native = native_weights(*st, *t);
     QMatrix qm;
     std::vector<uint8_t> x;
     if (calib) {
@@ -194,12 +223,12 @@ int cmd_quantize(const QuantizeArgs& a) {
       q.calibration_dtype = to_woq_dtype(xt->dtype);
       q.calibration_rows = xt->shape[0];
     }
-    check(woq_quantize(native.data(), to_woq_dtype(t->dtype), rows, cols, &q, qm.out()), "quantize '" + t->name + "'");
+    check(woq_quantize(native.bytes.data(), native.dtype, rows, cols, &q, qm.out()), "quantize '" + t->name + "'");
     std::string base;
     split_suffix(t->name, ".weight", &base);  // every entry of `weights` ends so
     const SafeTensor* b = st->find(base + ".bias");
     std::vector<float> bias;
-    if (b && b->shape.size() == 1 && b->shape[0] == rows && float_dtype(b->dtype)) bias = b->to_f32();
+    if (b && b->shape.size() == 1 && b->shape[0] == rows && st->has_floats(*b)) bias = st->floats(*b);
     check(woq_writer_add_tensor(w.get(), t->name.c_str(), qm.get(), bias.empty() ? nullptr : bias.data()),
           "write '" + t->name + "'");
     double rel;
@@ -297,7 +326,7 @@ int cmd_inspect_svg(const std::string& path, const std::string& tensor, const st
   check(woq_file_tensor_info_by_name(f.get(), tensor.c_str(), &info), "tensor '" + tensor + "'");
   auto st = WeightSource::open(source);
   const SafeTensor* src = st->find(tensor);
-  if (!src || src->shape.size() != 2 || src->shape[0] != info.rows || src->shape[1] != info.cols || !float_dtype(src->dtype))
+  if (!src || src->shape.size() != 2 || src->shape[0] != info.rows || src->shape[1] != info.cols || !st->has_floats(*src))
     throw CliError("'" + source + "' has no 2-D float tensor '" + tensor + "' of the stored shape");
   Context ctx;
   create_reference_context(ctx);
@@ -309,14 +338,14 @@ int cmd_inspect_svg(const std::string& path, const std::string& tensor, const st
   woq::cli::SvgPicture pic;
   pic.title = tensor + "  [" + std::to_string(info.rows) + " x " + std::to_string(info.cols) + "], stored at " +
               std::to_string(info.bits) + " bits, group " + std::to_string(info.group_size);
-  pic.weights = src->to_f32();
+  pic.weights = st->floats(*src);
   for (int q = 0; q < (1 << info.bits); ++q) pic.levels.push_back(scale * float(q - zero));
   char label[160];
   std::snprintf(label, sizeof label, "the %d levels s(q - z) of row 0, group 0 (s = %.4g, z = %d)", 1 << info.bits,
                 double(scale), zero);
   pic.levels_label = label;
   pic.stored_bits = int(info.bits);
-  std::vector<uint8_t> native(src->data, src->data + src->bytes);
+  const NativeWeights native = native_weights(*st, *src);
   for (int bits = 8; bits >= 2; --bits) {
     woq_quant_options q;
     woq_quant_options_init(&q);
@@ -324,7 +353,7 @@ int cmd_inspect_svg(const std::string& path, const std::string& tensor, const st
     q.group_size = info.group_size == info.cols ? 0 : info.group_size;
     q.scheme = info.scheme;
     QMatrix qm;
-    check(woq_quantize(native.data(), to_woq_dtype(src->dtype), info.rows, info.cols, &q, qm.out()), "re-quantize");
+    check(woq_quantize(native.bytes.data(), native.dtype, info.rows, info.cols, &q, qm.out()), "re-quantize");
     double sqnr;
     woq_qmatrix_stats(qm.get(), nullptr, nullptr, &sqnr);
     pic.sqnr_bits.push_back(bits);
@@ -649,8 +678,8 @@ int cmd_bench(const BenchArgs& a) {
     char quant_err[64] = "";
     if (ref) {
       const SafeTensor* src = ref->find(info.name);
-      if (src && src->shape.size() == 2 && src->shape[0] == n && src->shape[1] == k && float_dtype(src->dtype)) {
-        double e = rel_error(y.data(), matmul_f64(x, src->to_f32(), bias_ptr, a.m, n, k));
+      if (src && src->shape.size() == 2 && src->shape[0] == n && src->shape[1] == k && ref->has_floats(*src)) {
+        double e = rel_error(y.data(), matmul_f64(x, ref->floats(*src), bias_ptr, a.m, n, k));
         std::snprintf(quant_err, sizeof quant_err, "  %14.4g", e);
         sum_quant_err2 += e * e;
         ++compared;
@@ -705,6 +734,9 @@ int main(int argc, char** argv) {
   quantize->add_flag("--act-order", qa.act_order, "gptq: columns by decreasing Hessian diagonal (static groups)");
   quantize->add_flag("--act-order-groups", qa.act_order_groups,
                      "gptq with --act-order: groups formed in that order, stored with an input permutation (format 1.2)");
+  quantize->add_flag("--requantize", qa.requantize,
+                     "also quantize a GGUF file's Q4_0 .. Q8_0 and Q2_K .. Q6_K matrices, from their values as ggml "
+                     "dequantizes them (their error and woq's add up)");
   quantize->add_option("--calibration", qa.calibration,
                        "safetensors of input activations X[S, K]: one per weight (named like it or its prefix) "
                        "or one per dotted prefix shared by several weights")

@@ -9,7 +9,6 @@
 #include <set>
 
 #include "import/output_file.h"
-#include "kernels/cpu/numeric.h"
 #include "runtime/error.h"
 
 namespace woq::import {
@@ -245,24 +244,6 @@ std::unique_ptr<GgufFile> GgufFile::open(const std::string& path) {
 const GgufTensor* GgufFile::find(const std::string& name) const {
   const auto it = by_name_.find(name);
   return it == by_name_.end() ? nullptr : &tensors_[it->second];
-}
-
-std::vector<float> gguf_floats(const GgufTensor& t) {
-  const auto type = GgmlType(t.type);
-  if (type != GgmlType::F32 && type != GgmlType::F16 && type != GgmlType::BF16)
-    fail(Status::Format, "tensor '" + t.name + "' has type " + ggml_type_name(t.type) + ", expected F32, F16 or BF16");
-  const uint64_t width = type == GgmlType::F32 ? 4 : 2;
-  std::vector<float> out(t.bytes / width);
-  for (uint64_t i = 0; i < out.size(); ++i) {
-    if (type == GgmlType::F32) {
-      std::memcpy(&out[i], t.data + 4 * i, 4);
-    } else {
-      uint16_t h;
-      std::memcpy(&h, t.data + 2 * i, 2);
-      out[i] = type == GgmlType::F16 ? kernels::half_to_float(h) : kernels::bf16_to_float(h);
-    }
-  }
-  return out;
 }
 
 uint64_t ggml_tensor_bytes(uint32_t type, const std::vector<uint64_t>& dims) {

@@ -71,8 +71,12 @@ class GgufFile {
 // Whether `path` is a regular file that starts with GGUF's magic.
 bool looks_like_gguf(const std::string& path);
 
-// The values of an F32 / F16 / BF16 tensor as fp32; throws Error(Format)
-// naming it for another type.
+// Whether gguf_floats decodes tensors of `type`: F32, F16, BF16, and the
+// block types Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 and Q2_K .. Q6_K.
+bool gguf_has_floats(uint32_t type);
+// The tensor's values as fp32 (gguf_floats.cpp): block types dequantized
+// exactly as ggml's dequantize_row_* does. Throws Error(Format) naming it
+// for a type gguf_has_floats refuses.
 std::vector<float> gguf_floats(const GgufTensor& t);
 
 // Bytes of a tensor of `type` with `dims` (ggml order); 0 for a type whose

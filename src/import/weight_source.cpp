@@ -1,5 +1,9 @@
 #include "import/weight_source.h"
 
+#include <functional>
+
+#include "runtime/error.h"
+
 namespace woq::import {
 
 std::unique_ptr<WeightSource> WeightSource::open(const std::string& path) {
@@ -12,13 +16,11 @@ std::unique_ptr<WeightSource> WeightSource::open(const std::string& path) {
   for (const GgufTensor& g : s->gguf_->tensors()) {
     SafeTensor t;
     t.name = g.name;
-    const auto type = GgmlType(g.type);
-    const bool is_float = type == GgmlType::F32 || type == GgmlType::F16 || type == GgmlType::BF16;
     t.dtype = ggml_type_name(g.type);
     t.shape.assign(g.dims.rbegin(), g.dims.rend());
     t.count = 1;
     for (uint64_t d : g.dims) t.count *= d;  // GgufFile::open refused an overflow
-    if (is_float) {  // the reader checked that these bytes lie in the file
+    if (gguf_has_floats(g.type)) {  // the reader checked that these bytes lie in the file
       t.data = g.data;
       t.bytes = g.bytes;
     }
@@ -31,6 +33,24 @@ const SafeTensor* WeightSource::find(const std::string& name) const {
   if (safetensors_) return safetensors_->find(name);
   const GgufTensor* g = gguf_->find(name);  // same order as gguf_tensors_
   return g ? &gguf_tensors_[size_t(g - gguf_->tensors().data())] : nullptr;
+}
+
+bool WeightSource::has_floats(const SafeTensor& t) const {
+  if (safetensors_) return t.dtype == "F32" || t.dtype == "F16" || t.dtype == "BF16";
+  return t.data && gguf_has_floats(gguf_->tensors()[index_of(t)].type);
+}
+
+std::vector<float> WeightSource::floats(const SafeTensor& t) const {
+  if (safetensors_) return t.to_f32();
+  return gguf_floats(gguf_->tensors()[index_of(t)]);
+}
+
+size_t WeightSource::index_of(const SafeTensor& t) const {
+  const SafeTensor* begin = gguf_tensors_.data();
+  const std::less<const SafeTensor*> before;
+  if (before(&t, begin) || !before(&t, begin + gguf_tensors_.size()))
+    fail(Status::Internal, "tensor '" + t.name + "' is not one of this GGUF file's");
+  return size_t(&t - begin);
 }
 
 }  // namespace woq::import

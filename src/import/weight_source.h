@@ -20,7 +20,9 @@ class WeightSource {
   // row-major order (GGUF lists the contiguous dimension first, so a
   // matrix of N outputs and K inputs becomes [N, K]), dtype "F32", "F16"
   // or "BF16" for those types and ggml's type name ("Q4_0", "Q6_K", ...)
-  // with no data for the others. Throws woq::Error naming the file.
+  // for the others, with their blocks as data where woq decodes them
+  // (gguf_has_floats) and no data otherwise. Throws woq::Error naming the
+  // file.
   static std::unique_ptr<WeightSource> open(const std::string& path);
   WeightSource(const WeightSource&) = delete;
   WeightSource& operator=(const WeightSource&) = delete;
@@ -32,9 +34,17 @@ class WeightSource {
     return safetensors_ ? safetensors_->metadata() : gguf_->strings();
   }
   bool is_gguf() const { return gguf_ != nullptr; }
+  // Whether floats(t) gives t's values: F32 / F16 / BF16, or a GGUF block
+  // type woq decodes (Q4_0 .. Q8_0, Q2_K .. Q6_K).
+  bool has_floats(const SafeTensor& t) const;
+  // The values of one of this source's tensors as fp32; a GGUF block type
+  // is dequantized as ggml does. Throws woq::Error(Format) naming it for
+  // another type.
+  std::vector<float> floats(const SafeTensor& t) const;
 
  private:
   WeightSource() = default;
+  size_t index_of(const SafeTensor& t) const;  // t's place among gguf_tensors_
   std::unique_ptr<Safetensors> safetensors_;
   std::unique_ptr<GgufFile> gguf_;
   std::vector<SafeTensor> gguf_tensors_;  // views of gguf_'s tensors

@@ -5,13 +5,14 @@ node-llama-cpp ships it prebuilt (npm @node-llama-cpp/linux-x64, fetched by
 
   ggml_check.py LIB dequantized FILE.gguf EXPECT.safetensors
       ggml's GGUF reader (gguf_init_from_file) opens FILE.gguf, and each
-      tensor of EXPECT's names, dequantized by ggml (dequantize_row_q4_0,
-      _q5_0, _q8_0), equals EXPECT's values bit for bit.
+      tensor of EXPECT's names, dequantized by ggml (dequantize_row_<type>),
+      equals EXPECT's values bit for bit.
   ggml_check.py LIB quantize SOURCE.safetensors TYPE OUT.gguf EXPECT.safetensors
       llama.cpp's reference quantizer (quantize_row_<type>_ref) turns
-      SOURCE's 2-D *.weight tensors into TYPE (Q4_0, Q5_0 or Q8_0) blocks in
-      OUT.gguf (their *.bias as F32); EXPECT receives ggml's dequantization
-      of those blocks, as F32.
+      SOURCE's 2-D *.weight tensors into TYPE (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0,
+      Q2_K .. Q6_K) blocks in OUT.gguf (their *.bias as F32; a matrix whose
+      rows are not whole blocks as F32); EXPECT receives ggml's
+      dequantization of those blocks, as F32.
 
 LIB is libggml-base.so's path.
 """
@@ -26,7 +27,15 @@ sys.path.insert(0, os.path.join(HERE, "..", "golden"))
 import make_checkpoints as ckpt  # noqa: E402  (its numpy GGUF writer)
 import woq_reference as ref  # noqa: E402
 
-TYPES = {"Q4_0": (2, 18), "Q5_0": (6, 22), "Q8_0": (8, 34)}  # ggml type, bytes per block of 32
+# ggml type number, values and bytes per block
+TYPES = {"Q4_0": (2, 32, 18), "Q4_1": (3, 32, 20), "Q5_0": (6, 32, 22), "Q5_1": (7, 32, 24), "Q8_0": (8, 32, 34),
+         "Q2_K": (10, 256, 84), "Q3_K": (11, 256, 110), "Q4_K": (12, 256, 144), "Q5_K": (13, 256, 176),
+         "Q6_K": (14, 256, 210)}
+
+
+def symbol(kind):
+    """The type as ggml's function names spell it: q4_0, q4_K."""
+    return kind[0].lower() + kind[1:]
 
 
 class GgufInitParams(ctypes.Structure):
@@ -49,7 +58,7 @@ def load(lib_path):
         getattr(lib, name).restype = restype
         getattr(lib, name).argtypes = [ctypes.c_void_p, ctypes.c_int64]
     for kind in TYPES:
-        t = kind.lower()
+        t = symbol(kind)
         getattr(lib, "dequantize_row_" + t).argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64]
         getattr(lib, "quantize_row_%s_ref" % t).argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64]
     return lib
@@ -75,17 +84,18 @@ def ggml_tensors(lib, path):
 
 def dequantize(lib, kind, raw, n, k):
     blocks = np.frombuffer(raw, dtype=np.uint8)
-    if blocks.size != n * (k // 32) * TYPES[kind][1]:
+    _, per_block, block_bytes = TYPES[kind]
+    if k % per_block or blocks.size != n * (k // per_block) * block_bytes:
         raise ref.Fail("%d bytes are not %d x %d %s weights" % (blocks.size, n, k, kind))
     out = np.empty(n * k, dtype=np.float32)
-    getattr(lib, "dequantize_row_" + kind.lower())(blocks.ctypes.data, out.ctypes.data, n * k)
+    getattr(lib, "dequantize_row_" + symbol(kind))(blocks.ctypes.data, out.ctypes.data, n * k)
     return out.reshape(n, k)
 
 
 def cmd_dequantized(lib, path, expect_path):
     tensors, version = ggml_tensors(lib, path)
     expect, _ = ref.read_safetensors(expect_path)
-    kinds = {code: kind for kind, (code, _) in TYPES.items()}
+    kinds = {code: kind for kind, (code, _, _) in TYPES.items()}
     checked = 0
     for name, (_, want) in expect.items():
         if name.endswith(".bias"):
@@ -94,7 +104,7 @@ def cmd_dequantized(lib, path, expect_path):
             raise ref.Fail("ggml finds no tensor %s in %s" % (name, path))
         code, raw = tensors[name]
         if code not in kinds:
-            raise ref.Fail("%s is ggml type %d, not Q4_0, Q5_0 or Q8_0" % (name, code))
+            raise ref.Fail("%s is ggml type %d, not one of %s" % (name, code, ", ".join(TYPES)))
         got = dequantize(lib, kinds[code], raw, *want.shape)
         if not np.array_equal(got, want.astype(np.float32)):
             diff = np.abs(got.astype(np.float64) - want).max()
@@ -107,12 +117,17 @@ def cmd_dequantized(lib, path, expect_path):
 def cmd_quantize(lib, source_path, kind, out_path, expect_path):
     source, _ = ref.read_safetensors(source_path)
     tensors, expected = [], {}
+    _, per_block, block_bytes = TYPES[kind]
     for name, (_, w) in source.items():
         if name.endswith(".weight") and w.ndim == 2:
             n, k = w.shape
             x = np.ascontiguousarray(w, dtype=np.float32)
-            raw = np.empty(n * (k // 32) * TYPES[kind][1], dtype=np.uint8)
-            getattr(lib, "quantize_row_%s_ref" % kind.lower())(x.ctypes.data, raw.ctypes.data, n * k)
+            if k % per_block:  # as llama.cpp does for such rows: left in float
+                tensors.append((name, "F32", [k, n], x.tobytes()))
+                expected[name] = ("F32", x)
+                continue
+            raw = np.empty(n * (k // per_block) * block_bytes, dtype=np.uint8)
+            getattr(lib, "quantize_row_%s_ref" % symbol(kind))(x.ctypes.data, raw.ctypes.data, n * k)
             tensors.append((name, kind, [k, n], raw.tobytes()))
             expected[name] = ("F32", dequantize(lib, kind, raw.tobytes(), n, k))
     for name, (_, b) in source.items():

@@ -159,7 +159,8 @@ def compressed(w, bits, group, sym, act_order=False, rng=None):
 # max the block's weight of largest magnitude, q = min(qmax, trunc(w / d +
 # mid + 0.5)); Q8_0: d = amax / 127, q = round(w / d).
 
-GGUF_TYPES = {"F32": 0, "F16": 1, "Q4_0": 2, "Q5_0": 6, "Q8_0": 8, "Q4_K": 12, "BF16": 30}
+GGUF_TYPES = {"F32": 0, "F16": 1, "Q4_0": 2, "Q4_1": 3, "Q5_0": 6, "Q5_1": 7, "Q8_0": 8, "Q2_K": 10, "Q3_K": 11,
+              "Q4_K": 12, "Q5_K": 13, "Q6_K": 14, "BF16": 30}
 GGUF_VALUE = {"u8": (0, "<B"), "i8": (1, "<b"), "u16": (2, "<H"), "i16": (3, "<h"), "u32": (4, "<I"),
               "i32": (5, "<i"), "f32": (6, "<f"), "bool": (7, "<?"), "u64": (10, "<Q"), "i64": (11, "<q"),
               "f64": (12, "<d")}
@@ -589,7 +590,30 @@ def main():
                            "model.layers.0.mlp.down_proj": ("F32", rng.standard_normal((64, 256)).astype(np.float32))})
     write_gguf_cases(out, rng)
     write_onnx_cases(out, rng)
-    print("wrote 20 checkpoint cases to", out)
+    write_wide_floats(out)
+    print("wrote 21 checkpoint cases to", out)
+
+
+def write_wide_floats(out):
+    """float_wide: float matrices whose rows are whole 256-value super-blocks,
+    for ggml's K-quants (tests/ggml): normal weights with outliers, a row of
+    negative weights, a row of zeros, a row of one repeated value; an F16
+    matrix with a bias; and a matrix of 128-wide rows that stays F32."""
+    rng = np.random.default_rng(29)  # its own stream: the cases above keep theirs
+    d = os.path.join(out, "float_wide")
+    os.makedirs(d, exist_ok=True)
+    gate = layer_weights(rng, 24, 1024)
+    gate[2] = -np.abs(gate[2])
+    gate[3] = 0
+    gate[4] = 0.03
+    gate[5, ::97] *= 40
+    proj = layer_weights(rng, 16, 512)
+    ref.write_safetensors(os.path.join(d, "model.safetensors"), {
+        "model.layers.0.mlp.gate_proj.weight": ("F32", gate.astype(np.float32)),
+        "model.layers.0.self_attn.o_proj.weight": ("F16", proj.astype(np.float16)),
+        "model.layers.0.self_attn.o_proj.bias": ("F32", (rng.standard_normal(16) * 0.1).astype(np.float32)),
+        "model.layers.0.mlp.down_proj.weight": ("F32", layer_weights(rng, 8, 128).astype(np.float32))},
+        {"format": "pt"})
 
 
 if __name__ == "__main__":
