@@ -208,7 +208,10 @@ public sealed class QuantOptions {
   public woq_method Method = woq_method.WOQ_METHOD_RTN;
   /// <summary>Calibration activations X[rows, cols] (row-major) for AWQ and GPTQ.</summary>
   public float[] Calibration;
-  public bool ActOrder;         // GPTQ: columns by decreasing Hessian diagonal
+  public bool ActOrder;         // GPTQ: columns by decreasing Hessian diagonal, static groups (a plain layout)
+  /// <summary>GPTQ with ActOrder: groups formed in that order, stored with an input
+  /// permutation that MatMul applies to X (more accurate; format 1.2).</summary>
+  public bool ActOrderGroups;
   public bool FoldInputScales;  // AWQ: the caller folds the factors into what produces X
 }
 
@@ -230,7 +233,9 @@ public sealed class QMatrix : WoqHandle {
       o.group_size = options.GroupSize;
       o.scheme = options.Symmetric ? woq_scheme.WOQ_SCHEME_SYMMETRIC : woq_scheme.WOQ_SCHEME_ASYMMETRIC;
       o.method = options.Method;
-      o.act_order = options.ActOrder ? 1 : 0;
+      if (options.ActOrderGroups && !options.ActOrder)
+        throw new WoqException(woq_status.WOQ_ERR_INVALID_ARGUMENT, "ActOrderGroups needs ActOrder");
+      o.act_order = options.ActOrderGroups ? 2 : options.ActOrder ? 1 : 0;
       o.fold_input_scales = options.FoldInputScales ? 1 : 0;
       long calibrationRows = 0;
       if (options.Calibration != null) {
@@ -331,6 +336,8 @@ public sealed class TensorInfo {
   public bool HasBias;
   public ulong StoredBytes;
   public double BitsPerWeight, SqnrDb;
+  public bool HasInputScales;       // AWQ factors stored; MatMul applies them
+  public bool HasInputPermutation;  // act-order input order stored; MatMul gathers X by it
 }
 
 /// <summary>An open, validated .woq file.</summary>
@@ -388,6 +395,7 @@ public sealed class WoqFile : WoqHandle {
               Rows = (long)info.rows, Cols = (long)info.cols, Bits = info.bits, GroupSize = info.group_size,
               HasBias = info.has_bias != 0, StoredBytes = info.stored_bytes,
               BitsPerWeight = info.bits_per_weight, SqnrDb = info.sqnr_db,
+              HasInputScales = info.has_input_scales != 0, HasInputPermutation = info.has_input_permutation != 0,
             };
           }
         }

@@ -290,7 +290,10 @@ type QuantOptions struct {
 	// Calibration activations X[CalibrationRows, cols] (row-major fp32) for
 	// AWQ and GPTQ; nil for the other methods.
 	Calibration []float32
-	ActOrder    bool // GPTQ: columns by decreasing Hessian diagonal
+	ActOrder    bool // GPTQ: columns by decreasing Hessian diagonal, static groups (a plain layout)
+	// GPTQ with ActOrder: groups formed in that order, stored with an input
+	// permutation that MatMul applies to X (more accurate; format 1.2).
+	ActOrderGroups bool
 	// AWQ: leave the per-input-channel factors out of the matrix (the
 	// caller folds them into whatever produces X; see InputScales).
 	FoldInputScales bool
@@ -327,7 +330,12 @@ func Quantize(weights []float32, rows, cols int, o QuantOptions) (*QMatrix, erro
 		opts.SetScheme(woqc.WOQ_SCHEME_SYMMETRIC)
 	}
 	opts.SetMethod(woqc.Enum_SS_woq_method(o.Method))
-	if o.ActOrder {
+	if o.ActOrderGroups && !o.ActOrder {
+		return nil, invalid("ActOrderGroups needs ActOrder")
+	}
+	if o.ActOrderGroups {
+		opts.SetAct_order(2)
+	} else if o.ActOrder {
 		opts.SetAct_order(1)
 	}
 	if o.FoldInputScales {
@@ -544,6 +552,8 @@ type TensorInfo struct {
 	HasBias               bool
 	StoredBytes           uint64
 	BitsPerWeight, SQNRdB float64
+	HasInputScales        bool // AWQ factors stored; MatMul applies them
+	HasInputPermutation   bool // act-order input order stored; MatMul gathers X by it
 }
 
 // Tensors describes every tensor in file order.
@@ -568,6 +578,7 @@ func (f *File) Tensors() ([]TensorInfo, error) {
 			Name: info.Name_utf8(), Rows: int(info.GetRows()), Cols: int(info.GetCols()),
 			Bits: int(info.GetBits()), GroupSize: int(info.GetGroup_size()), HasBias: info.GetHas_bias() != 0,
 			StoredBytes: info.GetStored_bytes(), BitsPerWeight: info.GetBits_per_weight(), SQNRdB: info.GetSqnr_db(),
+			HasInputScales: info.GetHas_input_scales() != 0, HasInputPermutation: info.GetHas_input_permutation() != 0,
 		})
 	}
 	return infos, nil

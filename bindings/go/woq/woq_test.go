@@ -306,7 +306,75 @@ func TestCalibratedMethods(t *testing.T) {
 		}
 		q.Close()
 	}
+	// GPTQ with act-order, static groups and groups in that order (stored
+	// with an input permutation): better than RTN, and MatMul agrees with
+	// float64 on the tensor's own dequantized weights.
+	for _, groups := range []bool{false, true} {
+		o := DefaultQuantOptions()
+		o.Method, o.Calibration, o.ActOrder, o.ActOrderGroups = 4, x, true, groups
+		q, err := Quantize(w, rows, cols, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e := outputError(q); e >= base {
+			t.Fatalf("act-order (groups %v): output error %g not below RTN's %g", groups, e, base)
+		}
+		ctx, err := NewContext(BackendCPU, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tensor, err := TensorFromQMatrix(ctx, q, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wHat, err := tensor.Dequantize()
+		if err != nil {
+			t.Fatal(err)
+		}
+		y, err := tensor.MatMul(x[:cols], 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for n := 0; n < rows; n++ {
+			ref, mag := 0.0, 0.0
+			for k := 0; k < cols; k++ {
+				p := float64(x[k]) * float64(wHat[n*cols+k])
+				ref, mag = ref+p, mag+math.Abs(p)
+			}
+			if math.Abs(float64(y[n])-ref) > 1e-5*mag {
+				t.Fatalf("act-order (groups %v): y[%d] = %g, float64 on the dequantized weights %g", groups, n, y[n], ref)
+			}
+		}
+		path := filepath.Join(t.TempDir(), "act-order.woq")
+		wr, err := CreateWriter(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := wr.Add("proj.weight", q, nil); err != nil {
+			t.Fatal(err)
+		}
+		if err := wr.Finish(); err != nil {
+			t.Fatal(err)
+		}
+		wr.Close()
+		f, err := OpenFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if infos, err := f.Tensors(); err != nil || infos[0].HasInputPermutation != groups || infos[0].HasInputScales {
+			t.Fatalf("act-order (groups %v): stored tensor %+v, %v", groups, infos, err)
+		}
+		f.Close()
+		tensor.Close()
+		ctx.Close()
+		q.Close()
+	}
 	o := DefaultQuantOptions()
+	o.Method, o.Calibration, o.ActOrderGroups = 4, x, true
+	if _, err := Quantize(w, rows, cols, o); statusOf(err) != ErrInvalidArgument || !strings.Contains(err.Error(), "needs ActOrder") {
+		t.Fatalf("ActOrderGroups without ActOrder: %v", err)
+	}
+	o = DefaultQuantOptions()
 	o.Method = 4
 	if _, err := Quantize(w, rows, cols, o); statusOf(err) != ErrInvalidArgument || !strings.Contains(err.Error(), "calibration") {
 		t.Fatalf("GPTQ without calibration: %v", err)

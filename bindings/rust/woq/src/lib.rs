@@ -196,9 +196,22 @@ pub enum Method {
     Hqq,
     /// Per-input-channel scales from calibration activations.
     Awq,
-    /// Error feedback through the calibration Hessian; `act_order` quantizes
-    /// columns by decreasing Hessian diagonal.
-    Gptq { act_order: bool },
+    /// Error feedback through the calibration Hessian, columns in the
+    /// order `act_order` says.
+    Gptq { act_order: ActOrder },
+}
+
+/// The column order of GPTQ (woq_quant_options::act_order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ActOrder {
+    /// The natural order.
+    Off,
+    /// By decreasing Hessian diagonal, with static groups (each group's grid
+    /// from the original weights): the stored layout stays plain.
+    StaticGroups,
+    /// The same order with groups formed in it, stored with an input
+    /// permutation that `matmul` applies to X (more accurate; format 1.2).
+    Groups,
 }
 
 /// A quantized matrix in host memory.
@@ -251,7 +264,11 @@ impl QMatrix {
             Method::Awq => sys::woq_method_WOQ_METHOD_AWQ,
             Method::Gptq { .. } => sys::woq_method_WOQ_METHOD_GPTQ,
         };
-        o.act_order = matches!(options.method, Method::Gptq { act_order: true }) as i32;
+        o.act_order = match options.method {
+            Method::Gptq { act_order: ActOrder::StaticGroups } => 1,
+            Method::Gptq { act_order: ActOrder::Groups } => 2,
+            _ => 0,
+        };
         if !calibration.is_empty() {
             o.calibration = calibration.as_ptr().cast(); // read during this call only
             o.calibration_dtype = sys::woq_dtype_WOQ_DTYPE_F32;
@@ -355,6 +372,10 @@ pub struct TensorInfo {
     pub group_size: u32,
     pub has_bias: bool,
     pub bits_per_weight: f64,
+    /// AWQ factors stored; `matmul` applies them.
+    pub has_input_scales: bool,
+    /// An act-order input order stored; `matmul` gathers X by it.
+    pub has_input_permutation: bool,
 }
 
 /// An open, validated .woq file.
@@ -423,6 +444,8 @@ impl File {
                     group_size: info.group_size,
                     has_bias: info.has_bias != 0,
                     bits_per_weight: info.bits_per_weight,
+                    has_input_scales: info.has_input_scales != 0,
+                    has_input_permutation: info.has_input_permutation != 0,
                 })
             })
             .collect()

@@ -1,7 +1,7 @@
 // The safe crate end to end against libwoq.so: quantize, write, open,
 // load, matmul (checked against float64 on the dequantized weights), and
 // errors that carry libwoq's message.
-use woq::{Backend, Context, File, Method, QMatrix, QuantOptions, Tensor, Writer};
+use woq::{ActOrder, Backend, Context, File, Method, QMatrix, QuantOptions, Tensor, Writer};
 
 fn weights(rows: usize, cols: usize) -> Vec<f32> {
     // A small LCG: deterministic, no dependencies.
@@ -154,13 +154,36 @@ fn calibrated_methods_cut_output_error() {
         e2 / r2
     };
     let base = error(&QMatrix::quantize(&w, rows, cols, QuantOptions::default()).unwrap());
-    for method in [Method::Awq, Method::Gptq { act_order: false }, Method::Gptq { act_order: true }] {
+    let path = temp_path("act_order.woq");
+    for method in [
+        Method::Awq,
+        Method::Gptq { act_order: ActOrder::Off },
+        Method::Gptq { act_order: ActOrder::StaticGroups },
+        Method::Gptq { act_order: ActOrder::Groups },
+    ] {
         let q = QMatrix::quantize_calibrated(&w, rows, cols, QuantOptions { method, ..Default::default() }, &x).unwrap();
         let e = error(&q);
         assert!(e < base, "{method:?}: output error {e} not below RTN's {base}");
         assert_eq!(q.input_scales().unwrap().is_some(), method == Method::Awq);
+        // matmul agrees with float64 on the tensor's own dequantized weights,
+        // whatever input order it stores.
+        let t = Tensor::from_qmatrix(&ctx, &q, None).unwrap();
+        let w_hat = t.dequantize().unwrap();
+        let y = t.matmul(&x[..cols as usize], 1).unwrap();
+        for n in 0..rows as usize {
+            let terms = (0..cols as usize).map(|k| x[k] as f64 * w_hat[n * cols as usize + k] as f64);
+            let (reference, magnitude) = terms.fold((0.0, 0.0), |(s, m), p| (s + p, m + p.abs()));
+            assert!((y[n] as f64 - reference).abs() <= 1e-5 * magnitude, "{method:?}: y[{n}] {} vs {reference}", y[n]);
+        }
+        let mut writer = Writer::create(&path).unwrap();
+        writer.add("proj.weight", &q, None).unwrap();
+        writer.finish().unwrap();
+        let info = &File::open(&path).unwrap().tensors().unwrap()[0];
+        assert_eq!(info.has_input_scales, method == Method::Awq, "{method:?}");
+        assert_eq!(info.has_input_permutation, method == Method::Gptq { act_order: ActOrder::Groups }, "{method:?}");
     }
-    let err = QMatrix::quantize(&w, rows, cols, QuantOptions { method: Method::Gptq { act_order: false }, ..Default::default() })
+    std::fs::remove_file(&path).unwrap();
+    let err = QMatrix::quantize(&w, rows, cols, QuantOptions { method: Method::Gptq { act_order: ActOrder::Off }, ..Default::default() })
         .err()
         .unwrap();
     assert!(err.message.contains("calibration"), "{err}");
