@@ -348,6 +348,13 @@ typedef struct woq_import_options {
    * largest relative change. A scale beyond fp16's range, or one that would
    * round to zero, is refused either way. */
   int round_scales;
+  /* Called on the calling thread after each layer is converted and written
+   * to the temporary file: `done` of `total` layers (total is known before
+   * the first call), `layer` its name (valid during the call). NULL
+   * (default): not called. It must not call woq for this import; an import
+   * that fails after some calls leaves no file. */
+  void (*progress)(void* user_data, uint64_t done, uint64_t total, const char* layer);
+  void* progress_user_data; /* passed to progress */
 } woq_import_options;
 
 /** Fill *options with defaults (sets struct_size). Thread-safe. */
@@ -448,8 +455,9 @@ WOQ_API woq_status woq_file_open_ex(const char* path, const woq_open_options* op
 /** What woq_file_open_memory does with the caller's bytes. */
 typedef enum woq_memory_mode {
   WOQ_MEMORY_COPY = 0,  /* copied during the call; the caller may free or reuse them at once */
-  WOQ_MEMORY_BORROW = 1 /* read in place, never written: they must stay valid and unchanged
-                           until woq_file_close() (tensors loaded by then do not need them) */
+  WOQ_MEMORY_BORROW = 1, /* read in place, never written: they must stay valid and unchanged
+                            until woq_file_close() (tensors loaded by then do not need them) */
+  WOQ_MEMORY_MAX_ENUM = 0x7FFFFFFF
 } woq_memory_mode;
 
 /**

@@ -440,14 +440,25 @@ WOQ_API woq_status woq_import_checkpoint_ex(const char* checkpoint_path, const c
       fail(Status::InvalidArgument, "woq_import_options.round_scales = " + std::to_string(o.round_scales) +
                                         " is neither 0 nor 1");
     const woq::import::Flavor flavor = woq::import::parse_flavor(format ? format : "auto");
+    // Each layer is written as soon as it is converted, so the import holds
+    // one converted layer at a time; the directory and metadata come last.
+    // The file is created with the first layer: a checkpoint that cannot be
+    // read is reported as such.
+    std::unique_ptr<woq::format::Writer> output;
     woq::import::ImportOptions import_options;
     import_options.round_scales = o.round_scales == 1;
+    import_options.on_layer = [&](woq::import::ImportedLayer&& layer, size_t index, size_t total) {
+      if (!output) output = std::make_unique<woq::format::Writer>(woq_path);
+      add_matrix(*output, layer.name, layer.matrix, layer.matrix.bias.empty() ? nullptr : layer.matrix.bias.data());
+      if (o.progress) o.progress(o.progress_user_data, index + 1, total, layer.name.c_str());
+    };
     woq::import::ImportResult r = woq::import::import_checkpoint(checkpoint_path, flavor, import_options);
     char change[32];
     std::snprintf(change, sizeof change, "%.2g", r.largest_scale_change);
     const std::string rounded = std::to_string(r.scales_rounded) + " of " + std::to_string(r.scales_read) +
                                 " scales rounded to fp16, largest relative change " + change;
-    woq::format::Writer writer(woq_path);
+    if (!output) fail(Status::Internal, "the import converted no layer and did not fail");
+    woq::format::Writer& writer = *output;
     std::string source = checkpoint_path;  // a file's or a directory's name
     while (source.size() > 1 && source.back() == '/') source.pop_back();
     writer.set_metadata({"woq.writer", woq::format::MetadataType::String, std::string("libwoq ") + woq_version_string()});
@@ -463,13 +474,11 @@ WOQ_API woq_status woq_import_checkpoint_ex(const char* checkpoint_path, const c
       }
       writer.set_metadata({"source." + key, woq::format::MetadataType::String, value});
     }
-    for (const auto& layer : r.layers)
-      add_matrix(writer, layer.name, layer.matrix, layer.matrix.bias.empty() ? nullptr : layer.matrix.bias.data());
     writer.finish();
     if (out_report) {
       thread_local std::string t_report;
       t_report = "format " + std::string(woq::import::flavor_name(r.flavor)) + " (" + r.how + "); " +
-                 std::to_string(r.layers.size()) + " layers converted";
+                 std::to_string(r.layer_count) + " layers converted";
       if (r.scales_rounded) t_report += "; " + rounded;
       if (left_out)
         t_report += "; " + std::to_string(left_out) + " of the checkpoint's metadata strings left out (.woq keys are at most " +

@@ -181,6 +181,11 @@ static woq_status woq_quantize_calibrated(const void* weights, woq_dtype w_dtype
 
 #endif /* SWIGGO */
 
+/* Import progress is a C callback: hosts of these bindings (IL2CPP, cgo)
+ * cannot be called back from native code, so it stays NULL here. */
+%ignore woq_import_options::progress;
+%ignore woq_import_options::progress_user_data;
+
 /* Scalar out-parameters (both languages: C# `out`, Go one-element slices). */
 %apply uint64_t* OUTPUT { uint64_t* out_rows, uint64_t* out_cols, uint64_t* out_count,
                           uint64_t* out_length, uint64_t* out_bytes,

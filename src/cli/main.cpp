@@ -813,6 +813,14 @@ int main(int argc, char** argv) {
       woq_import_options options;
       woq_import_options_init(&options);
       options.round_scales = import_round_scales ? 1 : 0;
+      std::unique_ptr<woq::cli::Progress> progress;  // made at the first layer, when the total is known
+      options.progress_user_data = &progress;
+      options.progress = [](void* user, uint64_t done, uint64_t total, const char* layer) {
+        auto& bar = *static_cast<std::unique_ptr<woq::cli::Progress>*>(user);
+        if (!bar) bar = std::make_unique<woq::cli::Progress>(total, "importing");
+        bar->step(layer);
+        if (done == total) bar->finish();
+      };
       check(woq_import_checkpoint_ex(import_in.c_str(), import_format.c_str(), import_out.c_str(), &options, &report),
             "import '" + import_in + "'");
       std::printf("wrote %s: %s\n", import_out.c_str(), report);

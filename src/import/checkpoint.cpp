@@ -437,7 +437,25 @@ QuantizedMatrix import_gguf_matrix(const GgufFile& f, const GgufTensor& t) {
       [&](uint64_t row, uint64_t j) { return uint16_t(d_bits(row, j) & 0x7fff); });
 }
 
-ImportResult import_gguf(const std::string& path) {
+// Hands each converted layer to ImportOptions::on_layer, or keeps it in the
+// result; counts them either way.
+class LayerSink {
+ public:
+  LayerSink(ImportResult& result, const ImportOptions& options, size_t total)
+      : result_(result), options_(options), total_(total) {}
+  void operator()(ImportedLayer&& layer) {
+    if (options_.on_layer) options_.on_layer(std::move(layer), result_.layer_count, total_);
+    else result_.layers.push_back(std::move(layer));
+    ++result_.layer_count;
+  }
+
+ private:
+  ImportResult& result_;
+  const ImportOptions& options_;
+  size_t total_;
+};
+
+ImportResult import_gguf(const std::string& path, const ImportOptions& options) {
   auto file = GgufFile::open(path);
   ImportResult r;
   r.flavor = Flavor::Gguf;
@@ -447,6 +465,7 @@ ImportResult import_gguf(const std::string& path) {
   if (arch != file->strings().end()) r.how += ", architecture " + arch->second;
   std::set<std::string> used;
   std::map<std::string, int> others;  // "<type>" or "<type> <d>-D" -> count, for the error below
+  std::vector<const GgufTensor*> matrices;
   for (const GgufTensor& t : file->tensors()) {
     const auto type = GgmlType(t.type);
     const bool exact = type == GgmlType::Q4_0 || type == GgmlType::Q5_0 || type == GgmlType::Q8_0;
@@ -454,11 +473,11 @@ ImportResult import_gguf(const std::string& path) {
       if (t.dims.size() >= 2) ++others[ggml_type_name(t.type) + (t.dims.size() == 2 ? "" : " " + std::to_string(t.dims.size()) + "-D")];
       continue;
     }
-    r.layers.push_back({t.name, import_gguf_matrix(*file, t)});
+    matrices.push_back(&t);
     used.insert(t.name);
     if (ends_with(t.name, ".weight")) used.insert(t.name.substr(0, t.name.size() - 7) + ".bias");
   }
-  if (r.layers.empty()) {
+  if (matrices.empty()) {
     std::string held;
     for (const auto& [what, count] : others) held += (held.empty() ? "" : ", ") + std::to_string(count) + " " + what;
     fail(Status::Unsupported, "'" + path + "' has no 2-D Q4_0, Q5_0 or Q8_0 tensors, the GGUF types that woq imports "
@@ -467,6 +486,8 @@ ImportResult import_gguf(const std::string& path) {
   }
   for (const GgufTensor& t : file->tensors())
     if (!used.count(t.name)) r.skipped.push_back(t.name + " (" + ggml_type_name(t.type) + ")");
+  LayerSink sink(r, options, matrices.size());
+  for (const GgufTensor* t : matrices) sink({t->name, import_gguf_matrix(*file, *t)});
   return r;
 }
 
@@ -576,7 +597,7 @@ std::string onnx_layer_name(const std::string& b_name, int64_t bits) {
   return ends_with(b_name, tail) && b_name.size() > tail.size() ? b_name.substr(0, b_name.size() - tail.size()) : b_name;
 }
 
-ImportResult import_onnx(const std::string& path, Fp16Scales& scales) {
+ImportResult import_onnx(const std::string& path, Fp16Scales& scales, const ImportOptions& options) {
   auto model = OnnxModel::open(path);
   ImportResult r;
   r.flavor = Flavor::Onnx;
@@ -586,6 +607,7 @@ ImportResult import_onnx(const std::string& path, Fp16Scales& scales) {
   r.metadata = model->metadata();
   std::set<std::string> used, names;
   int other_matmuls = 0;
+  std::vector<std::pair<const OnnxNode*, std::string>> weights;  // a node and its layer's name
   for (const OnnxNode& node : model->nodes()) {
     if (node.op_type != "MatMulNBits" || node.domain != "com.microsoft") {
       other_matmuls += node.op_type == "MatMul" || node.op_type == "Gemm";
@@ -596,24 +618,26 @@ ImportResult import_onnx(const std::string& path, Fp16Scales& scales) {
     const auto bits = node.ints.find("bits");
     const std::string layer = onnx_layer_name(node.inputs[1], bits == node.ints.end() ? 4 : bits->second);
     if (!names.insert(layer).second) fail(Status::Format, "two MatMulNBits weights of '" + path + "' are named '" + layer + "'");
-    r.layers.push_back({layer, import_matmul_nbits(*model, node, layer, scales)});
+    weights.emplace_back(&node, layer);
     for (size_t i = 1; i < node.inputs.size() && i <= 5; ++i) used.insert(node.inputs[i]);
   }
-  if (r.layers.empty())
+  if (weights.empty())
     fail(Status::Unsupported, "'" + path + "' has no MatMulNBits nodes (ONNX Runtime's block-quantized weights), the "
                               "ONNX weights that woq imports exactly (" + std::to_string(other_matmuls) +
                               " float MatMul / Gemm nodes)");
   for (const auto& t : model->initializers())
     if (!used.count(t->name)) r.skipped.push_back(t->name);
+  LayerSink sink(r, options, weights.size());
+  for (const auto& [node, layer] : weights) sink({layer, import_matmul_nbits(*model, *node, layer, scales)});
   return r;
 }
 
-ImportResult import_flavor(const std::string& path, Flavor flavor, Fp16Scales& scales) {
+ImportResult import_flavor(const std::string& path, Flavor flavor, Fp16Scales& scales, const ImportOptions& options) {
   const bool gguf = looks_like_gguf(path);
-  if (flavor == Flavor::Gguf || (flavor == Flavor::Auto && gguf)) return import_gguf(path);
+  if (flavor == Flavor::Gguf || (flavor == Flavor::Auto && gguf)) return import_gguf(path, options);
   if (gguf)
     fail(Status::InvalidArgument, "'" + path + "' is a GGUF file, not format " + flavor_name(flavor) + " (use auto or gguf)");
-  if (flavor == Flavor::Onnx || (flavor == Flavor::Auto && looks_like_onnx(path))) return import_onnx(path, scales);
+  if (flavor == Flavor::Onnx || (flavor == Flavor::Auto && looks_like_onnx(path))) return import_onnx(path, scales, options);
   auto file = Safetensors::open(path);
   Config config = read_config(file->path());  // the config lies next to the file or the shards' index
   ImportResult r;
@@ -643,9 +667,20 @@ ImportResult import_flavor(const std::string& path, Flavor flavor, Fp16Scales& s
     r.how += "; desc_act is set: act-order layers keep their input order";
   const char* marker = r.flavor == Flavor::CompressedTensors ? ".weight_packed" : ".qweight";
   std::set<std::string> used;
+  std::vector<std::string> prefixes;
   for (const SafeTensor& t : file->tensors()) {
     if (!ends_with(t.name, marker)) continue;
     const std::string prefix = t.name.substr(0, t.name.size() - std::strlen(marker));
+    prefixes.push_back(prefix);
+    for (const char* part : {".qweight", ".qzeros", ".scales", ".g_idx", ".bias", ".weight_packed", ".weight_scale",
+                             ".weight_zero_point", ".weight_shape", ".weight_g_idx"})
+      used.insert(prefix + part);
+  }
+  if (prefixes.empty()) fail(Status::Format, "'" + path + "' has no quantized layers of format " + flavor_name(r.flavor));
+  for (const SafeTensor& t : file->tensors())
+    if (!used.count(t.name)) r.skipped.push_back(t.name);
+  LayerSink sink(r, options, prefixes.size());
+  for (const std::string& prefix : prefixes) {
     ImportedLayer layer;
     layer.name = prefix + ".weight";
     switch (r.flavor) {
@@ -657,14 +692,8 @@ ImportResult import_flavor(const std::string& path, Flavor flavor, Fp16Scales& s
       case Flavor::Gguf:
       case Flavor::Onnx: break;
     }
-    for (const char* part : {".qweight", ".qzeros", ".scales", ".g_idx", ".bias", ".weight_packed", ".weight_scale",
-                             ".weight_zero_point", ".weight_shape", ".weight_g_idx"})
-      used.insert(prefix + part);
-    r.layers.push_back(std::move(layer));
+    sink(std::move(layer));
   }
-  if (r.layers.empty()) fail(Status::Format, "'" + path + "' has no quantized layers of format " + flavor_name(r.flavor));
-  for (const SafeTensor& t : file->tensors())
-    if (!used.count(t.name)) r.skipped.push_back(t.name);
   return r;
 }
 
@@ -693,7 +722,7 @@ Flavor parse_flavor(const std::string& name) {
 
 ImportResult import_checkpoint(const std::string& path, Flavor flavor, const ImportOptions& options) {
   Fp16Scales scales(options.round_scales);
-  ImportResult r = import_flavor(path, flavor, scales);
+  ImportResult r = import_flavor(path, flavor, scales, options);
   r.scales_read = scales.read;
   r.scales_rounded = scales.rounded;
   r.largest_scale_change = scales.largest_change;

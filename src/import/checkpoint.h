@@ -4,6 +4,7 @@
 // Each flavour's packing is documented in docs/IMPORT.md.
 #pragma once
 
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -22,7 +23,8 @@ struct ImportedLayer {
 struct ImportResult {
   Flavor flavor = Flavor::Auto;
   std::string how;  // where the flavour came from
-  std::vector<ImportedLayer> layers;
+  std::vector<ImportedLayer> layers;  // empty when ImportOptions::on_layer took them
+  size_t layer_count = 0;             // layers converted
   std::vector<std::string> skipped;
   // The checkpoint's own string metadata: safetensors' __metadata__, or a
   // GGUF file's string-valued keys.
@@ -39,6 +41,11 @@ struct ImportOptions {
   // refused (the weights never change); true: it is rounded to the nearest
   // fp16 and counted in the result.
   bool round_scales = false;
+  // When set, each layer goes to on_layer as soon as it is converted (in
+  // checkpoint order; `index` counts from 0 of `total`, which is known
+  // before the first), instead of into ImportResult::layers: the import
+  // then holds one converted layer at a time. What it throws propagates.
+  std::function<void(ImportedLayer&& layer, size_t index, size_t total)> on_layer;
 };
 
 const char* flavor_name(Flavor f);

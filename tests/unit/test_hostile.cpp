@@ -32,7 +32,7 @@ Image read_image(const std::string& path) {
   std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   Image image;
   image.storage.reset(new uint8_t[bytes.size() + 1]);
-  std::memcpy(image.storage.get() + 1, bytes.data(), bytes.size());
+  if (!bytes.empty()) std::memcpy(image.storage.get() + 1, bytes.data(), bytes.size());
   image.data = image.storage.get() + 1;
   image.size = bytes.size();
   return image;

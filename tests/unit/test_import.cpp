@@ -102,6 +102,76 @@ TEST(Import, MalformedCheckpointsAreRefusedWithAMessage) {
   EXPECT_EQ(woq_import_checkpoint(nullptr, "auto", "x.woq", nullptr), WOQ_ERR_INVALID_ARGUMENT);
 }
 
+namespace {
+// A valid 4-bit GPTQ v2 layer `name` (K = 64, N = 16, groups of 32);
+// `scale` is every scale's fp16 bits.
+std::vector<SafeTensorOut> gptq_layer(const std::string& name, uint16_t scale = 0x2000) {
+  SafeTensorOut gidx = g_idx(64, 32);
+  gidx.name = name + ".g_idx";
+  return {i32(name + ".qweight", {8, 16}), i32(name + ".qzeros", {2, 2}, 0x77777777),
+          f16(name + ".scales", {2, 16}, scale), gidx};
+}
+
+struct ProgressCall {
+  uint64_t done, total;
+  std::string layer;
+};
+
+void record_progress(void* user, uint64_t done, uint64_t total, const char* layer) {
+  static_cast<std::vector<ProgressCall>*>(user)->push_back({done, total, layer});
+}
+}  // namespace
+
+// Layers are written as they are converted, each reported to the progress
+// callback; a layer that fails after others were written leaves no file.
+TEST(Import, LayersAreReportedAsTheyAreWrittenAndAFailureLeavesNoFile) {
+  woq::test::TempDir dir;
+  std::vector<SafeTensorOut> tensors;
+  for (const char* name : {"a", "b", "c"})
+    for (SafeTensorOut& t : gptq_layer(name)) tensors.push_back(std::move(t));
+  woq::import::write_safetensors(dir.file("m.safetensors"), tensors, {});
+  woq_import_options o;
+  woq_import_options_init(&o);
+  EXPECT_EQ(o.progress, nullptr);
+  std::vector<ProgressCall> calls;
+  o.progress = record_progress;
+  o.progress_user_data = &calls;
+  const char* report = nullptr;
+  ASSERT_EQ(woq_import_checkpoint_ex(dir.file("m.safetensors").c_str(), "gptq_v2", dir.file("o.woq").c_str(), &o,
+                                     &report),
+            WOQ_OK)
+      << woq_last_error();
+  EXPECT_NE(std::string(report).find("3 layers converted"), std::string::npos) << report;
+  ASSERT_EQ(calls.size(), 3u);
+  for (uint64_t i = 0; i < 3; ++i) {
+    EXPECT_EQ(calls[i].done, i + 1);
+    EXPECT_EQ(calls[i].total, 3u);
+    EXPECT_EQ(calls[i].layer, std::string(1, char('a' + i)) + ".weight");
+  }
+  woq_file* f = nullptr;
+  ASSERT_EQ(woq_file_open(dir.file("o.woq").c_str(), &f), WOQ_OK);
+  uint64_t count = 0;
+  EXPECT_EQ(woq_file_tensor_count(f, &count), WOQ_OK);
+  EXPECT_EQ(count, 3u);
+  EXPECT_EQ(woq_file_verify(f), WOQ_OK);
+  woq_file_close(f);
+
+  // Layer "b" has an infinite scale: "a" is converted and written first.
+  tensors.clear();
+  for (const char* name : {"a", "b", "c"})
+    for (SafeTensorOut& t : gptq_layer(name, name[0] == 'b' ? 0x7c00 : 0x2000)) tensors.push_back(std::move(t));
+  woq::import::write_safetensors(dir.file("bad.safetensors"), tensors, {});
+  calls.clear();
+  EXPECT_EQ(woq_import_checkpoint_ex(dir.file("bad.safetensors").c_str(), "gptq_v2", dir.file("bad.woq").c_str(), &o,
+                                     nullptr),
+            WOQ_ERR_UNSUPPORTED);
+  EXPECT_NE(std::string(woq_last_error()).find("b."), std::string::npos) << woq_last_error();
+  ASSERT_EQ(calls.size(), 1u);
+  EXPECT_EQ(calls[0].layer, "a.weight");
+  for (const std::string& name : woq::test::list_dir(dir.path()))
+    EXPECT_TRUE(name == "m.safetensors" || name == "bad.safetensors" || name == "o.woq") << "left behind: " << name;
+}
+
 // fp32 scales fp16 cannot hold: refused unless rounding is asked for, then
 // counted in the report; never rounded to zero or to infinity.
 TEST(Import, Fp32ScalesAreRoundedOnlyOnRequest) {

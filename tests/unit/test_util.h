@@ -1,6 +1,7 @@
 // Shared helpers for the unit tests.
 #pragma once
 
+#include <dirent.h>
 #include <unistd.h>
 #include <woq.h>
 
@@ -73,6 +74,17 @@ class TempDir {
  private:
   std::string path_;
 };
+
+// The names in a directory, but "." and "..".
+inline std::vector<std::string> list_dir(const std::string& path) {
+  std::vector<std::string> names;
+  DIR* d = opendir(path.c_str());
+  if (!d) return names;
+  while (dirent* e = readdir(d))
+    if (std::strcmp(e->d_name, ".") != 0 && std::strcmp(e->d_name, "..") != 0) names.push_back(e->d_name);
+  closedir(d);
+  return names;
+}
 
 inline std::vector<uint8_t> read_file(const std::string& path) {
   std::ifstream f(path, std::ios::binary);

@@ -12,7 +12,8 @@ namespace Woq.Native {
 
 public enum woq_memory_mode {
   WOQ_MEMORY_COPY = 0,
-  WOQ_MEMORY_BORROW = 1
+  WOQ_MEMORY_BORROW = 1,
+  WOQ_MEMORY_MAX_ENUM = 0x7FFFFFFF
 }
 
 }

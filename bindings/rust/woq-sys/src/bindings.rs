@@ -178,6 +178,15 @@ extern "C" {
 pub struct woq_import_options {
     pub struct_size: size_t,
     pub round_scales: core::ffi::c_int,
+    pub progress: ::core::option::Option<
+        unsafe extern "C" fn(
+            user_data: *mut core::ffi::c_void,
+            done: u64,
+            total: u64,
+            layer: *const core::ffi::c_char,
+        ),
+    >,
+    pub progress_user_data: *mut core::ffi::c_void,
 }
 extern "C" {
     pub fn woq_import_options_init(options: *mut woq_import_options) -> woq_status;
@@ -269,6 +278,7 @@ extern "C" {
 }
 pub const woq_memory_mode_WOQ_MEMORY_COPY: woq_memory_mode = 0;
 pub const woq_memory_mode_WOQ_MEMORY_BORROW: woq_memory_mode = 1;
+pub const woq_memory_mode_WOQ_MEMORY_MAX_ENUM: woq_memory_mode = 2147483647;
 pub type woq_memory_mode = core::ffi::c_uint;
 extern "C" {
     pub fn woq_file_open_memory(

@@ -84,6 +84,15 @@ pub struct woq_quant_options {
 pub struct woq_import_options {
     pub struct_size: size_t,
     pub round_scales: core::ffi::c_int,
+    pub progress: ::std::option::Option<
+        unsafe extern "C" fn(
+            user_data: *mut core::ffi::c_void,
+            done: u64,
+            total: u64,
+            layer: *const core::ffi::c_char,
+        ),
+    >,
+    pub progress_user_data: *mut core::ffi::c_void,
 }
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
@@ -106,6 +115,7 @@ pub struct woq_open_options {
 }
 pub const woq_memory_mode_WOQ_MEMORY_COPY: woq_memory_mode = 0;
 pub const woq_memory_mode_WOQ_MEMORY_BORROW: woq_memory_mode = 1;
+pub const woq_memory_mode_WOQ_MEMORY_MAX_ENUM: woq_memory_mode = 2147483647;
 pub type woq_memory_mode = core::ffi::c_uint;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]

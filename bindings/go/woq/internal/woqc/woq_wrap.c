@@ -13,9 +13,9 @@ extern
 #ifdef __cplusplus
   "C"
 #endif
-  void cgo_panic__woqc_c9f0894d00ba7b8c(const char*);
+  void cgo_panic__woqc_2bddcd7ee9b6a24d(const char*);
 static void _swig_gopanic(const char *p) {
-  cgo_panic__woqc_c9f0894d00ba7b8c(p);
+  cgo_panic__woqc_2bddcd7ee9b6a24d(p);
 }
 
 
@@ -222,7 +222,7 @@ SWIGINTERN char const *woq_tensor_info_name_utf8(struct woq_tensor_info const *s
 extern "C" {
 #endif
 
-void _wrap_Swig_free_woqc_c9f0894d00ba7b8c(void *_swig_go_0) {
+void _wrap_Swig_free_woqc_2bddcd7ee9b6a24d(void *_swig_go_0) {
   void *arg1 = (void *) 0 ;
   
   arg1 = *(void **)&_swig_go_0; 
@@ -232,7 +232,7 @@ void _wrap_Swig_free_woqc_c9f0894d00ba7b8c(void *_swig_go_0) {
 }
 
 
-void *_wrap_Swig_malloc_woqc_c9f0894d00ba7b8c(intgo _swig_go_0) {
+void *_wrap_Swig_malloc_woqc_2bddcd7ee9b6a24d(intgo _swig_go_0) {
   int arg1 ;
   void *result = 0 ;
   void *_swig_go_result;
@@ -245,7 +245,7 @@ void *_wrap_Swig_malloc_woqc_c9f0894d00ba7b8c(intgo _swig_go_0) {
 }
 
 
-intgo _wrap_WOQ_BINDINGS_VERSION_MAJOR_woqc_c9f0894d00ba7b8c() {
+intgo _wrap_WOQ_BINDINGS_VERSION_MAJOR_woqc_2bddcd7ee9b6a24d() {
   uint32_t result;
   intgo _swig_go_result;
   
@@ -256,7 +256,7 @@ intgo _wrap_WOQ_BINDINGS_VERSION_MAJOR_woqc_c9f0894d00ba7b8c() {
 }
 
 
-intgo _wrap_woq_quantize_calibrated_woqc_c9f0894d00ba7b8c(_goslice_ _swig_go_0, intgo _swig_go_1, long long _swig_go_2, long long _swig_go_3, struct woq_quant_options *_swig_go_4, _goslice_ _swig_go_5, intgo _swig_go_6, long long _swig_go_7, _goslice_ _swig_go_8) {
+intgo _wrap_woq_quantize_calibrated_woqc_2bddcd7ee9b6a24d(_goslice_ _swig_go_0, intgo _swig_go_1, long long _swig_go_2, long long _swig_go_3, struct woq_quant_options *_swig_go_4, _goslice_ _swig_go_5, intgo _swig_go_6, long long _swig_go_7, _goslice_ _swig_go_8) {
   void *arg1 = (void *) 0 ;
   woq_dtype arg2 ;
   uint64_t arg3 ;
@@ -292,7 +292,7 @@ intgo _wrap_woq_quantize_calibrated_woqc_c9f0894d00ba7b8c(_goslice_ _swig_go_0, 
 }
 
 
-intgo _wrap_WOQ_VERSION_NUMBER_woqc_c9f0894d00ba7b8c() {
+intgo _wrap_WOQ_VERSION_NUMBER_woqc_2bddcd7ee9b6a24d() {
   int result;
   intgo _swig_go_result;
   
@@ -303,7 +303,7 @@ intgo _wrap_WOQ_VERSION_NUMBER_woqc_c9f0894d00ba7b8c() {
 }
 
 
-intgo _wrap_woq_version_woqc_c9f0894d00ba7b8c() {
+intgo _wrap_woq_version_woqc_2bddcd7ee9b6a24d() {
   uint32_t result;
   intgo _swig_go_result;
   
@@ -314,7 +314,7 @@ intgo _wrap_woq_version_woqc_c9f0894d00ba7b8c() {
 }
 
 
-_gostring_ _wrap_woq_version_string_woqc_c9f0894d00ba7b8c() {
+_gostring_ _wrap_woq_version_string_woqc_2bddcd7ee9b6a24d() {
   char *result = 0 ;
   _gostring_ _swig_go_result;
   
@@ -325,7 +325,7 @@ _gostring_ _wrap_woq_version_string_woqc_c9f0894d00ba7b8c() {
 }
 
 
-intgo _wrap_WOQ_OK_woqc_c9f0894d00ba7b8c() {
+intgo _wrap_WOQ_OK_woqc_2bddcd7ee9b6a24d() {
   enum woq_status result;
   intgo _swig_go_result;
   
@@ -337,7 +337,7 @@ intgo _wrap_WOQ_OK_woqc_c9f0894d00ba7b8c() {
 }
 
 
-intgo _wrap_WOQ_ERR_INVALID_ARGUMENT_woqc_c9f0894d00ba7b8c() {
+intgo _wrap_WOQ_ERR_INVALID_ARGUMENT_woqc_2bddcd7ee9b6a24d() {
   enum woq_status result;
   intgo _swig_go_result;
   
@@ -349,7 +349,7 @@ intgo _wrap_WOQ_ERR_INVALID_ARGUMENT_woqc_c9f0894d00ba7b8c() {
 }
 
 
-intgo _wrap_WOQ_ERR_SHAPE_woqc_c9f0894d00ba7b8c() {
+intgo _wrap_WOQ_ERR_SHAPE_woqc_2bddcd7ee9b6a24d() {
   enum woq_status result;
   intgo _swig_go_result;
   
@@ -361,7 +361,7 @@ intgo _wrap_WOQ_ERR_SHAPE_woqc_c9f0894d00ba7b8c() {
 }
 
 
-intgo _wrap_WOQ_ERR_OUT_OF_MEMORY_woqc_c9f0894d00ba7b8c() {
+intgo _wrap_WOQ_ERR_OUT_OF_MEMORY_woqc_2bddcd7ee9b6a24d() {
   enum woq_status result;
   intgo _swig_go_result;
   
@@ -373,7 +373,7 @@ intgo _wrap_WOQ_ERR_OUT_OF_MEMORY_woqc_c9f0894d00ba7b8c() {
 }
 
 
-intgo _wrap_WOQ_ERR_IO_woqc_c9f0894d00ba7b8c() {
+intgo _wrap_WOQ_ERR_IO_woqc_2bddcd7ee9b6a24d() {
   enum woq_status result;
   intgo _swig_go_result;
   
@@ -385,7 +385,7 @@ intgo _wrap_WOQ_ERR_IO_woqc_c9f0894d00ba7b8c() {
 }
 
 
-intgo _wrap_WOQ_ERR_FORMAT_woqc_c9f0894d00ba7b8c() {
+intgo _wrap_WOQ_ERR_FORMAT_woqc_2bddcd7ee9b6a24d() {
   enum woq_status result;
   intgo _swig_go_result;
   
@@ -397,7 +397,7 @@ intgo _wrap_WOQ_ERR_FORMAT_woqc_c9f0894d00ba7b8c() {
 }
 
 
-intgo _wrap_WOQ_ERR_CHECKSUM_woqc_c9f0894d00ba7b8c() {
+intgo _wrap_WOQ_ERR_CHECKSUM_woqc_2bddcd7ee9b6a24d() {
   enum woq_status result;
   intgo _swig_go_result;
   
@@ -409,7 +409,7 @@ intgo _wrap_WOQ_ERR_CHECKSUM_woqc_c9f0894d00ba7b8c() {
 }
 
 
-intgo _wrap_WOQ_ERR_VERSION_woqc_c9f0894d00ba7b8c() {
+intgo _wrap_WOQ_ERR_VERSION_woqc_2bddcd7ee9b6a24d() {
   enum woq_status result;
   intgo _swig_go_result;
   
@@ -421,7 +421,7 @@ intgo _wrap_WOQ_ERR_VERSION_woqc_c9f0894d00ba7b8c() {
 }
 
 
-intgo _wrap_WOQ_ERR_NOT_FOUND_woqc_c9f0894d00ba7b8c() {
+intgo _wrap_WOQ_ERR_NOT_FOUND_woqc_2bddcd7ee9b6a24d() {
   enum woq_status result;
   intgo _swig_go_result;
   
@@ -433,7 +433,7 @@ intgo _wrap_WOQ_ERR_NOT_FOUND_woqc_c9f0894d00ba7b8c() {
 }
 
 
-intgo _wrap_WOQ_ERR_UNSUPPORTED_woqc_c9f0894d00ba7b8c() {
+intgo _wrap_WOQ_ERR_UNSUPPORTED_woqc_2bddcd7ee9b6a24d() {
   enum woq_status result;
   intgo _swig_go_result;
   
@@ -445,7 +445,7 @@ intgo _wrap_WOQ_ERR_UNSUPPORTED_woqc_c9f0894d00ba7b8c() {
 }
 
 
-intgo _wrap_WOQ_ERR_LIMIT_woqc_c9f0894d00ba7b8c() {
+intgo _wrap_WOQ_ERR_LIMIT_woqc_2bddcd7ee9b6a24d() {
   enum woq_status result;
   intgo _swig_go_result;
   
@@ -457,7 +457,7 @@ intgo _wrap_WOQ_ERR_LIMIT_woqc_c9f0894d00ba7b8c() {
 }
 
 
-intgo _wrap_WOQ_ERR_INTERNAL_woqc_c9f0894d00ba7b8c() {
+intgo _wrap_WOQ_ERR_INTERNAL_woqc_2bddcd7ee9b6a24d() {
   enum woq_status result;
   intgo _swig_go_result;
   
@@ -469,7 +469,7 @@ intgo _wrap_WOQ_ERR_INTERNAL_woqc_c9f0894d00ba7b8c() {
 }
 
 
-intgo _wrap_WOQ_STATUS_MAX_ENUM_woqc_c9f0894d00ba7b8c() {
+intgo _wrap_WOQ_STATUS_MAX_ENUM_woqc_2bddcd7ee9b6a24d() {
   enum woq_status result;
   intgo _swig_go_result;
   
@@ -481,7 +481,7 @@ intgo _wrap_WOQ_STATUS_MAX_ENUM_woqc_c9f0894d00ba7b8c() {
 }
 
 
-_gostring_ _wrap_woq_status_string_woqc_c9f0894d00ba7b8c(intgo _swig_go_0) {
+_gostring_ _wrap_woq_status_string_woqc_2bddcd7ee9b6a24d(intgo _swig_go_0) {
   woq_status arg1 ;
   char *result = 0 ;
   _gostring_ _swig_go_result;
@@ -494,7 +494,7 @@ _gostring_ _wrap_woq_status_string_woqc_c9f0894d00ba7b8c(intgo _swig_go_0) {
 }
 
 
-_gostring_ _wrap_woq_last_error_woqc_c9f0894d00ba7b8c() {
+_gostring_ _wrap_woq_last_error_woqc_2bddcd7ee9b6a24d() {
   char *result = 0 ;
   _gostring_ _swig_go_result;
   
@@ -505,7 +505,7 @@ _gostring_ _wrap_woq_last_error_woqc_c9f0894d00ba7b8c() {
 }
 
 
-intgo _wrap_WOQ_DTYPE_F32_woqc_c9f0894d00ba7b8c() {
+intgo _wrap_WOQ_DTYPE_F32_woqc_2bddcd7ee9b6a24d() {
   enum woq_dtype result;
   intgo _swig_go_result;
   
@@ -517,7 +517,7 @@ intgo _wrap_WOQ_DTYPE_F32_woqc_c9f0894d00ba7b8c() {
 }
 
 
-intgo _wrap_WOQ_DTYPE_F16_woqc_c9f0894d00ba7b8c() {
+intgo _wrap_WOQ_DTYPE_F16_woqc_2bddcd7ee9b6a24d() {
   enum woq_dtype result;
   intgo _swig_go_result;
   
@@ -529,7 +529,7 @@ intgo _wrap_WOQ_DTYPE_F16_woqc_c9f0894d00ba7b8c() {
 }
 
 
-intgo _wrap_WOQ_DTYPE_BF16_woqc_c9f0894d00ba7b8c() {
+intgo _wrap_WOQ_DTYPE_BF16_woqc_2bddcd7ee9b6a24d() {
   enum woq_dtype result;
   intgo _swig_go_result;
   
@@ -541,7 +541,7 @@ intgo _wrap_WOQ_DTYPE_BF16_woqc_c9f0894d00ba7b8c() {
 }
 
 
-intgo _wrap_WOQ_DTYPE_MAX_ENUM_woqc_c9f0894d00ba7b8c() {
+intgo _wrap_WOQ_DTYPE_MAX_ENUM_woqc_2bddcd7ee9b6a24d() {
   enum woq_dtype result;
   intgo _swig_go_result;
   
@@ -553,7 +553,7 @@ intgo _wrap_WOQ_DTYPE_MAX_ENUM_woqc_c9f0894d00ba7b8c() {
 }
 
 
-intgo _wrap_WOQ_BACKEND_CPU_REFERENCE_woqc_c9f0894d00ba7b8c() {
+intgo _wrap_WOQ_BACKEND_CPU_REFERENCE_woqc_2bddcd7ee9b6a24d() {
   enum woq_backend result;
   intgo _swig_go_result;
   
@@ -565,7 +565,7 @@ intgo _wrap_WOQ_BACKEND_CPU_REFERENCE_woqc_c9f0894d00ba7b8c() {
 }
 
 
-intgo _wrap_WOQ_BACKEND_CPU_woqc_c9f0894d00ba7b8c() {
+intgo _wrap_WOQ_BACKEND_CPU_woqc_2bddcd7ee9b6a24d() {
   enum woq_backend result;
   intgo _swig_go_result;
   
@@ -577,7 +577,7 @@ intgo _wrap_WOQ_BACKEND_CPU_woqc_c9f0894d00ba7b8c() {
 }
 
 
-intgo _wrap_WOQ_BACKEND_CUDA_woqc_c9f0894d00ba7b8c() {
+intgo _wrap_WOQ_BACKEND_CUDA_woqc_2bddcd7ee9b6a24d() {
   enum woq_backend result;
   intgo _swig_go_result;
   
@@ -589,7 +589,7 @@ intgo _wrap_WOQ_BACKEND_CUDA_woqc_c9f0894d00ba7b8c() {
 }
 
 
-intgo _wrap_WOQ_BACKEND_MAX_ENUM_woqc_c9f0894d00ba7b8c() {
+intgo _wrap_WOQ_BACKEND_MAX_ENUM_woqc_2bddcd7ee9b6a24d() {
   enum woq_backend result;
   intgo _swig_go_result;
   
@@ -601,7 +601,7 @@ intgo _wrap_WOQ_BACKEND_MAX_ENUM_woqc_c9f0894d00ba7b8c() {
 }
 
 
-intgo _wrap_WOQ_SCHEME_ASYMMETRIC_woqc_c9f0894d00ba7b8c() {
+intgo _wrap_WOQ_SCHEME_ASYMMETRIC_woqc_2bddcd7ee9b6a24d() {
   enum woq_scheme result;
   intgo _swig_go_result;
   
@@ -613,7 +613,7 @@ intgo _wrap_WOQ_SCHEME_ASYMMETRIC_woqc_c9f0894d00ba7b8c() {
 }
 
 
-intgo _wrap_WOQ_SCHEME_SYMMETRIC_woqc_c9f0894d00ba7b8c() {
+intgo _wrap_WOQ_SCHEME_SYMMETRIC_woqc_2bddcd7ee9b6a24d() {
   enum woq_scheme result;
   intgo _swig_go_result;
   
@@ -625,7 +625,7 @@ intgo _wrap_WOQ_SCHEME_SYMMETRIC_woqc_c9f0894d00ba7b8c() {
 }
 
 
-intgo _wrap_WOQ_SCHEME_MAX_ENUM_woqc_c9f0894d00ba7b8c() {
+intgo _wrap_WOQ_SCHEME_MAX_ENUM_woqc_2bddcd7ee9b6a24d() {
   enum woq_scheme result;
   intgo _swig_go_result;
   
@@ -637,7 +637,7 @@ intgo _wrap_WOQ_SCHEME_MAX_ENUM_woqc_c9f0894d00ba7b8c() {
 }
 
 
-intgo _wrap_WOQ_METHOD_RTN_woqc_c9f0894d00ba7b8c() {
+intgo _wrap_WOQ_METHOD_RTN_woqc_2bddcd7ee9b6a24d() {
   enum woq_method result;
   intgo _swig_go_result;
   
@@ -649,7 +649,7 @@ intgo _wrap_WOQ_METHOD_RTN_woqc_c9f0894d00ba7b8c() {
 }
 
 
-intgo _wrap_WOQ_METHOD_MSE_woqc_c9f0894d00ba7b8c() {
+intgo _wrap_WOQ_METHOD_MSE_woqc_2bddcd7ee9b6a24d() {
   enum woq_method result;
   intgo _swig_go_result;
   
@@ -661,7 +661,7 @@ intgo _wrap_WOQ_METHOD_MSE_woqc_c9f0894d00ba7b8c() {
 }
 
 
-intgo _wrap_WOQ_METHOD_HQQ_woqc_c9f0894d00ba7b8c() {
+intgo _wrap_WOQ_METHOD_HQQ_woqc_2bddcd7ee9b6a24d() {
   enum woq_method result;
   intgo _swig_go_result;
   
@@ -673,7 +673,7 @@ intgo _wrap_WOQ_METHOD_HQQ_woqc_c9f0894d00ba7b8c() {
 }
 
 
-intgo _wrap_WOQ_METHOD_GPTQ_woqc_c9f0894d00ba7b8c() {
+intgo _wrap_WOQ_METHOD_GPTQ_woqc_2bddcd7ee9b6a24d() {
   enum woq_method result;
   intgo _swig_go_result;
   
@@ -685,7 +685,7 @@ intgo _wrap_WOQ_METHOD_GPTQ_woqc_c9f0894d00ba7b8c() {
 }
 
 
-intgo _wrap_WOQ_METHOD_AWQ_woqc_c9f0894d00ba7b8c() {
+intgo _wrap_WOQ_METHOD_AWQ_woqc_2bddcd7ee9b6a24d() {
   enum woq_method result;
   intgo _swig_go_result;
   
@@ -697,7 +697,7 @@ intgo _wrap_WOQ_METHOD_AWQ_woqc_c9f0894d00ba7b8c() {
 }
 
 
-intgo _wrap_WOQ_METHOD_MAX_ENUM_woqc_c9f0894d00ba7b8c() {
+intgo _wrap_WOQ_METHOD_MAX_ENUM_woqc_2bddcd7ee9b6a24d() {
   enum woq_method result;
   intgo _swig_go_result;
   
@@ -709,7 +709,7 @@ intgo _wrap_WOQ_METHOD_MAX_ENUM_woqc_c9f0894d00ba7b8c() {
 }
 
 
-void _wrap_woq_context_options_struct_size_set_woqc_c9f0894d00ba7b8c(struct woq_context_options *_swig_go_0, long long _swig_go_1) {
+void _wrap_woq_context_options_struct_size_set_woqc_2bddcd7ee9b6a24d(struct woq_context_options *_swig_go_0, long long _swig_go_1) {
   struct woq_context_options *arg1 = (struct woq_context_options *) 0 ;
   size_t arg2 ;
   
@@ -721,7 +721,7 @@ void _wrap_woq_context_options_struct_size_set_woqc_c9f0894d00ba7b8c(struct woq_
 }
 
 
-long long _wrap_woq_context_options_struct_size_get_woqc_c9f0894d00ba7b8c(struct woq_context_options *_swig_go_0) {
+long long _wrap_woq_context_options_struct_size_get_woqc_2bddcd7ee9b6a24d(struct woq_context_options *_swig_go_0) {
   struct woq_context_options *arg1 = (struct woq_context_options *) 0 ;
   size_t result;
   long long _swig_go_result;
@@ -734,7 +734,7 @@ long long _wrap_woq_context_options_struct_size_get_woqc_c9f0894d00ba7b8c(struct
 }
 
 
-void _wrap_woq_context_options_backend_set_woqc_c9f0894d00ba7b8c(struct woq_context_options *_swig_go_0, intgo _swig_go_1) {
+void _wrap_woq_context_options_backend_set_woqc_2bddcd7ee9b6a24d(struct woq_context_options *_swig_go_0, intgo _swig_go_1) {
   struct woq_context_options *arg1 = (struct woq_context_options *) 0 ;
   woq_backend arg2 ;
   
@@ -746,7 +746,7 @@ void _wrap_woq_context_options_backend_set_woqc_c9f0894d00ba7b8c(struct woq_cont
 }
 
 
-intgo _wrap_woq_context_options_backend_get_woqc_c9f0894d00ba7b8c(struct woq_context_options *_swig_go_0) {
+intgo _wrap_woq_context_options_backend_get_woqc_2bddcd7ee9b6a24d(struct woq_context_options *_swig_go_0) {
   struct woq_context_options *arg1 = (struct woq_context_options *) 0 ;
   woq_backend result;
   intgo _swig_go_result;
@@ -759,7 +759,7 @@ intgo _wrap_woq_context_options_backend_get_woqc_c9f0894d00ba7b8c(struct woq_con
 }
 
 
-void _wrap_woq_context_options_threads_set_woqc_c9f0894d00ba7b8c(struct woq_context_options *_swig_go_0, intgo _swig_go_1) {
+void _wrap_woq_context_options_threads_set_woqc_2bddcd7ee9b6a24d(struct woq_context_options *_swig_go_0, intgo _swig_go_1) {
   struct woq_context_options *arg1 = (struct woq_context_options *) 0 ;
   int32_t arg2 ;
   
@@ -771,7 +771,7 @@ void _wrap_woq_context_options_threads_set_woqc_c9f0894d00ba7b8c(struct woq_cont
 }
 
 
-intgo _wrap_woq_context_options_threads_get_woqc_c9f0894d00ba7b8c(struct woq_context_options *_swig_go_0) {
+intgo _wrap_woq_context_options_threads_get_woqc_2bddcd7ee9b6a24d(struct woq_context_options *_swig_go_0) {
   struct woq_context_options *arg1 = (struct woq_context_options *) 0 ;
   int32_t result;
   intgo _swig_go_result;
@@ -784,7 +784,7 @@ intgo _wrap_woq_context_options_threads_get_woqc_c9f0894d00ba7b8c(struct woq_con
 }
 
 
-void _wrap_woq_context_options_device_index_set_woqc_c9f0894d00ba7b8c(struct woq_context_options *_swig_go_0, intgo _swig_go_1) {
+void _wrap_woq_context_options_device_index_set_woqc_2bddcd7ee9b6a24d(struct woq_context_options *_swig_go_0, intgo _swig_go_1) {
   struct woq_context_options *arg1 = (struct woq_context_options *) 0 ;
   int32_t arg2 ;
   
@@ -796,7 +796,7 @@ void _wrap_woq_context_options_device_index_set_woqc_c9f0894d00ba7b8c(struct woq
 }
 
 
-intgo _wrap_woq_context_options_device_index_get_woqc_c9f0894d00ba7b8c(struct woq_context_options *_swig_go_0) {
+intgo _wrap_woq_context_options_device_index_get_woqc_2bddcd7ee9b6a24d(struct woq_context_options *_swig_go_0) {
   struct woq_context_options *arg1 = (struct woq_context_options *) 0 ;
   int32_t result;
   intgo _swig_go_result;
@@ -809,7 +809,7 @@ intgo _wrap_woq_context_options_device_index_get_woqc_c9f0894d00ba7b8c(struct wo
 }
 
 
-void _wrap_woq_context_options_cuda_stream_set_woqc_c9f0894d00ba7b8c(struct woq_context_options *_swig_go_0, _goslice_ _swig_go_1) {
+void _wrap_woq_context_options_cuda_stream_set_woqc_2bddcd7ee9b6a24d(struct woq_context_options *_swig_go_0, _goslice_ _swig_go_1) {
   struct woq_context_options *arg1 = (struct woq_context_options *) 0 ;
   void *arg2 = (void *) 0 ;
   
@@ -823,7 +823,7 @@ void _wrap_woq_context_options_cuda_stream_set_woqc_c9f0894d00ba7b8c(struct woq_
 }
 
 
-_goslice_ _wrap_woq_context_options_cuda_stream_get_woqc_c9f0894d00ba7b8c(struct woq_context_options *_swig_go_0) {
+_goslice_ _wrap_woq_context_options_cuda_stream_get_woqc_2bddcd7ee9b6a24d(struct woq_context_options *_swig_go_0) {
   struct woq_context_options *arg1 = (struct woq_context_options *) 0 ;
   void *result = 0 ;
   _goslice_ _swig_go_result;
@@ -836,7 +836,7 @@ _goslice_ _wrap_woq_context_options_cuda_stream_get_woqc_c9f0894d00ba7b8c(struct
 }
 
 
-struct woq_context_options *_wrap_new_woq_context_options_woqc_c9f0894d00ba7b8c() {
+struct woq_context_options *_wrap_new_woq_context_options_woqc_2bddcd7ee9b6a24d() {
   struct woq_context_options *result = 0 ;
   struct woq_context_options *_swig_go_result;
   
@@ -847,7 +847,7 @@ struct woq_context_options *_wrap_new_woq_context_options_woqc_c9f0894d00ba7b8c(
 }
 
 
-void _wrap_delete_woq_context_options_woqc_c9f0894d00ba7b8c(struct woq_context_options *_swig_go_0) {
+void _wrap_delete_woq_context_options_woqc_2bddcd7ee9b6a24d(struct woq_context_options *_swig_go_0) {
   struct woq_context_options *arg1 = (struct woq_context_options *) 0 ;
   
   arg1 = *(struct woq_context_options **)&_swig_go_0; 
@@ -857,7 +857,7 @@ void _wrap_delete_woq_context_options_woqc_c9f0894d00ba7b8c(struct woq_context_o
 }
 
 
-intgo _wrap_woq_context_options_init_woqc_c9f0894d00ba7b8c(struct woq_context_options *_swig_go_0) {
+intgo _wrap_woq_context_options_init_woqc_2bddcd7ee9b6a24d(struct woq_context_options *_swig_go_0) {
   woq_context_options *arg1 = (woq_context_options *) 0 ;
   woq_status result;
   intgo _swig_go_result;
@@ -870,7 +870,7 @@ intgo _wrap_woq_context_options_init_woqc_c9f0894d00ba7b8c(struct woq_context_op
 }
 
 
-intgo _wrap_woq_context_create_woqc_c9f0894d00ba7b8c(struct woq_context_options *_swig_go_0, _goslice_ _swig_go_1) {
+intgo _wrap_woq_context_create_woqc_2bddcd7ee9b6a24d(struct woq_context_options *_swig_go_0, _goslice_ _swig_go_1) {
   woq_context_options *arg1 = (woq_context_options *) 0 ;
   woq_context **arg2 = (woq_context **) 0 ;
   woq_status result;
@@ -888,7 +888,7 @@ intgo _wrap_woq_context_create_woqc_c9f0894d00ba7b8c(struct woq_context_options 
 }
 
 
-void _wrap_woq_context_destroy_woqc_c9f0894d00ba7b8c(woq_context *_swig_go_0) {
+void _wrap_woq_context_destroy_woqc_2bddcd7ee9b6a24d(woq_context *_swig_go_0) {
   woq_context *arg1 = (woq_context *) 0 ;
   
   arg1 = (woq_context *)_swig_go_0; 
@@ -898,7 +898,7 @@ void _wrap_woq_context_destroy_woqc_c9f0894d00ba7b8c(woq_context *_swig_go_0) {
 }
 
 
-intgo _wrap_woq_context_info_woqc_c9f0894d00ba7b8c(woq_context *_swig_go_0, _goslice_ _swig_go_1, _goslice_ _swig_go_2) {
+intgo _wrap_woq_context_info_woqc_2bddcd7ee9b6a24d(woq_context *_swig_go_0, _goslice_ _swig_go_1, _goslice_ _swig_go_2) {
   woq_context *arg1 = (woq_context *) 0 ;
   woq_backend *arg2 = (woq_backend *) 0 ;
   int32_t *arg3 = (int32_t *) 0 ;
@@ -929,7 +929,7 @@ intgo _wrap_woq_context_info_woqc_c9f0894d00ba7b8c(woq_context *_swig_go_0, _gos
 }
 
 
-intgo _wrap_woq_context_kernel_woqc_c9f0894d00ba7b8c(woq_context *_swig_go_0, _gostring_* _swig_go_1) {
+intgo _wrap_woq_context_kernel_woqc_2bddcd7ee9b6a24d(woq_context *_swig_go_0, _gostring_* _swig_go_1) {
   woq_context *arg1 = (woq_context *) 0 ;
   char **arg2 = (char **) 0 ;
   char const *text2 = 0 ;
@@ -948,7 +948,7 @@ intgo _wrap_woq_context_kernel_woqc_c9f0894d00ba7b8c(woq_context *_swig_go_0, _g
 }
 
 
-intgo _wrap_woq_context_synchronize_woqc_c9f0894d00ba7b8c(woq_context *_swig_go_0) {
+intgo _wrap_woq_context_synchronize_woqc_2bddcd7ee9b6a24d(woq_context *_swig_go_0) {
   woq_context *arg1 = (woq_context *) 0 ;
   woq_status result;
   intgo _swig_go_result;
@@ -961,7 +961,7 @@ intgo _wrap_woq_context_synchronize_woqc_c9f0894d00ba7b8c(woq_context *_swig_go_
 }
 
 
-intgo _wrap_woq_context_memory_woqc_c9f0894d00ba7b8c(woq_context *_swig_go_0, _goslice_ _swig_go_1, _goslice_ _swig_go_2) {
+intgo _wrap_woq_context_memory_woqc_2bddcd7ee9b6a24d(woq_context *_swig_go_0, _goslice_ _swig_go_1, _goslice_ _swig_go_2) {
   woq_context *arg1 = (woq_context *) 0 ;
   uint64_t *arg2 = (uint64_t *) 0 ;
   uint64_t *arg3 = (uint64_t *) 0 ;
@@ -1000,7 +1000,7 @@ intgo _wrap_woq_context_memory_woqc_c9f0894d00ba7b8c(woq_context *_swig_go_0, _g
 }
 
 
-void _wrap_woq_quant_options_struct_size_set_woqc_c9f0894d00ba7b8c(struct woq_quant_options *_swig_go_0, long long _swig_go_1) {
+void _wrap_woq_quant_options_struct_size_set_woqc_2bddcd7ee9b6a24d(struct woq_quant_options *_swig_go_0, long long _swig_go_1) {
   struct woq_quant_options *arg1 = (struct woq_quant_options *) 0 ;
   size_t arg2 ;
   
@@ -1012,7 +1012,7 @@ void _wrap_woq_quant_options_struct_size_set_woqc_c9f0894d00ba7b8c(struct woq_qu
 }
 
 
-long long _wrap_woq_quant_options_struct_size_get_woqc_c9f0894d00ba7b8c(struct woq_quant_options *_swig_go_0) {
+long long _wrap_woq_quant_options_struct_size_get_woqc_2bddcd7ee9b6a24d(struct woq_quant_options *_swig_go_0) {
   struct woq_quant_options *arg1 = (struct woq_quant_options *) 0 ;
   size_t result;
   long long _swig_go_result;
@@ -1025,7 +1025,7 @@ long long _wrap_woq_quant_options_struct_size_get_woqc_c9f0894d00ba7b8c(struct w
 }
 
 
-void _wrap_woq_quant_options_bits_set_woqc_c9f0894d00ba7b8c(struct woq_quant_options *_swig_go_0, intgo _swig_go_1) {
+void _wrap_woq_quant_options_bits_set_woqc_2bddcd7ee9b6a24d(struct woq_quant_options *_swig_go_0, intgo _swig_go_1) {
   struct woq_quant_options *arg1 = (struct woq_quant_options *) 0 ;
   uint32_t arg2 ;
   
@@ -1037,7 +1037,7 @@ void _wrap_woq_quant_options_bits_set_woqc_c9f0894d00ba7b8c(struct woq_quant_opt
 }
 
 
-intgo _wrap_woq_quant_options_bits_get_woqc_c9f0894d00ba7b8c(struct woq_quant_options *_swig_go_0) {
+intgo _wrap_woq_quant_options_bits_get_woqc_2bddcd7ee9b6a24d(struct woq_quant_options *_swig_go_0) {
   struct woq_quant_options *arg1 = (struct woq_quant_options *) 0 ;
   uint32_t result;
   intgo _swig_go_result;
@@ -1050,7 +1050,7 @@ intgo _wrap_woq_quant_options_bits_get_woqc_c9f0894d00ba7b8c(struct woq_quant_op
 }
 
 
-void _wrap_woq_quant_options_group_size_set_woqc_c9f0894d00ba7b8c(struct woq_quant_options *_swig_go_0, intgo _swig_go_1) {
+void _wrap_woq_quant_options_group_size_set_woqc_2bddcd7ee9b6a24d(struct woq_quant_options *_swig_go_0, intgo _swig_go_1) {
   struct woq_quant_options *arg1 = (struct woq_quant_options *) 0 ;
   uint32_t arg2 ;
   
@@ -1062,7 +1062,7 @@ void _wrap_woq_quant_options_group_size_set_woqc_c9f0894d00ba7b8c(struct woq_qua
 }
 
 
-intgo _wrap_woq_quant_options_group_size_get_woqc_c9f0894d00ba7b8c(struct woq_quant_options *_swig_go_0) {
+intgo _wrap_woq_quant_options_group_size_get_woqc_2bddcd7ee9b6a24d(struct woq_quant_options *_swig_go_0) {
   struct woq_quant_options *arg1 = (struct woq_quant_options *) 0 ;
   uint32_t result;
   intgo _swig_go_result;
@@ -1075,7 +1075,7 @@ intgo _wrap_woq_quant_options_group_size_get_woqc_c9f0894d00ba7b8c(struct woq_qu
 }
 
 
-void _wrap_woq_quant_options_scheme_set_woqc_c9f0894d00ba7b8c(struct woq_quant_options *_swig_go_0, intgo _swig_go_1) {
+void _wrap_woq_quant_options_scheme_set_woqc_2bddcd7ee9b6a24d(struct woq_quant_options *_swig_go_0, intgo _swig_go_1) {
   struct woq_quant_options *arg1 = (struct woq_quant_options *) 0 ;
   woq_scheme arg2 ;
   
@@ -1087,7 +1087,7 @@ void _wrap_woq_quant_options_scheme_set_woqc_c9f0894d00ba7b8c(struct woq_quant_o
 }
 
 
-intgo _wrap_woq_quant_options_scheme_get_woqc_c9f0894d00ba7b8c(struct woq_quant_options *_swig_go_0) {
+intgo _wrap_woq_quant_options_scheme_get_woqc_2bddcd7ee9b6a24d(struct woq_quant_options *_swig_go_0) {
   struct woq_quant_options *arg1 = (struct woq_quant_options *) 0 ;
   woq_scheme result;
   intgo _swig_go_result;
@@ -1100,7 +1100,7 @@ intgo _wrap_woq_quant_options_scheme_get_woqc_c9f0894d00ba7b8c(struct woq_quant_
 }
 
 
-void _wrap_woq_quant_options_method_set_woqc_c9f0894d00ba7b8c(struct woq_quant_options *_swig_go_0, intgo _swig_go_1) {
+void _wrap_woq_quant_options_method_set_woqc_2bddcd7ee9b6a24d(struct woq_quant_options *_swig_go_0, intgo _swig_go_1) {
   struct woq_quant_options *arg1 = (struct woq_quant_options *) 0 ;
   woq_method arg2 ;
   
@@ -1112,7 +1112,7 @@ void _wrap_woq_quant_options_method_set_woqc_c9f0894d00ba7b8c(struct woq_quant_o
 }
 
 
-intgo _wrap_woq_quant_options_method_get_woqc_c9f0894d00ba7b8c(struct woq_quant_options *_swig_go_0) {
+intgo _wrap_woq_quant_options_method_get_woqc_2bddcd7ee9b6a24d(struct woq_quant_options *_swig_go_0) {
   struct woq_quant_options *arg1 = (struct woq_quant_options *) 0 ;
   woq_method result;
   intgo _swig_go_result;
@@ -1125,7 +1125,7 @@ intgo _wrap_woq_quant_options_method_get_woqc_c9f0894d00ba7b8c(struct woq_quant_
 }
 
 
-void _wrap_woq_quant_options_calibration_dtype_set_woqc_c9f0894d00ba7b8c(struct woq_quant_options *_swig_go_0, intgo _swig_go_1) {
+void _wrap_woq_quant_options_calibration_dtype_set_woqc_2bddcd7ee9b6a24d(struct woq_quant_options *_swig_go_0, intgo _swig_go_1) {
   struct woq_quant_options *arg1 = (struct woq_quant_options *) 0 ;
   woq_dtype arg2 ;
   
@@ -1137,7 +1137,7 @@ void _wrap_woq_quant_options_calibration_dtype_set_woqc_c9f0894d00ba7b8c(struct 
 }
 
 
-intgo _wrap_woq_quant_options_calibration_dtype_get_woqc_c9f0894d00ba7b8c(struct woq_quant_options *_swig_go_0) {
+intgo _wrap_woq_quant_options_calibration_dtype_get_woqc_2bddcd7ee9b6a24d(struct woq_quant_options *_swig_go_0) {
   struct woq_quant_options *arg1 = (struct woq_quant_options *) 0 ;
   woq_dtype result;
   intgo _swig_go_result;
@@ -1150,7 +1150,7 @@ intgo _wrap_woq_quant_options_calibration_dtype_get_woqc_c9f0894d00ba7b8c(struct
 }
 
 
-void _wrap_woq_quant_options_calibration_rows_set_woqc_c9f0894d00ba7b8c(struct woq_quant_options *_swig_go_0, long long _swig_go_1) {
+void _wrap_woq_quant_options_calibration_rows_set_woqc_2bddcd7ee9b6a24d(struct woq_quant_options *_swig_go_0, long long _swig_go_1) {
   struct woq_quant_options *arg1 = (struct woq_quant_options *) 0 ;
   uint64_t arg2 ;
   
@@ -1162,7 +1162,7 @@ void _wrap_woq_quant_options_calibration_rows_set_woqc_c9f0894d00ba7b8c(struct w
 }
 
 
-long long _wrap_woq_quant_options_calibration_rows_get_woqc_c9f0894d00ba7b8c(struct woq_quant_options *_swig_go_0) {
+long long _wrap_woq_quant_options_calibration_rows_get_woqc_2bddcd7ee9b6a24d(struct woq_quant_options *_swig_go_0) {
   struct woq_quant_options *arg1 = (struct woq_quant_options *) 0 ;
   uint64_t result;
   long long _swig_go_result;
@@ -1175,7 +1175,7 @@ long long _wrap_woq_quant_options_calibration_rows_get_woqc_c9f0894d00ba7b8c(str
 }
 
 
-void _wrap_woq_quant_options_act_order_set_woqc_c9f0894d00ba7b8c(struct woq_quant_options *_swig_go_0, intgo _swig_go_1) {
+void _wrap_woq_quant_options_act_order_set_woqc_2bddcd7ee9b6a24d(struct woq_quant_options *_swig_go_0, intgo _swig_go_1) {
   struct woq_quant_options *arg1 = (struct woq_quant_options *) 0 ;
   int32_t arg2 ;
   
@@ -1187,7 +1187,7 @@ void _wrap_woq_quant_options_act_order_set_woqc_c9f0894d00ba7b8c(struct woq_quan
 }
 
 
-intgo _wrap_woq_quant_options_act_order_get_woqc_c9f0894d00ba7b8c(struct woq_quant_options *_swig_go_0) {
+intgo _wrap_woq_quant_options_act_order_get_woqc_2bddcd7ee9b6a24d(struct woq_quant_options *_swig_go_0) {
   struct woq_quant_options *arg1 = (struct woq_quant_options *) 0 ;
   int32_t result;
   intgo _swig_go_result;
@@ -1200,7 +1200,7 @@ intgo _wrap_woq_quant_options_act_order_get_woqc_c9f0894d00ba7b8c(struct woq_qua
 }
 
 
-void _wrap_woq_quant_options_fold_input_scales_set_woqc_c9f0894d00ba7b8c(struct woq_quant_options *_swig_go_0, intgo _swig_go_1) {
+void _wrap_woq_quant_options_fold_input_scales_set_woqc_2bddcd7ee9b6a24d(struct woq_quant_options *_swig_go_0, intgo _swig_go_1) {
   struct woq_quant_options *arg1 = (struct woq_quant_options *) 0 ;
   int32_t arg2 ;
   
@@ -1212,7 +1212,7 @@ void _wrap_woq_quant_options_fold_input_scales_set_woqc_c9f0894d00ba7b8c(struct 
 }
 
 
-intgo _wrap_woq_quant_options_fold_input_scales_get_woqc_c9f0894d00ba7b8c(struct woq_quant_options *_swig_go_0) {
+intgo _wrap_woq_quant_options_fold_input_scales_get_woqc_2bddcd7ee9b6a24d(struct woq_quant_options *_swig_go_0) {
   struct woq_quant_options *arg1 = (struct woq_quant_options *) 0 ;
   int32_t result;
   intgo _swig_go_result;
@@ -1225,7 +1225,7 @@ intgo _wrap_woq_quant_options_fold_input_scales_get_woqc_c9f0894d00ba7b8c(struct
 }
 
 
-struct woq_quant_options *_wrap_new_woq_quant_options_woqc_c9f0894d00ba7b8c() {
+struct woq_quant_options *_wrap_new_woq_quant_options_woqc_2bddcd7ee9b6a24d() {
   struct woq_quant_options *result = 0 ;
   struct woq_quant_options *_swig_go_result;
   
@@ -1236,7 +1236,7 @@ struct woq_quant_options *_wrap_new_woq_quant_options_woqc_c9f0894d00ba7b8c() {
 }
 
 
-void _wrap_delete_woq_quant_options_woqc_c9f0894d00ba7b8c(struct woq_quant_options *_swig_go_0) {
+void _wrap_delete_woq_quant_options_woqc_2bddcd7ee9b6a24d(struct woq_quant_options *_swig_go_0) {
   struct woq_quant_options *arg1 = (struct woq_quant_options *) 0 ;
   
   arg1 = *(struct woq_quant_options **)&_swig_go_0; 
@@ -1246,7 +1246,7 @@ void _wrap_delete_woq_quant_options_woqc_c9f0894d00ba7b8c(struct woq_quant_optio
 }
 
 
-intgo _wrap_woq_quant_options_init_woqc_c9f0894d00ba7b8c(struct woq_quant_options *_swig_go_0) {
+intgo _wrap_woq_quant_options_init_woqc_2bddcd7ee9b6a24d(struct woq_quant_options *_swig_go_0) {
   woq_quant_options *arg1 = (woq_quant_options *) 0 ;
   woq_status result;
   intgo _swig_go_result;
@@ -1259,7 +1259,7 @@ intgo _wrap_woq_quant_options_init_woqc_c9f0894d00ba7b8c(struct woq_quant_option
 }
 
 
-intgo _wrap_woq_quantize_woqc_c9f0894d00ba7b8c(_goslice_ _swig_go_0, intgo _swig_go_1, long long _swig_go_2, long long _swig_go_3, struct woq_quant_options *_swig_go_4, _goslice_ _swig_go_5) {
+intgo _wrap_woq_quantize_woqc_2bddcd7ee9b6a24d(_goslice_ _swig_go_0, intgo _swig_go_1, long long _swig_go_2, long long _swig_go_3, struct woq_quant_options *_swig_go_4, _goslice_ _swig_go_5) {
   void *arg1 = (void *) 0 ;
   woq_dtype arg2 ;
   uint64_t arg3 ;
@@ -1287,7 +1287,7 @@ intgo _wrap_woq_quantize_woqc_c9f0894d00ba7b8c(_goslice_ _swig_go_0, intgo _swig
 }
 
 
-intgo _wrap_woq_qmatrix_input_scales_woqc_c9f0894d00ba7b8c(woq_qmatrix *_swig_go_0, _goslice_ _swig_go_1, long long _swig_go_2, _goslice_ _swig_go_3) {
+intgo _wrap_woq_qmatrix_input_scales_woqc_2bddcd7ee9b6a24d(woq_qmatrix *_swig_go_0, _goslice_ _swig_go_1, long long _swig_go_2, _goslice_ _swig_go_3) {
   woq_qmatrix *arg1 = (woq_qmatrix *) 0 ;
   float *arg2 = (float *) 0 ;
   uint64_t arg3 ;
@@ -1319,7 +1319,7 @@ intgo _wrap_woq_qmatrix_input_scales_woqc_c9f0894d00ba7b8c(woq_qmatrix *_swig_go
 }
 
 
-void _wrap_woq_qmatrix_destroy_woqc_c9f0894d00ba7b8c(woq_qmatrix *_swig_go_0) {
+void _wrap_woq_qmatrix_destroy_woqc_2bddcd7ee9b6a24d(woq_qmatrix *_swig_go_0) {
   woq_qmatrix *arg1 = (woq_qmatrix *) 0 ;
   
   arg1 = (woq_qmatrix *)_swig_go_0; 
@@ -1329,7 +1329,7 @@ void _wrap_woq_qmatrix_destroy_woqc_c9f0894d00ba7b8c(woq_qmatrix *_swig_go_0) {
 }
 
 
-intgo _wrap_woq_qmatrix_shape_woqc_c9f0894d00ba7b8c(woq_qmatrix *_swig_go_0, _goslice_ _swig_go_1, _goslice_ _swig_go_2) {
+intgo _wrap_woq_qmatrix_shape_woqc_2bddcd7ee9b6a24d(woq_qmatrix *_swig_go_0, _goslice_ _swig_go_1, _goslice_ _swig_go_2) {
   woq_qmatrix *arg1 = (woq_qmatrix *) 0 ;
   uint64_t *arg2 = (uint64_t *) 0 ;
   uint64_t *arg3 = (uint64_t *) 0 ;
@@ -1368,7 +1368,7 @@ intgo _wrap_woq_qmatrix_shape_woqc_c9f0894d00ba7b8c(woq_qmatrix *_swig_go_0, _go
 }
 
 
-intgo _wrap_woq_qmatrix_stats_woqc_c9f0894d00ba7b8c(woq_qmatrix *_swig_go_0, _goslice_ _swig_go_1, _goslice_ _swig_go_2, _goslice_ _swig_go_3) {
+intgo _wrap_woq_qmatrix_stats_woqc_2bddcd7ee9b6a24d(woq_qmatrix *_swig_go_0, _goslice_ _swig_go_1, _goslice_ _swig_go_2, _goslice_ _swig_go_3) {
   woq_qmatrix *arg1 = (woq_qmatrix *) 0 ;
   double *arg2 = (double *) 0 ;
   double *arg3 = (double *) 0 ;
@@ -1420,7 +1420,7 @@ intgo _wrap_woq_qmatrix_stats_woqc_c9f0894d00ba7b8c(woq_qmatrix *_swig_go_0, _go
 }
 
 
-intgo _wrap_woq_import_checkpoint_woqc_c9f0894d00ba7b8c(_gostring_ _swig_go_0, _gostring_ _swig_go_1, _gostring_ _swig_go_2, _gostring_* _swig_go_3) {
+intgo _wrap_woq_import_checkpoint_woqc_2bddcd7ee9b6a24d(_gostring_ _swig_go_0, _gostring_ _swig_go_1, _gostring_ _swig_go_2, _gostring_* _swig_go_3) {
   char *arg1 = (char *) 0 ;
   char *arg2 = (char *) 0 ;
   char *arg3 = (char *) 0 ;
@@ -1458,7 +1458,7 @@ intgo _wrap_woq_import_checkpoint_woqc_c9f0894d00ba7b8c(_gostring_ _swig_go_0, _
 }
 
 
-void _wrap_woq_import_options_struct_size_set_woqc_c9f0894d00ba7b8c(struct woq_import_options *_swig_go_0, long long _swig_go_1) {
+void _wrap_woq_import_options_struct_size_set_woqc_2bddcd7ee9b6a24d(struct woq_import_options *_swig_go_0, long long _swig_go_1) {
   struct woq_import_options *arg1 = (struct woq_import_options *) 0 ;
   size_t arg2 ;
   
@@ -1470,7 +1470,7 @@ void _wrap_woq_import_options_struct_size_set_woqc_c9f0894d00ba7b8c(struct woq_i
 }
 
 
-long long _wrap_woq_import_options_struct_size_get_woqc_c9f0894d00ba7b8c(struct woq_import_options *_swig_go_0) {
+long long _wrap_woq_import_options_struct_size_get_woqc_2bddcd7ee9b6a24d(struct woq_import_options *_swig_go_0) {
   struct woq_import_options *arg1 = (struct woq_import_options *) 0 ;
   size_t result;
   long long _swig_go_result;
@@ -1483,7 +1483,7 @@ long long _wrap_woq_import_options_struct_size_get_woqc_c9f0894d00ba7b8c(struct 
 }
 
 
-void _wrap_woq_import_options_round_scales_set_woqc_c9f0894d00ba7b8c(struct woq_import_options *_swig_go_0, intgo _swig_go_1) {
+void _wrap_woq_import_options_round_scales_set_woqc_2bddcd7ee9b6a24d(struct woq_import_options *_swig_go_0, intgo _swig_go_1) {
   struct woq_import_options *arg1 = (struct woq_import_options *) 0 ;
   int arg2 ;
   
@@ -1495,7 +1495,7 @@ void _wrap_woq_import_options_round_scales_set_woqc_c9f0894d00ba7b8c(struct woq_
 }
 
 
-intgo _wrap_woq_import_options_round_scales_get_woqc_c9f0894d00ba7b8c(struct woq_import_options *_swig_go_0) {
+intgo _wrap_woq_import_options_round_scales_get_woqc_2bddcd7ee9b6a24d(struct woq_import_options *_swig_go_0) {
   struct woq_import_options *arg1 = (struct woq_import_options *) 0 ;
   int result;
   intgo _swig_go_result;
@@ -1508,7 +1508,7 @@ intgo _wrap_woq_import_options_round_scales_get_woqc_c9f0894d00ba7b8c(struct woq
 }
 
 
-struct woq_import_options *_wrap_new_woq_import_options_woqc_c9f0894d00ba7b8c() {
+struct woq_import_options *_wrap_new_woq_import_options_woqc_2bddcd7ee9b6a24d() {
   struct woq_import_options *result = 0 ;
   struct woq_import_options *_swig_go_result;
   
@@ -1519,7 +1519,7 @@ struct woq_import_options *_wrap_new_woq_import_options_woqc_c9f0894d00ba7b8c() 
 }
 
 
-void _wrap_delete_woq_import_options_woqc_c9f0894d00ba7b8c(struct woq_import_options *_swig_go_0) {
+void _wrap_delete_woq_import_options_woqc_2bddcd7ee9b6a24d(struct woq_import_options *_swig_go_0) {
   struct woq_import_options *arg1 = (struct woq_import_options *) 0 ;
   
   arg1 = *(struct woq_import_options **)&_swig_go_0; 
@@ -1529,7 +1529,7 @@ void _wrap_delete_woq_import_options_woqc_c9f0894d00ba7b8c(struct woq_import_opt
 }
 
 
-intgo _wrap_woq_import_options_init_woqc_c9f0894d00ba7b8c(struct woq_import_options *_swig_go_0) {
+intgo _wrap_woq_import_options_init_woqc_2bddcd7ee9b6a24d(struct woq_import_options *_swig_go_0) {
   woq_import_options *arg1 = (woq_import_options *) 0 ;
   woq_status result;
   intgo _swig_go_result;
@@ -1542,7 +1542,7 @@ intgo _wrap_woq_import_options_init_woqc_c9f0894d00ba7b8c(struct woq_import_opti
 }
 
 
-intgo _wrap_woq_import_checkpoint_ex_woqc_c9f0894d00ba7b8c(_gostring_ _swig_go_0, _gostring_ _swig_go_1, _gostring_ _swig_go_2, struct woq_import_options *_swig_go_3, _gostring_* _swig_go_4) {
+intgo _wrap_woq_import_checkpoint_ex_woqc_2bddcd7ee9b6a24d(_gostring_ _swig_go_0, _gostring_ _swig_go_1, _gostring_ _swig_go_2, struct woq_import_options *_swig_go_3, _gostring_* _swig_go_4) {
   char *arg1 = (char *) 0 ;
   char *arg2 = (char *) 0 ;
   char *arg3 = (char *) 0 ;
@@ -1582,7 +1582,7 @@ intgo _wrap_woq_import_checkpoint_ex_woqc_c9f0894d00ba7b8c(_gostring_ _swig_go_0
 }
 
 
-intgo _wrap_woq_writer_create_woqc_c9f0894d00ba7b8c(_gostring_ _swig_go_0, _goslice_ _swig_go_1) {
+intgo _wrap_woq_writer_create_woqc_2bddcd7ee9b6a24d(_gostring_ _swig_go_0, _goslice_ _swig_go_1) {
   char *arg1 = (char *) 0 ;
   woq_writer **arg2 = (woq_writer **) 0 ;
   woq_status result;
@@ -1605,7 +1605,7 @@ intgo _wrap_woq_writer_create_woqc_c9f0894d00ba7b8c(_gostring_ _swig_go_0, _gosl
 }
 
 
-intgo _wrap_woq_writer_add_tensor_woqc_c9f0894d00ba7b8c(woq_writer *_swig_go_0, _gostring_ _swig_go_1, woq_qmatrix *_swig_go_2, _goslice_ _swig_go_3) {
+intgo _wrap_woq_writer_add_tensor_woqc_2bddcd7ee9b6a24d(woq_writer *_swig_go_0, _gostring_ _swig_go_1, woq_qmatrix *_swig_go_2, _goslice_ _swig_go_3) {
   woq_writer *arg1 = (woq_writer *) 0 ;
   char *arg2 = (char *) 0 ;
   woq_qmatrix *arg3 = (woq_qmatrix *) 0 ;
@@ -1631,7 +1631,7 @@ intgo _wrap_woq_writer_add_tensor_woqc_c9f0894d00ba7b8c(woq_writer *_swig_go_0, 
 }
 
 
-intgo _wrap_woq_writer_set_metadata_string_woqc_c9f0894d00ba7b8c(woq_writer *_swig_go_0, _gostring_ _swig_go_1, _gostring_ _swig_go_2) {
+intgo _wrap_woq_writer_set_metadata_string_woqc_2bddcd7ee9b6a24d(woq_writer *_swig_go_0, _gostring_ _swig_go_1, _gostring_ _swig_go_2) {
   woq_writer *arg1 = (woq_writer *) 0 ;
   char *arg2 = (char *) 0 ;
   char *arg3 = (char *) 0 ;
@@ -1658,7 +1658,7 @@ intgo _wrap_woq_writer_set_metadata_string_woqc_c9f0894d00ba7b8c(woq_writer *_sw
 }
 
 
-intgo _wrap_woq_writer_set_metadata_int_woqc_c9f0894d00ba7b8c(woq_writer *_swig_go_0, _gostring_ _swig_go_1, long long _swig_go_2) {
+intgo _wrap_woq_writer_set_metadata_int_woqc_2bddcd7ee9b6a24d(woq_writer *_swig_go_0, _gostring_ _swig_go_1, long long _swig_go_2) {
   woq_writer *arg1 = (woq_writer *) 0 ;
   char *arg2 = (char *) 0 ;
   int64_t arg3 ;
@@ -1680,7 +1680,7 @@ intgo _wrap_woq_writer_set_metadata_int_woqc_c9f0894d00ba7b8c(woq_writer *_swig_
 }
 
 
-intgo _wrap_woq_writer_set_metadata_float_woqc_c9f0894d00ba7b8c(woq_writer *_swig_go_0, _gostring_ _swig_go_1, double _swig_go_2) {
+intgo _wrap_woq_writer_set_metadata_float_woqc_2bddcd7ee9b6a24d(woq_writer *_swig_go_0, _gostring_ _swig_go_1, double _swig_go_2) {
   woq_writer *arg1 = (woq_writer *) 0 ;
   char *arg2 = (char *) 0 ;
   double arg3 ;
@@ -1702,7 +1702,7 @@ intgo _wrap_woq_writer_set_metadata_float_woqc_c9f0894d00ba7b8c(woq_writer *_swi
 }
 
 
-intgo _wrap_woq_writer_finish_woqc_c9f0894d00ba7b8c(woq_writer *_swig_go_0) {
+intgo _wrap_woq_writer_finish_woqc_2bddcd7ee9b6a24d(woq_writer *_swig_go_0) {
   woq_writer *arg1 = (woq_writer *) 0 ;
   woq_status result;
   intgo _swig_go_result;
@@ -1715,7 +1715,7 @@ intgo _wrap_woq_writer_finish_woqc_c9f0894d00ba7b8c(woq_writer *_swig_go_0) {
 }
 
 
-void _wrap_woq_writer_destroy_woqc_c9f0894d00ba7b8c(woq_writer *_swig_go_0) {
+void _wrap_woq_writer_destroy_woqc_2bddcd7ee9b6a24d(woq_writer *_swig_go_0) {
   woq_writer *arg1 = (woq_writer *) 0 ;
   
   arg1 = (woq_writer *)_swig_go_0; 
@@ -1725,7 +1725,7 @@ void _wrap_woq_writer_destroy_woqc_c9f0894d00ba7b8c(woq_writer *_swig_go_0) {
 }
 
 
-intgo _wrap_woq_file_open_woqc_c9f0894d00ba7b8c(_gostring_ _swig_go_0, _goslice_ _swig_go_1) {
+intgo _wrap_woq_file_open_woqc_2bddcd7ee9b6a24d(_gostring_ _swig_go_0, _goslice_ _swig_go_1) {
   char *arg1 = (char *) 0 ;
   woq_file **arg2 = (woq_file **) 0 ;
   woq_status result;
@@ -1748,7 +1748,7 @@ intgo _wrap_woq_file_open_woqc_c9f0894d00ba7b8c(_gostring_ _swig_go_0, _goslice_
 }
 
 
-void _wrap_woq_open_options_struct_size_set_woqc_c9f0894d00ba7b8c(struct woq_open_options *_swig_go_0, long long _swig_go_1) {
+void _wrap_woq_open_options_struct_size_set_woqc_2bddcd7ee9b6a24d(struct woq_open_options *_swig_go_0, long long _swig_go_1) {
   struct woq_open_options *arg1 = (struct woq_open_options *) 0 ;
   size_t arg2 ;
   
@@ -1760,7 +1760,7 @@ void _wrap_woq_open_options_struct_size_set_woqc_c9f0894d00ba7b8c(struct woq_ope
 }
 
 
-long long _wrap_woq_open_options_struct_size_get_woqc_c9f0894d00ba7b8c(struct woq_open_options *_swig_go_0) {
+long long _wrap_woq_open_options_struct_size_get_woqc_2bddcd7ee9b6a24d(struct woq_open_options *_swig_go_0) {
   struct woq_open_options *arg1 = (struct woq_open_options *) 0 ;
   size_t result;
   long long _swig_go_result;
@@ -1773,7 +1773,7 @@ long long _wrap_woq_open_options_struct_size_get_woqc_c9f0894d00ba7b8c(struct wo
 }
 
 
-void _wrap_woq_open_options_max_directory_bytes_set_woqc_c9f0894d00ba7b8c(struct woq_open_options *_swig_go_0, long long _swig_go_1) {
+void _wrap_woq_open_options_max_directory_bytes_set_woqc_2bddcd7ee9b6a24d(struct woq_open_options *_swig_go_0, long long _swig_go_1) {
   struct woq_open_options *arg1 = (struct woq_open_options *) 0 ;
   uint64_t arg2 ;
   
@@ -1785,7 +1785,7 @@ void _wrap_woq_open_options_max_directory_bytes_set_woqc_c9f0894d00ba7b8c(struct
 }
 
 
-long long _wrap_woq_open_options_max_directory_bytes_get_woqc_c9f0894d00ba7b8c(struct woq_open_options *_swig_go_0) {
+long long _wrap_woq_open_options_max_directory_bytes_get_woqc_2bddcd7ee9b6a24d(struct woq_open_options *_swig_go_0) {
   struct woq_open_options *arg1 = (struct woq_open_options *) 0 ;
   uint64_t result;
   long long _swig_go_result;
@@ -1798,7 +1798,7 @@ long long _wrap_woq_open_options_max_directory_bytes_get_woqc_c9f0894d00ba7b8c(s
 }
 
 
-void _wrap_woq_open_options_max_tensors_set_woqc_c9f0894d00ba7b8c(struct woq_open_options *_swig_go_0, long long _swig_go_1) {
+void _wrap_woq_open_options_max_tensors_set_woqc_2bddcd7ee9b6a24d(struct woq_open_options *_swig_go_0, long long _swig_go_1) {
   struct woq_open_options *arg1 = (struct woq_open_options *) 0 ;
   uint64_t arg2 ;
   
@@ -1810,7 +1810,7 @@ void _wrap_woq_open_options_max_tensors_set_woqc_c9f0894d00ba7b8c(struct woq_ope
 }
 
 
-long long _wrap_woq_open_options_max_tensors_get_woqc_c9f0894d00ba7b8c(struct woq_open_options *_swig_go_0) {
+long long _wrap_woq_open_options_max_tensors_get_woqc_2bddcd7ee9b6a24d(struct woq_open_options *_swig_go_0) {
   struct woq_open_options *arg1 = (struct woq_open_options *) 0 ;
   uint64_t result;
   long long _swig_go_result;
@@ -1823,7 +1823,7 @@ long long _wrap_woq_open_options_max_tensors_get_woqc_c9f0894d00ba7b8c(struct wo
 }
 
 
-void _wrap_woq_open_options_max_metadata_set_woqc_c9f0894d00ba7b8c(struct woq_open_options *_swig_go_0, long long _swig_go_1) {
+void _wrap_woq_open_options_max_metadata_set_woqc_2bddcd7ee9b6a24d(struct woq_open_options *_swig_go_0, long long _swig_go_1) {
   struct woq_open_options *arg1 = (struct woq_open_options *) 0 ;
   uint64_t arg2 ;
   
@@ -1835,7 +1835,7 @@ void _wrap_woq_open_options_max_metadata_set_woqc_c9f0894d00ba7b8c(struct woq_op
 }
 
 
-long long _wrap_woq_open_options_max_metadata_get_woqc_c9f0894d00ba7b8c(struct woq_open_options *_swig_go_0) {
+long long _wrap_woq_open_options_max_metadata_get_woqc_2bddcd7ee9b6a24d(struct woq_open_options *_swig_go_0) {
   struct woq_open_options *arg1 = (struct woq_open_options *) 0 ;
   uint64_t result;
   long long _swig_go_result;
@@ -1848,7 +1848,7 @@ long long _wrap_woq_open_options_max_metadata_get_woqc_c9f0894d00ba7b8c(struct w
 }
 
 
-void _wrap_woq_open_options_max_tensor_bytes_set_woqc_c9f0894d00ba7b8c(struct woq_open_options *_swig_go_0, long long _swig_go_1) {
+void _wrap_woq_open_options_max_tensor_bytes_set_woqc_2bddcd7ee9b6a24d(struct woq_open_options *_swig_go_0, long long _swig_go_1) {
   struct woq_open_options *arg1 = (struct woq_open_options *) 0 ;
   uint64_t arg2 ;
   
@@ -1860,7 +1860,7 @@ void _wrap_woq_open_options_max_tensor_bytes_set_woqc_c9f0894d00ba7b8c(struct wo
 }
 
 
-long long _wrap_woq_open_options_max_tensor_bytes_get_woqc_c9f0894d00ba7b8c(struct woq_open_options *_swig_go_0) {
+long long _wrap_woq_open_options_max_tensor_bytes_get_woqc_2bddcd7ee9b6a24d(struct woq_open_options *_swig_go_0) {
   struct woq_open_options *arg1 = (struct woq_open_options *) 0 ;
   uint64_t result;
   long long _swig_go_result;
@@ -1873,7 +1873,7 @@ long long _wrap_woq_open_options_max_tensor_bytes_get_woqc_c9f0894d00ba7b8c(stru
 }
 
 
-struct woq_open_options *_wrap_new_woq_open_options_woqc_c9f0894d00ba7b8c() {
+struct woq_open_options *_wrap_new_woq_open_options_woqc_2bddcd7ee9b6a24d() {
   struct woq_open_options *result = 0 ;
   struct woq_open_options *_swig_go_result;
   
@@ -1884,7 +1884,7 @@ struct woq_open_options *_wrap_new_woq_open_options_woqc_c9f0894d00ba7b8c() {
 }
 
 
-void _wrap_delete_woq_open_options_woqc_c9f0894d00ba7b8c(struct woq_open_options *_swig_go_0) {
+void _wrap_delete_woq_open_options_woqc_2bddcd7ee9b6a24d(struct woq_open_options *_swig_go_0) {
   struct woq_open_options *arg1 = (struct woq_open_options *) 0 ;
   
   arg1 = *(struct woq_open_options **)&_swig_go_0; 
@@ -1894,7 +1894,7 @@ void _wrap_delete_woq_open_options_woqc_c9f0894d00ba7b8c(struct woq_open_options
 }
 
 
-intgo _wrap_woq_open_options_init_woqc_c9f0894d00ba7b8c(struct woq_open_options *_swig_go_0) {
+intgo _wrap_woq_open_options_init_woqc_2bddcd7ee9b6a24d(struct woq_open_options *_swig_go_0) {
   woq_open_options *arg1 = (woq_open_options *) 0 ;
   woq_status result;
   intgo _swig_go_result;
@@ -1907,7 +1907,7 @@ intgo _wrap_woq_open_options_init_woqc_c9f0894d00ba7b8c(struct woq_open_options 
 }
 
 
-intgo _wrap_woq_file_open_ex_woqc_c9f0894d00ba7b8c(_gostring_ _swig_go_0, struct woq_open_options *_swig_go_1, _goslice_ _swig_go_2) {
+intgo _wrap_woq_file_open_ex_woqc_2bddcd7ee9b6a24d(_gostring_ _swig_go_0, struct woq_open_options *_swig_go_1, _goslice_ _swig_go_2) {
   char *arg1 = (char *) 0 ;
   woq_open_options *arg2 = (woq_open_options *) 0 ;
   woq_file **arg3 = (woq_file **) 0 ;
@@ -1932,7 +1932,7 @@ intgo _wrap_woq_file_open_ex_woqc_c9f0894d00ba7b8c(_gostring_ _swig_go_0, struct
 }
 
 
-intgo _wrap_WOQ_MEMORY_COPY_woqc_c9f0894d00ba7b8c() {
+intgo _wrap_WOQ_MEMORY_COPY_woqc_2bddcd7ee9b6a24d() {
   enum woq_memory_mode result;
   intgo _swig_go_result;
   
@@ -1944,7 +1944,7 @@ intgo _wrap_WOQ_MEMORY_COPY_woqc_c9f0894d00ba7b8c() {
 }
 
 
-intgo _wrap_WOQ_MEMORY_BORROW_woqc_c9f0894d00ba7b8c() {
+intgo _wrap_WOQ_MEMORY_BORROW_woqc_2bddcd7ee9b6a24d() {
   enum woq_memory_mode result;
   intgo _swig_go_result;
   
@@ -1956,7 +1956,19 @@ intgo _wrap_WOQ_MEMORY_BORROW_woqc_c9f0894d00ba7b8c() {
 }
 
 
-intgo _wrap_woq_file_open_memory_woqc_c9f0894d00ba7b8c(_goslice_ _swig_go_0, long long _swig_go_1, intgo _swig_go_2, struct woq_open_options *_swig_go_3, _goslice_ _swig_go_4) {
+intgo _wrap_WOQ_MEMORY_MAX_ENUM_woqc_2bddcd7ee9b6a24d() {
+  enum woq_memory_mode result;
+  intgo _swig_go_result;
+  
+  
+  result = WOQ_MEMORY_MAX_ENUM;
+  
+  _swig_go_result = (intgo)result; 
+  return _swig_go_result;
+}
+
+
+intgo _wrap_woq_file_open_memory_woqc_2bddcd7ee9b6a24d(_goslice_ _swig_go_0, long long _swig_go_1, intgo _swig_go_2, struct woq_open_options *_swig_go_3, _goslice_ _swig_go_4) {
   void *arg1 = (void *) 0 ;
   uint64_t arg2 ;
   woq_memory_mode arg3 ;
@@ -1982,7 +1994,7 @@ intgo _wrap_woq_file_open_memory_woqc_c9f0894d00ba7b8c(_goslice_ _swig_go_0, lon
 }
 
 
-void _wrap_woq_file_close_woqc_c9f0894d00ba7b8c(woq_file *_swig_go_0) {
+void _wrap_woq_file_close_woqc_2bddcd7ee9b6a24d(woq_file *_swig_go_0) {
   woq_file *arg1 = (woq_file *) 0 ;
   
   arg1 = (woq_file *)_swig_go_0; 
@@ -1992,7 +2004,7 @@ void _wrap_woq_file_close_woqc_c9f0894d00ba7b8c(woq_file *_swig_go_0) {
 }
 
 
-intgo _wrap_woq_file_verify_woqc_c9f0894d00ba7b8c(woq_file *_swig_go_0) {
+intgo _wrap_woq_file_verify_woqc_2bddcd7ee9b6a24d(woq_file *_swig_go_0) {
   woq_file *arg1 = (woq_file *) 0 ;
   woq_status result;
   intgo _swig_go_result;
@@ -2005,7 +2017,7 @@ intgo _wrap_woq_file_verify_woqc_c9f0894d00ba7b8c(woq_file *_swig_go_0) {
 }
 
 
-intgo _wrap_woq_file_format_version_woqc_c9f0894d00ba7b8c(woq_file *_swig_go_0, _goslice_ _swig_go_1, _goslice_ _swig_go_2) {
+intgo _wrap_woq_file_format_version_woqc_2bddcd7ee9b6a24d(woq_file *_swig_go_0, _goslice_ _swig_go_1, _goslice_ _swig_go_2) {
   woq_file *arg1 = (woq_file *) 0 ;
   uint32_t *arg2 = (uint32_t *) 0 ;
   uint32_t *arg3 = (uint32_t *) 0 ;
@@ -2044,7 +2056,7 @@ intgo _wrap_woq_file_format_version_woqc_c9f0894d00ba7b8c(woq_file *_swig_go_0, 
 }
 
 
-intgo _wrap_woq_file_tensor_count_woqc_c9f0894d00ba7b8c(woq_file *_swig_go_0, _goslice_ _swig_go_1) {
+intgo _wrap_woq_file_tensor_count_woqc_2bddcd7ee9b6a24d(woq_file *_swig_go_0, _goslice_ _swig_go_1) {
   woq_file *arg1 = (woq_file *) 0 ;
   uint64_t *arg2 = (uint64_t *) 0 ;
   uint64_t temp2 ;
@@ -2070,7 +2082,7 @@ intgo _wrap_woq_file_tensor_count_woqc_c9f0894d00ba7b8c(woq_file *_swig_go_0, _g
 }
 
 
-void _wrap_woq_tensor_info_struct_size_set_woqc_c9f0894d00ba7b8c(struct woq_tensor_info *_swig_go_0, long long _swig_go_1) {
+void _wrap_woq_tensor_info_struct_size_set_woqc_2bddcd7ee9b6a24d(struct woq_tensor_info *_swig_go_0, long long _swig_go_1) {
   struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
   size_t arg2 ;
   
@@ -2082,7 +2094,7 @@ void _wrap_woq_tensor_info_struct_size_set_woqc_c9f0894d00ba7b8c(struct woq_tens
 }
 
 
-long long _wrap_woq_tensor_info_struct_size_get_woqc_c9f0894d00ba7b8c(struct woq_tensor_info *_swig_go_0) {
+long long _wrap_woq_tensor_info_struct_size_get_woqc_2bddcd7ee9b6a24d(struct woq_tensor_info *_swig_go_0) {
   struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
   size_t result;
   long long _swig_go_result;
@@ -2095,7 +2107,7 @@ long long _wrap_woq_tensor_info_struct_size_get_woqc_c9f0894d00ba7b8c(struct woq
 }
 
 
-void _wrap_woq_tensor_info_rows_set_woqc_c9f0894d00ba7b8c(struct woq_tensor_info *_swig_go_0, long long _swig_go_1) {
+void _wrap_woq_tensor_info_rows_set_woqc_2bddcd7ee9b6a24d(struct woq_tensor_info *_swig_go_0, long long _swig_go_1) {
   struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
   uint64_t arg2 ;
   
@@ -2107,7 +2119,7 @@ void _wrap_woq_tensor_info_rows_set_woqc_c9f0894d00ba7b8c(struct woq_tensor_info
 }
 
 
-long long _wrap_woq_tensor_info_rows_get_woqc_c9f0894d00ba7b8c(struct woq_tensor_info *_swig_go_0) {
+long long _wrap_woq_tensor_info_rows_get_woqc_2bddcd7ee9b6a24d(struct woq_tensor_info *_swig_go_0) {
   struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
   uint64_t result;
   long long _swig_go_result;
@@ -2120,7 +2132,7 @@ long long _wrap_woq_tensor_info_rows_get_woqc_c9f0894d00ba7b8c(struct woq_tensor
 }
 
 
-void _wrap_woq_tensor_info_cols_set_woqc_c9f0894d00ba7b8c(struct woq_tensor_info *_swig_go_0, long long _swig_go_1) {
+void _wrap_woq_tensor_info_cols_set_woqc_2bddcd7ee9b6a24d(struct woq_tensor_info *_swig_go_0, long long _swig_go_1) {
   struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
   uint64_t arg2 ;
   
@@ -2132,7 +2144,7 @@ void _wrap_woq_tensor_info_cols_set_woqc_c9f0894d00ba7b8c(struct woq_tensor_info
 }
 
 
-long long _wrap_woq_tensor_info_cols_get_woqc_c9f0894d00ba7b8c(struct woq_tensor_info *_swig_go_0) {
+long long _wrap_woq_tensor_info_cols_get_woqc_2bddcd7ee9b6a24d(struct woq_tensor_info *_swig_go_0) {
   struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
   uint64_t result;
   long long _swig_go_result;
@@ -2145,7 +2157,7 @@ long long _wrap_woq_tensor_info_cols_get_woqc_c9f0894d00ba7b8c(struct woq_tensor
 }
 
 
-void _wrap_woq_tensor_info_bits_set_woqc_c9f0894d00ba7b8c(struct woq_tensor_info *_swig_go_0, intgo _swig_go_1) {
+void _wrap_woq_tensor_info_bits_set_woqc_2bddcd7ee9b6a24d(struct woq_tensor_info *_swig_go_0, intgo _swig_go_1) {
   struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
   uint32_t arg2 ;
   
@@ -2157,7 +2169,7 @@ void _wrap_woq_tensor_info_bits_set_woqc_c9f0894d00ba7b8c(struct woq_tensor_info
 }
 
 
-intgo _wrap_woq_tensor_info_bits_get_woqc_c9f0894d00ba7b8c(struct woq_tensor_info *_swig_go_0) {
+intgo _wrap_woq_tensor_info_bits_get_woqc_2bddcd7ee9b6a24d(struct woq_tensor_info *_swig_go_0) {
   struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
   uint32_t result;
   intgo _swig_go_result;
@@ -2170,7 +2182,7 @@ intgo _wrap_woq_tensor_info_bits_get_woqc_c9f0894d00ba7b8c(struct woq_tensor_inf
 }
 
 
-void _wrap_woq_tensor_info_group_size_set_woqc_c9f0894d00ba7b8c(struct woq_tensor_info *_swig_go_0, intgo _swig_go_1) {
+void _wrap_woq_tensor_info_group_size_set_woqc_2bddcd7ee9b6a24d(struct woq_tensor_info *_swig_go_0, intgo _swig_go_1) {
   struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
   uint32_t arg2 ;
   
@@ -2182,7 +2194,7 @@ void _wrap_woq_tensor_info_group_size_set_woqc_c9f0894d00ba7b8c(struct woq_tenso
 }
 
 
-intgo _wrap_woq_tensor_info_group_size_get_woqc_c9f0894d00ba7b8c(struct woq_tensor_info *_swig_go_0) {
+intgo _wrap_woq_tensor_info_group_size_get_woqc_2bddcd7ee9b6a24d(struct woq_tensor_info *_swig_go_0) {
   struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
   uint32_t result;
   intgo _swig_go_result;
@@ -2195,7 +2207,7 @@ intgo _wrap_woq_tensor_info_group_size_get_woqc_c9f0894d00ba7b8c(struct woq_tens
 }
 
 
-void _wrap_woq_tensor_info_scheme_set_woqc_c9f0894d00ba7b8c(struct woq_tensor_info *_swig_go_0, intgo _swig_go_1) {
+void _wrap_woq_tensor_info_scheme_set_woqc_2bddcd7ee9b6a24d(struct woq_tensor_info *_swig_go_0, intgo _swig_go_1) {
   struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
   woq_scheme arg2 ;
   
@@ -2207,7 +2219,7 @@ void _wrap_woq_tensor_info_scheme_set_woqc_c9f0894d00ba7b8c(struct woq_tensor_in
 }
 
 
-intgo _wrap_woq_tensor_info_scheme_get_woqc_c9f0894d00ba7b8c(struct woq_tensor_info *_swig_go_0) {
+intgo _wrap_woq_tensor_info_scheme_get_woqc_2bddcd7ee9b6a24d(struct woq_tensor_info *_swig_go_0) {
   struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
   woq_scheme result;
   intgo _swig_go_result;
@@ -2220,7 +2232,7 @@ intgo _wrap_woq_tensor_info_scheme_get_woqc_c9f0894d00ba7b8c(struct woq_tensor_i
 }
 
 
-void _wrap_woq_tensor_info_method_set_woqc_c9f0894d00ba7b8c(struct woq_tensor_info *_swig_go_0, intgo _swig_go_1) {
+void _wrap_woq_tensor_info_method_set_woqc_2bddcd7ee9b6a24d(struct woq_tensor_info *_swig_go_0, intgo _swig_go_1) {
   struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
   woq_method arg2 ;
   
@@ -2232,7 +2244,7 @@ void _wrap_woq_tensor_info_method_set_woqc_c9f0894d00ba7b8c(struct woq_tensor_in
 }
 
 
-intgo _wrap_woq_tensor_info_method_get_woqc_c9f0894d00ba7b8c(struct woq_tensor_info *_swig_go_0) {
+intgo _wrap_woq_tensor_info_method_get_woqc_2bddcd7ee9b6a24d(struct woq_tensor_info *_swig_go_0) {
   struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
   woq_method result;
   intgo _swig_go_result;
@@ -2245,7 +2257,7 @@ intgo _wrap_woq_tensor_info_method_get_woqc_c9f0894d00ba7b8c(struct woq_tensor_i
 }
 
 
-void _wrap_woq_tensor_info_source_dtype_set_woqc_c9f0894d00ba7b8c(struct woq_tensor_info *_swig_go_0, intgo _swig_go_1) {
+void _wrap_woq_tensor_info_source_dtype_set_woqc_2bddcd7ee9b6a24d(struct woq_tensor_info *_swig_go_0, intgo _swig_go_1) {
   struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
   woq_dtype arg2 ;
   
@@ -2257,7 +2269,7 @@ void _wrap_woq_tensor_info_source_dtype_set_woqc_c9f0894d00ba7b8c(struct woq_ten
 }
 
 
-intgo _wrap_woq_tensor_info_source_dtype_get_woqc_c9f0894d00ba7b8c(struct woq_tensor_info *_swig_go_0) {
+intgo _wrap_woq_tensor_info_source_dtype_get_woqc_2bddcd7ee9b6a24d(struct woq_tensor_info *_swig_go_0) {
   struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
   woq_dtype result;
   intgo _swig_go_result;
@@ -2270,7 +2282,7 @@ intgo _wrap_woq_tensor_info_source_dtype_get_woqc_c9f0894d00ba7b8c(struct woq_te
 }
 
 
-void _wrap_woq_tensor_info_has_bias_set_woqc_c9f0894d00ba7b8c(struct woq_tensor_info *_swig_go_0, intgo _swig_go_1) {
+void _wrap_woq_tensor_info_has_bias_set_woqc_2bddcd7ee9b6a24d(struct woq_tensor_info *_swig_go_0, intgo _swig_go_1) {
   struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
   int32_t arg2 ;
   
@@ -2282,7 +2294,7 @@ void _wrap_woq_tensor_info_has_bias_set_woqc_c9f0894d00ba7b8c(struct woq_tensor_
 }
 
 
-intgo _wrap_woq_tensor_info_has_bias_get_woqc_c9f0894d00ba7b8c(struct woq_tensor_info *_swig_go_0) {
+intgo _wrap_woq_tensor_info_has_bias_get_woqc_2bddcd7ee9b6a24d(struct woq_tensor_info *_swig_go_0) {
   struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
   int32_t result;
   intgo _swig_go_result;
@@ -2295,7 +2307,7 @@ intgo _wrap_woq_tensor_info_has_bias_get_woqc_c9f0894d00ba7b8c(struct woq_tensor
 }
 
 
-void _wrap_woq_tensor_info_stored_bytes_set_woqc_c9f0894d00ba7b8c(struct woq_tensor_info *_swig_go_0, long long _swig_go_1) {
+void _wrap_woq_tensor_info_stored_bytes_set_woqc_2bddcd7ee9b6a24d(struct woq_tensor_info *_swig_go_0, long long _swig_go_1) {
   struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
   uint64_t arg2 ;
   
@@ -2307,7 +2319,7 @@ void _wrap_woq_tensor_info_stored_bytes_set_woqc_c9f0894d00ba7b8c(struct woq_ten
 }
 
 
-long long _wrap_woq_tensor_info_stored_bytes_get_woqc_c9f0894d00ba7b8c(struct woq_tensor_info *_swig_go_0) {
+long long _wrap_woq_tensor_info_stored_bytes_get_woqc_2bddcd7ee9b6a24d(struct woq_tensor_info *_swig_go_0) {
   struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
   uint64_t result;
   long long _swig_go_result;
@@ -2320,7 +2332,7 @@ long long _wrap_woq_tensor_info_stored_bytes_get_woqc_c9f0894d00ba7b8c(struct wo
 }
 
 
-void _wrap_woq_tensor_info_raw_bytes_set_woqc_c9f0894d00ba7b8c(struct woq_tensor_info *_swig_go_0, long long _swig_go_1) {
+void _wrap_woq_tensor_info_raw_bytes_set_woqc_2bddcd7ee9b6a24d(struct woq_tensor_info *_swig_go_0, long long _swig_go_1) {
   struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
   uint64_t arg2 ;
   
@@ -2332,7 +2344,7 @@ void _wrap_woq_tensor_info_raw_bytes_set_woqc_c9f0894d00ba7b8c(struct woq_tensor
 }
 
 
-long long _wrap_woq_tensor_info_raw_bytes_get_woqc_c9f0894d00ba7b8c(struct woq_tensor_info *_swig_go_0) {
+long long _wrap_woq_tensor_info_raw_bytes_get_woqc_2bddcd7ee9b6a24d(struct woq_tensor_info *_swig_go_0) {
   struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
   uint64_t result;
   long long _swig_go_result;
@@ -2345,7 +2357,7 @@ long long _wrap_woq_tensor_info_raw_bytes_get_woqc_c9f0894d00ba7b8c(struct woq_t
 }
 
 
-void _wrap_woq_tensor_info_bits_per_weight_set_woqc_c9f0894d00ba7b8c(struct woq_tensor_info *_swig_go_0, double _swig_go_1) {
+void _wrap_woq_tensor_info_bits_per_weight_set_woqc_2bddcd7ee9b6a24d(struct woq_tensor_info *_swig_go_0, double _swig_go_1) {
   struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
   double arg2 ;
   
@@ -2357,7 +2369,7 @@ void _wrap_woq_tensor_info_bits_per_weight_set_woqc_c9f0894d00ba7b8c(struct woq_
 }
 
 
-double _wrap_woq_tensor_info_bits_per_weight_get_woqc_c9f0894d00ba7b8c(struct woq_tensor_info *_swig_go_0) {
+double _wrap_woq_tensor_info_bits_per_weight_get_woqc_2bddcd7ee9b6a24d(struct woq_tensor_info *_swig_go_0) {
   struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
   double result;
   double _swig_go_result;
@@ -2370,7 +2382,7 @@ double _wrap_woq_tensor_info_bits_per_weight_get_woqc_c9f0894d00ba7b8c(struct wo
 }
 
 
-void _wrap_woq_tensor_info_max_abs_error_set_woqc_c9f0894d00ba7b8c(struct woq_tensor_info *_swig_go_0, double _swig_go_1) {
+void _wrap_woq_tensor_info_max_abs_error_set_woqc_2bddcd7ee9b6a24d(struct woq_tensor_info *_swig_go_0, double _swig_go_1) {
   struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
   double arg2 ;
   
@@ -2382,7 +2394,7 @@ void _wrap_woq_tensor_info_max_abs_error_set_woqc_c9f0894d00ba7b8c(struct woq_te
 }
 
 
-double _wrap_woq_tensor_info_max_abs_error_get_woqc_c9f0894d00ba7b8c(struct woq_tensor_info *_swig_go_0) {
+double _wrap_woq_tensor_info_max_abs_error_get_woqc_2bddcd7ee9b6a24d(struct woq_tensor_info *_swig_go_0) {
   struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
   double result;
   double _swig_go_result;
@@ -2395,7 +2407,7 @@ double _wrap_woq_tensor_info_max_abs_error_get_woqc_c9f0894d00ba7b8c(struct woq_
 }
 
 
-void _wrap_woq_tensor_info_rel_frobenius_error_set_woqc_c9f0894d00ba7b8c(struct woq_tensor_info *_swig_go_0, double _swig_go_1) {
+void _wrap_woq_tensor_info_rel_frobenius_error_set_woqc_2bddcd7ee9b6a24d(struct woq_tensor_info *_swig_go_0, double _swig_go_1) {
   struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
   double arg2 ;
   
@@ -2407,7 +2419,7 @@ void _wrap_woq_tensor_info_rel_frobenius_error_set_woqc_c9f0894d00ba7b8c(struct 
 }
 
 
-double _wrap_woq_tensor_info_rel_frobenius_error_get_woqc_c9f0894d00ba7b8c(struct woq_tensor_info *_swig_go_0) {
+double _wrap_woq_tensor_info_rel_frobenius_error_get_woqc_2bddcd7ee9b6a24d(struct woq_tensor_info *_swig_go_0) {
   struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
   double result;
   double _swig_go_result;
@@ -2420,7 +2432,7 @@ double _wrap_woq_tensor_info_rel_frobenius_error_get_woqc_c9f0894d00ba7b8c(struc
 }
 
 
-void _wrap_woq_tensor_info_sqnr_db_set_woqc_c9f0894d00ba7b8c(struct woq_tensor_info *_swig_go_0, double _swig_go_1) {
+void _wrap_woq_tensor_info_sqnr_db_set_woqc_2bddcd7ee9b6a24d(struct woq_tensor_info *_swig_go_0, double _swig_go_1) {
   struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
   double arg2 ;
   
@@ -2432,7 +2444,7 @@ void _wrap_woq_tensor_info_sqnr_db_set_woqc_c9f0894d00ba7b8c(struct woq_tensor_i
 }
 
 
-double _wrap_woq_tensor_info_sqnr_db_get_woqc_c9f0894d00ba7b8c(struct woq_tensor_info *_swig_go_0) {
+double _wrap_woq_tensor_info_sqnr_db_get_woqc_2bddcd7ee9b6a24d(struct woq_tensor_info *_swig_go_0) {
   struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
   double result;
   double _swig_go_result;
@@ -2445,7 +2457,7 @@ double _wrap_woq_tensor_info_sqnr_db_get_woqc_c9f0894d00ba7b8c(struct woq_tensor
 }
 
 
-void _wrap_woq_tensor_info_has_input_scales_set_woqc_c9f0894d00ba7b8c(struct woq_tensor_info *_swig_go_0, intgo _swig_go_1) {
+void _wrap_woq_tensor_info_has_input_scales_set_woqc_2bddcd7ee9b6a24d(struct woq_tensor_info *_swig_go_0, intgo _swig_go_1) {
   struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
   int32_t arg2 ;
   
@@ -2457,7 +2469,7 @@ void _wrap_woq_tensor_info_has_input_scales_set_woqc_c9f0894d00ba7b8c(struct woq
 }
 
 
-intgo _wrap_woq_tensor_info_has_input_scales_get_woqc_c9f0894d00ba7b8c(struct woq_tensor_info *_swig_go_0) {
+intgo _wrap_woq_tensor_info_has_input_scales_get_woqc_2bddcd7ee9b6a24d(struct woq_tensor_info *_swig_go_0) {
   struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
   int32_t result;
   intgo _swig_go_result;
@@ -2470,7 +2482,7 @@ intgo _wrap_woq_tensor_info_has_input_scales_get_woqc_c9f0894d00ba7b8c(struct wo
 }
 
 
-void _wrap_woq_tensor_info_has_input_permutation_set_woqc_c9f0894d00ba7b8c(struct woq_tensor_info *_swig_go_0, intgo _swig_go_1) {
+void _wrap_woq_tensor_info_has_input_permutation_set_woqc_2bddcd7ee9b6a24d(struct woq_tensor_info *_swig_go_0, intgo _swig_go_1) {
   struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
   int32_t arg2 ;
   
@@ -2482,7 +2494,7 @@ void _wrap_woq_tensor_info_has_input_permutation_set_woqc_c9f0894d00ba7b8c(struc
 }
 
 
-intgo _wrap_woq_tensor_info_has_input_permutation_get_woqc_c9f0894d00ba7b8c(struct woq_tensor_info *_swig_go_0) {
+intgo _wrap_woq_tensor_info_has_input_permutation_get_woqc_2bddcd7ee9b6a24d(struct woq_tensor_info *_swig_go_0) {
   struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
   int32_t result;
   intgo _swig_go_result;
@@ -2495,7 +2507,7 @@ intgo _wrap_woq_tensor_info_has_input_permutation_get_woqc_c9f0894d00ba7b8c(stru
 }
 
 
-struct woq_tensor_info *_wrap_new_woq_tensor_info_woqc_c9f0894d00ba7b8c() {
+struct woq_tensor_info *_wrap_new_woq_tensor_info_woqc_2bddcd7ee9b6a24d() {
   struct woq_tensor_info *result = 0 ;
   struct woq_tensor_info *_swig_go_result;
   
@@ -2506,7 +2518,7 @@ struct woq_tensor_info *_wrap_new_woq_tensor_info_woqc_c9f0894d00ba7b8c() {
 }
 
 
-void _wrap_delete_woq_tensor_info_woqc_c9f0894d00ba7b8c(struct woq_tensor_info *_swig_go_0) {
+void _wrap_delete_woq_tensor_info_woqc_2bddcd7ee9b6a24d(struct woq_tensor_info *_swig_go_0) {
   struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
   
   arg1 = *(struct woq_tensor_info **)&_swig_go_0; 
@@ -2516,7 +2528,7 @@ void _wrap_delete_woq_tensor_info_woqc_c9f0894d00ba7b8c(struct woq_tensor_info *
 }
 
 
-_gostring_ _wrap_woq_tensor_info_name_utf8_woqc_c9f0894d00ba7b8c(struct woq_tensor_info *_swig_go_0) {
+_gostring_ _wrap_woq_tensor_info_name_utf8_woqc_2bddcd7ee9b6a24d(struct woq_tensor_info *_swig_go_0) {
   struct woq_tensor_info *arg1 = (struct woq_tensor_info *) 0 ;
   char *result = 0 ;
   _gostring_ _swig_go_result;
@@ -2529,7 +2541,7 @@ _gostring_ _wrap_woq_tensor_info_name_utf8_woqc_c9f0894d00ba7b8c(struct woq_tens
 }
 
 
-intgo _wrap_woq_file_tensor_info_woqc_c9f0894d00ba7b8c(woq_file *_swig_go_0, long long _swig_go_1, struct woq_tensor_info *_swig_go_2) {
+intgo _wrap_woq_file_tensor_info_woqc_2bddcd7ee9b6a24d(woq_file *_swig_go_0, long long _swig_go_1, struct woq_tensor_info *_swig_go_2) {
   woq_file *arg1 = (woq_file *) 0 ;
   uint64_t arg2 ;
   woq_tensor_info *arg3 = (woq_tensor_info *) 0 ;
@@ -2546,7 +2558,7 @@ intgo _wrap_woq_file_tensor_info_woqc_c9f0894d00ba7b8c(woq_file *_swig_go_0, lon
 }
 
 
-intgo _wrap_woq_file_tensor_info_by_name_woqc_c9f0894d00ba7b8c(woq_file *_swig_go_0, _gostring_ _swig_go_1, struct woq_tensor_info *_swig_go_2) {
+intgo _wrap_woq_file_tensor_info_by_name_woqc_2bddcd7ee9b6a24d(woq_file *_swig_go_0, _gostring_ _swig_go_1, struct woq_tensor_info *_swig_go_2) {
   woq_file *arg1 = (woq_file *) 0 ;
   char *arg2 = (char *) 0 ;
   woq_tensor_info *arg3 = (woq_tensor_info *) 0 ;
@@ -2568,7 +2580,7 @@ intgo _wrap_woq_file_tensor_info_by_name_woqc_c9f0894d00ba7b8c(woq_file *_swig_g
 }
 
 
-intgo _wrap_WOQ_METADATA_STRING_woqc_c9f0894d00ba7b8c() {
+intgo _wrap_WOQ_METADATA_STRING_woqc_2bddcd7ee9b6a24d() {
   enum woq_metadata_type result;
   intgo _swig_go_result;
   
@@ -2580,7 +2592,7 @@ intgo _wrap_WOQ_METADATA_STRING_woqc_c9f0894d00ba7b8c() {
 }
 
 
-intgo _wrap_WOQ_METADATA_INT_woqc_c9f0894d00ba7b8c() {
+intgo _wrap_WOQ_METADATA_INT_woqc_2bddcd7ee9b6a24d() {
   enum woq_metadata_type result;
   intgo _swig_go_result;
   
@@ -2592,7 +2604,7 @@ intgo _wrap_WOQ_METADATA_INT_woqc_c9f0894d00ba7b8c() {
 }
 
 
-intgo _wrap_WOQ_METADATA_FLOAT_woqc_c9f0894d00ba7b8c() {
+intgo _wrap_WOQ_METADATA_FLOAT_woqc_2bddcd7ee9b6a24d() {
   enum woq_metadata_type result;
   intgo _swig_go_result;
   
@@ -2604,7 +2616,7 @@ intgo _wrap_WOQ_METADATA_FLOAT_woqc_c9f0894d00ba7b8c() {
 }
 
 
-intgo _wrap_WOQ_METADATA_MAX_ENUM_woqc_c9f0894d00ba7b8c() {
+intgo _wrap_WOQ_METADATA_MAX_ENUM_woqc_2bddcd7ee9b6a24d() {
   enum woq_metadata_type result;
   intgo _swig_go_result;
   
@@ -2616,7 +2628,7 @@ intgo _wrap_WOQ_METADATA_MAX_ENUM_woqc_c9f0894d00ba7b8c() {
 }
 
 
-intgo _wrap_woq_file_metadata_count_woqc_c9f0894d00ba7b8c(woq_file *_swig_go_0, _goslice_ _swig_go_1) {
+intgo _wrap_woq_file_metadata_count_woqc_2bddcd7ee9b6a24d(woq_file *_swig_go_0, _goslice_ _swig_go_1) {
   woq_file *arg1 = (woq_file *) 0 ;
   uint64_t *arg2 = (uint64_t *) 0 ;
   uint64_t temp2 ;
@@ -2642,7 +2654,7 @@ intgo _wrap_woq_file_metadata_count_woqc_c9f0894d00ba7b8c(woq_file *_swig_go_0, 
 }
 
 
-intgo _wrap_woq_file_metadata_key_woqc_c9f0894d00ba7b8c(woq_file *_swig_go_0, long long _swig_go_1, _gostring_* _swig_go_2, _goslice_ _swig_go_3) {
+intgo _wrap_woq_file_metadata_key_woqc_2bddcd7ee9b6a24d(woq_file *_swig_go_0, long long _swig_go_1, _gostring_* _swig_go_2, _goslice_ _swig_go_3) {
   woq_file *arg1 = (woq_file *) 0 ;
   uint64_t arg2 ;
   char **arg3 = (char **) 0 ;
@@ -2668,7 +2680,7 @@ intgo _wrap_woq_file_metadata_key_woqc_c9f0894d00ba7b8c(woq_file *_swig_go_0, lo
 }
 
 
-intgo _wrap_woq_file_metadata_string_woqc_c9f0894d00ba7b8c(woq_file *_swig_go_0, _gostring_ _swig_go_1, _gostring_* _swig_go_2, _goslice_ _swig_go_3) {
+intgo _wrap_woq_file_metadata_string_woqc_2bddcd7ee9b6a24d(woq_file *_swig_go_0, _gostring_ _swig_go_1, _gostring_* _swig_go_2, _goslice_ _swig_go_3) {
   woq_file *arg1 = (woq_file *) 0 ;
   char *arg2 = (char *) 0 ;
   char **arg3 = (char **) 0 ;
@@ -2707,7 +2719,7 @@ intgo _wrap_woq_file_metadata_string_woqc_c9f0894d00ba7b8c(woq_file *_swig_go_0,
 }
 
 
-intgo _wrap_woq_file_metadata_int_woqc_c9f0894d00ba7b8c(woq_file *_swig_go_0, _gostring_ _swig_go_1, _goslice_ _swig_go_2) {
+intgo _wrap_woq_file_metadata_int_woqc_2bddcd7ee9b6a24d(woq_file *_swig_go_0, _gostring_ _swig_go_1, _goslice_ _swig_go_2) {
   woq_file *arg1 = (woq_file *) 0 ;
   char *arg2 = (char *) 0 ;
   int64_t *arg3 = (int64_t *) 0 ;
@@ -2740,7 +2752,7 @@ intgo _wrap_woq_file_metadata_int_woqc_c9f0894d00ba7b8c(woq_file *_swig_go_0, _g
 }
 
 
-intgo _wrap_woq_file_metadata_float_woqc_c9f0894d00ba7b8c(woq_file *_swig_go_0, _gostring_ _swig_go_1, _goslice_ _swig_go_2) {
+intgo _wrap_woq_file_metadata_float_woqc_2bddcd7ee9b6a24d(woq_file *_swig_go_0, _gostring_ _swig_go_1, _goslice_ _swig_go_2) {
   woq_file *arg1 = (woq_file *) 0 ;
   char *arg2 = (char *) 0 ;
   double *arg3 = (double *) 0 ;
@@ -2773,7 +2785,7 @@ intgo _wrap_woq_file_metadata_float_woqc_c9f0894d00ba7b8c(woq_file *_swig_go_0, 
 }
 
 
-intgo _wrap_woq_tensor_load_woqc_c9f0894d00ba7b8c(woq_context *_swig_go_0, woq_file *_swig_go_1, _gostring_ _swig_go_2, _goslice_ _swig_go_3) {
+intgo _wrap_woq_tensor_load_woqc_2bddcd7ee9b6a24d(woq_context *_swig_go_0, woq_file *_swig_go_1, _gostring_ _swig_go_2, _goslice_ _swig_go_3) {
   woq_context *arg1 = (woq_context *) 0 ;
   woq_file *arg2 = (woq_file *) 0 ;
   char *arg3 = (char *) 0 ;
@@ -2800,7 +2812,7 @@ intgo _wrap_woq_tensor_load_woqc_c9f0894d00ba7b8c(woq_context *_swig_go_0, woq_f
 }
 
 
-intgo _wrap_woq_tensor_load_rows_woqc_c9f0894d00ba7b8c(woq_context *_swig_go_0, woq_file *_swig_go_1, _gostring_ _swig_go_2, long long _swig_go_3, long long _swig_go_4, _goslice_ _swig_go_5) {
+intgo _wrap_woq_tensor_load_rows_woqc_2bddcd7ee9b6a24d(woq_context *_swig_go_0, woq_file *_swig_go_1, _gostring_ _swig_go_2, long long _swig_go_3, long long _swig_go_4, _goslice_ _swig_go_5) {
   woq_context *arg1 = (woq_context *) 0 ;
   woq_file *arg2 = (woq_file *) 0 ;
   char *arg3 = (char *) 0 ;
@@ -2831,7 +2843,7 @@ intgo _wrap_woq_tensor_load_rows_woqc_c9f0894d00ba7b8c(woq_context *_swig_go_0, 
 }
 
 
-intgo _wrap_woq_tensor_from_qmatrix_woqc_c9f0894d00ba7b8c(woq_context *_swig_go_0, woq_qmatrix *_swig_go_1, _goslice_ _swig_go_2, _goslice_ _swig_go_3) {
+intgo _wrap_woq_tensor_from_qmatrix_woqc_2bddcd7ee9b6a24d(woq_context *_swig_go_0, woq_qmatrix *_swig_go_1, _goslice_ _swig_go_2, _goslice_ _swig_go_3) {
   woq_context *arg1 = (woq_context *) 0 ;
   woq_qmatrix *arg2 = (woq_qmatrix *) 0 ;
   float *arg3 = (float *) 0 ;
@@ -2855,7 +2867,7 @@ intgo _wrap_woq_tensor_from_qmatrix_woqc_c9f0894d00ba7b8c(woq_context *_swig_go_
 }
 
 
-void _wrap_woq_tensor_destroy_woqc_c9f0894d00ba7b8c(woq_tensor *_swig_go_0) {
+void _wrap_woq_tensor_destroy_woqc_2bddcd7ee9b6a24d(woq_tensor *_swig_go_0) {
   woq_tensor *arg1 = (woq_tensor *) 0 ;
   
   arg1 = (woq_tensor *)_swig_go_0; 
@@ -2865,7 +2877,7 @@ void _wrap_woq_tensor_destroy_woqc_c9f0894d00ba7b8c(woq_tensor *_swig_go_0) {
 }
 
 
-intgo _wrap_woq_tensor_shape_woqc_c9f0894d00ba7b8c(woq_tensor *_swig_go_0, _goslice_ _swig_go_1, _goslice_ _swig_go_2) {
+intgo _wrap_woq_tensor_shape_woqc_2bddcd7ee9b6a24d(woq_tensor *_swig_go_0, _goslice_ _swig_go_1, _goslice_ _swig_go_2) {
   woq_tensor *arg1 = (woq_tensor *) 0 ;
   uint64_t *arg2 = (uint64_t *) 0 ;
   uint64_t *arg3 = (uint64_t *) 0 ;
@@ -2904,7 +2916,7 @@ intgo _wrap_woq_tensor_shape_woqc_c9f0894d00ba7b8c(woq_tensor *_swig_go_0, _gosl
 }
 
 
-intgo _wrap_woq_tensor_bias_woqc_c9f0894d00ba7b8c(woq_context *_swig_go_0, woq_tensor *_swig_go_1, _goslice_ _swig_go_2, long long _swig_go_3, _goslice_ _swig_go_4) {
+intgo _wrap_woq_tensor_bias_woqc_2bddcd7ee9b6a24d(woq_context *_swig_go_0, woq_tensor *_swig_go_1, _goslice_ _swig_go_2, long long _swig_go_3, _goslice_ _swig_go_4) {
   woq_context *arg1 = (woq_context *) 0 ;
   woq_tensor *arg2 = (woq_tensor *) 0 ;
   float *arg3 = (float *) 0 ;
@@ -2938,7 +2950,7 @@ intgo _wrap_woq_tensor_bias_woqc_c9f0894d00ba7b8c(woq_context *_swig_go_0, woq_t
 }
 
 
-intgo _wrap_woq_tensor_group_woqc_c9f0894d00ba7b8c(woq_context *_swig_go_0, woq_tensor *_swig_go_1, long long _swig_go_2, long long _swig_go_3, _goslice_ _swig_go_4, _goslice_ _swig_go_5) {
+intgo _wrap_woq_tensor_group_woqc_2bddcd7ee9b6a24d(woq_context *_swig_go_0, woq_tensor *_swig_go_1, long long _swig_go_2, long long _swig_go_3, _goslice_ _swig_go_4, _goslice_ _swig_go_5) {
   woq_context *arg1 = (woq_context *) 0 ;
   woq_tensor *arg2 = (woq_tensor *) 0 ;
   uint64_t arg3 ;
@@ -2983,7 +2995,7 @@ intgo _wrap_woq_tensor_group_woqc_c9f0894d00ba7b8c(woq_context *_swig_go_0, woq_
 }
 
 
-intgo _wrap_woq_matmul_woqc_c9f0894d00ba7b8c(woq_context *_swig_go_0, woq_tensor *_swig_go_1, _goslice_ _swig_go_2, intgo _swig_go_3, long long _swig_go_4, _goslice_ _swig_go_5, intgo _swig_go_6) {
+intgo _wrap_woq_matmul_woqc_2bddcd7ee9b6a24d(woq_context *_swig_go_0, woq_tensor *_swig_go_1, _goslice_ _swig_go_2, intgo _swig_go_3, long long _swig_go_4, _goslice_ _swig_go_5, intgo _swig_go_6) {
   woq_context *arg1 = (woq_context *) 0 ;
   woq_tensor *arg2 = (woq_tensor *) 0 ;
   void *arg3 = (void *) 0 ;
@@ -3012,7 +3024,7 @@ intgo _wrap_woq_matmul_woqc_c9f0894d00ba7b8c(woq_context *_swig_go_0, woq_tensor
 }
 
 
-intgo _wrap_woq_dequantize_woqc_c9f0894d00ba7b8c(woq_context *_swig_go_0, woq_tensor *_swig_go_1, _goslice_ _swig_go_2, intgo _swig_go_3, long long _swig_go_4) {
+intgo _wrap_woq_dequantize_woqc_2bddcd7ee9b6a24d(woq_context *_swig_go_0, woq_tensor *_swig_go_1, _goslice_ _swig_go_2, intgo _swig_go_3, long long _swig_go_4) {
   woq_context *arg1 = (woq_context *) 0 ;
   woq_tensor *arg2 = (woq_tensor *) 0 ;
   void *arg3 = (void *) 0 ;
@@ -3035,7 +3047,7 @@ intgo _wrap_woq_dequantize_woqc_c9f0894d00ba7b8c(woq_context *_swig_go_0, woq_te
 }
 
 
-intgo _wrap_woq_buffer_create_woqc_c9f0894d00ba7b8c(woq_context *_swig_go_0, long long _swig_go_1, _goslice_ _swig_go_2) {
+intgo _wrap_woq_buffer_create_woqc_2bddcd7ee9b6a24d(woq_context *_swig_go_0, long long _swig_go_1, _goslice_ _swig_go_2) {
   woq_context *arg1 = (woq_context *) 0 ;
   uint64_t arg2 ;
   woq_buffer **arg3 = (woq_buffer **) 0 ;
@@ -3055,7 +3067,7 @@ intgo _wrap_woq_buffer_create_woqc_c9f0894d00ba7b8c(woq_context *_swig_go_0, lon
 }
 
 
-void _wrap_woq_buffer_destroy_woqc_c9f0894d00ba7b8c(woq_buffer *_swig_go_0) {
+void _wrap_woq_buffer_destroy_woqc_2bddcd7ee9b6a24d(woq_buffer *_swig_go_0) {
   woq_buffer *arg1 = (woq_buffer *) 0 ;
   
   arg1 = (woq_buffer *)_swig_go_0; 
@@ -3065,7 +3077,7 @@ void _wrap_woq_buffer_destroy_woqc_c9f0894d00ba7b8c(woq_buffer *_swig_go_0) {
 }
 
 
-intgo _wrap_woq_buffer_size_woqc_c9f0894d00ba7b8c(woq_buffer *_swig_go_0, _goslice_ _swig_go_1) {
+intgo _wrap_woq_buffer_size_woqc_2bddcd7ee9b6a24d(woq_buffer *_swig_go_0, _goslice_ _swig_go_1) {
   woq_buffer *arg1 = (woq_buffer *) 0 ;
   uint64_t *arg2 = (uint64_t *) 0 ;
   uint64_t temp2 ;
@@ -3091,7 +3103,7 @@ intgo _wrap_woq_buffer_size_woqc_c9f0894d00ba7b8c(woq_buffer *_swig_go_0, _gosli
 }
 
 
-intgo _wrap_woq_buffer_write_woqc_c9f0894d00ba7b8c(woq_buffer *_swig_go_0, long long _swig_go_1, _goslice_ _swig_go_2, long long _swig_go_3) {
+intgo _wrap_woq_buffer_write_woqc_2bddcd7ee9b6a24d(woq_buffer *_swig_go_0, long long _swig_go_1, _goslice_ _swig_go_2, long long _swig_go_3) {
   woq_buffer *arg1 = (woq_buffer *) 0 ;
   uint64_t arg2 ;
   void *arg3 = (void *) 0 ;
@@ -3112,7 +3124,7 @@ intgo _wrap_woq_buffer_write_woqc_c9f0894d00ba7b8c(woq_buffer *_swig_go_0, long 
 }
 
 
-intgo _wrap_woq_buffer_read_woqc_c9f0894d00ba7b8c(woq_buffer *_swig_go_0, long long _swig_go_1, _goslice_ _swig_go_2, long long _swig_go_3) {
+intgo _wrap_woq_buffer_read_woqc_2bddcd7ee9b6a24d(woq_buffer *_swig_go_0, long long _swig_go_1, _goslice_ _swig_go_2, long long _swig_go_3) {
   woq_buffer *arg1 = (woq_buffer *) 0 ;
   uint64_t arg2 ;
   void *arg3 = (void *) 0 ;
@@ -3133,7 +3145,7 @@ intgo _wrap_woq_buffer_read_woqc_c9f0894d00ba7b8c(woq_buffer *_swig_go_0, long l
 }
 
 
-intgo _wrap_woq_matmul_buffers_woqc_c9f0894d00ba7b8c(woq_context *_swig_go_0, woq_tensor *_swig_go_1, woq_buffer *_swig_go_2, intgo _swig_go_3, long long _swig_go_4, woq_buffer *_swig_go_5, intgo _swig_go_6) {
+intgo _wrap_woq_matmul_buffers_woqc_2bddcd7ee9b6a24d(woq_context *_swig_go_0, woq_tensor *_swig_go_1, woq_buffer *_swig_go_2, intgo _swig_go_3, long long _swig_go_4, woq_buffer *_swig_go_5, intgo _swig_go_6) {
   woq_context *arg1 = (woq_context *) 0 ;
   woq_tensor *arg2 = (woq_tensor *) 0 ;
   woq_buffer *arg3 = (woq_buffer *) 0 ;

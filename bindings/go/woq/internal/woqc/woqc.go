@@ -156,191 +156,192 @@ typedef long long swig_type_122;
 typedef _goslice_ swig_type_123;
 typedef long long swig_type_124;
 typedef long long swig_type_125;
-extern void _wrap_Swig_free_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
-extern uintptr_t _wrap_Swig_malloc_woqc_c9f0894d00ba7b8c(swig_intgo arg1);
-extern swig_intgo _wrap_WOQ_BINDINGS_VERSION_MAJOR_woqc_c9f0894d00ba7b8c(void);
-extern swig_intgo _wrap_woq_quantize_calibrated_woqc_c9f0894d00ba7b8c(swig_type_1 arg1, swig_intgo arg2, swig_type_2 arg3, swig_type_3 arg4, uintptr_t arg5, swig_type_4 arg6, swig_intgo arg7, swig_type_5 arg8, swig_type_6 arg9);
-extern swig_intgo _wrap_WOQ_VERSION_NUMBER_woqc_c9f0894d00ba7b8c(void);
-extern swig_intgo _wrap_woq_version_woqc_c9f0894d00ba7b8c(void);
-extern swig_type_7 _wrap_woq_version_string_woqc_c9f0894d00ba7b8c(void);
-extern swig_intgo _wrap_WOQ_OK_woqc_c9f0894d00ba7b8c(void);
-extern swig_intgo _wrap_WOQ_ERR_INVALID_ARGUMENT_woqc_c9f0894d00ba7b8c(void);
-extern swig_intgo _wrap_WOQ_ERR_SHAPE_woqc_c9f0894d00ba7b8c(void);
-extern swig_intgo _wrap_WOQ_ERR_OUT_OF_MEMORY_woqc_c9f0894d00ba7b8c(void);
-extern swig_intgo _wrap_WOQ_ERR_IO_woqc_c9f0894d00ba7b8c(void);
-extern swig_intgo _wrap_WOQ_ERR_FORMAT_woqc_c9f0894d00ba7b8c(void);
-extern swig_intgo _wrap_WOQ_ERR_CHECKSUM_woqc_c9f0894d00ba7b8c(void);
-extern swig_intgo _wrap_WOQ_ERR_VERSION_woqc_c9f0894d00ba7b8c(void);
-extern swig_intgo _wrap_WOQ_ERR_NOT_FOUND_woqc_c9f0894d00ba7b8c(void);
-extern swig_intgo _wrap_WOQ_ERR_UNSUPPORTED_woqc_c9f0894d00ba7b8c(void);
-extern swig_intgo _wrap_WOQ_ERR_LIMIT_woqc_c9f0894d00ba7b8c(void);
-extern swig_intgo _wrap_WOQ_ERR_INTERNAL_woqc_c9f0894d00ba7b8c(void);
-extern swig_intgo _wrap_WOQ_STATUS_MAX_ENUM_woqc_c9f0894d00ba7b8c(void);
-extern swig_type_8 _wrap_woq_status_string_woqc_c9f0894d00ba7b8c(swig_intgo arg1);
-extern swig_type_9 _wrap_woq_last_error_woqc_c9f0894d00ba7b8c(void);
-extern swig_intgo _wrap_WOQ_DTYPE_F32_woqc_c9f0894d00ba7b8c(void);
-extern swig_intgo _wrap_WOQ_DTYPE_F16_woqc_c9f0894d00ba7b8c(void);
-extern swig_intgo _wrap_WOQ_DTYPE_BF16_woqc_c9f0894d00ba7b8c(void);
-extern swig_intgo _wrap_WOQ_DTYPE_MAX_ENUM_woqc_c9f0894d00ba7b8c(void);
-extern swig_intgo _wrap_WOQ_BACKEND_CPU_REFERENCE_woqc_c9f0894d00ba7b8c(void);
-extern swig_intgo _wrap_WOQ_BACKEND_CPU_woqc_c9f0894d00ba7b8c(void);
-extern swig_intgo _wrap_WOQ_BACKEND_CUDA_woqc_c9f0894d00ba7b8c(void);
-extern swig_intgo _wrap_WOQ_BACKEND_MAX_ENUM_woqc_c9f0894d00ba7b8c(void);
-extern swig_intgo _wrap_WOQ_SCHEME_ASYMMETRIC_woqc_c9f0894d00ba7b8c(void);
-extern swig_intgo _wrap_WOQ_SCHEME_SYMMETRIC_woqc_c9f0894d00ba7b8c(void);
-extern swig_intgo _wrap_WOQ_SCHEME_MAX_ENUM_woqc_c9f0894d00ba7b8c(void);
-extern swig_intgo _wrap_WOQ_METHOD_RTN_woqc_c9f0894d00ba7b8c(void);
-extern swig_intgo _wrap_WOQ_METHOD_MSE_woqc_c9f0894d00ba7b8c(void);
-extern swig_intgo _wrap_WOQ_METHOD_HQQ_woqc_c9f0894d00ba7b8c(void);
-extern swig_intgo _wrap_WOQ_METHOD_GPTQ_woqc_c9f0894d00ba7b8c(void);
-extern swig_intgo _wrap_WOQ_METHOD_AWQ_woqc_c9f0894d00ba7b8c(void);
-extern swig_intgo _wrap_WOQ_METHOD_MAX_ENUM_woqc_c9f0894d00ba7b8c(void);
-extern void _wrap_woq_context_options_struct_size_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_10 arg2);
-extern swig_type_11 _wrap_woq_context_options_struct_size_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
-extern void _wrap_woq_context_options_backend_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_intgo arg2);
-extern swig_intgo _wrap_woq_context_options_backend_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
-extern void _wrap_woq_context_options_threads_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_intgo arg2);
-extern swig_intgo _wrap_woq_context_options_threads_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
-extern void _wrap_woq_context_options_device_index_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_intgo arg2);
-extern swig_intgo _wrap_woq_context_options_device_index_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
-extern void _wrap_woq_context_options_cuda_stream_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_12 arg2);
-extern swig_type_13 _wrap_woq_context_options_cuda_stream_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
-extern uintptr_t _wrap_new_woq_context_options_woqc_c9f0894d00ba7b8c(void);
-extern void _wrap_delete_woq_context_options_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
-extern swig_intgo _wrap_woq_context_options_init_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
-extern swig_intgo _wrap_woq_context_create_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_14 arg2);
-extern void _wrap_woq_context_destroy_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
-extern swig_intgo _wrap_woq_context_info_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_15 arg2, swig_type_16 arg3);
-extern swig_intgo _wrap_woq_context_kernel_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_voidp arg2);
-extern swig_intgo _wrap_woq_context_synchronize_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
-extern swig_intgo _wrap_woq_context_memory_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_17 arg2, swig_type_18 arg3);
-extern void _wrap_woq_quant_options_struct_size_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_19 arg2);
-extern swig_type_20 _wrap_woq_quant_options_struct_size_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
-extern void _wrap_woq_quant_options_bits_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_intgo arg2);
-extern swig_intgo _wrap_woq_quant_options_bits_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
-extern void _wrap_woq_quant_options_group_size_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_intgo arg2);
-extern swig_intgo _wrap_woq_quant_options_group_size_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
-extern void _wrap_woq_quant_options_scheme_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_intgo arg2);
-extern swig_intgo _wrap_woq_quant_options_scheme_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
-extern void _wrap_woq_quant_options_method_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_intgo arg2);
-extern swig_intgo _wrap_woq_quant_options_method_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
-extern void _wrap_woq_quant_options_calibration_dtype_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_intgo arg2);
-extern swig_intgo _wrap_woq_quant_options_calibration_dtype_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
-extern void _wrap_woq_quant_options_calibration_rows_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_21 arg2);
-extern swig_type_22 _wrap_woq_quant_options_calibration_rows_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
-extern void _wrap_woq_quant_options_act_order_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_intgo arg2);
-extern swig_intgo _wrap_woq_quant_options_act_order_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
-extern void _wrap_woq_quant_options_fold_input_scales_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_intgo arg2);
-extern swig_intgo _wrap_woq_quant_options_fold_input_scales_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
-extern uintptr_t _wrap_new_woq_quant_options_woqc_c9f0894d00ba7b8c(void);
-extern void _wrap_delete_woq_quant_options_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
-extern swig_intgo _wrap_woq_quant_options_init_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
-extern swig_intgo _wrap_woq_quantize_woqc_c9f0894d00ba7b8c(swig_type_23 arg1, swig_intgo arg2, swig_type_24 arg3, swig_type_25 arg4, uintptr_t arg5, swig_type_26 arg6);
-extern swig_intgo _wrap_woq_qmatrix_input_scales_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_27 arg2, swig_type_28 arg3, swig_type_29 arg4);
-extern void _wrap_woq_qmatrix_destroy_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
-extern swig_intgo _wrap_woq_qmatrix_shape_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_30 arg2, swig_type_31 arg3);
-extern swig_intgo _wrap_woq_qmatrix_stats_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_32 arg2, swig_type_33 arg3, swig_type_34 arg4);
-extern swig_intgo _wrap_woq_import_checkpoint_woqc_c9f0894d00ba7b8c(swig_type_35 arg1, swig_type_36 arg2, swig_type_37 arg3, swig_voidp arg4);
-extern void _wrap_woq_import_options_struct_size_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_38 arg2);
-extern swig_type_39 _wrap_woq_import_options_struct_size_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
-extern void _wrap_woq_import_options_round_scales_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_intgo arg2);
-extern swig_intgo _wrap_woq_import_options_round_scales_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
-extern uintptr_t _wrap_new_woq_import_options_woqc_c9f0894d00ba7b8c(void);
-extern void _wrap_delete_woq_import_options_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
-extern swig_intgo _wrap_woq_import_options_init_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
-extern swig_intgo _wrap_woq_import_checkpoint_ex_woqc_c9f0894d00ba7b8c(swig_type_40 arg1, swig_type_41 arg2, swig_type_42 arg3, uintptr_t arg4, swig_voidp arg5);
-extern swig_intgo _wrap_woq_writer_create_woqc_c9f0894d00ba7b8c(swig_type_43 arg1, swig_type_44 arg2);
-extern swig_intgo _wrap_woq_writer_add_tensor_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_45 arg2, uintptr_t arg3, swig_type_46 arg4);
-extern swig_intgo _wrap_woq_writer_set_metadata_string_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_47 arg2, swig_type_48 arg3);
-extern swig_intgo _wrap_woq_writer_set_metadata_int_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_49 arg2, swig_type_50 arg3);
-extern swig_intgo _wrap_woq_writer_set_metadata_float_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_51 arg2, double arg3);
-extern swig_intgo _wrap_woq_writer_finish_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
-extern void _wrap_woq_writer_destroy_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
-extern swig_intgo _wrap_woq_file_open_woqc_c9f0894d00ba7b8c(swig_type_52 arg1, swig_type_53 arg2);
-extern void _wrap_woq_open_options_struct_size_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_54 arg2);
-extern swig_type_55 _wrap_woq_open_options_struct_size_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
-extern void _wrap_woq_open_options_max_directory_bytes_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_56 arg2);
-extern swig_type_57 _wrap_woq_open_options_max_directory_bytes_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
-extern void _wrap_woq_open_options_max_tensors_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_58 arg2);
-extern swig_type_59 _wrap_woq_open_options_max_tensors_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
-extern void _wrap_woq_open_options_max_metadata_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_60 arg2);
-extern swig_type_61 _wrap_woq_open_options_max_metadata_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
-extern void _wrap_woq_open_options_max_tensor_bytes_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_62 arg2);
-extern swig_type_63 _wrap_woq_open_options_max_tensor_bytes_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
-extern uintptr_t _wrap_new_woq_open_options_woqc_c9f0894d00ba7b8c(void);
-extern void _wrap_delete_woq_open_options_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
-extern swig_intgo _wrap_woq_open_options_init_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
-extern swig_intgo _wrap_woq_file_open_ex_woqc_c9f0894d00ba7b8c(swig_type_64 arg1, uintptr_t arg2, swig_type_65 arg3);
-extern swig_intgo _wrap_WOQ_MEMORY_COPY_woqc_c9f0894d00ba7b8c(void);
-extern swig_intgo _wrap_WOQ_MEMORY_BORROW_woqc_c9f0894d00ba7b8c(void);
-extern swig_intgo _wrap_woq_file_open_memory_woqc_c9f0894d00ba7b8c(swig_type_66 arg1, swig_type_67 arg2, swig_intgo arg3, uintptr_t arg4, swig_type_68 arg5);
-extern void _wrap_woq_file_close_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
-extern swig_intgo _wrap_woq_file_verify_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
-extern swig_intgo _wrap_woq_file_format_version_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_69 arg2, swig_type_70 arg3);
-extern swig_intgo _wrap_woq_file_tensor_count_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_71 arg2);
-extern void _wrap_woq_tensor_info_struct_size_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_72 arg2);
-extern swig_type_73 _wrap_woq_tensor_info_struct_size_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
-extern void _wrap_woq_tensor_info_rows_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_74 arg2);
-extern swig_type_75 _wrap_woq_tensor_info_rows_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
-extern void _wrap_woq_tensor_info_cols_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_76 arg2);
-extern swig_type_77 _wrap_woq_tensor_info_cols_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
-extern void _wrap_woq_tensor_info_bits_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_intgo arg2);
-extern swig_intgo _wrap_woq_tensor_info_bits_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
-extern void _wrap_woq_tensor_info_group_size_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_intgo arg2);
-extern swig_intgo _wrap_woq_tensor_info_group_size_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
-extern void _wrap_woq_tensor_info_scheme_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_intgo arg2);
-extern swig_intgo _wrap_woq_tensor_info_scheme_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
-extern void _wrap_woq_tensor_info_method_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_intgo arg2);
-extern swig_intgo _wrap_woq_tensor_info_method_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
-extern void _wrap_woq_tensor_info_source_dtype_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_intgo arg2);
-extern swig_intgo _wrap_woq_tensor_info_source_dtype_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
-extern void _wrap_woq_tensor_info_has_bias_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_intgo arg2);
-extern swig_intgo _wrap_woq_tensor_info_has_bias_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
-extern void _wrap_woq_tensor_info_stored_bytes_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_78 arg2);
-extern swig_type_79 _wrap_woq_tensor_info_stored_bytes_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
-extern void _wrap_woq_tensor_info_raw_bytes_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_80 arg2);
-extern swig_type_81 _wrap_woq_tensor_info_raw_bytes_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
-extern void _wrap_woq_tensor_info_bits_per_weight_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, double arg2);
-extern double _wrap_woq_tensor_info_bits_per_weight_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
-extern void _wrap_woq_tensor_info_max_abs_error_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, double arg2);
-extern double _wrap_woq_tensor_info_max_abs_error_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
-extern void _wrap_woq_tensor_info_rel_frobenius_error_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, double arg2);
-extern double _wrap_woq_tensor_info_rel_frobenius_error_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
-extern void _wrap_woq_tensor_info_sqnr_db_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, double arg2);
-extern double _wrap_woq_tensor_info_sqnr_db_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
-extern void _wrap_woq_tensor_info_has_input_scales_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_intgo arg2);
-extern swig_intgo _wrap_woq_tensor_info_has_input_scales_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
-extern void _wrap_woq_tensor_info_has_input_permutation_set_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_intgo arg2);
-extern swig_intgo _wrap_woq_tensor_info_has_input_permutation_get_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
-extern uintptr_t _wrap_new_woq_tensor_info_woqc_c9f0894d00ba7b8c(void);
-extern void _wrap_delete_woq_tensor_info_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
-extern swig_type_82 _wrap_woq_tensor_info_name_utf8_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
-extern swig_intgo _wrap_woq_file_tensor_info_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_83 arg2, uintptr_t arg3);
-extern swig_intgo _wrap_woq_file_tensor_info_by_name_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_84 arg2, uintptr_t arg3);
-extern swig_intgo _wrap_WOQ_METADATA_STRING_woqc_c9f0894d00ba7b8c(void);
-extern swig_intgo _wrap_WOQ_METADATA_INT_woqc_c9f0894d00ba7b8c(void);
-extern swig_intgo _wrap_WOQ_METADATA_FLOAT_woqc_c9f0894d00ba7b8c(void);
-extern swig_intgo _wrap_WOQ_METADATA_MAX_ENUM_woqc_c9f0894d00ba7b8c(void);
-extern swig_intgo _wrap_woq_file_metadata_count_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_85 arg2);
-extern swig_intgo _wrap_woq_file_metadata_key_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_86 arg2, swig_voidp arg3, swig_type_87 arg4);
-extern swig_intgo _wrap_woq_file_metadata_string_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_88 arg2, swig_voidp arg3, swig_type_89 arg4);
-extern swig_intgo _wrap_woq_file_metadata_int_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_90 arg2, swig_type_91 arg3);
-extern swig_intgo _wrap_woq_file_metadata_float_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_92 arg2, swig_type_93 arg3);
-extern swig_intgo _wrap_woq_tensor_load_woqc_c9f0894d00ba7b8c(uintptr_t arg1, uintptr_t arg2, swig_type_94 arg3, swig_type_95 arg4);
-extern swig_intgo _wrap_woq_tensor_load_rows_woqc_c9f0894d00ba7b8c(uintptr_t arg1, uintptr_t arg2, swig_type_96 arg3, swig_type_97 arg4, swig_type_98 arg5, swig_type_99 arg6);
-extern swig_intgo _wrap_woq_tensor_from_qmatrix_woqc_c9f0894d00ba7b8c(uintptr_t arg1, uintptr_t arg2, swig_type_100 arg3, swig_type_101 arg4);
-extern void _wrap_woq_tensor_destroy_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
-extern swig_intgo _wrap_woq_tensor_shape_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_102 arg2, swig_type_103 arg3);
-extern swig_intgo _wrap_woq_tensor_bias_woqc_c9f0894d00ba7b8c(uintptr_t arg1, uintptr_t arg2, swig_type_104 arg3, swig_type_105 arg4, swig_type_106 arg5);
-extern swig_intgo _wrap_woq_tensor_group_woqc_c9f0894d00ba7b8c(uintptr_t arg1, uintptr_t arg2, swig_type_107 arg3, swig_type_108 arg4, swig_type_109 arg5, swig_type_110 arg6);
-extern swig_intgo _wrap_woq_matmul_woqc_c9f0894d00ba7b8c(uintptr_t arg1, uintptr_t arg2, swig_type_111 arg3, swig_intgo arg4, swig_type_112 arg5, swig_type_113 arg6, swig_intgo arg7);
-extern swig_intgo _wrap_woq_dequantize_woqc_c9f0894d00ba7b8c(uintptr_t arg1, uintptr_t arg2, swig_type_114 arg3, swig_intgo arg4, swig_type_115 arg5);
-extern swig_intgo _wrap_woq_buffer_create_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_116 arg2, swig_type_117 arg3);
-extern void _wrap_woq_buffer_destroy_woqc_c9f0894d00ba7b8c(uintptr_t arg1);
-extern swig_intgo _wrap_woq_buffer_size_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_118 arg2);
-extern swig_intgo _wrap_woq_buffer_write_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_119 arg2, swig_type_120 arg3, swig_type_121 arg4);
-extern swig_intgo _wrap_woq_buffer_read_woqc_c9f0894d00ba7b8c(uintptr_t arg1, swig_type_122 arg2, swig_type_123 arg3, swig_type_124 arg4);
-extern swig_intgo _wrap_woq_matmul_buffers_woqc_c9f0894d00ba7b8c(uintptr_t arg1, uintptr_t arg2, uintptr_t arg3, swig_intgo arg4, swig_type_125 arg5, uintptr_t arg6, swig_intgo arg7);
+extern void _wrap_Swig_free_woqc_2bddcd7ee9b6a24d(uintptr_t arg1);
+extern uintptr_t _wrap_Swig_malloc_woqc_2bddcd7ee9b6a24d(swig_intgo arg1);
+extern swig_intgo _wrap_WOQ_BINDINGS_VERSION_MAJOR_woqc_2bddcd7ee9b6a24d(void);
+extern swig_intgo _wrap_woq_quantize_calibrated_woqc_2bddcd7ee9b6a24d(swig_type_1 arg1, swig_intgo arg2, swig_type_2 arg3, swig_type_3 arg4, uintptr_t arg5, swig_type_4 arg6, swig_intgo arg7, swig_type_5 arg8, swig_type_6 arg9);
+extern swig_intgo _wrap_WOQ_VERSION_NUMBER_woqc_2bddcd7ee9b6a24d(void);
+extern swig_intgo _wrap_woq_version_woqc_2bddcd7ee9b6a24d(void);
+extern swig_type_7 _wrap_woq_version_string_woqc_2bddcd7ee9b6a24d(void);
+extern swig_intgo _wrap_WOQ_OK_woqc_2bddcd7ee9b6a24d(void);
+extern swig_intgo _wrap_WOQ_ERR_INVALID_ARGUMENT_woqc_2bddcd7ee9b6a24d(void);
+extern swig_intgo _wrap_WOQ_ERR_SHAPE_woqc_2bddcd7ee9b6a24d(void);
+extern swig_intgo _wrap_WOQ_ERR_OUT_OF_MEMORY_woqc_2bddcd7ee9b6a24d(void);
+extern swig_intgo _wrap_WOQ_ERR_IO_woqc_2bddcd7ee9b6a24d(void);
+extern swig_intgo _wrap_WOQ_ERR_FORMAT_woqc_2bddcd7ee9b6a24d(void);
+extern swig_intgo _wrap_WOQ_ERR_CHECKSUM_woqc_2bddcd7ee9b6a24d(void);
+extern swig_intgo _wrap_WOQ_ERR_VERSION_woqc_2bddcd7ee9b6a24d(void);
+extern swig_intgo _wrap_WOQ_ERR_NOT_FOUND_woqc_2bddcd7ee9b6a24d(void);
+extern swig_intgo _wrap_WOQ_ERR_UNSUPPORTED_woqc_2bddcd7ee9b6a24d(void);
+extern swig_intgo _wrap_WOQ_ERR_LIMIT_woqc_2bddcd7ee9b6a24d(void);
+extern swig_intgo _wrap_WOQ_ERR_INTERNAL_woqc_2bddcd7ee9b6a24d(void);
+extern swig_intgo _wrap_WOQ_STATUS_MAX_ENUM_woqc_2bddcd7ee9b6a24d(void);
+extern swig_type_8 _wrap_woq_status_string_woqc_2bddcd7ee9b6a24d(swig_intgo arg1);
+extern swig_type_9 _wrap_woq_last_error_woqc_2bddcd7ee9b6a24d(void);
+extern swig_intgo _wrap_WOQ_DTYPE_F32_woqc_2bddcd7ee9b6a24d(void);
+extern swig_intgo _wrap_WOQ_DTYPE_F16_woqc_2bddcd7ee9b6a24d(void);
+extern swig_intgo _wrap_WOQ_DTYPE_BF16_woqc_2bddcd7ee9b6a24d(void);
+extern swig_intgo _wrap_WOQ_DTYPE_MAX_ENUM_woqc_2bddcd7ee9b6a24d(void);
+extern swig_intgo _wrap_WOQ_BACKEND_CPU_REFERENCE_woqc_2bddcd7ee9b6a24d(void);
+extern swig_intgo _wrap_WOQ_BACKEND_CPU_woqc_2bddcd7ee9b6a24d(void);
+extern swig_intgo _wrap_WOQ_BACKEND_CUDA_woqc_2bddcd7ee9b6a24d(void);
+extern swig_intgo _wrap_WOQ_BACKEND_MAX_ENUM_woqc_2bddcd7ee9b6a24d(void);
+extern swig_intgo _wrap_WOQ_SCHEME_ASYMMETRIC_woqc_2bddcd7ee9b6a24d(void);
+extern swig_intgo _wrap_WOQ_SCHEME_SYMMETRIC_woqc_2bddcd7ee9b6a24d(void);
+extern swig_intgo _wrap_WOQ_SCHEME_MAX_ENUM_woqc_2bddcd7ee9b6a24d(void);
+extern swig_intgo _wrap_WOQ_METHOD_RTN_woqc_2bddcd7ee9b6a24d(void);
+extern swig_intgo _wrap_WOQ_METHOD_MSE_woqc_2bddcd7ee9b6a24d(void);
+extern swig_intgo _wrap_WOQ_METHOD_HQQ_woqc_2bddcd7ee9b6a24d(void);
+extern swig_intgo _wrap_WOQ_METHOD_GPTQ_woqc_2bddcd7ee9b6a24d(void);
+extern swig_intgo _wrap_WOQ_METHOD_AWQ_woqc_2bddcd7ee9b6a24d(void);
+extern swig_intgo _wrap_WOQ_METHOD_MAX_ENUM_woqc_2bddcd7ee9b6a24d(void);
+extern void _wrap_woq_context_options_struct_size_set_woqc_2bddcd7ee9b6a24d(uintptr_t arg1, swig_type_10 arg2);
+extern swig_type_11 _wrap_woq_context_options_struct_size_get_woqc_2bddcd7ee9b6a24d(uintptr_t arg1);
+extern void _wrap_woq_context_options_backend_set_woqc_2bddcd7ee9b6a24d(uintptr_t arg1, swig_intgo arg2);
+extern swig_intgo _wrap_woq_context_options_backend_get_woqc_2bddcd7ee9b6a24d(uintptr_t arg1);
+extern void _wrap_woq_context_options_threads_set_woqc_2bddcd7ee9b6a24d(uintptr_t arg1, swig_intgo arg2);
+extern swig_intgo _wrap_woq_context_options_threads_get_woqc_2bddcd7ee9b6a24d(uintptr_t arg1);
+extern void _wrap_woq_context_options_device_index_set_woqc_2bddcd7ee9b6a24d(uintptr_t arg1, swig_intgo arg2);
+extern swig_intgo _wrap_woq_context_options_device_index_get_woqc_2bddcd7ee9b6a24d(uintptr_t arg1);
+extern void _wrap_woq_context_options_cuda_stream_set_woqc_2bddcd7ee9b6a24d(uintptr_t arg1, swig_type_12 arg2);
+extern swig_type_13 _wrap_woq_context_options_cuda_stream_get_woqc_2bddcd7ee9b6a24d(uintptr_t arg1);
+extern uintptr_t _wrap_new_woq_context_options_woqc_2bddcd7ee9b6a24d(void);
+extern void _wrap_delete_woq_context_options_woqc_2bddcd7ee9b6a24d(uintptr_t arg1);
+extern swig_intgo _wrap_woq_context_options_init_woqc_2bddcd7ee9b6a24d(uintptr_t arg1);
+extern swig_intgo _wrap_woq_context_create_woqc_2bddcd7ee9b6a24d(uintptr_t arg1, swig_type_14 arg2);
+extern void _wrap_woq_context_destroy_woqc_2bddcd7ee9b6a24d(uintptr_t arg1);
+extern swig_intgo _wrap_woq_context_info_woqc_2bddcd7ee9b6a24d(uintptr_t arg1, swig_type_15 arg2, swig_type_16 arg3);
+extern swig_intgo _wrap_woq_context_kernel_woqc_2bddcd7ee9b6a24d(uintptr_t arg1, swig_voidp arg2);
+extern swig_intgo _wrap_woq_context_synchronize_woqc_2bddcd7ee9b6a24d(uintptr_t arg1);
+extern swig_intgo _wrap_woq_context_memory_woqc_2bddcd7ee9b6a24d(uintptr_t arg1, swig_type_17 arg2, swig_type_18 arg3);
+extern void _wrap_woq_quant_options_struct_size_set_woqc_2bddcd7ee9b6a24d(uintptr_t arg1, swig_type_19 arg2);
+extern swig_type_20 _wrap_woq_quant_options_struct_size_get_woqc_2bddcd7ee9b6a24d(uintptr_t arg1);
+extern void _wrap_woq_quant_options_bits_set_woqc_2bddcd7ee9b6a24d(uintptr_t arg1, swig_intgo arg2);
+extern swig_intgo _wrap_woq_quant_options_bits_get_woqc_2bddcd7ee9b6a24d(uintptr_t arg1);
+extern void _wrap_woq_quant_options_group_size_set_woqc_2bddcd7ee9b6a24d(uintptr_t arg1, swig_intgo arg2);
+extern swig_intgo _wrap_woq_quant_options_group_size_get_woqc_2bddcd7ee9b6a24d(uintptr_t arg1);
+extern void _wrap_woq_quant_options_scheme_set_woqc_2bddcd7ee9b6a24d(uintptr_t arg1, swig_intgo arg2);
+extern swig_intgo _wrap_woq_quant_options_scheme_get_woqc_2bddcd7ee9b6a24d(uintptr_t arg1);
+extern void _wrap_woq_quant_options_method_set_woqc_2bddcd7ee9b6a24d(uintptr_t arg1, swig_intgo arg2);
+extern swig_intgo _wrap_woq_quant_options_method_get_woqc_2bddcd7ee9b6a24d(uintptr_t arg1);
+extern void _wrap_woq_quant_options_calibration_dtype_set_woqc_2bddcd7ee9b6a24d(uintptr_t arg1, swig_intgo arg2);
+extern swig_intgo _wrap_woq_quant_options_calibration_dtype_get_woqc_2bddcd7ee9b6a24d(uintptr_t arg1);
+extern void _wrap_woq_quant_options_calibration_rows_set_woqc_2bddcd7ee9b6a24d(uintptr_t arg1, swig_type_21 arg2);
+extern swig_type_22 _wrap_woq_quant_options_calibration_rows_get_woqc_2bddcd7ee9b6a24d(uintptr_t arg1);
+extern void _wrap_woq_quant_options_act_order_set_woqc_2bddcd7ee9b6a24d(uintptr_t arg1, swig_intgo arg2);
+extern swig_intgo _wrap_woq_quant_options_act_order_get_woqc_2bddcd7ee9b6a24d(uintptr_t arg1);
+extern void _wrap_woq_quant_options_fold_input_scales_set_woqc_2bddcd7ee9b6a24d(uintptr_t arg1, swig_intgo arg2);
+extern swig_intgo _wrap_woq_quant_options_fold_input_scales_get_woqc_2bddcd7ee9b6a24d(uintptr_t arg1);
+extern uintptr_t _wrap_new_woq_quant_options_woqc_2bddcd7ee9b6a24d(void);
+extern void _wrap_delete_woq_quant_options_woqc_2bddcd7ee9b6a24d(uintptr_t arg1);
+extern swig_intgo _wrap_woq_quant_options_init_woqc_2bddcd7ee9b6a24d(uintptr_t arg1);
+extern swig_intgo _wrap_woq_quantize_woqc_2bddcd7ee9b6a24d(swig_type_23 arg1, swig_intgo arg2, swig_type_24 arg3, swig_type_25 arg4, uintptr_t arg5, swig_type_26 arg6);
+extern swig_intgo _wrap_woq_qmatrix_input_scales_woqc_2bddcd7ee9b6a24d(uintptr_t arg1, swig_type_27 arg2, swig_type_28 arg3, swig_type_29 arg4);
+extern void _wrap_woq_qmatrix_destroy_woqc_2bddcd7ee9b6a24d(uintptr_t arg1);
+extern swig_intgo _wrap_woq_qmatrix_shape_woqc_2bddcd7ee9b6a24d(uintptr_t arg1, swig_type_30 arg2, swig_type_31 arg3);
+extern swig_intgo _wrap_woq_qmatrix_stats_woqc_2bddcd7ee9b6a24d(uintptr_t arg1, swig_type_32 arg2, swig_type_33 arg3, swig_type_34 arg4);
+extern swig_intgo _wrap_woq_import_checkpoint_woqc_2bddcd7ee9b6a24d(swig_type_35 arg1, swig_type_36 arg2, swig_type_37 arg3, swig_voidp arg4);
+extern void _wrap_woq_import_options_struct_size_set_woqc_2bddcd7ee9b6a24d(uintptr_t arg1, swig_type_38 arg2);
+extern swig_type_39 _wrap_woq_import_options_struct_size_get_woqc_2bddcd7ee9b6a24d(uintptr_t arg1);
+extern void _wrap_woq_import_options_round_scales_set_woqc_2bddcd7ee9b6a24d(uintptr_t arg1, swig_intgo arg2);
+extern swig_intgo _wrap_woq_import_options_round_scales_get_woqc_2bddcd7ee9b6a24d(uintptr_t arg1);
+extern uintptr_t _wrap_new_woq_import_options_woqc_2bddcd7ee9b6a24d(void);
+extern void _wrap_delete_woq_import_options_woqc_2bddcd7ee9b6a24d(uintptr_t arg1);
+extern swig_intgo _wrap_woq_import_options_init_woqc_2bddcd7ee9b6a24d(uintptr_t arg1);
+extern swig_intgo _wrap_woq_import_checkpoint_ex_woqc_2bddcd7ee9b6a24d(swig_type_40 arg1, swig_type_41 arg2, swig_type_42 arg3, uintptr_t arg4, swig_voidp arg5);
+extern swig_intgo _wrap_woq_writer_create_woqc_2bddcd7ee9b6a24d(swig_type_43 arg1, swig_type_44 arg2);
+extern swig_intgo _wrap_woq_writer_add_tensor_woqc_2bddcd7ee9b6a24d(uintptr_t arg1, swig_type_45 arg2, uintptr_t arg3, swig_type_46 arg4);
+extern swig_intgo _wrap_woq_writer_set_metadata_string_woqc_2bddcd7ee9b6a24d(uintptr_t arg1, swig_type_47 arg2, swig_type_48 arg3);
+extern swig_intgo _wrap_woq_writer_set_metadata_int_woqc_2bddcd7ee9b6a24d(uintptr_t arg1, swig_type_49 arg2, swig_type_50 arg3);
+extern swig_intgo _wrap_woq_writer_set_metadata_float_woqc_2bddcd7ee9b6a24d(uintptr_t arg1, swig_type_51 arg2, double arg3);
+extern swig_intgo _wrap_woq_writer_finish_woqc_2bddcd7ee9b6a24d(uintptr_t arg1);
+extern void _wrap_woq_writer_destroy_woqc_2bddcd7ee9b6a24d(uintptr_t arg1);
+extern swig_intgo _wrap_woq_file_open_woqc_2bddcd7ee9b6a24d(swig_type_52 arg1, swig_type_53 arg2);
+extern void _wrap_woq_open_options_struct_size_set_woqc_2bddcd7ee9b6a24d(uintptr_t arg1, swig_type_54 arg2);
+extern swig_type_55 _wrap_woq_open_options_struct_size_get_woqc_2bddcd7ee9b6a24d(uintptr_t arg1);
+extern void _wrap_woq_open_options_max_directory_bytes_set_woqc_2bddcd7ee9b6a24d(uintptr_t arg1, swig_type_56 arg2);
+extern swig_type_57 _wrap_woq_open_options_max_directory_bytes_get_woqc_2bddcd7ee9b6a24d(uintptr_t arg1);
+extern void _wrap_woq_open_options_max_tensors_set_woqc_2bddcd7ee9b6a24d(uintptr_t arg1, swig_type_58 arg2);
+extern swig_type_59 _wrap_woq_open_options_max_tensors_get_woqc_2bddcd7ee9b6a24d(uintptr_t arg1);
+extern void _wrap_woq_open_options_max_metadata_set_woqc_2bddcd7ee9b6a24d(uintptr_t arg1, swig_type_60 arg2);
+extern swig_type_61 _wrap_woq_open_options_max_metadata_get_woqc_2bddcd7ee9b6a24d(uintptr_t arg1);
+extern void _wrap_woq_open_options_max_tensor_bytes_set_woqc_2bddcd7ee9b6a24d(uintptr_t arg1, swig_type_62 arg2);
+extern swig_type_63 _wrap_woq_open_options_max_tensor_bytes_get_woqc_2bddcd7ee9b6a24d(uintptr_t arg1);
+extern uintptr_t _wrap_new_woq_open_options_woqc_2bddcd7ee9b6a24d(void);
+extern void _wrap_delete_woq_open_options_woqc_2bddcd7ee9b6a24d(uintptr_t arg1);
+extern swig_intgo _wrap_woq_open_options_init_woqc_2bddcd7ee9b6a24d(uintptr_t arg1);
+extern swig_intgo _wrap_woq_file_open_ex_woqc_2bddcd7ee9b6a24d(swig_type_64 arg1, uintptr_t arg2, swig_type_65 arg3);
+extern swig_intgo _wrap_WOQ_MEMORY_COPY_woqc_2bddcd7ee9b6a24d(void);
+extern swig_intgo _wrap_WOQ_MEMORY_BORROW_woqc_2bddcd7ee9b6a24d(void);
+extern swig_intgo _wrap_WOQ_MEMORY_MAX_ENUM_woqc_2bddcd7ee9b6a24d(void);
+extern swig_intgo _wrap_woq_file_open_memory_woqc_2bddcd7ee9b6a24d(swig_type_66 arg1, swig_type_67 arg2, swig_intgo arg3, uintptr_t arg4, swig_type_68 arg5);
+extern void _wrap_woq_file_close_woqc_2bddcd7ee9b6a24d(uintptr_t arg1);
+extern swig_intgo _wrap_woq_file_verify_woqc_2bddcd7ee9b6a24d(uintptr_t arg1);
+extern swig_intgo _wrap_woq_file_format_version_woqc_2bddcd7ee9b6a24d(uintptr_t arg1, swig_type_69 arg2, swig_type_70 arg3);
+extern swig_intgo _wrap_woq_file_tensor_count_woqc_2bddcd7ee9b6a24d(uintptr_t arg1, swig_type_71 arg2);
+extern void _wrap_woq_tensor_info_struct_size_set_woqc_2bddcd7ee9b6a24d(uintptr_t arg1, swig_type_72 arg2);
+extern swig_type_73 _wrap_woq_tensor_info_struct_size_get_woqc_2bddcd7ee9b6a24d(uintptr_t arg1);
+extern void _wrap_woq_tensor_info_rows_set_woqc_2bddcd7ee9b6a24d(uintptr_t arg1, swig_type_74 arg2);
+extern swig_type_75 _wrap_woq_tensor_info_rows_get_woqc_2bddcd7ee9b6a24d(uintptr_t arg1);
+extern void _wrap_woq_tensor_info_cols_set_woqc_2bddcd7ee9b6a24d(uintptr_t arg1, swig_type_76 arg2);
+extern swig_type_77 _wrap_woq_tensor_info_cols_get_woqc_2bddcd7ee9b6a24d(uintptr_t arg1);
+extern void _wrap_woq_tensor_info_bits_set_woqc_2bddcd7ee9b6a24d(uintptr_t arg1, swig_intgo arg2);
+extern swig_intgo _wrap_woq_tensor_info_bits_get_woqc_2bddcd7ee9b6a24d(uintptr_t arg1);
+extern void _wrap_woq_tensor_info_group_size_set_woqc_2bddcd7ee9b6a24d(uintptr_t arg1, swig_intgo arg2);
+extern swig_intgo _wrap_woq_tensor_info_group_size_get_woqc_2bddcd7ee9b6a24d(uintptr_t arg1);
+extern void _wrap_woq_tensor_info_scheme_set_woqc_2bddcd7ee9b6a24d(uintptr_t arg1, swig_intgo arg2);
+extern swig_intgo _wrap_woq_tensor_info_scheme_get_woqc_2bddcd7ee9b6a24d(uintptr_t arg1);
+extern void _wrap_woq_tensor_info_method_set_woqc_2bddcd7ee9b6a24d(uintptr_t arg1, swig_intgo arg2);
+extern swig_intgo _wrap_woq_tensor_info_method_get_woqc_2bddcd7ee9b6a24d(uintptr_t arg1);
+extern void _wrap_woq_tensor_info_source_dtype_set_woqc_2bddcd7ee9b6a24d(uintptr_t arg1, swig_intgo arg2);
+extern swig_intgo _wrap_woq_tensor_info_source_dtype_get_woqc_2bddcd7ee9b6a24d(uintptr_t arg1);
+extern void _wrap_woq_tensor_info_has_bias_set_woqc_2bddcd7ee9b6a24d(uintptr_t arg1, swig_intgo arg2);
+extern swig_intgo _wrap_woq_tensor_info_has_bias_get_woqc_2bddcd7ee9b6a24d(uintptr_t arg1);
+extern void _wrap_woq_tensor_info_stored_bytes_set_woqc_2bddcd7ee9b6a24d(uintptr_t arg1, swig_type_78 arg2);
+extern swig_type_79 _wrap_woq_tensor_info_stored_bytes_get_woqc_2bddcd7ee9b6a24d(uintptr_t arg1);
+extern void _wrap_woq_tensor_info_raw_bytes_set_woqc_2bddcd7ee9b6a24d(uintptr_t arg1, swig_type_80 arg2);
+extern swig_type_81 _wrap_woq_tensor_info_raw_bytes_get_woqc_2bddcd7ee9b6a24d(uintptr_t arg1);
+extern void _wrap_woq_tensor_info_bits_per_weight_set_woqc_2bddcd7ee9b6a24d(uintptr_t arg1, double arg2);
+extern double _wrap_woq_tensor_info_bits_per_weight_get_woqc_2bddcd7ee9b6a24d(uintptr_t arg1);
+extern void _wrap_woq_tensor_info_max_abs_error_set_woqc_2bddcd7ee9b6a24d(uintptr_t arg1, double arg2);
+extern double _wrap_woq_tensor_info_max_abs_error_get_woqc_2bddcd7ee9b6a24d(uintptr_t arg1);
+extern void _wrap_woq_tensor_info_rel_frobenius_error_set_woqc_2bddcd7ee9b6a24d(uintptr_t arg1, double arg2);
+extern double _wrap_woq_tensor_info_rel_frobenius_error_get_woqc_2bddcd7ee9b6a24d(uintptr_t arg1);
+extern void _wrap_woq_tensor_info_sqnr_db_set_woqc_2bddcd7ee9b6a24d(uintptr_t arg1, double arg2);
+extern double _wrap_woq_tensor_info_sqnr_db_get_woqc_2bddcd7ee9b6a24d(uintptr_t arg1);
+extern void _wrap_woq_tensor_info_has_input_scales_set_woqc_2bddcd7ee9b6a24d(uintptr_t arg1, swig_intgo arg2);
+extern swig_intgo _wrap_woq_tensor_info_has_input_scales_get_woqc_2bddcd7ee9b6a24d(uintptr_t arg1);
+extern void _wrap_woq_tensor_info_has_input_permutation_set_woqc_2bddcd7ee9b6a24d(uintptr_t arg1, swig_intgo arg2);
+extern swig_intgo _wrap_woq_tensor_info_has_input_permutation_get_woqc_2bddcd7ee9b6a24d(uintptr_t arg1);
+extern uintptr_t _wrap_new_woq_tensor_info_woqc_2bddcd7ee9b6a24d(void);
+extern void _wrap_delete_woq_tensor_info_woqc_2bddcd7ee9b6a24d(uintptr_t arg1);
+extern swig_type_82 _wrap_woq_tensor_info_name_utf8_woqc_2bddcd7ee9b6a24d(uintptr_t arg1);
+extern swig_intgo _wrap_woq_file_tensor_info_woqc_2bddcd7ee9b6a24d(uintptr_t arg1, swig_type_83 arg2, uintptr_t arg3);
+extern swig_intgo _wrap_woq_file_tensor_info_by_name_woqc_2bddcd7ee9b6a24d(uintptr_t arg1, swig_type_84 arg2, uintptr_t arg3);
+extern swig_intgo _wrap_WOQ_METADATA_STRING_woqc_2bddcd7ee9b6a24d(void);
+extern swig_intgo _wrap_WOQ_METADATA_INT_woqc_2bddcd7ee9b6a24d(void);
+extern swig_intgo _wrap_WOQ_METADATA_FLOAT_woqc_2bddcd7ee9b6a24d(void);
+extern swig_intgo _wrap_WOQ_METADATA_MAX_ENUM_woqc_2bddcd7ee9b6a24d(void);
+extern swig_intgo _wrap_woq_file_metadata_count_woqc_2bddcd7ee9b6a24d(uintptr_t arg1, swig_type_85 arg2);
+extern swig_intgo _wrap_woq_file_metadata_key_woqc_2bddcd7ee9b6a24d(uintptr_t arg1, swig_type_86 arg2, swig_voidp arg3, swig_type_87 arg4);
+extern swig_intgo _wrap_woq_file_metadata_string_woqc_2bddcd7ee9b6a24d(uintptr_t arg1, swig_type_88 arg2, swig_voidp arg3, swig_type_89 arg4);
+extern swig_intgo _wrap_woq_file_metadata_int_woqc_2bddcd7ee9b6a24d(uintptr_t arg1, swig_type_90 arg2, swig_type_91 arg3);
+extern swig_intgo _wrap_woq_file_metadata_float_woqc_2bddcd7ee9b6a24d(uintptr_t arg1, swig_type_92 arg2, swig_type_93 arg3);
+extern swig_intgo _wrap_woq_tensor_load_woqc_2bddcd7ee9b6a24d(uintptr_t arg1, uintptr_t arg2, swig_type_94 arg3, swig_type_95 arg4);
+extern swig_intgo _wrap_woq_tensor_load_rows_woqc_2bddcd7ee9b6a24d(uintptr_t arg1, uintptr_t arg2, swig_type_96 arg3, swig_type_97 arg4, swig_type_98 arg5, swig_type_99 arg6);
+extern swig_intgo _wrap_woq_tensor_from_qmatrix_woqc_2bddcd7ee9b6a24d(uintptr_t arg1, uintptr_t arg2, swig_type_100 arg3, swig_type_101 arg4);
+extern void _wrap_woq_tensor_destroy_woqc_2bddcd7ee9b6a24d(uintptr_t arg1);
+extern swig_intgo _wrap_woq_tensor_shape_woqc_2bddcd7ee9b6a24d(uintptr_t arg1, swig_type_102 arg2, swig_type_103 arg3);
+extern swig_intgo _wrap_woq_tensor_bias_woqc_2bddcd7ee9b6a24d(uintptr_t arg1, uintptr_t arg2, swig_type_104 arg3, swig_type_105 arg4, swig_type_106 arg5);
+extern swig_intgo _wrap_woq_tensor_group_woqc_2bddcd7ee9b6a24d(uintptr_t arg1, uintptr_t arg2, swig_type_107 arg3, swig_type_108 arg4, swig_type_109 arg5, swig_type_110 arg6);
+extern swig_intgo _wrap_woq_matmul_woqc_2bddcd7ee9b6a24d(uintptr_t arg1, uintptr_t arg2, swig_type_111 arg3, swig_intgo arg4, swig_type_112 arg5, swig_type_113 arg6, swig_intgo arg7);
+extern swig_intgo _wrap_woq_dequantize_woqc_2bddcd7ee9b6a24d(uintptr_t arg1, uintptr_t arg2, swig_type_114 arg3, swig_intgo arg4, swig_type_115 arg5);
+extern swig_intgo _wrap_woq_buffer_create_woqc_2bddcd7ee9b6a24d(uintptr_t arg1, swig_type_116 arg2, swig_type_117 arg3);
+extern void _wrap_woq_buffer_destroy_woqc_2bddcd7ee9b6a24d(uintptr_t arg1);
+extern swig_intgo _wrap_woq_buffer_size_woqc_2bddcd7ee9b6a24d(uintptr_t arg1, swig_type_118 arg2);
+extern swig_intgo _wrap_woq_buffer_write_woqc_2bddcd7ee9b6a24d(uintptr_t arg1, swig_type_119 arg2, swig_type_120 arg3, swig_type_121 arg4);
+extern swig_intgo _wrap_woq_buffer_read_woqc_2bddcd7ee9b6a24d(uintptr_t arg1, swig_type_122 arg2, swig_type_123 arg3, swig_type_124 arg4);
+extern swig_intgo _wrap_woq_matmul_buffers_woqc_2bddcd7ee9b6a24d(uintptr_t arg1, uintptr_t arg2, uintptr_t arg3, swig_intgo arg4, swig_type_125 arg5, uintptr_t arg6, swig_intgo arg7);
 #undef intgo
 */
 import "C"
@@ -372,8 +373,8 @@ func getSwigcptr(v interface { Swigcptr() uintptr }) uintptr {
 
 type _ sync.Mutex
 
-//export cgo_panic__woqc_c9f0894d00ba7b8c
-func cgo_panic__woqc_c9f0894d00ba7b8c(p *byte) {
+//export cgo_panic__woqc_2bddcd7ee9b6a24d
+func cgo_panic__woqc_2bddcd7ee9b6a24d(p *byte) {
 	s := (*[1024]byte)(unsafe.Pointer(p))[:]
 	for i, b := range s {
 		if b == 0 {
@@ -394,19 +395,19 @@ func swigCopyString(s string) string {
 
 func Swig_free(arg1 uintptr) {
 	_swig_i_0 := arg1
-	C._wrap_Swig_free_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0))
+	C._wrap_Swig_free_woqc_2bddcd7ee9b6a24d(C.uintptr_t(_swig_i_0))
 }
 
 func Swig_malloc(arg1 int) (_swig_ret uintptr) {
 	var swig_r uintptr
 	_swig_i_0 := arg1
-	swig_r = (uintptr)(C._wrap_Swig_malloc_woqc_c9f0894d00ba7b8c(C.swig_intgo(_swig_i_0)))
+	swig_r = (uintptr)(C._wrap_Swig_malloc_woqc_2bddcd7ee9b6a24d(C.swig_intgo(_swig_i_0)))
 	return swig_r
 }
 
 func _swig_getWOQ_BINDINGS_VERSION_MAJOR() (_swig_ret uint) {
 	var swig_r uint
-	swig_r = (uint)(C._wrap_WOQ_BINDINGS_VERSION_MAJOR_woqc_c9f0894d00ba7b8c())
+	swig_r = (uint)(C._wrap_WOQ_BINDINGS_VERSION_MAJOR_woqc_2bddcd7ee9b6a24d())
 	return swig_r
 }
 
@@ -422,7 +423,7 @@ func Woq_quantize_calibrated(arg1 []byte, arg2 Enum_SS_woq_dtype, arg3 uint64, a
 	_swig_i_6 := arg7
 	_swig_i_7 := arg8
 	_swig_i_8 := arg9
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_quantize_calibrated_woqc_c9f0894d00ba7b8c(*(*C.swig_type_1)(unsafe.Pointer(&_swig_i_0)), C.swig_intgo(_swig_i_1), C.swig_type_2(_swig_i_2), C.swig_type_3(_swig_i_3), C.uintptr_t(_swig_i_4), *(*C.swig_type_4)(unsafe.Pointer(&_swig_i_5)), C.swig_intgo(_swig_i_6), C.swig_type_5(_swig_i_7), *(*C.swig_type_6)(unsafe.Pointer(&_swig_i_8))))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_quantize_calibrated_woqc_2bddcd7ee9b6a24d(*(*C.swig_type_1)(unsafe.Pointer(&_swig_i_0)), C.swig_intgo(_swig_i_1), C.swig_type_2(_swig_i_2), C.swig_type_3(_swig_i_3), C.uintptr_t(_swig_i_4), *(*C.swig_type_4)(unsafe.Pointer(&_swig_i_5)), C.swig_intgo(_swig_i_6), C.swig_type_5(_swig_i_7), *(*C.swig_type_6)(unsafe.Pointer(&_swig_i_8))))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg1
 	}
@@ -440,20 +441,20 @@ const WOQ_VERSION_MINOR int = 0
 const WOQ_VERSION_PATCH int = 0
 func _swig_getWOQ_VERSION_NUMBER() (_swig_ret int) {
 	var swig_r int
-	swig_r = (int)(C._wrap_WOQ_VERSION_NUMBER_woqc_c9f0894d00ba7b8c())
+	swig_r = (int)(C._wrap_WOQ_VERSION_NUMBER_woqc_2bddcd7ee9b6a24d())
 	return swig_r
 }
 
 var WOQ_VERSION_NUMBER int = _swig_getWOQ_VERSION_NUMBER()
 func Woq_version() (_swig_ret uint) {
 	var swig_r uint
-	swig_r = (uint)(C._wrap_woq_version_woqc_c9f0894d00ba7b8c())
+	swig_r = (uint)(C._wrap_woq_version_woqc_2bddcd7ee9b6a24d())
 	return swig_r
 }
 
 func Woq_version_string() (_swig_ret string) {
 	var swig_r string
-	swig_r_p := C._wrap_woq_version_string_woqc_c9f0894d00ba7b8c()
+	swig_r_p := C._wrap_woq_version_string_woqc_2bddcd7ee9b6a24d()
 	swig_r = *(*string)(unsafe.Pointer(&swig_r_p))
 	var swig_r_1 string
  swig_r_1 = swigCopyString(swig_r) 
@@ -463,91 +464,91 @@ func Woq_version_string() (_swig_ret string) {
 type Enum_SS_woq_status int
 func _swig_getWOQ_OK() (_swig_ret Enum_SS_woq_status) {
 	var swig_r Enum_SS_woq_status
-	swig_r = (Enum_SS_woq_status)(C._wrap_WOQ_OK_woqc_c9f0894d00ba7b8c())
+	swig_r = (Enum_SS_woq_status)(C._wrap_WOQ_OK_woqc_2bddcd7ee9b6a24d())
 	return swig_r
 }
 
 var WOQ_OK Enum_SS_woq_status = _swig_getWOQ_OK()
 func _swig_getWOQ_ERR_INVALID_ARGUMENT() (_swig_ret Enum_SS_woq_status) {
 	var swig_r Enum_SS_woq_status
-	swig_r = (Enum_SS_woq_status)(C._wrap_WOQ_ERR_INVALID_ARGUMENT_woqc_c9f0894d00ba7b8c())
+	swig_r = (Enum_SS_woq_status)(C._wrap_WOQ_ERR_INVALID_ARGUMENT_woqc_2bddcd7ee9b6a24d())
 	return swig_r
 }
 
 var WOQ_ERR_INVALID_ARGUMENT Enum_SS_woq_status = _swig_getWOQ_ERR_INVALID_ARGUMENT()
 func _swig_getWOQ_ERR_SHAPE() (_swig_ret Enum_SS_woq_status) {
 	var swig_r Enum_SS_woq_status
-	swig_r = (Enum_SS_woq_status)(C._wrap_WOQ_ERR_SHAPE_woqc_c9f0894d00ba7b8c())
+	swig_r = (Enum_SS_woq_status)(C._wrap_WOQ_ERR_SHAPE_woqc_2bddcd7ee9b6a24d())
 	return swig_r
 }
 
 var WOQ_ERR_SHAPE Enum_SS_woq_status = _swig_getWOQ_ERR_SHAPE()
 func _swig_getWOQ_ERR_OUT_OF_MEMORY() (_swig_ret Enum_SS_woq_status) {
 	var swig_r Enum_SS_woq_status
-	swig_r = (Enum_SS_woq_status)(C._wrap_WOQ_ERR_OUT_OF_MEMORY_woqc_c9f0894d00ba7b8c())
+	swig_r = (Enum_SS_woq_status)(C._wrap_WOQ_ERR_OUT_OF_MEMORY_woqc_2bddcd7ee9b6a24d())
 	return swig_r
 }
 
 var WOQ_ERR_OUT_OF_MEMORY Enum_SS_woq_status = _swig_getWOQ_ERR_OUT_OF_MEMORY()
 func _swig_getWOQ_ERR_IO() (_swig_ret Enum_SS_woq_status) {
 	var swig_r Enum_SS_woq_status
-	swig_r = (Enum_SS_woq_status)(C._wrap_WOQ_ERR_IO_woqc_c9f0894d00ba7b8c())
+	swig_r = (Enum_SS_woq_status)(C._wrap_WOQ_ERR_IO_woqc_2bddcd7ee9b6a24d())
 	return swig_r
 }
 
 var WOQ_ERR_IO Enum_SS_woq_status = _swig_getWOQ_ERR_IO()
 func _swig_getWOQ_ERR_FORMAT() (_swig_ret Enum_SS_woq_status) {
 	var swig_r Enum_SS_woq_status
-	swig_r = (Enum_SS_woq_status)(C._wrap_WOQ_ERR_FORMAT_woqc_c9f0894d00ba7b8c())
+	swig_r = (Enum_SS_woq_status)(C._wrap_WOQ_ERR_FORMAT_woqc_2bddcd7ee9b6a24d())
 	return swig_r
 }
 
 var WOQ_ERR_FORMAT Enum_SS_woq_status = _swig_getWOQ_ERR_FORMAT()
 func _swig_getWOQ_ERR_CHECKSUM() (_swig_ret Enum_SS_woq_status) {
 	var swig_r Enum_SS_woq_status
-	swig_r = (Enum_SS_woq_status)(C._wrap_WOQ_ERR_CHECKSUM_woqc_c9f0894d00ba7b8c())
+	swig_r = (Enum_SS_woq_status)(C._wrap_WOQ_ERR_CHECKSUM_woqc_2bddcd7ee9b6a24d())
 	return swig_r
 }
 
 var WOQ_ERR_CHECKSUM Enum_SS_woq_status = _swig_getWOQ_ERR_CHECKSUM()
 func _swig_getWOQ_ERR_VERSION() (_swig_ret Enum_SS_woq_status) {
 	var swig_r Enum_SS_woq_status
-	swig_r = (Enum_SS_woq_status)(C._wrap_WOQ_ERR_VERSION_woqc_c9f0894d00ba7b8c())
+	swig_r = (Enum_SS_woq_status)(C._wrap_WOQ_ERR_VERSION_woqc_2bddcd7ee9b6a24d())
 	return swig_r
 }
 
 var WOQ_ERR_VERSION Enum_SS_woq_status = _swig_getWOQ_ERR_VERSION()
 func _swig_getWOQ_ERR_NOT_FOUND() (_swig_ret Enum_SS_woq_status) {
 	var swig_r Enum_SS_woq_status
-	swig_r = (Enum_SS_woq_status)(C._wrap_WOQ_ERR_NOT_FOUND_woqc_c9f0894d00ba7b8c())
+	swig_r = (Enum_SS_woq_status)(C._wrap_WOQ_ERR_NOT_FOUND_woqc_2bddcd7ee9b6a24d())
 	return swig_r
 }
 
 var WOQ_ERR_NOT_FOUND Enum_SS_woq_status = _swig_getWOQ_ERR_NOT_FOUND()
 func _swig_getWOQ_ERR_UNSUPPORTED() (_swig_ret Enum_SS_woq_status) {
 	var swig_r Enum_SS_woq_status
-	swig_r = (Enum_SS_woq_status)(C._wrap_WOQ_ERR_UNSUPPORTED_woqc_c9f0894d00ba7b8c())
+	swig_r = (Enum_SS_woq_status)(C._wrap_WOQ_ERR_UNSUPPORTED_woqc_2bddcd7ee9b6a24d())
 	return swig_r
 }
 
 var WOQ_ERR_UNSUPPORTED Enum_SS_woq_status = _swig_getWOQ_ERR_UNSUPPORTED()
 func _swig_getWOQ_ERR_LIMIT() (_swig_ret Enum_SS_woq_status) {
 	var swig_r Enum_SS_woq_status
-	swig_r = (Enum_SS_woq_status)(C._wrap_WOQ_ERR_LIMIT_woqc_c9f0894d00ba7b8c())
+	swig_r = (Enum_SS_woq_status)(C._wrap_WOQ_ERR_LIMIT_woqc_2bddcd7ee9b6a24d())
 	return swig_r
 }
 
 var WOQ_ERR_LIMIT Enum_SS_woq_status = _swig_getWOQ_ERR_LIMIT()
 func _swig_getWOQ_ERR_INTERNAL() (_swig_ret Enum_SS_woq_status) {
 	var swig_r Enum_SS_woq_status
-	swig_r = (Enum_SS_woq_status)(C._wrap_WOQ_ERR_INTERNAL_woqc_c9f0894d00ba7b8c())
+	swig_r = (Enum_SS_woq_status)(C._wrap_WOQ_ERR_INTERNAL_woqc_2bddcd7ee9b6a24d())
 	return swig_r
 }
 
 var WOQ_ERR_INTERNAL Enum_SS_woq_status = _swig_getWOQ_ERR_INTERNAL()
 func _swig_getWOQ_STATUS_MAX_ENUM() (_swig_ret Enum_SS_woq_status) {
 	var swig_r Enum_SS_woq_status
-	swig_r = (Enum_SS_woq_status)(C._wrap_WOQ_STATUS_MAX_ENUM_woqc_c9f0894d00ba7b8c())
+	swig_r = (Enum_SS_woq_status)(C._wrap_WOQ_STATUS_MAX_ENUM_woqc_2bddcd7ee9b6a24d())
 	return swig_r
 }
 
@@ -555,7 +556,7 @@ var WOQ_STATUS_MAX_ENUM Enum_SS_woq_status = _swig_getWOQ_STATUS_MAX_ENUM()
 func Woq_status_string(arg1 Enum_SS_woq_status) (_swig_ret string) {
 	var swig_r string
 	_swig_i_0 := arg1
-	swig_r_p := C._wrap_woq_status_string_woqc_c9f0894d00ba7b8c(C.swig_intgo(_swig_i_0))
+	swig_r_p := C._wrap_woq_status_string_woqc_2bddcd7ee9b6a24d(C.swig_intgo(_swig_i_0))
 	swig_r = *(*string)(unsafe.Pointer(&swig_r_p))
 	var swig_r_1 string
  swig_r_1 = swigCopyString(swig_r) 
@@ -564,7 +565,7 @@ func Woq_status_string(arg1 Enum_SS_woq_status) (_swig_ret string) {
 
 func Woq_last_error() (_swig_ret string) {
 	var swig_r string
-	swig_r_p := C._wrap_woq_last_error_woqc_c9f0894d00ba7b8c()
+	swig_r_p := C._wrap_woq_last_error_woqc_2bddcd7ee9b6a24d()
 	swig_r = *(*string)(unsafe.Pointer(&swig_r_p))
 	var swig_r_1 string
  swig_r_1 = swigCopyString(swig_r) 
@@ -574,28 +575,28 @@ func Woq_last_error() (_swig_ret string) {
 type Enum_SS_woq_dtype int
 func _swig_getWOQ_DTYPE_F32() (_swig_ret Enum_SS_woq_dtype) {
 	var swig_r Enum_SS_woq_dtype
-	swig_r = (Enum_SS_woq_dtype)(C._wrap_WOQ_DTYPE_F32_woqc_c9f0894d00ba7b8c())
+	swig_r = (Enum_SS_woq_dtype)(C._wrap_WOQ_DTYPE_F32_woqc_2bddcd7ee9b6a24d())
 	return swig_r
 }
 
 var WOQ_DTYPE_F32 Enum_SS_woq_dtype = _swig_getWOQ_DTYPE_F32()
 func _swig_getWOQ_DTYPE_F16() (_swig_ret Enum_SS_woq_dtype) {
 	var swig_r Enum_SS_woq_dtype
-	swig_r = (Enum_SS_woq_dtype)(C._wrap_WOQ_DTYPE_F16_woqc_c9f0894d00ba7b8c())
+	swig_r = (Enum_SS_woq_dtype)(C._wrap_WOQ_DTYPE_F16_woqc_2bddcd7ee9b6a24d())
 	return swig_r
 }
 
 var WOQ_DTYPE_F16 Enum_SS_woq_dtype = _swig_getWOQ_DTYPE_F16()
 func _swig_getWOQ_DTYPE_BF16() (_swig_ret Enum_SS_woq_dtype) {
 	var swig_r Enum_SS_woq_dtype
-	swig_r = (Enum_SS_woq_dtype)(C._wrap_WOQ_DTYPE_BF16_woqc_c9f0894d00ba7b8c())
+	swig_r = (Enum_SS_woq_dtype)(C._wrap_WOQ_DTYPE_BF16_woqc_2bddcd7ee9b6a24d())
 	return swig_r
 }
 
 var WOQ_DTYPE_BF16 Enum_SS_woq_dtype = _swig_getWOQ_DTYPE_BF16()
 func _swig_getWOQ_DTYPE_MAX_ENUM() (_swig_ret Enum_SS_woq_dtype) {
 	var swig_r Enum_SS_woq_dtype
-	swig_r = (Enum_SS_woq_dtype)(C._wrap_WOQ_DTYPE_MAX_ENUM_woqc_c9f0894d00ba7b8c())
+	swig_r = (Enum_SS_woq_dtype)(C._wrap_WOQ_DTYPE_MAX_ENUM_woqc_2bddcd7ee9b6a24d())
 	return swig_r
 }
 
@@ -603,28 +604,28 @@ var WOQ_DTYPE_MAX_ENUM Enum_SS_woq_dtype = _swig_getWOQ_DTYPE_MAX_ENUM()
 type Enum_SS_woq_backend int
 func _swig_getWOQ_BACKEND_CPU_REFERENCE() (_swig_ret Enum_SS_woq_backend) {
 	var swig_r Enum_SS_woq_backend
-	swig_r = (Enum_SS_woq_backend)(C._wrap_WOQ_BACKEND_CPU_REFERENCE_woqc_c9f0894d00ba7b8c())
+	swig_r = (Enum_SS_woq_backend)(C._wrap_WOQ_BACKEND_CPU_REFERENCE_woqc_2bddcd7ee9b6a24d())
 	return swig_r
 }
 
 var WOQ_BACKEND_CPU_REFERENCE Enum_SS_woq_backend = _swig_getWOQ_BACKEND_CPU_REFERENCE()
 func _swig_getWOQ_BACKEND_CPU() (_swig_ret Enum_SS_woq_backend) {
 	var swig_r Enum_SS_woq_backend
-	swig_r = (Enum_SS_woq_backend)(C._wrap_WOQ_BACKEND_CPU_woqc_c9f0894d00ba7b8c())
+	swig_r = (Enum_SS_woq_backend)(C._wrap_WOQ_BACKEND_CPU_woqc_2bddcd7ee9b6a24d())
 	return swig_r
 }
 
 var WOQ_BACKEND_CPU Enum_SS_woq_backend = _swig_getWOQ_BACKEND_CPU()
 func _swig_getWOQ_BACKEND_CUDA() (_swig_ret Enum_SS_woq_backend) {
 	var swig_r Enum_SS_woq_backend
-	swig_r = (Enum_SS_woq_backend)(C._wrap_WOQ_BACKEND_CUDA_woqc_c9f0894d00ba7b8c())
+	swig_r = (Enum_SS_woq_backend)(C._wrap_WOQ_BACKEND_CUDA_woqc_2bddcd7ee9b6a24d())
 	return swig_r
 }
 
 var WOQ_BACKEND_CUDA Enum_SS_woq_backend = _swig_getWOQ_BACKEND_CUDA()
 func _swig_getWOQ_BACKEND_MAX_ENUM() (_swig_ret Enum_SS_woq_backend) {
 	var swig_r Enum_SS_woq_backend
-	swig_r = (Enum_SS_woq_backend)(C._wrap_WOQ_BACKEND_MAX_ENUM_woqc_c9f0894d00ba7b8c())
+	swig_r = (Enum_SS_woq_backend)(C._wrap_WOQ_BACKEND_MAX_ENUM_woqc_2bddcd7ee9b6a24d())
 	return swig_r
 }
 
@@ -632,21 +633,21 @@ var WOQ_BACKEND_MAX_ENUM Enum_SS_woq_backend = _swig_getWOQ_BACKEND_MAX_ENUM()
 type Enum_SS_woq_scheme int
 func _swig_getWOQ_SCHEME_ASYMMETRIC() (_swig_ret Enum_SS_woq_scheme) {
 	var swig_r Enum_SS_woq_scheme
-	swig_r = (Enum_SS_woq_scheme)(C._wrap_WOQ_SCHEME_ASYMMETRIC_woqc_c9f0894d00ba7b8c())
+	swig_r = (Enum_SS_woq_scheme)(C._wrap_WOQ_SCHEME_ASYMMETRIC_woqc_2bddcd7ee9b6a24d())
 	return swig_r
 }
 
 var WOQ_SCHEME_ASYMMETRIC Enum_SS_woq_scheme = _swig_getWOQ_SCHEME_ASYMMETRIC()
 func _swig_getWOQ_SCHEME_SYMMETRIC() (_swig_ret Enum_SS_woq_scheme) {
 	var swig_r Enum_SS_woq_scheme
-	swig_r = (Enum_SS_woq_scheme)(C._wrap_WOQ_SCHEME_SYMMETRIC_woqc_c9f0894d00ba7b8c())
+	swig_r = (Enum_SS_woq_scheme)(C._wrap_WOQ_SCHEME_SYMMETRIC_woqc_2bddcd7ee9b6a24d())
 	return swig_r
 }
 
 var WOQ_SCHEME_SYMMETRIC Enum_SS_woq_scheme = _swig_getWOQ_SCHEME_SYMMETRIC()
 func _swig_getWOQ_SCHEME_MAX_ENUM() (_swig_ret Enum_SS_woq_scheme) {
 	var swig_r Enum_SS_woq_scheme
-	swig_r = (Enum_SS_woq_scheme)(C._wrap_WOQ_SCHEME_MAX_ENUM_woqc_c9f0894d00ba7b8c())
+	swig_r = (Enum_SS_woq_scheme)(C._wrap_WOQ_SCHEME_MAX_ENUM_woqc_2bddcd7ee9b6a24d())
 	return swig_r
 }
 
@@ -654,42 +655,42 @@ var WOQ_SCHEME_MAX_ENUM Enum_SS_woq_scheme = _swig_getWOQ_SCHEME_MAX_ENUM()
 type Enum_SS_woq_method int
 func _swig_getWOQ_METHOD_RTN() (_swig_ret Enum_SS_woq_method) {
 	var swig_r Enum_SS_woq_method
-	swig_r = (Enum_SS_woq_method)(C._wrap_WOQ_METHOD_RTN_woqc_c9f0894d00ba7b8c())
+	swig_r = (Enum_SS_woq_method)(C._wrap_WOQ_METHOD_RTN_woqc_2bddcd7ee9b6a24d())
 	return swig_r
 }
 
 var WOQ_METHOD_RTN Enum_SS_woq_method = _swig_getWOQ_METHOD_RTN()
 func _swig_getWOQ_METHOD_MSE() (_swig_ret Enum_SS_woq_method) {
 	var swig_r Enum_SS_woq_method
-	swig_r = (Enum_SS_woq_method)(C._wrap_WOQ_METHOD_MSE_woqc_c9f0894d00ba7b8c())
+	swig_r = (Enum_SS_woq_method)(C._wrap_WOQ_METHOD_MSE_woqc_2bddcd7ee9b6a24d())
 	return swig_r
 }
 
 var WOQ_METHOD_MSE Enum_SS_woq_method = _swig_getWOQ_METHOD_MSE()
 func _swig_getWOQ_METHOD_HQQ() (_swig_ret Enum_SS_woq_method) {
 	var swig_r Enum_SS_woq_method
-	swig_r = (Enum_SS_woq_method)(C._wrap_WOQ_METHOD_HQQ_woqc_c9f0894d00ba7b8c())
+	swig_r = (Enum_SS_woq_method)(C._wrap_WOQ_METHOD_HQQ_woqc_2bddcd7ee9b6a24d())
 	return swig_r
 }
 
 var WOQ_METHOD_HQQ Enum_SS_woq_method = _swig_getWOQ_METHOD_HQQ()
 func _swig_getWOQ_METHOD_GPTQ() (_swig_ret Enum_SS_woq_method) {
 	var swig_r Enum_SS_woq_method
-	swig_r = (Enum_SS_woq_method)(C._wrap_WOQ_METHOD_GPTQ_woqc_c9f0894d00ba7b8c())
+	swig_r = (Enum_SS_woq_method)(C._wrap_WOQ_METHOD_GPTQ_woqc_2bddcd7ee9b6a24d())
 	return swig_r
 }
 
 var WOQ_METHOD_GPTQ Enum_SS_woq_method = _swig_getWOQ_METHOD_GPTQ()
 func _swig_getWOQ_METHOD_AWQ() (_swig_ret Enum_SS_woq_method) {
 	var swig_r Enum_SS_woq_method
-	swig_r = (Enum_SS_woq_method)(C._wrap_WOQ_METHOD_AWQ_woqc_c9f0894d00ba7b8c())
+	swig_r = (Enum_SS_woq_method)(C._wrap_WOQ_METHOD_AWQ_woqc_2bddcd7ee9b6a24d())
 	return swig_r
 }
 
 var WOQ_METHOD_AWQ Enum_SS_woq_method = _swig_getWOQ_METHOD_AWQ()
 func _swig_getWOQ_METHOD_MAX_ENUM() (_swig_ret Enum_SS_woq_method) {
 	var swig_r Enum_SS_woq_method
-	swig_r = (Enum_SS_woq_method)(C._wrap_WOQ_METHOD_MAX_ENUM_woqc_c9f0894d00ba7b8c())
+	swig_r = (Enum_SS_woq_method)(C._wrap_WOQ_METHOD_MAX_ENUM_woqc_2bddcd7ee9b6a24d())
 	return swig_r
 }
 
@@ -706,59 +707,59 @@ func (p SwigcptrWoq_context_options) SwigIsWoq_context_options() {
 func (arg1 SwigcptrWoq_context_options) SetStruct_size(arg2 uint64) {
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
-	C._wrap_woq_context_options_struct_size_set_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_type_10(_swig_i_1))
+	C._wrap_woq_context_options_struct_size_set_woqc_2bddcd7ee9b6a24d(C.uintptr_t(_swig_i_0), C.swig_type_10(_swig_i_1))
 }
 
 func (arg1 SwigcptrWoq_context_options) GetStruct_size() (_swig_ret uint64) {
 	var swig_r uint64
 	_swig_i_0 := arg1
-	swig_r = (uint64)(C._wrap_woq_context_options_struct_size_get_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0)))
+	swig_r = (uint64)(C._wrap_woq_context_options_struct_size_get_woqc_2bddcd7ee9b6a24d(C.uintptr_t(_swig_i_0)))
 	return swig_r
 }
 
 func (arg1 SwigcptrWoq_context_options) SetBackend(arg2 Enum_SS_woq_backend) {
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
-	C._wrap_woq_context_options_backend_set_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_intgo(_swig_i_1))
+	C._wrap_woq_context_options_backend_set_woqc_2bddcd7ee9b6a24d(C.uintptr_t(_swig_i_0), C.swig_intgo(_swig_i_1))
 }
 
 func (arg1 SwigcptrWoq_context_options) GetBackend() (_swig_ret Enum_SS_woq_backend) {
 	var swig_r Enum_SS_woq_backend
 	_swig_i_0 := arg1
-	swig_r = (Enum_SS_woq_backend)(C._wrap_woq_context_options_backend_get_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0)))
+	swig_r = (Enum_SS_woq_backend)(C._wrap_woq_context_options_backend_get_woqc_2bddcd7ee9b6a24d(C.uintptr_t(_swig_i_0)))
 	return swig_r
 }
 
 func (arg1 SwigcptrWoq_context_options) SetThreads(arg2 int) {
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
-	C._wrap_woq_context_options_threads_set_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_intgo(_swig_i_1))
+	C._wrap_woq_context_options_threads_set_woqc_2bddcd7ee9b6a24d(C.uintptr_t(_swig_i_0), C.swig_intgo(_swig_i_1))
 }
 
 func (arg1 SwigcptrWoq_context_options) GetThreads() (_swig_ret int) {
 	var swig_r int
 	_swig_i_0 := arg1
-	swig_r = (int)(C._wrap_woq_context_options_threads_get_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0)))
+	swig_r = (int)(C._wrap_woq_context_options_threads_get_woqc_2bddcd7ee9b6a24d(C.uintptr_t(_swig_i_0)))
 	return swig_r
 }
 
 func (arg1 SwigcptrWoq_context_options) SetDevice_index(arg2 int) {
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
-	C._wrap_woq_context_options_device_index_set_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_intgo(_swig_i_1))
+	C._wrap_woq_context_options_device_index_set_woqc_2bddcd7ee9b6a24d(C.uintptr_t(_swig_i_0), C.swig_intgo(_swig_i_1))
 }
 
 func (arg1 SwigcptrWoq_context_options) GetDevice_index() (_swig_ret int) {
 	var swig_r int
 	_swig_i_0 := arg1
-	swig_r = (int)(C._wrap_woq_context_options_device_index_get_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0)))
+	swig_r = (int)(C._wrap_woq_context_options_device_index_get_woqc_2bddcd7ee9b6a24d(C.uintptr_t(_swig_i_0)))
 	return swig_r
 }
 
 func (arg1 SwigcptrWoq_context_options) SetCuda_stream(arg2 []byte) {
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
-	C._wrap_woq_context_options_cuda_stream_set_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), *(*C.swig_type_12)(unsafe.Pointer(&_swig_i_1)))
+	C._wrap_woq_context_options_cuda_stream_set_woqc_2bddcd7ee9b6a24d(C.uintptr_t(_swig_i_0), *(*C.swig_type_12)(unsafe.Pointer(&_swig_i_1)))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg2
 	}
@@ -767,20 +768,20 @@ func (arg1 SwigcptrWoq_context_options) SetCuda_stream(arg2 []byte) {
 func (arg1 SwigcptrWoq_context_options) GetCuda_stream() (_swig_ret []byte) {
 	var swig_r []byte
 	_swig_i_0 := arg1
-	swig_r_p := C._wrap_woq_context_options_cuda_stream_get_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0))
+	swig_r_p := C._wrap_woq_context_options_cuda_stream_get_woqc_2bddcd7ee9b6a24d(C.uintptr_t(_swig_i_0))
 	swig_r = *(*[]byte)(unsafe.Pointer(&swig_r_p))
 	return swig_r
 }
 
 func NewWoq_context_options() (_swig_ret Woq_context_options) {
 	var swig_r Woq_context_options
-	swig_r = (Woq_context_options)(SwigcptrWoq_context_options(C._wrap_new_woq_context_options_woqc_c9f0894d00ba7b8c()))
+	swig_r = (Woq_context_options)(SwigcptrWoq_context_options(C._wrap_new_woq_context_options_woqc_2bddcd7ee9b6a24d()))
 	return swig_r
 }
 
 func DeleteWoq_context_options(arg1 Woq_context_options) {
 	_swig_i_0 := getSwigcptr(arg1)
-	C._wrap_delete_woq_context_options_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0))
+	C._wrap_delete_woq_context_options_woqc_2bddcd7ee9b6a24d(C.uintptr_t(_swig_i_0))
 }
 
 type Woq_context_options interface {
@@ -801,7 +802,7 @@ type Woq_context_options interface {
 func Woq_context_options_init(arg1 Woq_context_options) (_swig_ret Enum_SS_woq_status) {
 	var swig_r Enum_SS_woq_status
 	_swig_i_0 := getSwigcptr(arg1)
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_context_options_init_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0)))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_context_options_init_woqc_2bddcd7ee9b6a24d(C.uintptr_t(_swig_i_0)))
 	return swig_r
 }
 
@@ -809,7 +810,7 @@ func Woq_context_create(arg1 Woq_context_options, arg2 []uintptr) (_swig_ret Enu
 	var swig_r Enum_SS_woq_status
 	_swig_i_0 := getSwigcptr(arg1)
 	_swig_i_1 := arg2
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_context_create_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), *(*C.swig_type_14)(unsafe.Pointer(&_swig_i_1))))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_context_create_woqc_2bddcd7ee9b6a24d(C.uintptr_t(_swig_i_0), *(*C.swig_type_14)(unsafe.Pointer(&_swig_i_1))))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg2
 	}
@@ -818,7 +819,7 @@ func Woq_context_create(arg1 Woq_context_options, arg2 []uintptr) (_swig_ret Enu
 
 func Woq_context_destroy(arg1 uintptr) {
 	_swig_i_0 := arg1
-	C._wrap_woq_context_destroy_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0))
+	C._wrap_woq_context_destroy_woqc_2bddcd7ee9b6a24d(C.uintptr_t(_swig_i_0))
 }
 
 func Woq_context_info(arg1 uintptr, arg2 []int32, arg3 []int) (_swig_ret Enum_SS_woq_status) {
@@ -826,7 +827,7 @@ func Woq_context_info(arg1 uintptr, arg2 []int32, arg3 []int) (_swig_ret Enum_SS
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
 	_swig_i_2 := arg3
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_context_info_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), *(*C.swig_type_15)(unsafe.Pointer(&_swig_i_1)), *(*C.swig_type_16)(unsafe.Pointer(&_swig_i_2))))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_context_info_woqc_2bddcd7ee9b6a24d(C.uintptr_t(_swig_i_0), *(*C.swig_type_15)(unsafe.Pointer(&_swig_i_1)), *(*C.swig_type_16)(unsafe.Pointer(&_swig_i_2))))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg2
 	}
@@ -840,7 +841,7 @@ func Woq_context_kernel(arg1 uintptr, arg2 *string) (_swig_ret Enum_SS_woq_statu
 	var swig_r Enum_SS_woq_status
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_context_kernel_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_voidp(_swig_i_1)))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_context_kernel_woqc_2bddcd7ee9b6a24d(C.uintptr_t(_swig_i_0), C.swig_voidp(_swig_i_1)))
 
   *arg2 = swigCopyString(*arg2)
 
@@ -850,7 +851,7 @@ func Woq_context_kernel(arg1 uintptr, arg2 *string) (_swig_ret Enum_SS_woq_statu
 func Woq_context_synchronize(arg1 uintptr) (_swig_ret Enum_SS_woq_status) {
 	var swig_r Enum_SS_woq_status
 	_swig_i_0 := arg1
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_context_synchronize_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0)))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_context_synchronize_woqc_2bddcd7ee9b6a24d(C.uintptr_t(_swig_i_0)))
 	return swig_r
 }
 
@@ -859,7 +860,7 @@ func Woq_context_memory(arg1 uintptr, arg2 []uint64, arg3 []uint64) (_swig_ret E
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
 	_swig_i_2 := arg3
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_context_memory_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), *(*C.swig_type_17)(unsafe.Pointer(&_swig_i_1)), *(*C.swig_type_18)(unsafe.Pointer(&_swig_i_2))))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_context_memory_woqc_2bddcd7ee9b6a24d(C.uintptr_t(_swig_i_0), *(*C.swig_type_17)(unsafe.Pointer(&_swig_i_1)), *(*C.swig_type_18)(unsafe.Pointer(&_swig_i_2))))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg2
 	}
@@ -881,129 +882,129 @@ func (p SwigcptrWoq_quant_options) SwigIsWoq_quant_options() {
 func (arg1 SwigcptrWoq_quant_options) SetStruct_size(arg2 uint64) {
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
-	C._wrap_woq_quant_options_struct_size_set_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_type_19(_swig_i_1))
+	C._wrap_woq_quant_options_struct_size_set_woqc_2bddcd7ee9b6a24d(C.uintptr_t(_swig_i_0), C.swig_type_19(_swig_i_1))
 }
 
 func (arg1 SwigcptrWoq_quant_options) GetStruct_size() (_swig_ret uint64) {
 	var swig_r uint64
 	_swig_i_0 := arg1
-	swig_r = (uint64)(C._wrap_woq_quant_options_struct_size_get_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0)))
+	swig_r = (uint64)(C._wrap_woq_quant_options_struct_size_get_woqc_2bddcd7ee9b6a24d(C.uintptr_t(_swig_i_0)))
 	return swig_r
 }
 
 func (arg1 SwigcptrWoq_quant_options) SetBits(arg2 uint) {
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
-	C._wrap_woq_quant_options_bits_set_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_intgo(_swig_i_1))
+	C._wrap_woq_quant_options_bits_set_woqc_2bddcd7ee9b6a24d(C.uintptr_t(_swig_i_0), C.swig_intgo(_swig_i_1))
 }
 
 func (arg1 SwigcptrWoq_quant_options) GetBits() (_swig_ret uint) {
 	var swig_r uint
 	_swig_i_0 := arg1
-	swig_r = (uint)(C._wrap_woq_quant_options_bits_get_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0)))
+	swig_r = (uint)(C._wrap_woq_quant_options_bits_get_woqc_2bddcd7ee9b6a24d(C.uintptr_t(_swig_i_0)))
 	return swig_r
 }
 
 func (arg1 SwigcptrWoq_quant_options) SetGroup_size(arg2 uint) {
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
-	C._wrap_woq_quant_options_group_size_set_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_intgo(_swig_i_1))
+	C._wrap_woq_quant_options_group_size_set_woqc_2bddcd7ee9b6a24d(C.uintptr_t(_swig_i_0), C.swig_intgo(_swig_i_1))
 }
 
 func (arg1 SwigcptrWoq_quant_options) GetGroup_size() (_swig_ret uint) {
 	var swig_r uint
 	_swig_i_0 := arg1
-	swig_r = (uint)(C._wrap_woq_quant_options_group_size_get_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0)))
+	swig_r = (uint)(C._wrap_woq_quant_options_group_size_get_woqc_2bddcd7ee9b6a24d(C.uintptr_t(_swig_i_0)))
 	return swig_r
 }
 
 func (arg1 SwigcptrWoq_quant_options) SetScheme(arg2 Enum_SS_woq_scheme) {
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
-	C._wrap_woq_quant_options_scheme_set_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_intgo(_swig_i_1))
+	C._wrap_woq_quant_options_scheme_set_woqc_2bddcd7ee9b6a24d(C.uintptr_t(_swig_i_0), C.swig_intgo(_swig_i_1))
 }
 
 func (arg1 SwigcptrWoq_quant_options) GetScheme() (_swig_ret Enum_SS_woq_scheme) {
 	var swig_r Enum_SS_woq_scheme
 	_swig_i_0 := arg1
-	swig_r = (Enum_SS_woq_scheme)(C._wrap_woq_quant_options_scheme_get_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0)))
+	swig_r = (Enum_SS_woq_scheme)(C._wrap_woq_quant_options_scheme_get_woqc_2bddcd7ee9b6a24d(C.uintptr_t(_swig_i_0)))
 	return swig_r
 }
 
 func (arg1 SwigcptrWoq_quant_options) SetMethod(arg2 Enum_SS_woq_method) {
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
-	C._wrap_woq_quant_options_method_set_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_intgo(_swig_i_1))
+	C._wrap_woq_quant_options_method_set_woqc_2bddcd7ee9b6a24d(C.uintptr_t(_swig_i_0), C.swig_intgo(_swig_i_1))
 }
 
 func (arg1 SwigcptrWoq_quant_options) GetMethod() (_swig_ret Enum_SS_woq_method) {
 	var swig_r Enum_SS_woq_method
 	_swig_i_0 := arg1
-	swig_r = (Enum_SS_woq_method)(C._wrap_woq_quant_options_method_get_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0)))
+	swig_r = (Enum_SS_woq_method)(C._wrap_woq_quant_options_method_get_woqc_2bddcd7ee9b6a24d(C.uintptr_t(_swig_i_0)))
 	return swig_r
 }
 
 func (arg1 SwigcptrWoq_quant_options) SetCalibration_dtype(arg2 Enum_SS_woq_dtype) {
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
-	C._wrap_woq_quant_options_calibration_dtype_set_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_intgo(_swig_i_1))
+	C._wrap_woq_quant_options_calibration_dtype_set_woqc_2bddcd7ee9b6a24d(C.uintptr_t(_swig_i_0), C.swig_intgo(_swig_i_1))
 }
 
 func (arg1 SwigcptrWoq_quant_options) GetCalibration_dtype() (_swig_ret Enum_SS_woq_dtype) {
 	var swig_r Enum_SS_woq_dtype
 	_swig_i_0 := arg1
-	swig_r = (Enum_SS_woq_dtype)(C._wrap_woq_quant_options_calibration_dtype_get_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0)))
+	swig_r = (Enum_SS_woq_dtype)(C._wrap_woq_quant_options_calibration_dtype_get_woqc_2bddcd7ee9b6a24d(C.uintptr_t(_swig_i_0)))
 	return swig_r
 }
 
 func (arg1 SwigcptrWoq_quant_options) SetCalibration_rows(arg2 uint64) {
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
-	C._wrap_woq_quant_options_calibration_rows_set_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_type_21(_swig_i_1))
+	C._wrap_woq_quant_options_calibration_rows_set_woqc_2bddcd7ee9b6a24d(C.uintptr_t(_swig_i_0), C.swig_type_21(_swig_i_1))
 }
 
 func (arg1 SwigcptrWoq_quant_options) GetCalibration_rows() (_swig_ret uint64) {
 	var swig_r uint64
 	_swig_i_0 := arg1
-	swig_r = (uint64)(C._wrap_woq_quant_options_calibration_rows_get_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0)))
+	swig_r = (uint64)(C._wrap_woq_quant_options_calibration_rows_get_woqc_2bddcd7ee9b6a24d(C.uintptr_t(_swig_i_0)))
 	return swig_r
 }
 
 func (arg1 SwigcptrWoq_quant_options) SetAct_order(arg2 int) {
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
-	C._wrap_woq_quant_options_act_order_set_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_intgo(_swig_i_1))
+	C._wrap_woq_quant_options_act_order_set_woqc_2bddcd7ee9b6a24d(C.uintptr_t(_swig_i_0), C.swig_intgo(_swig_i_1))
 }
 
 func (arg1 SwigcptrWoq_quant_options) GetAct_order() (_swig_ret int) {
 	var swig_r int
 	_swig_i_0 := arg1
-	swig_r = (int)(C._wrap_woq_quant_options_act_order_get_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0)))
+	swig_r = (int)(C._wrap_woq_quant_options_act_order_get_woqc_2bddcd7ee9b6a24d(C.uintptr_t(_swig_i_0)))
 	return swig_r
 }
 
 func (arg1 SwigcptrWoq_quant_options) SetFold_input_scales(arg2 int) {
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
-	C._wrap_woq_quant_options_fold_input_scales_set_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_intgo(_swig_i_1))
+	C._wrap_woq_quant_options_fold_input_scales_set_woqc_2bddcd7ee9b6a24d(C.uintptr_t(_swig_i_0), C.swig_intgo(_swig_i_1))
 }
 
 func (arg1 SwigcptrWoq_quant_options) GetFold_input_scales() (_swig_ret int) {
 	var swig_r int
 	_swig_i_0 := arg1
-	swig_r = (int)(C._wrap_woq_quant_options_fold_input_scales_get_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0)))
+	swig_r = (int)(C._wrap_woq_quant_options_fold_input_scales_get_woqc_2bddcd7ee9b6a24d(C.uintptr_t(_swig_i_0)))
 	return swig_r
 }
 
 func NewWoq_quant_options() (_swig_ret Woq_quant_options) {
 	var swig_r Woq_quant_options
-	swig_r = (Woq_quant_options)(SwigcptrWoq_quant_options(C._wrap_new_woq_quant_options_woqc_c9f0894d00ba7b8c()))
+	swig_r = (Woq_quant_options)(SwigcptrWoq_quant_options(C._wrap_new_woq_quant_options_woqc_2bddcd7ee9b6a24d()))
 	return swig_r
 }
 
 func DeleteWoq_quant_options(arg1 Woq_quant_options) {
 	_swig_i_0 := getSwigcptr(arg1)
-	C._wrap_delete_woq_quant_options_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0))
+	C._wrap_delete_woq_quant_options_woqc_2bddcd7ee9b6a24d(C.uintptr_t(_swig_i_0))
 }
 
 type Woq_quant_options interface {
@@ -1032,7 +1033,7 @@ type Woq_quant_options interface {
 func Woq_quant_options_init(arg1 Woq_quant_options) (_swig_ret Enum_SS_woq_status) {
 	var swig_r Enum_SS_woq_status
 	_swig_i_0 := getSwigcptr(arg1)
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_quant_options_init_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0)))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_quant_options_init_woqc_2bddcd7ee9b6a24d(C.uintptr_t(_swig_i_0)))
 	return swig_r
 }
 
@@ -1044,7 +1045,7 @@ func Woq_quantize(arg1 []byte, arg2 Enum_SS_woq_dtype, arg3 uint64, arg4 uint64,
 	_swig_i_3 := arg4
 	_swig_i_4 := getSwigcptr(arg5)
 	_swig_i_5 := arg6
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_quantize_woqc_c9f0894d00ba7b8c(*(*C.swig_type_23)(unsafe.Pointer(&_swig_i_0)), C.swig_intgo(_swig_i_1), C.swig_type_24(_swig_i_2), C.swig_type_25(_swig_i_3), C.uintptr_t(_swig_i_4), *(*C.swig_type_26)(unsafe.Pointer(&_swig_i_5))))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_quantize_woqc_2bddcd7ee9b6a24d(*(*C.swig_type_23)(unsafe.Pointer(&_swig_i_0)), C.swig_intgo(_swig_i_1), C.swig_type_24(_swig_i_2), C.swig_type_25(_swig_i_3), C.uintptr_t(_swig_i_4), *(*C.swig_type_26)(unsafe.Pointer(&_swig_i_5))))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg1
 	}
@@ -1060,7 +1061,7 @@ func Woq_qmatrix_input_scales(arg1 uintptr, arg2 []byte, arg3 uint64, arg4 []uin
 	_swig_i_1 := arg2
 	_swig_i_2 := arg3
 	_swig_i_3 := arg4
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_qmatrix_input_scales_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), *(*C.swig_type_27)(unsafe.Pointer(&_swig_i_1)), C.swig_type_28(_swig_i_2), *(*C.swig_type_29)(unsafe.Pointer(&_swig_i_3))))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_qmatrix_input_scales_woqc_2bddcd7ee9b6a24d(C.uintptr_t(_swig_i_0), *(*C.swig_type_27)(unsafe.Pointer(&_swig_i_1)), C.swig_type_28(_swig_i_2), *(*C.swig_type_29)(unsafe.Pointer(&_swig_i_3))))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg2
 	}
@@ -1072,7 +1073,7 @@ func Woq_qmatrix_input_scales(arg1 uintptr, arg2 []byte, arg3 uint64, arg4 []uin
 
 func Woq_qmatrix_destroy(arg1 uintptr) {
 	_swig_i_0 := arg1
-	C._wrap_woq_qmatrix_destroy_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0))
+	C._wrap_woq_qmatrix_destroy_woqc_2bddcd7ee9b6a24d(C.uintptr_t(_swig_i_0))
 }
 
 func Woq_qmatrix_shape(arg1 uintptr, arg2 []uint64, arg3 []uint64) (_swig_ret Enum_SS_woq_status) {
@@ -1080,7 +1081,7 @@ func Woq_qmatrix_shape(arg1 uintptr, arg2 []uint64, arg3 []uint64) (_swig_ret En
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
 	_swig_i_2 := arg3
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_qmatrix_shape_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), *(*C.swig_type_30)(unsafe.Pointer(&_swig_i_1)), *(*C.swig_type_31)(unsafe.Pointer(&_swig_i_2))))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_qmatrix_shape_woqc_2bddcd7ee9b6a24d(C.uintptr_t(_swig_i_0), *(*C.swig_type_30)(unsafe.Pointer(&_swig_i_1)), *(*C.swig_type_31)(unsafe.Pointer(&_swig_i_2))))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg2
 	}
@@ -1096,7 +1097,7 @@ func Woq_qmatrix_stats(arg1 uintptr, arg2 []float64, arg3 []float64, arg4 []floa
 	_swig_i_1 := arg2
 	_swig_i_2 := arg3
 	_swig_i_3 := arg4
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_qmatrix_stats_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), *(*C.swig_type_32)(unsafe.Pointer(&_swig_i_1)), *(*C.swig_type_33)(unsafe.Pointer(&_swig_i_2)), *(*C.swig_type_34)(unsafe.Pointer(&_swig_i_3))))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_qmatrix_stats_woqc_2bddcd7ee9b6a24d(C.uintptr_t(_swig_i_0), *(*C.swig_type_32)(unsafe.Pointer(&_swig_i_1)), *(*C.swig_type_33)(unsafe.Pointer(&_swig_i_2)), *(*C.swig_type_34)(unsafe.Pointer(&_swig_i_3))))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg2
 	}
@@ -1115,7 +1116,7 @@ func Woq_import_checkpoint(arg1 string, arg2 string, arg3 string, arg4 *string) 
 	_swig_i_1 := arg2
 	_swig_i_2 := arg3
 	_swig_i_3 := arg4
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_import_checkpoint_woqc_c9f0894d00ba7b8c(*(*C.swig_type_35)(unsafe.Pointer(&_swig_i_0)), *(*C.swig_type_36)(unsafe.Pointer(&_swig_i_1)), *(*C.swig_type_37)(unsafe.Pointer(&_swig_i_2)), C.swig_voidp(_swig_i_3)))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_import_checkpoint_woqc_2bddcd7ee9b6a24d(*(*C.swig_type_35)(unsafe.Pointer(&_swig_i_0)), *(*C.swig_type_36)(unsafe.Pointer(&_swig_i_1)), *(*C.swig_type_37)(unsafe.Pointer(&_swig_i_2)), C.swig_voidp(_swig_i_3)))
 
   *arg4 = swigCopyString(*arg4)
 
@@ -1143,38 +1144,38 @@ func (p SwigcptrWoq_import_options) SwigIsWoq_import_options() {
 func (arg1 SwigcptrWoq_import_options) SetStruct_size(arg2 uint64) {
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
-	C._wrap_woq_import_options_struct_size_set_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_type_38(_swig_i_1))
+	C._wrap_woq_import_options_struct_size_set_woqc_2bddcd7ee9b6a24d(C.uintptr_t(_swig_i_0), C.swig_type_38(_swig_i_1))
 }
 
 func (arg1 SwigcptrWoq_import_options) GetStruct_size() (_swig_ret uint64) {
 	var swig_r uint64
 	_swig_i_0 := arg1
-	swig_r = (uint64)(C._wrap_woq_import_options_struct_size_get_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0)))
+	swig_r = (uint64)(C._wrap_woq_import_options_struct_size_get_woqc_2bddcd7ee9b6a24d(C.uintptr_t(_swig_i_0)))
 	return swig_r
 }
 
 func (arg1 SwigcptrWoq_import_options) SetRound_scales(arg2 int) {
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
-	C._wrap_woq_import_options_round_scales_set_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_intgo(_swig_i_1))
+	C._wrap_woq_import_options_round_scales_set_woqc_2bddcd7ee9b6a24d(C.uintptr_t(_swig_i_0), C.swig_intgo(_swig_i_1))
 }
 
 func (arg1 SwigcptrWoq_import_options) GetRound_scales() (_swig_ret int) {
 	var swig_r int
 	_swig_i_0 := arg1
-	swig_r = (int)(C._wrap_woq_import_options_round_scales_get_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0)))
+	swig_r = (int)(C._wrap_woq_import_options_round_scales_get_woqc_2bddcd7ee9b6a24d(C.uintptr_t(_swig_i_0)))
 	return swig_r
 }
 
 func NewWoq_import_options() (_swig_ret Woq_import_options) {
 	var swig_r Woq_import_options
-	swig_r = (Woq_import_options)(SwigcptrWoq_import_options(C._wrap_new_woq_import_options_woqc_c9f0894d00ba7b8c()))
+	swig_r = (Woq_import_options)(SwigcptrWoq_import_options(C._wrap_new_woq_import_options_woqc_2bddcd7ee9b6a24d()))
 	return swig_r
 }
 
 func DeleteWoq_import_options(arg1 Woq_import_options) {
 	_swig_i_0 := getSwigcptr(arg1)
-	C._wrap_delete_woq_import_options_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0))
+	C._wrap_delete_woq_import_options_woqc_2bddcd7ee9b6a24d(C.uintptr_t(_swig_i_0))
 }
 
 type Woq_import_options interface {
@@ -1189,7 +1190,7 @@ type Woq_import_options interface {
 func Woq_import_options_init(arg1 Woq_import_options) (_swig_ret Enum_SS_woq_status) {
 	var swig_r Enum_SS_woq_status
 	_swig_i_0 := getSwigcptr(arg1)
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_import_options_init_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0)))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_import_options_init_woqc_2bddcd7ee9b6a24d(C.uintptr_t(_swig_i_0)))
 	return swig_r
 }
 
@@ -1200,7 +1201,7 @@ func Woq_import_checkpoint_ex(arg1 string, arg2 string, arg3 string, arg4 Woq_im
 	_swig_i_2 := arg3
 	_swig_i_3 := getSwigcptr(arg4)
 	_swig_i_4 := arg5
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_import_checkpoint_ex_woqc_c9f0894d00ba7b8c(*(*C.swig_type_40)(unsafe.Pointer(&_swig_i_0)), *(*C.swig_type_41)(unsafe.Pointer(&_swig_i_1)), *(*C.swig_type_42)(unsafe.Pointer(&_swig_i_2)), C.uintptr_t(_swig_i_3), C.swig_voidp(_swig_i_4)))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_import_checkpoint_ex_woqc_2bddcd7ee9b6a24d(*(*C.swig_type_40)(unsafe.Pointer(&_swig_i_0)), *(*C.swig_type_41)(unsafe.Pointer(&_swig_i_1)), *(*C.swig_type_42)(unsafe.Pointer(&_swig_i_2)), C.uintptr_t(_swig_i_3), C.swig_voidp(_swig_i_4)))
 
   *arg5 = swigCopyString(*arg5)
 
@@ -1220,7 +1221,7 @@ func Woq_writer_create(arg1 string, arg2 []uintptr) (_swig_ret Enum_SS_woq_statu
 	var swig_r Enum_SS_woq_status
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_writer_create_woqc_c9f0894d00ba7b8c(*(*C.swig_type_43)(unsafe.Pointer(&_swig_i_0)), *(*C.swig_type_44)(unsafe.Pointer(&_swig_i_1))))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_writer_create_woqc_2bddcd7ee9b6a24d(*(*C.swig_type_43)(unsafe.Pointer(&_swig_i_0)), *(*C.swig_type_44)(unsafe.Pointer(&_swig_i_1))))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg1
 	}
@@ -1236,7 +1237,7 @@ func Woq_writer_add_tensor(arg1 uintptr, arg2 string, arg3 uintptr, arg4 []byte)
 	_swig_i_1 := arg2
 	_swig_i_2 := arg3
 	_swig_i_3 := arg4
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_writer_add_tensor_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), *(*C.swig_type_45)(unsafe.Pointer(&_swig_i_1)), C.uintptr_t(_swig_i_2), *(*C.swig_type_46)(unsafe.Pointer(&_swig_i_3))))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_writer_add_tensor_woqc_2bddcd7ee9b6a24d(C.uintptr_t(_swig_i_0), *(*C.swig_type_45)(unsafe.Pointer(&_swig_i_1)), C.uintptr_t(_swig_i_2), *(*C.swig_type_46)(unsafe.Pointer(&_swig_i_3))))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg2
 	}
@@ -1251,7 +1252,7 @@ func Woq_writer_set_metadata_string(arg1 uintptr, arg2 string, arg3 string) (_sw
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
 	_swig_i_2 := arg3
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_writer_set_metadata_string_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), *(*C.swig_type_47)(unsafe.Pointer(&_swig_i_1)), *(*C.swig_type_48)(unsafe.Pointer(&_swig_i_2))))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_writer_set_metadata_string_woqc_2bddcd7ee9b6a24d(C.uintptr_t(_swig_i_0), *(*C.swig_type_47)(unsafe.Pointer(&_swig_i_1)), *(*C.swig_type_48)(unsafe.Pointer(&_swig_i_2))))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg2
 	}
@@ -1266,7 +1267,7 @@ func Woq_writer_set_metadata_int(arg1 uintptr, arg2 string, arg3 int64) (_swig_r
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
 	_swig_i_2 := arg3
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_writer_set_metadata_int_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), *(*C.swig_type_49)(unsafe.Pointer(&_swig_i_1)), C.swig_type_50(_swig_i_2)))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_writer_set_metadata_int_woqc_2bddcd7ee9b6a24d(C.uintptr_t(_swig_i_0), *(*C.swig_type_49)(unsafe.Pointer(&_swig_i_1)), C.swig_type_50(_swig_i_2)))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg2
 	}
@@ -1278,7 +1279,7 @@ func Woq_writer_set_metadata_float(arg1 uintptr, arg2 string, arg3 float64) (_sw
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
 	_swig_i_2 := arg3
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_writer_set_metadata_float_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), *(*C.swig_type_51)(unsafe.Pointer(&_swig_i_1)), C.double(_swig_i_2)))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_writer_set_metadata_float_woqc_2bddcd7ee9b6a24d(C.uintptr_t(_swig_i_0), *(*C.swig_type_51)(unsafe.Pointer(&_swig_i_1)), C.double(_swig_i_2)))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg2
 	}
@@ -1288,20 +1289,20 @@ func Woq_writer_set_metadata_float(arg1 uintptr, arg2 string, arg3 float64) (_sw
 func Woq_writer_finish(arg1 uintptr) (_swig_ret Enum_SS_woq_status) {
 	var swig_r Enum_SS_woq_status
 	_swig_i_0 := arg1
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_writer_finish_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0)))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_writer_finish_woqc_2bddcd7ee9b6a24d(C.uintptr_t(_swig_i_0)))
 	return swig_r
 }
 
 func Woq_writer_destroy(arg1 uintptr) {
 	_swig_i_0 := arg1
-	C._wrap_woq_writer_destroy_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0))
+	C._wrap_woq_writer_destroy_woqc_2bddcd7ee9b6a24d(C.uintptr_t(_swig_i_0))
 }
 
 func Woq_file_open(arg1 string, arg2 []uintptr) (_swig_ret Enum_SS_woq_status) {
 	var swig_r Enum_SS_woq_status
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_file_open_woqc_c9f0894d00ba7b8c(*(*C.swig_type_52)(unsafe.Pointer(&_swig_i_0)), *(*C.swig_type_53)(unsafe.Pointer(&_swig_i_1))))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_file_open_woqc_2bddcd7ee9b6a24d(*(*C.swig_type_52)(unsafe.Pointer(&_swig_i_0)), *(*C.swig_type_53)(unsafe.Pointer(&_swig_i_1))))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg1
 	}
@@ -1323,77 +1324,77 @@ func (p SwigcptrWoq_open_options) SwigIsWoq_open_options() {
 func (arg1 SwigcptrWoq_open_options) SetStruct_size(arg2 uint64) {
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
-	C._wrap_woq_open_options_struct_size_set_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_type_54(_swig_i_1))
+	C._wrap_woq_open_options_struct_size_set_woqc_2bddcd7ee9b6a24d(C.uintptr_t(_swig_i_0), C.swig_type_54(_swig_i_1))
 }
 
 func (arg1 SwigcptrWoq_open_options) GetStruct_size() (_swig_ret uint64) {
 	var swig_r uint64
 	_swig_i_0 := arg1
-	swig_r = (uint64)(C._wrap_woq_open_options_struct_size_get_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0)))
+	swig_r = (uint64)(C._wrap_woq_open_options_struct_size_get_woqc_2bddcd7ee9b6a24d(C.uintptr_t(_swig_i_0)))
 	return swig_r
 }
 
 func (arg1 SwigcptrWoq_open_options) SetMax_directory_bytes(arg2 uint64) {
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
-	C._wrap_woq_open_options_max_directory_bytes_set_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_type_56(_swig_i_1))
+	C._wrap_woq_open_options_max_directory_bytes_set_woqc_2bddcd7ee9b6a24d(C.uintptr_t(_swig_i_0), C.swig_type_56(_swig_i_1))
 }
 
 func (arg1 SwigcptrWoq_open_options) GetMax_directory_bytes() (_swig_ret uint64) {
 	var swig_r uint64
 	_swig_i_0 := arg1
-	swig_r = (uint64)(C._wrap_woq_open_options_max_directory_bytes_get_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0)))
+	swig_r = (uint64)(C._wrap_woq_open_options_max_directory_bytes_get_woqc_2bddcd7ee9b6a24d(C.uintptr_t(_swig_i_0)))
 	return swig_r
 }
 
 func (arg1 SwigcptrWoq_open_options) SetMax_tensors(arg2 uint64) {
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
-	C._wrap_woq_open_options_max_tensors_set_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_type_58(_swig_i_1))
+	C._wrap_woq_open_options_max_tensors_set_woqc_2bddcd7ee9b6a24d(C.uintptr_t(_swig_i_0), C.swig_type_58(_swig_i_1))
 }
 
 func (arg1 SwigcptrWoq_open_options) GetMax_tensors() (_swig_ret uint64) {
 	var swig_r uint64
 	_swig_i_0 := arg1
-	swig_r = (uint64)(C._wrap_woq_open_options_max_tensors_get_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0)))
+	swig_r = (uint64)(C._wrap_woq_open_options_max_tensors_get_woqc_2bddcd7ee9b6a24d(C.uintptr_t(_swig_i_0)))
 	return swig_r
 }
 
 func (arg1 SwigcptrWoq_open_options) SetMax_metadata(arg2 uint64) {
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
-	C._wrap_woq_open_options_max_metadata_set_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_type_60(_swig_i_1))
+	C._wrap_woq_open_options_max_metadata_set_woqc_2bddcd7ee9b6a24d(C.uintptr_t(_swig_i_0), C.swig_type_60(_swig_i_1))
 }
 
 func (arg1 SwigcptrWoq_open_options) GetMax_metadata() (_swig_ret uint64) {
 	var swig_r uint64
 	_swig_i_0 := arg1
-	swig_r = (uint64)(C._wrap_woq_open_options_max_metadata_get_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0)))
+	swig_r = (uint64)(C._wrap_woq_open_options_max_metadata_get_woqc_2bddcd7ee9b6a24d(C.uintptr_t(_swig_i_0)))
 	return swig_r
 }
 
 func (arg1 SwigcptrWoq_open_options) SetMax_tensor_bytes(arg2 uint64) {
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
-	C._wrap_woq_open_options_max_tensor_bytes_set_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_type_62(_swig_i_1))
+	C._wrap_woq_open_options_max_tensor_bytes_set_woqc_2bddcd7ee9b6a24d(C.uintptr_t(_swig_i_0), C.swig_type_62(_swig_i_1))
 }
 
 func (arg1 SwigcptrWoq_open_options) GetMax_tensor_bytes() (_swig_ret uint64) {
 	var swig_r uint64
 	_swig_i_0 := arg1
-	swig_r = (uint64)(C._wrap_woq_open_options_max_tensor_bytes_get_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0)))
+	swig_r = (uint64)(C._wrap_woq_open_options_max_tensor_bytes_get_woqc_2bddcd7ee9b6a24d(C.uintptr_t(_swig_i_0)))
 	return swig_r
 }
 
 func NewWoq_open_options() (_swig_ret Woq_open_options) {
 	var swig_r Woq_open_options
-	swig_r = (Woq_open_options)(SwigcptrWoq_open_options(C._wrap_new_woq_open_options_woqc_c9f0894d00ba7b8c()))
+	swig_r = (Woq_open_options)(SwigcptrWoq_open_options(C._wrap_new_woq_open_options_woqc_2bddcd7ee9b6a24d()))
 	return swig_r
 }
 
 func DeleteWoq_open_options(arg1 Woq_open_options) {
 	_swig_i_0 := getSwigcptr(arg1)
-	C._wrap_delete_woq_open_options_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0))
+	C._wrap_delete_woq_open_options_woqc_2bddcd7ee9b6a24d(C.uintptr_t(_swig_i_0))
 }
 
 type Woq_open_options interface {
@@ -1414,7 +1415,7 @@ type Woq_open_options interface {
 func Woq_open_options_init(arg1 Woq_open_options) (_swig_ret Enum_SS_woq_status) {
 	var swig_r Enum_SS_woq_status
 	_swig_i_0 := getSwigcptr(arg1)
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_open_options_init_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0)))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_open_options_init_woqc_2bddcd7ee9b6a24d(C.uintptr_t(_swig_i_0)))
 	return swig_r
 }
 
@@ -1423,7 +1424,7 @@ func Woq_file_open_ex(arg1 string, arg2 Woq_open_options, arg3 []uintptr) (_swig
 	_swig_i_0 := arg1
 	_swig_i_1 := getSwigcptr(arg2)
 	_swig_i_2 := arg3
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_file_open_ex_woqc_c9f0894d00ba7b8c(*(*C.swig_type_64)(unsafe.Pointer(&_swig_i_0)), C.uintptr_t(_swig_i_1), *(*C.swig_type_65)(unsafe.Pointer(&_swig_i_2))))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_file_open_ex_woqc_2bddcd7ee9b6a24d(*(*C.swig_type_64)(unsafe.Pointer(&_swig_i_0)), C.uintptr_t(_swig_i_1), *(*C.swig_type_65)(unsafe.Pointer(&_swig_i_2))))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg1
 	}
@@ -1436,18 +1437,25 @@ func Woq_file_open_ex(arg1 string, arg2 Woq_open_options, arg3 []uintptr) (_swig
 type Enum_SS_woq_memory_mode int
 func _swig_getWOQ_MEMORY_COPY() (_swig_ret Enum_SS_woq_memory_mode) {
 	var swig_r Enum_SS_woq_memory_mode
-	swig_r = (Enum_SS_woq_memory_mode)(C._wrap_WOQ_MEMORY_COPY_woqc_c9f0894d00ba7b8c())
+	swig_r = (Enum_SS_woq_memory_mode)(C._wrap_WOQ_MEMORY_COPY_woqc_2bddcd7ee9b6a24d())
 	return swig_r
 }
 
 var WOQ_MEMORY_COPY Enum_SS_woq_memory_mode = _swig_getWOQ_MEMORY_COPY()
 func _swig_getWOQ_MEMORY_BORROW() (_swig_ret Enum_SS_woq_memory_mode) {
 	var swig_r Enum_SS_woq_memory_mode
-	swig_r = (Enum_SS_woq_memory_mode)(C._wrap_WOQ_MEMORY_BORROW_woqc_c9f0894d00ba7b8c())
+	swig_r = (Enum_SS_woq_memory_mode)(C._wrap_WOQ_MEMORY_BORROW_woqc_2bddcd7ee9b6a24d())
 	return swig_r
 }
 
 var WOQ_MEMORY_BORROW Enum_SS_woq_memory_mode = _swig_getWOQ_MEMORY_BORROW()
+func _swig_getWOQ_MEMORY_MAX_ENUM() (_swig_ret Enum_SS_woq_memory_mode) {
+	var swig_r Enum_SS_woq_memory_mode
+	swig_r = (Enum_SS_woq_memory_mode)(C._wrap_WOQ_MEMORY_MAX_ENUM_woqc_2bddcd7ee9b6a24d())
+	return swig_r
+}
+
+var WOQ_MEMORY_MAX_ENUM Enum_SS_woq_memory_mode = _swig_getWOQ_MEMORY_MAX_ENUM()
 func Woq_file_open_memory(arg1 []byte, arg2 uint64, arg3 Enum_SS_woq_memory_mode, arg4 Woq_open_options, arg5 []uintptr) (_swig_ret Enum_SS_woq_status) {
 	var swig_r Enum_SS_woq_status
 	_swig_i_0 := arg1
@@ -1455,7 +1463,7 @@ func Woq_file_open_memory(arg1 []byte, arg2 uint64, arg3 Enum_SS_woq_memory_mode
 	_swig_i_2 := arg3
 	_swig_i_3 := getSwigcptr(arg4)
 	_swig_i_4 := arg5
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_file_open_memory_woqc_c9f0894d00ba7b8c(*(*C.swig_type_66)(unsafe.Pointer(&_swig_i_0)), C.swig_type_67(_swig_i_1), C.swig_intgo(_swig_i_2), C.uintptr_t(_swig_i_3), *(*C.swig_type_68)(unsafe.Pointer(&_swig_i_4))))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_file_open_memory_woqc_2bddcd7ee9b6a24d(*(*C.swig_type_66)(unsafe.Pointer(&_swig_i_0)), C.swig_type_67(_swig_i_1), C.swig_intgo(_swig_i_2), C.uintptr_t(_swig_i_3), *(*C.swig_type_68)(unsafe.Pointer(&_swig_i_4))))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg1
 	}
@@ -1467,13 +1475,13 @@ func Woq_file_open_memory(arg1 []byte, arg2 uint64, arg3 Enum_SS_woq_memory_mode
 
 func Woq_file_close(arg1 uintptr) {
 	_swig_i_0 := arg1
-	C._wrap_woq_file_close_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0))
+	C._wrap_woq_file_close_woqc_2bddcd7ee9b6a24d(C.uintptr_t(_swig_i_0))
 }
 
 func Woq_file_verify(arg1 uintptr) (_swig_ret Enum_SS_woq_status) {
 	var swig_r Enum_SS_woq_status
 	_swig_i_0 := arg1
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_file_verify_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0)))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_file_verify_woqc_2bddcd7ee9b6a24d(C.uintptr_t(_swig_i_0)))
 	return swig_r
 }
 
@@ -1482,7 +1490,7 @@ func Woq_file_format_version(arg1 uintptr, arg2 []uint, arg3 []uint) (_swig_ret 
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
 	_swig_i_2 := arg3
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_file_format_version_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), *(*C.swig_type_69)(unsafe.Pointer(&_swig_i_1)), *(*C.swig_type_70)(unsafe.Pointer(&_swig_i_2))))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_file_format_version_woqc_2bddcd7ee9b6a24d(C.uintptr_t(_swig_i_0), *(*C.swig_type_69)(unsafe.Pointer(&_swig_i_1)), *(*C.swig_type_70)(unsafe.Pointer(&_swig_i_2))))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg2
 	}
@@ -1496,7 +1504,7 @@ func Woq_file_tensor_count(arg1 uintptr, arg2 []uint64) (_swig_ret Enum_SS_woq_s
 	var swig_r Enum_SS_woq_status
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_file_tensor_count_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), *(*C.swig_type_71)(unsafe.Pointer(&_swig_i_1))))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_file_tensor_count_woqc_2bddcd7ee9b6a24d(C.uintptr_t(_swig_i_0), *(*C.swig_type_71)(unsafe.Pointer(&_swig_i_1))))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg2
 	}
@@ -1515,239 +1523,239 @@ func (p SwigcptrWoq_tensor_info) SwigIsWoq_tensor_info() {
 func (arg1 SwigcptrWoq_tensor_info) SetStruct_size(arg2 uint64) {
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
-	C._wrap_woq_tensor_info_struct_size_set_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_type_72(_swig_i_1))
+	C._wrap_woq_tensor_info_struct_size_set_woqc_2bddcd7ee9b6a24d(C.uintptr_t(_swig_i_0), C.swig_type_72(_swig_i_1))
 }
 
 func (arg1 SwigcptrWoq_tensor_info) GetStruct_size() (_swig_ret uint64) {
 	var swig_r uint64
 	_swig_i_0 := arg1
-	swig_r = (uint64)(C._wrap_woq_tensor_info_struct_size_get_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0)))
+	swig_r = (uint64)(C._wrap_woq_tensor_info_struct_size_get_woqc_2bddcd7ee9b6a24d(C.uintptr_t(_swig_i_0)))
 	return swig_r
 }
 
 func (arg1 SwigcptrWoq_tensor_info) SetRows(arg2 uint64) {
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
-	C._wrap_woq_tensor_info_rows_set_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_type_74(_swig_i_1))
+	C._wrap_woq_tensor_info_rows_set_woqc_2bddcd7ee9b6a24d(C.uintptr_t(_swig_i_0), C.swig_type_74(_swig_i_1))
 }
 
 func (arg1 SwigcptrWoq_tensor_info) GetRows() (_swig_ret uint64) {
 	var swig_r uint64
 	_swig_i_0 := arg1
-	swig_r = (uint64)(C._wrap_woq_tensor_info_rows_get_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0)))
+	swig_r = (uint64)(C._wrap_woq_tensor_info_rows_get_woqc_2bddcd7ee9b6a24d(C.uintptr_t(_swig_i_0)))
 	return swig_r
 }
 
 func (arg1 SwigcptrWoq_tensor_info) SetCols(arg2 uint64) {
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
-	C._wrap_woq_tensor_info_cols_set_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_type_76(_swig_i_1))
+	C._wrap_woq_tensor_info_cols_set_woqc_2bddcd7ee9b6a24d(C.uintptr_t(_swig_i_0), C.swig_type_76(_swig_i_1))
 }
 
 func (arg1 SwigcptrWoq_tensor_info) GetCols() (_swig_ret uint64) {
 	var swig_r uint64
 	_swig_i_0 := arg1
-	swig_r = (uint64)(C._wrap_woq_tensor_info_cols_get_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0)))
+	swig_r = (uint64)(C._wrap_woq_tensor_info_cols_get_woqc_2bddcd7ee9b6a24d(C.uintptr_t(_swig_i_0)))
 	return swig_r
 }
 
 func (arg1 SwigcptrWoq_tensor_info) SetBits(arg2 uint) {
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
-	C._wrap_woq_tensor_info_bits_set_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_intgo(_swig_i_1))
+	C._wrap_woq_tensor_info_bits_set_woqc_2bddcd7ee9b6a24d(C.uintptr_t(_swig_i_0), C.swig_intgo(_swig_i_1))
 }
 
 func (arg1 SwigcptrWoq_tensor_info) GetBits() (_swig_ret uint) {
 	var swig_r uint
 	_swig_i_0 := arg1
-	swig_r = (uint)(C._wrap_woq_tensor_info_bits_get_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0)))
+	swig_r = (uint)(C._wrap_woq_tensor_info_bits_get_woqc_2bddcd7ee9b6a24d(C.uintptr_t(_swig_i_0)))
 	return swig_r
 }
 
 func (arg1 SwigcptrWoq_tensor_info) SetGroup_size(arg2 uint) {
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
-	C._wrap_woq_tensor_info_group_size_set_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_intgo(_swig_i_1))
+	C._wrap_woq_tensor_info_group_size_set_woqc_2bddcd7ee9b6a24d(C.uintptr_t(_swig_i_0), C.swig_intgo(_swig_i_1))
 }
 
 func (arg1 SwigcptrWoq_tensor_info) GetGroup_size() (_swig_ret uint) {
 	var swig_r uint
 	_swig_i_0 := arg1
-	swig_r = (uint)(C._wrap_woq_tensor_info_group_size_get_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0)))
+	swig_r = (uint)(C._wrap_woq_tensor_info_group_size_get_woqc_2bddcd7ee9b6a24d(C.uintptr_t(_swig_i_0)))
 	return swig_r
 }
 
 func (arg1 SwigcptrWoq_tensor_info) SetScheme(arg2 Enum_SS_woq_scheme) {
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
-	C._wrap_woq_tensor_info_scheme_set_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_intgo(_swig_i_1))
+	C._wrap_woq_tensor_info_scheme_set_woqc_2bddcd7ee9b6a24d(C.uintptr_t(_swig_i_0), C.swig_intgo(_swig_i_1))
 }
 
 func (arg1 SwigcptrWoq_tensor_info) GetScheme() (_swig_ret Enum_SS_woq_scheme) {
 	var swig_r Enum_SS_woq_scheme
 	_swig_i_0 := arg1
-	swig_r = (Enum_SS_woq_scheme)(C._wrap_woq_tensor_info_scheme_get_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0)))
+	swig_r = (Enum_SS_woq_scheme)(C._wrap_woq_tensor_info_scheme_get_woqc_2bddcd7ee9b6a24d(C.uintptr_t(_swig_i_0)))
 	return swig_r
 }
 
 func (arg1 SwigcptrWoq_tensor_info) SetMethod(arg2 Enum_SS_woq_method) {
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
-	C._wrap_woq_tensor_info_method_set_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_intgo(_swig_i_1))
+	C._wrap_woq_tensor_info_method_set_woqc_2bddcd7ee9b6a24d(C.uintptr_t(_swig_i_0), C.swig_intgo(_swig_i_1))
 }
 
 func (arg1 SwigcptrWoq_tensor_info) GetMethod() (_swig_ret Enum_SS_woq_method) {
 	var swig_r Enum_SS_woq_method
 	_swig_i_0 := arg1
-	swig_r = (Enum_SS_woq_method)(C._wrap_woq_tensor_info_method_get_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0)))
+	swig_r = (Enum_SS_woq_method)(C._wrap_woq_tensor_info_method_get_woqc_2bddcd7ee9b6a24d(C.uintptr_t(_swig_i_0)))
 	return swig_r
 }
 
 func (arg1 SwigcptrWoq_tensor_info) SetSource_dtype(arg2 Enum_SS_woq_dtype) {
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
-	C._wrap_woq_tensor_info_source_dtype_set_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_intgo(_swig_i_1))
+	C._wrap_woq_tensor_info_source_dtype_set_woqc_2bddcd7ee9b6a24d(C.uintptr_t(_swig_i_0), C.swig_intgo(_swig_i_1))
 }
 
 func (arg1 SwigcptrWoq_tensor_info) GetSource_dtype() (_swig_ret Enum_SS_woq_dtype) {
 	var swig_r Enum_SS_woq_dtype
 	_swig_i_0 := arg1
-	swig_r = (Enum_SS_woq_dtype)(C._wrap_woq_tensor_info_source_dtype_get_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0)))
+	swig_r = (Enum_SS_woq_dtype)(C._wrap_woq_tensor_info_source_dtype_get_woqc_2bddcd7ee9b6a24d(C.uintptr_t(_swig_i_0)))
 	return swig_r
 }
 
 func (arg1 SwigcptrWoq_tensor_info) SetHas_bias(arg2 int) {
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
-	C._wrap_woq_tensor_info_has_bias_set_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_intgo(_swig_i_1))
+	C._wrap_woq_tensor_info_has_bias_set_woqc_2bddcd7ee9b6a24d(C.uintptr_t(_swig_i_0), C.swig_intgo(_swig_i_1))
 }
 
 func (arg1 SwigcptrWoq_tensor_info) GetHas_bias() (_swig_ret int) {
 	var swig_r int
 	_swig_i_0 := arg1
-	swig_r = (int)(C._wrap_woq_tensor_info_has_bias_get_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0)))
+	swig_r = (int)(C._wrap_woq_tensor_info_has_bias_get_woqc_2bddcd7ee9b6a24d(C.uintptr_t(_swig_i_0)))
 	return swig_r
 }
 
 func (arg1 SwigcptrWoq_tensor_info) SetStored_bytes(arg2 uint64) {
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
-	C._wrap_woq_tensor_info_stored_bytes_set_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_type_78(_swig_i_1))
+	C._wrap_woq_tensor_info_stored_bytes_set_woqc_2bddcd7ee9b6a24d(C.uintptr_t(_swig_i_0), C.swig_type_78(_swig_i_1))
 }
 
 func (arg1 SwigcptrWoq_tensor_info) GetStored_bytes() (_swig_ret uint64) {
 	var swig_r uint64
 	_swig_i_0 := arg1
-	swig_r = (uint64)(C._wrap_woq_tensor_info_stored_bytes_get_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0)))
+	swig_r = (uint64)(C._wrap_woq_tensor_info_stored_bytes_get_woqc_2bddcd7ee9b6a24d(C.uintptr_t(_swig_i_0)))
 	return swig_r
 }
 
 func (arg1 SwigcptrWoq_tensor_info) SetRaw_bytes(arg2 uint64) {
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
-	C._wrap_woq_tensor_info_raw_bytes_set_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_type_80(_swig_i_1))
+	C._wrap_woq_tensor_info_raw_bytes_set_woqc_2bddcd7ee9b6a24d(C.uintptr_t(_swig_i_0), C.swig_type_80(_swig_i_1))
 }
 
 func (arg1 SwigcptrWoq_tensor_info) GetRaw_bytes() (_swig_ret uint64) {
 	var swig_r uint64
 	_swig_i_0 := arg1
-	swig_r = (uint64)(C._wrap_woq_tensor_info_raw_bytes_get_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0)))
+	swig_r = (uint64)(C._wrap_woq_tensor_info_raw_bytes_get_woqc_2bddcd7ee9b6a24d(C.uintptr_t(_swig_i_0)))
 	return swig_r
 }
 
 func (arg1 SwigcptrWoq_tensor_info) SetBits_per_weight(arg2 float64) {
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
-	C._wrap_woq_tensor_info_bits_per_weight_set_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.double(_swig_i_1))
+	C._wrap_woq_tensor_info_bits_per_weight_set_woqc_2bddcd7ee9b6a24d(C.uintptr_t(_swig_i_0), C.double(_swig_i_1))
 }
 
 func (arg1 SwigcptrWoq_tensor_info) GetBits_per_weight() (_swig_ret float64) {
 	var swig_r float64
 	_swig_i_0 := arg1
-	swig_r = (float64)(C._wrap_woq_tensor_info_bits_per_weight_get_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0)))
+	swig_r = (float64)(C._wrap_woq_tensor_info_bits_per_weight_get_woqc_2bddcd7ee9b6a24d(C.uintptr_t(_swig_i_0)))
 	return swig_r
 }
 
 func (arg1 SwigcptrWoq_tensor_info) SetMax_abs_error(arg2 float64) {
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
-	C._wrap_woq_tensor_info_max_abs_error_set_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.double(_swig_i_1))
+	C._wrap_woq_tensor_info_max_abs_error_set_woqc_2bddcd7ee9b6a24d(C.uintptr_t(_swig_i_0), C.double(_swig_i_1))
 }
 
 func (arg1 SwigcptrWoq_tensor_info) GetMax_abs_error() (_swig_ret float64) {
 	var swig_r float64
 	_swig_i_0 := arg1
-	swig_r = (float64)(C._wrap_woq_tensor_info_max_abs_error_get_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0)))
+	swig_r = (float64)(C._wrap_woq_tensor_info_max_abs_error_get_woqc_2bddcd7ee9b6a24d(C.uintptr_t(_swig_i_0)))
 	return swig_r
 }
 
 func (arg1 SwigcptrWoq_tensor_info) SetRel_frobenius_error(arg2 float64) {
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
-	C._wrap_woq_tensor_info_rel_frobenius_error_set_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.double(_swig_i_1))
+	C._wrap_woq_tensor_info_rel_frobenius_error_set_woqc_2bddcd7ee9b6a24d(C.uintptr_t(_swig_i_0), C.double(_swig_i_1))
 }
 
 func (arg1 SwigcptrWoq_tensor_info) GetRel_frobenius_error() (_swig_ret float64) {
 	var swig_r float64
 	_swig_i_0 := arg1
-	swig_r = (float64)(C._wrap_woq_tensor_info_rel_frobenius_error_get_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0)))
+	swig_r = (float64)(C._wrap_woq_tensor_info_rel_frobenius_error_get_woqc_2bddcd7ee9b6a24d(C.uintptr_t(_swig_i_0)))
 	return swig_r
 }
 
 func (arg1 SwigcptrWoq_tensor_info) SetSqnr_db(arg2 float64) {
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
-	C._wrap_woq_tensor_info_sqnr_db_set_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.double(_swig_i_1))
+	C._wrap_woq_tensor_info_sqnr_db_set_woqc_2bddcd7ee9b6a24d(C.uintptr_t(_swig_i_0), C.double(_swig_i_1))
 }
 
 func (arg1 SwigcptrWoq_tensor_info) GetSqnr_db() (_swig_ret float64) {
 	var swig_r float64
 	_swig_i_0 := arg1
-	swig_r = (float64)(C._wrap_woq_tensor_info_sqnr_db_get_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0)))
+	swig_r = (float64)(C._wrap_woq_tensor_info_sqnr_db_get_woqc_2bddcd7ee9b6a24d(C.uintptr_t(_swig_i_0)))
 	return swig_r
 }
 
 func (arg1 SwigcptrWoq_tensor_info) SetHas_input_scales(arg2 int) {
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
-	C._wrap_woq_tensor_info_has_input_scales_set_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_intgo(_swig_i_1))
+	C._wrap_woq_tensor_info_has_input_scales_set_woqc_2bddcd7ee9b6a24d(C.uintptr_t(_swig_i_0), C.swig_intgo(_swig_i_1))
 }
 
 func (arg1 SwigcptrWoq_tensor_info) GetHas_input_scales() (_swig_ret int) {
 	var swig_r int
 	_swig_i_0 := arg1
-	swig_r = (int)(C._wrap_woq_tensor_info_has_input_scales_get_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0)))
+	swig_r = (int)(C._wrap_woq_tensor_info_has_input_scales_get_woqc_2bddcd7ee9b6a24d(C.uintptr_t(_swig_i_0)))
 	return swig_r
 }
 
 func (arg1 SwigcptrWoq_tensor_info) SetHas_input_permutation(arg2 int) {
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
-	C._wrap_woq_tensor_info_has_input_permutation_set_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_intgo(_swig_i_1))
+	C._wrap_woq_tensor_info_has_input_permutation_set_woqc_2bddcd7ee9b6a24d(C.uintptr_t(_swig_i_0), C.swig_intgo(_swig_i_1))
 }
 
 func (arg1 SwigcptrWoq_tensor_info) GetHas_input_permutation() (_swig_ret int) {
 	var swig_r int
 	_swig_i_0 := arg1
-	swig_r = (int)(C._wrap_woq_tensor_info_has_input_permutation_get_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0)))
+	swig_r = (int)(C._wrap_woq_tensor_info_has_input_permutation_get_woqc_2bddcd7ee9b6a24d(C.uintptr_t(_swig_i_0)))
 	return swig_r
 }
 
 func NewWoq_tensor_info() (_swig_ret Woq_tensor_info) {
 	var swig_r Woq_tensor_info
-	swig_r = (Woq_tensor_info)(SwigcptrWoq_tensor_info(C._wrap_new_woq_tensor_info_woqc_c9f0894d00ba7b8c()))
+	swig_r = (Woq_tensor_info)(SwigcptrWoq_tensor_info(C._wrap_new_woq_tensor_info_woqc_2bddcd7ee9b6a24d()))
 	return swig_r
 }
 
 func DeleteWoq_tensor_info(arg1 Woq_tensor_info) {
 	_swig_i_0 := getSwigcptr(arg1)
-	C._wrap_delete_woq_tensor_info_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0))
+	C._wrap_delete_woq_tensor_info_woqc_2bddcd7ee9b6a24d(C.uintptr_t(_swig_i_0))
 }
 
 func (arg1 SwigcptrWoq_tensor_info) Name_utf8() (_swig_ret string) {
 	var swig_r string
 	_swig_i_0 := arg1
-	swig_r_p := C._wrap_woq_tensor_info_name_utf8_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0))
+	swig_r_p := C._wrap_woq_tensor_info_name_utf8_woqc_2bddcd7ee9b6a24d(C.uintptr_t(_swig_i_0))
 	swig_r = *(*string)(unsafe.Pointer(&swig_r_p))
 	var swig_r_1 string
  swig_r_1 = swigCopyString(swig_r) 
@@ -1799,7 +1807,7 @@ func Woq_file_tensor_info(arg1 uintptr, arg2 uint64, arg3 Woq_tensor_info) (_swi
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
 	_swig_i_2 := getSwigcptr(arg3)
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_file_tensor_info_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_type_83(_swig_i_1), C.uintptr_t(_swig_i_2)))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_file_tensor_info_woqc_2bddcd7ee9b6a24d(C.uintptr_t(_swig_i_0), C.swig_type_83(_swig_i_1), C.uintptr_t(_swig_i_2)))
 	return swig_r
 }
 
@@ -1808,7 +1816,7 @@ func Woq_file_tensor_info_by_name(arg1 uintptr, arg2 string, arg3 Woq_tensor_inf
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
 	_swig_i_2 := getSwigcptr(arg3)
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_file_tensor_info_by_name_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), *(*C.swig_type_84)(unsafe.Pointer(&_swig_i_1)), C.uintptr_t(_swig_i_2)))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_file_tensor_info_by_name_woqc_2bddcd7ee9b6a24d(C.uintptr_t(_swig_i_0), *(*C.swig_type_84)(unsafe.Pointer(&_swig_i_1)), C.uintptr_t(_swig_i_2)))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg2
 	}
@@ -1818,28 +1826,28 @@ func Woq_file_tensor_info_by_name(arg1 uintptr, arg2 string, arg3 Woq_tensor_inf
 type Enum_SS_woq_metadata_type int
 func _swig_getWOQ_METADATA_STRING() (_swig_ret Enum_SS_woq_metadata_type) {
 	var swig_r Enum_SS_woq_metadata_type
-	swig_r = (Enum_SS_woq_metadata_type)(C._wrap_WOQ_METADATA_STRING_woqc_c9f0894d00ba7b8c())
+	swig_r = (Enum_SS_woq_metadata_type)(C._wrap_WOQ_METADATA_STRING_woqc_2bddcd7ee9b6a24d())
 	return swig_r
 }
 
 var WOQ_METADATA_STRING Enum_SS_woq_metadata_type = _swig_getWOQ_METADATA_STRING()
 func _swig_getWOQ_METADATA_INT() (_swig_ret Enum_SS_woq_metadata_type) {
 	var swig_r Enum_SS_woq_metadata_type
-	swig_r = (Enum_SS_woq_metadata_type)(C._wrap_WOQ_METADATA_INT_woqc_c9f0894d00ba7b8c())
+	swig_r = (Enum_SS_woq_metadata_type)(C._wrap_WOQ_METADATA_INT_woqc_2bddcd7ee9b6a24d())
 	return swig_r
 }
 
 var WOQ_METADATA_INT Enum_SS_woq_metadata_type = _swig_getWOQ_METADATA_INT()
 func _swig_getWOQ_METADATA_FLOAT() (_swig_ret Enum_SS_woq_metadata_type) {
 	var swig_r Enum_SS_woq_metadata_type
-	swig_r = (Enum_SS_woq_metadata_type)(C._wrap_WOQ_METADATA_FLOAT_woqc_c9f0894d00ba7b8c())
+	swig_r = (Enum_SS_woq_metadata_type)(C._wrap_WOQ_METADATA_FLOAT_woqc_2bddcd7ee9b6a24d())
 	return swig_r
 }
 
 var WOQ_METADATA_FLOAT Enum_SS_woq_metadata_type = _swig_getWOQ_METADATA_FLOAT()
 func _swig_getWOQ_METADATA_MAX_ENUM() (_swig_ret Enum_SS_woq_metadata_type) {
 	var swig_r Enum_SS_woq_metadata_type
-	swig_r = (Enum_SS_woq_metadata_type)(C._wrap_WOQ_METADATA_MAX_ENUM_woqc_c9f0894d00ba7b8c())
+	swig_r = (Enum_SS_woq_metadata_type)(C._wrap_WOQ_METADATA_MAX_ENUM_woqc_2bddcd7ee9b6a24d())
 	return swig_r
 }
 
@@ -1848,7 +1856,7 @@ func Woq_file_metadata_count(arg1 uintptr, arg2 []uint64) (_swig_ret Enum_SS_woq
 	var swig_r Enum_SS_woq_status
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_file_metadata_count_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), *(*C.swig_type_85)(unsafe.Pointer(&_swig_i_1))))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_file_metadata_count_woqc_2bddcd7ee9b6a24d(C.uintptr_t(_swig_i_0), *(*C.swig_type_85)(unsafe.Pointer(&_swig_i_1))))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg2
 	}
@@ -1861,7 +1869,7 @@ func Woq_file_metadata_key(arg1 uintptr, arg2 uint64, arg3 *string, arg4 []int32
 	_swig_i_1 := arg2
 	_swig_i_2 := arg3
 	_swig_i_3 := arg4
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_file_metadata_key_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_type_86(_swig_i_1), C.swig_voidp(_swig_i_2), *(*C.swig_type_87)(unsafe.Pointer(&_swig_i_3))))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_file_metadata_key_woqc_2bddcd7ee9b6a24d(C.uintptr_t(_swig_i_0), C.swig_type_86(_swig_i_1), C.swig_voidp(_swig_i_2), *(*C.swig_type_87)(unsafe.Pointer(&_swig_i_3))))
 
   *arg3 = swigCopyString(*arg3)
 
@@ -1877,7 +1885,7 @@ func Woq_file_metadata_string(arg1 uintptr, arg2 string, arg3 *string, arg4 []ui
 	_swig_i_1 := arg2
 	_swig_i_2 := arg3
 	_swig_i_3 := arg4
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_file_metadata_string_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), *(*C.swig_type_88)(unsafe.Pointer(&_swig_i_1)), C.swig_voidp(_swig_i_2), *(*C.swig_type_89)(unsafe.Pointer(&_swig_i_3))))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_file_metadata_string_woqc_2bddcd7ee9b6a24d(C.uintptr_t(_swig_i_0), *(*C.swig_type_88)(unsafe.Pointer(&_swig_i_1)), C.swig_voidp(_swig_i_2), *(*C.swig_type_89)(unsafe.Pointer(&_swig_i_3))))
 
   *arg3 = swigCopyString(*arg3)
 
@@ -1895,7 +1903,7 @@ func Woq_file_metadata_int(arg1 uintptr, arg2 string, arg3 []int64) (_swig_ret E
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
 	_swig_i_2 := arg3
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_file_metadata_int_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), *(*C.swig_type_90)(unsafe.Pointer(&_swig_i_1)), *(*C.swig_type_91)(unsafe.Pointer(&_swig_i_2))))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_file_metadata_int_woqc_2bddcd7ee9b6a24d(C.uintptr_t(_swig_i_0), *(*C.swig_type_90)(unsafe.Pointer(&_swig_i_1)), *(*C.swig_type_91)(unsafe.Pointer(&_swig_i_2))))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg2
 	}
@@ -1910,7 +1918,7 @@ func Woq_file_metadata_float(arg1 uintptr, arg2 string, arg3 []float64) (_swig_r
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
 	_swig_i_2 := arg3
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_file_metadata_float_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), *(*C.swig_type_92)(unsafe.Pointer(&_swig_i_1)), *(*C.swig_type_93)(unsafe.Pointer(&_swig_i_2))))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_file_metadata_float_woqc_2bddcd7ee9b6a24d(C.uintptr_t(_swig_i_0), *(*C.swig_type_92)(unsafe.Pointer(&_swig_i_1)), *(*C.swig_type_93)(unsafe.Pointer(&_swig_i_2))))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg2
 	}
@@ -1926,7 +1934,7 @@ func Woq_tensor_load(arg1 uintptr, arg2 uintptr, arg3 string, arg4 []uintptr) (_
 	_swig_i_1 := arg2
 	_swig_i_2 := arg3
 	_swig_i_3 := arg4
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_tensor_load_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.uintptr_t(_swig_i_1), *(*C.swig_type_94)(unsafe.Pointer(&_swig_i_2)), *(*C.swig_type_95)(unsafe.Pointer(&_swig_i_3))))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_tensor_load_woqc_2bddcd7ee9b6a24d(C.uintptr_t(_swig_i_0), C.uintptr_t(_swig_i_1), *(*C.swig_type_94)(unsafe.Pointer(&_swig_i_2)), *(*C.swig_type_95)(unsafe.Pointer(&_swig_i_3))))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg3
 	}
@@ -1944,7 +1952,7 @@ func Woq_tensor_load_rows(arg1 uintptr, arg2 uintptr, arg3 string, arg4 uint64, 
 	_swig_i_3 := arg4
 	_swig_i_4 := arg5
 	_swig_i_5 := arg6
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_tensor_load_rows_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.uintptr_t(_swig_i_1), *(*C.swig_type_96)(unsafe.Pointer(&_swig_i_2)), C.swig_type_97(_swig_i_3), C.swig_type_98(_swig_i_4), *(*C.swig_type_99)(unsafe.Pointer(&_swig_i_5))))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_tensor_load_rows_woqc_2bddcd7ee9b6a24d(C.uintptr_t(_swig_i_0), C.uintptr_t(_swig_i_1), *(*C.swig_type_96)(unsafe.Pointer(&_swig_i_2)), C.swig_type_97(_swig_i_3), C.swig_type_98(_swig_i_4), *(*C.swig_type_99)(unsafe.Pointer(&_swig_i_5))))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg3
 	}
@@ -1960,7 +1968,7 @@ func Woq_tensor_from_qmatrix(arg1 uintptr, arg2 uintptr, arg3 []byte, arg4 []uin
 	_swig_i_1 := arg2
 	_swig_i_2 := arg3
 	_swig_i_3 := arg4
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_tensor_from_qmatrix_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.uintptr_t(_swig_i_1), *(*C.swig_type_100)(unsafe.Pointer(&_swig_i_2)), *(*C.swig_type_101)(unsafe.Pointer(&_swig_i_3))))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_tensor_from_qmatrix_woqc_2bddcd7ee9b6a24d(C.uintptr_t(_swig_i_0), C.uintptr_t(_swig_i_1), *(*C.swig_type_100)(unsafe.Pointer(&_swig_i_2)), *(*C.swig_type_101)(unsafe.Pointer(&_swig_i_3))))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg3
 	}
@@ -1972,7 +1980,7 @@ func Woq_tensor_from_qmatrix(arg1 uintptr, arg2 uintptr, arg3 []byte, arg4 []uin
 
 func Woq_tensor_destroy(arg1 uintptr) {
 	_swig_i_0 := arg1
-	C._wrap_woq_tensor_destroy_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0))
+	C._wrap_woq_tensor_destroy_woqc_2bddcd7ee9b6a24d(C.uintptr_t(_swig_i_0))
 }
 
 func Woq_tensor_shape(arg1 uintptr, arg2 []uint64, arg3 []uint64) (_swig_ret Enum_SS_woq_status) {
@@ -1980,7 +1988,7 @@ func Woq_tensor_shape(arg1 uintptr, arg2 []uint64, arg3 []uint64) (_swig_ret Enu
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
 	_swig_i_2 := arg3
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_tensor_shape_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), *(*C.swig_type_102)(unsafe.Pointer(&_swig_i_1)), *(*C.swig_type_103)(unsafe.Pointer(&_swig_i_2))))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_tensor_shape_woqc_2bddcd7ee9b6a24d(C.uintptr_t(_swig_i_0), *(*C.swig_type_102)(unsafe.Pointer(&_swig_i_1)), *(*C.swig_type_103)(unsafe.Pointer(&_swig_i_2))))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg2
 	}
@@ -1997,7 +2005,7 @@ func Woq_tensor_bias(arg1 uintptr, arg2 uintptr, arg3 []byte, arg4 uint64, arg5 
 	_swig_i_2 := arg3
 	_swig_i_3 := arg4
 	_swig_i_4 := arg5
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_tensor_bias_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.uintptr_t(_swig_i_1), *(*C.swig_type_104)(unsafe.Pointer(&_swig_i_2)), C.swig_type_105(_swig_i_3), *(*C.swig_type_106)(unsafe.Pointer(&_swig_i_4))))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_tensor_bias_woqc_2bddcd7ee9b6a24d(C.uintptr_t(_swig_i_0), C.uintptr_t(_swig_i_1), *(*C.swig_type_104)(unsafe.Pointer(&_swig_i_2)), C.swig_type_105(_swig_i_3), *(*C.swig_type_106)(unsafe.Pointer(&_swig_i_4))))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg3
 	}
@@ -2015,7 +2023,7 @@ func Woq_tensor_group(arg1 uintptr, arg2 uintptr, arg3 uint64, arg4 uint64, arg5
 	_swig_i_3 := arg4
 	_swig_i_4 := arg5
 	_swig_i_5 := arg6
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_tensor_group_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.uintptr_t(_swig_i_1), C.swig_type_107(_swig_i_2), C.swig_type_108(_swig_i_3), *(*C.swig_type_109)(unsafe.Pointer(&_swig_i_4)), *(*C.swig_type_110)(unsafe.Pointer(&_swig_i_5))))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_tensor_group_woqc_2bddcd7ee9b6a24d(C.uintptr_t(_swig_i_0), C.uintptr_t(_swig_i_1), C.swig_type_107(_swig_i_2), C.swig_type_108(_swig_i_3), *(*C.swig_type_109)(unsafe.Pointer(&_swig_i_4)), *(*C.swig_type_110)(unsafe.Pointer(&_swig_i_5))))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg5
 	}
@@ -2034,7 +2042,7 @@ func Woq_matmul(arg1 uintptr, arg2 uintptr, arg3 []byte, arg4 Enum_SS_woq_dtype,
 	_swig_i_4 := arg5
 	_swig_i_5 := arg6
 	_swig_i_6 := arg7
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_matmul_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.uintptr_t(_swig_i_1), *(*C.swig_type_111)(unsafe.Pointer(&_swig_i_2)), C.swig_intgo(_swig_i_3), C.swig_type_112(_swig_i_4), *(*C.swig_type_113)(unsafe.Pointer(&_swig_i_5)), C.swig_intgo(_swig_i_6)))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_matmul_woqc_2bddcd7ee9b6a24d(C.uintptr_t(_swig_i_0), C.uintptr_t(_swig_i_1), *(*C.swig_type_111)(unsafe.Pointer(&_swig_i_2)), C.swig_intgo(_swig_i_3), C.swig_type_112(_swig_i_4), *(*C.swig_type_113)(unsafe.Pointer(&_swig_i_5)), C.swig_intgo(_swig_i_6)))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg3
 	}
@@ -2051,7 +2059,7 @@ func Woq_dequantize(arg1 uintptr, arg2 uintptr, arg3 []byte, arg4 Enum_SS_woq_dt
 	_swig_i_2 := arg3
 	_swig_i_3 := arg4
 	_swig_i_4 := arg5
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_dequantize_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.uintptr_t(_swig_i_1), *(*C.swig_type_114)(unsafe.Pointer(&_swig_i_2)), C.swig_intgo(_swig_i_3), C.swig_type_115(_swig_i_4)))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_dequantize_woqc_2bddcd7ee9b6a24d(C.uintptr_t(_swig_i_0), C.uintptr_t(_swig_i_1), *(*C.swig_type_114)(unsafe.Pointer(&_swig_i_2)), C.swig_intgo(_swig_i_3), C.swig_type_115(_swig_i_4)))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg3
 	}
@@ -2063,7 +2071,7 @@ func Woq_buffer_create(arg1 uintptr, arg2 uint64, arg3 []uintptr) (_swig_ret Enu
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
 	_swig_i_2 := arg3
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_buffer_create_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_type_116(_swig_i_1), *(*C.swig_type_117)(unsafe.Pointer(&_swig_i_2))))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_buffer_create_woqc_2bddcd7ee9b6a24d(C.uintptr_t(_swig_i_0), C.swig_type_116(_swig_i_1), *(*C.swig_type_117)(unsafe.Pointer(&_swig_i_2))))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg3
 	}
@@ -2072,14 +2080,14 @@ func Woq_buffer_create(arg1 uintptr, arg2 uint64, arg3 []uintptr) (_swig_ret Enu
 
 func Woq_buffer_destroy(arg1 uintptr) {
 	_swig_i_0 := arg1
-	C._wrap_woq_buffer_destroy_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0))
+	C._wrap_woq_buffer_destroy_woqc_2bddcd7ee9b6a24d(C.uintptr_t(_swig_i_0))
 }
 
 func Woq_buffer_size(arg1 uintptr, arg2 []uint64) (_swig_ret Enum_SS_woq_status) {
 	var swig_r Enum_SS_woq_status
 	_swig_i_0 := arg1
 	_swig_i_1 := arg2
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_buffer_size_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), *(*C.swig_type_118)(unsafe.Pointer(&_swig_i_1))))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_buffer_size_woqc_2bddcd7ee9b6a24d(C.uintptr_t(_swig_i_0), *(*C.swig_type_118)(unsafe.Pointer(&_swig_i_1))))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg2
 	}
@@ -2092,7 +2100,7 @@ func Woq_buffer_write(arg1 uintptr, arg2 uint64, arg3 []byte, arg4 uint64) (_swi
 	_swig_i_1 := arg2
 	_swig_i_2 := arg3
 	_swig_i_3 := arg4
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_buffer_write_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_type_119(_swig_i_1), *(*C.swig_type_120)(unsafe.Pointer(&_swig_i_2)), C.swig_type_121(_swig_i_3)))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_buffer_write_woqc_2bddcd7ee9b6a24d(C.uintptr_t(_swig_i_0), C.swig_type_119(_swig_i_1), *(*C.swig_type_120)(unsafe.Pointer(&_swig_i_2)), C.swig_type_121(_swig_i_3)))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg3
 	}
@@ -2105,7 +2113,7 @@ func Woq_buffer_read(arg1 uintptr, arg2 uint64, arg3 []byte, arg4 uint64) (_swig
 	_swig_i_1 := arg2
 	_swig_i_2 := arg3
 	_swig_i_3 := arg4
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_buffer_read_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.swig_type_122(_swig_i_1), *(*C.swig_type_123)(unsafe.Pointer(&_swig_i_2)), C.swig_type_124(_swig_i_3)))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_buffer_read_woqc_2bddcd7ee9b6a24d(C.uintptr_t(_swig_i_0), C.swig_type_122(_swig_i_1), *(*C.swig_type_123)(unsafe.Pointer(&_swig_i_2)), C.swig_type_124(_swig_i_3)))
 	if Swig_escape_always_false {
 		Swig_escape_val = arg3
 	}
@@ -2121,7 +2129,7 @@ func Woq_matmul_buffers(arg1 uintptr, arg2 uintptr, arg3 uintptr, arg4 Enum_SS_w
 	_swig_i_4 := arg5
 	_swig_i_5 := arg6
 	_swig_i_6 := arg7
-	swig_r = (Enum_SS_woq_status)(C._wrap_woq_matmul_buffers_woqc_c9f0894d00ba7b8c(C.uintptr_t(_swig_i_0), C.uintptr_t(_swig_i_1), C.uintptr_t(_swig_i_2), C.swig_intgo(_swig_i_3), C.swig_type_125(_swig_i_4), C.uintptr_t(_swig_i_5), C.swig_intgo(_swig_i_6)))
+	swig_r = (Enum_SS_woq_status)(C._wrap_woq_matmul_buffers_woqc_2bddcd7ee9b6a24d(C.uintptr_t(_swig_i_0), C.uintptr_t(_swig_i_1), C.uintptr_t(_swig_i_2), C.swig_intgo(_swig_i_3), C.swig_type_125(_swig_i_4), C.uintptr_t(_swig_i_5), C.swig_intgo(_swig_i_6)))
 	return swig_r
 }
 
