@@ -543,6 +543,25 @@ public static class Library {
       return Interop.Text(N.woq_version_string());
     }
   }
+
+  /// <summary>
+  /// Converts a GPTQ / AWQ / compressed-tensors checkpoint, a GGUF file or an
+  /// ONNX model into a .woq file without re-quantizing (docs/IMPORT.md) and
+  /// returns libwoq's report. format: "auto", "gptq", "gptq_v2", "awq",
+  /// "compressed-tensors", "gguf" or "onnx". roundScales: round scales fp16
+  /// cannot hold to the nearest fp16 instead of refusing the checkpoint.
+  /// </summary>
+  public static string Import(string checkpoint, string output, string format = "auto", bool roundScales = false) {
+    Interop.EnsureLoaded();
+    byte[] from = Interop.Utf8(checkpoint, nameof(checkpoint)), to = Interop.Utf8(output, nameof(output)),
+           kind = Interop.Utf8(format, nameof(format));
+    using (var o = new woq_import_options()) {
+      Interop.Check(N.woq_import_options_init(o));
+      o.round_scales = roundScales ? 1 : 0;
+      Interop.Check(N.woq_import_checkpoint_ex(from, kind, to, o, out IntPtr report));
+      return Interop.Text(report);  // libwoq's thread-local text: read on this thread, at once
+    }
+  }
 }
 
 }  // namespace Woq

@@ -71,7 +71,8 @@ void write_file(const std::string& path, const uint8_t* data, size_t size) {
   std::abort();
 }
 
-// The readers on their own: every float tensor converted (small ones only).
+// The readers on their own: every float tensor converted, and a GGUF file's
+// decodable block tensors dequantized (small ones only).
 void read_safetensors(const std::string& path) {
   try {
     auto file = woq::import::Safetensors::open(path);
@@ -80,7 +81,9 @@ void read_safetensors(const std::string& path) {
   } catch (const woq::Error&) {
   }
   try {
-    woq::import::GgufFile::open(path);
+    auto gguf = woq::import::GgufFile::open(path);
+    for (const auto& t : gguf->tensors())  // what `quantize --requantize` and `bench --reference` read
+      if (woq::import::gguf_has_floats(t.type) && t.data && t.bytes <= (1u << 18)) woq::import::gguf_floats(t);
   } catch (const woq::Error&) {
   }
 }

@@ -296,6 +296,28 @@ static class WoqTests {
         e => e.Status == woq_status.WOQ_ERR_INVALID_ARGUMENT && e.Message.Contains("calibration"), "GPTQ without calibration");
   }
 
+  // A GPTQ checkpoint (made by tests/golden/make_checkpoints.py; ctest
+  // names it in WOQ_TEST_CHECKPOINT) converts to a .woq file.
+  static void ImportCheckpoint() {
+    string checkpoint = Environment.GetEnvironmentVariable("WOQ_TEST_CHECKPOINT");
+    if (string.IsNullOrEmpty(checkpoint)) {
+      Console.WriteLine("     (skipped: WOQ_TEST_CHECKPOINT is not set; ctest sets it)");
+      return;
+    }
+    string output = Path.Combine(tempDir, "imported.woq");
+    string report = Library.Import(checkpoint, output);
+    Expect(report.Contains("format gptq_v2") && report.Contains("2 layers converted"), "import report, got: " + report);
+    using (var file = WoqFile.Open(output)) {
+      TensorInfo[] infos = file.Tensors;
+      Expect(infos.Length == 2 && infos[1].Name == "model.layers.0.self_attn.q_proj.weight" && infos[1].Rows == 64 &&
+             infos[1].Cols == 128 && infos[1].HasBias, "imported tensors");
+    }
+    ExpectThrows<WoqException>(() => Library.Import("/nonexistent/model.safetensors", output),
+        e => e.Status == woq_status.WOQ_ERR_IO && e.Message.Contains("/nonexistent/model.safetensors"), "missing checkpoint");
+    ExpectThrows<WoqException>(() => Library.Import(checkpoint, output, "nonsense"),
+        e => e.Status == woq_status.WOQ_ERR_INVALID_ARGUMENT && e.Message.Contains("nonsense"), "unknown format");
+  }
+
   static void Abi() {
     Expect(Library.Version.StartsWith("1."), "version 1.x, got " + Library.Version);
     Expect(woq.WOQ_BINDINGS_VERSION_MAJOR == woq.woq_version() / 10000, "ABI major matches");
@@ -325,6 +347,7 @@ static class WoqTests {
       Test("images in memory", InMemory);
       Test("one tensor on 8 threads", Threads);
       Test("AWQ and GPTQ with calibration", Calibrated);
+      Test("checkpoint import", ImportCheckpoint);
       Test("ABI version check", Abi);
     } finally {
       Directory.Delete(tempDir, true);

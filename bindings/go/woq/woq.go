@@ -100,6 +100,36 @@ func CheckABI() error {
 // Version is the loaded library's version string ("1.0.0").
 func Version() string { return woqc.Woq_version_string() }
 
+// Import converts a GPTQ / AWQ / compressed-tensors checkpoint, a GGUF file
+// or an ONNX model into a .woq file without re-quantizing (docs/IMPORT.md)
+// and returns libwoq's report. format is "auto" (or ""), "gptq", "gptq_v2",
+// "awq", "compressed-tensors", "gguf" or "onnx"; roundScales rounds scales
+// fp16 cannot hold to the nearest fp16 instead of refusing the checkpoint.
+func Import(checkpoint, output, format string, roundScales bool) (string, error) {
+	if err := CheckABI(); err != nil {
+		return "", err
+	}
+	if format == "" {
+		format = "auto"
+	}
+	for _, s := range [][2]string{{checkpoint, "checkpoint"}, {output, "output"}, {format, "format"}} {
+		if err := cString(s[0], s[1]); err != nil {
+			return "", err
+		}
+	}
+	opts := woqc.NewWoq_import_options()
+	defer woqc.DeleteWoq_import_options(opts)
+	woqc.Woq_import_options_init(opts)
+	if roundScales {
+		opts.SetRound_scales(1)
+	}
+	var report string
+	err := call(func() woqc.Enum_SS_woq_status {
+		return woqc.Woq_import_checkpoint_ex(checkpoint, format, output, opts, &report)
+	})
+	return report, err
+}
+
 // handle owns one native object: one reference while open, one per call in
 // flight and one per child (a tensor or buffer holds its context).
 type handle struct {

@@ -481,3 +481,34 @@ func TestInMemoryImageOpensAsTheFileDoes(t *testing.T) {
 		t.Fatalf("garbage image: %v", err)
 	}
 }
+
+// A GPTQ checkpoint (made by tests/golden/make_checkpoints.py; ctest names it
+// in WOQ_TEST_CHECKPOINT) converts to a .woq file.
+func TestImportCheckpoint(t *testing.T) {
+	checkpoint := os.Getenv("WOQ_TEST_CHECKPOINT")
+	if checkpoint == "" {
+		t.Skip("WOQ_TEST_CHECKPOINT is not set; ctest sets it")
+	}
+	output := filepath.Join(t.TempDir(), "imported.woq")
+	report, err := Import(checkpoint, output, "", false)
+	if err != nil || !strings.Contains(report, "format gptq_v2") || !strings.Contains(report, "2 layers converted") {
+		t.Fatalf("import: %q, %v", report, err)
+	}
+	f, err := OpenFile(output)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	infos, err := f.Tensors()
+	if err != nil || len(infos) != 2 || infos[1].Name != "model.layers.0.self_attn.q_proj.weight" || infos[1].Rows != 64 ||
+		infos[1].Cols != 128 || !infos[1].HasBias {
+		t.Fatalf("imported tensors %+v, %v", infos, err)
+	}
+	if _, err := Import("/nonexistent/model.safetensors", output, "auto", false); statusOf(err) != ErrIO ||
+		!strings.Contains(err.Error(), "/nonexistent/model.safetensors") {
+		t.Fatalf("missing checkpoint: %v", err)
+	}
+	if _, err := Import(checkpoint, output, "nonsense", false); statusOf(err) != ErrInvalidArgument {
+		t.Fatalf("unknown format: %v", err)
+	}
+}

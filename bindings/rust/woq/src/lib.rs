@@ -104,6 +104,24 @@ pub fn version() -> String {
     text(unsafe { sys::woq_version_string() })
 }
 
+/// Converts a GPTQ / AWQ / compressed-tensors checkpoint, a GGUF file or an
+/// ONNX model into a .woq file at `output` without re-quantizing
+/// (docs/IMPORT.md) and returns libwoq's report. `format` is "auto", "gptq",
+/// "gptq_v2", "awq", "compressed-tensors", "gguf" or "onnx"; `round_scales`
+/// rounds scales fp16 cannot hold to the nearest fp16 instead of refusing.
+pub fn import(checkpoint: &str, output: &str, format: &str, round_scales: bool) -> Result<String> {
+    check_abi()?;
+    let (from, to, kind) = (c_string(checkpoint, "checkpoint")?, c_string(output, "output")?, c_string(format, "format")?);
+    // SAFETY: a plain struct initialised by the library.
+    let mut options: sys::woq_import_options = unsafe { std::mem::zeroed() };
+    check(unsafe { sys::woq_import_options_init(&mut options) })?;
+    options.round_scales = round_scales as i32;
+    let mut report: *const c_char = ptr::null();
+    check(unsafe { sys::woq_import_checkpoint_ex(from.as_ptr(), kind.as_ptr(), to.as_ptr(), &options, &mut report) })?;
+    // libwoq's thread-local text, copied at once on this thread.
+    Ok(text(report))
+}
+
 /// Which backend a context runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {

@@ -216,3 +216,25 @@ fn images_in_memory_open_as_files_do() {
     let e = File::from_bytes(Vec::new()).err().unwrap();
     assert!(e.message.contains("0 bytes"), "{e}");
 }
+
+/// A GPTQ checkpoint (made by tests/golden/make_checkpoints.py; ctest names
+/// it in WOQ_TEST_CHECKPOINT) converts to a .woq file.
+#[test]
+fn checkpoints_import() {
+    let Ok(checkpoint) = std::env::var("WOQ_TEST_CHECKPOINT") else {
+        eprintln!("skipped: WOQ_TEST_CHECKPOINT is not set; ctest sets it");
+        return;
+    };
+    let output = temp_path("imported.woq");
+    let report = woq::import(&checkpoint, &output, "auto", false).unwrap();
+    assert!(report.contains("format gptq_v2") && report.contains("2 layers converted"), "{report}");
+    let infos = File::open(&output).unwrap().tensors().unwrap();
+    assert_eq!(infos.len(), 2);
+    assert_eq!((infos[1].name.as_str(), infos[1].rows, infos[1].cols, infos[1].has_bias),
+               ("model.layers.0.self_attn.q_proj.weight", 64, 128, true));
+    std::fs::remove_file(&output).unwrap();
+    let e = woq::import("/nonexistent/model.safetensors", &output, "auto", false).err().unwrap();
+    assert!(e.status_name == "WOQ_ERR_IO" && e.message.contains("/nonexistent/model.safetensors"), "{e}");
+    let e = woq::import(&checkpoint, &output, "nonsense", false).err().unwrap();
+    assert_eq!(e.status_name, "WOQ_ERR_INVALID_ARGUMENT");
+}
