@@ -124,6 +124,15 @@ def main():
             ("test.nested", ("array", ("array", "i16")), [[1], [2, 3]])]
     seeds["gguf_three_types"] = gguf_seed("auto", gguf, meta)
     seeds["gguf_given"] = gguf_seed("gguf", gguf[:1])
+    # Raw blocks of the other types woq decodes to floats (for `quantize
+    # --requantize`; fuzz_import's reader pass dequantizes them), two rows
+    # of one block each, beside a Q4_0 matrix that imports.
+    blocks = np.random.default_rng(7)  # its own stream: the seeds above keep theirs
+    decodable = (("Q4_1", 32, 20), ("Q5_1", 32, 24), ("Q2_K", 256, 84), ("Q3_K", 256, 110), ("Q4_K", 256, 144),
+                 ("Q5_K", 256, 176), ("Q6_K", 256, 210))
+    seeds["gguf_block_types"] = gguf_seed("auto", gguf[:1] + [
+        ("blk.%d.ffn_up.weight" % i, kind, [k, 2], blocks.integers(0, 256, 2 * size, dtype=np.uint8).tobytes())
+        for i, (kind, k, size) in enumerate(decodable)])
     # ONNX: MatMulNBits layers of each kind of zero-points, widths, act-order;
     # one whose B lies in external data (config.json).
     seeds["onnx_five_layers"] = onnx_seed("onnx", [("q.weight", 16, 64, 4, 32, False, "packed", False),
