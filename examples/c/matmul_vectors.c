@@ -3,7 +3,11 @@
  * examples do the same on the same shared vectors (examples/data) and must
  * print the same bits (tests/check_examples.py).
  *
- *   woq_example_vectors VECTORS.woq X.f32 [TENSOR]
+ *   woq_example_vectors [--memory] VECTORS.woq X.f32 [TENSOR]
+ *
+ * --memory opens the file as a game engine holding it in an archive would:
+ * the bytes are read into memory first and woq reads them in place
+ * (woq_file_open_memory, WOQ_MEMORY_BORROW) until woq_file_close.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -16,8 +20,27 @@ static int fail(const char* what, woq_status s) {
   return 1;
 }
 
+/* The whole file in a malloc'd buffer (*out_size bytes), or NULL. */
+static unsigned char* read_all(const char* path, uint64_t* out_size) {
+  unsigned char* data = NULL;
+  long size;
+  FILE* f = fopen(path, "rb");
+  if (f && fseek(f, 0, SEEK_END) == 0 && (size = ftell(f)) > 0 && fseek(f, 0, SEEK_SET) == 0 &&
+      (data = malloc((size_t)size)) != NULL && fread(data, 1, (size_t)size, f) == (size_t)size) {
+    *out_size = (uint64_t)size;
+  } else {
+    free(data);
+    data = NULL;
+  }
+  if (f) fclose(f);
+  return data;
+}
+
 int main(int argc, char** argv) {
-  const char* name = argc > 3 ? argv[3] : "proj.weight";
+  const int from_memory = argc > 1 && strcmp(argv[1], "--memory") == 0;
+  const char* name;
+  unsigned char* image = NULL; /* the file's bytes with --memory: outlive `file` */
+  uint64_t image_size = 0;
   woq_file* file = NULL;
   woq_context* ctx = NULL;
   woq_tensor* tensor = NULL;
@@ -29,11 +52,26 @@ int main(int argc, char** argv) {
   int rc = 1;
   FILE* fx;
 
+  argv += from_memory;
+  argc -= from_memory;
   if (argc < 3) {
-    fprintf(stderr, "usage: %s VECTORS.woq X.f32 [TENSOR]\n", argv[0]);
+    fprintf(stderr, "usage: woq_example_vectors [--memory] VECTORS.woq X.f32 [TENSOR]\n");
     return 2;
   }
-  if ((s = woq_file_open(argv[1], &file)) != WOQ_OK) return fail("woq_file_open", s);
+  name = argc > 3 ? argv[3] : "proj.weight";
+  if (from_memory) {
+    if (!(image = read_all(argv[1], &image_size))) {
+      fprintf(stderr, "%s: cannot read\n", argv[1]);
+      return 1;
+    }
+    s = woq_file_open_memory(image, image_size, WOQ_MEMORY_BORROW, NULL, &file);
+  } else {
+    s = woq_file_open(argv[1], &file);
+  }
+  if (s != WOQ_OK) {
+    free(image);
+    return fail(from_memory ? "woq_file_open_memory" : "woq_file_open", s);
+  }
   info.struct_size = sizeof info;
   if ((s = woq_file_tensor_info_by_name(file, name, &info)) != WOQ_OK) {
     rc = fail("woq_file_tensor_info_by_name", s);
@@ -80,6 +118,7 @@ done:
   woq_tensor_destroy(tensor);
   woq_context_destroy(ctx);
   woq_file_close(file);
+  free(image); /* after the file that reads it */
   free(x);
   free(y);
   return rc;
