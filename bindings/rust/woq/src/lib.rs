@@ -110,16 +110,57 @@ pub fn version() -> String {
 /// "gptq_v2", "awq", "compressed-tensors", "gguf" or "onnx"; `round_scales`
 /// rounds scales fp16 cannot hold to the nearest fp16 instead of refusing.
 pub fn import(checkpoint: &str, output: &str, format: &str, round_scales: bool) -> Result<String> {
+    import_with_progress(checkpoint, output, format, round_scales, |_, _, _| {})
+}
+
+/// `import`, calling `progress(done, total, layer)` after each layer is
+/// converted and written (on this thread; `total` is known from the first
+/// call). A panic in `progress` is caught and returned as an error once the
+/// import has finished, whose output is then removed.
+pub fn import_with_progress<F>(
+    checkpoint: &str,
+    output: &str,
+    format: &str,
+    round_scales: bool,
+    mut progress: F,
+) -> Result<String>
+where
+    F: FnMut(u64, u64, &str),
+{
+    struct Progress<'a> {
+        callback: &'a mut dyn FnMut(u64, u64, &str),
+        panicked: bool,
+    }
+    unsafe extern "C" fn trampoline(user: *mut std::ffi::c_void, done: u64, total: u64, layer: *const c_char) {
+        // SAFETY: `user` is the Progress below, alive for the whole call;
+        // libwoq calls back on the thread that called it.
+        let state = unsafe { &mut *user.cast::<Progress>() };
+        if state.panicked {
+            return;
+        }
+        let name = text(layer);
+        // A panic must not unwind into C.
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (state.callback)(done, total, &name)));
+        state.panicked = outcome.is_err();
+    }
     check_abi()?;
     let (from, to, kind) = (c_string(checkpoint, "checkpoint")?, c_string(output, "output")?, c_string(format, "format")?);
+    let mut state = Progress { callback: &mut progress, panicked: false };
     // SAFETY: a plain struct initialised by the library.
     let mut options: sys::woq_import_options = unsafe { std::mem::zeroed() };
     check(unsafe { sys::woq_import_options_init(&mut options) })?;
     options.round_scales = round_scales as i32;
+    options.progress = Some(trampoline);
+    options.progress_user_data = (&mut state as *mut Progress).cast();
     let mut report: *const c_char = ptr::null();
     check(unsafe { sys::woq_import_checkpoint_ex(from.as_ptr(), kind.as_ptr(), to.as_ptr(), &options, &mut report) })?;
     // libwoq's thread-local text, copied at once on this thread.
-    Ok(text(report))
+    let report = text(report);
+    if state.panicked {
+        let _ = std::fs::remove_file(output);
+        return Err(invalid("the progress callback panicked; the import's output was removed"));
+    }
+    Ok(report)
 }
 
 /// Which backend a context runs.

@@ -226,8 +226,16 @@ fn checkpoints_import() {
         return;
     };
     let output = temp_path("imported.woq");
-    let report = woq::import(&checkpoint, &output, "auto", false).unwrap();
+    let mut calls = Vec::new();
+    let report = woq::import_with_progress(&checkpoint, &output, "auto", false, |done, total, layer| {
+        calls.push((done, total, layer.to_string()))
+    })
+    .unwrap();
     assert!(report.contains("format gptq_v2") && report.contains("2 layers converted"), "{report}");
+    assert_eq!(
+        calls,
+        [(1, 2, "model.layers.0.self_attn.o_proj.weight".to_string()), (2, 2, "model.layers.0.self_attn.q_proj.weight".to_string())]
+    );
     let infos = File::open(&output).unwrap().tensors().unwrap();
     assert_eq!(infos.len(), 2);
     assert_eq!((infos[1].name.as_str(), infos[1].rows, infos[1].cols, infos[1].has_bias),
@@ -237,4 +245,8 @@ fn checkpoints_import() {
     assert!(e.status_name == "WOQ_ERR_IO" && e.message.contains("/nonexistent/model.safetensors"), "{e}");
     let e = woq::import(&checkpoint, &output, "nonsense", false).err().unwrap();
     assert_eq!(e.status_name, "WOQ_ERR_INVALID_ARGUMENT");
+    // A panicking callback does not unwind into libwoq; the output is removed.
+    let e = woq::import_with_progress(&checkpoint, &output, "auto", false, |_, _, _| panic!("stop")).err().unwrap();
+    assert!(e.message.contains("panicked"), "{e}");
+    assert!(!std::path::Path::new(&output).exists());
 }
