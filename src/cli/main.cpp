@@ -248,7 +248,46 @@ int cmd_quantize(const QuantizeArgs& a) {
 
 const char* dtype_name(woq_dtype d) { return d == WOQ_DTYPE_F32 ? "f32" : d == WOQ_DTYPE_F16 ? "f16" : "bf16"; }
 
+// A GGUF file, for deciding how it comes into woq: each tensor with its
+// ggml type and what `import` or `quantize` does with it.
+int cmd_inspect_gguf(const std::string& path) {
+  using woq::import::GgmlType;
+  auto gguf = woq::import::GgufFile::open(path);
+  const auto arch = gguf->strings().find("general.architecture");
+  std::printf("%s: GGUF version %u, %zu tensors%s%s\n", path.c_str(), gguf->version(), gguf->tensors().size(),
+              arch == gguf->strings().end() ? "" : ", architecture ", arch == gguf->strings().end() ? "" : arch->second.c_str());
+  std::printf("\n%-60s %13s %8s %10s  %s\n", "tensor", "shape (NxK)", "type", "bytes", "in woq");
+  std::map<std::string, uint64_t> counts;
+  for (const woq::import::GgufTensor& t : gguf->tensors()) {
+    const auto type = GgmlType(t.type);
+    const bool matrix = t.dims.size() == 2;
+    const bool exact = type == GgmlType::Q4_0 || type == GgmlType::Q5_0 || type == GgmlType::Q8_0;
+    const bool is_float = type == GgmlType::F32 || type == GgmlType::F16 || type == GgmlType::BF16;
+    std::string base;
+    const bool weight = split_suffix(t.name, ".weight", &base);
+    const woq::import::GgufTensor* owner = split_suffix(t.name, ".bias", &base) ? gguf->find(base + ".weight") : nullptr;
+    const char* fate = !matrix ? (owner && owner->dims.size() == 2 ? "a bias: kept with its weight" : "not a matrix: skipped")
+                       : exact ? "import: exact"
+                       : !t.data || !woq::import::gguf_has_floats(t.type) ? "not decoded: skipped"
+                       : !weight ? "not *.weight: skipped"
+                       : is_float ? "quantize"
+                                  : "quantize --requantize (from ggml's values)";
+    ++counts[fate];
+    std::string shape;
+    for (size_t d = t.dims.size(); d-- > 0;) shape += std::to_string(t.dims[d]) + (d ? "x" : "");
+    std::string name = t.name;
+    if (name.size() > 60) name = "..." + name.substr(name.size() - 57);
+    std::printf("%-60s %13s %8s %10s  %s\n", name.c_str(), shape.c_str(), woq::import::ggml_type_name(t.type).c_str(),
+                t.data ? human_bytes(double(t.bytes)).c_str() : "?", fate);
+  }
+  std::printf("\n");
+  for (const auto& [fate, count] : counts)
+    std::printf("%llu tensors: %s\n", static_cast<unsigned long long>(count), fate.c_str());
+  return 0;
+}
+
 int cmd_inspect(const std::string& path) {
+  if (woq::import::looks_like_gguf(path)) return cmd_inspect_gguf(path);
   File f;
   check(woq_file_open(path.c_str(), f.out()), "open '" + path + "'");
   uint32_t major, minor;
@@ -744,7 +783,8 @@ int main(int argc, char** argv) {
 
   std::string inspect_file, verify_file, inspect_tensor, inspect_svg, inspect_source;
   auto* inspect = app.add_subcommand("inspect", "list tensors, sizes, bits per weight, errors and metadata");
-  inspect->add_option("file", inspect_file, ".woq file")->required();
+  inspect->add_option("file", inspect_file, ".woq file, or a .gguf file (what import and quantize do with each tensor)")
+      ->required();
   inspect->add_option("--tensor", inspect_tensor, "with --svg: the tensor to draw");
   inspect->add_option("--svg", inspect_svg, "write a picture of --tensor: weight histogram, levels, SQNR per bit width");
   inspect->add_option("--source", inspect_source, "with --svg: the original .safetensors or .gguf the file was quantized from");
