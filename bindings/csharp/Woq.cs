@@ -366,11 +366,24 @@ public sealed class WoqFile : WoqHandle {
   /// </summary>
   public static WoqFile FromBytes(byte[] image) {
     if (image == null) throw new ArgumentNullException(nameof(image));
+    return FromBytes(image, 0, image.LongLength);
+  }
+
+  /// <summary>
+  /// FromBytes on the <paramref name="length"/> bytes of <paramref name="archive"/>
+  /// from <paramref name="offset"/> on: a .woq file inside a larger buffer
+  /// (an engine's pack file). The whole array stays pinned.
+  /// </summary>
+  public static WoqFile FromBytes(byte[] archive, long offset, long length) {
+    if (archive == null) throw new ArgumentNullException(nameof(archive));
+    if (offset < 0 || length < 0 || offset > archive.LongLength - length)
+      throw Interop.Shape($"bytes [{offset}, +{length}) do not lie in an array of {archive.LongLength}");
     Interop.EnsureLoaded();
-    GCHandle pin = GCHandle.Alloc(image, GCHandleType.Pinned);
+    GCHandle pin = GCHandle.Alloc(archive, GCHandleType.Pinned);
     try {
-      Interop.Check(N.woq_file_open_memory(pin.AddrOfPinnedObject(), (ulong)image.LongLength,
-                                           woq_memory_mode.WOQ_MEMORY_BORROW, null, out IntPtr p));
+      var start = new IntPtr(pin.AddrOfPinnedObject().ToInt64() + offset);  // libwoq is 64-bit only
+      Interop.Check(N.woq_file_open_memory(start, (ulong)length, woq_memory_mode.WOQ_MEMORY_BORROW, null,
+                                           out IntPtr p));
       return new WoqFile(p, pin);
     } catch {
       pin.Free();

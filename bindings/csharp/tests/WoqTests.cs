@@ -174,6 +174,18 @@ static class WoqTests {
         for (int i = 0; i < fromPath.Length; ++i) Expect(fromMemory[i] == fromPath[i], "same weights as from the path");
       }
     }
+    // A .woq file in the middle of a larger buffer, as in an engine's pack file.
+    byte[] pack = new byte[image.Length + 100];
+    byte[] fresh = File.ReadAllBytes(path);
+    Array.Copy(fresh, 0, pack, 37, fresh.Length);
+    using (var file = WoqFile.FromBytes(pack, 37, fresh.Length)) {
+      file.Verify();
+      Expect(file.MetadataString("model.name") == "csharp-test", "metadata from a slice of a pack");
+    }
+    ExpectThrows<WoqException>(() => WoqFile.FromBytes(pack, 101, fresh.Length),
+        e => e.Status == woq_status.WOQ_ERR_SHAPE && e.Message.Contains("do not lie in"), "slice past the end");
+    ExpectThrows<WoqException>(() => WoqFile.FromBytes(pack, 36, fresh.Length),
+        e => e.Status == woq_status.WOQ_ERR_FORMAT && e.Message.Contains("in-memory image"), "slice at the wrong place");
     ExpectThrows<ArgumentNullException>(() => WoqFile.FromBytes(null), e => true, "null image");
     ExpectThrows<WoqException>(() => WoqFile.FromBytes(new byte[10]),
         e => e.Status == woq_status.WOQ_ERR_FORMAT && e.Message.Contains("in-memory image"), "short image");
