@@ -85,9 +85,9 @@ void q2_k(const uint8_t* b, float* y) {
   }
 }
 
-// Q3_K: 32 bytes of high bits (bit n of byte l: value 32 n + l of each
-// 128... across the block), 64 bytes of 2-bit codes, 12 bytes of sixteen
-// 6-bit scales (offset 32), fp16 d. A clear high bit subtracts 4.
+// Q3_K: 32 bytes of high bits (bit n of byte i belongs to value 32 n + i),
+// 64 bytes of 2-bit codes (as Q2_K's), 12 bytes of sixteen 6-bit scales
+// (offset 32), fp16 d. A clear high bit subtracts 4 from the code.
 void q3_k(const uint8_t* b, float* y) {
   const uint8_t* high = b;
   const uint8_t* q = b + 32;
