@@ -161,19 +161,18 @@ int cmd_quantize(const QuantizeArgs& a) {
   for (const SafeTensor& t : st->tensors()) {
     std::string base;
     const bool is_weight = split_suffix(t.name, ".weight", &base);
-    const bool block_type = !float_dtype(t.dtype);  // a GGUF block type woq decodes
-    if (is_weight && t.shape.size() == 2 && st->has_floats(t) && (!block_type || a.requantize)) {
-      if (block_type)
+    if (is_weight && t.shape.size() == 2 && st->has_floats(t)) {
+      const woq::import::GgufTensor* block = float_dtype(t.dtype) ? nullptr : st->gguf_tensor(t);  // a GGUF block type
+      if (block && !a.requantize) {
+        std::printf("skipping '%s' (%s, 2-D): already quantized; --requantize quantizes it from its dequantized values%s\n",
+                    t.name.c_str(), t.dtype.c_str(),
+                    woq::import::ggml_type_imports_exactly(block->type) ? ", `woq import` brings it in exactly" : "");
+        continue;
+      }
+      if (block)
         std::printf("re-quantizing '%s' from its %s values: its own quantization error stays in them\n",
                     t.name.c_str(), t.dtype.c_str());
       weights.push_back(&t);
-      continue;
-    }
-    if (is_weight && t.shape.size() == 2 && st->has_floats(t)) {
-      std::printf("skipping '%s' (%s, 2-D): already quantized; --requantize quantizes it from its dequantized values%s\n",
-                  t.name.c_str(), t.dtype.c_str(),
-                  t.dtype == "Q4_0" || t.dtype == "Q5_0" || t.dtype == "Q8_0" ? ", `woq import` brings it in exactly"
-                                                                               : "");
       continue;
     }
     const SafeTensor* owner = split_suffix(t.name, ".bias", &base) ? st->find(base + ".weight") : nullptr;
@@ -251,7 +250,6 @@ const char* dtype_name(woq_dtype d) { return d == WOQ_DTYPE_F32 ? "f32" : d == W
 // A GGUF file, for deciding how it comes into woq: each tensor with its
 // ggml type and what `import` or `quantize` does with it.
 int cmd_inspect_gguf(const std::string& path) {
-  using woq::import::GgmlType;
   auto gguf = woq::import::GgufFile::open(path);
   const auto arch = gguf->strings().find("general.architecture");
   std::printf("%s: GGUF version %u, %zu tensors%s%s\n", path.c_str(), gguf->version(), gguf->tensors().size(),
@@ -259,18 +257,15 @@ int cmd_inspect_gguf(const std::string& path) {
   std::printf("\n%-60s %13s %8s %10s  %s\n", "tensor", "shape (NxK)", "type", "bytes", "in woq");
   std::map<std::string, uint64_t> counts;
   for (const woq::import::GgufTensor& t : gguf->tensors()) {
-    const auto type = GgmlType(t.type);
     const bool matrix = t.dims.size() == 2;
-    const bool exact = type == GgmlType::Q4_0 || type == GgmlType::Q5_0 || type == GgmlType::Q8_0;
-    const bool is_float = type == GgmlType::F32 || type == GgmlType::F16 || type == GgmlType::BF16;
     std::string base;
     const bool weight = split_suffix(t.name, ".weight", &base);
     const woq::import::GgufTensor* owner = split_suffix(t.name, ".bias", &base) ? gguf->find(base + ".weight") : nullptr;
     const char* fate = !matrix ? (owner && owner->dims.size() == 2 ? "a bias: kept with its weight" : "not a matrix: skipped")
-                       : exact ? "import: exact"
+                       : woq::import::ggml_type_imports_exactly(t.type) ? "import: exact"
                        : !t.data || !woq::import::gguf_has_floats(t.type) ? "not decoded: skipped"
                        : !weight ? "not *.weight: skipped"
-                       : is_float ? "quantize"
+                       : woq::import::ggml_type_is_float(t.type) ? "quantize"
                                   : "quantize --requantize (from ggml's values)";
     ++counts[fate];
     std::string shape;

@@ -437,15 +437,13 @@ QuantizedMatrix import_gguf_matrix(const GgufFile& f, const GgufTensor& t) {
       [&](uint64_t row, uint64_t j) { return uint16_t(d_bits(row, j) & 0x7fff); });
 }
 
-// Hands each converted layer to ImportOptions::on_layer, or keeps it in the
-// result; counts them either way.
+// Hands each converted layer to ImportOptions::on_layer and counts it.
 class LayerSink {
  public:
   LayerSink(ImportResult& result, const ImportOptions& options, size_t total)
       : result_(result), options_(options), total_(total) {}
   void operator()(ImportedLayer&& layer) {
-    if (options_.on_layer) options_.on_layer(std::move(layer), result_.layer_count, total_);
-    else result_.layers.push_back(std::move(layer));
+    options_.on_layer(std::move(layer), result_.layer_count, total_);
     ++result_.layer_count;
   }
 
@@ -467,9 +465,7 @@ ImportResult import_gguf(const std::string& path, const ImportOptions& options) 
   std::map<std::string, int> others;  // "<type>" or "<type> <d>-D" -> count, for the error below
   std::vector<const GgufTensor*> matrices;
   for (const GgufTensor& t : file->tensors()) {
-    const auto type = GgmlType(t.type);
-    const bool exact = type == GgmlType::Q4_0 || type == GgmlType::Q5_0 || type == GgmlType::Q8_0;
-    if (!exact || t.dims.size() != 2) {
+    if (!ggml_type_imports_exactly(t.type) || t.dims.size() != 2) {
       if (t.dims.size() >= 2) ++others[ggml_type_name(t.type) + (t.dims.size() == 2 ? "" : " " + std::to_string(t.dims.size()) + "-D")];
       continue;
     }
@@ -721,6 +717,7 @@ Flavor parse_flavor(const std::string& name) {
 }
 
 ImportResult import_checkpoint(const std::string& path, Flavor flavor, const ImportOptions& options) {
+  if (!options.on_layer) fail(Status::Internal, "import_checkpoint needs ImportOptions::on_layer");
   Fp16Scales scales(options.round_scales);
   ImportResult r = import_flavor(path, flavor, scales, options);
   r.scales_read = scales.read;

@@ -23,8 +23,7 @@ struct ImportedLayer {
 struct ImportResult {
   Flavor flavor = Flavor::Auto;
   std::string how;  // where the flavour came from
-  std::vector<ImportedLayer> layers;  // empty when ImportOptions::on_layer took them
-  size_t layer_count = 0;             // layers converted
+  size_t layer_count = 0;  // layers converted (each handed to ImportOptions::on_layer)
   std::vector<std::string> skipped;
   // The checkpoint's own string metadata: safetensors' __metadata__, or a
   // GGUF file's string-valued keys.
@@ -41,10 +40,10 @@ struct ImportOptions {
   // refused (the weights never change); true: it is rounded to the nearest
   // fp16 and counted in the result.
   bool round_scales = false;
-  // When set, each layer goes to on_layer as soon as it is converted (in
+  // Required: called with each layer as soon as it is converted (in
   // checkpoint order; `index` counts from 0 of `total`, which is known
-  // before the first), instead of into ImportResult::layers: the import
-  // then holds one converted layer at a time. What it throws propagates.
+  // before the first), so the import holds one converted layer at a time.
+  // What it throws propagates.
   std::function<void(ImportedLayer&& layer, size_t index, size_t total)> on_layer;
 };
 

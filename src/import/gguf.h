@@ -71,6 +71,11 @@ class GgufFile {
 // Whether `path` is a regular file that starts with GGUF's magic.
 bool looks_like_gguf(const std::string& path);
 
+// Q4_0, Q5_0 and Q8_0: the types whose blocks are a scale and an integer
+// zero-point per group, which `woq import` brings in exactly.
+bool ggml_type_imports_exactly(uint32_t type);
+// F32, F16 and BF16.
+bool ggml_type_is_float(uint32_t type);
 // Whether gguf_floats decodes tensors of `type`: F32, F16, BF16, and the
 // block types Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 and Q2_K .. Q6_K.
 bool gguf_has_floats(uint32_t type);

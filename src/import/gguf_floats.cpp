@@ -197,21 +197,26 @@ bool decoder(uint32_t type, BlockDecoder* out) {
   }
 }
 
-bool is_float(uint32_t type) {
+}  // namespace
+
+bool ggml_type_is_float(uint32_t type) {
   const auto t = GgmlType(type);
   return t == GgmlType::F32 || t == GgmlType::F16 || t == GgmlType::BF16;
 }
 
-}  // namespace
+bool ggml_type_imports_exactly(uint32_t type) {
+  const auto t = GgmlType(type);
+  return t == GgmlType::Q4_0 || t == GgmlType::Q5_0 || t == GgmlType::Q8_0;
+}
 
 bool gguf_has_floats(uint32_t type) {
   BlockDecoder unused;
-  return is_float(type) || decoder(type, &unused);
+  return ggml_type_is_float(type) || decoder(type, &unused);
 }
 
 std::vector<float> gguf_floats(const GgufTensor& t) {
   BlockDecoder block;
-  if (is_float(t.type)) {
+  if (ggml_type_is_float(t.type)) {
     const auto type = GgmlType(t.type);
     const uint64_t width = type == GgmlType::F32 ? 4 : 2;
     std::vector<float> out(t.bytes / width);

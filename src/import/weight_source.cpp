@@ -37,20 +37,21 @@ const SafeTensor* WeightSource::find(const std::string& name) const {
 
 bool WeightSource::has_floats(const SafeTensor& t) const {
   if (safetensors_) return t.dtype == "F32" || t.dtype == "F16" || t.dtype == "BF16";
-  return t.data && gguf_has_floats(gguf_->tensors()[index_of(t)].type);
+  return t.data && gguf_has_floats(gguf_tensor(t)->type);
 }
 
 std::vector<float> WeightSource::floats(const SafeTensor& t) const {
   if (safetensors_) return t.to_f32();
-  return gguf_floats(gguf_->tensors()[index_of(t)]);
+  return gguf_floats(*gguf_tensor(t));
 }
 
-size_t WeightSource::index_of(const SafeTensor& t) const {
+const GgufTensor* WeightSource::gguf_tensor(const SafeTensor& t) const {
+  if (safetensors_) return nullptr;
   const SafeTensor* begin = gguf_tensors_.data();
   const std::less<const SafeTensor*> before;
   if (before(&t, begin) || !before(&t, begin + gguf_tensors_.size()))
     fail(Status::Internal, "tensor '" + t.name + "' is not one of this GGUF file's");
-  return size_t(&t - begin);
+  return &gguf_->tensors()[size_t(&t - begin)];  // the same order
 }
 
 }  // namespace woq::import

@@ -41,10 +41,12 @@ class WeightSource {
   // is dequantized as ggml does. Throws woq::Error(Format) naming it for
   // another type.
   std::vector<float> floats(const SafeTensor& t) const;
+  // The GGUF tensor behind one of this source's tensors; nullptr for
+  // safetensors.
+  const GgufTensor* gguf_tensor(const SafeTensor& t) const;
 
  private:
   WeightSource() = default;
-  size_t index_of(const SafeTensor& t) const;  // t's place among gguf_tensors_
   std::unique_ptr<Safetensors> safetensors_;
   std::unique_ptr<GgufFile> gguf_;
   std::vector<SafeTensor> gguf_tensors_;  // views of gguf_'s tensors

@@ -537,9 +537,14 @@ func OpenFile(path string) (*File, error) {
 	if err := call(func() woqc.Enum_SS_woq_status { return woqc.Woq_file_open(path, out) }); err != nil {
 		return nil, err
 	}
-	f := &File{newHandle("file", out[0], woqc.Woq_file_close)}
+	return newFile(out[0]), nil
+}
+
+// newFile owns an opened woq_file, closed by Close or the finalizer.
+func newFile(p uintptr) *File {
+	f := &File{newHandle("file", p, woqc.Woq_file_close)}
 	runtime.SetFinalizer(f, (*File).Close)
-	return f, nil
+	return f
 }
 
 // OpenFileBytes opens a .woq image held in memory (an archive entry, a
@@ -556,9 +561,7 @@ func OpenFileBytes(data []byte) (*File, error) {
 	}); err != nil {
 		return nil, err
 	}
-	f := &File{newHandle("file", out[0], woqc.Woq_file_close)}
-	runtime.SetFinalizer(f, (*File).Close)
-	return f, nil
+	return newFile(out[0]), nil
 }
 
 // Close closes the file; tensors loaded from it stay valid.
