@@ -8,11 +8,12 @@
 
 #include <cstring>
 #include <fstream>
-#include <iterator>
 #include <memory>
 #include <sstream>
 #include <string>
 #include <vector>
+
+#include "test_util.h"
 
 namespace {
 
@@ -28,8 +29,7 @@ struct Image {
 };
 
 Image read_image(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const std::vector<uint8_t> bytes = woq::test::read_file(path);
   Image image;
   image.storage.reset(new uint8_t[bytes.size() + 1]);
   if (!bytes.empty()) std::memcpy(image.storage.get() + 1, bytes.data(), bytes.size());
