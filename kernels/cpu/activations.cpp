@@ -19,7 +19,7 @@ bool all_finite(const float* x, uint64_t n) {
 
 // The FixedPoint form's layout and buffers (fixed_point_prep.inl fills them).
 void reserve_fixed_point(const PackedMatrix& w, Activations& a) {
-  constexpr int D = kFixedPointDigits;
+  const uint64_t D = uint64_t(a.digits);
   uint64_t B = 128;
   while (w.group_size % B) B /= 2;  // stops at >= codes per word, which divides the group size
   const uint64_t blocks = w.cols / B;
@@ -70,6 +70,9 @@ void prepare_activations(Isa isa, const PackedMatrix& w, Activations& a, const O
   // Non-finite activations take the fp32 kernel, which propagates them as
   // IEEE arithmetic does; so do peaky ones (fixed_point_prep.inl) unless
   // they are bf16 for AMX-BF16, which multiplies them exactly.
+  // Two digits for 16-bit Y, except on amx: its tiles take three, and its
+  // rows must have the bits avx512vnni gives them below kAmxMinRows.
+  a.digits = a.y_is_16bit && isa < Isa::Amx ? kFixedPointDigits16 : kFixedPointDigits;
   std::atomic<bool> bf16_ok{bf16}, fixed_ok{fixed_point && !bf16};
   if (bf16) reserve_bf16(w, a);
   else if (fixed_point) reserve_fixed_point(w, a);

@@ -3,15 +3,17 @@
 // kernels_avx2.cpp: 8) that kernels_<isa>.cpp define before including this.
 //
 // Per row of X and block of B inputs (B a power of two dividing the group
-// size), with e such that every |x| in the block is below 2^e:
-//   v = round(x * 2^(kFixedPointBits - e)) = d0 + 256 d1 + 65536 d2,
+// size), with e such that every |x| in the block is below 2^e and D digits
+// (a.digits: 3, or 2 where Y is 16-bit), bits = 8 D - 2:
+//   v = round(x * 2^(bits - e)) = d0 + 256 d1 (+ 65536 d2),
 // each digit in -128..127 (the top one within -65..65). Scaling by a power
 // of two is exact and the conversion rounds to nearest, so the only error
-// is that rounding: at most 2^-22 of the block's largest |x| per value (fp32
-// rounds that largest value itself to 2^-24 of it). Blocks whose largest |x|
-// exceeds kFixedPointPeak times their mean |x| send the call to the fp32
-// kernels, so that this is also at most 2^-18 of the block's mean |x|
-// (docs/CPU_KERNELS.md).
+// is that rounding: at most 2^-bits of the block's largest |x| per value
+// (2^-22 with three digits; fp32 rounds that largest value itself to 2^-24
+// of it; 2^-14 with two, where Y is rounded to 2^-11 or 2^-8 of itself).
+// Blocks whose largest |x| exceeds kFixedPointPeak times their mean |x|
+// send the call to the fp32 kernels, so that this is also at most
+// 2^(4 - bits) of the block's mean |x| (docs/CPU_KERNELS.md).
 #include <algorithm>
 #include <cmath>
 
@@ -19,11 +21,11 @@ namespace woq::kernels {
 namespace {
 
 // Rows [r0, r1) of X into a's fixed-point buffers (laid out by
-// reserve_fixed_point); false when a block of them is too peaky for fixed
-// point (the call then runs the fp32 kernels).
-template <class P>
-bool prepare_fixed_point_rows(const PackedMatrix& w, Activations& a, uint64_t r0, uint64_t r1) {
-  constexpr int D = kFixedPointDigits;
+// reserve_fixed_point) as D digits; false when a block of them is too peaky
+// for fixed point (the call then runs the fp32 kernels).
+template <class P, int D>
+bool prepare_fixed_point_digits(const PackedMatrix& w, Activations& a, uint64_t r0, uint64_t r1) {
+  constexpr int kBits = fixed_point_bits(D);
   constexpr uint64_t L = P::kLanes;
   const uint64_t K = w.cols, cpw = w.codes_per_word(), B = a.block_inputs, blocks = K / B;
   // The kernel reads c' = (q - c) + offset: start each accumulator at
@@ -48,10 +50,10 @@ bool prepare_fixed_point_rows(const PackedMatrix& w, Activations& a, uint64_t r0
       if (double(top) * double(B) > kFixedPointPeak * double(P::reduce_add(total))) return false;
       int e = 0;
       if (top > 0.0f) std::frexp(top, &e);  // top < 2^e
-      a.block_scale.get()[r * blocks + b] = top > 0.0f ? std::ldexp(1.0f, e - kFixedPointBits) : 0.0f;
-      // 2^(kFixedPointBits - e) as two normal floats (it reaches 2^171 for
-      // subnormal blocks); both products are exact.
-      const int up = kFixedPointBits - e, first = std::min(up, 127);
+      a.block_scale.get()[r * blocks + b] = top > 0.0f ? std::ldexp(1.0f, e - kBits) : 0.0f;
+      // 2^(kBits - e) as two normal floats (it reaches 2^171 for subnormal
+      // blocks); both products are exact.
+      const int up = kBits - e, first = std::min(up, 127);
       const typename P::V scale1 = P::set1(std::ldexp(1.0f, first)), scale2 = P::set1(std::ldexp(1.0f, up - first));
       typename P::Vi digit_sum[D];
       for (int d = 0; d < D; ++d) digit_sum[d] = P::izero();
@@ -71,6 +73,12 @@ bool prepare_fixed_point_rows(const PackedMatrix& w, Activations& a, uint64_t r0
         a.block_start.get()[(r * blocks + b) * D + uint64_t(d)] = -offset * P::reduce_iadd(digit_sum[d]);
     }
   return true;
+}
+
+template <class P>
+bool prepare_fixed_point_rows(const PackedMatrix& w, Activations& a, uint64_t r0, uint64_t r1) {
+  return a.digits == kFixedPointDigits16 ? prepare_fixed_point_digits<P, kFixedPointDigits16>(w, a, r0, r1)
+                                         : prepare_fixed_point_digits<P, kFixedPointDigits>(w, a, r0, r1);
 }
 
 }  // namespace

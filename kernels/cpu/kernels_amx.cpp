@@ -105,7 +105,7 @@ uint64_t panel_blocks(uint64_t cols) { return std::clamp<uint64_t>((768u << 10) 
 // digits (the planes are padded for it); only `rows` are combined.
 void panel_rows16(const PackedMatrix& w, const Activations& a, const int8_t* code_bytes, uint64_t block_bytes,
                   uint64_t m0, uint64_t rows, uint64_t b0, uint64_t nb, float* out) {
-  static_assert(kFixedPointDigits == 3, "one sum tile per digit");
+  static_assert(kFixedPointDigits == 3, "one sum tile per digit");  // amx always has three (prepare_activations)
   const uint64_t G = w.groups(), g = w.group_size, B = a.block_inputs, blocks = w.cols / B;
   const uint64_t chunk = std::min(B, kAmxInputs);  // inputs per tile of digits
   const uint8_t* digits = reinterpret_cast<const uint8_t*>(a.words.get() + m0 * a.row_words);

@@ -158,9 +158,8 @@ inline void fixed_point_words(const uint32_t*& codes, const uint32_t* const (&dg
     for (int d = 0; d < D; ++d) acc[r][d] = _mm256_add_epi32(acc[r][d], _mm256_madd_epi16(part[r][d], ones));
 }
 
-template <int MC>
+template <int MC, int D>
 void fixed_point_small_m(const PackedMatrix& w, const Activations& a, uint64_t m0, uint64_t b, float* out) {
-  constexpr int D = kFixedPointDigits;
   const uint64_t G = w.groups(), g = w.group_size, B = a.block_inputs, K = w.cols;
   const uint64_t blocks = K / B, words_per_block = B / 8;
   const uint32_t* dg[MC][D];
@@ -217,7 +216,9 @@ void packed_matmul_avx2(const PackedMatrix& w, const Activations& a, uint64_t bb
   // for others; the fp32 kernels read only x and the group sums).
   if (a.form != Activations::Form::FixedPoint || w.code_bits != 4) return packed_matmul_impl(w, a, bb, be, y);
   over_row_tiles<2>(w, a.m, bb, be, y, [&](auto mc, uint64_t m0, uint64_t b, float* out) {
-    fixed_point_small_m<decltype(mc)::value>(w, a, m0, b, out);
+    constexpr int MC = decltype(mc)::value;
+    if (a.digits == kFixedPointDigits16) fixed_point_small_m<MC, kFixedPointDigits16>(w, a, m0, b, out);
+    else fixed_point_small_m<MC, kFixedPointDigits>(w, a, m0, b, out);
   });
 }
 

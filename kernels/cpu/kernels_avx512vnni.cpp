@@ -6,8 +6,8 @@
 // two byte vectors, the even and the odd inputs, with one shift and two
 // vpternlogd; an 8-bit word is one vpxord away. The activations are the
 // signed bytes: fixed-point digits of the values (prepare_fixed_point_...
-// below), so one value costs three vpdpbusd per 64 weights where fp32 costs
-// four FMAs per 16 plus the decoding. Every product and sum inside a block of
+// below), so one value costs three vpdpbusd per 64 weights (two where Y is
+// fp16 / bf16) where fp32 costs four FMAs per 16 plus the decoding. Every product and sum inside a block of
 // inputs is exact in int32; per block the digit sums are converted and
 // combined in fp32.
 // Larger M and non-finite activations use the fp32 kernels (compiled here too).
@@ -48,6 +48,10 @@ inline __m512i dpbusd_broadcast(__m512i acc, __m512i u, const uint32_t* p) {
   return acc;
 }
 
+// Code words per step of the fixed-point loop: C chains over a word's P =
+// CPW / 4 phases, so 8-bit words (P = 1) on two chains go in pairs.
+constexpr int words_per_step(int CPW, int C) { return C / (CPW / 4) > 1 ? C / (CPW / 4) : 1; }
+
 // One row of 8-bit codes is three vpdpbusd per line, and there the software
 // prefetches slowed one thread's DRAM stream on Zen 4 (18.8-20.8 GB/s with
 // them, mostly 24-27 without) but sped it up on an Intel Xeon (13.4-13.9
@@ -62,15 +66,12 @@ bool one_row_of_bytes_prefetches() {
   return prefetch;
 }
 
-template <int MC, int CPW, bool kPrefetch>
+// Rows [m0, m0 + MC) of X times block b, D digits, each digit's sums on C
+// chains (words_per_step(CPW, C) must divide the words of a block of inputs).
+template <int MC, int CPW, int D, int C, bool kPrefetch>
 void fixed_point_small_m(const PackedMatrix& w, const Activations& a, uint64_t m0, uint64_t b, float* out) {
-  constexpr int D = kFixedPointDigits;
   constexpr int P = CPW / 4;          // byte vectors (phases) per code word
-  // Independent chains per digit and row: below four rows of X, two, so that
-  // vpdpbusd's latency (4 cycles on Zen 4) is hidden. A 4-bit word's phases
-  // take one each; 8-bit words alternate.
-  constexpr int C = MC >= 4 ? 1 : 2;
-  constexpr int kWordsPerStep = C / P > 1 ? C / P : 1;
+  constexpr int kWordsPerStep = words_per_step(CPW, C);
   constexpr bool kInPlace = CPW == 8 && C == 2;  // odd nibbles on a chain of their own (code_bytes)
   const uint64_t G = w.groups(), g = w.group_size, B = a.block_inputs, K = w.cols;
   const uint64_t blocks = K / B, words_per_block = B / CPW;
@@ -102,19 +103,22 @@ void fixed_point_small_m(const PackedMatrix& w, const Activations& a, uint64_t m
             [&](auto pc) {
               constexpr int p = decltype(pc)::value, c = (decltype(first_chain)::value + p) % C;
               const __m512i u = code_bytes<CPW, p, kInPlace>(word);
-              for (int r = 0; r < MC; ++r)
-                for (int d = 0; d < D; ++d)
-                  acc[r][d][c] = dpbusd_broadcast(acc[r][d][c], u, dg + r * a.row_words + d * a.digit_words + p);
+              // Unrolled in the source: with plain loops GCC kept some
+              // variants' accumulators in memory, stored after every word.
+              unrolled(
+                  [&](auto rd) {
+                    constexpr int r = decltype(rd)::value / D, d = decltype(rd)::value % D;
+                    acc[r][d][c] = dpbusd_broadcast(acc[r][d][c], u, dg + r * a.row_words + d * a.digit_words + p);
+                  },
+                  std::make_integer_sequence<int, MC * D>{});
             },
             std::make_integer_sequence<int, P>{});
         codes += kBlockRows;
         dg += P;
       };
-      uint64_t i = 0;
-      for (; i + kWordsPerStep <= words_per_block; i += kWordsPerStep)
-        unrolled([&](auto step) { word_step(std::integral_constant<int, decltype(step)::value * P>{}); },
+      for (uint64_t i = 0; i < words_per_block; i += kWordsPerStep)
+        unrolled([&](auto step) __attribute__((always_inline)) { word_step(std::integral_constant<int, decltype(step)::value * P>{}); },
                  std::make_integer_sequence<int, kWordsPerStep>{});
-      for (; i < words_per_block; ++i) word_step(std::integral_constant<int, 0>{});
       for (int r = 0; r < MC; ++r) {
         __m512i sum[D];
         for (int d = 0; d < D; ++d) {
@@ -135,13 +139,30 @@ void fixed_point_small_m(const PackedMatrix& w, const Activations& a, uint64_t m
   for (int r = 0; r < MC; ++r) _mm512_store_ps(out + r * kBlockRows, total[r]);
 }
 
-template <int CPW>
+template <int CPW, int D>
 void fixed_point_run(const PackedMatrix& w, const Activations& a, uint64_t bb, uint64_t be, float* y) {
+  const uint64_t words_per_block = a.block_inputs / CPW;
   over_row_tiles<4>(w, a.m, bb, be, y, [&](auto mc, uint64_t m0, uint64_t b, float* out) {
     constexpr int MC = decltype(mc)::value;
-    if (MC == 1 && CPW == 4 && !one_row_of_bytes_prefetches()) fixed_point_small_m<MC, CPW, false>(w, a, m0, b, out);
-    else fixed_point_small_m<MC, CPW, true>(w, a, m0, b, out);
+    // Independent chains per digit and row: two, so that vpdpbusd's latency
+    // (4 cycles on Zen 4) is hidden, except for three digits of four rows,
+    // which are 12 chains already (two each spilled: M = 4 0.55 -> 0.69-0.81
+    // ms, Zen 5, docs/CPU_KERNELS.md). A 4-bit word's phases take one each;
+    // 8-bit words alternate, in pairs: a lone word (blocks of 4 inputs) has
+    // one chain. (A remainder loop after the pairs made GCC keep the
+    // accumulators in memory.)
+    constexpr int C = MC >= 4 && D == 3 ? 1 : 2;
+    if (words_per_block % words_per_step(CPW, C)) fixed_point_small_m<MC, CPW, D, 1, true>(w, a, m0, b, out);
+    else if (MC == 1 && CPW == 4 && !one_row_of_bytes_prefetches())
+      fixed_point_small_m<MC, CPW, D, C, false>(w, a, m0, b, out);
+    else fixed_point_small_m<MC, CPW, D, C, true>(w, a, m0, b, out);
   });
+}
+
+template <int D>
+void fixed_point_run_digits(const PackedMatrix& w, const Activations& a, uint64_t bb, uint64_t be, float* y) {
+  if (w.code_bits == 4) fixed_point_run<8, D>(w, a, bb, be, y);
+  else fixed_point_run<4, D>(w, a, bb, be, y);
 }
 
 }  // namespace
@@ -189,8 +210,8 @@ bool prepare_fixed_point_rows_avx512vnni(const PackedMatrix& w, Activations& a, 
 
 void packed_matmul_avx512vnni(const PackedMatrix& w, const Activations& a, uint64_t bb, uint64_t be, float* y) {
   if (a.form != Activations::Form::FixedPoint) return packed_matmul_impl(w, a, bb, be, y);
-  if (w.code_bits == 4) fixed_point_run<8>(w, a, bb, be, y);
-  else fixed_point_run<4>(w, a, bb, be, y);
+  if (a.digits == kFixedPointDigits16) fixed_point_run_digits<kFixedPointDigits16>(w, a, bb, be, y);
+  else fixed_point_run_digits<kFixedPointDigits>(w, a, bb, be, y);
 }
 
 }  // namespace woq::kernels

@@ -69,10 +69,14 @@ PackedMatrix repack(const QuantView& w);
 // materialize dequantized weights; beyond it the blocked kernel reuses each
 // dequantized chunk for all rows of X.
 inline constexpr uint64_t kSmallM = 4;
-// Fixed-point activations: round(x * 2^(kFixedPointBits - e)) per value, e
-// per block of inputs, held as kFixedPointDigits signed base-256 digits.
+// Fixed-point activations: round(x * 2^(fixed_point_bits(D) - e)) per value,
+// e per block of inputs, held as D signed base-256 digits: three (23 bits,
+// fp32's own precision), or two where Y is fp16 / bf16 (15 bits, a third
+// less integer work; their error stays below Y's own rounding to 11 or 8
+// bits), except on amx, whose tiles take three (docs/CPU_KERNELS.md).
 inline constexpr int kFixedPointDigits = 3;
-inline constexpr int kFixedPointBits = 8 * kFixedPointDigits - 2;  // the top digit stays within -128..127
+inline constexpr int kFixedPointDigits16 = 2;
+constexpr int fixed_point_bits(int digits) { return 8 * digits - 2; }  // the top digit stays within -128..127
 // Up to this many rows of X the avx512vnni kernel runs on fixed-point
 // activations (beyond it, the blocked fp32 GEMM was as fast: same run, L3-
 // resident 4096 x 4096, one thread, M = 64: 14.8 against 15.1 ms).
@@ -130,10 +134,11 @@ struct Activations {
   uint64_t row_words = 0;    // words per row of X
   uint64_t digit_words = 0;  // words per digit
   // FixedPoint: inputs sharing one exponent (divides the group size), and
-  // per row of X and such block its scale 2^(e - kFixedPointBits) and, per digit,
+  // per row of X and such block its scale 2^(e - fixed_point_bits(digits)) and, per digit,
   // -offset * (sum of the digit over the block): the accumulator's start,
   // which turns the kernel's unsigned codes (q - c + offset) back into q - c.
   uint64_t block_inputs = 0;
+  int digits = kFixedPointDigits;  // kFixedPointDigits16 for y_is_16bit, but not on amx
   AlignedArray<float> block_scale;
   AlignedArray<int32_t> block_start;
 
@@ -141,6 +146,10 @@ struct Activations {
   // order), row_words apart. Only for values that are bf16 (x_is_bf16: the
   // caller's bf16 activations, not rescaled).
   bool x_is_bf16 = false;
+  // Y is written as fp16 or bf16: rounded to 11 or 8 significant bits, next
+  // to which two digits' error (about 2^-15 of a block's largest |x|) is
+  // small.
+  bool y_is_16bit = false;
 };
 
 // Runs rows(r0, r1) over [0, M) of one call's rows of X, in pieces, possibly

@@ -150,6 +150,7 @@ class CpuBackend : public Backend {
     acts.m = m;
     // AMX-BF16 can take X as it is (gathered is still exact; scaled is not)
     acts.x_is_bf16 = x_dtype == DType::BF16 && t.input_scales.empty();
+    acts.y_is_16bit = y_dtype != DType::F32;
     kernels::prepare_activations(isa_, w, acts, over_rows);
     float* yf = static_cast<float*>(y);
     if (y_dtype != DType::F32) {

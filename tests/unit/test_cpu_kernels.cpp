@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <random>
 #include <string>
 
 #include "kernels/cpu/numeric.h"
@@ -565,4 +566,141 @@ TEST(CpuKernels, PeakyOrNonFiniteActivationsRunTheFp32Kernel) {
   EXPECT_LT(woq::test::rel_error(ym, ym_ref), 5e-6);
   woq_tensor_destroy(tz);
   woq_context_destroy(wide);
+}
+
+namespace {
+
+// A matrix of random codes, scales and zero-points (not from the quantizer),
+// repacked for the SIMD kernels, and its dequantized weights from the
+// canonical reference.
+struct RandomPacked {
+  std::vector<uint32_t> codes;
+  std::vector<uint16_t> scales;
+  std::vector<uint8_t> zeros;
+  woq::kernels::PackedMatrix packed;
+  std::vector<float> w_hat;
+  RandomPacked(uint64_t n, uint64_t k, uint32_t bits, uint32_t group, uint32_t seed) {
+    std::mt19937 rng(seed);
+    const uint64_t words_per_row = (k * bits + 31) / 32, groups = k / group;
+    codes.resize(n * words_per_row);
+    for (uint32_t& c : codes) c = rng();
+    scales.resize(n * groups);
+    zeros.resize(n * groups);
+    std::uniform_real_distribution<float> scale(0.001f, 0.02f);
+    for (uint64_t i = 0; i < scales.size(); ++i) {
+      scales[i] = woq::kernels::float_to_half(scale(rng));
+      zeros[i] = uint8_t(rng() % (1u << bits));
+    }
+    const woq::kernels::QuantView view{codes.data(), scales.data(), zeros.data(), nullptr, n, k, bits, group,
+                                       words_per_row};
+    packed = woq::kernels::repack(view);
+    w_hat.resize(n * k);
+    for (uint64_t r = 0; r < n; ++r) woq::kernels::reference_dequantize_row(view, r, w_hat.data() + r * k);
+  }
+};
+
+// Y (fp32) of one packed kernel call on `isa`, with the activations
+// prepared for a 16-bit Y or an fp32 one; the digits they were given.
+std::vector<float> packed_matmul(woq::kernels::Isa isa, const woq::kernels::PackedMatrix& w,
+                                 const std::vector<float>& x, uint64_t m, bool y_is_16bit, int* digits) {
+  woq::kernels::Activations a;
+  a.x = x.data();
+  a.m = m;
+  a.y_is_16bit = y_is_16bit;
+  woq::kernels::prepare_activations(isa, w, a);
+  EXPECT_EQ(a.form, woq::kernels::Activations::Form::FixedPoint);
+  *digits = a.digits;
+  std::vector<float> y(m * w.rows, std::nanf(""));
+  woq::kernels::packed_matmul_for(isa)(w, a, 0, w.blocks, y.data());
+  return y;
+}
+
+}  // namespace
+
+TEST(CpuKernels, TwoDigitsForSixteenBitOutputsStayFarBelowTheirRounding) {
+  // Where Y is fp16 / bf16 the fixed-point kernels take two digits (15 bits
+  // of each block's largest |x|) instead of three: measured here in fp32,
+  // before Y's rounding, against float64 on the same dequantized weights.
+  std::vector<woq::kernels::Isa> isas;
+  if (has_isa("avx2")) isas.push_back(woq::kernels::Isa::Avx2);
+  if (has_isa("avx512vnni")) isas.push_back(woq::kernels::Isa::Avx512Vnni);
+  if (isas.empty()) GTEST_SKIP() << "this CPU has no fixed-point kernels";
+  const uint64_t n = 45;
+  struct Layout {
+    uint64_t k;
+    uint32_t bits, group;
+  };
+  for (const Layout& l : {Layout{1024, 4, 128}, Layout{1024, 4, 32}, Layout{1024, 8, 64}, Layout{1020, 8, 1020}}) {
+    SCOPED_TRACE("bits " + std::to_string(l.bits) + " group " + std::to_string(l.group) + " k " + std::to_string(l.k));
+    const RandomPacked w(n, l.k, l.bits, l.group, l.bits * 1000 + l.group);
+    for (uint64_t m : {1, 2, 3, 4, 7, 32}) {
+      std::vector<float> x = woq::test::random_activations(m * l.k, uint32_t(m));
+      for (uint64_t i = 0; i < x.size(); ++i) x[i] = std::ldexp(x[i], int((i / 32) % 5) * 9 - 18);
+      const std::vector<double> ref = woq::test::matmul_f64(x, w.w_hat, nullptr, m, n, l.k);
+      std::vector<float> y_avx2;
+      for (woq::kernels::Isa isa : isas) {
+        if (isa == woq::kernels::Isa::Avx2 && (l.bits != 4 || m > woq::kernels::kFixedPointMaxMAvx2)) continue;
+        SCOPED_TRACE(std::string(woq::kernels::isa_name(isa)) + " m=" + std::to_string(m));
+        int digits = 0;
+        const std::vector<float> y3 = packed_matmul(isa, w.packed, x, m, false, &digits);
+        EXPECT_EQ(digits, 3);
+        const std::vector<float> y2 = packed_matmul(isa, w.packed, x, m, true, &digits);
+        EXPECT_EQ(digits, 2);
+        const double err3 = woq::test::rel_error(y3, ref), err2 = woq::test::rel_error(y2, ref);
+        EXPECT_LT(err3, 5e-6);
+        // At most 2^-15 of a block's largest |x| per value, random in sign:
+        // measured 1.5e-5..3.3e-5 here, where rounding Y to fp16 alone
+        // costs about 2e-4 (the next test).
+        EXPECT_LT(err2, 1e-4);
+        EXPECT_GT(err2, err3);  // the digits did change
+        // Scaling X by a power of two scales Y exactly: the digits are the same.
+        std::vector<float> xs(x.size());
+        for (uint64_t i = 0; i < x.size(); ++i) xs[i] = std::ldexp(x[i], -60);
+        const std::vector<float> y2s = packed_matmul(isa, w.packed, xs, m, true, &digits);
+        for (uint64_t i = 0; i < y2.size(); ++i) ASSERT_EQ(y2s[i], std::ldexp(y2[i], -60)) << i;
+        // avx2 and avx512vnni sum the same integers and combine them alike.
+        if (isa == woq::kernels::Isa::Avx2) y_avx2 = y2;
+        else if (!y_avx2.empty()) EXPECT_EQ(y2, y_avx2);
+      }
+    }
+  }
+}
+
+TEST(CpuKernels, SixteenBitOutputsAddLittleToTheirOwnRounding) {
+  // Through the C API on every ISA: fp16 and bf16 Y against float64 rounded
+  // to Y's type. Whatever the kernel, its error must be that rounding's and
+  // hardly more.
+  std::vector<float> wf = woq::test::random_weights(300, 2048, 17);
+  woq_qmatrix* q = nullptr;
+  ASSERT_EQ(woq_quantize(wf.data(), WOQ_DTYPE_F32, 300, 2048, nullptr, &q), WOQ_OK);
+  for (const std::string& isa : supported_isas()) {
+    woq_context* ctx = context_for(isa, 2);
+    woq_tensor* t = nullptr;
+    ASSERT_EQ(woq_tensor_from_qmatrix(ctx, q, nullptr, &t), WOQ_OK);
+    std::vector<float> w_hat(300 * 2048);
+    ASSERT_EQ(woq_dequantize(ctx, t, w_hat.data(), WOQ_DTYPE_F32, w_hat.size() * 4), WOQ_OK);
+    for (woq_dtype yt : {WOQ_DTYPE_F16, WOQ_DTYPE_BF16})
+      for (uint64_t m : {1, 3, 8}) {
+        SCOPED_TRACE(isa + " y dtype " + std::to_string(yt) + " m=" + std::to_string(m));
+        const std::vector<float> x = woq::test::random_activations(m * 2048, uint32_t(m + 7));
+        const std::vector<double> ref = woq::test::matmul_f64(x, w_hat, nullptr, m, 300, 2048);
+        std::vector<float> ref_rounded(ref.size());
+        for (size_t i = 0; i < ref.size(); ++i)
+          ref_rounded[i] = yt == WOQ_DTYPE_F16 ? woq::kernels::half_to_float(woq::kernels::float_to_half(float(ref[i])))
+                                               : woq::kernels::bf16_to_float(woq::kernels::float_to_bf16(float(ref[i])));
+        std::vector<uint16_t> y16(m * 300, 0xffff);
+        ASSERT_EQ(woq_matmul(ctx, t, x.data(), WOQ_DTYPE_F32, m, y16.data(), yt), WOQ_OK);
+        std::vector<float> y(y16.size());
+        for (size_t i = 0; i < y.size(); ++i)
+          y[i] = yt == WOQ_DTYPE_F16 ? woq::kernels::half_to_float(y16[i]) : woq::kernels::bf16_to_float(y16[i]);
+        // Measured: 1.00-1.08 times the rounding alone (fp16 Y about 2e-4,
+        // bf16 1.6e-3); with one digit instead of two, 10-100 times.
+        const double rounding = woq::test::rel_error(ref_rounded, ref);
+        EXPECT_GT(rounding, 0.0);
+        EXPECT_LT(woq::test::rel_error(y, ref), 1.2 * rounding) << "rounding alone " << rounding;
+      }
+    woq_tensor_destroy(t);
+    woq_context_destroy(ctx);
+  }
+  woq_qmatrix_destroy(q);
 }
