@@ -200,6 +200,13 @@ void fixed_point_small_m(const PackedMatrix& w, const Activations& a, uint64_t m
   }
 }
 
+template <int D>
+void fixed_point_run(const PackedMatrix& w, const Activations& a, uint64_t bb, uint64_t be, float* y) {
+  over_row_tiles<2>(w, a.m, bb, be, y, [&](auto mc, uint64_t m0, uint64_t b, float* out) {
+    fixed_point_small_m<decltype(mc)::value, D>(w, a, m0, b, out);
+  });
+}
+
 }  // namespace
 }  // namespace woq::kernels
 
@@ -215,11 +222,8 @@ void packed_matmul_avx2(const PackedMatrix& w, const Activations& a, uint64_t bb
   // Fixed point for 4-bit codes only (prepare_activations never gives it
   // for others; the fp32 kernels read only x and the group sums).
   if (a.form != Activations::Form::FixedPoint || w.code_bits != 4) return packed_matmul_impl(w, a, bb, be, y);
-  over_row_tiles<2>(w, a.m, bb, be, y, [&](auto mc, uint64_t m0, uint64_t b, float* out) {
-    constexpr int MC = decltype(mc)::value;
-    if (a.digits == kFixedPointDigits16) fixed_point_small_m<MC, kFixedPointDigits16>(w, a, m0, b, out);
-    else fixed_point_small_m<MC, kFixedPointDigits>(w, a, m0, b, out);
-  });
+  if (a.digits == kFixedPointDigits16) fixed_point_run<kFixedPointDigits16>(w, a, bb, be, y);
+  else fixed_point_run<kFixedPointDigits>(w, a, bb, be, y);
 }
 
 }  // namespace woq::kernels

@@ -3,10 +3,11 @@
 // OpenBLAS fp32 sgemv / sgemm measured in the same run.
 //
 //   woq_cpu_bench [--quick] [--resident] [--bits 4|8] [--group 128] [--m M]... [--threads T] [--bf16|--fp16]
-//                 [--copies N]
+//                 [--y16] [--copies N]
 //
 // --bf16 / --fp16 pass 16-bit activations to woq (OpenBLAS gets the same
-// values in fp32). --resident runs one 4096x4096 matrix (8.4 MiB at 4 bits)
+// values in fp32); with --y16 woq writes Y in that type too, as a 16-bit
+// model's layers do (and its fixed-point kernels take two digits). --resident runs one 4096x4096 matrix (8.4 MiB at 4 bits)
 // over and over, so that its weights stay in L3: the kernels' own speed,
 // not DRAM's (not a DRAM benchmark: its GB/s are not comparable with the
 // read bandwidth). --copies sets how many copies of the block woq cycles
@@ -49,6 +50,7 @@ struct Args {
   std::vector<int> threads = {1, 2};
   bool bf16_x = false;  // activations in bf16 instead of fp32
   bool fp16_x = false;  // activations in fp16 instead of fp32
+  bool y16 = false;     // Y in X's 16-bit type instead of fp32
   bool resident = false;
   int copies = 0;  // 0: enough to fill twice the last-level cache
 };
@@ -66,14 +68,19 @@ int main(int argc, char** argv) {
     else if (s == "--threads" && i + 1 < argc) a.threads = {std::atoi(argv[++i])};
     else if (s == "--bf16") a.bf16_x = true;
     else if (s == "--fp16") a.fp16_x = true;
+    else if (s == "--y16") a.y16 = true;
     else if (s == "--resident") a.resident = true;
     else if (s == "--copies" && i + 1 < argc) a.copies = std::atoi(argv[++i]);
     else {
       std::fprintf(stderr,
                    "usage: woq_cpu_bench [--quick] [--resident] [--bits B] [--group G] [--m M]... [--threads T] "
-                   "[--bf16|--fp16] [--copies N]\n");
+                   "[--bf16|--fp16] [--y16] [--copies N]\n");
       return 2;
     }
+  }
+  if (a.y16 && !a.bf16_x && !a.fp16_x) {
+    std::fprintf(stderr, "woq_cpu_bench: --y16 needs --bf16 or --fp16 (Y takes X's 16-bit type)\n");
+    return 2;
   }
   // The block: q, k, v, o, gate, up, down (Llama-7B), then Llama-3-8B's up.
   std::vector<Shape> distinct = {{"4096x4096", 4096, 4096}, {"11008x4096", 11008, 4096}, {"4096x11008", 4096, 11008},
@@ -90,8 +97,9 @@ int main(int argc, char** argv) {
     block = {0};
   }
   if (!a.ms.empty()) ms = a.ms;
-  std::printf("woq CPU benchmark: %u-bit, group %u, %s activations, libwoq %s, %u hardware threads\n", a.bits,
-              a.group, a.bf16_x ? "bf16" : a.fp16_x ? "fp16" : "fp32", woq_version_string(), std::thread::hardware_concurrency());
+  const char* x_name = a.bf16_x ? "bf16" : a.fp16_x ? "fp16" : "fp32";
+  std::printf("woq CPU benchmark: %u-bit, group %u, %s activations, %s Y, libwoq %s, %u hardware threads\n", a.bits,
+              a.group, x_name, a.y16 ? x_name : "fp32", woq_version_string(), std::thread::hardware_concurrency());
   // OpenBLAS picks its kernels by CPU model: one it does not know gets
   // older ones (0.3.21 runs Haswell's AVX2 kernels on Zen 5), a weaker
   // baseline than the machine allows.
@@ -202,10 +210,11 @@ int main(int argc, char** argv) {
       make_x(m, x, xb);
       const void* x_woq = xb.empty() ? static_cast<const void*>(x.data()) : xb.data();
       const woq_dtype x_type = a.bf16_x ? WOQ_DTYPE_BF16 : a.fp16_x ? WOQ_DTYPE_F16 : WOQ_DTYPE_F32;
+      const woq_dtype y_type = a.y16 ? x_type : WOQ_DTYPE_F32;  // y has room for either
       woq_time[ti][mi] = time_pass(
                              [&] {
                                for (size_t i = 0; i < tensors.size(); ++i)
-                                 check(woq_matmul(ctx, tensors[i], x_woq, x_type, m, y.data(), WOQ_DTYPE_F32),
+                                 check(woq_matmul(ctx, tensors[i], x_woq, x_type, m, y.data(), y_type),
                                        "matmul");
                              },
                              min_seconds(m) * copies, min_reps(m)) /
