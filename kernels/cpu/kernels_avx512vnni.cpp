@@ -113,8 +113,8 @@ void fixed_point_small_m(const PackedMatrix& w, const Activations& a, uint64_t m
       };
       // Inlined by force: otherwise GCC kept the two-digit 8-bit variants'
       // accumulators in memory, stored after every word (M = 4 0.66 -> 0.93 ms).
-      const auto step = [&](auto s) __attribute__((always_inline)) {
-        word_step(std::integral_constant<int, decltype(s)::value * P>{});
+      const auto step = [&](auto index) __attribute__((always_inline)) {
+        word_step(std::integral_constant<int, decltype(index)::value * P>{});
       };
       for (uint64_t i = 0; i < words_per_block; i += kWordsPerStep)
         unrolled(step, std::make_integer_sequence<int, kWordsPerStep>{});
