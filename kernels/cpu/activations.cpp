@@ -67,12 +67,12 @@ void prepare_activations(Isa isa, const PackedMatrix& w, Activations& a, const O
     if (over_rows) over_rows(rows);
     else if (a.m) rows(0, a.m);
   };
-  // Non-finite activations take the fp32 kernel, which propagates them as
-  // IEEE arithmetic does; so do peaky ones (fixed_point_prep.inl) unless
-  // they are bf16 for AMX-BF16, which multiplies them exactly.
   // Two digits for 16-bit Y, except on amx: its tiles take three, and its
   // rows must have the bits avx512vnni gives them below kAmxMinRows.
   a.digits = a.y_is_16bit && isa < Isa::Amx ? kFixedPointDigits16 : kFixedPointDigits;
+  // Non-finite activations take the fp32 kernel, which propagates them as
+  // IEEE arithmetic does; so do peaky ones (fixed_point_prep.inl) unless
+  // they are bf16 for AMX-BF16, which multiplies them exactly.
   std::atomic<bool> bf16_ok{bf16}, fixed_ok{fixed_point && !bf16};
   if (bf16) reserve_bf16(w, a);
   else if (fixed_point) reserve_fixed_point(w, a);

@@ -7,9 +7,9 @@
 // vpternlogd; an 8-bit word is one vpxord away. The activations are the
 // signed bytes: fixed-point digits of the values (prepare_fixed_point_...
 // below), so one value costs three vpdpbusd per 64 weights (two where Y is
-// fp16 / bf16) where fp32 costs four FMAs per 16 plus the decoding. Every product and sum inside a block of
-// inputs is exact in int32; per block the digit sums are converted and
-// combined in fp32.
+// fp16 / bf16) where fp32 costs four FMAs per 16 plus the decoding. Every
+// product and sum inside a block of inputs is exact in int32; per block the
+// digit sums are converted and combined in fp32.
 // Larger M and non-finite activations use the fp32 kernels (compiled here too).
 // An earlier kernel on vdpbf16ps (AVX512-BF16, bf16 terms of the activations)
 // was measured slower and removed (docs/CPU_KERNELS.md).
@@ -112,7 +112,8 @@ void fixed_point_small_m(const PackedMatrix& w, const Activations& a, uint64_t m
         dg += P;
       };
       // Inlined by force: otherwise GCC kept the two-digit 8-bit variants'
-      // accumulators in memory, stored after every word (M = 4 0.66 -> 0.93 ms).
+      // accumulators in memory, stored after every word (M = 4 0.93 ms
+      // against 0.66 with three digits; docs/CPU_KERNELS.md).
       const auto step = [&](auto index) __attribute__((always_inline)) {
         word_step(std::integral_constant<int, decltype(index)::value * P>{});
       };

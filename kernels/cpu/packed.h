@@ -134,9 +134,10 @@ struct Activations {
   uint64_t row_words = 0;    // words per row of X
   uint64_t digit_words = 0;  // words per digit
   // FixedPoint: inputs sharing one exponent (divides the group size), and
-  // per row of X and such block its scale 2^(e - fixed_point_bits(digits)) and, per digit,
-  // -offset * (sum of the digit over the block): the accumulator's start,
-  // which turns the kernel's unsigned codes (q - c + offset) back into q - c.
+  // per row of X and such block its scale 2^(e - fixed_point_bits(digits))
+  // and, per digit, -offset * (sum of the digit over the block): the
+  // accumulator's start, which turns the kernel's unsigned codes
+  // (q - c + offset) back into q - c.
   uint64_t block_inputs = 0;
   int digits = kFixedPointDigits;  // kFixedPointDigits16 for y_is_16bit, but not on amx
   AlignedArray<float> block_scale;
