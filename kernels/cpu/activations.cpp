@@ -54,7 +54,10 @@ void prepare_activations(Isa isa, const PackedMatrix& w, Activations& a, const O
   // saturate on 8-bit ones) and for M <= kFixedPointMaxMAvx2. AMX runs fixed
   // point at any M where its tiles fit the blocks of inputs.
   const bool amx = isa >= Isa::Amx && w.group_size % kAmxMinInputs == 0;
-  const bool vnni = isa >= Isa::Avx512Vnni && (a.m <= kFixedPointMaxM || amx);
+  // With two digits (16-bit Y) fixed point beat the blocked fp32 GEMM at
+  // every M measured, up to 1024 (docs/CPU_KERNELS.md); with three only up
+  // to kFixedPointMaxM.
+  const bool vnni = isa >= Isa::Avx512Vnni && (a.m <= kFixedPointMaxM || a.y_is_16bit || amx);
   const bool avx2 = isa == Isa::Avx2 && w.code_bits == 4 && a.m <= kFixedPointMaxMAvx2;
 #if defined(WOQ_HAVE_X86_KERNELS)
   const bool fixed_point = vnni || avx2;

@@ -77,9 +77,10 @@ inline constexpr uint64_t kSmallM = 4;
 inline constexpr int kFixedPointDigits = 3;
 inline constexpr int kFixedPointDigits16 = 2;
 constexpr int fixed_point_bits(int digits) { return 8 * digits - 2; }  // the top digit stays within -128..127
-// Up to this many rows of X the avx512vnni kernel runs on fixed-point
-// activations (beyond it, the blocked fp32 GEMM was as fast: same run, L3-
-// resident 4096 x 4096, one thread, M = 64: 14.8 against 15.1 ms).
+// Up to this many rows of X the avx512vnni kernel runs on three-digit
+// fixed-point activations (beyond it, the blocked fp32 GEMM was as fast:
+// same run, L3-resident 4096 x 4096, one thread, M = 64: 14.8 against 15.1
+// ms); on two digits (16-bit Y) at every M (docs/CPU_KERNELS.md).
 inline constexpr uint64_t kFixedPointMaxM = 32;
 // The same for avx2 (4-bit codes only): the fp32 kernel won from M = 4
 // (L3-resident 4096 x 4096, one thread: 1.97 against 2.24 ms).

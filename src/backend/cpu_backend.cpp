@@ -170,6 +170,7 @@ class CpuBackend : public Backend {
     constexpr uint64_t kKeptFloats = uint64_t(16) << 20;
     for (std::vector<float>* v : {&x_copy, &y_copy})
       if (v->size() > kKeptFloats) std::vector<float>().swap(*v);
+    if (acts.words.size > kKeptFloats) acts.words = {};  // digits or bf16 X, 4 bytes a word
   }
 
   void dequantize(const BackendTensor& wt, void* out, DType out_dtype) override {
