@@ -34,6 +34,7 @@ void reserve_fixed_point(const PackedMatrix& w, Activations& a) {
   if (a.words.size < rows * a.row_words) a.words.allocate(rows * a.row_words);
   if (a.block_scale.size < a.m * blocks) a.block_scale.allocate(a.m * blocks);
   if (a.block_start.size < a.m * blocks * D) a.block_start.allocate(a.m * blocks * D);
+  a.digit_xsum.resize(a.m * w.groups());
 }
 
 // The Bf16 form's layout and buffer (kernels_amx.cpp fills it).

@@ -21,8 +21,9 @@ namespace woq::kernels {
 namespace {
 
 // Rows [r0, r1) of X into a's fixed-point buffers (laid out by
-// reserve_fixed_point) as D digits; false when a block of them is too peaky
-// for fixed point (the call then runs the fp32 kernels).
+// reserve_fixed_point) as D digits, with their group sums; false when a
+// block of them is too peaky for fixed point (the call then runs the fp32
+// kernels).
 template <class P, int D>
 bool prepare_fixed_point_digits(const PackedMatrix& w, Activations& a, uint64_t r0, uint64_t r1) {
   constexpr int kBits = fixed_point_bits(D);
@@ -35,7 +36,9 @@ bool prepare_fixed_point_digits(const PackedMatrix& w, Activations& a, uint64_t 
   // phase, then the odd inputs'. 8-bit words keep their order.
   const __m128i order = cpw == 8 ? _mm_setr_epi8(0, 2, 4, 6, 1, 3, 5, 7, 8, 10, 12, 14, 9, 11, 13, 15)
                                  : _mm_setr_epi8(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-  for (uint64_t r = r0; r < r1; ++r)
+  const uint64_t blocks_per_group = w.group_size / B;
+  for (uint64_t r = r0; r < r1; ++r) {
+    double group_sum = 0.0;  // of the values the digits stand for
     for (uint64_t b = 0; b < blocks; ++b) {
       const float* xb = a.x + r * K + b * B;
       typename P::V largest = P::set1(0.0f), total = P::set1(0.0f);
@@ -69,9 +72,19 @@ bool prepare_fixed_point_digits(const PackedMatrix& w, Activations& a, uint64_t 
           P::store_bytes(dst + uint64_t(d) * a.digit_words * 4, digit, m, order);
         }
       }
-      for (int d = 0; d < D; ++d)
-        a.block_start.get()[(r * blocks + b) * D + uint64_t(d)] = -offset * P::reduce_iadd(digit_sum[d]);
+      int64_t value_sum = 0;  // sum of v over the block: exact
+      for (int d = D - 1; d >= 0; --d) {
+        const int32_t sum = P::reduce_iadd(digit_sum[d]);
+        a.block_start.get()[(r * blocks + b) * D + uint64_t(d)] = -offset * sum;
+        value_sum = value_sum * 256 + sum;
+      }
+      group_sum += std::ldexp(double(value_sum), e - kBits);
+      if ((b + 1) % blocks_per_group == 0) {
+        a.digit_xsum[r * w.groups() + b / blocks_per_group] = float(group_sum);
+        group_sum = 0.0;
+      }
     }
+  }
   return true;
 }
 

@@ -111,7 +111,7 @@ void panel_rows16(const PackedMatrix& w, const Activations& a, const int8_t* cod
   const uint8_t* digits = reinterpret_cast<const uint8_t*>(a.words.get() + m0 * a.row_words);
   const uint64_t row_stride = a.row_words * 4, digit_stride = a.digit_words * 4;
   const float* block_scale = a.block_scale.get() + m0 * blocks;
-  const float* xsum = a.xsum.data() + m0 * G;
+  const float* xsum = a.digit_xsum.data() + m0 * G;
   alignas(64) int32_t sums[kFixedPointDigits][kAmxRows * kBlockRows];
   std::fill(out, out + nb * kAmxRows * kBlockRows, 0.0f);
   for (uint64_t xb = 0; xb < blocks; ++xb) {

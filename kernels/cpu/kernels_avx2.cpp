@@ -194,7 +194,7 @@ void fixed_point_small_m(const PackedMatrix& w, const Activations& a, uint64_t m
       const __m256 z = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(zo + j * kBlockRows))));
       const __m256 s_z = _mm256_mul_ps(s, z);  // exact
       for (int r = 0; r < MC; ++r)
-        total[r] = _mm256_fnmadd_ps(s_z, _mm256_set1_ps(a.xsum[(m0 + r) * G + j]), total[r]);
+        total[r] = _mm256_fnmadd_ps(s_z, _mm256_set1_ps(a.digit_xsum[(m0 + r) * G + j]), total[r]);
     }
     for (int r = 0; r < MC; ++r) _mm256_store_ps(out + r * kBlockRows + half * 8, total[r]);
   }

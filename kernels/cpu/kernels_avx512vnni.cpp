@@ -81,7 +81,7 @@ void fixed_point_small_m(const PackedMatrix& w, const Activations& a, uint64_t m
   const uint32_t* digits = a.words.get() + m0 * a.row_words;
   const float* block_scale = a.block_scale.get() + m0 * blocks;
   const int32_t* block_start = a.block_start.get() + m0 * blocks * D;
-  const float* xsum = a.xsum.data() + m0 * G;
+  const float* xsum = a.digit_xsum.data() + m0 * G;
   __m512 total[MC];
   for (int r = 0; r < MC; ++r) total[r] = _mm512_setzero_ps();
   uint64_t xb = 0;  // block of inputs

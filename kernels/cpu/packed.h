@@ -72,7 +72,7 @@ inline constexpr uint64_t kSmallM = 4;
 // Fixed-point activations: round(x * 2^(fixed_point_bits(D) - e)) per value,
 // e per block of inputs, held as D signed base-256 digits: three (23 bits,
 // fp32's own precision), or two where Y is fp16 / bf16 (15 bits, a third
-// less integer work; their error stays below Y's own rounding to 11 or 8
+// less integer work; Y's error 1.00-1.37 times its own rounding to 11 or 8
 // bits), except on amx, whose tiles take three (docs/CPU_KERNELS.md).
 inline constexpr int kFixedPointDigits = 3;
 inline constexpr int kFixedPointDigits16 = 2;
@@ -124,7 +124,7 @@ Isa detect_isa();
 struct Activations {
   const float* x = nullptr;  // m x K fp32
   uint64_t m = 0;
-  std::vector<float> xsum;   // m x groups: the sum of x over each group (for the factored zero-point; not for Bf16)
+  std::vector<float> xsum;   // m x groups: the sum of x over each group (the fp32 kernels' factored zero-point)
 
   // Fp32: x alone. FixedPoint (fixed_point_prep.inl): per row of X, digit d
   // and code word i, for each phase p (byte vector the kernel makes of the
@@ -143,6 +143,11 @@ struct Activations {
   int digits = kFixedPointDigits;  // kFixedPointDigits16 for y_is_16bit, but not on amx
   AlignedArray<float> block_scale;
   AlignedArray<int32_t> block_start;
+  // m x groups: the sum over each group of the values the digits stand for,
+  // which the zero-point term multiplies: with the exact sum (xsum) it would
+  // take in the digits' rounding times (z - c) instead of (q - z) - up to 8
+  // (4-bit) or 128 (8-bit) times more in groups whose z is far from c.
+  std::vector<float> digit_xsum;
 
   // Bf16 (AMX): per row of X its K values as bf16 (two per word, in input
   // order), row_words apart. Only for values that are bf16 (x_is_bf16: the
