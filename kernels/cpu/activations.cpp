@@ -1,7 +1,8 @@
 // Activations prepared once per call, before the blocks of a matmul are
-// split among threads: per-group sums and, for the fixed-point kernels of
-// avx512vnni, amx and avx2, fixed-point digits (fixed_point_prep.inl); or,
-// for amx's bf16 tiles, X's bf16 values alone. Rows of X are independent,
+// split among threads: for the fixed-point kernels of avx512vnni, amx and
+// avx2, fixed-point digits and their group sums (fixed_point_prep.inl); for
+// amx's bf16 tiles, X's bf16 values alone; for the fp32 kernels, x's own
+// group sums. Rows of X are independent,
 // so large calls prepare them on the pool's threads.
 #include <atomic>
 #include <cmath>
@@ -50,7 +51,6 @@ void reserve_bf16(const PackedMatrix& w, Activations& a) {
 
 void prepare_activations(Isa isa, const PackedMatrix& w, Activations& a, const OverRows& over_rows) {
   const uint64_t K = w.cols, G = w.groups();
-  a.xsum.resize(a.m * G);
   // avx2 has fixed-point kernels for 4-bit codes only (vpmaddubsw would
   // saturate on 8-bit ones) and for M <= kFixedPointMaxMAvx2. AMX runs fixed
   // point at any M where its tiles fit the blocks of inputs.
@@ -94,8 +94,7 @@ void prepare_activations(Isa isa, const PackedMatrix& w, Activations& a, const O
         a.xsum[r * G + j] = float((s[0] + s[1]) + (s[2] + s[3]));
       }
   };
-  const auto sums_and_fixed_point = [&](uint64_t r0, uint64_t r1) {
-    group_sums(r0, r1);
+  const auto fixed_point_rows = [&](uint64_t r0, uint64_t r1) {
     if (!fixed_ok.load(std::memory_order_relaxed)) return;
     bool ok = all_finite(a.x + r0 * K, (r1 - r0) * K);
 #if defined(WOQ_HAVE_X86_KERNELS)
@@ -103,24 +102,32 @@ void prepare_activations(Isa isa, const PackedMatrix& w, Activations& a, const O
 #endif
     if (!ok) fixed_ok.store(false, std::memory_order_relaxed);
   };
-  over_all_rows([&](uint64_t r0, uint64_t r1) {
+  if (bf16 || fixed_point)
+    over_all_rows([&](uint64_t r0, uint64_t r1) {
 #if defined(WOQ_HAVE_X86_KERNELS)
-    // The tiles multiply by q - z: no group sums.
-    if (bf16_ok.load(std::memory_order_relaxed)) {
-      if (prepare_bf16_rows_amx(w, a, r0, r1)) return;
-      bf16_ok.store(false, std::memory_order_relaxed);
-    }
+      if (bf16_ok.load(std::memory_order_relaxed)) {
+        if (prepare_bf16_rows_amx(w, a, r0, r1)) return;
+        bf16_ok.store(false, std::memory_order_relaxed);
+      }
 #endif
-    sums_and_fixed_point(r0, r1);
-  });
+      fixed_point_rows(r0, r1);
+    });
   if (bf16 && !bf16_ok.load()) {  // a value the tiles cannot take: fixed point, if it can, for every row
     fixed_ok.store(fixed_point);
-    if (fixed_point) reserve_fixed_point(w, a);
-    over_all_rows(sums_and_fixed_point);
+    if (fixed_point) {
+      reserve_fixed_point(w, a);
+      over_all_rows(fixed_point_rows);
+    }
   }
   a.form = bf16_ok.load()    ? Activations::Form::Bf16
            : fixed_ok.load() ? Activations::Form::FixedPoint
                              : Activations::Form::Fp32;
+  // Only the fp32 kernels read x's own group sums: the tiles multiply by
+  // q - z, fixed point takes the sums of its digits (digit_xsum).
+  if (a.form == Activations::Form::Fp32) {
+    a.xsum.resize(a.m * G);
+    over_all_rows(group_sums);
+  }
 }
 
 }  // namespace woq::kernels

@@ -90,8 +90,7 @@ bool prepare_fixed_point_digits(const PackedMatrix& w, Activations& a, uint64_t 
 
 template <class P>
 bool prepare_fixed_point_rows(const PackedMatrix& w, Activations& a, uint64_t r0, uint64_t r1) {
-  return a.digits == kFixedPointDigits16 ? prepare_fixed_point_digits<P, kFixedPointDigits16>(w, a, r0, r1)
-                                         : prepare_fixed_point_digits<P, kFixedPointDigits>(w, a, r0, r1);
+  return with_digits(a, [&](auto d) { return prepare_fixed_point_digits<P, decltype(d)::value>(w, a, r0, r1); });
 }
 
 }  // namespace

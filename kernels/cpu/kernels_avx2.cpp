@@ -222,8 +222,7 @@ void packed_matmul_avx2(const PackedMatrix& w, const Activations& a, uint64_t bb
   // Fixed point for 4-bit codes only (prepare_activations never gives it
   // for others; the fp32 kernels read only x and the group sums).
   if (a.form != Activations::Form::FixedPoint || w.code_bits != 4) return packed_matmul_impl(w, a, bb, be, y);
-  if (a.digits == kFixedPointDigits16) fixed_point_run<kFixedPointDigits16>(w, a, bb, be, y);
-  else fixed_point_run<kFixedPointDigits>(w, a, bb, be, y);
+  with_digits(a, [&](auto d) { fixed_point_run<decltype(d)::value>(w, a, bb, be, y); });
 }
 
 }  // namespace woq::kernels

@@ -158,12 +158,6 @@ void fixed_point_run(const PackedMatrix& w, const Activations& a, uint64_t bb, u
   });
 }
 
-template <int D>
-void fixed_point_run_digits(const PackedMatrix& w, const Activations& a, uint64_t bb, uint64_t be, float* y) {
-  if (w.code_bits == 4) fixed_point_run<8, D>(w, a, bb, be, y);
-  else fixed_point_run<4, D>(w, a, bb, be, y);
-}
-
 }  // namespace
 
 namespace {
@@ -209,8 +203,10 @@ bool prepare_fixed_point_rows_avx512vnni(const PackedMatrix& w, Activations& a, 
 
 void packed_matmul_avx512vnni(const PackedMatrix& w, const Activations& a, uint64_t bb, uint64_t be, float* y) {
   if (a.form != Activations::Form::FixedPoint) return packed_matmul_impl(w, a, bb, be, y);
-  if (a.digits == kFixedPointDigits16) fixed_point_run_digits<kFixedPointDigits16>(w, a, bb, be, y);
-  else fixed_point_run_digits<kFixedPointDigits>(w, a, bb, be, y);
+  with_digits(a, [&](auto d) {
+    if (w.code_bits == 4) fixed_point_run<8, decltype(d)::value>(w, a, bb, be, y);
+    else fixed_point_run<4, decltype(d)::value>(w, a, bb, be, y);
+  });
 }
 
 }  // namespace woq::kernels

@@ -19,6 +19,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <type_traits>
 #include <vector>
 
 #include "kernels/cpu/reference.h"
@@ -159,11 +160,19 @@ struct Activations {
   bool y_is_16bit = false;
 };
 
+// f(std::integral_constant<int, D>{}) for the FixedPoint form's digit count
+// D, so that the kernels and the preparation are compiled for each.
+template <class F>
+decltype(auto) with_digits(const Activations& a, F&& f) {
+  if (a.digits == kFixedPointDigits16) return f(std::integral_constant<int, kFixedPointDigits16>{});
+  return f(std::integral_constant<int, kFixedPointDigits>{});
+}
+
 // Runs rows(r0, r1) over [0, M) of one call's rows of X, in pieces, possibly
 // on several threads at once (the CPU backend's pool).
 using OverRows = std::function<void(const std::function<void(uint64_t r0, uint64_t r1)>& rows)>;
 
-// Sets a.form and fills its data (a.xsum for every form but Bf16); the rows
+// Sets a.form and fills its data (a.xsum for the Fp32 form only); the rows
 // of X through `over_rows` when given, else in one piece.
 void prepare_activations(Isa isa, const PackedMatrix& w, Activations& a, const OverRows& over_rows = {});
 // Rows [r0, r1) of the FixedPoint form (finite x; false: a block too peaky
