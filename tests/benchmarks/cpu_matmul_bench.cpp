@@ -7,7 +7,8 @@
 //
 // --bf16 / --fp16 pass 16-bit activations to woq (OpenBLAS gets the same
 // values in fp32); with --y16 woq writes Y in that type too, as a 16-bit
-// model's layers do (and its fixed-point kernels take two digits). --resident runs one 4096x4096 matrix (8.4 MiB at 4 bits)
+// model's layers do (and its fixed-point kernels take two digits).
+// --resident runs one 4096x4096 matrix (8.4 MiB at 4 bits)
 // over and over, so that its weights stay in L3: the kernels' own speed,
 // not DRAM's (not a DRAM benchmark: its GB/s are not comparable with the
 // read bandwidth). --copies sets how many copies of the block woq cycles
